@@ -1,0 +1,320 @@
+//! Injector configuration: what the operator decides once for the whole cluster.
+//!
+//! Loaded from YAML (the `tracecar-webhook-config` ConfigMap). Every field has a
+//! default, so an empty file — or no file — gives a working injector.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Security posture of the injected sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityProfile {
+    /// Root with all capabilities dropped except BPF, PERFMON, SYS_PTRACE,
+    /// SYS_RESOURCE and CHECKPOINT_RESTORE; seccomp unconfined; not privileged.
+    Minimal,
+    /// `privileged: true`: the old "tools sidecar" way, for kernels or
+    /// runtimes where the minimal set is not enough.
+    Privileged,
+}
+
+impl SecurityProfile {
+    /// Parses the annotation value; `None` for anything unknown.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "minimal" => Some(Self::Minimal),
+            "privileged" => Some(Self::Privileged),
+            _ => None,
+        }
+    }
+
+    /// The name used in annotations, config and the status annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Privileged => "privileged",
+        }
+    }
+}
+
+/// Where the sidecar goes in the pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarMode {
+    /// A regular entry in `spec.containers`.
+    Container,
+    /// An `initContainers` entry with `restartPolicy: Always` (Kubernetes
+    /// 1.29+), so Jobs can still complete.
+    Native,
+}
+
+impl SidecarMode {
+    /// Parses the annotation value; `None` for anything unknown.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "container" => Some(Self::Container),
+            "native" => Some(Self::Native),
+            _ => None,
+        }
+    }
+
+    /// The name used in annotations, config and the status annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::Native => "native",
+        }
+    }
+}
+
+/// CPU/memory quantities for the sidecar, as Kubernetes quantity strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// `resources.requests`.
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+    /// `resources.limits`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Default for ResourceSpec {
+    fn default() -> Self {
+        let pairs = |cpu: &str, mem: &str| {
+            BTreeMap::from([
+                ("cpu".to_owned(), cpu.to_owned()),
+                ("memory".to_owned(), mem.to_owned()),
+            ])
+        };
+        // The agent idles at a few MiB; captures need up to ~100 MiB.
+        Self {
+            requests: pairs("10m", "32Mi"),
+            limits: pairs("1", "256Mi"),
+        }
+    }
+}
+
+/// The injector configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct InjectConfig {
+    /// Sidecar image.
+    pub image: String,
+    /// Sidecar `imagePullPolicy`.
+    pub image_pull_policy: String,
+    /// Sidecar resources.
+    pub resources: ResourceSpec,
+    /// Default security profile.
+    pub profile: SecurityProfile,
+    /// Whether `tracecar.dev/profile` on a pod may override `profile`.
+    pub allow_profile_override: bool,
+    /// Default sidecar mode.
+    pub sidecar_mode: SidecarMode,
+    /// Namespaces where injection is allowed. Empty means every namespace
+    /// that is not excluded.
+    pub namespaces: Vec<String>,
+    /// Extra namespaces where injection is never done, on top of the system
+    /// namespaces and the webhook's own.
+    pub exclude_namespaces: Vec<String>,
+    /// The webhook's own namespace; never injected.
+    pub webhook_namespace: String,
+    /// Socket path the agent listens on inside the sidecar.
+    pub socket_path: String,
+    /// `hostPath.type` for `/usr/src` and `/lib/modules`. `DirectoryOrCreate`
+    /// tolerates nodes without them (an empty directory is created);
+    /// `""` skips the check but some runtimes then fail on a missing path.
+    pub kernel_source_host_path_type: String,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        Self {
+            image: "tracecar/agent:0.1.0".to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
+            resources: ResourceSpec::default(),
+            profile: SecurityProfile::Minimal,
+            allow_profile_override: true,
+            sidecar_mode: SidecarMode::Container,
+            namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            webhook_namespace: "tracecar-system".to_owned(),
+            socket_path: "/run/tracecar/agent.sock".to_owned(),
+            kernel_source_host_path_type: "DirectoryOrCreate".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown keys.
+    #[error("invalid config {path}: {source} (see README 'Configuration reference')")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The YAML error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A value is out of its allowed set.
+    #[error("invalid config: {0}")]
+    Invalid(&'static str),
+}
+
+impl InjectConfig {
+    /// Loads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text. Empty text gives the defaults.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: PathBuf::new(),
+                source,
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.image.trim().is_empty() {
+            return Err(ConfigError::Invalid("image must not be empty"));
+        }
+        if !matches!(
+            self.image_pull_policy.as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        ) {
+            return Err(ConfigError::Invalid(
+                "imagePullPolicy must be Always, IfNotPresent or Never",
+            ));
+        }
+        if !self.socket_path.starts_with('/') {
+            return Err(ConfigError::Invalid("socketPath must be absolute"));
+        }
+        if !matches!(
+            self.kernel_source_host_path_type.as_str(),
+            "" | "Directory" | "DirectoryOrCreate"
+        ) {
+            return Err(ConfigError::Invalid(
+                "kernelSourceHostPathType must be \"\", Directory or DirectoryOrCreate",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the injector may touch pods in `namespace`.
+    pub fn namespace_decision(&self, namespace: &str) -> NamespaceDecision {
+        const SYSTEM: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+        if SYSTEM.contains(&namespace) {
+            NamespaceDecision::System
+        } else if namespace == self.webhook_namespace {
+            NamespaceDecision::Webhook
+        } else if self.exclude_namespaces.iter().any(|n| n == namespace) {
+            NamespaceDecision::Excluded
+        } else if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == namespace) {
+            NamespaceDecision::NotAllowed
+        } else {
+            NamespaceDecision::Allowed
+        }
+    }
+}
+
+/// The outcome of [`InjectConfig::namespace_decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceDecision {
+    /// Injection may proceed.
+    Allowed,
+    /// A Kubernetes system namespace.
+    System,
+    /// The webhook's own namespace.
+    Webhook,
+    /// Listed in `excludeNamespaces`.
+    Excluded,
+    /// Not in the non-empty `namespaces` allow-list.
+    NotAllowed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_yaml_gives_defaults() {
+        assert_eq!(
+            InjectConfig::from_yaml("").ok(),
+            Some(InjectConfig::default())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(InjectConfig::from_yaml("imagee: x").is_err());
+    }
+
+    #[test]
+    fn partial_yaml_keeps_other_defaults() {
+        let c = InjectConfig::from_yaml("profile: privileged\nnamespaces: [apps]\n")
+            .unwrap_or_default();
+        assert_eq!(c.profile, SecurityProfile::Privileged);
+        assert_eq!(c.namespaces, vec!["apps".to_owned()]);
+        assert_eq!(c.image, InjectConfig::default().image);
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let mut c = InjectConfig::default();
+        assert_eq!(c.namespace_decision("kube-system"), NamespaceDecision::System);
+        assert_eq!(c.namespace_decision("kube-public"), NamespaceDecision::System);
+        assert_eq!(
+            c.namespace_decision("kube-node-lease"),
+            NamespaceDecision::System
+        );
+        assert_eq!(
+            c.namespace_decision("tracecar-system"),
+            NamespaceDecision::Webhook
+        );
+        assert_eq!(c.namespace_decision("default"), NamespaceDecision::Allowed);
+        c.namespaces = vec!["apps".into()];
+        assert_eq!(
+            c.namespace_decision("default"),
+            NamespaceDecision::NotAllowed
+        );
+        assert_eq!(c.namespace_decision("apps"), NamespaceDecision::Allowed);
+        c.exclude_namespaces = vec!["apps".into()];
+        assert_eq!(c.namespace_decision("apps"), NamespaceDecision::Excluded);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(InjectConfig::from_yaml("imagePullPolicy: Sometimes").is_err());
+        assert!(InjectConfig::from_yaml("socketPath: relative.sock").is_err());
+        assert!(InjectConfig::from_yaml("profile: root").is_err());
+    }
+}

@@ -1,0 +1,747 @@
+//! Pure injection logic: `(&Pod, namespace, &InjectConfig) -> Decision`.
+//!
+//! No I/O happens here. The patch is a list of RFC 6902 `add` operations at
+//! explicit paths, computed in one pass over the pod (linear in its size).
+//! It is never a diff of two documents, so fields that `k8s-openapi` does
+//! not know survive untouched and no `remove` is ever emitted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use json_patch::{AddOperation, Patch, PatchOperation};
+use jsonptr::PointerBuf;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, Pod, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::annotations::{self as ann, SIDECAR_NAME, VOLUME_PREFIX};
+use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMode};
+
+/// Mount path of the shared temp volume (JIT perf maps live here).
+pub const TMP_PATH: &str = "/tmp";
+/// Mount path of the shared LTTng run directory (session daemon sockets).
+pub const LTTNG_PATH: &str = "/var/run/lttng";
+
+const VOL_TMP: &str = "tracecar-tmp";
+const VOL_LTTNG: &str = "tracecar-lttng";
+const VOL_SYS: &str = "tracecar-sys";
+const VOL_USR_SRC: &str = "tracecar-usr-src";
+const VOL_LIB_MODULES: &str = "tracecar-lib-modules";
+
+/// Capabilities of the `minimal` profile: sampling (PERFMON), loading BPF
+/// (BPF), reading other processes' memory and maps (SYS_PTRACE), raising
+/// RLIMIT_MEMLOCK for older kernels' BPF maps (SYS_RESOURCE), and reading
+/// `/proc/PID/map_files` (CHECKPOINT_RESTORE).
+pub const MINIMAL_CAPABILITIES: [&str; 5] = [
+    "BPF",
+    "PERFMON",
+    "SYS_PTRACE",
+    "SYS_RESOURCE",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Runtime presets selected by `tracecar.dev/runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// .NET (CoreCLR): perf maps and LTTng tracepoints.
+    Dotnet,
+    /// Node.js: `--perf-basic-prof`.
+    Node,
+    /// HotSpot JVM: frame pointers and a perf-map dump.
+    Java,
+    /// CPython 3.12+: the perf trampoline.
+    Python,
+}
+
+/// How a preset variable combines with a value the user already set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvMerge {
+    /// A flag: the user's value wins, ours is only added when absent.
+    KeepUser,
+    /// A space-separated option list: our options are appended.
+    AppendOptions,
+}
+
+impl Runtime {
+    /// Parses the annotation value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "dotnet" => Some(Self::Dotnet),
+            "node" => Some(Self::Node),
+            "java" => Some(Self::Java),
+            "python" => Some(Self::Python),
+            _ => None,
+        }
+    }
+
+    fn env(self) -> &'static [(&'static str, &'static str, EnvMerge)] {
+        use EnvMerge::{AppendOptions, KeepUser};
+        match self {
+            // The COMPlus_ forms are read by .NET Core 3.1 and .NET 5.
+            Self::Dotnet => &[
+                ("DOTNET_PerfMapEnabled", "1", KeepUser),
+                ("DOTNET_LTTng", "1", KeepUser),
+                ("COMPlus_PerfMapEnabled", "1", KeepUser),
+                ("COMPlus_LTTng", "1", KeepUser),
+            ],
+            Self::Node => &[("NODE_OPTIONS", "--perf-basic-prof", AppendOptions)],
+            // DumpPerfMapAtExit is diagnostic in JDK 17; while running, the
+            // agent asks for a live map with `jcmd PID Compiler.perfmap`.
+            Self::Java => &[(
+                "JAVA_TOOL_OPTIONS",
+                "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
+                AppendOptions,
+            )],
+            Self::Python => &[("PYTHONPERFSUPPORT", "1", KeepUser)],
+        }
+    }
+}
+
+/// Why a pod was left alone. The label is used in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No `tracecar.dev/inject: "true"`.
+    NotAnnotated,
+    /// Our sidecar or a `tracecar-` volume is already there.
+    AlreadyInjected,
+    /// The namespace is a system, webhook, excluded or not-allowed one.
+    Namespace(NamespaceDecision),
+    /// A kubelet mirror pod: the API server ignores changes to its spec.
+    MirrorPod,
+    /// A Windows pod: the agent is Linux-only.
+    Windows,
+}
+
+impl SkipReason {
+    /// Stable metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotAnnotated => "not_annotated",
+            Self::AlreadyInjected => "already_injected",
+            Self::Namespace(NamespaceDecision::System) => "system_namespace",
+            Self::Namespace(NamespaceDecision::Webhook) => "webhook_namespace",
+            Self::Namespace(NamespaceDecision::Excluded) => "excluded_namespace",
+            Self::Namespace(NamespaceDecision::NotAllowed | NamespaceDecision::Allowed) => {
+                "namespace_not_allowed"
+            }
+            Self::MirrorPod => "mirror_pod",
+            Self::Windows => "windows",
+        }
+    }
+}
+
+/// What the injector decided for one pod.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Leave the pod alone. `warning` is set when the pod asked for
+    /// injection, so the user learns why it did not happen.
+    Skip {
+        /// Why.
+        reason: SkipReason,
+        /// A message for the AdmissionResponse warnings.
+        warning: Option<String>,
+    },
+    /// Apply `plan.patch`.
+    Inject(Plan),
+}
+
+/// The result of a successful injection decision.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// JSON Patch against the pod (or pod template) document.
+    pub patch: Patch,
+    /// Non-fatal notes for the user (conflicts, overrides).
+    pub warnings: Vec<String>,
+    /// What was injected; also written to `tracecar.dev/status`.
+    pub status: InjectStatus,
+}
+
+/// Content of the `tracecar.dev/status` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectStatus {
+    /// Injector version.
+    pub version: &'static str,
+    /// The sidecar container name.
+    pub sidecar: &'static str,
+    /// `container` or `native`.
+    pub mode: &'static str,
+    /// `minimal` or `privileged`.
+    pub profile: &'static str,
+    /// App containers that got the shared mounts.
+    pub containers: Vec<String>,
+    /// Volumes added to the pod.
+    pub volumes: Vec<&'static str>,
+    /// Runtime preset, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+}
+
+/// Why a decision could not be made. The webhook fails open on these.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The pod has no `spec`.
+    #[error("pod has no spec")]
+    MissingSpec,
+    /// A generated object could not be turned into JSON.
+    #[error("cannot serialize generated {what}: {source}")]
+    Serialize {
+        /// Which object.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Extra facts about a pod that are not in its spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodContext<'a> {
+    /// Namespace the pod is created in.
+    pub namespace: &'a str,
+    /// Kind of the workload that owns the pod, when known from outside the
+    /// pod (offline injection of a Job template). Owner references on the
+    /// pod are consulted too.
+    pub owner_kind: Option<&'a str>,
+}
+
+/// Decides what to do with `pod` and builds the patch.
+pub fn decide(
+    pod: &Pod,
+    ctx: PodContext<'_>,
+    config: &InjectConfig,
+) -> Result<Decision, InjectError> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+
+    if annotation(ann::INJECT).map(str::trim) != Some("true") {
+        return Ok(skip(SkipReason::NotAnnotated, None));
+    }
+    let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
+
+    if annotation(ann::MIRROR).is_some() {
+        return Ok(skip(
+            SkipReason::MirrorPod,
+            Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
+        ));
+    }
+    if is_windows(spec) {
+        return Ok(skip(
+            SkipReason::Windows,
+            Some("tracecar: not injected: Windows pods are not supported".to_owned()),
+        ));
+    }
+    match config.namespace_decision(ctx.namespace) {
+        NamespaceDecision::Allowed => {}
+        decision => {
+            let why = match decision {
+                NamespaceDecision::System => "is a Kubernetes system namespace",
+                NamespaceDecision::Webhook => "is the webhook's own namespace",
+                NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
+                _ => "is not in the injector's namespaces allow-list",
+            };
+            return Ok(skip(
+                SkipReason::Namespace(decision),
+                Some(format!(
+                    "tracecar: not injected: namespace {:?} {why}",
+                    ctx.namespace
+                )),
+            ));
+        }
+    }
+    if let Some(what) = existing_injection(spec) {
+        // Our own earlier output (reinvocation) is silent; anything else is
+        // a clash the user should hear about.
+        let warning = annotation(ann::STATUS).is_none().then(|| {
+            format!("tracecar: not injected: {what} already exists; treating the pod as injected")
+        });
+        return Ok(skip(SkipReason::AlreadyInjected, warning));
+    }
+
+    let mut warnings = Vec::new();
+    let choices = Choices::read(&annotation, pod, ctx, config, &mut warnings);
+    let mut b = PatchBuilder::default();
+
+    // shareProcessNamespace: the whole point of the sidecar.
+    match (spec.host_pid, spec.share_process_namespace) {
+        (Some(true), _) => warnings.push(
+            "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
+        ),
+        (_, Some(true)) => {}
+        (_, shared) => {
+            if shared == Some(false) {
+                warnings.push(
+                    "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
+                );
+            }
+            b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
+        }
+    }
+
+    // Volumes.
+    let volumes = pod_volumes(config);
+    b.append_all(
+        &["spec", "volumes"],
+        spec.volumes.as_ref().map(Vec::len),
+        to_values("volume", &volumes)?,
+    );
+
+    // App containers: shared mounts and runtime environment.
+    let mut mounted = Vec::new();
+    for (index, container) in spec.containers.iter().enumerate() {
+        if !choices.selects(&container.name) {
+            continue;
+        }
+        let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
+        let mut mounts = Vec::new();
+        for (volume, path) in [(VOL_TMP, TMP_PATH), (VOL_LTTNG, LTTNG_PATH)] {
+            if mounts_path(container, path) {
+                warnings.push(format!(
+                    "tracecar: container {:?} already mounts {path}; it keeps its own mount",
+                    container.name
+                ));
+            } else {
+                mounts.push(mount(volume, path, false));
+            }
+        }
+        let base_refs: Vec<&str> = base.iter().map(String::as_str).collect();
+        b.append_all(
+            &[base_refs.as_slice(), &["volumeMounts"]].concat(),
+            container.volume_mounts.as_ref().map(Vec::len),
+            to_values("volume mount", &mounts)?,
+        );
+        if let Some(runtime) = choices.runtime {
+            plan_env(&mut b, &base_refs, container, runtime, &mut warnings)?;
+        }
+        mounted.push(container.name.clone());
+    }
+
+    // The sidecar.
+    let sidecar = sidecar_container(config, choices.profile, choices.mode);
+    let sidecar = serde_json::to_value(&sidecar).map_err(|source| InjectError::Serialize {
+        what: "sidecar",
+        source,
+    })?;
+    match choices.mode {
+        SidecarMode::Container => b.append_all(
+            &["spec", "containers"],
+            Some(spec.containers.len()),
+            vec![sidecar],
+        ),
+        SidecarMode::Native => b.append_all(
+            &["spec", "initContainers"],
+            spec.init_containers.as_ref().map(Vec::len),
+            vec![sidecar],
+        ),
+    }
+
+    let status = InjectStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        sidecar: SIDECAR_NAME,
+        mode: choices.mode.as_str(),
+        profile: choices.profile.as_str(),
+        containers: mounted,
+        volumes: volumes_names(),
+        runtime: choices.runtime,
+    };
+    let status_json = serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
+        what: "status annotation",
+        source,
+    })?;
+    b.add(
+        &["metadata", "annotations", ann::STATUS],
+        Value::String(status_json),
+    );
+
+    Ok(Decision::Inject(Plan {
+        patch: b.finish(),
+        warnings,
+        status,
+    }))
+}
+
+fn skip(reason: SkipReason, warning: Option<String>) -> Decision {
+    Decision::Skip { reason, warning }
+}
+
+fn is_windows(spec: &PodSpec) -> bool {
+    let os = spec.os.as_ref().map(|os| os.name.as_str());
+    let selector = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get("kubernetes.io/os"))
+        .map(String::as_str);
+    os == Some("windows") || selector == Some("windows")
+}
+
+/// Names what shows that the pod was injected before, if anything does.
+fn existing_injection(spec: &PodSpec) -> Option<String> {
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    if containers.into_iter().any(|c| c.name == SIDECAR_NAME) {
+        return Some(format!("a container named {SIDECAR_NAME:?}"));
+    }
+    spec.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.starts_with(VOLUME_PREFIX))
+        .map(|v| format!("a volume named {:?}", v.name))
+}
+
+/// The per-pod choices, after annotations and config are reconciled.
+struct Choices {
+    profile: SecurityProfile,
+    mode: SidecarMode,
+    runtime: Option<Runtime>,
+    /// `None` means every app container.
+    containers: Option<BTreeSet<String>>,
+}
+
+impl Choices {
+    fn read<'a>(
+        annotation: &dyn Fn(&str) -> Option<&'a str>,
+        pod: &Pod,
+        ctx: PodContext<'_>,
+        config: &InjectConfig,
+        warnings: &mut Vec<String>,
+    ) -> Self {
+        let profile = match annotation(ann::PROFILE) {
+            None => config.profile,
+            Some(value) => match SecurityProfile::parse(value) {
+                Some(p) if p == config.profile => p,
+                Some(p) if config.allow_profile_override => p,
+                Some(_) => {
+                    warnings.push(format!(
+                        "tracecar: {} ignored: the injector config does not allow per-pod profiles; using {}",
+                        ann::PROFILE,
+                        config.profile.as_str()
+                    ));
+                    config.profile
+                }
+                None => {
+                    warnings.push(format!(
+                        "tracecar: {}={value:?} is not minimal|privileged; using {}",
+                        ann::PROFILE,
+                        config.profile.as_str()
+                    ));
+                    config.profile
+                }
+            },
+        };
+
+        let owned_by_job = ctx.owner_kind == Some("Job")
+            || ctx.owner_kind == Some("CronJob")
+            || pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Job");
+        let mode = match annotation(ann::SIDECAR_MODE).map(|v| (v, SidecarMode::parse(v))) {
+            Some((_, Some(mode))) => mode,
+            Some((value, None)) => {
+                warnings.push(format!(
+                    "tracecar: {}={value:?} is not container|native; using {}",
+                    ann::SIDECAR_MODE,
+                    config.sidecar_mode.as_str()
+                ));
+                config.sidecar_mode
+            }
+            None if owned_by_job && config.sidecar_mode == SidecarMode::Container => {
+                warnings.push(
+                    "tracecar: pod belongs to a Job: using a native sidecar so the Job can complete (needs Kubernetes 1.29+)".to_owned(),
+                );
+                SidecarMode::Native
+            }
+            None => config.sidecar_mode,
+        };
+
+        let runtime = annotation(ann::RUNTIME).and_then(|value| {
+            let runtime = Runtime::parse(value);
+            if runtime.is_none() {
+                warnings.push(format!(
+                    "tracecar: {}={value:?} is not dotnet|node|java|python; no runtime preset applied",
+                    ann::RUNTIME
+                ));
+            }
+            runtime
+        });
+
+        let containers = annotation(ann::CONTAINERS).map(|list| {
+            let wanted: BTreeSet<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let present: BTreeSet<&str> = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .map(|c| c.name.as_str())
+                .collect();
+            for name in &wanted {
+                if !present.contains(name.as_str()) {
+                    warnings.push(format!(
+                        "tracecar: {} names {name:?}, which is not a container of this pod",
+                        ann::CONTAINERS
+                    ));
+                }
+            }
+            wanted
+        });
+
+        Self {
+            profile,
+            mode,
+            runtime,
+            containers,
+        }
+    }
+
+    fn selects(&self, container: &str) -> bool {
+        self.containers
+            .as_ref()
+            .is_none_or(|set| set.contains(container))
+    }
+}
+
+fn normalize(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}
+
+fn mounts_path(container: &Container, path: &str) -> bool {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| normalize(&m.mount_path) == path)
+}
+
+fn plan_env(
+    b: &mut PatchBuilder,
+    container_path: &[&str],
+    container: &Container,
+    runtime: Runtime,
+    warnings: &mut Vec<String>,
+) -> Result<(), InjectError> {
+    let existing = container.env.as_deref().unwrap_or_default();
+    let mut new_vars = Vec::new();
+    for &(name, value, merge) in runtime.env() {
+        // The API server keeps the last of duplicate names, so edit that one.
+        let Some((index, var)) = existing.iter().enumerate().rfind(|(_, v)| v.name == name)
+        else {
+            new_vars.push(EnvVar {
+                name: name.to_owned(),
+                value: Some(value.to_owned()),
+                ..EnvVar::default()
+            });
+            continue;
+        };
+        match merge {
+            EnvMerge::KeepUser => {}
+            EnvMerge::AppendOptions if var.value_from.is_some() => warnings.push(format!(
+                "tracecar: container {:?} sets {name} from a reference; add {value:?} to it yourself",
+                container.name
+            )),
+            EnvMerge::AppendOptions => {
+                let current = var.value.as_deref().unwrap_or_default();
+                let present: BTreeSet<&str> = current.split_whitespace().collect();
+                let missing: Vec<&str> = value
+                    .split_whitespace()
+                    .filter(|opt| !present.contains(opt))
+                    .collect();
+                if !missing.is_empty() {
+                    let merged = if current.trim().is_empty() {
+                        missing.join(" ")
+                    } else {
+                        format!("{} {}", current.trim_end(), missing.join(" "))
+                    };
+                    let index = index.to_string();
+                    b.add(
+                        &[container_path, &["env", &index, "value"]].concat(),
+                        Value::String(merged),
+                    );
+                }
+            }
+        }
+    }
+    b.append_all(
+        &[container_path, &["env"]].concat(),
+        container.env.as_ref().map(Vec::len),
+        to_values("env var", &new_vars)?,
+    );
+    Ok(())
+}
+
+fn to_values<T: Serialize>(what: &'static str, items: &[T]) -> Result<Vec<Value>, InjectError> {
+    items
+        .iter()
+        .map(|item| serde_json::to_value(item).map_err(|source| InjectError::Serialize { what, source }))
+        .collect()
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn volumes_names() -> Vec<&'static str> {
+    vec![VOL_TMP, VOL_LTTNG, VOL_SYS, VOL_USR_SRC, VOL_LIB_MODULES]
+}
+
+fn pod_volumes(config: &InjectConfig) -> Vec<Volume> {
+    let empty_dir = |name: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    let host_path = |name: &str, path: &str, type_: &str| Volume {
+        name: name.to_owned(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_owned(),
+            type_: (!type_.is_empty()).then(|| type_.to_owned()),
+        }),
+        ..Volume::default()
+    };
+    let kernel_type = config.kernel_source_host_path_type.as_str();
+    vec![
+        empty_dir(VOL_TMP),
+        empty_dir(VOL_LTTNG),
+        host_path(VOL_SYS, "/sys", "Directory"),
+        host_path(VOL_USR_SRC, "/usr/src", kernel_type),
+        host_path(VOL_LIB_MODULES, "/lib/modules", kernel_type),
+    ]
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!map.is_empty()).then(|| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+/// The sidecar container for a profile and mode.
+pub fn sidecar_container(
+    config: &InjectConfig,
+    profile: SecurityProfile,
+    mode: SidecarMode,
+) -> Container {
+    let field_env = |name: &str, field: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field.to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    // Root is explicit so a pod-level runAsNonRoot does not stop the agent.
+    let root = SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        ..SecurityContext::default()
+    };
+    let security_context = match profile {
+        SecurityProfile::Minimal => SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: Some(MINIMAL_CAPABILITIES.map(str::to_owned).to_vec()),
+            }),
+            // RuntimeDefault seccomp blocks bpf() and perf_event_open().
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Unconfined".to_owned(),
+                localhost_profile: None,
+            }),
+            ..root
+        },
+        SecurityProfile::Privileged => SecurityContext {
+            privileged: Some(true),
+            ..root
+        },
+    };
+    Container {
+        name: SIDECAR_NAME.to_owned(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some(config.image_pull_policy.clone()),
+        command: Some(
+            ["tracecar-agent", "serve", "--socket", &config.socket_path]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("NODE_NAME", "spec.nodeName"),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantities(&config.resources.requests),
+            limits: quantities(&config.resources.limits),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(security_context),
+        volume_mounts: Some(vec![
+            mount(VOL_TMP, TMP_PATH, false),
+            mount(VOL_LTTNG, LTTNG_PATH, false),
+            mount(VOL_SYS, "/sys", true),
+            mount(VOL_USR_SRC, "/usr/src", true),
+            mount(VOL_LIB_MODULES, "/lib/modules", true),
+        ]),
+        restart_policy: (mode == SidecarMode::Native).then(|| "Always".to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+/// Accumulates `add` operations with properly escaped pointers.
+#[derive(Default)]
+struct PatchBuilder {
+    ops: Vec<PatchOperation>,
+}
+
+impl PatchBuilder {
+    fn add(&mut self, tokens: &[&str], value: Value) {
+        self.ops.push(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(tokens.iter().copied()),
+            value,
+        }));
+    }
+
+    /// Appends `items` to the array at `tokens`, creating it when absent
+    /// (`existing_len` is `None`).
+    fn append_all(&mut self, tokens: &[&str], existing_len: Option<usize>, items: Vec<Value>) {
+        if items.is_empty() {
+            return;
+        }
+        match existing_len {
+            None => self.add(tokens, Value::Array(items)),
+            Some(_) => {
+                for item in items {
+                    self.add(&[tokens, &["-"]].concat(), item);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Patch {
+        Patch(self.ops)
+    }
+}
