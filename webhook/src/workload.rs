@@ -135,6 +135,9 @@ pub fn inject_yaml(
             let object = describe(&doc);
             let yaml = serde_yaml::to_string(&doc)
                 .map_err(|source| WorkloadError::Write { object, source })?;
+            if !out.yaml.is_empty() && !out.yaml.ends_with('\n') {
+                out.yaml.push('\n');
+            }
             if !out.yaml.is_empty() || raw.starts_with("---") {
                 out.yaml.push_str("---\n");
             }

@@ -1,0 +1,388 @@
+//! Unit tests of the pure injector on fixture pods.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use tracecar_webhook::config::{InjectConfig, NamespaceDecision, SecurityProfile};
+use tracecar_webhook::inject::{Decision, SkipReason};
+
+fn status(doc: &Value) -> Value {
+    let raw = doc["metadata"]["annotations"]["tracecar.dev/status"]
+        .as_str()
+        .expect("status annotation");
+    serde_json::from_str(raw).expect("status is JSON")
+}
+
+fn caps(container: &Value) -> Vec<&str> {
+    container["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn minimal_pod_without_volumes_gets_everything() {
+    let (pod, plan) = inject_checked(&fixture("minimal.yaml"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    assert_eq!(pod["spec"]["shareProcessNamespace"], true);
+    let volumes: Vec<&str> = pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes created")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "tracecar-tmp",
+            "tracecar-lttng",
+            "tracecar-sys",
+            "tracecar-usr-src",
+            "tracecar-lib-modules"
+        ]
+    );
+    let app = container(&pod, "containers", "app");
+    assert_eq!(mount_paths(app), ["/tmp", "/var/run/lttng"]);
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(
+        sidecar["command"],
+        serde_json::json!(["tracecar-agent", "serve", "--socket", "/run/tracecar/agent.sock"])
+    );
+    assert_eq!(
+        mount_paths(sidecar),
+        ["/tmp", "/var/run/lttng", "/sys", "/usr/src", "/lib/modules"]
+    );
+    for m in sidecar["volumeMounts"].as_array().unwrap().iter().skip(2) {
+        assert_eq!(m["readOnly"], true, "host paths are read-only: {m}");
+    }
+    let sc = &sidecar["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        caps(sidecar),
+        ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "CHECKPOINT_RESTORE"]
+    );
+    assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
+    let env: Vec<&str> = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"]);
+    assert_eq!(sidecar["resources"]["requests"]["cpu"], "10m");
+    for host in ["usr-src", "lib-modules"] {
+        let v = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == format!("tracecar-{host}"))
+            .unwrap();
+        assert_eq!(v["hostPath"]["type"], "DirectoryOrCreate");
+    }
+    let st = status(&pod);
+    assert_eq!(st["mode"], "container");
+    assert_eq!(st["profile"], "minimal");
+    assert_eq!(st["containers"], serde_json::json!(["app"]));
+}
+
+#[test]
+fn reinvocation_of_our_own_output_is_a_no_op() {
+    let (pod, _) = inject_checked(&fixture("minimal.yaml"));
+    // Another webhook adds a container after us; still no patch.
+    let mut pod = pod;
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "late", "image": "late:1"}));
+    match decide_in(&pod, "default", &InjectConfig::default()) {
+        Decision::Skip {
+            reason: SkipReason::AlreadyInjected,
+            warning: None,
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn path_clashes_keep_the_users_mounts() {
+    let (pod, plan) = inject_checked(&fixture("clashes.yaml"));
+    let app = container(&pod, "containers", "app");
+    // Nothing added to app: it mounts both paths itself (one with a slash).
+    assert_eq!(mount_paths(app), ["/tmp/", "/var/run/lttng"]);
+    let worker = container(&pod, "containers", "worker");
+    assert_eq!(mount_paths(worker), ["/scratch", "/tmp", "/var/run/lttng"]);
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(plan.warnings.iter().any(|w| w.contains("/tmp")));
+    assert!(plan.warnings.iter().any(|w| w.contains("/var/run/lttng")));
+    assert_eq!(status(&pod)["containers"], serde_json::json!(["app", "worker"]));
+}
+
+#[test]
+fn user_volume_with_our_prefix_means_already_injected() {
+    match decide_in(
+        &fixture("user-tracecar-volume.yaml"),
+        "default",
+        &InjectConfig::default(),
+    ) {
+        Decision::Skip {
+            reason: SkipReason::AlreadyInjected,
+            warning: Some(w),
+        } => assert!(w.contains("tracecar-data"), "{w}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn annotation_keys_with_slash_and_tilde_survive() {
+    let doc = fixture("escaped-annotations.yaml");
+    let (pod, plan) = inject_checked(&doc);
+    let ann = &pod["metadata"]["annotations"];
+    assert_eq!(ann["example.com/a~b"], "tilde");
+    assert_eq!(ann["example.com/x~1y"], "looks-escaped");
+    assert_eq!(ann["~0/~1"], "both");
+    let paths: Vec<String> = plan
+        .patch
+        .0
+        .iter()
+        .map(|op| match op {
+            json_patch::PatchOperation::Add(a) => a.path.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    assert!(
+        paths.contains(&"/metadata/annotations/tracecar.dev~1status".to_owned()),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn native_sidecar_goes_after_existing_init_containers() {
+    let (pod, _) = inject_checked(&fixture("init-containers.yaml"));
+    let names: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["migrate", "proxy", "tracecar"]);
+    let sidecar = container(&pod, "initContainers", "tracecar");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert!(
+        !pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "tracecar")
+    );
+    // Init containers are not app containers: no shared mounts.
+    assert!(mount_paths(container(&pod, "initContainers", "migrate")).is_empty());
+    assert_eq!(status(&pod)["mode"], "native");
+}
+
+#[test]
+fn job_pods_get_a_native_sidecar() {
+    let (pod, plan) = inject_checked(&fixture("job-pod.yaml"));
+    assert!(pod["spec"]["initContainers"][0]["name"] == "tracecar");
+    assert!(plan.warnings.iter().any(|w| w.contains("Job")));
+    // An explicit annotation wins over the Job rule.
+    let mut doc = fixture("job-pod.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/sidecar-mode"] = "container".into();
+    let (pod, _) = inject_checked(&doc);
+    assert_eq!(container(&pod, "containers", "tracecar")["name"], "tracecar");
+}
+
+#[test]
+fn sidecar_runs_as_root_explicitly_under_run_as_non_root() {
+    let (pod, _) = inject_checked(&fixture("run-as-non-root.yaml"));
+    let sc = &container(&pod, "containers", "tracecar")["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], false);
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["runAsGroup"], 0);
+    // The pod-level setting is untouched for the app.
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+}
+
+#[test]
+fn share_process_namespace_false_is_overridden_with_a_warning() {
+    let (pod, plan) = inject_checked(&fixture("share-pid-false.yaml"));
+    assert_eq!(pod["spec"]["shareProcessNamespace"], true);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("shareProcessNamespace")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn host_network_pods_are_injected_without_touching_networking() {
+    let doc = fixture("host-network.yaml");
+    let (pod, plan) = inject_checked(&doc);
+    assert!(plan.warnings.is_empty());
+    assert_eq!(pod["spec"]["hostNetwork"], true);
+    assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert!(container(&pod, "containers", "tracecar").get("ports").is_none());
+}
+
+#[test]
+fn host_pid_pods_keep_share_process_namespace_unset() {
+    let (pod, plan) = inject_checked(&fixture("host-pid.yaml"));
+    assert!(pod["spec"].get("shareProcessNamespace").is_none());
+    assert!(plan.warnings.iter().any(|w| w.contains("hostPID")));
+}
+
+#[test]
+fn runtime_preset_appends_and_honours_the_container_list() {
+    let (pod, plan) = inject_checked(&fixture("runtime-presets.yaml"));
+    let jvm = container(&pod, "containers", "jvm");
+    assert_eq!(
+        env_value(jvm, "JAVA_TOOL_OPTIONS"),
+        Some(
+            "-Xmx512m -XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit"
+        )
+    );
+    assert_eq!(mount_paths(jvm), ["/tmp", "/var/run/lttng"]);
+    let untouched = container(&pod, "containers", "untouched");
+    assert!(untouched.get("env").is_none());
+    assert!(mount_paths(untouched).is_empty());
+    assert!(plan.warnings.iter().any(|w| w.contains("ghost")), "{:?}", plan.warnings);
+    assert_eq!(status(&pod)["runtime"], "java");
+}
+
+#[test]
+fn runtime_preset_never_overwrites_a_user_variable() {
+    let (pod, _) = inject_checked(&fixture("dotnet-user-env.yaml"));
+    let api = container(&pod, "containers", "api");
+    assert_eq!(env_value(api, "DOTNET_PerfMapEnabled"), Some("0"));
+    assert_eq!(env_value(api, "DOTNET_LTTng"), Some("1"));
+    assert_eq!(env_value(api, "COMPlus_PerfMapEnabled"), Some("1"));
+}
+
+#[test]
+fn node_and_python_presets() {
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/runtime"] = "node".into();
+    let (pod, _) = inject_checked(&doc);
+    assert_eq!(
+        env_value(container(&pod, "containers", "app"), "NODE_OPTIONS"),
+        Some("--perf-basic-prof")
+    );
+    doc["metadata"]["annotations"]["tracecar.dev/runtime"] = "python".into();
+    let (pod, _) = inject_checked(&doc);
+    assert_eq!(
+        env_value(container(&pod, "containers", "app"), "PYTHONPERFSUPPORT"),
+        Some("1")
+    );
+    doc["metadata"]["annotations"]["tracecar.dev/runtime"] = "cobol".into();
+    let (_, plan) = inject_checked(&doc);
+    assert!(plan.warnings.iter().any(|w| w.contains("cobol")));
+}
+
+#[test]
+fn privileged_profile_by_annotation_and_its_override_switch() {
+    let (pod, _) = inject_checked(&fixture("privileged.yaml"));
+    let sc = &container(&pod, "containers", "tracecar")["securityContext"];
+    assert_eq!(sc["privileged"], true);
+    assert!(sc.get("capabilities").is_none());
+
+    let locked = InjectConfig {
+        allow_profile_override: false,
+        ..InjectConfig::default()
+    };
+    let (pod, plan) = inject_checked_with(&fixture("privileged.yaml"), &locked);
+    let sc = &container(&pod, "containers", "tracecar")["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert!(plan.warnings.iter().any(|w| w.contains("does not allow")));
+
+    let privileged_default = InjectConfig {
+        profile: SecurityProfile::Privileged,
+        ..InjectConfig::default()
+    };
+    let (pod, _) = inject_checked_with(&fixture("minimal.yaml"), &privileged_default);
+    assert_eq!(status(&pod)["profile"], "privileged");
+}
+
+#[test]
+fn skipped_pods_say_why() {
+    let config = InjectConfig::default();
+    let cases = [
+        ("windows.yaml", SkipReason::Windows, true),
+        ("mirror.yaml", SkipReason::MirrorPod, true),
+        ("not-annotated.yaml", SkipReason::NotAnnotated, false),
+    ];
+    for (file, reason, warns) in cases {
+        match decide_in(&fixture(file), "default", &config) {
+            Decision::Skip { reason: r, warning } => {
+                assert_eq!(r, reason, "{file}");
+                assert_eq!(warning.is_some(), warns, "{file}");
+            }
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn excluded_namespaces_are_never_injected() {
+    let mut config = InjectConfig {
+        exclude_namespaces: vec!["legacy".into()],
+        ..InjectConfig::default()
+    };
+    let doc = fixture("minimal.yaml");
+    for (ns, expected) in [
+        ("kube-system", NamespaceDecision::System),
+        ("kube-public", NamespaceDecision::System),
+        ("kube-node-lease", NamespaceDecision::System),
+        ("tracecar-system", NamespaceDecision::Webhook),
+        ("legacy", NamespaceDecision::Excluded),
+    ] {
+        match decide_in(&doc, ns, &config) {
+            Decision::Skip {
+                reason: SkipReason::Namespace(d),
+                warning: Some(w),
+            } => {
+                assert_eq!(d, expected, "{ns}");
+                assert!(w.contains(ns), "{w}");
+            }
+            other => panic!("{ns}: {other:?}"),
+        }
+    }
+    config.namespaces = vec!["apps".into()];
+    assert!(matches!(
+        decide_in(&doc, "default", &config),
+        Decision::Skip {
+            reason: SkipReason::Namespace(NamespaceDecision::NotAllowed),
+            ..
+        }
+    ));
+    assert!(matches!(
+        decide_in(&doc, "apps", &config),
+        Decision::Inject(_)
+    ));
+}
+
+#[test]
+fn unknown_future_fields_survive_and_nulls_become_arrays() {
+    let doc = fixture("future-fields.json");
+    let (pod, _) = inject_checked(&doc);
+    assert_eq!(pod["spec"]["futurePodField"], doc["spec"]["futurePodField"]);
+    assert_eq!(pod["spec"]["containers"][0]["futureContainerField"], "keep-me");
+    assert_eq!(pod["status"]["futureStatus"], "x");
+    assert_eq!(pod["metadata"]["managedFields"], doc["metadata"]["managedFields"]);
+    assert_eq!(mount_paths(&pod["spec"]["containers"][0]), ["/tmp", "/var/run/lttng"]);
+}
+
+#[test]
+fn large_pod_is_injected_in_linear_time() {
+    let doc = large_pod(20, 1000);
+    let size = serde_json::to_vec(&doc).unwrap().len();
+    assert!(size >= 64 * 1024, "fixture is {size} bytes");
+    let started = std::time::Instant::now();
+    let (pod, plan) = inject_checked(&doc);
+    assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 21);
+    // 20 containers × (mounts) + pod-level ops: proportional to containers, not env vars.
+    assert!(plan.patch.0.len() < 100, "{} ops", plan.patch.0.len());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
