@@ -3,16 +3,13 @@
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, InjectConfig};
-use crate::metrics::Metrics;
-use crate::server::{self, AppState};
-use crate::tls::{self, ReloadingCert, TlsError};
+use crate::server;
+use crate::tls::TlsError;
 use crate::{certs, workload};
 
 /// The tracecar admission webhook.
@@ -146,22 +143,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), CliError> {
     let config = load_config(args.config.as_ref())?;
-    let cert = Arc::new(ReloadingCert::load(&args.tls_cert, &args.tls_key)?);
-    let tls_config = Arc::new(tls::server_config(cert.clone())?);
-    let metrics = Arc::new(Metrics::new());
-    metrics.set_cert_not_after(cert.not_after());
-    let cert_not_after = Arc::new(AtomicI64::new(cert.not_after()));
-
-    let reload_metrics = metrics.clone();
-    let reload_expiry = cert_not_after.clone();
-    let watcher = tokio::spawn(cert.watch(
-        Duration::from_millis(args.cert_reload_ms.max(10)),
-        move |not_after| {
-            reload_metrics.set_cert_not_after(not_after);
-            reload_expiry.store(not_after, Ordering::Relaxed);
-        },
-    ));
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| CliError::Bind {
@@ -169,13 +150,13 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(addr = %args.listen, image = %config.image, profile = config.profile.as_str(), "serving admission webhook");
-    let app = server::router(AppState {
-        config: Arc::new(config),
-        metrics,
-        cert_not_after,
-    });
-    server::serve(listener, tls_config, app, shutdown).await;
-    watcher.abort();
+    let settings = server::Settings {
+        config,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        cert_reload: Duration::from_millis(args.cert_reload_ms.max(10)),
+    };
+    server::run(listener, settings, shutdown).await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! bind `127.0.0.1:0` and stop the server when they are done.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission;
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
+use crate::tls::{self, ReloadingCert, TlsError};
 
 /// The API server caps admission bodies at 3 MiB; larger ones are refused.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -171,4 +173,46 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after the drain timeout");
     }
+}
+
+/// Everything [`run`] needs besides the listener.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Injector configuration.
+    pub config: InjectConfig,
+    /// PEM certificate chain file.
+    pub tls_cert: PathBuf,
+    /// PEM private key file.
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    pub cert_reload: Duration,
+}
+
+/// Loads the certificate, starts its reload loop and serves until
+/// `shutdown` resolves. Fails only if the initial certificate is unusable.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TlsError> {
+    let cert = Arc::new(ReloadingCert::load(&settings.tls_cert, &settings.tls_key)?);
+    let tls_config = Arc::new(tls::server_config(cert.clone())?);
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_cert_not_after(cert.not_after());
+    let cert_not_after = Arc::new(AtomicI64::new(cert.not_after()));
+
+    let reload_metrics = metrics.clone();
+    let reload_expiry = cert_not_after.clone();
+    let watcher = tokio::spawn(cert.watch(settings.cert_reload, move |not_after| {
+        reload_metrics.set_cert_not_after(not_after);
+        reload_expiry.store(not_after, Ordering::Relaxed);
+    }));
+    let app = router(AppState {
+        config: Arc::new(settings.config),
+        metrics,
+        cert_not_after,
+    });
+    serve(listener, tls_config, app, shutdown).await;
+    watcher.abort();
+    Ok(())
 }
