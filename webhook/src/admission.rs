@@ -10,8 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::Serialize;
 
-use crate::config::InjectConfig;
-use crate::inject::{self, Decision, PodContext, SkipReason};
+use crate::inject::{Decision, Injector, PodContext, SkipReason};
 
 /// What happened to one review, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +77,7 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<Pod>, ReviewError> {
 }
 
 /// Reviews one request. Never fails: internal errors allow the pod unchanged.
-pub fn review(request: &AdmissionRequest<Pod>, config: &InjectConfig) -> (ReviewResponse, Outcome) {
+pub fn review(request: &AdmissionRequest<Pod>, injector: &Injector) -> (ReviewResponse, Outcome) {
     let mut body = ResponseBody {
         uid: request.uid.clone(),
         allowed: true,
@@ -89,12 +88,18 @@ pub fn review(request: &AdmissionRequest<Pod>, config: &InjectConfig) -> (Review
     let is_pod_create = request.operation == Operation::Create
         && request.resource.group.is_empty()
         && request.resource.resource == "pods"
-        && request.sub_resource.as_deref().unwrap_or_default().is_empty();
+        && request
+            .sub_resource
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty();
     let outcome = match (&request.object, is_pod_create) {
         (_, false) => Outcome::Skipped("not_pod_create"),
         (None, true) => {
-            body.warnings
-                .push("tracecar: internal error: CREATE review without an object; pod allowed unchanged".to_owned());
+            body.warnings.push(
+                "tracecar: internal error: CREATE review without an object; pod allowed unchanged"
+                    .to_owned(),
+            );
             Outcome::Error
         }
         (Some(pod), true) => {
@@ -107,12 +112,12 @@ pub fn review(request: &AdmissionRequest<Pod>, config: &InjectConfig) -> (Review
                     .unwrap_or("default"),
                 owner_kind: None,
             };
-            match inject::decide(pod, ctx, config) {
+            match injector.decide(pod, ctx) {
                 Ok(Decision::Skip { reason, warning }) => {
                     body.warnings.extend(warning);
                     Outcome::Skipped(SkipReason::label(reason))
                 }
-                Ok(Decision::Inject(plan)) => match serde_json::to_vec(&plan.patch) {
+                Ok(Decision::Inject(plan)) => match patch_json(&plan.patch) {
                     Ok(json) => {
                         body.patch_type = Some("JSONPatch");
                         body.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
@@ -140,4 +145,11 @@ fn fail_open(body: &mut ResponseBody, error: &dyn std::fmt::Display) -> Outcome 
         "tracecar: internal error, pod allowed without the sidecar: {error}"
     ));
     Outcome::Error
+}
+
+fn patch_json(patch: &json_patch::Patch) -> Result<Vec<u8>, serde_json::Error> {
+    // Sized for a typical patch, to avoid regrowing the buffer.
+    let mut out = Vec::with_capacity(8 * 1024);
+    serde_json::to_writer(&mut out, patch)?;
+    Ok(out)
 }

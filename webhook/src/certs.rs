@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -202,8 +202,8 @@ mod tests {
             .next()
             .and_then(Result::ok)
             .ok_or(CertsError::BadName("no cert".into()))?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&der).map_err(|_| CertsError::BadName("parse".into()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|_| CertsError::BadName("parse".into()))?;
         let san = cert
             .subject_alternative_name()
             .ok()

@@ -45,10 +45,18 @@ pub struct ServeArgs {
     #[arg(long, env = "TRACECAR_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// PEM certificate chain; reloaded when it changes.
-    #[arg(long, env = "TRACECAR_TLS_CERT", default_value = "/etc/tracecar/tls/tls.crt")]
+    #[arg(
+        long,
+        env = "TRACECAR_TLS_CERT",
+        default_value = "/etc/tracecar/tls/tls.crt"
+    )]
     pub tls_cert: PathBuf,
     /// PEM private key; reloaded when it changes.
-    #[arg(long, env = "TRACECAR_TLS_KEY", default_value = "/etc/tracecar/tls/tls.key")]
+    #[arg(
+        long,
+        env = "TRACECAR_TLS_KEY",
+        default_value = "/etc/tracecar/tls/tls.key"
+    )]
     pub tls_key: PathBuf,
     /// Injector config (YAML); defaults apply when omitted.
     #[arg(long, env = "TRACECAR_CONFIG")]
@@ -95,6 +103,9 @@ pub enum CliError {
     /// Unusable certificate files (exit 64).
     #[error("{0} (generate them with `tracecar-webhook certs --out DIR`)")]
     Tls(#[from] TlsError),
+    /// The configuration cannot be rendered (exit 64).
+    #[error(transparent)]
+    Injector(#[from] crate::inject::InjectError),
     /// Cannot listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -126,7 +137,11 @@ impl CliError {
     /// the configuration, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) | Self::Tls(_) | Self::Bind { .. } | Self::Input { .. } => 64,
+            Self::Config(_)
+            | Self::Tls(_)
+            | Self::Injector(_)
+            | Self::Bind { .. }
+            | Self::Input { .. } => 64,
             Self::Certs(certs::CertsError::BadName(_)) => 64,
             Self::Workload(_) | Self::Certs(_) => 1,
         }
@@ -156,8 +171,11 @@ pub async fn serve(
         tls_key: args.tls_key,
         cert_reload: Duration::from_millis(args.cert_reload_ms.max(10)),
     };
-    server::run(listener, settings, shutdown).await?;
-    Ok(())
+    match server::run(listener, settings, shutdown).await {
+        Ok(()) => Ok(()),
+        Err(server::StartError::Tls(e)) => Err(CliError::Tls(e)),
+        Err(server::StartError::Injector(e)) => Err(CliError::Injector(e)),
+    }
 }
 
 /// Runs `inject`, writing YAML to stdout and warnings to stderr.
@@ -181,7 +199,11 @@ pub fn inject(args: &InjectArgs) -> Result<workload::Injected, CliError> {
 
 /// Runs `certs`.
 pub fn certs(args: &CertsArgs) -> Result<certs::Written, CliError> {
-    Ok(certs::write_certs(&args.service, &args.namespace, &args.out)?)
+    Ok(certs::write_certs(
+        &args.service,
+        &args.namespace,
+        &args.out,
+    )?)
 }
 
 #[cfg(test)]

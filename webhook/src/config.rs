@@ -290,8 +290,14 @@ mod tests {
     #[test]
     fn namespace_rules() {
         let mut c = InjectConfig::default();
-        assert_eq!(c.namespace_decision("kube-system"), NamespaceDecision::System);
-        assert_eq!(c.namespace_decision("kube-public"), NamespaceDecision::System);
+        assert_eq!(
+            c.namespace_decision("kube-system"),
+            NamespaceDecision::System
+        );
+        assert_eq!(
+            c.namespace_decision("kube-public"),
+            NamespaceDecision::System
+        );
         assert_eq!(
             c.namespace_decision("kube-node-lease"),
             NamespaceDecision::System

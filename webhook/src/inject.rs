@@ -210,65 +210,120 @@ pub struct PodContext<'a> {
     pub owner_kind: Option<&'a str>,
 }
 
-/// Decides what to do with `pod` and builds the patch.
+/// Decides what to do with `pod` and builds the patch. Convenience for
+/// one-off use; servers build an [`Injector`] once and reuse it.
 pub fn decide(
     pod: &Pod,
     ctx: PodContext<'_>,
     config: &InjectConfig,
 ) -> Result<Decision, InjectError> {
-    let annotations = pod.metadata.annotations.as_ref();
-    let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+    Injector::new(config.clone())?.decide(pod, ctx)
+}
 
-    if annotation(ann::INJECT).map(str::trim) != Some("true") {
-        return Ok(skip(SkipReason::NotAnnotated, None));
+/// The injector for one configuration. The JSON of everything that does not
+/// depend on the pod (sidecar variants, volumes, mounts) is built once here,
+/// so a review only clones it.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    config: InjectConfig,
+    /// Indexed by [`Injector::sidecar_index`].
+    sidecars: [Value; 4],
+    volumes: Vec<Value>,
+    tmp_mount: Value,
+    lttng_mount: Value,
+}
+
+impl Injector {
+    /// Pre-renders the pod-independent JSON for `config`.
+    pub fn new(config: InjectConfig) -> Result<Self, InjectError> {
+        let mut sidecars = Vec::with_capacity(4);
+        for profile in [SecurityProfile::Minimal, SecurityProfile::Privileged] {
+            for mode in [SidecarMode::Container, SidecarMode::Native] {
+                debug_assert_eq!(sidecars.len(), Self::sidecar_index(profile, mode));
+                sidecars.push(json("sidecar", &sidecar_container(&config, profile, mode))?);
+            }
+        }
+        let sidecars: [Value; 4] = sidecars
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("four profile × mode combinations"));
+        Ok(Self {
+            volumes: to_values("volume", &pod_volumes(&config))?,
+            tmp_mount: json("volume mount", &mount(VOL_TMP, TMP_PATH, false))?,
+            lttng_mount: json("volume mount", &mount(VOL_LTTNG, LTTNG_PATH, false))?,
+            sidecars,
+            config,
+        })
     }
-    let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
 
-    if annotation(ann::MIRROR).is_some() {
-        return Ok(skip(
+    fn sidecar_index(profile: SecurityProfile, mode: SidecarMode) -> usize {
+        let p = usize::from(profile == SecurityProfile::Privileged);
+        let m = usize::from(mode == SidecarMode::Native);
+        p * 2 + m
+    }
+
+    /// The configuration this injector was built for.
+    pub fn config(&self) -> &InjectConfig {
+        &self.config
+    }
+
+    /// Decides what to do with `pod` and builds the patch.
+    pub fn decide(&self, pod: &Pod, ctx: PodContext<'_>) -> Result<Decision, InjectError> {
+        let config = &self.config;
+        let annotations = pod.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+
+        if annotation(ann::INJECT).map(str::trim) != Some("true") {
+            return Ok(skip(SkipReason::NotAnnotated, None));
+        }
+        let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
+
+        if annotation(ann::MIRROR).is_some() {
+            return Ok(skip(
             SkipReason::MirrorPod,
             Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
         ));
-    }
-    if is_windows(spec) {
-        return Ok(skip(
-            SkipReason::Windows,
-            Some("tracecar: not injected: Windows pods are not supported".to_owned()),
-        ));
-    }
-    match config.namespace_decision(ctx.namespace) {
-        NamespaceDecision::Allowed => {}
-        decision => {
-            let why = match decision {
-                NamespaceDecision::System => "is a Kubernetes system namespace",
-                NamespaceDecision::Webhook => "is the webhook's own namespace",
-                NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
-                _ => "is not in the injector's namespaces allow-list",
-            };
+        }
+        if is_windows(spec) {
             return Ok(skip(
-                SkipReason::Namespace(decision),
-                Some(format!(
-                    "tracecar: not injected: namespace {:?} {why}",
-                    ctx.namespace
-                )),
+                SkipReason::Windows,
+                Some("tracecar: not injected: Windows pods are not supported".to_owned()),
             ));
         }
-    }
-    if let Some(what) = existing_injection(spec) {
-        // Our own earlier output (reinvocation) is silent; anything else is
-        // a clash the user should hear about.
-        let warning = annotation(ann::STATUS).is_none().then(|| {
-            format!("tracecar: not injected: {what} already exists; treating the pod as injected")
-        });
-        return Ok(skip(SkipReason::AlreadyInjected, warning));
-    }
+        match config.namespace_decision(ctx.namespace) {
+            NamespaceDecision::Allowed => {}
+            decision => {
+                let why = match decision {
+                    NamespaceDecision::System => "is a Kubernetes system namespace",
+                    NamespaceDecision::Webhook => "is the webhook's own namespace",
+                    NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
+                    _ => "is not in the injector's namespaces allow-list",
+                };
+                return Ok(skip(
+                    SkipReason::Namespace(decision),
+                    Some(format!(
+                        "tracecar: not injected: namespace {:?} {why}",
+                        ctx.namespace
+                    )),
+                ));
+            }
+        }
+        if let Some(what) = existing_injection(spec) {
+            // Our own earlier output (reinvocation) is silent; anything else is
+            // a clash the user should hear about.
+            let warning = annotation(ann::STATUS).is_none().then(|| {
+                format!(
+                    "tracecar: not injected: {what} already exists; treating the pod as injected"
+                )
+            });
+            return Ok(skip(SkipReason::AlreadyInjected, warning));
+        }
 
-    let mut warnings = Vec::new();
-    let choices = Choices::read(&annotation, pod, ctx, config, &mut warnings);
-    let mut b = PatchBuilder::default();
+        let mut warnings = Vec::new();
+        let choices = Choices::read(&annotation, pod, ctx, config, &mut warnings);
+        let mut b = PatchBuilder::default();
 
-    // shareProcessNamespace: the whole point of the sidecar.
-    match (spec.host_pid, spec.share_process_namespace) {
+        // shareProcessNamespace: the whole point of the sidecar.
+        match (spec.host_pid, spec.share_process_namespace) {
         (Some(true), _) => warnings.push(
             "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
         ),
@@ -283,86 +338,83 @@ pub fn decide(
         }
     }
 
-    // Volumes.
-    let volumes = pod_volumes(config);
-    b.append_all(
-        &["spec", "volumes"],
-        spec.volumes.as_ref().map(Vec::len),
-        to_values("volume", &volumes)?,
-    );
-
-    // App containers: shared mounts and runtime environment.
-    let mut mounted = Vec::new();
-    for (index, container) in spec.containers.iter().enumerate() {
-        if !choices.selects(&container.name) {
-            continue;
-        }
-        let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
-        let mut mounts = Vec::new();
-        for (volume, path) in [(VOL_TMP, TMP_PATH), (VOL_LTTNG, LTTNG_PATH)] {
-            if mounts_path(container, path) {
-                warnings.push(format!(
-                    "tracecar: container {:?} already mounts {path}; it keeps its own mount",
-                    container.name
-                ));
-            } else {
-                mounts.push(mount(volume, path, false));
-            }
-        }
-        let base_refs: Vec<&str> = base.iter().map(String::as_str).collect();
+        // Volumes.
         b.append_all(
-            &[base_refs.as_slice(), &["volumeMounts"]].concat(),
-            container.volume_mounts.as_ref().map(Vec::len),
-            to_values("volume mount", &mounts)?,
+            &["spec", "volumes"],
+            spec.volumes.as_ref().map(Vec::len),
+            self.volumes.clone(),
         );
-        if let Some(runtime) = choices.runtime {
-            plan_env(&mut b, &base_refs, container, runtime, &mut warnings)?;
+
+        // App containers: shared mounts and runtime environment.
+        let mut mounted = Vec::new();
+        for (index, container) in spec.containers.iter().enumerate() {
+            if !choices.selects(&container.name) {
+                continue;
+            }
+            let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
+            let mut mounts = Vec::new();
+            for (value, path) in [(&self.tmp_mount, TMP_PATH), (&self.lttng_mount, LTTNG_PATH)] {
+                if mounts_path(container, path) {
+                    warnings.push(format!(
+                        "tracecar: container {:?} already mounts {path}; it keeps its own mount",
+                        container.name
+                    ));
+                } else {
+                    mounts.push(value.clone());
+                }
+            }
+            let base_refs: Vec<&str> = base.iter().map(String::as_str).collect();
+            b.append_all(
+                &[base_refs.as_slice(), &["volumeMounts"]].concat(),
+                container.volume_mounts.as_ref().map(Vec::len),
+                mounts,
+            );
+            if let Some(runtime) = choices.runtime {
+                plan_env(&mut b, &base_refs, container, runtime, &mut warnings)?;
+            }
+            mounted.push(container.name.clone());
         }
-        mounted.push(container.name.clone());
+
+        // The sidecar.
+        let sidecar = self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone();
+        match choices.mode {
+            SidecarMode::Container => b.append_all(
+                &["spec", "containers"],
+                Some(spec.containers.len()),
+                vec![sidecar],
+            ),
+            SidecarMode::Native => b.append_all(
+                &["spec", "initContainers"],
+                spec.init_containers.as_ref().map(Vec::len),
+                vec![sidecar],
+            ),
+        }
+
+        let status = InjectStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            sidecar: SIDECAR_NAME,
+            mode: choices.mode.as_str(),
+            profile: choices.profile.as_str(),
+            containers: mounted,
+            volumes: volumes_names(),
+            runtime: choices.runtime,
+        };
+        let status_json =
+            serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
+                what: "status annotation",
+                source,
+            })?;
+        b.add(
+            &["metadata", "annotations", ann::STATUS],
+            Value::String(status_json),
+        );
+
+        Ok(Decision::Inject(Plan {
+            patch: b.finish(),
+            warnings,
+            status,
+        }))
     }
-
-    // The sidecar.
-    let sidecar = sidecar_container(config, choices.profile, choices.mode);
-    let sidecar = serde_json::to_value(&sidecar).map_err(|source| InjectError::Serialize {
-        what: "sidecar",
-        source,
-    })?;
-    match choices.mode {
-        SidecarMode::Container => b.append_all(
-            &["spec", "containers"],
-            Some(spec.containers.len()),
-            vec![sidecar],
-        ),
-        SidecarMode::Native => b.append_all(
-            &["spec", "initContainers"],
-            spec.init_containers.as_ref().map(Vec::len),
-            vec![sidecar],
-        ),
-    }
-
-    let status = InjectStatus {
-        version: env!("CARGO_PKG_VERSION"),
-        sidecar: SIDECAR_NAME,
-        mode: choices.mode.as_str(),
-        profile: choices.profile.as_str(),
-        containers: mounted,
-        volumes: volumes_names(),
-        runtime: choices.runtime,
-    };
-    let status_json = serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
-        what: "status annotation",
-        source,
-    })?;
-    b.add(
-        &["metadata", "annotations", ann::STATUS],
-        Value::String(status_json),
-    );
-
-    Ok(Decision::Inject(Plan {
-        patch: b.finish(),
-        warnings,
-        status,
-    }))
 }
 
 fn skip(reason: SkipReason, warning: Option<String>) -> Decision {
@@ -537,8 +589,7 @@ fn plan_env(
     let mut new_vars = Vec::new();
     for &(name, value, merge) in runtime.env() {
         // The API server keeps the last of duplicate names, so edit that one.
-        let Some((index, var)) = existing.iter().enumerate().rfind(|(_, v)| v.name == name)
-        else {
+        let Some((index, var)) = existing.iter().enumerate().rfind(|(_, v)| v.name == name) else {
             new_vars.push(EnvVar {
                 name: name.to_owned(),
                 value: Some(value.to_owned()),
@@ -582,11 +633,12 @@ fn plan_env(
     Ok(())
 }
 
+fn json<T: Serialize>(what: &'static str, value: &T) -> Result<Value, InjectError> {
+    serde_json::to_value(value).map_err(|source| InjectError::Serialize { what, source })
+}
+
 fn to_values<T: Serialize>(what: &'static str, items: &[T]) -> Result<Vec<Value>, InjectError> {
-    items
-        .iter()
-        .map(|item| serde_json::to_value(item).map_err(|source| InjectError::Serialize { what, source }))
-        .collect()
+    items.iter().map(|item| json(what, item)).collect()
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {

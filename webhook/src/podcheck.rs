@@ -27,7 +27,10 @@ pub fn violations(pod: &Pod) -> Vec<String> {
     let mut volume_names = BTreeSet::new();
     for volume in spec.volumes.iter().flatten() {
         if !is_dns1123_label(&volume.name) {
-            found.push(format!("volume name {:?} is not a DNS-1123 label", volume.name));
+            found.push(format!(
+                "volume name {:?} is not a DNS-1123 label",
+                volume.name
+            ));
         }
         if !volume_names.insert(volume.name.as_str()) {
             found.push(format!("duplicate volume name {:?}", volume.name));

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission;
 use crate::config::InjectConfig;
+use crate::inject::{InjectError, Injector};
 use crate::metrics::Metrics;
 use crate::tls::{self, ReloadingCert, TlsError};
 
@@ -36,8 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Injector configuration.
-    pub config: Arc<InjectConfig>,
+    /// The injector, built once from the configuration.
+    pub injector: Arc<Injector>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// notAfter of the serving certificate (Unix seconds); `/readyz` fails
@@ -77,7 +78,7 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    let (response, outcome) = admission::review(&request, &state.config);
+    let (response, outcome) = admission::review(&request, &state.injector);
     state.metrics.observe(&outcome, started.elapsed());
     tracing::debug!(
         uid = %request.uid,
@@ -89,7 +90,17 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
     if outcome == admission::Outcome::Error {
         tracing::error!(uid = %request.uid, warnings = ?response.response.warnings, "injection failed; pod allowed unchanged");
     }
-    Json(response).into_response()
+    // Serialize into a buffer sized for the base64 patch instead of
+    // letting it regrow from a small default.
+    let capacity = response.response.patch.as_ref().map_or(0, String::len) + 512;
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, &response) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialize AdmissionReview response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -147,8 +158,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -188,13 +198,25 @@ pub struct Settings {
     pub cert_reload: Duration,
 }
 
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The certificate pair is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The configuration cannot be rendered into a sidecar.
+    #[error("invalid injector configuration: {0}")]
+    Injector(#[from] InjectError),
+}
+
 /// Loads the certificate, starts its reload loop and serves until
-/// `shutdown` resolves. Fails only if the initial certificate is unusable.
+/// `shutdown` resolves. Fails only if it cannot start.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), TlsError> {
+) -> Result<(), StartError> {
+    let injector = Arc::new(Injector::new(settings.config)?);
     let cert = Arc::new(ReloadingCert::load(&settings.tls_cert, &settings.tls_key)?);
     let tls_config = Arc::new(tls::server_config(cert.clone())?);
     let metrics = Arc::new(Metrics::new());
@@ -208,7 +230,7 @@ pub async fn run(
         reload_expiry.store(not_after, Ordering::Relaxed);
     }));
     let app = router(AppState {
-        config: Arc::new(settings.config),
+        injector,
         metrics,
         cert_not_after,
     });

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::annotations;
 use crate::config::InjectConfig;
-use crate::inject::{self, Decision, PodContext};
+use crate::inject::{self, Decision, Injector, PodContext};
 
 /// Why offline injection failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,11 @@ pub struct Injected {
 pub fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
         "Pod" => Some(&[]),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job"
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
         | "ReplicationController" => Some(&["spec", "template"]),
         "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
         "PodTemplate" => Some(&["template"]),
@@ -115,6 +119,10 @@ pub fn inject_yaml(
     default_namespace: &str,
     config: &InjectConfig,
 ) -> Result<Injected, WorkloadError> {
+    let injector = Injector::new(config.clone()).map_err(|source| WorkloadError::Inject {
+        object: "configuration".to_owned(),
+        source,
+    })?;
     let mut out = Injected::default();
     for (index, raw) in split_documents(input).into_iter().enumerate() {
         let mut doc: Value = match serde_yaml::from_str::<Option<Value>>(raw) {
@@ -130,7 +138,7 @@ pub fn inject_yaml(
                 });
             }
         };
-        let changed = inject_object(&mut doc, default_namespace, config, &mut out)?;
+        let changed = inject_object(&mut doc, default_namespace, &injector, &mut out)?;
         if changed {
             let object = describe(&doc);
             let yaml = serde_yaml::to_string(&doc)
@@ -163,7 +171,7 @@ fn describe(doc: &Value) -> String {
 fn inject_object(
     doc: &mut Value,
     default_namespace: &str,
-    config: &InjectConfig,
+    injector: &Injector,
     out: &mut Injected,
 ) -> Result<bool, WorkloadError> {
     let kind = doc
@@ -175,7 +183,7 @@ fn inject_object(
         let mut changed = false;
         if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
-                changed |= inject_object(item, default_namespace, config, out)?;
+                changed |= inject_object(item, default_namespace, injector, out)?;
             }
         }
         return Ok(changed);
@@ -206,20 +214,21 @@ fn inject_object(
     let Some(template) = path.iter().try_fold(&mut *doc, |v, key| v.get_mut(*key)) else {
         return Ok(false);
     };
-    let pod: Pod = serde_json::from_value(template.clone()).map_err(|source| {
-        WorkloadError::Template {
+    let pod: Pod =
+        serde_json::from_value(template.clone()).map_err(|source| WorkloadError::Template {
             object: object.clone(),
             source,
-        }
-    })?;
+        })?;
     let ctx = PodContext {
         namespace: &namespace,
         owner_kind: Some(kind.as_str()),
     };
-    let decision = inject::decide(&pod, ctx, config).map_err(|source| WorkloadError::Inject {
-        object: object.clone(),
-        source,
-    })?;
+    let decision = injector
+        .decide(&pod, ctx)
+        .map_err(|source| WorkloadError::Inject {
+            object: object.clone(),
+            source,
+        })?;
     match decision {
         Decision::Skip { warning, .. } => {
             out.warnings

@@ -8,10 +8,12 @@ use common::*;
 use serde_json::{Value, json};
 use tracecar_webhook::admission::{self, Outcome, ReviewError};
 use tracecar_webhook::config::InjectConfig;
+use tracecar_webhook::inject::Injector;
 
 fn run(review: &Value) -> (Value, Outcome) {
     let request = admission::parse(&serde_json::to_vec(review).unwrap()).expect("parses");
-    let (response, outcome) = admission::review(&request, &InjectConfig::default());
+    let (response, outcome) =
+        admission::review(&request, &Injector::new(InjectConfig::default()).unwrap());
     (serde_json::to_value(&response).unwrap(), outcome)
 }
 
@@ -32,7 +34,10 @@ fn create_returns_a_base64_json_patch() {
     assert_eq!(outcome, Outcome::Injected);
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");
-    assert_eq!(response["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(
+        response["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
     assert_eq!(response["response"]["allowed"], true);
     assert_eq!(response["response"]["patchType"], "JSONPatch");
     let mut patched = pod.clone();
@@ -94,7 +99,12 @@ fn generate_name_with_empty_name_is_injected() {
 #[test]
 fn excluded_namespace_gets_allowed_with_a_warning() {
     let pod = fixture("minimal.yaml");
-    for ns in ["kube-system", "kube-public", "kube-node-lease", "tracecar-system"] {
+    for ns in [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "tracecar-system",
+    ] {
         let (response, outcome) = run(&review(Some(&pod), "CREATE", ns));
         assert!(matches!(outcome, Outcome::Skipped(_)), "{ns}");
         assert_eq!(response["response"]["allowed"], true);
@@ -110,10 +120,12 @@ fn create_without_object_fails_open() {
     assert_eq!(outcome, Outcome::Error);
     assert_eq!(response["response"]["allowed"], true);
     assert!(response["response"].get("patch").is_none());
-    assert!(response["response"]["warnings"][0]
-        .as_str()
-        .unwrap()
-        .contains("internal error"));
+    assert!(
+        response["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("internal error")
+    );
 }
 
 #[test]
@@ -132,7 +144,11 @@ fn malformed_bodies_are_errors() {
         br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":1}}"#,
     ] {
-        assert!(admission::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+        assert!(
+            admission::parse(body).is_err(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
     let wrong_version = serde_json::to_vec(&{
         let mut r = review(Some(&fixture("minimal.yaml")), "CREATE", "default");

@@ -48,7 +48,12 @@ fn minimal_pod_without_volumes_gets_everything() {
     let sidecar = container(&pod, "containers", "tracecar");
     assert_eq!(
         sidecar["command"],
-        serde_json::json!(["tracecar-agent", "serve", "--socket", "/run/tracecar/agent.sock"])
+        serde_json::json!([
+            "tracecar-agent",
+            "serve",
+            "--socket",
+            "/run/tracecar/agent.sock"
+        ])
     );
     assert_eq!(
         mount_paths(sidecar),
@@ -63,7 +68,13 @@ fn minimal_pod_without_volumes_gets_everything() {
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(
         caps(sidecar),
-        ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "CHECKPOINT_RESTORE"]
+        [
+            "BPF",
+            "PERFMON",
+            "SYS_PTRACE",
+            "SYS_RESOURCE",
+            "CHECKPOINT_RESTORE"
+        ]
     );
     assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
     let env: Vec<&str> = sidecar["env"]
@@ -118,7 +129,10 @@ fn path_clashes_keep_the_users_mounts() {
     assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
     assert!(plan.warnings.iter().any(|w| w.contains("/tmp")));
     assert!(plan.warnings.iter().any(|w| w.contains("/var/run/lttng")));
-    assert_eq!(status(&pod)["containers"], serde_json::json!(["app", "worker"]));
+    assert_eq!(
+        status(&pod)["containers"],
+        serde_json::json!(["app", "worker"])
+    );
 }
 
 #[test]
@@ -192,7 +206,10 @@ fn job_pods_get_a_native_sidecar() {
     let mut doc = fixture("job-pod.yaml");
     doc["metadata"]["annotations"]["tracecar.dev/sidecar-mode"] = "container".into();
     let (pod, _) = inject_checked(&doc);
-    assert_eq!(container(&pod, "containers", "tracecar")["name"], "tracecar");
+    assert_eq!(
+        container(&pod, "containers", "tracecar")["name"],
+        "tracecar"
+    );
 }
 
 #[test]
@@ -211,7 +228,9 @@ fn share_process_namespace_false_is_overridden_with_a_warning() {
     let (pod, plan) = inject_checked(&fixture("share-pid-false.yaml"));
     assert_eq!(pod["spec"]["shareProcessNamespace"], true);
     assert!(
-        plan.warnings.iter().any(|w| w.contains("shareProcessNamespace")),
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("shareProcessNamespace")),
         "{:?}",
         plan.warnings
     );
@@ -224,7 +243,11 @@ fn host_network_pods_are_injected_without_touching_networking() {
     assert!(plan.warnings.is_empty());
     assert_eq!(pod["spec"]["hostNetwork"], true);
     assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
-    assert!(container(&pod, "containers", "tracecar").get("ports").is_none());
+    assert!(
+        container(&pod, "containers", "tracecar")
+            .get("ports")
+            .is_none()
+    );
 }
 
 #[test]
@@ -248,7 +271,11 @@ fn runtime_preset_appends_and_honours_the_container_list() {
     let untouched = container(&pod, "containers", "untouched");
     assert!(untouched.get("env").is_none());
     assert!(mount_paths(untouched).is_empty());
-    assert!(plan.warnings.iter().any(|w| w.contains("ghost")), "{:?}", plan.warnings);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("ghost")),
+        "{:?}",
+        plan.warnings
+    );
     assert_eq!(status(&pod)["runtime"], "java");
 }
 
@@ -368,10 +395,19 @@ fn unknown_future_fields_survive_and_nulls_become_arrays() {
     let doc = fixture("future-fields.json");
     let (pod, _) = inject_checked(&doc);
     assert_eq!(pod["spec"]["futurePodField"], doc["spec"]["futurePodField"]);
-    assert_eq!(pod["spec"]["containers"][0]["futureContainerField"], "keep-me");
+    assert_eq!(
+        pod["spec"]["containers"][0]["futureContainerField"],
+        "keep-me"
+    );
     assert_eq!(pod["status"]["futureStatus"], "x");
-    assert_eq!(pod["metadata"]["managedFields"], doc["metadata"]["managedFields"]);
-    assert_eq!(mount_paths(&pod["spec"]["containers"][0]), ["/tmp", "/var/run/lttng"]);
+    assert_eq!(
+        pod["metadata"]["managedFields"],
+        doc["metadata"]["managedFields"]
+    );
+    assert_eq!(
+        mount_paths(&pod["spec"]["containers"][0]),
+        ["/tmp", "/var/run/lttng"]
+    );
 }
 
 #[test]

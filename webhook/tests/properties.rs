@@ -16,26 +16,44 @@ struct ContainerShape {
     absent_mounts: bool,
 }
 
-const PATHS: [&str; 6] = ["/tmp", "/tmp/", "/var/run/lttng", "/data", "/cache", "/var/run"];
-const ENV_NAMES: [&str; 5] = ["NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "DOTNET_LTTng", "PATH", "PYTHONPERFSUPPORT"];
+const PATHS: [&str; 6] = [
+    "/tmp",
+    "/tmp/",
+    "/var/run/lttng",
+    "/data",
+    "/cache",
+    "/var/run",
+];
+const ENV_NAMES: [&str; 5] = [
+    "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS",
+    "DOTNET_LTTng",
+    "PATH",
+    "PYTHONPERFSUPPORT",
+];
 const ENV_VALUES: [&str; 3] = ["", "--inspect", "-Xmx1g"];
 
 fn container_shape(volumes: usize) -> impl Strategy<Value = ContainerShape> {
     (
         proptest::collection::vec((0..volumes.max(1), prop::sample::select(&PATHS[..])), 0..4),
         proptest::collection::vec(
-            (prop::sample::select(&ENV_NAMES[..]), prop::sample::select(&ENV_VALUES[..])),
+            (
+                prop::sample::select(&ENV_NAMES[..]),
+                prop::sample::select(&ENV_VALUES[..]),
+            ),
             0..4,
         ),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(move |(mounts, env, absent_env, absent_mounts)| ContainerShape {
-            mounts: if volumes == 0 { Vec::new() } else { mounts },
-            env,
-            absent_env,
-            absent_mounts,
-        })
+        .prop_map(
+            move |(mounts, env, absent_env, absent_mounts)| ContainerShape {
+                mounts: if volumes == 0 { Vec::new() } else { mounts },
+                env,
+                absent_env,
+                absent_mounts,
+            },
+        )
 }
 
 fn container_json(name: String, shape: &ContainerShape) -> Value {
@@ -67,7 +85,9 @@ fn pod_strategy() -> impl Strategy<Value = Value> {
         (
             proptest::collection::vec(container_shape(volumes), 1..5),
             proptest::collection::vec((container_shape(volumes), any::<bool>()), 0..3),
-            prop::option::of(prop::sample::select(&["dotnet", "node", "java", "python", "bogus"][..])),
+            prop::option::of(prop::sample::select(
+                &["dotnet", "node", "java", "python", "bogus"][..],
+            )),
             prop::option::of(prop::sample::select(&["container", "native", "weird"][..])),
             prop::option::of(prop::sample::select(&["minimal", "privileged"][..])),
             prop::option::of(any::<bool>()),

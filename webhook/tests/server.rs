@@ -106,7 +106,9 @@ fn leaf_der(pem: &str) -> Vec<u8> {
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -129,10 +131,17 @@ async fn admission_review_over_https_patches_the_pod() {
     let mut patched = pod;
     json_patch::patch(&mut patched, &patch).unwrap();
     assert!(tracecar_webhook::podcheck::violations(&typed(&patched)).is_empty());
-    assert_eq!(container(&patched, "containers", "tracecar")["name"], "tracecar");
+    assert_eq!(
+        container(&patched, "containers", "tracecar")["name"],
+        "tracecar"
+    );
 
     for path in ["/healthz", "/readyz"] {
-        let r = client.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let r = client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(r.text().await.unwrap(), "ok");
     }
@@ -151,7 +160,12 @@ async fn bad_requests_get_clear_http_errors() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("malformed AdmissionReview"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed AdmissionReview")
+    );
 
     let huge = vec![b' '; server::MAX_BODY_BYTES + 1];
     let r = client
@@ -163,7 +177,11 @@ async fn bad_requests_get_clear_http_errors() {
     assert_eq!(r.status(), 413);
 
     // The server is still healthy afterwards.
-    let r = client.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     server.stop().await;
 }
@@ -174,8 +192,18 @@ async fn metrics_parse_and_count_outcomes() {
     let client = server.client(true);
     let url = format!("{}/mutate", server.url);
     let pod = fixture("minimal.yaml");
-    client.post(&url).json(&review(Some(&pod), "CREATE", "default")).send().await.unwrap();
-    client.post(&url).json(&review(Some(&pod), "CREATE", "kube-system")).send().await.unwrap();
+    client
+        .post(&url)
+        .json(&review(Some(&pod), "CREATE", "default"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(&url)
+        .json(&review(Some(&pod), "CREATE", "kube-system"))
+        .send()
+        .await
+        .unwrap();
     client.post(&url).body("garbage").send().await.unwrap();
     let text = client
         .get(format!("{}/metrics", server.url))
@@ -205,10 +233,9 @@ async fn metrics_parse_and_count_outcomes() {
     assert_eq!(value("skipped", "system_namespace"), Some(1.0), "{text}");
     assert_eq!(value("error", "malformed"), Some(1.0), "{text}");
     assert!(
-        scrape
-            .samples
-            .iter()
-            .any(|s| s.metric.starts_with("tracecar_webhook_admission_duration_seconds")),
+        scrape.samples.iter().any(|s| s
+            .metric
+            .starts_with("tracecar_webhook_admission_duration_seconds")),
         "{text}"
     );
     let not_after = scrape
@@ -240,8 +267,12 @@ async fn certificate_rotation_has_no_failed_requests() {
     for keep_alive in [true, false] {
         let client = server.client(keep_alive);
         let url = format!("{}/mutate", server.url);
-        let (running, failures, successes, body) =
-            (running.clone(), failures.clone(), successes.clone(), body.clone());
+        let (running, failures, successes, body) = (
+            running.clone(),
+            failures.clone(),
+            successes.clone(),
+            body.clone(),
+        );
         loops.push(tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
                 match client.post(&url).body(body.clone()).send().await {
@@ -275,7 +306,11 @@ async fn certificate_rotation_has_no_failed_requests() {
     for l in loops {
         l.await.unwrap();
     }
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "failed requests during rotation");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "failed requests during rotation"
+    );
     assert!(successes.load(Ordering::Relaxed) > 20);
 
     let new_leaf = leaf_der(&std::fs::read_to_string(server.dir().join("tls.crt")).unwrap());
@@ -286,7 +321,11 @@ async fn certificate_rotation_has_no_failed_requests() {
         .send()
         .await
         .unwrap();
-    assert_eq!(peer_cert(&r), new_leaf, "a new connection gets the new certificate");
+    assert_eq!(
+        peer_cert(&r),
+        new_leaf,
+        "a new connection gets the new certificate"
+    );
     server.stop().await;
 }
 
@@ -294,7 +333,10 @@ async fn certificate_rotation_has_no_failed_requests() {
 async fn tls_1_2_and_1_3_are_both_served() {
     let server = Running::start().await;
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
-    for version in [reqwest::tls::Version::TLS_1_2, reqwest::tls::Version::TLS_1_3] {
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -307,7 +349,11 @@ async fn tls_1_2_and_1_3_are_both_served() {
             .max_tls_version(version)
             .build()
             .unwrap();
-        let r = client.get(format!("{}/healthz", server.url)).send().await.unwrap();
+        let r = client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{version:?}");
     }
     server.stop().await;
