@@ -89,7 +89,10 @@ def oha(port, body, cacert, seconds, connections, rate=None):
     codes = result.get("statusCodeDistribution", {})
     errors = result.get("errorDistribution", {})
     ok = int(codes.get("200", 0))
-    bad = sum(int(v) for k, v in codes.items() if k != "200") + sum(int(v) for v in errors.values())
+    # oha cancels the requests still in flight when the duration ends and
+    # reports them as "aborted due to deadline"; those are not server errors.
+    bad = sum(int(v) for k, v in codes.items() if k != "200") + sum(
+        int(v) for k, v in errors.items() if k != "aborted due to deadline")
     return {
         "rps": result["summary"]["requestsPerSec"],
         "p50_ms": result["latencyPercentiles"]["p50"] * 1000,
@@ -147,6 +150,11 @@ def main():
         "tracecar": (18443, [os.path.join(RELEASE, "tracecar-webhook"), "--log", "warn", "serve",
                              "--listen", "127.0.0.1:18443", "--tls-cert", os.path.join(certs, "tls.crt"),
                              "--tls-key", os.path.join(certs, "tls.key")]),
+        # The same binary with the decision cache off: every review plans
+        # and renders its patch from scratch (first pod of each workload).
+        "uncached": (18445, [os.path.join(RELEASE, "tracecar-webhook"), "--log", "warn", "serve",
+                             "--listen", "127.0.0.1:18445", "--tls-cert", os.path.join(certs, "tls.crt"),
+                             "--tls-key", os.path.join(certs, "tls.key"), "--plan-cache", "0"]),
     }
     procs = {}
     try:
@@ -177,14 +185,14 @@ def main():
         return statistics.median(run[field] for run in runs[name][kind])
 
     failed = sum(run["failed"] for name in runs for kind in runs[name] for run in runs[name][kind])
-    t, c = "tracecar", "ceiling"
+    t, c, u = "tracecar", "ceiling", "uncached"
     print()
     print(f"tracecar webhook benchmark: {args.rounds} interleaved rounds of {args.seconds}s per measurement,")
-    print(f"server pinned to CPU 0, oha to CPU 1; TLS 1.3 keep-alive; medians over rounds.")
+    print("servers pinned to CPU 0, oha to CPU 1; TLS 1.3 keep-alive; medians over rounds.")
     print(f"typical pod review: {os.path.getsize(bodies['typical'])} bytes; large pod review: {large_kib:.0f} KiB (20 containers, 1000 env vars)")
     print()
-    print("| measurement | tracecar | ceiling | tracecar/ceiling |")
-    print("|---|---|---|---|")
+    print("| measurement | tracecar | tracecar, cache off | ceiling | tracecar/ceiling | cache off/ceiling |")
+    print("|---|---|---|---|---|---|")
     rows = [
         ("typical: max throughput (req/s), 16 conns", "max", "rps", "{:.0f}"),
         ("typical: p50 at 1000 req/s (ms)", "at1000", "p50_ms", "{:.2f}"),
@@ -194,20 +202,23 @@ def main():
         ("large: p99 at 200 req/s (ms)", "large_at200", "p99_ms", "{:.2f}"),
     ]
     for label, kind, field, fmt in rows:
-        a, b = med(t, kind, field), med(c, kind, field)
-        print(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f} |")
-    print(f"| peak RSS (MiB) | {rss[t]:.1f} | {rss[c]:.1f} | {rss[t] / rss[c]:.2f} |")
-    print(f"| failed requests | {failed} (both servers, all runs) | | |")
+        a, b, x = med(t, kind, field), med(c, kind, field), med(u, kind, field)
+        print(f"| {label} | {fmt.format(a)} | {fmt.format(x)} | {fmt.format(b)} | {a / b:.2f} | {x / b:.2f} |")
+    print(f"| peak RSS (MiB) | {rss[t]:.1f} | {rss[u]:.1f} | {rss[c]:.1f} | {rss[t] / rss[c]:.2f} | {rss[u] / rss[c]:.2f} |")
+    print(f"| failed requests (all servers, all runs) | {failed} | | | | |")
     print()
     targets = [
         ("typical p99 at 1000 req/s <= 2 ms", med(t, "at1000", "p99_ms") <= 2.0),
         ("typical max throughput >= 70% of ceiling", med(t, "max", "rps") >= 0.7 * med(c, "max", "rps")),
         ("large p99 <= 20 ms", med(t, "large_at200", "p99_ms") <= 20.0),
-        ("peak RSS <= 30 MiB", rss[t] <= 30.0),
+        ("large p99 <= 20 ms with the cache off", med(u, "large_at200", "p99_ms") <= 20.0),
+        ("peak RSS <= 30 MiB", max(rss[t], rss[u]) <= 30.0),
         ("no failed requests", failed == 0),
     ]
     for label, ok in targets:
         print(f"target {'met' if ok else 'MISSED'}: {label}")
+    print(f"info: with the cache off (first pod of each workload) throughput is "
+          f"{med(u, 'max', 'rps') / med(c, 'max', 'rps'):.0%} of the ceiling")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@
 //! serializes `response.patch` as an array of numbers (kube-rs #1781), while
 //! the API server expects a base64 string.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::inject::{Decision, Injector, PodContext, SkipReason};
+use crate::inject::{Decision, InjectError, Injector, PodContext, PodFacts};
 
 /// What happened to one review, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +62,9 @@ pub struct ResponseBody {
     /// `JSONPatch` when `patch` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
-    /// Base64 of the JSON Patch document.
+    /// Base64 of the JSON Patch document, pre-rendered as a JSON string.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    pub patch: Option<Box<RawValue>>,
     /// Messages the API server relays to the client.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -76,75 +80,140 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<Pod>, ReviewError> {
     review.try_into().map_err(|_| ReviewError::NoRequest)
 }
 
-/// Reviews one request. Never fails: internal errors allow the pod unchanged.
-pub fn review(request: &AdmissionRequest<Pod>, injector: &Injector) -> (ReviewResponse, Outcome) {
-    let mut body = ResponseBody {
-        uid: request.uid.clone(),
-        allowed: true,
-        patch_type: None,
-        patch: None,
-        warnings: Vec::new(),
-    };
-    let is_pod_create = request.operation == Operation::Create
-        && request.resource.group.is_empty()
-        && request.resource.resource == "pods"
-        && request
-            .sub_resource
-            .as_deref()
-            .unwrap_or_default()
-            .is_empty();
-    let outcome = match (&request.object, is_pod_create) {
-        (_, false) => Outcome::Skipped("not_pod_create"),
-        (None, true) => {
-            body.warnings.push(
-                "tracecar: internal error: CREATE review without an object; pod allowed unchanged"
-                    .to_owned(),
-            );
-            Outcome::Error
-        }
-        (Some(pod), true) => {
-            // dryRun requests get the same patch: computing it has no side effects.
-            let ctx = PodContext {
-                namespace: request
-                    .namespace
-                    .as_deref()
-                    .or(pod.metadata.namespace.as_deref())
-                    .unwrap_or("default"),
-                owner_kind: None,
-            };
-            match injector.decide(pod, ctx) {
-                Ok(Decision::Skip { reason, warning }) => {
-                    body.warnings.extend(warning);
-                    Outcome::Skipped(SkipReason::label(reason))
-                }
-                Ok(Decision::Inject(plan)) => match patch_json(&plan.patch) {
-                    Ok(json) => {
-                        body.patch_type = Some("JSONPatch");
-                        body.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-                        body.warnings.extend(plan.warnings);
-                        Outcome::Injected
-                    }
-                    Err(e) => fail_open(&mut body, &e),
-                },
-                Err(e) => fail_open(&mut body, &e),
-            }
-        }
-    };
-    (
-        ReviewResponse {
-            api_version: "admission.k8s.io/v1",
-            kind: "AdmissionReview",
-            response: body,
-        },
-        outcome,
-    )
+/// Reviews admission requests with one [`Injector`], caching rendered
+/// decisions by [`PodFacts`]: the replicas of a workload have equal facts,
+/// so after the first pod the patch is reused instead of rebuilt.
+#[derive(Debug)]
+pub struct Reviewer {
+    injector: Injector,
+    cache: Mutex<HashMap<PodFacts, Arc<Rendered>>>,
+    cache_capacity: usize,
 }
 
-fn fail_open(body: &mut ResponseBody, error: &dyn std::fmt::Display) -> Outcome {
-    body.warnings.push(format!(
-        "tracecar: internal error, pod allowed without the sidecar: {error}"
-    ));
-    Outcome::Error
+/// A decision rendered for the wire.
+#[derive(Debug)]
+struct Rendered {
+    outcome: Outcome,
+    /// The base64 patch as a JSON string literal.
+    patch: Option<Box<RawValue>>,
+    warnings: Vec<String>,
+}
+
+impl Reviewer {
+    /// A reviewer caching up to `cache_capacity` decisions (0 disables the
+    /// cache). The cache is emptied when full, which keeps it bounded
+    /// without bookkeeping on every hit.
+    pub fn new(injector: Injector, cache_capacity: usize) -> Self {
+        Self {
+            injector,
+            cache: Mutex::new(HashMap::new()),
+            cache_capacity,
+        }
+    }
+
+    /// Reviews one request. Never fails: internal errors allow the pod
+    /// unchanged.
+    pub fn review(&self, request: &AdmissionRequest<Pod>) -> (ReviewResponse, Outcome) {
+        let is_pod_create = request.operation == Operation::Create
+            && request.resource.group.is_empty()
+            && request.resource.resource == "pods"
+            && request
+                .sub_resource
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty();
+        let rendered = match (&request.object, is_pod_create) {
+            (_, false) => Ok(Arc::new(Rendered {
+                outcome: Outcome::Skipped("not_pod_create"),
+                patch: None,
+                warnings: Vec::new(),
+            })),
+            (None, true) => Err("CREATE review without an object".to_owned()),
+            (Some(pod), true) => {
+                // dryRun requests get the same patch: computing it has no side effects.
+                let ctx = PodContext {
+                    namespace: request
+                        .namespace
+                        .as_deref()
+                        .or(pod.metadata.namespace.as_deref())
+                        .unwrap_or("default"),
+                    owner_kind: None,
+                };
+                self.rendered(PodFacts::observe(pod, ctx))
+            }
+        };
+        let (outcome, patch, warnings) = match rendered {
+            Ok(r) => (r.outcome.clone(), r.patch.clone(), r.warnings.clone()),
+            Err(error) => (
+                Outcome::Error,
+                None,
+                vec![format!(
+                    "tracecar: internal error, pod allowed without the sidecar: {error}"
+                )],
+            ),
+        };
+        let body = ResponseBody {
+            uid: request.uid.clone(),
+            allowed: true,
+            patch_type: patch.is_some().then_some("JSONPatch"),
+            patch,
+            warnings,
+        };
+        (
+            ReviewResponse {
+                api_version: "admission.k8s.io/v1",
+                kind: "AdmissionReview",
+                response: body,
+            },
+            outcome,
+        )
+    }
+
+    fn rendered(&self, facts: PodFacts) -> Result<Arc<Rendered>, String> {
+        if self.cache_capacity > 0
+            && let Some(hit) = self.lock_cache().get(&facts)
+        {
+            return Ok(hit.clone());
+        }
+        let rendered = Arc::new(render(self.injector.plan(&facts))?);
+        if self.cache_capacity > 0 {
+            let mut cache = self.lock_cache();
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+            cache.insert(facts, rendered.clone());
+        }
+        Ok(rendered)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PodFacts, Arc<Rendered>>> {
+        // A panic while holding the lock cannot leave a map half-updated in
+        // a way that matters here, so a poisoned lock is still usable.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn render(decision: Result<Decision, InjectError>) -> Result<Rendered, String> {
+    match decision.map_err(|e| e.to_string())? {
+        Decision::Skip { reason, warning } => Ok(Rendered {
+            outcome: Outcome::Skipped(reason.label()),
+            patch: None,
+            warnings: warning.into_iter().collect(),
+        }),
+        Decision::Inject(plan) => {
+            let json = patch_json(&plan.patch).map_err(|e| e.to_string())?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+            let literal = serde_json::to_string(&b64).map_err(|e| e.to_string())?;
+            let patch = RawValue::from_string(literal).map_err(|e| e.to_string())?;
+            Ok(Rendered {
+                outcome: Outcome::Injected,
+                patch: Some(patch),
+                warnings: plan.warnings,
+            })
+        }
+    }
 }
 
 fn patch_json(patch: &json_patch::Patch) -> Result<Vec<u8>, serde_json::Error> {

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// How often to check the certificate files for changes, in milliseconds.
     #[arg(long, env = "TRACECAR_CERT_RELOAD_MS", default_value_t = 1000)]
     pub cert_reload_ms: u64,
+    /// How many rendered injection decisions to cache by pod shape
+    /// (replicas of one workload share one); 0 disables the cache.
+    #[arg(long, env = "TRACECAR_PLAN_CACHE", default_value_t = 1024)]
+    pub plan_cache: usize,
 }
 
 /// `inject` flags.
@@ -170,6 +174,7 @@ pub async fn serve(
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         cert_reload: Duration::from_millis(args.cert_reload_ms.max(10)),
+        plan_cache: args.plan_cache,
     };
     match server::run(listener, settings, shutdown).await {
         Ok(()) => Ok(()),

@@ -1,4 +1,6 @@
-//! Pure injection logic: `(&Pod, namespace, &InjectConfig) -> Decision`.
+//! Pure injection logic: `(&Pod, namespace, &InjectConfig) -> Decision`,
+//! in two steps: [`PodFacts::observe`] reads what matters off the pod and
+//! [`Injector::plan`] decides from those facts alone.
 //!
 //! No I/O happens here. The patch is a list of RFC 6902 `add` operations at
 //! explicit paths, computed in one pass over the pod (linear in its size).
@@ -68,6 +70,9 @@ enum EnvMerge {
 }
 
 impl Runtime {
+    /// Every preset.
+    pub const ALL: [Self; 4] = [Self::Dotnet, Self::Node, Self::Java, Self::Python];
+
     /// Parses the annotation value.
     pub fn parse(value: &str) -> Option<Self> {
         match value.trim() {
@@ -268,28 +273,32 @@ impl Injector {
 
     /// Decides what to do with `pod` and builds the patch.
     pub fn decide(&self, pod: &Pod, ctx: PodContext<'_>) -> Result<Decision, InjectError> {
-        let config = &self.config;
-        let annotations = pod.metadata.annotations.as_ref();
-        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+        self.plan(&PodFacts::observe(pod, ctx))
+    }
 
-        if annotation(ann::INJECT).map(str::trim) != Some("true") {
+    /// Decides from the observed facts alone. Equal facts give equal
+    /// decisions, which is what lets the server cache them.
+    pub fn plan(&self, facts: &PodFacts) -> Result<Decision, InjectError> {
+        let config = &self.config;
+        if !facts.opted_in {
             return Ok(skip(SkipReason::NotAnnotated, None));
         }
-        let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
-
-        if annotation(ann::MIRROR).is_some() {
-            return Ok(skip(
-            SkipReason::MirrorPod,
-            Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
-        ));
+        if !facts.has_spec {
+            return Err(InjectError::MissingSpec);
         }
-        if is_windows(spec) {
+        if facts.mirror {
+            return Ok(skip(
+                SkipReason::MirrorPod,
+                Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
+            ));
+        }
+        if facts.windows {
             return Ok(skip(
                 SkipReason::Windows,
                 Some("tracecar: not injected: Windows pods are not supported".to_owned()),
             ));
         }
-        match config.namespace_decision(ctx.namespace) {
+        match config.namespace_decision(&facts.namespace) {
             NamespaceDecision::Allowed => {}
             decision => {
                 let why = match decision {
@@ -302,15 +311,15 @@ impl Injector {
                     SkipReason::Namespace(decision),
                     Some(format!(
                         "tracecar: not injected: namespace {:?} {why}",
-                        ctx.namespace
+                        facts.namespace
                     )),
                 ));
             }
         }
-        if let Some(what) = existing_injection(spec) {
-            // Our own earlier output (reinvocation) is silent; anything else is
-            // a clash the user should hear about.
-            let warning = annotation(ann::STATUS).is_none().then(|| {
+        if let Some(what) = &facts.existing_injection {
+            // Our own earlier output (reinvocation) is silent; anything else
+            // is a clash the user should hear about.
+            let warning = (!facts.has_status).then(|| {
                 format!(
                     "tracecar: not injected: {what} already exists; treating the pod as injected"
                 )
@@ -319,42 +328,45 @@ impl Injector {
         }
 
         let mut warnings = Vec::new();
-        let choices = Choices::read(&annotation, pod, ctx, config, &mut warnings);
+        let choices = Choices::read(facts, config, &mut warnings);
         let mut b = PatchBuilder::default();
 
         // shareProcessNamespace: the whole point of the sidecar.
-        match (spec.host_pid, spec.share_process_namespace) {
-        (Some(true), _) => warnings.push(
-            "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
-        ),
-        (_, Some(true)) => {}
-        (_, shared) => {
-            if shared == Some(false) {
-                warnings.push(
-                    "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
-                );
+        match (facts.host_pid, facts.share_process_namespace) {
+            (true, _) => warnings.push(
+                "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
+            ),
+            (_, Some(true)) => {}
+            (_, shared) => {
+                if shared == Some(false) {
+                    warnings.push(
+                        "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
+                    );
+                }
+                b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
             }
-            b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
         }
-    }
 
-        // Volumes.
         b.append_all(
             &["spec", "volumes"],
-            spec.volumes.as_ref().map(Vec::len),
+            facts.has_volumes,
             self.volumes.clone(),
         );
 
         // App containers: shared mounts and runtime environment.
         let mut mounted = Vec::new();
-        for (index, container) in spec.containers.iter().enumerate() {
+        for (index, container) in facts.containers.iter().enumerate() {
             if !choices.selects(&container.name) {
                 continue;
             }
-            let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
+            let index = index.to_string();
+            let base = ["spec", "containers", index.as_str()];
             let mut mounts = Vec::new();
-            for (value, path) in [(&self.tmp_mount, TMP_PATH), (&self.lttng_mount, LTTNG_PATH)] {
-                if mounts_path(container, path) {
+            for (value, path, present) in [
+                (&self.tmp_mount, TMP_PATH, container.mounts_tmp),
+                (&self.lttng_mount, LTTNG_PATH, container.mounts_lttng),
+            ] {
+                if present {
                     warnings.push(format!(
                         "tracecar: container {:?} already mounts {path}; it keeps its own mount",
                         container.name
@@ -363,14 +375,13 @@ impl Injector {
                     mounts.push(value.clone());
                 }
             }
-            let base_refs: Vec<&str> = base.iter().map(String::as_str).collect();
             b.append_all(
-                &[base_refs.as_slice(), &["volumeMounts"]].concat(),
-                container.volume_mounts.as_ref().map(Vec::len),
+                &[base.as_slice(), &["volumeMounts"]].concat(),
+                container.has_mounts,
                 mounts,
             );
             if let Some(runtime) = choices.runtime {
-                plan_env(&mut b, &base_refs, container, runtime, &mut warnings)?;
+                plan_env(&mut b, &base, container, runtime, &mut warnings)?;
             }
             mounted.push(container.name.clone());
         }
@@ -378,14 +389,10 @@ impl Injector {
         // The sidecar.
         let sidecar = self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone();
         match choices.mode {
-            SidecarMode::Container => b.append_all(
-                &["spec", "containers"],
-                Some(spec.containers.len()),
-                vec![sidecar],
-            ),
+            SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
             SidecarMode::Native => b.append_all(
                 &["spec", "initContainers"],
-                spec.init_containers.as_ref().map(Vec::len),
+                facts.has_init_containers,
                 vec![sidecar],
             ),
         }
@@ -419,6 +426,123 @@ impl Injector {
 
 fn skip(reason: SkipReason, warning: Option<String>) -> Decision {
     Decision::Skip { reason, warning }
+}
+
+/// Everything about a pod that the injection decision depends on, and
+/// nothing else. [`Injector::plan`] reads only this, so two pods with equal
+/// facts (such as the replicas of one Deployment) get the same patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PodFacts {
+    opted_in: bool,
+    has_spec: bool,
+    mirror: bool,
+    windows: bool,
+    namespace: String,
+    existing_injection: Option<String>,
+    has_status: bool,
+    profile: Option<String>,
+    sidecar_mode: Option<String>,
+    runtime: Option<String>,
+    containers_filter: Option<String>,
+    owned_by_job: bool,
+    host_pid: bool,
+    share_process_namespace: Option<bool>,
+    has_volumes: bool,
+    has_init_containers: bool,
+    containers: Vec<ContainerFacts>,
+}
+
+/// What the injector needs to know about one app container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ContainerFacts {
+    name: String,
+    has_mounts: bool,
+    mounts_tmp: bool,
+    mounts_lttng: bool,
+    has_env: bool,
+    /// The last definition of each variable some runtime preset sets.
+    preset_env: Vec<PresetEnvFact>,
+}
+
+/// An existing definition of a preset variable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PresetEnvFact {
+    name: &'static str,
+    index: usize,
+    value: Option<String>,
+    from_reference: bool,
+}
+
+impl PodFacts {
+    /// Reads the facts off a pod. Pods that did not opt in stop early.
+    pub fn observe(pod: &Pod, ctx: PodContext<'_>) -> Self {
+        let annotations = pod.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+        let opted_in = annotation(ann::INJECT).is_some_and(|v| v.trim() == "true");
+        let Some(spec) = pod.spec.as_ref().filter(|_| opted_in) else {
+            return Self {
+                opted_in,
+                ..Self::default()
+            };
+        };
+        Self {
+            opted_in,
+            has_spec: true,
+            mirror: annotation(ann::MIRROR).is_some(),
+            windows: is_windows(spec),
+            namespace: ctx.namespace.to_owned(),
+            existing_injection: existing_injection(spec),
+            has_status: annotation(ann::STATUS).is_some(),
+            profile: annotation(ann::PROFILE),
+            sidecar_mode: annotation(ann::SIDECAR_MODE),
+            runtime: annotation(ann::RUNTIME),
+            containers_filter: annotation(ann::CONTAINERS),
+            owned_by_job: matches!(ctx.owner_kind, Some("Job" | "CronJob"))
+                || pod
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Job"),
+            host_pid: spec.host_pid == Some(true),
+            share_process_namespace: spec.share_process_namespace,
+            has_volumes: spec.volumes.is_some(),
+            has_init_containers: spec.init_containers.is_some(),
+            containers: spec
+                .containers
+                .iter()
+                .map(ContainerFacts::observe)
+                .collect(),
+        }
+    }
+}
+
+impl ContainerFacts {
+    fn observe(container: &Container) -> Self {
+        let env = container.env.as_deref().unwrap_or_default();
+        let preset_env = Runtime::ALL
+            .iter()
+            .flat_map(|r| r.env().iter().map(|(name, _, _)| *name))
+            .filter_map(|name| {
+                // The API server keeps the last of duplicate names.
+                let (index, var) = env.iter().enumerate().rfind(|(_, v)| v.name == name)?;
+                Some(PresetEnvFact {
+                    name,
+                    index,
+                    value: var.value.clone(),
+                    from_reference: var.value_from.is_some(),
+                })
+            })
+            .collect();
+        Self {
+            name: container.name.clone(),
+            has_mounts: container.volume_mounts.is_some(),
+            mounts_tmp: mounts_path(container, TMP_PATH),
+            mounts_lttng: mounts_path(container, LTTNG_PATH),
+            has_env: container.env.is_some(),
+            preset_env,
+        }
+    }
 }
 
 fn is_windows(spec: &PodSpec) -> bool {
@@ -457,14 +581,8 @@ struct Choices {
 }
 
 impl Choices {
-    fn read<'a>(
-        annotation: &dyn Fn(&str) -> Option<&'a str>,
-        pod: &Pod,
-        ctx: PodContext<'_>,
-        config: &InjectConfig,
-        warnings: &mut Vec<String>,
-    ) -> Self {
-        let profile = match annotation(ann::PROFILE) {
+    fn read(facts: &PodFacts, config: &InjectConfig, warnings: &mut Vec<String>) -> Self {
+        let profile = match facts.profile.as_deref() {
             None => config.profile,
             Some(value) => match SecurityProfile::parse(value) {
                 Some(p) if p == config.profile => p,
@@ -488,25 +606,16 @@ impl Choices {
             },
         };
 
-        let owned_by_job = ctx.owner_kind == Some("Job")
-            || ctx.owner_kind == Some("CronJob")
-            || pod
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.kind == "Job");
-        let mode = match annotation(ann::SIDECAR_MODE).map(|v| (v, SidecarMode::parse(v))) {
-            Some((_, Some(mode))) => mode,
-            Some((value, None)) => {
+        let mode = match facts.sidecar_mode.as_deref() {
+            Some(value) => SidecarMode::parse(value).unwrap_or_else(|| {
                 warnings.push(format!(
                     "tracecar: {}={value:?} is not container|native; using {}",
                     ann::SIDECAR_MODE,
                     config.sidecar_mode.as_str()
                 ));
                 config.sidecar_mode
-            }
-            None if owned_by_job && config.sidecar_mode == SidecarMode::Container => {
+            }),
+            None if facts.owned_by_job && config.sidecar_mode == SidecarMode::Container => {
                 warnings.push(
                     "tracecar: pod belongs to a Job: using a native sidecar so the Job can complete (needs Kubernetes 1.29+)".to_owned(),
                 );
@@ -515,7 +624,7 @@ impl Choices {
             None => config.sidecar_mode,
         };
 
-        let runtime = annotation(ann::RUNTIME).and_then(|value| {
+        let runtime = facts.runtime.as_deref().and_then(|value| {
             let runtime = Runtime::parse(value);
             if runtime.is_none() {
                 warnings.push(format!(
@@ -526,21 +635,15 @@ impl Choices {
             runtime
         });
 
-        let containers = annotation(ann::CONTAINERS).map(|list| {
+        let containers = facts.containers_filter.as_deref().map(|list| {
             let wanted: BTreeSet<String> = list
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            let present: BTreeSet<&str> = pod
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .map(|c| c.name.as_str())
-                .collect();
             for name in &wanted {
-                if !present.contains(name.as_str()) {
+                if !facts.containers.iter().any(|c| &c.name == name) {
                     warnings.push(format!(
                         "tracecar: {} names {name:?}, which is not a container of this pod",
                         ann::CONTAINERS
@@ -581,15 +684,13 @@ fn mounts_path(container: &Container, path: &str) -> bool {
 fn plan_env(
     b: &mut PatchBuilder,
     container_path: &[&str],
-    container: &Container,
+    container: &ContainerFacts,
     runtime: Runtime,
     warnings: &mut Vec<String>,
 ) -> Result<(), InjectError> {
-    let existing = container.env.as_deref().unwrap_or_default();
     let mut new_vars = Vec::new();
     for &(name, value, merge) in runtime.env() {
-        // The API server keeps the last of duplicate names, so edit that one.
-        let Some((index, var)) = existing.iter().enumerate().rfind(|(_, v)| v.name == name) else {
+        let Some(existing) = container.preset_env.iter().find(|e| e.name == name) else {
             new_vars.push(EnvVar {
                 name: name.to_owned(),
                 value: Some(value.to_owned()),
@@ -599,12 +700,12 @@ fn plan_env(
         };
         match merge {
             EnvMerge::KeepUser => {}
-            EnvMerge::AppendOptions if var.value_from.is_some() => warnings.push(format!(
+            EnvMerge::AppendOptions if existing.from_reference => warnings.push(format!(
                 "tracecar: container {:?} sets {name} from a reference; add {value:?} to it yourself",
                 container.name
             )),
             EnvMerge::AppendOptions => {
-                let current = var.value.as_deref().unwrap_or_default();
+                let current = existing.value.as_deref().unwrap_or_default();
                 let present: BTreeSet<&str> = current.split_whitespace().collect();
                 let missing: Vec<&str> = value
                     .split_whitespace()
@@ -616,7 +717,7 @@ fn plan_env(
                     } else {
                         format!("{} {}", current.trim_end(), missing.join(" "))
                     };
-                    let index = index.to_string();
+                    let index = existing.index.to_string();
                     b.add(
                         &[container_path, &["env", &index, "value"]].concat(),
                         Value::String(merged),
@@ -627,7 +728,7 @@ fn plan_env(
     }
     b.append_all(
         &[container_path, &["env"]].concat(),
-        container.env.as_ref().map(Vec::len),
+        container.has_env,
         to_values("env var", &new_vars)?,
     );
     Ok(())
@@ -777,19 +878,18 @@ impl PatchBuilder {
         }));
     }
 
-    /// Appends `items` to the array at `tokens`, creating it when absent
-    /// (`existing_len` is `None`).
-    fn append_all(&mut self, tokens: &[&str], existing_len: Option<usize>, items: Vec<Value>) {
+    /// Appends `items` to the array at `tokens`, creating the array when
+    /// it does not `exist` yet.
+    fn append_all(&mut self, tokens: &[&str], exists: bool, items: Vec<Value>) {
         if items.is_empty() {
             return;
         }
-        match existing_len {
-            None => self.add(tokens, Value::Array(items)),
-            Some(_) => {
-                for item in items {
-                    self.add(&[tokens, &["-"]].concat(), item);
-                }
+        if exists {
+            for item in items {
+                self.add(&[tokens, &["-"]].concat(), item);
             }
+        } else {
+            self.add(tokens, Value::Array(items));
         }
     }
 

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission;
+use crate::admission::{self, Reviewer};
 use crate::config::InjectConfig;
 use crate::inject::{InjectError, Injector};
 use crate::metrics::Metrics;
@@ -37,8 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The injector, built once from the configuration.
-    pub injector: Arc<Injector>,
+    /// The reviewer, built once from the configuration.
+    pub reviewer: Arc<Reviewer>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// notAfter of the serving certificate (Unix seconds); `/readyz` fails
@@ -78,7 +78,7 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    let (response, outcome) = admission::review(&request, &state.injector);
+    let (response, outcome) = state.reviewer.review(&request);
     state.metrics.observe(&outcome, started.elapsed());
     tracing::debug!(
         uid = %request.uid,
@@ -92,7 +92,12 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
     }
     // Serialize into a buffer sized for the base64 patch instead of
     // letting it regrow from a small default.
-    let capacity = response.response.patch.as_ref().map_or(0, String::len) + 512;
+    let capacity = response
+        .response
+        .patch
+        .as_ref()
+        .map_or(0, |p| p.get().len())
+        + 512;
     let mut body = Vec::with_capacity(capacity);
     match serde_json::to_writer(&mut body, &response) {
         Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -196,6 +201,8 @@ pub struct Settings {
     pub tls_key: PathBuf,
     /// How often the certificate files are checked for changes.
     pub cert_reload: Duration,
+    /// How many rendered decisions to cache (0 disables the cache).
+    pub plan_cache: usize,
 }
 
 /// Why [`run`] could not start.
@@ -216,7 +223,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let injector = Arc::new(Injector::new(settings.config)?);
+    let reviewer = Arc::new(Reviewer::new(
+        Injector::new(settings.config)?,
+        settings.plan_cache,
+    ));
     let cert = Arc::new(ReloadingCert::load(&settings.tls_cert, &settings.tls_key)?);
     let tls_config = Arc::new(tls::server_config(cert.clone())?);
     let metrics = Arc::new(Metrics::new());
@@ -230,7 +240,7 @@ pub async fn run(
         reload_expiry.store(not_after, Ordering::Relaxed);
     }));
     let app = router(AppState {
-        injector,
+        reviewer,
         metrics,
         cert_not_after,
     });

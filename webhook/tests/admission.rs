@@ -10,11 +10,18 @@ use tracecar_webhook::admission::{self, Outcome, ReviewError};
 use tracecar_webhook::config::InjectConfig;
 use tracecar_webhook::inject::Injector;
 
-fn run(review: &Value) -> (Value, Outcome) {
+fn reviewer(cache: usize) -> admission::Reviewer {
+    admission::Reviewer::new(Injector::new(InjectConfig::default()).unwrap(), cache)
+}
+
+fn run_with(reviewer: &admission::Reviewer, review: &Value) -> (Value, Outcome) {
     let request = admission::parse(&serde_json::to_vec(review).unwrap()).expect("parses");
-    let (response, outcome) =
-        admission::review(&request, &Injector::new(InjectConfig::default()).unwrap());
+    let (response, outcome) = reviewer.review(&request);
     (serde_json::to_value(&response).unwrap(), outcome)
+}
+
+fn run(review: &Value) -> (Value, Outcome) {
+    run_with(&reviewer(0), review)
 }
 
 fn decoded_patch(response: &Value) -> json_patch::Patch {
@@ -160,4 +167,42 @@ fn malformed_bodies_are_errors() {
         admission::parse(&wrong_version),
         Err(ReviewError::ApiVersion(_))
     ));
+}
+
+#[test]
+fn cached_decisions_equal_fresh_ones() {
+    let cached = reviewer(4);
+    let fixtures = [
+        "minimal.yaml",
+        "clashes.yaml",
+        "escaped-annotations.yaml",
+        "init-containers.yaml",
+        "job-pod.yaml",
+        "run-as-non-root.yaml",
+        "share-pid-false.yaml",
+        "host-network.yaml",
+        "host-pid.yaml",
+        "runtime-presets.yaml",
+        "dotnet-user-env.yaml",
+        "user-tracecar-volume.yaml",
+        "windows.yaml",
+        "mirror.yaml",
+        "privileged.yaml",
+        "not-annotated.yaml",
+        "future-fields.json",
+    ];
+    // Twice round, with a cache smaller than the set, so hits, misses and
+    // evictions all happen.
+    for _ in 0..2 {
+        for name in fixtures {
+            let r = review(Some(&fixture(name)), "CREATE", "default");
+            assert_eq!(run_with(&cached, &r), run(&r), "{name}");
+        }
+    }
+    // Same facts, different namespace: not confused by the cache.
+    let pod = fixture("minimal.yaml");
+    let (_, outcome) = run_with(&cached, &review(Some(&pod), "CREATE", "kube-system"));
+    assert_eq!(outcome, Outcome::Skipped("system_namespace"));
+    let (_, outcome) = run_with(&cached, &review(Some(&pod), "CREATE", "default"));
+    assert_eq!(outcome, Outcome::Injected);
 }

@@ -167,6 +167,18 @@ proptest! {
             let tmp = mount_paths(c).iter().filter(|p| p.trim_end_matches('/') == "/tmp").count();
             prop_assert_eq!(tmp, 1);
         }
+        // Replicas share a cached decision: it must equal a fresh one.
+        let cached = tracecar_webhook::admission::Reviewer::new(
+            tracecar_webhook::inject::Injector::new(Default::default()).unwrap(), 8);
+        let fresh = tracecar_webhook::admission::Reviewer::new(
+            tracecar_webhook::inject::Injector::new(Default::default()).unwrap(), 0);
+        let request = tracecar_webhook::admission::parse(
+            &serde_json::to_vec(&review(Some(&pod), "CREATE", "default")).unwrap()).unwrap();
+        let first = serde_json::to_value(cached.review(&request).0).unwrap();
+        let second = serde_json::to_value(cached.review(&request).0).unwrap();
+        let uncached = serde_json::to_value(fresh.review(&request).0).unwrap();
+        prop_assert_eq!(&first, &uncached);
+        prop_assert_eq!(&second, &uncached);
         // Nothing the user had is lost: every original container is still there.
         for list in ["containers", "initContainers"] {
             for c in pod["spec"][list].as_array().into_iter().flatten() {

