@@ -33,8 +33,12 @@ manifests:
 
 # The README's first command, unattended, into a scratch directory.
 demo-check:
-	DEMO_OUT=$$(mktemp -d)/demo-out bash scripts/demo.sh >/dev/null
-	@echo "demo: ok"
+	@scratch=$$(mktemp -d); \
+	if DEMO_OUT=$$scratch/demo-out bash scripts/demo.sh >$$scratch/log 2>&1; then \
+		rm -rf $$scratch; echo "demo: ok"; \
+	else \
+		cat $$scratch/log; rm -rf $$scratch; echo "demo: FAILED"; exit 1; \
+	fi
 
 bench-webhook:
 	@bash scripts/deps.sh bench

@@ -60,10 +60,11 @@ impl Running {
         self._dir.path()
     }
 
-    /// A client that verifies the CA and resolves the service name to loopback.
-    fn client(&self, keep_alive: bool) -> reqwest::Client {
+    /// A client builder that trusts only our CA and resolves the service
+    /// name to loopback.
+    fn client_builder(&self) -> reqwest::ClientBuilder {
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
-        let mut builder = reqwest::Client::builder()
+        reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
@@ -71,8 +72,12 @@ impl Running {
                 "tracecar-webhook.tracecar-system.svc",
                 std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             )
-            .tls_info(true)
-            .timeout(Duration::from_secs(10));
+            .timeout(Duration::from_secs(10))
+    }
+
+    /// A verifying client, with or without connection reuse.
+    fn client(&self, keep_alive: bool) -> reqwest::Client {
+        let mut builder = self.client_builder().tls_info(true);
         if !keep_alive {
             builder = builder.pool_max_idle_per_host(0);
         }
@@ -333,19 +338,12 @@ async fn certificate_rotation_has_no_failed_requests() {
 #[tokio::test]
 async fn tls_1_2_and_1_3_are_both_served() {
     let server = Running::start().await;
-    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     for version in [
         reqwest::tls::Version::TLS_1_2,
         reqwest::tls::Version::TLS_1_3,
     ] {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap())
-            .resolve(
-                "tracecar-webhook.tracecar-system.svc",
-                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            )
+        let client = server
+            .client_builder()
             .min_tls_version(version)
             .max_tls_version(version)
             .build()
