@@ -1,0 +1,222 @@
+//! The agent's HTTP API, served on a Unix socket. Handlers translate:
+//! query → spec → domain call (on a blocking thread) → response.
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+use crate::procfs::Procfs;
+use crate::profile::{self, Format, PlanError};
+use crate::{capabilities, process, sys};
+
+/// Captures that may run at once; more get 429.
+pub const MAX_CONCURRENT_CAPTURES: usize = 4;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    procfs: Procfs,
+    captures: Arc<Semaphore>,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        Self::new(Procfs::default())
+    }
+}
+
+impl AgentState {
+    /// State over a `/proc`.
+    pub fn new(procfs: Procfs) -> Self {
+        Self {
+            procfs,
+            captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
+        }
+    }
+}
+
+/// The API routes.
+pub fn router(state: AgentState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/capabilities", get(capabilities))
+        .route("/v1/processes", get(processes))
+        .route("/v1/profile", get(profile))
+        .route("/debug/pprof/profile", get(go_pprof))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /debug/pprof/profile",
+            )
+        })
+        .with_state(state)
+}
+
+/// Creates the socket's directory, replaces a stale socket, binds, and
+/// restricts the socket to its owner (0600).
+pub fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "removed stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` on a TCP listener until `shutdown` resolves.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}"), "see the agent's log"))
+}
+
+async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
+    let report = blocking(move || capabilities::report(&state.procfs)).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn processes(State(state): State<AgentState>) -> Result<Response, ApiError> {
+    let list = blocking(move || process::list(&state.procfs, Duration::from_millis(200))).await?;
+    let list = list
+        .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
+    Ok(Json(list).into_response())
+}
+
+/// Sets the flag when dropped: the handler future is dropped when the
+/// client disconnects, which stops the capture.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn profile(
+    State(state): State<AgentState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let spec =
+        profile::spec::parse(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    run_profile(state, spec).await
+}
+
+async fn go_pprof(
+    State(state): State<AgentState>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    // net/http/pprof: 30 s by default, always gzipped pprof.
+    query
+        .entry("seconds".to_owned())
+        .or_insert_with(|| "30".to_owned());
+    query.insert("format".to_owned(), "pprof".to_owned());
+    let spec =
+        profile::spec::parse(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    run_profile(state, spec).await
+}
+
+async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Response, ApiError> {
+    let (plan, meta) = profile::plan(
+        &spec,
+        &state.procfs,
+        sys::online_cpus(),
+        capabilities::kallsyms_readable(),
+    )
+    .map_err(|e| match e {
+        PlanError::PidNotVisible(pid) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            format!("pid {pid} is not visible: is shareProcessNamespace enabled? List the pod's processes with /v1/processes"),
+        ),
+        PlanError::DwarfUnavailable => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            e.to_string(),
+            "use unwind=fp or unwind=auto (frame pointers)",
+        ),
+    })?;
+    let permit = state.captures.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_CONCURRENT_CAPTURES} captures are already running"),
+            "retry when one of them has finished",
+        )
+    })?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let procfs = state.procfs.clone();
+    let captured = blocking(move || {
+        let result = profile::capture::run(&plan, &procfs, &cancel);
+        drop(permit);
+        result
+    })
+    .await?
+    .map_err(|e| {
+        ApiError::internal(
+            e.to_string(),
+            "the sidecar needs CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities",
+        )
+    })?;
+    tracing::info!(
+        samples = captured.samples,
+        lost = captured.lost,
+        processes = captured.processes.len(),
+        "profile captured"
+    );
+    let format = spec.format;
+    let body = blocking(move || profile::render::render(&captured, format, &meta))
+        .await?
+        .map_err(|e| ApiError::internal(e.to_string(), "try format=folded"))?;
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if format == Format::Pprof
+        && let Ok(value) = "attachment; filename=\"profile.pb.gz\"".parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,263 @@
+//! `/v1/capabilities`: what works in this sidecar, and what to fix when
+//! something does not.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::procfs::Procfs;
+use crate::sys;
+
+/// One checked capability.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Whether it works.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it does not work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn ok(detail: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    fn fail(detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+/// The `/v1/capabilities` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Kernel BTF at `/sys/kernel/btf/vmlinux`.
+    pub btf: Check,
+    /// perf events that can be opened, by name.
+    pub perf_events: Vec<(String, Check)>,
+    /// `/proc/kallsyms` has real addresses (kernel frames can be named).
+    pub kallsyms: Check,
+    /// BPF program loading.
+    pub bpf: Check,
+    /// tracefs with `uprobe_events`.
+    pub tracefs: Check,
+    /// LTTng and babeltrace2 command-line tools.
+    pub lttng_tools: Check,
+    /// Effective capabilities of the agent.
+    pub capabilities: Vec<&'static str>,
+}
+
+/// Names of capability bits, as in `capability.h`.
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Decodes a `CapEff` mask into capability names.
+pub fn capability_names(mask: u64) -> Vec<&'static str> {
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+fn has_cap(mask: u64, name: &str) -> bool {
+    CAP_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .is_some_and(|bit| mask & (1 << bit) != 0)
+}
+
+fn on_path(binary: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// Whether `/proc/kallsyms` shows real addresses.
+pub fn kallsyms_readable() -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|text| {
+        text.lines().take(50).any(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|a| !a.trim_start_matches('0').is_empty())
+        })
+    })
+}
+
+/// Runs every check.
+pub fn report(procfs: &Procfs) -> Report {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let cap_eff = procfs
+        .status(std::process::id())
+        .ok()
+        .and_then(|s| s.cap_eff)
+        .unwrap_or(0);
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+
+    let btf = if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Check::ok("/sys/kernel/btf/vmlinux present")
+    } else {
+        Check::fail(
+            "no /sys/kernel/btf/vmlinux",
+            "a kernel built with CONFIG_DEBUG_INFO_BTF (or the /sys hostPath mount) is needed for BPF type info",
+        )
+    };
+
+    let perf_hint = format!(
+        "perf_event_open failed (perf_event_paranoid={paranoid}): the sidecar needs CAP_PERFMON and seccompProfile Unconfined (tracecar.dev/profile: minimal gives both)"
+    );
+    let perf_events = sys::PERF_PROBES
+        .iter()
+        .map(|&(name, probe)| {
+            let check = match probe() {
+                Ok(()) => Check::ok("can be opened"),
+                Err(e) if name == "cycles" => Check::fail(
+                    format!("{e}"),
+                    "no hardware PMU (common in VMs): tracecar samples with cpu-clock instead",
+                ),
+                Err(e) => Check::fail(format!("{e}"), perf_hint.clone()),
+            };
+            (name.to_owned(), check)
+        })
+        .collect();
+
+    let kallsyms = if kallsyms_readable() {
+        Check::ok("/proc/kallsyms has addresses")
+    } else {
+        Check::fail(
+            "/proc/kallsyms addresses are hidden",
+            "kernel frames need CAP_SYSLOG or kernel.kptr_restrict=0; profiles use kernel=false until then",
+        )
+    };
+
+    let bpf = if has_cap(cap_eff, "BPF") || has_cap(cap_eff, "SYS_ADMIN") {
+        Check::ok("CAP_BPF (or CAP_SYS_ADMIN) is effective")
+    } else {
+        Check::fail(
+            "neither CAP_BPF nor CAP_SYS_ADMIN is effective",
+            "add the BPF capability (the minimal profile does) for uprobes",
+        )
+    };
+
+    let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find(|d| Path::new(d).join("uprobe_events").exists())
+        .map_or_else(
+            || {
+                Check::fail(
+                    "tracefs is not mounted",
+                    "mount -t tracefs tracefs /sys/kernel/tracing on the node, or mount the host /sys",
+                )
+            },
+            |d| Check::ok(format!("{d}/uprobe_events")),
+        );
+
+    let tools: Vec<(&str, Option<String>)> = ["lttng", "lttng-sessiond", "babeltrace2"]
+        .iter()
+        .map(|t| (*t, on_path(t)))
+        .collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    let lttng_tools = if missing.is_empty() {
+        Check::ok(
+            tools
+                .iter()
+                .filter_map(|(_, p)| p.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    } else {
+        Check::fail(
+            format!("not found: {}", missing.join(", ")),
+            "install lttng-tools and babeltrace2 in the agent image",
+        )
+    };
+
+    Report {
+        kernel,
+        btf,
+        perf_events,
+        kallsyms,
+        bpf,
+        tracefs,
+        lttng_tools,
+        capabilities: capability_names(cap_eff),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_masks_decode() {
+        // CAP_SYS_PTRACE (19), CAP_PERFMON (38), CAP_BPF (39).
+        let mask = (1 << 19) | (1 << 38) | (1 << 39);
+        assert_eq!(capability_names(mask), ["SYS_PTRACE", "PERFMON", "BPF"]);
+        assert!(has_cap(mask, "BPF"));
+        assert!(!has_cap(mask, "SYS_ADMIN"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Command-line interface of `tracecar-agent`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{self, AgentState};
+
+/// The tracecar sidecar agent.
+#[derive(Debug, Parser)]
+#[command(name = "tracecar-agent", version, about)]
+pub struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "TRACECAR_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API on a Unix socket.
+    Serve(ServeArgs),
+}
+
+/// `serve` flags.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Unix socket to listen on (mode 0600).
+    #[arg(
+        long,
+        env = "TRACECAR_SOCKET",
+        default_value = "/run/tracecar/agent.sock"
+    )]
+    pub socket: PathBuf,
+    /// Also listen on this TCP address. Off unless given: the API can read
+    /// any process of the pod, so keep it off the network.
+    #[arg(long, env = "TRACECAR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The socket or TCP address cannot be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// The socket path or address.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// Exit code: 64 for what the user must fix in the configuration.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Bind { .. } => 64,
+            Self::Serve(_) => 1,
+        }
+    }
+}
+
+/// Runs `serve` until `shutdown` resolves.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let bind_error = |what: String| move |source| CliError::Bind { what, source };
+    let unix =
+        api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
+    let router = api::router(AgentState::default());
+    tracing::info!(socket = %args.socket.display(), "agent listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tcp = match args.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_error(addr.to_string()))?;
+            tracing::warn!(%addr, "also listening on TCP: anyone who can reach it can profile this pod");
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(api::serve_tcp(
+                listener,
+                router.clone(),
+                async move {
+                    let _ = rx.changed().await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let mut rx = stop_rx;
+    let unix_server = tokio::spawn(api::serve_unix(unix, router, async move {
+        let _ = rx.changed().await;
+    }));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let result = unix_server.await;
+    if let Some(tcp) = tcp {
+        let _ = tcp.await;
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CliError::Serve(e)),
+        Err(e) => Err(CliError::Serve(std::io::Error::other(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,10 @@
+//! tracecar agent: the sidecar process. It serves an HTTP API on a Unix
+//! socket for profiling the processes of its pod.
+
+pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod process;
+pub mod procfs;
+pub mod profile;
+pub mod sys;

@@ -1,0 +1,223 @@
+//! The processes of the pod, as `/v1/processes` reports them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::procfs::{CLOCK_TICKS, MapEntry, Procfs};
+
+/// Language runtime of a process, for choosing how to profile it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Compiled code without a managed runtime.
+    Native,
+    /// A Go binary.
+    Go,
+    /// .NET (CoreCLR).
+    Dotnet,
+    /// Node.js (V8).
+    Node,
+    /// A HotSpot/OpenJ9 JVM.
+    Java,
+    /// CPython.
+    Python,
+}
+
+/// Detects the runtime from the executable's name and mapped libraries;
+/// `is_go` is asked only when nothing else matched (it reads the ELF).
+pub fn detect_runtime(exe: &str, maps: &[MapEntry], is_go: impl FnOnce() -> bool) -> Runtime {
+    let base = Path::new(exe)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let libs: BTreeSet<&str> = maps
+        .iter()
+        .filter_map(|m| m.path.as_deref())
+        .filter_map(|p| p.rsplit('/').next())
+        .collect();
+    let has_lib = |prefix: &str| libs.iter().any(|l| l.starts_with(prefix));
+    if has_lib("libcoreclr.so") || base == "dotnet" {
+        Runtime::Dotnet
+    } else if has_lib("libjvm.so") || base == "java" {
+        Runtime::Java
+    } else if base == "node" || base == "nodejs" || has_lib("libnode.so") {
+        Runtime::Node
+    } else if base.starts_with("python") || has_lib("libpython") {
+        Runtime::Python
+    } else if is_go() {
+        Runtime::Go
+    } else {
+        Runtime::Native
+    }
+}
+
+/// Whether an ELF file is a Go binary (has `.go.buildinfo` or `.gopclntab`).
+pub fn is_go_binary(path: &Path) -> bool {
+    use object::{Object as _, ObjectSection as _};
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return false;
+    };
+    file.sections().any(|s| {
+        matches!(
+            s.name(),
+            Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")
+        )
+    })
+}
+
+/// One entry of `/v1/processes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    /// PID in the pod's namespace.
+    pub pid: u32,
+    /// Parent PID.
+    pub ppid: u32,
+    /// Short name.
+    pub comm: String,
+    /// Full command line.
+    pub cmdline: Vec<String>,
+    /// Executable path inside the process's own root.
+    pub exe: Option<String>,
+    /// Real UID.
+    pub uid: Option<u32>,
+    /// Number of threads.
+    pub threads: u32,
+    /// CPU use over the sampling interval, in percent of one CPU.
+    pub cpu_percent: f64,
+    /// Detected runtime.
+    pub runtime: Runtime,
+    /// Path of the JIT perf map, as the agent reads it, if one exists.
+    pub perf_map: Option<String>,
+}
+
+/// The perf map of `pid`: `/tmp/perf-<pid as it sees itself>.map` inside
+/// its own root filesystem, when the file exists.
+pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<PathBuf> {
+    let inner = procfs.status(pid).ok()?.innermost_pid().unwrap_or(pid);
+    let path = procfs.in_root(pid, Path::new(&format!("/tmp/perf-{inner}.map")));
+    path.exists().then_some(path)
+}
+
+/// The PIDs a capture should not look at by default: the agent itself, its
+/// descendants (curl, lttng tools), and the pod's pause process.
+pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
+    if pid == agent_pid {
+        return true;
+    }
+    let Ok(stat) = procfs.stat(pid) else {
+        return true;
+    };
+    if stat.comm == "pause" && stat.ppid == 0 {
+        return true;
+    }
+    // Walk up a few parents: descendants of the agent are its tools.
+    let mut parent = stat.ppid;
+    for _ in 0..8 {
+        if parent == agent_pid {
+            return true;
+        }
+        if parent <= 1 {
+            break;
+        }
+        parent = procfs.stat(parent).map_or(0, |s| s.ppid);
+    }
+    false
+}
+
+/// Lists the pod's processes, measuring CPU use over `interval`.
+pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessInfo>> {
+    let agent = std::process::id();
+    let pids: Vec<u32> = procfs
+        .pids()?
+        .into_iter()
+        .filter(|&pid| !is_infrastructure(procfs, pid, agent))
+        .collect();
+    let cpu_ticks = |pid: u32| procfs.stat(pid).ok().map(|s| s.utime + s.stime);
+    let before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    std::thread::sleep(interval);
+    let seconds = interval.as_secs_f64().max(0.001);
+    let mut out = Vec::new();
+    for (pid, before) in pids.into_iter().zip(before) {
+        // A process may exit while we look; skip it.
+        let Ok(stat) = procfs.stat(pid) else { continue };
+        let status = procfs.status(pid).unwrap_or_default();
+        let maps = procfs.maps(pid).unwrap_or_default();
+        let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
+        let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || {
+            is_go_binary(&procfs.path(pid, "exe"))
+        });
+        let after = stat.utime + stat.stime;
+        let cpu_percent = before.map_or(0.0, |b| {
+            after.saturating_sub(b) as f64 / CLOCK_TICKS as f64 / seconds * 100.0
+        });
+        out.push(ProcessInfo {
+            pid,
+            ppid: stat.ppid,
+            comm: stat.comm,
+            cmdline: procfs.cmdline(pid).unwrap_or_default(),
+            exe,
+            uid: status.uid,
+            threads: stat.threads,
+            cpu_percent: (cpu_percent * 10.0).round() / 10.0,
+            runtime,
+            perf_map: perf_map_path(procfs, pid).map(|p| p.display().to_string()),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::parse_maps;
+
+    #[test]
+    fn runtimes_are_detected() {
+        let maps = |lib: &str| parse_maps(&format!("7f00-7f10 r-xp 0 08:01 5 /usr/lib/{lib}\n"));
+        assert_eq!(
+            detect_runtime("/usr/bin/dotnet", &[], || false),
+            Runtime::Dotnet
+        );
+        assert_eq!(
+            detect_runtime("/app/api", &maps("libcoreclr.so"), || false),
+            Runtime::Dotnet
+        );
+        assert_eq!(
+            detect_runtime("/opt/jdk/bin/java", &[], || false),
+            Runtime::Java
+        );
+        assert_eq!(
+            detect_runtime("/x", &maps("libjvm.so"), || false),
+            Runtime::Java
+        );
+        assert_eq!(
+            detect_runtime("/usr/bin/node", &[], || false),
+            Runtime::Node
+        );
+        assert_eq!(
+            detect_runtime("/usr/bin/python3.12", &[], || false),
+            Runtime::Python
+        );
+        assert_eq!(detect_runtime("/app/server", &[], || true), Runtime::Go);
+        assert_eq!(
+            detect_runtime("/app/server", &[], || false),
+            Runtime::Native
+        );
+    }
+
+    #[test]
+    fn own_process_is_infrastructure() {
+        let procfs = Procfs::default();
+        assert!(is_infrastructure(
+            &procfs,
+            std::process::id(),
+            std::process::id()
+        ));
+    }
+}

@@ -1,0 +1,368 @@
+//! `/proc` parsing: pure parsers over `&str` plus thin readers.
+//!
+//! PIDs are those of the agent's PID namespace (the pod's, with
+//! `shareProcessNamespace`), because that is the `/proc` the agent sees.
+
+use std::path::{Path, PathBuf};
+
+/// Fields of `/proc/PID/stat` the agent uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Process ID.
+    pub pid: u32,
+    /// `comm`, without the parentheses.
+    pub comm: String,
+    /// State letter (R, S, D, Z, …).
+    pub state: char,
+    /// Parent PID (0 when the parent is outside the namespace).
+    pub ppid: u32,
+    /// User-mode CPU time in clock ticks.
+    pub utime: u64,
+    /// Kernel-mode CPU time in clock ticks.
+    pub stime: u64,
+    /// Number of threads.
+    pub threads: u32,
+    /// Start time after boot, in clock ticks.
+    pub start_time: u64,
+}
+
+/// Why a `/proc` file could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The line or file does not have the expected shape.
+    #[error("malformed {file}: {detail}")]
+    Malformed {
+        /// Which file kind.
+        file: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+fn malformed(file: &'static str, detail: impl Into<String>) -> ParseError {
+    ParseError::Malformed {
+        file,
+        detail: detail.into(),
+    }
+}
+
+/// Parses `/proc/PID/stat`. `comm` may contain spaces and parentheses, so
+/// it is taken up to the *last* `)`.
+pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
+    let open = text.find('(').ok_or_else(|| malformed("stat", "no '('"))?;
+    let close = text.rfind(')').ok_or_else(|| malformed("stat", "no ')'"))?;
+    let pid = text[..open]
+        .trim()
+        .parse()
+        .map_err(|_| malformed("stat", "bad pid"))?;
+    let comm = text[open + 1..close].to_owned();
+    // Fields after comm, numbered from 3 (state) as in proc(5).
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let field = |n: usize| -> Result<&str, ParseError> {
+        rest.get(n - 3)
+            .copied()
+            .ok_or_else(|| malformed("stat", format!("missing field {n}")))
+    };
+    let num = |n: usize| -> Result<u64, ParseError> {
+        field(n)?
+            .parse()
+            .map_err(|_| malformed("stat", format!("field {n} is not a number")))
+    };
+    Ok(Stat {
+        pid,
+        comm,
+        state: field(3)?.chars().next().unwrap_or('?'),
+        ppid: u32::try_from(num(4)?).unwrap_or(0),
+        utime: num(14)?,
+        stime: num(15)?,
+        threads: u32::try_from(num(20)?).unwrap_or(u32::MAX),
+        start_time: num(22)?,
+    })
+}
+
+/// Fields of `/proc/PID/status` the agent uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Real UID.
+    pub uid: Option<u32>,
+    /// PIDs of the process in each nested PID namespace, outermost first.
+    pub ns_pids: Vec<u32>,
+    /// Effective capability mask.
+    pub cap_eff: Option<u64>,
+}
+
+impl Status {
+    /// The PID as the process itself sees it (innermost namespace); this is
+    /// the number JIT runtimes put in `/tmp/perf-<pid>.map`.
+    pub fn innermost_pid(&self) -> Option<u32> {
+        self.ns_pids.last().copied()
+    }
+}
+
+/// Parses `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Status {
+    let mut status = Status::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "Uid" => status.uid = value.split_whitespace().next().and_then(|v| v.parse().ok()),
+            "NSpid" => {
+                status.ns_pids = value
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+            }
+            "CapEff" => status.cap_eff = u64::from_str_radix(value, 16).ok(),
+            _ => {}
+        }
+    }
+    status
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    /// Start address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// `r`, `w`, `x`, `p`/`s` flags.
+    pub perms: String,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Inode; 0 for anonymous memory.
+    pub inode: u64,
+    /// Path or pseudo-name (`[vdso]`, `[heap]`), possibly with ` (deleted)`.
+    pub path: Option<String>,
+}
+
+impl MapEntry {
+    /// Whether the mapping is executable.
+    pub fn is_exec(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+
+    /// Whether it is backed by a file (not anonymous, not a pseudo-name).
+    pub fn is_file_backed(&self) -> bool {
+        self.inode != 0 && self.path.as_deref().is_some_and(|p| p.starts_with('/'))
+    }
+}
+
+/// Parses one `/proc/PID/maps` line.
+pub fn parse_maps_line(line: &str) -> Result<MapEntry, ParseError> {
+    let mut parts = line.splitn(6, char::is_whitespace);
+    let mut next = |what: &str| {
+        parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| malformed("maps", format!("missing {what} in {line:?}")))
+    };
+    let range = next("range")?;
+    let perms = next("perms")?.to_owned();
+    let offset = next("offset")?;
+    let _dev = next("dev")?;
+    let inode = next("inode")?;
+    let path = parts
+        .next()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
+    let (start, end) = range
+        .split_once('-')
+        .ok_or_else(|| malformed("maps", format!("bad range {range:?}")))?;
+    let hex = |s: &str| {
+        u64::from_str_radix(s, 16).map_err(|_| malformed("maps", format!("bad hex {s:?}")))
+    };
+    Ok(MapEntry {
+        start: hex(start)?,
+        end: hex(end)?,
+        perms,
+        offset: hex(offset)?,
+        inode: inode
+            .parse()
+            .map_err(|_| malformed("maps", format!("bad inode {inode:?}")))?,
+        path,
+    })
+}
+
+/// Parses a whole `/proc/PID/maps`, skipping malformed lines.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines()
+        .filter_map(|l| parse_maps_line(l).ok())
+        .collect()
+}
+
+/// Where `/proc` is; tests may point elsewhere.
+#[derive(Debug, Clone)]
+pub struct Procfs {
+    root: PathBuf,
+}
+
+impl Default for Procfs {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl Procfs {
+    /// A `/proc` at another path.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `/proc/PID/<name>`.
+    pub fn path(&self, pid: u32, name: &str) -> PathBuf {
+        self.root.join(pid.to_string()).join(name)
+    }
+
+    /// Every numeric entry of `/proc`.
+    pub fn pids(&self) -> std::io::Result<Vec<u32>> {
+        let mut pids: Vec<u32> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Thread IDs of a process.
+    pub fn tids(&self, pid: u32) -> std::io::Result<Vec<u32>> {
+        let mut tids: Vec<u32> = std::fs::read_dir(self.path(pid, "task"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        Ok(tids)
+    }
+
+    fn read(&self, pid: u32, name: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(self.path(pid, name))
+    }
+
+    /// `/proc/PID/stat`.
+    pub fn stat(&self, pid: u32) -> std::io::Result<Stat> {
+        parse_stat(&self.read(pid, "stat")?).map_err(std::io::Error::other)
+    }
+
+    /// `/proc/PID/status`.
+    pub fn status(&self, pid: u32) -> std::io::Result<Status> {
+        Ok(parse_status(&self.read(pid, "status")?))
+    }
+
+    /// `/proc/PID/maps`.
+    pub fn maps(&self, pid: u32) -> std::io::Result<Vec<MapEntry>> {
+        Ok(parse_maps(&self.read(pid, "maps")?))
+    }
+
+    /// `/proc/PID/cmdline` as arguments.
+    pub fn cmdline(&self, pid: u32) -> std::io::Result<Vec<String>> {
+        let raw = std::fs::read(self.path(pid, "cmdline"))?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect())
+    }
+
+    /// The target of `/proc/PID/exe`.
+    pub fn exe(&self, pid: u32) -> std::io::Result<PathBuf> {
+        std::fs::read_link(self.path(pid, "exe"))
+    }
+
+    /// A thread's name.
+    pub fn thread_comm(&self, pid: u32, tid: u32) -> std::io::Result<String> {
+        let path = self
+            .root
+            .join(pid.to_string())
+            .join("task")
+            .join(tid.to_string())
+            .join("comm");
+        Ok(std::fs::read_to_string(path)?.trim_end().to_owned())
+    }
+
+    /// A path inside the process's root filesystem (its container's).
+    pub fn in_root(&self, pid: u32, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        self.path(pid, "root").join(relative)
+    }
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every Linux
+/// architecture tracecar supports.
+pub const CLOCK_TICKS: u64 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let line = "4242 (my (weird) app) S 1 4242 4242 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 7 0 12345 1000 10 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let stat = parse_stat(line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stat.pid, 4242);
+        assert_eq!(stat.comm, "my (weird) app");
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.ppid, 1);
+        assert_eq!((stat.utime, stat.stime), (150, 25));
+        assert_eq!(stat.threads, 7);
+        assert_eq!(stat.start_time, 12345);
+    }
+
+    #[test]
+    fn stat_errors_are_typed() {
+        assert!(parse_stat("garbage").is_err());
+        assert!(parse_stat("1 (x) S").is_err());
+    }
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tnode\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t8123\t7\nCapEff:\t000001ffffffffff\n";
+        let status = parse_status(text);
+        assert_eq!(status.uid, Some(1000));
+        assert_eq!(status.ns_pids, vec![8123, 7]);
+        assert_eq!(status.innermost_pid(), Some(7));
+        assert_eq!(status.cap_eff, Some(0x1ff_ffff_ffff));
+    }
+
+    #[test]
+    fn maps_lines() {
+        let e = parse_maps_line(
+            "55d0c0a00000-55d0c0a21000 r-xp 00002000 fd:01 1234567                    /usr/bin/app (deleted)",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.start, 0x55d0_c0a0_0000);
+        assert_eq!(e.end, 0x55d0_c0a2_1000);
+        assert!(e.is_exec());
+        assert_eq!(e.offset, 0x2000);
+        assert_eq!(e.inode, 1_234_567);
+        assert_eq!(e.path.as_deref(), Some("/usr/bin/app (deleted)"));
+        assert!(e.is_file_backed());
+        let anon = parse_maps_line("7f0000000000-7f0000001000 rwxp 00000000 00:00 0 ")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(anon.path, None);
+        assert!(!anon.is_file_backed());
+        let vdso = parse_maps_line(
+            "7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(vdso.path.as_deref(), Some("[vdso]"));
+        assert!(parse_maps_line("zz").is_err());
+    }
+
+    #[test]
+    fn real_proc_self() {
+        let procfs = Procfs::default();
+        let me = std::process::id();
+        let stat = procfs.stat(me).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stat.pid, me);
+        assert!(
+            procfs
+                .maps(me)
+                .is_ok_and(|m| m.iter().any(MapEntry::is_exec))
+        );
+        assert!(procfs.pids().is_ok_and(|p| p.contains(&me)));
+    }
+}

@@ -1,0 +1,66 @@
+//! Kernel symbols from `/proc/kallsyms`.
+
+/// A sorted kernel symbol table.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    symbols: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    /// Parses `/proc/kallsyms` text: `ADDR TYPE NAME [MODULE]`. Only text
+    /// symbols (`t`/`T`) are kept; zeroed addresses (hidden by
+    /// `kptr_restrict`) give an empty table.
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let kind = parts.next()?;
+                let name = parts.next()?;
+                (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.to_owned()))
+            })
+            .collect();
+        symbols.sort_unstable_by_key(|(a, _)| *a);
+        Self { symbols }
+    }
+
+    /// Reads `/proc/kallsyms`.
+    pub fn load() -> Self {
+        std::fs::read_to_string("/proc/kallsyms")
+            .map(|t| Self::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// The symbol at or before `addr`.
+    pub fn lookup(&self, addr: u64) -> Option<&str> {
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
+        i.checked_sub(1).map(|i| self.symbols[i].1.as_str())
+    }
+
+    /// Whether any symbol is known.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_the_enclosing_symbol() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T _stext\nffffffff81000100 t do_one\nffffffff81000200 D data_x\nffffffffc0000000 t mod_fn\t[ext4]\n",
+        );
+        assert_eq!(k.lookup(0xffff_ffff_8100_0150), Some("do_one"));
+        assert_eq!(k.lookup(0xffff_ffff_8100_0000), Some("_stext"));
+        assert_eq!(k.lookup(0xffff_ffff_c000_0010), Some("mod_fn"));
+        assert_eq!(k.lookup(0x10), None);
+    }
+
+    #[test]
+    fn hidden_addresses_give_an_empty_table() {
+        assert!(Kallsyms::parse("0000000000000000 T _stext\n").is_empty());
+    }
+}

@@ -1,0 +1,497 @@
+//! Output formats of a finished capture. Pure: [`Captured`] in, bytes out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::time::UNIX_EPOCH;
+
+use prost::Message as _;
+use serde::Serialize;
+
+use super::capture::{Captured, Frame, FrameKind};
+use super::pprof;
+use super::spec::Format;
+
+/// Facts about the request that the outputs describe.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderMeta {
+    /// Requested sampling frequency.
+    pub hz: u32,
+    /// Requested length in seconds.
+    pub seconds: u32,
+    /// Unwinding mode actually used.
+    pub unwind: &'static str,
+    /// Whether kernel frames were collected.
+    pub kernel: bool,
+    /// Event that drove sampling.
+    pub event: &'static str,
+}
+
+/// Rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// inferno could not draw the flamegraph.
+    #[error("cannot render flamegraph: {0}")]
+    Flamegraph(String),
+    /// Serialization or compression failed.
+    #[error("cannot encode output: {0}")]
+    Encode(#[from] std::io::Error),
+}
+
+/// Renders `captured` in `format`.
+pub fn render(
+    captured: &Captured,
+    format: Format,
+    meta: &RenderMeta,
+) -> Result<Vec<u8>, RenderError> {
+    match format {
+        Format::Folded => Ok(folded(captured, false).into_bytes()),
+        Format::Svg => svg(captured, meta),
+        Format::Json => {
+            Ok(serde_json::to_vec_pretty(&json(captured, meta)).map_err(std::io::Error::other)?)
+        }
+        Format::Speedscope => {
+            Ok(serde_json::to_vec(&speedscope(captured, meta)).map_err(std::io::Error::other)?)
+        }
+        Format::Pprof => pprof_gz(captured, meta),
+    }
+}
+
+/// A frame name safe for the folded format (`;` separates frames).
+fn folded_name(frame: &Frame, annotate: bool) -> String {
+    let mut name = frame.name.replace([';', '\n', '\r'], ":");
+    if annotate {
+        // inferno's java palette colours these suffixes.
+        match frame.kind {
+            FrameKind::Kernel => name.push_str("_[k]"),
+            FrameKind::Jit => name.push_str("_[j]"),
+            _ => {}
+        }
+    }
+    name
+}
+
+/// `root;outer;…;leaf count` lines, heaviest first.
+pub fn folded(captured: &Captured, annotate: bool) -> String {
+    let mut out = String::new();
+    for stack in &captured.stacks {
+        let names: Vec<String> = stack
+            .frames
+            .iter()
+            .map(|f| folded_name(f, annotate))
+            .collect();
+        out.push_str(&names.join(";"));
+        out.push(' ');
+        out.push_str(&stack.count.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn title(captured: &Captured) -> String {
+    let who: Vec<String> = captured
+        .processes
+        .iter()
+        .take(4)
+        .map(|(pid, comm)| format!("{comm} ({pid})"))
+        .collect();
+    let more = captured.processes.len().saturating_sub(4);
+    let mut t = if who.is_empty() {
+        "no samples".to_owned()
+    } else {
+        who.join(", ")
+    };
+    if more > 0 {
+        t.push_str(&format!(" and {more} more"));
+    }
+    t
+}
+
+fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
+    use inferno::flamegraph::{self, Options, Palette, color::MultiPalette};
+    let mut options = Options::default();
+    options.title = format!("tracecar: {}", title(captured));
+    options.subtitle = Some(format!(
+        "{:.1}s at {} Hz ({}), {} samples, {:.1}% truncated stacks, unwind={}{}",
+        captured.duration.as_secs_f64(),
+        meta.hz,
+        meta.event,
+        captured.samples,
+        captured.truncated_ratio() * 100.0,
+        meta.unwind,
+        if captured.lost > 0 {
+            format!(", {} lost", captured.lost)
+        } else {
+            String::new()
+        }
+    ));
+    options.colors = Palette::Multi(MultiPalette::Java);
+    options.count_name = "samples".to_owned();
+    let lines = folded(captured, true);
+    let mut out = Vec::new();
+    if captured.samples == 0 {
+        // inferno refuses empty input; say so in a valid SVG instead.
+        options.subtitle = Some("no samples: the target was idle or not running".to_owned());
+        flamegraph::from_lines(&mut options, std::iter::once("no-samples 1"), &mut out)
+    } else {
+        flamegraph::from_lines(&mut options, lines.lines(), &mut out)
+    }
+    .map_err(|e| RenderError::Flamegraph(e.to_string()))?;
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct JsonProfile<'a> {
+    meta: JsonMeta<'a>,
+    stacks: &'a [super::capture::Stack],
+}
+
+#[derive(Serialize)]
+struct JsonMeta<'a> {
+    #[serde(flatten)]
+    request: &'a RenderMeta,
+    processes: &'a BTreeMap<u32, String>,
+    samples: u64,
+    lost: u64,
+    truncated_ratio: f64,
+    duration_seconds: f64,
+    start_unix_ms: u128,
+    cancelled: bool,
+}
+
+fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
+    JsonProfile {
+        meta: JsonMeta {
+            request: meta,
+            processes: &captured.processes,
+            samples: captured.samples,
+            lost: captured.lost,
+            truncated_ratio: (captured.truncated_ratio() * 10_000.0).round() / 10_000.0,
+            duration_seconds: captured.duration.as_secs_f64(),
+            start_unix_ms: captured
+                .started
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+            cancelled: captured.cancelled,
+        },
+        stacks: &captured.stacks,
+    }
+}
+
+fn speedscope(captured: &Captured, meta: &RenderMeta) -> serde_json::Value {
+    use serde_json::json;
+    let mut frame_index: HashMap<&Frame, usize> = HashMap::new();
+    let mut frames = Vec::new();
+    let mut per_pid: BTreeMap<u32, (Vec<Vec<usize>>, Vec<u64>)> = BTreeMap::new();
+    for stack in &captured.stacks {
+        let ids: Vec<usize> = stack
+            .frames
+            .iter()
+            .map(|f| {
+                *frame_index.entry(f).or_insert_with(|| {
+                    let mut frame = json!({ "name": f.name });
+                    if let Some(module) = &f.module {
+                        frame["file"] = json!(module);
+                    }
+                    frames.push(frame);
+                    frames.len() - 1
+                })
+            })
+            .collect();
+        let (samples, weights) = per_pid.entry(stack.pid).or_default();
+        samples.push(ids);
+        weights.push(stack.count);
+    }
+    let profiles: Vec<serde_json::Value> = per_pid
+        .into_iter()
+        .map(|(pid, (samples, weights))| {
+            let total: u64 = weights.iter().sum();
+            let comm = captured.processes.get(&pid).cloned().unwrap_or_default();
+            json!({
+                "type": "sampled",
+                "name": format!("{comm} ({pid})"),
+                "unit": "none",
+                "startValue": 0,
+                "endValue": total,
+                "samples": samples,
+                "weights": weights,
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "name": format!("tracecar: {} at {} Hz", title(captured), meta.hz),
+        "exporter": concat!("tracecar ", env!("CARGO_PKG_VERSION")),
+        "activeProfileIndex": 0,
+        "shared": { "frames": frames },
+        "profiles": profiles,
+    })
+}
+
+/// Interns strings for pprof's string table (index 0 is "").
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        Self {
+            table: vec![String::new()],
+            index: HashMap::from([(String::new(), 0)]),
+        }
+    }
+
+    fn id(&mut self, s: &str) -> i64 {
+        if let Some(id) = self.index.get(s) {
+            return *id;
+        }
+        let id = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), id);
+        id
+    }
+}
+
+/// The GNU build ID of an ELF file, as lowercase hex.
+fn build_id(path: &str) -> Option<String> {
+    use object::Object as _;
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
+    let profile = pprof_profile(captured, meta, |pid, module| {
+        // Read the module through the process's root so container files work.
+        build_id(&format!("/proc/{pid}/root{module}")).or_else(|| build_id(module))
+    });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    Ok(gz.finish()?)
+}
+
+/// Builds the pprof profile; `build_id(pid, module)` looks up build IDs.
+pub fn pprof_profile(
+    captured: &Captured,
+    meta: &RenderMeta,
+    build_id: impl Fn(u32, &str) -> Option<String>,
+) -> pprof::Profile {
+    let mut strings = Strings::new();
+    let period_ns = 1_000_000_000 / i64::from(meta.hz.max(1));
+    let samples_type = pprof::ValueType {
+        r#type: strings.id("samples"),
+        unit: strings.id("count"),
+    };
+    let cpu_type = pprof::ValueType {
+        r#type: strings.id("cpu"),
+        unit: strings.id("nanoseconds"),
+    };
+    let mut mappings: HashMap<String, u64> = HashMap::new();
+    let mut mapping_list = Vec::new();
+    let mut functions: HashMap<String, u64> = HashMap::new();
+    let mut function_list = Vec::new();
+    let mut locations: HashMap<(String, Option<String>), u64> = HashMap::new();
+    let mut location_list = Vec::new();
+    let mut samples = Vec::new();
+    let pid_key = strings.id("pid");
+    let comm_key = strings.id("comm");
+
+    for stack in &captured.stacks {
+        let mut ids = Vec::new();
+        // pprof lists the leaf first.
+        for frame in stack
+            .frames
+            .iter()
+            .rev()
+            .filter(|f| f.kind != FrameKind::Root)
+        {
+            let key = (frame.name.clone(), frame.module.clone());
+            let next_id = location_list.len() as u64 + 1;
+            let id = *locations.entry(key).or_insert_with(|| {
+                let mapping_id = frame.module.as_ref().map_or(0, |module| {
+                    let next = mapping_list.len() as u64 + 1;
+                    *mappings.entry(module.clone()).or_insert_with(|| {
+                        mapping_list.push(pprof::Mapping {
+                            id: next,
+                            filename: strings.id(module),
+                            build_id: build_id(stack.pid, module).map_or(0, |b| strings.id(&b)),
+                            has_functions: true,
+                            ..pprof::Mapping::default()
+                        });
+                        next
+                    })
+                });
+                let next_fn = function_list.len() as u64 + 1;
+                let function_id = *functions.entry(frame.name.clone()).or_insert_with(|| {
+                    let name = strings.id(&frame.name);
+                    function_list.push(pprof::Function {
+                        id: next_fn,
+                        name,
+                        system_name: name,
+                        ..pprof::Function::default()
+                    });
+                    next_fn
+                });
+                location_list.push(pprof::Location {
+                    id: next_id,
+                    mapping_id,
+                    line: vec![pprof::Line {
+                        function_id,
+                        ..pprof::Line::default()
+                    }],
+                    ..pprof::Location::default()
+                });
+                next_id
+            });
+            ids.push(id);
+        }
+        let count = stack.count as i64;
+        let comm = captured
+            .processes
+            .get(&stack.pid)
+            .cloned()
+            .unwrap_or_default();
+        samples.push(pprof::Sample {
+            location_id: ids,
+            value: vec![count, count * period_ns],
+            label: vec![
+                pprof::Label {
+                    key: pid_key,
+                    num: i64::from(stack.pid),
+                    ..pprof::Label::default()
+                },
+                pprof::Label {
+                    key: comm_key,
+                    str: strings.id(&comm),
+                    ..pprof::Label::default()
+                },
+            ],
+        });
+    }
+    let period_type = pprof::ValueType {
+        r#type: strings.id("cpu"),
+        unit: strings.id("nanoseconds"),
+    };
+    pprof::Profile {
+        sample_type: vec![samples_type, cpu_type],
+        sample: samples,
+        mapping: mapping_list,
+        location: location_list,
+        function: function_list,
+        time_nanos: captured
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        duration_nanos: captured.duration.as_nanos() as i64,
+        period_type: Some(period_type),
+        period: period_ns,
+        string_table: strings.table,
+        ..pprof::Profile::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::capture::Stack;
+    use std::time::{Duration, SystemTime};
+
+    fn frame(name: &str, kind: FrameKind) -> Frame {
+        Frame {
+            name: name.to_owned(),
+            kind,
+            module: (kind == FrameKind::User).then(|| "/app/bin".to_owned()),
+        }
+    }
+
+    fn sample_capture() -> Captured {
+        Captured {
+            stacks: vec![
+                Stack {
+                    pid: 7,
+                    frames: vec![
+                        frame("app", FrameKind::Root),
+                        frame("main", FrameKind::User),
+                        frame("hot;weird", FrameKind::User),
+                    ],
+                    truncated: false,
+                    count: 30,
+                },
+                Stack {
+                    pid: 7,
+                    frames: vec![
+                        frame("app", FrameKind::Root),
+                        frame("LazyCompile:*js", FrameKind::Jit),
+                        frame("do_syscall_64", FrameKind::Kernel),
+                    ],
+                    truncated: true,
+                    count: 10,
+                },
+            ],
+            samples: 40,
+            lost: 0,
+            processes: BTreeMap::from([(7, "app".to_owned())]),
+            started: SystemTime::now(),
+            duration: Duration::from_secs(2),
+            cancelled: false,
+        }
+    }
+
+    fn meta() -> RenderMeta {
+        RenderMeta {
+            hz: 99,
+            seconds: 2,
+            unwind: "fp",
+            kernel: true,
+            event: "cpu-clock",
+        }
+    }
+
+    #[test]
+    fn folded_escapes_separators_and_annotates_for_svg() {
+        let c = sample_capture();
+        assert_eq!(
+            folded(&c, false),
+            "app;main;hot:weird 30\napp;LazyCompile:*js;do_syscall_64 10\n"
+        );
+        assert!(folded(&c, true).contains("LazyCompile:*js_[j];do_syscall_64_[k] 10"));
+        assert!((c.truncated_ratio() - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn svg_has_title_and_truncation_subtitle() {
+        let svg = String::from_utf8(svg(&sample_capture(), &meta()).unwrap_or_default())
+            .unwrap_or_default();
+        assert!(svg.starts_with("<?xml"), "{svg}");
+        assert!(svg.contains("tracecar: app (7)"));
+        assert!(svg.contains("25.0% truncated stacks"));
+        assert!(svg.contains("hot:weird"));
+    }
+
+    #[test]
+    fn pprof_structure() {
+        let p = pprof_profile(&sample_capture(), &meta(), |_, _| Some("abcd".into()));
+        assert_eq!(p.sample.len(), 2);
+        assert_eq!(p.string_table[0], "");
+        let name = |i: i64| p.string_table[i as usize].as_str();
+        assert_eq!(name(p.sample_type[0].r#type), "samples");
+        assert_eq!(name(p.sample_type[1].unit), "nanoseconds");
+        // Leaf first; root frames are labels, not locations.
+        let leaf = p.sample[0].location_id[0];
+        let loc = &p.location[(leaf - 1) as usize];
+        let func = &p.function[(loc.line[0].function_id - 1) as usize];
+        assert_eq!(name(func.name), "hot;weird");
+        assert_eq!(p.sample[0].value, vec![30, 30 * (1_000_000_000 / 99)]);
+        assert_eq!(name(p.mapping[0].build_id), "abcd");
+    }
+
+    #[test]
+    fn speedscope_shares_frames() {
+        let s = speedscope(&sample_capture(), &meta());
+        assert_eq!(s["profiles"][0]["type"], "sampled");
+        assert_eq!(s["shared"]["frames"].as_array().map(Vec::len), Some(5));
+        assert_eq!(s["profiles"][0]["weights"], serde_json::json!([30, 10]));
+        assert_eq!(s["profiles"][0]["endValue"], 40);
+    }
+}

@@ -1,0 +1,145 @@
+//! The one place that opens kernel interfaces for sampling. The
+//! `perf-event-open` crate holds the `unsafe` syscall wrappers; everything
+//! above this module works on plain values.
+
+use perf_event_open::config::{CallChain, Cpu, Opts, Priv, Proc, SampleFormat, SampleOn};
+use perf_event_open::count::Counter;
+use perf_event_open::event::hw::Hardware;
+use perf_event_open::event::sw::Software;
+use perf_event_open::sample::Sampler;
+
+/// A failed `perf_event_open`, with the errno text.
+pub type PerfError = std::io::Error;
+
+fn probe_counter(
+    event: impl TryInto<perf_event_open::event::Event, Error = std::io::Error>,
+) -> Result<(), PerfError> {
+    Counter::new(event, (Proc::CURRENT, Cpu::ALL), Opts::default()).map(drop)
+}
+
+fn probe_cpu_clock() -> Result<(), PerfError> {
+    probe_counter(Software::CpuClock)
+}
+
+fn probe_cycles() -> Result<(), PerfError> {
+    probe_counter(Hardware::CpuCycle)
+}
+
+/// Opens and closes one event to see whether it works here.
+pub type PerfProbe = fn() -> Result<(), PerfError>;
+
+/// Events `/v1/capabilities` tries to open, by perf's names.
+pub const PERF_PROBES: [(&str, PerfProbe); 2] =
+    [("cpu-clock", probe_cpu_clock), ("cycles", probe_cycles)];
+
+/// Parses `/sys/devices/system/cpu/online` (`0-3,6`).
+pub fn parse_cpu_list(text: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+/// Online CPUs.
+pub fn online_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|t| parse_cpu_list(&t))
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            (0..n).collect()
+        })
+}
+
+/// A per-CPU sampling counter and its ring buffer. Dropping it closes both.
+pub struct CpuSampler {
+    /// The CPU.
+    pub cpu: u32,
+    /// The counter (kept open while sampling).
+    pub counter: Counter,
+    /// Its ring buffer.
+    pub sampler: Sampler,
+}
+
+/// Frames the kernel walks per callchain; deeper stacks are truncated.
+pub const MAX_STACK_FRAMES: u16 = 127;
+
+impl std::fmt::Debug for CpuSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuSampler")
+            .field("cpu", &self.cpu)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to sample.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingAttrs {
+    /// Samples per second per CPU.
+    pub hz: u64,
+    /// Include kernel frames in callchains.
+    pub kernel: bool,
+    /// Ring buffer size as a power of two of pages.
+    pub ring_pages_exp: u8,
+}
+
+/// Opens a `cpu-clock` sampler on every CPU in `cpus`, disabled. Samples
+/// carry pid/tid, time, CPU and the frame-pointer callchain.
+pub fn open_cpu_samplers(cpus: &[u32], attrs: SamplingAttrs) -> Result<Vec<CpuSampler>, PerfError> {
+    let mut opts = Opts {
+        sample_on: SampleOn::Freq(attrs.hz),
+        exclude: Priv {
+            kernel: !attrs.kernel,
+            hv: true,
+            idle: true,
+            ..Priv::default()
+        },
+        sample_format: SampleFormat {
+            call_chain: Some(CallChain {
+                exclude_user: false,
+                exclude_kernel: !attrs.kernel,
+                defer_user: false,
+                // The kernel's default limit (kernel.perf_event_max_stack).
+                max_stack_frames: MAX_STACK_FRAMES,
+            }),
+            ..SampleFormat::default()
+        },
+        ..Opts::default()
+    };
+    opts.record_id_format.task = true;
+    opts.record_id_format.time = true;
+    opts.record_id_format.cpu = true;
+    opts.extra_record.comm = true;
+    cpus.iter()
+        .map(|&cpu| {
+            let counter = Counter::new(Software::CpuClock, (Proc::ALL, Cpu(cpu)), opts.clone())?;
+            let sampler = counter.sampler(attrs.ring_pages_exp)?;
+            Ok(CpuSampler {
+                cpu,
+                counter,
+                sampler,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("0"), vec![0]);
+        assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+    }
+}
