@@ -181,7 +181,7 @@ mod tests {
         // The old entry overlapped and is gone entirely.
         assert_eq!(index.lookup(0x1010), None);
         assert_eq!(index.lookup(0x2005).map(|e| e.name.as_str()), Some("other"));
-        assert_eq!(index.lookup(0x200a), None);
+        assert_eq!(index.lookup(0x2010), None);
     }
 
     #[test]
