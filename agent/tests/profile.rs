@@ -96,10 +96,14 @@ fn target_exiting_mid_capture_gives_a_partial_profile() {
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "short_lived.c", &[]);
     let agent = Agent::start();
-    let workload = spawn(&bin, &[]);
+    let mut workload = spawn(&bin, &[]);
     let stacks = folded(
         &agent,
-        &format!("pid={}&seconds=3&hz=199&kernel=false", workload.pid()),
+        &format!("pid={}&seconds=6&hz=199&kernel=false", workload.pid()),
+    );
+    assert!(
+        workload.child.try_wait().unwrap().is_some(),
+        "the workload should have exited during the capture"
     );
     let hot = samples_with(&stacks, "spin_then_exit");
     assert!(hot > 50, "{hot} samples: {stacks:?}");
