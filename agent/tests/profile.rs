@@ -57,6 +57,75 @@ fn shares_match_known_cost_ratios() {
 }
 
 #[test]
+fn dwarf_recovers_chains_that_frame_pointers_cannot() {
+    if !privileged("dwarf_recovers_chains_that_frame_pointers_cannot") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Later flags win: no frame pointers, but keep mid() a real caller.
+    let bin = compile_c(
+        dir.path(),
+        "ratios.c",
+        &[
+            "-O2",
+            "-fomit-frame-pointer",
+            "-momit-leaf-frame-pointer",
+            "-fno-optimize-sibling-calls",
+        ],
+    );
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let chain_share = |unwind: &str| {
+        let json: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+            "/v1/profile?pid={}&seconds=2&hz=499&kernel=false&unwind={unwind}&format=json",
+            workload.pid()
+        )))
+        .unwrap();
+        let mut full = 0;
+        let mut total = 0;
+        for stack in json["stacks"].as_array().unwrap() {
+            let names: Vec<&str> = stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap())
+                .collect();
+            let count = stack["count"].as_u64().unwrap();
+            total += count;
+            let has = |chain: &[&str]| names.windows(chain.len()).any(|w| w == chain);
+            if ["leaf_one", "leaf_two", "leaf_three"]
+                .iter()
+                .any(|leaf| has(&["main", "mid", leaf]))
+            {
+                full += count;
+            }
+        }
+        assert!(total > 300, "{unwind}: only {total} samples");
+        (
+            full as f64 / total as f64,
+            json["meta"]["truncated_ratio"].as_f64().unwrap(),
+        )
+    };
+    let (fp_full, fp_truncated) = chain_share("fp");
+    let (dwarf_full, dwarf_truncated) = chain_share("dwarf");
+    let (auto_full, _) = chain_share("auto");
+    assert!(
+        fp_full < 0.05,
+        "frame pointers found main;mid;leaf in {fp_full:.2} of samples"
+    );
+    assert!(
+        dwarf_full > 0.9,
+        "DWARF found main;mid;leaf in only {dwarf_full:.2} of samples"
+    );
+    assert!(
+        auto_full > 0.9,
+        "auto found main;mid;leaf in only {auto_full:.2} of samples"
+    );
+    assert!(fp_truncated > 0.5, "fp truncation {fp_truncated}");
+    assert!(dwarf_truncated < 0.1, "dwarf truncation {dwarf_truncated}");
+}
+
+#[test]
 fn new_threads_are_included_with_their_names() {
     if !privileged("new_threads_are_included_with_their_names") {
         return;
@@ -295,7 +364,7 @@ fn bad_input_gets_clear_errors() {
         ("seconds=601", 400, "between 1 and 600"),
         ("hz=5000", 400, "between 1 and 1000"),
         ("format=png", 400, "svg, folded"),
-        ("unwind=dwarf", 501, "unwind=fp"),
+        ("unwind=lbr", 400, "auto, fp or dwarf"),
         ("colour=red", 400, "parameters are"),
     ] {
         let (code, body) = agent.get(&format!("/v1/profile?{query}"));

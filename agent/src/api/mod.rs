@@ -172,11 +172,6 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
             e.to_string(),
             format!("pid {pid} is not visible: is shareProcessNamespace enabled? List the pod's processes with /v1/processes"),
         ),
-        PlanError::DwarfUnavailable => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            e.to_string(),
-            "use unwind=fp or unwind=auto (frame pointers)",
-        ),
     })?;
     let permit = state.captures.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(

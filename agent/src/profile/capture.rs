@@ -44,6 +44,8 @@ pub struct CapturePlan {
     pub cpus: Vec<u32>,
     /// Keep thread IDs apart (for thread-name root frames).
     pub per_thread: bool,
+    /// How user stacks are walked.
+    pub unwind: super::Unwind,
 }
 
 /// Why a capture failed.
@@ -146,6 +148,7 @@ struct ProcessState {
     comm: String,
     maps: Vec<MapEntry>,
     perf_map: Option<PerfMapFile>,
+    unwinder: Option<super::unwind::ProcessUnwinder>,
     pending: HashSet<u64>,
     named: HashMap<u64, Frame>,
     threads: HashMap<u32, String>,
@@ -236,14 +239,25 @@ pub fn run(
                         };
                         for chain in sample.call_chain.iter().flatten() {
                             match chain {
-                                CallChain::User(ips) => stack.user.extend_from_slice(ips),
-                                CallChain::Kernel(ips) => stack.kernel.extend_from_slice(ips),
+                                CallChain::User(ips) => stack.user.extend(lookup_addresses(ips)),
+                                CallChain::Kernel(ips) => {
+                                    stack.kernel.extend(lookup_addresses(ips))
+                                }
                                 _ => {}
                             }
                         }
                         let state = procs
                             .entry(pid)
                             .or_insert_with(|| ProcessState::new(procfs, pid));
+                        if plan.unwind != super::Unwind::Fp {
+                            let dwarf = match (&sample.user_regs, &sample.user_stack) {
+                                (Some((regs, _)), Some(bytes)) => {
+                                    state.unwind(procfs, pid, regs, bytes)
+                                }
+                                _ => None,
+                            };
+                            stack.user = choose_user_stack(plan.unwind, dwarf, stack.user);
+                        }
                         if plan.per_thread {
                             state.threads.entry(task.tid).or_insert_with(|| {
                                 procfs
@@ -344,7 +358,54 @@ pub fn run(
     })
 }
 
+/// Addresses to symbolize, innermost first: the sampled IP as is, return
+/// addresses minus one so they fall inside the call instruction.
+fn lookup_addresses(chain: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { *a } else { a.saturating_sub(1) })
+}
+
+/// Picks the user stack for a sample: DWARF for `dwarf`; for `auto`, the
+/// DWARF walk when it completed, otherwise whichever walk got further
+/// (frame pointers get through JIT code that has no unwind info).
+fn choose_user_stack(
+    mode: super::Unwind,
+    dwarf: Option<super::unwind::Unwound>,
+    frame_pointer: Vec<u64>,
+) -> Vec<u64> {
+    match (mode, dwarf) {
+        (super::Unwind::Fp, _) => frame_pointer,
+        (super::Unwind::Dwarf, Some(d)) => d.frames,
+        (super::Unwind::Dwarf, None) => frame_pointer.into_iter().take(1).collect(),
+        (super::Unwind::Auto, Some(d))
+            if !d.incomplete || d.frames.len() >= frame_pointer.len() =>
+        {
+            d.frames
+        }
+        (super::Unwind::Auto, _) => frame_pointer,
+    }
+}
+
 impl ProcessState {
+    /// Unwinds a sample's stack copy with this process's modules.
+    fn unwind(
+        &mut self,
+        procfs: &Procfs,
+        pid: u32,
+        regs: &[u64],
+        stack: &[u8],
+    ) -> Option<super::unwind::Unwound> {
+        if regs.get(2).is_some_and(|ip| self.map_of(*ip).is_none())
+            && let Ok(maps) = procfs.maps(pid)
+        {
+            self.maps = maps;
+        }
+        let unwinder = self.unwinder.get_or_insert_with(Default::default);
+        unwinder.unwind(procfs, pid, &self.maps, regs, stack)
+    }
+
     fn new(procfs: &Procfs, pid: u32) -> Self {
         Self {
             comm: procfs
@@ -361,6 +422,7 @@ impl ProcessState {
                         std::path::Path::new(&format!("/tmp/perf-{inner}.map")),
                     )))
                 }),
+            unwinder: None,
             pending: HashSet::new(),
             named: HashMap::new(),
             threads: HashMap::new(),

@@ -7,6 +7,7 @@ pub mod perfmap;
 pub mod pprof;
 pub mod render;
 pub mod spec;
+pub mod unwind;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -24,9 +25,6 @@ pub enum PlanError {
     /// A requested PID is not in this PID namespace.
     #[error("pid {0} is not visible")]
     PidNotVisible(u32),
-    /// DWARF unwinding was asked for explicitly.
-    #[error("unwind=dwarf is not available in this version of the agent")]
-    DwarfUnavailable,
 }
 
 /// Turns a validated spec into a capture plan and the facts renderers need.
@@ -37,9 +35,6 @@ pub fn plan(
     cpus: Vec<u32>,
     kallsyms_readable: bool,
 ) -> Result<(CapturePlan, RenderMeta), PlanError> {
-    if spec.unwind == Unwind::Dwarf {
-        return Err(PlanError::DwarfUnavailable);
-    }
     let targets = match &spec.pids {
         None => Targets::Pod,
         Some(pids) => {
@@ -50,9 +45,16 @@ pub fn plan(
         }
     };
     let kernel = spec.kernel.unwrap_or(kallsyms_readable);
-    // Room for ~0.3 s of samples per CPU at the highest rate with deep
-    // stacks: 2^6 pages = 256 KiB per CPU.
-    let ring_pages_exp = if spec.hz > 250 { 7 } else { 6 };
+    let copies_stack = spec.unwind != Unwind::Fp;
+    // Room for a few drain intervals of samples per CPU: callchains are
+    // small (2^6 pages = 256 KiB), stack copies are 16 KiB each (up to
+    // 2^10 pages = 4 MiB at the highest rates).
+    let ring_pages_exp = match (copies_stack, spec.hz) {
+        (false, hz) if hz > 250 => 7,
+        (false, _) => 6,
+        (true, hz) if hz > 250 => 10,
+        (true, _) => 8,
+    };
     let plan = CapturePlan {
         targets,
         duration: Duration::from_secs(u64::from(spec.seconds)),
@@ -60,15 +62,20 @@ pub fn plan(
             hz: u64::from(spec.hz),
             kernel,
             ring_pages_exp,
+            stack_copy: copies_stack.then_some((unwind::X86_REGS_MASK, unwind::USER_STACK_BYTES)),
         },
+        unwind: spec.unwind,
         cpus,
         per_thread: spec.threads,
     };
     let meta = RenderMeta {
         hz: spec.hz,
         seconds: spec.seconds,
-        // auto uses the kernel's frame-pointer walk until DWARF lands.
-        unwind: "fp",
+        unwind: match spec.unwind {
+            Unwind::Auto => "auto",
+            Unwind::Fp => "fp",
+            Unwind::Dwarf => "dwarf",
+        },
         kernel,
         event: "cpu-clock",
     };

@@ -2,7 +2,9 @@
 //! `perf-event-open` crate holds the `unsafe` syscall wrappers; everything
 //! above this module works on plain values.
 
-use perf_event_open::config::{CallChain, Cpu, Opts, Priv, Proc, SampleFormat, SampleOn};
+use perf_event_open::config::{
+    CallChain, Cpu, Opts, Priv, Proc, RegsMask, SampleFormat, SampleOn, Size,
+};
 use perf_event_open::count::Counter;
 use perf_event_open::event::hw::Hardware;
 use perf_event_open::event::sw::Software;
@@ -90,6 +92,9 @@ pub struct SamplingAttrs {
     pub kernel: bool,
     /// Ring buffer size as a power of two of pages.
     pub ring_pages_exp: u8,
+    /// Copy user registers (`regs_mask`) and this many bytes of user stack
+    /// into each sample, for unwinding in userspace.
+    pub stack_copy: Option<(u64, u32)>,
 }
 
 /// Opens a `cpu-clock` sampler on every CPU in `cpus`, disabled. Samples
@@ -111,6 +116,8 @@ pub fn open_cpu_samplers(cpus: &[u32], attrs: SamplingAttrs) -> Result<Vec<CpuSa
                 // The kernel's default limit (kernel.perf_event_max_stack).
                 max_stack_frames: MAX_STACK_FRAMES,
             }),
+            user_regs: attrs.stack_copy.map(|(mask, _)| RegsMask(mask)),
+            user_stack: attrs.stack_copy.map(|(_, bytes)| Size(bytes)),
             ..SampleFormat::default()
         },
         ..Opts::default()
