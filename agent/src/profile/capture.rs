@@ -115,6 +115,8 @@ pub struct Captured {
     pub duration: Duration,
     /// Whether the client went away before the end.
     pub cancelled: bool,
+    /// The perf event that drove sampling (`cycles` or `cpu-clock`).
+    pub event: &'static str,
 }
 
 impl Captured {
@@ -175,7 +177,8 @@ pub fn run(
     procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Captured, CaptureError> {
-    let samplers = sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?;
+    let (samplers, event) =
+        sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?;
     let kallsyms = if plan.attrs.kernel {
         Kallsyms::load()
     } else {
@@ -355,6 +358,7 @@ pub fn run(
         started,
         duration,
         cancelled,
+        event,
     })
 }
 

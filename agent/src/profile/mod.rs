@@ -77,7 +77,6 @@ pub fn plan(
             Unwind::Dwarf => "dwarf",
         },
         kernel,
-        event: "cpu-clock",
     };
     Ok((plan, meta))
 }

@@ -22,8 +22,6 @@ pub struct RenderMeta {
     pub unwind: &'static str,
     /// Whether kernel frames were collected.
     pub kernel: bool,
-    /// Event that drove sampling.
-    pub event: &'static str,
 }
 
 /// Rendering failed.
@@ -114,7 +112,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
         "{:.1}s at {} Hz ({}), {} samples, {:.1}% truncated stacks, unwind={}{}",
         captured.duration.as_secs_f64(),
         meta.hz,
-        meta.event,
+        captured.event,
         captured.samples,
         captured.truncated_ratio() * 100.0,
         meta.unwind,
@@ -150,6 +148,7 @@ struct JsonMeta<'a> {
     #[serde(flatten)]
     request: &'a RenderMeta,
     processes: &'a BTreeMap<u32, String>,
+    event: &'static str,
     samples: u64,
     lost: u64,
     truncated_ratio: f64,
@@ -163,6 +162,7 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
         meta: JsonMeta {
             request: meta,
             processes: &captured.processes,
+            event: captured.event,
             samples: captured.samples,
             lost: captured.lost,
             truncated_ratio: (captured.truncated_ratio() * 10_000.0).round() / 10_000.0,
@@ -435,6 +435,7 @@ mod tests {
             started: SystemTime::now(),
             duration: Duration::from_secs(2),
             cancelled: false,
+            event: "cpu-clock",
         }
     }
 
@@ -444,7 +445,6 @@ mod tests {
             seconds: 2,
             unwind: "fp",
             kernel: true,
-            event: "cpu-clock",
         }
     }
 

@@ -97,9 +97,15 @@ pub struct SamplingAttrs {
     pub stack_copy: Option<(u64, u32)>,
 }
 
-/// Opens a `cpu-clock` sampler on every CPU in `cpus`, disabled. Samples
-/// carry pid/tid, time, CPU and the frame-pointer callchain.
-pub fn open_cpu_samplers(cpus: &[u32], attrs: SamplingAttrs) -> Result<Vec<CpuSampler>, PerfError> {
+/// Opens a sampler on every CPU in `cpus`, disabled: hardware cycles
+/// where the CPU has a PMU, else the `cpu-clock` software timer (VMs often
+/// have no PMU). Samples carry pid/tid, time, CPU and the frame-pointer
+/// callchain, plus registers and a stack copy when asked. Returns the
+/// samplers and the event's perf name.
+pub fn open_cpu_samplers(
+    cpus: &[u32],
+    attrs: SamplingAttrs,
+) -> Result<(Vec<CpuSampler>, &'static str), PerfError> {
     let mut opts = Opts {
         sample_on: SampleOn::Freq(attrs.hz),
         exclude: Priv {
@@ -125,18 +131,28 @@ pub fn open_cpu_samplers(cpus: &[u32], attrs: SamplingAttrs) -> Result<Vec<CpuSa
     opts.record_id_format.task = true;
     opts.record_id_format.time = true;
     opts.record_id_format.cpu = true;
-    opts.extra_record.comm = true;
-    cpus.iter()
-        .map(|&cpu| {
-            let counter = Counter::new(Software::CpuClock, (Proc::ALL, Cpu(cpu)), opts.clone())?;
-            let sampler = counter.sampler(attrs.ring_pages_exp)?;
-            Ok(CpuSampler {
-                cpu,
-                counter,
-                sampler,
+    let open_all = |hardware: bool| -> Result<Vec<CpuSampler>, PerfError> {
+        cpus.iter()
+            .map(|&cpu| {
+                let target = (Proc::ALL, Cpu(cpu));
+                let counter = if hardware {
+                    Counter::new(Hardware::CpuCycle, target, &opts)?
+                } else {
+                    Counter::new(Software::CpuClock, target, &opts)?
+                };
+                let sampler = counter.sampler(attrs.ring_pages_exp)?;
+                Ok(CpuSampler {
+                    cpu,
+                    counter,
+                    sampler,
+                })
             })
-        })
-        .collect()
+            .collect()
+    };
+    match open_all(true) {
+        Ok(samplers) => Ok((samplers, "cycles")),
+        Err(_) => Ok((open_all(false)?, "cpu-clock")),
+    }
 }
 
 #[cfg(test)]
