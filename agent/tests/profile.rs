@@ -353,6 +353,38 @@ fn every_format_is_valid_for_independent_tools() {
 }
 
 #[test]
+fn trigger_mode_catches_cpu_spikes() {
+    if !privileged("trigger_mode_catches_cpu_spikes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "bursty.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let report: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/profile/trigger?pid={}&cpu_above=40&seconds=1&max=2&timeout=30&hz=199&kernel=false",
+        workload.pid()
+    )))
+    .unwrap();
+    assert_eq!(report["stopped"], "max", "{report}");
+    let captures = report["captures"].as_array().unwrap();
+    assert_eq!(captures.len(), 2);
+    for capture in captures {
+        assert!(
+            capture["cpu_percent"].as_f64().unwrap() >= 40.0,
+            "{capture}"
+        );
+        assert!(capture["started_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        let stacks = parse_folded(capture["folded"].as_str().unwrap());
+        assert!(samples_with(&stacks, "burst_work") > 20, "{capture}");
+    }
+    // The second capture comes from a later spike.
+    assert!(captures[1]["started_unix_ms"].as_u64() > captures[0]["started_unix_ms"].as_u64());
+    let (code, body) = agent.get("/v1/profile/trigger?cpu_above=50");
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
 fn bad_input_gets_clear_errors() {
     if !privileged("bad_input_gets_clear_errors") {
         return;

@@ -57,12 +57,13 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/processes", get(processes))
         .route("/v1/profile", get(profile))
+        .route("/v1/profile/trigger", get(trigger))
         .route("/debug/pprof/profile", get(go_pprof))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /debug/pprof/profile",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /debug/pprof/profile",
             )
         })
         .with_state(state)
@@ -159,6 +160,63 @@ async fn go_pprof(
     run_profile(state, spec).await
 }
 
+fn plan_error(e: PlanError) -> ApiError {
+    match e {
+        PlanError::PidNotVisible(pid) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            format!(
+                "pid {pid} is not visible: is shareProcessNamespace enabled? List the pod's processes with /v1/processes"
+            ),
+        ),
+    }
+}
+
+fn acquire_capture(state: &AgentState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.captures.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_CONCURRENT_CAPTURES} captures are already running"),
+            "retry when one of them has finished",
+        )
+    })
+}
+
+fn capture_error(e: profile::capture::CaptureError) -> ApiError {
+    ApiError::internal(
+        e.to_string(),
+        "the sidecar needs CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities",
+    )
+}
+
+async fn trigger(
+    State(state): State<AgentState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let spec =
+        profile::trigger::parse(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    let (mut plan, _) = profile::plan(
+        &spec.profile,
+        &state.procfs,
+        sys::online_cpus(),
+        capabilities::kallsyms_readable(),
+    )
+    .map_err(plan_error)?;
+    plan.duration = Duration::from_secs(u64::from(spec.seconds));
+    let permit = acquire_capture(&state)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let procfs = state.procfs.clone();
+    let report = blocking(move || {
+        let result = profile::trigger::run(&spec, &plan, &procfs, &cancel);
+        drop(permit);
+        result
+    })
+    .await?
+    .map_err(capture_error)?;
+    Ok(Json(report).into_response())
+}
+
 async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Response, ApiError> {
     let (plan, meta) = profile::plan(
         &spec,
@@ -166,20 +224,8 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
         sys::online_cpus(),
         capabilities::kallsyms_readable(),
     )
-    .map_err(|e| match e {
-        PlanError::PidNotVisible(pid) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            e.to_string(),
-            format!("pid {pid} is not visible: is shareProcessNamespace enabled? List the pod's processes with /v1/processes"),
-        ),
-    })?;
-    let permit = state.captures.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{MAX_CONCURRENT_CAPTURES} captures are already running"),
-            "retry when one of them has finished",
-        )
-    })?;
+    .map_err(plan_error)?;
+    let permit = acquire_capture(&state)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let procfs = state.procfs.clone();
@@ -189,12 +235,7 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
         result
     })
     .await?
-    .map_err(|e| {
-        ApiError::internal(
-            e.to_string(),
-            "the sidecar needs CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities",
-        )
-    })?;
+    .map_err(capture_error)?;
     tracing::info!(
         samples = captured.samples,
         lost = captured.lost,

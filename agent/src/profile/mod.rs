@@ -7,6 +7,7 @@ pub mod perfmap;
 pub mod pprof;
 pub mod render;
 pub mod spec;
+pub mod trigger;
 pub mod unwind;
 
 use std::collections::HashSet;

@@ -1,0 +1,252 @@
+//! Trigger mode (the old "trap" workflow): watch a process's CPU use and
+//! capture a short profile each time it goes above a threshold.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::capture::{self, CapturePlan};
+use super::spec::{SpecError, parse_pids};
+use crate::procfs::{CLOCK_TICKS, Procfs};
+
+/// A validated trigger request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerSpec {
+    /// The process to watch.
+    pub pid: u32,
+    /// Threshold, in percent of one CPU (may exceed 100 for threaded code).
+    pub cpu_above: f64,
+    /// Length of each capture.
+    pub seconds: u32,
+    /// Captures at most.
+    pub max: u32,
+    /// How long to watch in total.
+    pub timeout: u32,
+    /// The profile parameters for each capture (`hz`, `unwind`, `kernel`).
+    pub profile: super::ProfileSpec,
+}
+
+fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
+    SpecError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn number(
+    query: &HashMap<String, String>,
+    key: &str,
+    default: u32,
+    max: u32,
+) -> Result<u32, SpecError> {
+    match query.get(key) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(v) if (1..=max).contains(&v) => Ok(v),
+            _ => Err(bad(
+                format!("{key}={raw:?} is out of range"),
+                format!("{key} must be between 1 and {max}"),
+            )),
+        },
+    }
+}
+
+/// Validates `/v1/profile/trigger` query parameters.
+pub fn parse(query: &HashMap<String, String>) -> Result<TriggerSpec, SpecError> {
+    let pid = match query.get("pid") {
+        None => {
+            return Err(bad(
+                "pid is required",
+                "watch one process: pid=P (see /v1/processes)",
+            ));
+        }
+        Some(raw) => match parse_pids(raw)?.as_slice() {
+            [one] => *one,
+            _ => {
+                return Err(bad(
+                    "trigger mode watches exactly one pid",
+                    "pass a single pid=P",
+                ));
+            }
+        },
+    };
+    let cpu_above = match query.get("cpu_above") {
+        None => 80.0,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 10_000.0 => v,
+            _ => {
+                return Err(bad(
+                    format!("cpu_above={raw:?} is out of range"),
+                    "a percentage of one CPU, e.g. cpu_above=80",
+                ));
+            }
+        },
+    };
+    // Each capture's own parameters go through the profile parser.
+    let mut profile_query: HashMap<String, String> = query
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "hz" | "unwind" | "kernel" | "threads"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    profile_query.insert("pid".to_owned(), pid.to_string());
+    profile_query.insert("format".to_owned(), "folded".to_owned());
+    const KNOWN: [&str; 10] = [
+        "pid",
+        "cpu_above",
+        "seconds",
+        "max",
+        "timeout",
+        "hz",
+        "unwind",
+        "kernel",
+        "threads",
+        "format",
+    ];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(
+            format!("unknown parameter {unknown:?}"),
+            format!("parameters are {}", KNOWN.join(", ")),
+        ));
+    }
+    Ok(TriggerSpec {
+        pid,
+        cpu_above,
+        seconds: number(query, "seconds", 5, 60)?,
+        max: number(query, "max", 3, 20)?,
+        timeout: number(query, "timeout", 300, 3600)?,
+        profile: super::spec::parse(&profile_query)?,
+    })
+}
+
+/// One capture taken because the threshold was crossed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggeredCapture {
+    /// When the capture started.
+    pub started_unix_ms: u128,
+    /// The CPU reading that triggered it.
+    pub cpu_percent: f64,
+    /// Samples in the capture.
+    pub samples: u64,
+    /// Share of truncated stacks.
+    pub truncated_ratio: f64,
+    /// The stacks, folded (`root;…;leaf count` lines).
+    pub folded: String,
+}
+
+/// The trigger result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerReport {
+    /// The watched process.
+    pub pid: u32,
+    /// The threshold.
+    pub cpu_above: f64,
+    /// How long it watched.
+    pub watched_seconds: f64,
+    /// Why it stopped: `max`, `timeout`, `exited` or `cancelled`.
+    pub stopped: &'static str,
+    /// Highest CPU reading seen.
+    pub peak_cpu_percent: f64,
+    /// The captures, oldest first.
+    pub captures: Vec<TriggeredCapture>,
+}
+
+/// Watches and captures until `max` captures, the timeout, the process's
+/// exit or cancellation.
+pub fn run(
+    spec: &TriggerSpec,
+    plan: &CapturePlan,
+    procfs: &Procfs,
+    cancel: &Arc<AtomicBool>,
+) -> Result<TriggerReport, capture::CaptureError> {
+    let poll = Duration::from_millis(500);
+    let start = Instant::now();
+    let timeout = Duration::from_secs(u64::from(spec.timeout));
+    let ticks = |pid| procfs.stat(pid).ok().map(|s| s.utime + s.stime);
+    let mut report = TriggerReport {
+        pid: spec.pid,
+        cpu_above: spec.cpu_above,
+        watched_seconds: 0.0,
+        stopped: "timeout",
+        peak_cpu_percent: 0.0,
+        captures: Vec::new(),
+    };
+    let Some(mut last) = ticks(spec.pid) else {
+        report.stopped = "exited";
+        return Ok(report);
+    };
+    let mut last_at = Instant::now();
+    while start.elapsed() < timeout {
+        if cancel.load(Ordering::Relaxed) {
+            report.stopped = "cancelled";
+            break;
+        }
+        std::thread::sleep(poll);
+        let Some(now) = ticks(spec.pid) else {
+            report.stopped = "exited";
+            break;
+        };
+        let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
+        let cpu = now.saturating_sub(last) as f64 / CLOCK_TICKS as f64 / elapsed * 100.0;
+        report.peak_cpu_percent = report.peak_cpu_percent.max((cpu * 10.0).round() / 10.0);
+        if cpu >= spec.cpu_above {
+            let started = SystemTime::now();
+            let captured = capture::run(plan, procfs, cancel)?;
+            report.captures.push(TriggeredCapture {
+                started_unix_ms: started
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis()),
+                cpu_percent: (cpu * 10.0).round() / 10.0,
+                samples: captured.samples,
+                truncated_ratio: (captured.truncated_ratio() * 10_000.0).round() / 10_000.0,
+                folded: super::render::folded(&captured, false),
+            });
+            if report.captures.len() >= spec.max as usize {
+                report.stopped = "max";
+                break;
+            }
+        }
+        last = ticks(spec.pid).unwrap_or(now);
+        last_at = Instant::now();
+    }
+    report.watched_seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let spec = parse(&q(&[("pid", "7")])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.pid, 7);
+        assert!((spec.cpu_above - 80.0).abs() < f64::EPSILON);
+        assert_eq!((spec.seconds, spec.max, spec.timeout), (5, 3, 300));
+        assert_eq!(spec.profile.pids, Some(vec![7]));
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        for pairs in [
+            &[][..],
+            &[("pid", "1,2")],
+            &[("pid", "7"), ("cpu_above", "0")],
+            &[("pid", "7"), ("max", "0")],
+            &[("pid", "7"), ("timeout", "99999")],
+            &[("pid", "7"), ("hz", "0")],
+            &[("pid", "7"), ("bogus", "1")],
+        ] {
+            assert!(parse(&q(pairs)).is_err(), "{pairs:?}");
+        }
+    }
+}
