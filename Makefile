@@ -3,12 +3,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps demo test lint unit manifests demo-check bench-webhook clean
+.PHONY: help deps demo test lint unit manifests demo-check bench-webhook bench-profile clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
 	@echo "make test            full test suite (what .ci/run runs)"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
+	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 
 deps:
 	@bash scripts/deps.sh test
@@ -44,6 +45,11 @@ bench-webhook:
 	@bash scripts/deps.sh bench
 	cargo build --release --locked -p tracecar-webhook --bin tracecar-webhook --example ceiling
 	python3 bench/webhook.py
+
+bench-profile:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/profile.py
 
 clean:
 	cargo clean

@@ -38,7 +38,7 @@ for what in "${@:-test}"; do
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;
     bench)
-        apt_install curl ca-certificates util-linux
+        apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf
         ;;
     *) echo "deps: unknown set $what" >&2; exit 2 ;;
     esac
@@ -79,6 +79,10 @@ for what in "${@:-test}"; do
     if [ "$what" = bench ] && ! command -v oha >/dev/null; then
         echo "deps: cargo install oha (HTTP load generator)"
         cargo install --locked --quiet oha
+    fi
+    if [ "$what" = bench ] && ! command -v inferno-flamegraph >/dev/null; then
+        echo "deps: cargo install inferno (perf script | inferno baseline)"
+        cargo install --locked --quiet inferno
     fi
 done
 exit 0

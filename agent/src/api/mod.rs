@@ -218,6 +218,7 @@ async fn trigger(
 }
 
 async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Response, ApiError> {
+    let received = std::time::Instant::now();
     let (plan, meta) = profile::plan(
         &spec,
         &state.procfs,
@@ -243,10 +244,22 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
         "profile captured"
     );
     let format = spec.format;
+    let capture_ms = captured.duration.as_secs_f64() * 1000.0;
+    let (started, ended) = captured.sampling;
+    let setup_ms = started.duration_since(received).as_secs_f64() * 1000.0;
     let body = blocking(move || profile::render::render(&captured, format, &meta))
         .await?
         .map_err(|e| ApiError::internal(e.to_string(), "try format=folded"))?;
+    // Opening the events, sampling, and everything after it (final
+    // symbolization, aggregation, rendering).
+    let timing = format!(
+        "setup;dur={setup_ms:.1}, capture;dur={capture_ms:.1}, result;dur={:.1}",
+        ended.elapsed().as_secs_f64() * 1000.0
+    );
     let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if let Ok(value) = timing.parse() {
+        response.headers_mut().insert("server-timing", value);
+    }
     if format == Format::Pprof
         && let Ok(value) = "attachment; filename=\"profile.pb.gz\"".parse()
     {

@@ -117,6 +117,9 @@ pub struct Captured {
     pub cancelled: bool,
     /// The perf event that drove sampling (`cycles` or `cpu-clock`).
     pub event: &'static str,
+    /// When sampling started and stopped, to time what comes before and
+    /// after.
+    pub sampling: (Instant, Instant),
 }
 
 impl Captured {
@@ -179,11 +182,6 @@ pub fn run(
 ) -> Result<Captured, CaptureError> {
     let (samplers, event) =
         sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?;
-    let kallsyms = if plan.attrs.kernel {
-        Kallsyms::load()
-    } else {
-        Kallsyms::default()
-    };
     let symbolizer = blazesym::symbolize::Symbolizer::new();
     let agent = std::process::id();
     let mut keep: HashMap<u32, bool> = HashMap::new();
@@ -197,6 +195,12 @@ pub fn run(
     for s in &samplers {
         s.counter.enable().map_err(CaptureError::Perf)?;
     }
+    // Read while the capture runs, not before it.
+    let kallsyms = if plan.attrs.kernel {
+        Kallsyms::load()
+    } else {
+        Kallsyms::default()
+    };
     let tick = Duration::from_millis(100);
     let mut cancelled = false;
     loop {
@@ -291,6 +295,7 @@ pub fn run(
         }
     }
     let duration = start.elapsed();
+    let ended = Instant::now();
     drop(samplers);
 
     let mut stacks: HashMap<(u32, Vec<Frame>), (bool, u64)> = HashMap::new();
@@ -359,6 +364,7 @@ pub fn run(
         duration,
         cancelled,
         event,
+        sampling: (start, ended),
     })
 }
 

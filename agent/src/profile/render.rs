@@ -436,6 +436,7 @@ mod tests {
             duration: Duration::from_secs(2),
             cancelled: false,
             event: "cpu-clock",
+            sampling: (std::time::Instant::now(), std::time::Instant::now()),
         }
     }
 
