@@ -126,6 +126,36 @@ fn dwarf_recovers_chains_that_frame_pointers_cannot() {
 }
 
 #[test]
+fn deleted_binaries_are_still_symbolized() {
+    if !privileged("deleted_binaries_are_still_symbolized") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "ratios.c", &["-O2", "-fomit-frame-pointer"]);
+    let workload = spawn(&bin, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    // As after an in-place upgrade: the running binary is gone from disk,
+    // and another file has its name.
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, b"not the binary").unwrap();
+    let agent = Agent::start();
+    let stacks = folded(
+        &agent,
+        &format!("pid={}&seconds=2&hz=199&kernel=false", workload.pid()),
+    );
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    let named = samples_with(&stacks, "leaf_three");
+    assert!(
+        named * 4 > total,
+        "{named} of {total} samples named leaf_three: {stacks:?}"
+    );
+    assert!(
+        samples_with(&stacks, "main") * 2 > total,
+        "DWARF unwinding through the deleted file: {stacks:?}"
+    );
+}
+
+#[test]
 fn new_threads_are_included_with_their_names() {
     if !privileged("new_threads_are_included_with_their_names") {
         return;
