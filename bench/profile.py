@@ -133,6 +133,13 @@ def main():
     def overhead(c):
         return (statistics.median(times[c]) / base - 1) * 100
 
+    def paired(c, peer):
+        # Runs of c and peer are adjacent in every round, so compare them
+        # round by round: median difference and its median absolute deviation.
+        diffs = [(a - b) / base * 100 for a, b in zip(times[c], times[peer])]
+        m = statistics.median(diffs)
+        return m, statistics.median(abs(d - m) for d in diffs)
+
     # 2. Time to result, and 3. peak memory during it.
     n = args.capture_seconds
     w = start_workload(binary, 2, 10 ** 9)
@@ -168,13 +175,16 @@ def main():
     print()
     print(f"run-to-run noise (median absolute deviation of the unprofiled runs): ±{noise:.2f}%")
     print()
-    print("| configuration (99 Hz) | median wall time (s) | overhead | vs perf, same unwinding |")
+    print("| configuration (99 Hz) | median wall time (s) | overhead | tracecar − perf, same unwinding, paired by round (± MAD) |")
     print("|---|---|---|---|")
     print(f"| unprofiled | {base:.3f} | — | — |")
     for c, peer in [("tracecar-fp", "perf-fp"), ("perf-fp", None), ("tracecar-dwarf", "perf-dwarf"), ("perf-dwarf", None)]:
         label = {"tracecar-fp": "tracecar, unwind=fp", "perf-fp": "perf record -g",
                  "tracecar-dwarf": "tracecar, unwind=dwarf", "perf-dwarf": "perf record --call-graph dwarf"}[c]
-        vs = f"{overhead(c) - overhead(peer):+.2f} pp" if peer else ""
+        vs = ""
+        if peer:
+            d, spread = paired(c, peer)
+            vs = f"{d:+.2f} pp (± {spread:.2f})"
         print(f"| {label} | {statistics.median(times[c]):.3f} | {overhead(c):+.2f}% | {vs} |")
     print()
     print(f"| time to result ({n} s capture at 999 Hz, 2 threads) | seconds |")
@@ -189,10 +199,10 @@ def main():
     print(f"| peak RSS during the {n} s, 999 Hz capture | {peak_rss:.1f} |")
     print()
     targets = [
-        (f"tracecar fp overhead <= perf -g overhead (within the ±{noise:.2f}% noise)",
-         overhead("tracecar-fp") <= overhead("perf-fp") + noise),
-        (f"tracecar dwarf overhead <= perf dwarf overhead (within the ±{noise:.2f}% noise)",
-         overhead("tracecar-dwarf") <= overhead("perf-dwarf") + noise),
+        ("tracecar fp overhead <= perf -g overhead (paired difference within its spread)",
+         paired("tracecar-fp", "perf-fp")[0] <= paired("tracecar-fp", "perf-fp")[1]),
+        ("tracecar dwarf overhead <= perf dwarf overhead (paired difference within its spread)",
+         paired("tracecar-dwarf", "perf-dwarf")[0] <= paired("tracecar-dwarf", "perf-dwarf")[1]),
         ("fp overhead <= 1%", overhead("tracecar-fp") <= 1.0),
         ("dwarf overhead <= 3%", overhead("tracecar-dwarf") <= 3.0),
         ("time to result >= 5x faster than perf script + inferno", perf_result >= 5 * tracecar_result),

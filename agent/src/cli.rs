@@ -88,7 +88,7 @@ pub async fn serve(
                 .map_err(bind_error(addr.to_string()))?;
             tracing::warn!(%addr, "also listening on TCP: anyone who can reach it can profile this pod");
             let mut rx = stop_rx.clone();
-            Some(tokio::spawn(api::serve_tcp(
+            Some(tokio::spawn(api::serve(
                 listener,
                 router.clone(),
                 async move {
@@ -99,7 +99,7 @@ pub async fn serve(
         None => None,
     };
     let mut rx = stop_rx;
-    let unix_server = tokio::spawn(api::serve_unix(unix, router, async move {
+    let unix_server = tokio::spawn(api::serve(unix, router, async move {
         let _ = rx.changed().await;
     }));
     shutdown.await;

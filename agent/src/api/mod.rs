@@ -85,23 +85,17 @@ pub fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
+/// Serves `router` on `listener` (the Unix socket, or TCP with `--listen`)
+/// until `shutdown` resolves, then finishes open requests.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Serves `router` on a TCP listener until `shutdown` resolves.
-pub async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

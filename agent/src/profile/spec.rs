@@ -87,7 +87,8 @@ fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
     }
 }
 
-fn number(
+/// A whole-number parameter with a default and an allowed range.
+pub(crate) fn number(
     query: &HashMap<String, String>,
     key: &str,
     default: u32,
@@ -186,15 +187,21 @@ pub fn parse(query: &HashMap<String, String>) -> Result<ProfileSpec, SpecError> 
     })
 }
 
+/// A query map from pairs, for tests.
+#[cfg(test)]
+pub(crate) fn query_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        query_of(pairs)
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::capture::{self, CapturePlan};
-use super::spec::{SpecError, parse_pids};
+use super::spec::{SpecError, number, parse_pids};
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -33,24 +33,6 @@ fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
     SpecError {
         message: message.into(),
         hint: hint.into(),
-    }
-}
-
-fn number(
-    query: &HashMap<String, String>,
-    key: &str,
-    default: u32,
-    max: u32,
-) -> Result<u32, SpecError> {
-    match query.get(key) {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<u32>() {
-            Ok(v) if (1..=max).contains(&v) => Ok(v),
-            _ => Err(bad(
-                format!("{key}={raw:?} is out of range"),
-                format!("{key} must be between 1 and {max}"),
-            )),
-        },
     }
 }
 
@@ -114,9 +96,9 @@ pub fn parse(query: &HashMap<String, String>) -> Result<TriggerSpec, SpecError> 
     Ok(TriggerSpec {
         pid,
         cpu_above,
-        seconds: number(query, "seconds", 5, 60)?,
-        max: number(query, "max", 3, 20)?,
-        timeout: number(query, "timeout", 300, 3600)?,
+        seconds: number(query, "seconds", 5, 1..=60)?,
+        max: number(query, "max", 3, 1..=20)?,
+        timeout: number(query, "timeout", 300, 1..=3600)?,
         profile: super::spec::parse(&profile_query)?,
     })
 }
@@ -219,12 +201,7 @@ pub fn run(
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::profile::spec::query_of as q;
 
     #[test]
     fn parses_with_defaults() {
