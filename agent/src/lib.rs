@@ -8,3 +8,4 @@ pub mod process;
 pub mod procfs;
 pub mod profile;
 pub mod sys;
+pub mod uprobe;

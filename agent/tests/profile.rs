@@ -554,3 +554,109 @@ fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("removed stale socket"), "{log}");
 }
+
+#[test]
+fn symbols_list_probeable_functions_with_file_offsets() {
+    if !privileged("symbols_list_probeable_functions_with_file_offsets") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    let workload = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let pid = workload.pid();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/symbols?pid={pid}&match=^leaf_")))
+            .unwrap();
+    assert_eq!(doc["total"], 3, "{doc}");
+    // Cross-check with nm (stated addresses) and /proc/PID/maps.
+    let nm = String::from_utf8(Command::new("nm").arg(&bin).output().unwrap().stdout).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for sym in doc["symbols"].as_array().unwrap() {
+        let name = sym["name"].as_str().unwrap();
+        let svma = nm
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .and_then(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).ok())
+            .unwrap();
+        let offset = u64::from_str_radix(
+            sym["file_offset"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        // gcc's PIE layout maps .text at the same offset as its address.
+        assert_eq!(offset, svma, "{name}");
+        let address = u64::from_str_radix(
+            sym["address"].as_str().unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        let in_text = maps.lines().any(|l| {
+            let (range, rest) = l.split_once(' ').unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap(),
+                u64::from_str_radix(b, 16).unwrap(),
+            );
+            rest.starts_with("r-xp") && a <= address && address < b
+        });
+        assert!(
+            in_text,
+            "{name} at {address:#x} is not in an executable mapping"
+        );
+        assert_eq!(sym["source"], "elf");
+        assert_eq!(sym["probeable"], true);
+    }
+    let libc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/symbols?pid={pid}&match=^malloc$&module=libc.so.6"
+    )))
+    .unwrap();
+    assert_eq!(libc["total"], 1, "{libc}");
+    assert!(
+        libc["symbols"][0]["module"]
+            .as_str()
+            .unwrap()
+            .ends_with("libc.so.6")
+    );
+
+    for (query, status) in [
+        (format!("pid={pid}&module=nope.so"), 404),
+        (format!("pid={pid}&match=(("), 400),
+        ("match=leaf".to_owned(), 400),
+        ("pid=999999999".to_owned(), 404),
+    ] {
+        let (code, body) = agent.get(&format!("/v1/symbols?{query}"));
+        assert_eq!(code, status, "{query}: {}", String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(!json["hint"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn symbols_from_node_perf_maps_are_not_probeable() {
+    if !privileged("symbols_from_node_perf_maps_are_not_probeable") {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
+    let workload = spawn("node", &["--perf-basic-prof", script]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let agent = Agent::start();
+    let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/symbols?pid={}&match=tracecarJsSpin",
+        workload.pid()
+    )))
+    .unwrap();
+    let jit: Vec<&serde_json::Value> = doc["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source"] == "perf-map")
+        .collect();
+    assert!(!jit.is_empty(), "{doc}");
+    for s in jit {
+        assert_eq!(s["probeable"], false, "anonymous JIT code: {s}");
+    }
+}

@@ -59,11 +59,12 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/profile", get(profile))
         .route("/v1/profile/trigger", get(trigger))
         .route("/debug/pprof/profile", get(go_pprof))
+        .route("/v1/symbols", get(symbols))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /debug/pprof/profile",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /debug/pprof/profile",
             )
         })
         .with_state(state)
@@ -152,6 +153,58 @@ async fn go_pprof(
     let spec =
         profile::spec::parse(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
     run_profile(state, spec).await
+}
+
+async fn symbols(
+    State(state): State<AgentState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::uprobe::symbols::{self, SymbolsError};
+    const KNOWN: [&str; 4] = ["pid", "match", "module", "limit"];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            format!("unknown parameter {unknown:?}"),
+            format!("parameters are {}", KNOWN.join(", ")),
+        ));
+    }
+    let pid = match query.get("pid").map(|p| profile::spec::parse_pids(p)) {
+        Some(Ok(pids)) if pids.len() == 1 => pids[0],
+        _ => {
+            return Err(ApiError::bad_request(
+                "pid=P is required (one process)",
+                "list the pod's processes with /v1/processes",
+            ));
+        }
+    };
+    let pattern =
+        regex::Regex::new(query.get("match").map_or(".", String::as_str)).map_err(|e| {
+            ApiError::bad_request(
+                format!("match is not a valid regular expression: {e}"),
+                "e.g. match=^calc$ or match=Parse",
+            )
+        })?;
+    let limit = profile::spec::number(&query, "limit", 1000, 1..=100_000)
+        .map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    let module = query.get("module").cloned();
+    let procfs = state.procfs.clone();
+    let (list, total) =
+        blocking(move || symbols::list(&procfs, pid, &pattern, module.as_deref(), limit as usize))
+            .await?
+            .map_err(|e| match e {
+                SymbolsError::PidNotVisible(_) => plan_error(PlanError::PidNotVisible(pid)),
+                SymbolsError::ModuleNotMapped { ref mapped, .. } => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    e.to_string(),
+                    format!("modules it maps: {}", mapped.join(", ")),
+                ),
+            })?;
+    Ok(Json(serde_json::json!({
+        "pid": pid,
+        "total": total,
+        "truncated": total > list.len(),
+        "symbols": list,
+    }))
+    .into_response())
 }
 
 fn plan_error(e: PlanError) -> ApiError {
