@@ -34,6 +34,8 @@ for what in "${@:-test}"; do
         # Agent tests: C workloads, protoc + pprof's profile.proto to decode
         # pprof output independently, and real JIT runtimes.
         apt_install gcc libc6-dev protobuf-compiler golang-github-google-pprof-dev
+        # BPF programs: built by agent/build.rs.
+        apt_install clang-19 libbpf-dev
         command -v node >/dev/null || apt_install nodejs
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;

@@ -166,3 +166,13 @@ mod tests {
         assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
     }
 }
+
+/// Plain-data markers aya needs to copy our structs into BPF maps: the one
+/// `unsafe` in the agent.
+#[allow(unsafe_code)]
+mod pod {
+    // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and
+    // arrays of `Capture` (itself integers), with no padding (checked against
+    // bpf/events.h by the layout test), so any bit pattern is valid.
+    unsafe impl aya::Pod for crate::uprobe::events::Config {}
+}

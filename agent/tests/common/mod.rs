@@ -30,6 +30,15 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
+/// Privileged tests measure CPU shares and count fds, so each test binary
+/// runs them one at a time: hold this guard for the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A child process killed when dropped.
 pub struct Running {
     pub child: Child,
