@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -210,5 +211,267 @@ fn strings_are_read_through_pointers_and_nothing_stays_attached() {
         bpf_fds(),
         before,
         "BPF or perf fds left open after detaching"
+    );
+}
+
+// ---- Through the HTTP API: the real agent binary, driven with curl. ----
+
+fn lines(body: &[u8]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut all: Vec<serde_json::Value> = String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = all.pop().expect("a summary line");
+    (all, summary["summary"].clone())
+}
+
+fn hex_field(v: &serde_json::Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn api_streams_calls_with_arguments_returns_and_a_summary() {
+    if !privileged("api_streams_calls_with_arguments_returns_and_a_summary") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let pid = target.pid();
+    let agent = Agent::start();
+
+    let (events, summary) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=calc&args=int&ret=int&limit=50"
+    )));
+    assert_eq!(events.len(), 50);
+    assert_eq!(summary["events"], 50);
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["stopped"], "limit");
+    let args: Vec<i64> = events
+        .iter()
+        .map(|e| e["args"][0].as_i64().unwrap())
+        .collect();
+    assert!(
+        args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
+        "in order: {args:?}"
+    );
+    for e in &events {
+        assert_eq!(
+            e["ret"].as_i64().unwrap(),
+            e["args"][0].as_i64().unwrap() * 3 + 1
+        );
+        assert_eq!(e["pid"], pid);
+        assert!(e["latency_ns"].as_u64().unwrap() > 0);
+        assert_eq!(e["comm"], "calls");
+    }
+
+    // Recursion: every return pairs with its own entry.
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=fib&args=int&ret=int&limit=200"
+    )));
+    let fib = |n: i64| -> i64 { (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0 };
+    for e in &events {
+        let n = e["args"][0].as_i64().unwrap();
+        assert_eq!(e["ret"].as_i64().unwrap(), fib(n), "fib({n})");
+    }
+
+    // A struct field through a pointer argument, and a UTF-16 buffer.
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=point_sum&args=arg0%2B0:i32,arg0%2B4:i32,arg0%2B8:i64&ret=long&limit=20"
+    )));
+    for e in &events {
+        let (x, y, z) = (
+            e["args"][0].as_i64().unwrap(),
+            e["args"][1].as_i64().unwrap(),
+            e["args"][2].as_i64().unwrap(),
+        );
+        assert_eq!((y, z), (2 * x, 3 * x), "{e}");
+        assert_eq!(e["ret"].as_i64().unwrap(), 6 * x);
+    }
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=wide_len&args=utf16:16&limit=10"
+    )));
+    for e in &events {
+        let text = e["args"][0].as_str().unwrap();
+        assert!(text.starts_with("\u{e9}ello-"), "{text:?}");
+    }
+
+    // malloc's size, in libc, chosen by module name.
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=malloc&module=libc.so.6&args=u64&limit=30"
+    )));
+    assert_eq!(events.len(), 30);
+    assert!(
+        events
+            .iter()
+            .all(|e| (1..=100).contains(&e["args"][0].as_u64().unwrap())),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn api_offset_and_address_targets_match_the_symbol() {
+    if !privileged("api_offset_and_address_targets_match_the_symbol") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let pid = target.pid();
+    let agent = Agent::start();
+    let symbols: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/symbols?pid={pid}&match=^calc$")))
+            .unwrap();
+    let calc = &symbols["symbols"][0];
+    let offset = hex_field(&calc["file_offset"]);
+    let address = hex_field(&calc["address"]);
+    for query in [
+        format!("offset={offset:#x}&binary={}", bin.display()),
+        format!("address={address:#x}"),
+    ] {
+        let (events, summary) = lines(&agent.get_ok(&format!(
+            "/v1/uprobe?pid={pid}&{query}&args=int&ret=int&limit=20"
+        )));
+        assert_eq!(events.len(), 20, "{query}");
+        assert_eq!(hex_field(&summary["offset"]), offset, "{query}");
+        for e in &events {
+            assert_eq!(
+                e["ret"].as_i64().unwrap(),
+                e["args"][0].as_i64().unwrap() * 3 + 1,
+                "{query}"
+            );
+        }
+    }
+}
+
+#[test]
+fn api_refuses_bad_specs_and_go_return_probes() {
+    if !privileged("api_refuses_bad_specs_and_go_return_probes") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let pid = target.pid();
+    let agent = Agent::start();
+    let heap = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with("[heap]") || l.ends_with("[stack]"))
+        .map(|l| l.split('-').next().unwrap().to_owned())
+        .unwrap();
+    for (query, status, needle) in [
+        (format!("pid={pid}&symbol=calx"), 404, "calc"),
+        (format!("pid={pid}&symbol=calc&args=float"), 400, "types:"),
+        (format!("pid={pid}&symbol=calc&ret=str"), 400, "scalar"),
+        (
+            format!("pid={pid}&offset=0x10&binary={}", bin.display()),
+            400,
+            "/v1/symbols",
+        ),
+        (format!("pid={pid}&address=0x{heap}"), 400, "JIT"),
+        (
+            format!("pid={pid}&symbol=calc&binary=/no/such/file"),
+            404,
+            "container",
+        ),
+        (
+            format!("pid={pid}&symbol=calc&module=nope.so"),
+            404,
+            "libc.so.6",
+        ),
+        ("symbol=calc".to_owned(), 400, "pid=P"),
+        (
+            "pid=999999999&symbol=calc".to_owned(),
+            404,
+            "shareProcessNamespace",
+        ),
+    ] {
+        let (code, body) = agent.get(&format!("/v1/uprobe?{query}"));
+        assert_eq!(code, status, "{query}: {}", String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            json["hint"].as_str().unwrap().contains(needle),
+            "{query}: {json}"
+        );
+    }
+
+    // A binary with Go's pclntab section: uretprobes refused unless forced.
+    let go_src = dir.path().join("golike.c");
+    std::fs::write(
+        &go_src,
+        "__attribute__((section(\".gopclntab\"), used)) const char pclntab[16] = \"go\";\n\
+         __attribute__((noinline)) int work(int x) { return x + 1; }\n\
+         int main(void) { volatile int s = 0; for (;;) { s += work(s); } }\n",
+    )
+    .unwrap();
+    let go_bin = dir.path().join("golike");
+    assert!(
+        Command::new("gcc")
+            .arg("-O1")
+            .arg("-o")
+            .arg(&go_bin)
+            .arg(&go_src)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let go = spawn(&go_bin, &[]);
+    let (code, body) = agent.get(&format!(
+        "/v1/uprobe?pid={}&symbol=work&args=int&ret=int&limit=5",
+        go.pid()
+    ));
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Go binary"));
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={}&symbol=work&args=int&limit=5",
+        go.pid()
+    )));
+    assert_eq!(events.len(), 5, "entry-only probes are allowed");
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={}&symbol=work&args=int&ret=int&limit=5&force=true",
+        go.pid()
+    )));
+    assert_eq!(events.len(), 5);
+}
+
+#[test]
+fn api_disconnect_detaches_everything() {
+    if !privileged("api_disconnect_detaches_everything") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let kernel_fds = |a: &Agent| {
+        std::fs::read_dir(format!("/proc/{}/fd", a.process.pid()))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| {
+                        let t = t.to_string_lossy();
+                        t.contains("bpf") || t.contains("perf_event")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let client = agent.get_in_background(&format!(
+        "/v1/uprobe?pid={}&symbol=calc&args=int&ret=int&seconds=60",
+        target.pid()
+    ));
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |a| kernel_fds(a) > 0),
+        "probe did not attach"
+    );
+    drop(client);
+    assert!(
+        agent.wait_for(Duration::from_secs(5), |a| kernel_fds(a) == 0),
+        "{} BPF/perf fds left after the client went away",
+        kernel_fds(&agent)
     );
 }

@@ -26,12 +26,15 @@ use crate::{capabilities, process, sys};
 
 /// Captures that may run at once; more get 429.
 pub const MAX_CONCURRENT_CAPTURES: usize = 4;
+/// Uprobes that may be attached at once; more get 429.
+pub const MAX_CONCURRENT_PROBES: usize = 8;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AgentState {
     procfs: Procfs,
     captures: Arc<Semaphore>,
+    probes: Arc<Semaphore>,
 }
 
 impl Default for AgentState {
@@ -46,6 +49,7 @@ impl AgentState {
         Self {
             procfs,
             captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
+            probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
         }
     }
 }
@@ -60,11 +64,12 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/profile/trigger", get(trigger))
         .route("/debug/pprof/profile", get(go_pprof))
         .route("/v1/symbols", get(symbols))
+        .route("/v1/uprobe", get(uprobe))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /debug/pprof/profile",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /debug/pprof/profile",
             )
         })
         .with_state(state)
@@ -205,6 +210,97 @@ async fn symbols(
         "symbols": list,
     }))
     .into_response())
+}
+
+async fn uprobe(
+    State(state): State<AgentState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::uprobe::run::{self, ResolveError};
+    let spec =
+        crate::uprobe::spec::parse(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    let procfs = state.procfs.clone();
+    let resolve_spec = spec.clone();
+    let target = blocking(move || run::resolve(&resolve_spec, &procfs)).await?.map_err(|e| match e {
+        ResolveError::PidNotVisible(pid) => plan_error(PlanError::PidNotVisible(pid)),
+        ResolveError::UnknownSymbol { ref closest, .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            format!("closest names: {}; list them with /v1/symbols", closest.join(", ")),
+        ),
+        ResolveError::Module(ref inner) => match inner {
+            crate::uprobe::symbols::SymbolsError::ModuleNotMapped { mapped, .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                format!("modules it maps: {}", mapped.join(", ")),
+            ),
+            crate::uprobe::symbols::SymbolsError::PidNotVisible(pid) => plan_error(PlanError::PidNotVisible(*pid)),
+        },
+        ResolveError::Binary { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            "paths are as the process sees them (inside its container) when pid= is given",
+        ),
+        ResolveError::GoReturnProbe(_) => {
+            ApiError::bad_request(e.to_string(), "drop ret= and trace entries only, or pass force=true at your own risk")
+        }
+        ResolveError::Anonymous(_) => ApiError::bad_request(
+            e.to_string(),
+            "only file-backed code (including ReadyToRun/AOT images) can be probed; use /v1/profile for JIT code",
+        ),
+        _ => ApiError::bad_request(e.to_string(), "check /v1/symbols for probeable functions and their offsets"),
+    })?;
+    let permit = state.probes.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_CONCURRENT_PROBES} probes are already attached"),
+            "retry when one of them has finished",
+        )
+    })?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (line_tx, line_rx) = tokio::sync::mpsc::channel::<String>(1024);
+    let worker_cancel = cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        run::stream(
+            &spec,
+            &target,
+            &worker_cancel,
+            |result| {
+                let _ = ready_tx.send(result);
+            },
+            |line| line_tx.blocking_send(line).is_ok(),
+        );
+        drop(permit);
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::internal(
+                e.to_string(),
+                "the sidecar needs CAP_BPF, CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities",
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::internal(
+                "the probe worker stopped",
+                "see the agent's log",
+            ));
+        }
+    }
+    // The body ends when the worker stops; dropping it (client gone) makes
+    // the worker's next send fail, which detaches at once.
+    let guard = CancelOnDrop(cancel);
+    let body = futures_util::stream::unfold((line_rx, guard), |(mut rx, guard)| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), (rx, guard)))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 fn plan_error(e: PlanError) -> ApiError {

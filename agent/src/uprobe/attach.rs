@@ -82,8 +82,11 @@ pub fn attach(
         None => UProbeScope::AllProcesses,
     };
     let paired = config.flags & super::events::FLAG_PAIRED != 0;
+    // The uretprobe goes first: an entry recorded before its uretprobe
+    // existed would never be popped and would shift every later pairing.
+    // Returns without a recorded entry are ignored, so the reverse is safe.
     let programs: &[&'static str] = if paired {
-        &["tracecar_entry", "tracecar_return"]
+        &["tracecar_return", "tracecar_entry"]
     } else {
         &["tracecar_entry"]
     };

@@ -4,4 +4,6 @@
 
 pub mod attach;
 pub mod events;
+pub mod run;
+pub mod spec;
 pub mod symbols;

@@ -1,0 +1,517 @@
+//! `/v1/uprobe` requests: query → a validated [`UprobeSpec`], and the pure
+//! mapping from argument types to BPF captures and from captured bytes back
+//! to JSON values.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::events::{ARG_BYTES, Capture, Event, MAX_ARGS, capture_kind};
+use crate::profile::spec::{SpecError, number, parse_pids};
+
+/// A value type for `args` and `ret`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// Signed integer of this many bytes.
+    Int(u8),
+    /// Unsigned integer of this many bytes.
+    Uint(u8),
+    /// 64-bit value as hex.
+    Hex,
+    /// Pointer, as hex.
+    Ptr,
+    /// Non-zero is true.
+    Bool,
+    /// NUL-terminated string, at most this many bytes.
+    Str(u16),
+    /// UTF-16LE text of this many code units.
+    Utf16(u16),
+    /// Raw bytes, as hex.
+    Bytes(u16),
+}
+
+impl ValueType {
+    fn parse(raw: &str) -> Option<Self> {
+        let (name, len) = match raw.split_once(':') {
+            Some((n, l)) => (n, Some(l.parse::<u16>().ok()?)),
+            None => (raw, None),
+        };
+        let t = match (name, len) {
+            ("i8", None) => Self::Int(1),
+            ("i16", None) => Self::Int(2),
+            ("i32" | "int", None) => Self::Int(4),
+            ("i64" | "long", None) => Self::Int(8),
+            ("u8", None) => Self::Uint(1),
+            ("u16", None) => Self::Uint(2),
+            ("u32" | "uint", None) => Self::Uint(4),
+            ("u64", None) => Self::Uint(8),
+            ("x64", None) => Self::Hex,
+            ("ptr", None) => Self::Ptr,
+            ("bool", None) => Self::Bool,
+            ("str", None) => Self::Str(64),
+            ("str", Some(n)) if (1..=ARG_BYTES as u16).contains(&n) => Self::Str(n),
+            ("utf16", Some(n)) if (1..=ARG_BYTES as u16 / 2).contains(&n) => Self::Utf16(n),
+            ("bytes", Some(n)) if (1..=ARG_BYTES as u16).contains(&n) => Self::Bytes(n),
+            _ => return None,
+        };
+        Some(t)
+    }
+
+    /// Whether the value lives behind a pointer (must be read from memory).
+    fn is_memory(self) -> bool {
+        matches!(self, Self::Str(_) | Self::Utf16(_) | Self::Bytes(_))
+    }
+
+    fn width(self) -> u16 {
+        match self {
+            Self::Int(n) | Self::Uint(n) => u16::from(n),
+            Self::Hex | Self::Ptr => 8,
+            Self::Bool => 1,
+            Self::Str(n) | Self::Bytes(n) => n,
+            Self::Utf16(n) => n * 2,
+        }
+    }
+}
+
+/// One `args` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// Argument register 0..5.
+    pub index: u8,
+    /// Dereference the argument at this byte offset first.
+    pub deref: Option<i32>,
+    /// How to read and show it.
+    pub value: ValueType,
+}
+
+/// What to attach to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// An ELF symbol, in `module` (a mapped module's name or path) or in
+    /// `binary`, or in the process's executable.
+    Symbol {
+        /// The symbol, demangled names allowed.
+        name: String,
+        /// `module=`.
+        module: Option<String>,
+        /// `binary=`.
+        binary: Option<String>,
+    },
+    /// A file offset in `binary`.
+    Offset {
+        /// The offset.
+        offset: u64,
+        /// The file.
+        binary: String,
+    },
+    /// A virtual address in the process.
+    Address(u64),
+}
+
+/// How the stream ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UprobeSpec {
+    /// What to attach to.
+    pub target: TargetSpec,
+    /// Only this process (PID in the pod).
+    pub pid: Option<u32>,
+    /// Arguments to capture.
+    pub args: Vec<ArgSpec>,
+    /// Return value type; adds a uretprobe.
+    pub ret: Option<ValueType>,
+    /// Stop after this long.
+    pub seconds: u32,
+    /// Stop after this many events.
+    pub limit: Option<u32>,
+    /// Allow uretprobes on Go binaries.
+    pub force: bool,
+}
+
+fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
+    SpecError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+const TYPES_HINT: &str = "types: i8 i16 i32 i64 u8 u16 u32 u64 x64 ptr bool int long uint str[:MAXLEN] utf16:LEN bytes:LEN (LEN up to 128 bytes)";
+
+fn hex(raw: &str) -> Option<u64> {
+    let digits = raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X"));
+    match digits {
+        Some(d) => u64::from_str_radix(d, 16).ok(),
+        None => raw.parse().ok(),
+    }
+}
+
+/// Parses one `args` entry at list position `position`.
+pub fn parse_arg(raw: &str, position: usize) -> Result<ArgSpec, SpecError> {
+    let raw = raw.trim();
+    let err = || {
+        bad(
+            format!("args entry {raw:?} is not TYPE, argN:TYPE or argN+OFF:TYPE"),
+            TYPES_HINT,
+        )
+    };
+    let (index, deref, ty) = match raw
+        .strip_prefix("arg")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((place, ty)) => {
+            let (n, off) = match place.split_once('+') {
+                Some((n, off)) => (n, Some(off.parse::<i32>().map_err(|_| err())?)),
+                None => (place, None),
+            };
+            (n.parse::<u8>().map_err(|_| err())?, off, ty)
+        }
+        None => (u8::try_from(position).map_err(|_| err())?, None, raw),
+    };
+    if usize::from(index) >= MAX_ARGS {
+        return Err(bad(
+            format!("{raw:?}: only arg0..arg5 are in registers"),
+            "use argN with N from 0 to 5",
+        ));
+    }
+    let value = ValueType::parse(ty).ok_or_else(err)?;
+    Ok(ArgSpec {
+        index,
+        deref,
+        value,
+    })
+}
+
+/// Validates `/v1/uprobe` query parameters.
+pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
+    const KNOWN: [&str; 11] = [
+        "symbol", "offset", "address", "binary", "module", "pid", "args", "ret", "seconds",
+        "limit", "force",
+    ];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(bad(
+            format!("unknown parameter {unknown:?}"),
+            format!("parameters are {}", KNOWN.join(", ")),
+        ));
+    }
+    let pid = match query.get("pid") {
+        None => None,
+        Some(raw) => match parse_pids(raw)?.as_slice() {
+            [one] => Some(*one),
+            _ => return Err(bad("pid takes one process", "pass a single pid=P")),
+        },
+    };
+    let chosen: Vec<&str> = ["symbol", "offset", "address"]
+        .into_iter()
+        .filter(|k| query.contains_key(*k))
+        .collect();
+    let target = match chosen.as_slice() {
+        ["symbol"] => TargetSpec::Symbol {
+            name: query.get("symbol").cloned().unwrap_or_default(),
+            module: query.get("module").cloned(),
+            binary: query.get("binary").cloned(),
+        },
+        ["offset"] => {
+            let raw = query.get("offset").map_or("", String::as_str);
+            TargetSpec::Offset {
+                offset: hex(raw).ok_or_else(|| {
+                    bad(
+                        format!("offset={raw:?} is not a number"),
+                        "e.g. offset=0x1920",
+                    )
+                })?,
+                binary: query.get("binary").cloned().ok_or_else(|| {
+                    bad(
+                        "offset= needs binary=PATH",
+                        "name the file the offset is in",
+                    )
+                })?,
+            }
+        }
+        ["address"] => {
+            let raw = query.get("address").map_or("", String::as_str);
+            if pid.is_none() {
+                return Err(bad(
+                    "address= needs pid=P",
+                    "an address only means something in one process",
+                ));
+            }
+            TargetSpec::Address(hex(raw).ok_or_else(|| {
+                bad(
+                    format!("address={raw:?} is not a number"),
+                    "e.g. address=0x7f3a10001920",
+                )
+            })?)
+        }
+        _ => {
+            return Err(bad(
+                "give exactly one of symbol=, offset= or address=",
+                "e.g. symbol=calc&pid=7, offset=0x1920&binary=/app/server, address=0x7f…&pid=7",
+            ));
+        }
+    };
+    if let TargetSpec::Symbol {
+        name,
+        module,
+        binary,
+    } = &target
+    {
+        if name.is_empty() {
+            return Err(bad(
+                "symbol= is empty",
+                "find names with /v1/symbols?pid=P&match=…",
+            ));
+        }
+        if module.is_some() && binary.is_some() {
+            return Err(bad(
+                "give module= or binary=, not both",
+                "module names a mapped library, binary a file",
+            ));
+        }
+        if pid.is_none() && binary.is_none() {
+            return Err(bad(
+                "symbol= without pid= needs binary=PATH",
+                "or pass pid=P to use the process's executable",
+            ));
+        }
+    }
+    let args = match query.get("args") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .enumerate()
+            .map(|(i, a)| parse_arg(a, i))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if args.len() > MAX_ARGS {
+        return Err(bad(format!("{} args requested", args.len()), "at most 6"));
+    }
+    let ret = match query.get("ret") {
+        None => None,
+        Some(raw) => match ValueType::parse(raw) {
+            Some(t) if !t.is_memory() => Some(t),
+            Some(_) => {
+                return Err(bad(
+                    format!("ret={raw}: only register types can be read on return"),
+                    "use ret=ptr and read it with args on the next call, or a scalar type",
+                ));
+            }
+            None => return Err(bad(format!("ret={raw:?} is not a type"), TYPES_HINT)),
+        },
+    };
+    let limit = query
+        .get("limit")
+        .map(|_| number(query, "limit", 1, 1..=10_000_000))
+        .transpose()?;
+    let force = match query.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad(format!("force={other:?}"), "use force=true")),
+    };
+    Ok(UprobeSpec {
+        target,
+        pid,
+        args,
+        ret,
+        seconds: number(query, "seconds", 10, 1..=3600)?,
+        limit,
+        force,
+    })
+}
+
+/// The BPF captures for `args`, in order.
+pub fn captures(args: &[ArgSpec]) -> [Capture; MAX_ARGS] {
+    let mut out = [Capture::default(); MAX_ARGS];
+    for (slot, arg) in out.iter_mut().zip(args) {
+        *slot = match (arg.deref, arg.value) {
+            (None, v) if !v.is_memory() => Capture {
+                kind: capture_kind::REG,
+                reg: arg.index,
+                len: 0,
+                offset: 0,
+            },
+            (offset, ValueType::Str(n)) => Capture {
+                kind: capture_kind::STR,
+                reg: arg.index,
+                len: n,
+                offset: offset.unwrap_or(0),
+            },
+            (offset, v) => Capture {
+                kind: capture_kind::DEREF,
+                reg: arg.index,
+                len: v.width(),
+                offset: offset.unwrap_or(0),
+            },
+        };
+    }
+    out
+}
+
+fn bytes_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A value of `ty` from its little-endian `bytes` (register or memory).
+fn scalar(ty: ValueType, bytes: &[u8]) -> Value {
+    let mut buf = [0u8; 8];
+    let n = usize::from(ty.width()).min(8).min(bytes.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    let raw = u64::from_le_bytes(buf);
+    match ty {
+        ValueType::Int(w) => {
+            let shift = 64 - u32::from(w) * 8;
+            Value::from(((raw << shift) as i64) >> shift)
+        }
+        ValueType::Uint(_) => Value::from(raw),
+        ValueType::Hex | ValueType::Ptr => Value::from(format!("{raw:#x}")),
+        ValueType::Bool => Value::from(raw & 0xff != 0),
+        _ => Value::Null,
+    }
+}
+
+/// Decodes a register value as `ty`.
+pub fn decode_register(ty: ValueType, reg: u64) -> Value {
+    scalar(ty, &reg.to_le_bytes())
+}
+
+/// Decodes argument `i` of `event` per `arg`.
+pub fn decode_arg(arg: &ArgSpec, event: &Event, i: usize) -> Value {
+    let data = &event.data[i];
+    match (arg.deref, arg.value) {
+        (None, v) if !v.is_memory() => decode_register(v, event.regs[usize::from(arg.index)]),
+        (_, ValueType::Str(_)) => {
+            let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+            Value::from(String::from_utf8_lossy(&data[..end]).into_owned())
+        }
+        (_, ValueType::Utf16(n)) => {
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .take(usize::from(n))
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|u| *u != 0)
+                .collect();
+            Value::from(String::from_utf16_lossy(&units))
+        }
+        (_, ValueType::Bytes(n)) => Value::from(bytes_hex(&data[..usize::from(n).min(ARG_BYTES)])),
+        (_, v) => scalar(v, data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::spec::query_of as q;
+
+    #[test]
+    fn arg_forms() {
+        assert_eq!(
+            parse_arg("int", 0).ok(),
+            Some(ArgSpec {
+                index: 0,
+                deref: None,
+                value: ValueType::Int(4)
+            })
+        );
+        assert_eq!(parse_arg("u64", 2).ok().map(|a| a.index), Some(2));
+        assert_eq!(
+            parse_arg("arg1+8:u32", 0).ok(),
+            Some(ArgSpec {
+                index: 1,
+                deref: Some(8),
+                value: ValueType::Uint(4)
+            })
+        );
+        assert_eq!(
+            parse_arg("arg1+12:utf16:64", 1).ok(),
+            Some(ArgSpec {
+                index: 1,
+                deref: Some(12),
+                value: ValueType::Utf16(64)
+            })
+        );
+        assert_eq!(
+            parse_arg("arg0:str:32", 0).ok().map(|a| a.value),
+            Some(ValueType::Str(32))
+        );
+        assert_eq!(
+            parse_arg("utf16:8", 3).ok().map(|a| (a.index, a.value)),
+            Some((3, ValueType::Utf16(8)))
+        );
+        for bad in [
+            "float",
+            "arg9:int",
+            "argx:int",
+            "str:0",
+            "utf16:65",
+            "bytes:999",
+            "arg1+z:int",
+        ] {
+            assert!(parse_arg(bad, 0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_are_exclusive_and_complete() {
+        assert!(parse(&q(&[("symbol", "calc"), ("pid", "7")])).is_ok());
+        assert!(parse(&q(&[("offset", "0x1920"), ("binary", "/app/x")])).is_ok());
+        assert!(parse(&q(&[("address", "0x7f00"), ("pid", "7")])).is_ok());
+        for pairs in [
+            &[][..],
+            &[("symbol", "calc"), ("offset", "0x10"), ("pid", "7")],
+            &[("offset", "0x10")],
+            &[("address", "0x10")],
+            &[("symbol", "calc")],
+            &[
+                ("symbol", "calc"),
+                ("pid", "7"),
+                ("module", "a"),
+                ("binary", "b"),
+            ],
+            &[("symbol", "calc"), ("pid", "7"), ("ret", "str")],
+            &[("symbol", "calc"), ("pid", "7"), ("ret", "float")],
+            &[("symbol", "calc"), ("pid", "7"), ("seconds", "0")],
+            &[
+                ("symbol", "calc"),
+                ("pid", "7"),
+                ("args", "int,int,int,int,int,int,int"),
+            ],
+        ] {
+            assert!(parse(&q(pairs)).is_err(), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(
+            decode_register(ValueType::Int(4), 0xffff_ffff),
+            Value::from(-1)
+        );
+        assert_eq!(decode_register(ValueType::Int(1), 0x80), Value::from(-128));
+        assert_eq!(
+            decode_register(ValueType::Uint(2), 0x1_0005),
+            Value::from(5)
+        );
+        assert_eq!(
+            decode_register(ValueType::Ptr, 0x7f00),
+            Value::from("0x7f00")
+        );
+        assert_eq!(decode_register(ValueType::Bool, 2), Value::from(true));
+        let caps = captures(&[
+            ArgSpec {
+                index: 1,
+                deref: Some(8),
+                value: ValueType::Uint(4),
+            },
+            ArgSpec {
+                index: 0,
+                deref: None,
+                value: ValueType::Str(16),
+            },
+        ]);
+        assert_eq!(
+            (caps[0].kind, caps[0].reg, caps[0].len, caps[0].offset),
+            (capture_kind::DEREF, 1, 4, 8)
+        );
+        assert_eq!((caps[1].kind, caps[1].len), (capture_kind::STR, 16));
+        assert_eq!(caps[2].kind, capture_kind::NONE);
+    }
+}
