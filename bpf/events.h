@@ -29,6 +29,7 @@ struct tracecar_config {
     __u32 nargs;
     __u32 flags;      /* bit 0: pair entries with returns (uretprobe attached) */
     struct tracecar_capture args[TRACECAR_MAX_ARGS];
+    __u64 max_per_cpu_per_sec; /* calls recorded per CPU per second; 0: no limit */
 };
 
 #define TRACECAR_FLAG_PAIRED 1u

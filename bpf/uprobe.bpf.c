@@ -24,10 +24,11 @@ struct {
     __type(value, struct tracecar_config);
 } CONFIG SEC(".maps");
 
-/* Counters: 0 = calls seen, 1 = events lost (ring buffer full). */
+/* Counters: 0 = calls seen, 1 = events lost (ring buffer full),
+ * 2 = calls dropped by the rate limit. */
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 3);
     __type(key, __u32);
     __type(value, __u64);
 } COUNTERS SEC(".maps");
@@ -52,6 +53,20 @@ struct {
     __type(key, struct pending_key);
     __type(value, struct tracecar_event);
 } PENDING SEC(".maps");
+
+/* Rate limit state per CPU: start of the current one-second window, and
+ * calls recorded in it. */
+struct rate_window {
+    __u64 start_ns;
+    __u64 recorded;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct rate_window);
+} RATE SEC(".maps");
 
 /* Scratch space: events are too large for the BPF stack. */
 struct {
@@ -135,6 +150,22 @@ int tracecar_entry(struct pt_regs *ctx)
     if (!cfg || !e)
         return 0;
     count(0);
+    if (cfg->max_per_cpu_per_sec) {
+        /* Protect the target: past the budget, calls are only counted. */
+        struct rate_window *w = bpf_map_lookup_elem(&RATE, &zero);
+        if (!w)
+            return 0;
+        __u64 now = bpf_ktime_get_ns();
+        if (now - w->start_ns >= 1000000000ull) {
+            w->start_ns = now;
+            w->recorded = 0;
+        }
+        if (w->recorded >= cfg->max_per_cpu_per_sec) {
+            count(2);
+            return 0;
+        }
+        w->recorded++;
+    }
     __builtin_memset(e, 0, sizeof(*e));
     e->ts_ns = bpf_ktime_get_ns();
     fill_identity(e, cfg);

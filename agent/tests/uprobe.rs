@@ -83,7 +83,7 @@ fn entries_and_returns_pair_with_arguments() {
         args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
         "{args:?}"
     );
-    let (seen, lost) = attached.counters();
+    let (seen, lost, _) = attached.counters();
     assert!(seen as usize >= events.len());
     assert_eq!(lost, 0);
 }
@@ -474,4 +474,56 @@ fn api_disconnect_detaches_everything() {
         "{} BPF/perf fds left after the client went away",
         kernel_fds(&agent)
     );
+}
+
+#[test]
+fn api_histograms_and_rate_limit() {
+    if !privileged("api_histograms_and_rate_limit") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let pid = target.pid();
+    let agent = Agent::start();
+    // 1000 consecutive calls cover every calc() argument 0..999 once.
+    let get = |q: &str| lines(&agent.get_ok(&format!("/v1/uprobe?pid={pid}&symbol=calc&{q}")));
+    let (docs, summary) = get("args=int&aggregate=linear:100&of=arg0&limit=1000");
+    assert_eq!(summary["events"], 1000);
+    let linear = &docs[0];
+    assert_eq!(linear["aggregate"], "linear:100");
+    let counts: Vec<u64> = linear["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![100; 10], "{linear}");
+    let (docs, _) = get("args=int&ret=int&aggregate=log2&of=arg0&limit=1000");
+    let counts: Vec<u64> = docs[0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        vec![1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 488],
+        "{}",
+        docs[0]
+    );
+    let (docs, _) = get("args=int&ret=int&aggregate=log2&of=latency&limit=100");
+    assert_eq!(docs[0]["count"], 100);
+
+    // calc() runs ~500 times a second; a budget of 40/s keeps most out.
+    let (events, summary) = get("args=int&rate=40&seconds=2");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let budget = 40u64.div_ceil(cpus) * cpus * 3; // up to three 1 s windows
+    assert!(
+        events.len() as u64 <= budget,
+        "{} events over a budget of {budget}",
+        events.len()
+    );
+    assert!(summary["throttled"].as_u64().unwrap() > 100, "{summary}");
 }

@@ -136,14 +136,15 @@ impl Attached {
         }
     }
 
-    /// Calls seen and events lost (ring buffer full), summed over CPUs.
-    pub fn counters(&self) -> (u64, u64) {
+    /// Calls seen, events lost (ring buffer full) and calls dropped by the
+    /// rate limit, summed over CPUs.
+    pub fn counters(&self) -> (u64, u64, u64) {
         let sum = |i: u32| {
             self.counters
                 .get(&i, 0)
                 .map(|v| v.iter().sum::<u64>())
                 .unwrap_or(0)
         };
-        (sum(0), sum(1))
+        (sum(0), sum(1), sum(2))
     }
 }

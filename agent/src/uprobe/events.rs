@@ -48,6 +48,8 @@ pub struct Config {
     pub flags: u32,
     /// The captures.
     pub args: [Capture; MAX_ARGS],
+    /// Calls recorded per CPU per second; 0 means no limit.
+    pub max_per_cpu_per_sec: u64,
 }
 
 /// Config flag: a uretprobe is attached; events are sent on return.
@@ -152,6 +154,10 @@ pub fn layout() -> Vec<StructLayout> {
                 ("nargs", offset_of!(Config, nargs)),
                 ("flags", offset_of!(Config, flags)),
                 ("args", offset_of!(Config, args)),
+                (
+                    "max_per_cpu_per_sec",
+                    offset_of!(Config, max_per_cpu_per_sec),
+                ),
             ],
         ),
         (

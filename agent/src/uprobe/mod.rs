@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod events;
+pub mod hist;
 pub mod run;
 pub mod spec;
 pub mod symbols;

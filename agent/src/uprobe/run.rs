@@ -119,9 +119,18 @@ pub fn find_symbol(data: &[u8], name: &str, module: &str) -> Result<u64, Resolve
         .find(|f| f.name == name || f.name.split('(').next() == Some(name))
         .and_then(|f| file_offset(f.svma, &segments));
     hit.ok_or_else(|| {
+        // Compare with the whole name and with its last path segment, so
+        // `parse` finds `myapp::config::parse(...)`.
+        let short = |n: &str| -> String {
+            let base = n.split('(').next().unwrap_or(n);
+            base.rsplit("::").next().unwrap_or(base).to_owned()
+        };
         let mut scored: Vec<(usize, &str)> = functions
             .iter()
-            .map(|f| (levenshtein(&f.name, name), f.name.as_str()))
+            .map(|f| {
+                let d = levenshtein(&f.name, name).min(levenshtein(&short(&f.name), &short(name)));
+                (d, f.name.as_str())
+            })
             .collect();
         scored.sort();
         scored.dedup_by(|a, b| a.1 == b.1);
@@ -290,6 +299,25 @@ pub fn config(spec: &UprobeSpec) -> Config {
         nargs: spec.args.len() as u32,
         flags: if spec.ret.is_some() { FLAG_PAIRED } else { 0 },
         args: super::spec::captures(&spec.args),
+        // The per-second budget, split evenly over the CPUs.
+        max_per_cpu_per_sec: u64::from(spec.rate)
+            .div_ceil(crate::sys::online_cpus().len().max(1) as u64),
+    }
+}
+
+/// The number `aggregate=` counts for one event.
+fn aggregate_value(spec: &UprobeSpec, event: &Event, of: super::spec::Of) -> i64 {
+    let number = |v: Value| {
+        v.as_i64()
+            .or_else(|| v.as_u64().map(|u| u as i64))
+            .unwrap_or(0)
+    };
+    match of {
+        super::spec::Of::Arg(i) => number(decode_arg(&spec.args[i], event, i)),
+        super::spec::Of::Ret => spec
+            .ret
+            .map_or(0, |t| number(decode_register(t, event.ret))),
+        super::spec::Of::Latency => i64::try_from(event.latency_ns).unwrap_or(i64::MAX),
     }
 }
 
@@ -342,6 +370,9 @@ pub fn stream(
     let deadline = Duration::from_secs(u64::from(spec.seconds));
     let mut sent: u64 = 0;
     let mut batch = Vec::new();
+    let mut histogram = spec
+        .aggregate
+        .map(|(kind, _)| super::hist::Histogram::new(kind));
     let stopped = 'outer: loop {
         if cancel.load(Ordering::Relaxed) {
             break Stopped::Disconnected;
@@ -349,8 +380,13 @@ pub fn stream(
         batch.clear();
         attached.drain(&mut batch);
         for event in &batch {
-            if !send(format!("{}\n", event_json(spec, event))) {
-                break 'outer Stopped::Disconnected;
+            match (&mut histogram, spec.aggregate) {
+                (Some(h), Some((_, of))) => h.add(aggregate_value(spec, event, of)),
+                _ => {
+                    if !send(format!("{}\n", event_json(spec, event))) {
+                        break 'outer Stopped::Disconnected;
+                    }
+                }
             }
             sent += 1;
             if spec.limit.is_some_and(|l| sent >= u64::from(l)) {
@@ -362,13 +398,24 @@ pub fn stream(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let (calls, lost) = attached.counters();
+    let (calls, lost, throttled) = attached.counters();
     // Detach before the summary, so "done" means nothing is attached.
     drop(attached);
+    if let (Some(h), Some((kind, of))) = (&histogram, spec.aggregate) {
+        let mut doc = h.to_json();
+        doc["aggregate"] = Value::from(kind.name());
+        doc["of"] = Value::from(match of {
+            super::spec::Of::Arg(i) => format!("arg{}", spec.args[i].index),
+            super::spec::Of::Ret => "ret".to_owned(),
+            super::spec::Of::Latency => "latency".to_owned(),
+        });
+        let _ = send(format!("{doc}\n"));
+    }
     let summary = json!({"summary": {
         "events": sent,
         "calls": calls,
         "lost": lost,
+        "throttled": throttled,
         "stopped": stopped.as_str(),
         "seconds": start.elapsed().as_secs_f64(),
         "module": target.module,

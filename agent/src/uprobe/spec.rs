@@ -108,7 +108,18 @@ pub enum TargetSpec {
     Address(u64),
 }
 
-/// How the stream ends.
+/// What `aggregate=` summarizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Of {
+    /// The argument at this position in `args`.
+    Arg(usize),
+    /// The return value.
+    Ret,
+    /// Entry-to-return latency in nanoseconds.
+    Latency,
+}
+
+/// A validated `/v1/uprobe` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UprobeSpec {
     /// What to attach to.
@@ -125,6 +136,10 @@ pub struct UprobeSpec {
     pub limit: Option<u32>,
     /// Allow uretprobes on Go binaries.
     pub force: bool,
+    /// Calls recorded per second at most; the rest are counted.
+    pub rate: u32,
+    /// Return a histogram instead of the event stream.
+    pub aggregate: Option<(super::hist::Aggregate, Of)>,
 }
 
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
@@ -182,9 +197,21 @@ pub fn parse_arg(raw: &str, position: usize) -> Result<ArgSpec, SpecError> {
 
 /// Validates `/v1/uprobe` query parameters.
 pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
-    const KNOWN: [&str; 11] = [
-        "symbol", "offset", "address", "binary", "module", "pid", "args", "ret", "seconds",
-        "limit", "force",
+    const KNOWN: [&str; 14] = [
+        "symbol",
+        "offset",
+        "address",
+        "binary",
+        "module",
+        "pid",
+        "args",
+        "ret",
+        "seconds",
+        "limit",
+        "force",
+        "rate",
+        "aggregate",
+        "of",
     ];
     if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(
@@ -307,6 +334,52 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         Some("true") => true,
         Some(other) => return Err(bad(format!("force={other:?}"), "use force=true")),
     };
+    let aggregate = match (query.get("aggregate"), query.get("of")) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(bad(
+                "aggregate= and of= go together",
+                "e.g. aggregate=log2&of=latency",
+            ));
+        }
+        (Some(kind), Some(of)) => {
+            let kind = super::hist::Aggregate::parse(kind).ok_or_else(|| {
+                bad(
+                    format!("aggregate={kind:?}"),
+                    "use count, log2 or linear:STEP",
+                )
+            })?;
+            let of = match of.as_str() {
+                "ret" if ret.is_some() => Of::Ret,
+                "latency" if ret.is_some() => Of::Latency,
+                "ret" | "latency" => {
+                    return Err(bad(
+                        format!("of={of} needs ret=TYPE"),
+                        "add ret=int (or another type)",
+                    ));
+                }
+                other => {
+                    let n: u8 = other
+                        .strip_prefix("arg")
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| {
+                            bad(format!("of={other:?}"), "use of=argN, of=ret or of=latency")
+                        })?;
+                    let position = args
+                        .iter()
+                        .position(|a| a.index == n && a.deref.is_none() && !a.value.is_memory())
+                        .ok_or_else(|| {
+                            bad(
+                                format!("of=arg{n} is not a captured number"),
+                                format!("add arg{n}:TYPE to args="),
+                            )
+                        })?;
+                    Of::Arg(position)
+                }
+            };
+            Some((kind, of))
+        }
+    };
     Ok(UprobeSpec {
         target,
         pid,
@@ -315,6 +388,8 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         seconds: number(query, "seconds", 10, 1..=3600)?,
         limit,
         force,
+        rate: number(query, "rate", 100_000, 1..=100_000_000)?,
+        aggregate,
     })
 }
 
