@@ -35,7 +35,7 @@ for what in "${@:-test}"; do
         # pprof output independently, and real JIT runtimes.
         apt_install gcc libc6-dev protobuf-compiler golang-github-google-pprof-dev
         # BPF programs: built by agent/build.rs.
-        apt_install clang-19 libbpf-dev
+        apt_install clang-19 libbpf-dev bpftool
         command -v node >/dev/null || apt_install nodejs
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;

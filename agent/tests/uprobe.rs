@@ -527,3 +527,49 @@ fn api_histograms_and_rate_limit() {
     );
     assert!(summary["throttled"].as_u64().unwrap() > 100, "{summary}");
 }
+
+/// Programs named tracecar_* loaded anywhere in the kernel, per bpftool.
+fn tracecar_programs() -> usize {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (Debian package bpftool) is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("name tracecar_"))
+        .count()
+}
+
+#[test]
+fn nothing_stays_attached_after_the_agent_is_killed() {
+    if !privileged("nothing_stays_attached_after_the_agent_is_killed") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let mut agent = Agent::start();
+    let before = tracecar_programs();
+    let _client = agent.get_in_background(&format!(
+        "/v1/uprobe?pid={}&symbol=calc&args=int&ret=int&seconds=60",
+        target.pid()
+    ));
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |_| tracecar_programs() >= before + 2),
+        "probes did not attach"
+    );
+    agent.process.child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    agent.process.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tracecar_programs() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tracecar_programs(), before, "BPF programs outlived the killed agent");
+    // No tracefs uprobe events were created either (aya uses the perf PMU).
+    for events in ["/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"] {
+        if let Ok(text) = std::fs::read_to_string(events) {
+            assert!(!text.contains("calls"), "{events}: {text}");
+        }
+    }
+}
