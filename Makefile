@@ -3,13 +3,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps demo test lint unit manifests demo-check bench-webhook bench-profile clean
+.PHONY: help deps demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
 	@echo "make test            full test suite (what .ci/run runs)"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
+	@echo "make bench-uprobe    uprobe cost per call and delivery against bpftrace"
 
 deps:
 	@bash scripts/deps.sh test
@@ -50,6 +51,11 @@ bench-profile:
 	@bash scripts/deps.sh bench
 	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
 	python3 bench/profile.py
+
+bench-uprobe:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/uprobe.py
 
 clean:
 	cargo clean

@@ -40,7 +40,7 @@ for what in "${@:-test}"; do
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;
     bench)
-        apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf
+        apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf bpftrace clang-19 libbpf-dev
         ;;
     *) echo "deps: unknown set $what" >&2; exit 2 ;;
     esac
