@@ -460,15 +460,24 @@ fn api_disconnect_detaches_everything() {
             })
             .unwrap_or(0)
     };
-    let client = agent.get_in_background(&format!(
+    // Eight probes at once is the limit; a ninth gets 429.
+    let url = format!(
         "/v1/uprobe?pid={}&symbol=calc&args=int&ret=int&seconds=60",
         target.pid()
-    ));
-    assert!(
-        agent.wait_for(Duration::from_secs(10), |a| kernel_fds(a) > 0),
-        "probe did not attach"
     );
-    drop(client);
+    let mut clients = Vec::new();
+    for n in 1..=8 {
+        clients.push(agent.get_in_background(&url));
+        // Each probe holds at least its two programs and a ring buffer.
+        assert!(
+            agent.wait_for(Duration::from_secs(10), |a| kernel_fds(a) >= 3 * n),
+            "probe {n} did not attach"
+        );
+    }
+    let (code, body) = agent.get(&url);
+    assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
+    // The clients go away: every probe is detached.
+    clients.clear();
     assert!(
         agent.wait_for(Duration::from_secs(5), |a| kernel_fds(a) == 0),
         "{} BPF/perf fds left after the client went away",
@@ -556,7 +565,8 @@ fn nothing_stays_attached_after_the_agent_is_killed() {
         target.pid()
     ));
     assert!(
-        agent.wait_for(Duration::from_secs(10), |_| tracecar_programs() >= before + 2),
+        agent.wait_for(Duration::from_secs(10), |_| tracecar_programs()
+            >= before + 2),
         "probes did not attach"
     );
     agent.process.child.kill().unwrap(); // SIGKILL: no cleanup code runs
@@ -565,9 +575,16 @@ fn nothing_stays_attached_after_the_agent_is_killed() {
     while tracecar_programs() > before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(tracecar_programs(), before, "BPF programs outlived the killed agent");
+    assert_eq!(
+        tracecar_programs(),
+        before,
+        "BPF programs outlived the killed agent"
+    );
     // No tracefs uprobe events were created either (aya uses the perf PMU).
-    for events in ["/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"] {
+    for events in [
+        "/sys/kernel/tracing/uprobe_events",
+        "/sys/kernel/debug/tracing/uprobe_events",
+    ] {
         if let Ok(text) = std::fs::read_to_string(events) {
             assert!(!text.contains("calls"), "{events}: {text}");
         }
