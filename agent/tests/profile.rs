@@ -16,10 +16,9 @@ fn folded(agent: &Agent, query: &str) -> Vec<(Vec<String>, u64)> {
 
 #[test]
 fn shares_match_known_cost_ratios() {
-    if !privileged("shares_match_known_cost_ratios") {
+    let Some(_serial) = begin("shares_match_known_cost_ratios") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "ratios.c", &[]);
     let workload = spawn(&bin, &[]);
@@ -59,10 +58,9 @@ fn shares_match_known_cost_ratios() {
 
 #[test]
 fn dwarf_recovers_chains_that_frame_pointers_cannot() {
-    if !privileged("dwarf_recovers_chains_that_frame_pointers_cannot") {
+    let Some(_serial) = begin("dwarf_recovers_chains_that_frame_pointers_cannot") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     // Later flags win: no frame pointers, but keep mid() a real caller.
     let bin = compile_c(
@@ -129,10 +127,9 @@ fn dwarf_recovers_chains_that_frame_pointers_cannot() {
 
 #[test]
 fn deleted_binaries_are_still_symbolized() {
-    if !privileged("deleted_binaries_are_still_symbolized") {
+    let Some(_serial) = begin("deleted_binaries_are_still_symbolized") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "ratios.c", &["-O2", "-fomit-frame-pointer"]);
     let workload = spawn(&bin, &[]);
@@ -160,10 +157,9 @@ fn deleted_binaries_are_still_symbolized() {
 
 #[test]
 fn new_threads_are_included_with_their_names() {
-    if !privileged("new_threads_are_included_with_their_names") {
+    let Some(_serial) = begin("new_threads_are_included_with_their_names") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "threads.c", &[]);
     let workload = spawn(&bin, &[]);
@@ -193,10 +189,9 @@ fn new_threads_are_included_with_their_names() {
 
 #[test]
 fn target_exiting_mid_capture_gives_a_partial_profile() {
-    if !privileged("target_exiting_mid_capture_gives_a_partial_profile") {
+    let Some(_serial) = begin("target_exiting_mid_capture_gives_a_partial_profile") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "short_lived.c", &[]);
     let agent = Agent::start();
@@ -215,10 +210,9 @@ fn target_exiting_mid_capture_gives_a_partial_profile() {
 
 #[test]
 fn node_jit_frames_are_named_from_the_perf_map() {
-    if !privileged("node_jit_frames_are_named_from_the_perf_map") {
+    let Some(_serial) = begin("node_jit_frames_are_named_from_the_perf_map") else {
         return;
-    }
-    let _serial = serial();
+    };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
     let workload = spawn("node", &["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -248,10 +242,9 @@ fn node_jit_frames_are_named_from_the_perf_map() {
 
 #[test]
 fn java_perf_map_in_0x_format_names_methods() {
-    if !privileged("java_perf_map_in_0x_format_names_methods") {
+    let Some(_serial) = begin("java_perf_map_in_0x_format_names_methods") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/Hot.java");
     let status = Command::new("javac")
@@ -292,10 +285,9 @@ fn java_perf_map_in_0x_format_names_methods() {
 
 #[test]
 fn every_format_is_valid_for_independent_tools() {
-    if !privileged("every_format_is_valid_for_independent_tools") {
+    let Some(_serial) = begin("every_format_is_valid_for_independent_tools") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "ratios.c", &[]);
     let workload = spawn(&bin, &[]);
@@ -396,10 +388,9 @@ fn every_format_is_valid_for_independent_tools() {
 
 #[test]
 fn trigger_mode_catches_cpu_spikes() {
-    if !privileged("trigger_mode_catches_cpu_spikes") {
+    let Some(_serial) = begin("trigger_mode_catches_cpu_spikes") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "bursty.c", &[]);
     let workload = spawn(&bin, &[]);
@@ -429,10 +420,9 @@ fn trigger_mode_catches_cpu_spikes() {
 
 #[test]
 fn bad_input_gets_clear_errors() {
-    if !privileged("bad_input_gets_clear_errors") {
+    let Some(_serial) = begin("bad_input_gets_clear_errors") else {
         return;
-    }
-    let _serial = serial();
+    };
     let agent = Agent::start();
     for (query, status, needle) in [
         ("pid=999999999", 404, "shareProcessNamespace"),
@@ -457,10 +447,9 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn disconnects_and_limits_release_every_perf_fd() {
-    if !privileged("disconnects_and_limits_release_every_perf_fd") {
+    let Some(_serial) = begin("disconnects_and_limits_release_every_perf_fd") else {
         return;
-    }
-    let _serial = serial();
+    };
     let agent = Agent::start();
     let long = "/v1/profile?seconds=60&hz=49&format=folded";
     let mut clients: Vec<Running> = (0..4).map(|_| agent.get_in_background(long)).collect();
@@ -485,10 +474,9 @@ fn disconnects_and_limits_release_every_perf_fd() {
 
 #[test]
 fn processes_capabilities_and_socket() {
-    if !privileged("processes_capabilities_and_socket") {
+    let Some(_serial) = begin("processes_capabilities_and_socket") else {
         return;
-    }
-    let _serial = serial();
+    };
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "ratios.c", &[]);
@@ -538,10 +526,9 @@ fn processes_capabilities_and_socket() {
 
 #[test]
 fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
-    if !privileged("stale_socket_is_replaced_and_sigterm_shuts_down_cleanly") {
+    let Some(_serial) = begin("stale_socket_is_replaced_and_sigterm_shuts_down_cleanly") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     std::fs::write(&socket, b"stale").unwrap();
@@ -574,10 +561,9 @@ fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
 
 #[test]
 fn symbols_list_probeable_functions_with_file_offsets() {
-    if !privileged("symbols_list_probeable_functions_with_file_offsets") {
+    let Some(_serial) = begin("symbols_list_probeable_functions_with_file_offsets") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "ratios.c", &[]);
     let workload = spawn(&bin, &[]);
@@ -655,10 +641,9 @@ fn symbols_list_probeable_functions_with_file_offsets() {
 
 #[test]
 fn symbols_from_node_perf_maps_are_not_probeable() {
-    if !privileged("symbols_from_node_perf_maps_are_not_probeable") {
+    let Some(_serial) = begin("symbols_from_node_perf_maps_are_not_probeable") else {
         return;
-    }
-    let _serial = serial();
+    };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
     let workload = spawn("node", &["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));

@@ -13,15 +13,6 @@ use tracecar_agent::uprobe::events::{
     Capture, Config, EVENT_HAS_RETURN, Event, FLAG_PAIRED, capture_kind,
 };
 
-/// The tests count the process's BPF fds, so they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn int_arg_config() -> Config {
     use std::os::unix::fs::MetadataExt as _;
     let ns = std::fs::metadata("/proc/self/ns/pid").unwrap();
@@ -53,10 +44,9 @@ fn collect(attached: &mut tracecar_agent::uprobe::attach::Attached, n: usize) ->
 
 #[test]
 fn entries_and_returns_pair_with_arguments() {
-    if !privileged("entries_and_returns_pair_with_arguments") {
+    let Some(_serial) = begin("entries_and_returns_pair_with_arguments") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -90,10 +80,9 @@ fn entries_and_returns_pair_with_arguments() {
 
 #[test]
 fn recursion_pairs_each_return_with_its_own_entry() {
-    if !privileged("recursion_pairs_each_return_with_its_own_entry") {
+    let Some(_serial) = begin("recursion_pairs_each_return_with_its_own_entry") else {
         return;
-    }
-    let _serial = serial();
+    };
     fn fib(n: i32) -> i32 {
         if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
     }
@@ -121,10 +110,9 @@ fn recursion_pairs_each_return_with_its_own_entry() {
 
 #[test]
 fn a_second_process_is_excluded_by_pid() {
-    if !privileged("a_second_process_is_excluded_by_pid") {
+    let Some(_serial) = begin("a_second_process_is_excluded_by_pid") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let traced = spawn(&bin, &[]);
@@ -173,10 +161,10 @@ fn bpf_fds() -> usize {
 
 #[test]
 fn strings_are_read_through_pointers_and_nothing_stays_attached() {
-    if !privileged("strings_are_read_through_pointers_and_nothing_stays_attached") {
+    let Some(_serial) = begin("strings_are_read_through_pointers_and_nothing_stays_attached")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -231,10 +219,9 @@ fn hex_field(v: &serde_json::Value) -> u64 {
 
 #[test]
 fn api_streams_calls_with_arguments_returns_and_a_summary() {
-    if !privileged("api_streams_calls_with_arguments_returns_and_a_summary") {
+    let Some(_serial) = begin("api_streams_calls_with_arguments_returns_and_a_summary") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -312,10 +299,9 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
 
 #[test]
 fn api_offset_and_address_targets_match_the_symbol() {
-    if !privileged("api_offset_and_address_targets_match_the_symbol") {
+    let Some(_serial) = begin("api_offset_and_address_targets_match_the_symbol") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -348,10 +334,9 @@ fn api_offset_and_address_targets_match_the_symbol() {
 
 #[test]
 fn api_refuses_bad_specs_and_go_return_probes() {
-    if !privileged("api_refuses_bad_specs_and_go_return_probes") {
+    let Some(_serial) = begin("api_refuses_bad_specs_and_go_return_probes") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -440,10 +425,9 @@ fn api_refuses_bad_specs_and_go_return_probes() {
 
 #[test]
 fn api_disconnect_detaches_everything() {
-    if !privileged("api_disconnect_detaches_everything") {
+    let Some(_serial) = begin("api_disconnect_detaches_everything") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -487,10 +471,9 @@ fn api_disconnect_detaches_everything() {
 
 #[test]
 fn api_histograms_and_rate_limit() {
-    if !privileged("api_histograms_and_rate_limit") {
+    let Some(_serial) = begin("api_histograms_and_rate_limit") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -551,10 +534,9 @@ fn tracecar_programs() -> usize {
 
 #[test]
 fn nothing_stays_attached_after_the_agent_is_killed() {
-    if !privileged("nothing_stays_attached_after_the_agent_is_killed") {
+    let Some(_serial) = begin("nothing_stays_attached_after_the_agent_is_killed") else {
         return;
-    }
-    let _serial = serial();
+    };
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);

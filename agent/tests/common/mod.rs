@@ -39,6 +39,12 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Starts a privileged test: `None` (skip) without root, otherwise the
+/// guard that keeps the binary's privileged tests one at a time.
+pub fn begin(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    privileged(test).then(serial)
+}
+
 /// A child process killed when dropped.
 pub struct Running {
     pub child: Child,
