@@ -572,3 +572,33 @@ fn nothing_stays_attached_after_the_agent_is_killed() {
         }
     }
 }
+
+#[test]
+fn api_pairs_returns_across_threads() {
+    let Some(_serial) = begin("api_pairs_returns_across_threads") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "threaded_fib.c", &[]);
+    let target = spawn(&bin, &[]);
+    let agent = Agent::start();
+    let (events, summary) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={}&symbol=fib&args=int&ret=int&limit=2000",
+        target.pid()
+    )));
+    assert_eq!(summary["lost"], 0);
+    let fib = |n: i64| -> i64 { (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0 };
+    let mut tids = std::collections::BTreeSet::new();
+    for e in &events {
+        let n = e["args"][0].as_i64().unwrap();
+        assert_eq!(
+            e["ret"].as_i64().unwrap(),
+            fib(n),
+            "fib({n}) on tid {}",
+            e["tid"]
+        );
+        assert_eq!(e["pid"], target.pid());
+        tids.insert(e["tid"].as_u64().unwrap());
+    }
+    assert_eq!(tids.len(), 2, "both threads traced: {tids:?}");
+}
