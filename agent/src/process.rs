@@ -99,9 +99,14 @@ pub struct ProcessInfo {
 /// The perf map of `pid`: `/tmp/perf-<pid as it sees itself>.map` inside
 /// its own root filesystem, when the file exists.
 pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<PathBuf> {
+    perf_map_location(procfs, pid).filter(|p| p.exists())
+}
+
+/// Where `pid`'s perf map is or will be written (`None` if the process is
+/// gone).
+pub fn perf_map_location(procfs: &Procfs, pid: u32) -> Option<PathBuf> {
     let inner = procfs.status(pid).ok()?.innermost_pid().unwrap_or(pid);
-    let path = procfs.in_root(pid, Path::new(&format!("/tmp/perf-{inner}.map")));
-    path.exists().then_some(path)
+    Some(procfs.in_root(pid, Path::new(&format!("/tmp/perf-{inner}.map"))))
 }
 
 /// The PIDs a capture should not look at by default: the agent itself, its

@@ -283,6 +283,20 @@ impl Procfs {
         Ok(std::fs::read_to_string(path)?.trim_end().to_owned())
     }
 
+    /// The contents of the file behind `mapping`: through
+    /// `/proc/PID/map_files` (works for deleted or replaced files), else
+    /// through the process's root filesystem.
+    pub fn read_mapped_file(&self, pid: u32, mapping: &MapEntry) -> std::io::Result<Vec<u8>> {
+        let map_file = self.path(
+            pid,
+            &format!("map_files/{:x}-{:x}", mapping.start, mapping.end),
+        );
+        std::fs::read(map_file).or_else(|_| {
+            let path = mapping.path.as_deref().unwrap_or_default();
+            std::fs::read(self.in_root(pid, Path::new(path.trim_end_matches(" (deleted)"))))
+        })
+    }
+
     /// A path inside the process's root filesystem (its container's).
     pub fn in_root(&self, pid: u32, path: &Path) -> PathBuf {
         let relative = path.strip_prefix("/").unwrap_or(path);

@@ -13,6 +13,11 @@ use tracecar_agent::uprobe::events::{
     Capture, Config, EVENT_HAS_RETURN, Event, FLAG_PAIRED, capture_kind,
 };
 
+/// What the target's recursive fib() returns.
+fn fib(n: i64) -> i64 {
+    (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0
+}
+
 fn int_arg_config() -> Config {
     use std::os::unix::fs::MetadataExt as _;
     let ns = std::fs::metadata("/proc/self/ns/pid").unwrap();
@@ -83,9 +88,6 @@ fn recursion_pairs_each_return_with_its_own_entry() {
     let Some(_serial) = begin("recursion_pairs_each_return_with_its_own_entry") else {
         return;
     };
-    fn fib(n: i32) -> i32 {
-        if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
-    }
     let dir = tempfile::tempdir().unwrap();
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
@@ -99,9 +101,9 @@ fn recursion_pairs_each_return_with_its_own_entry() {
     let events = collect(&mut attached, 300);
     assert!(events.len() >= 300, "{} events", events.len());
     for e in &events {
-        let n = e.regs[0] as i32;
+        let n = i64::from(e.regs[0] as i32);
         assert_eq!(
-            e.ret as i32,
+            i64::from(e.ret as i32),
             fib(n),
             "fib({n}) paired with the wrong return"
         );
@@ -257,7 +259,6 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     let (events, _) = lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=fib&args=int&ret=int&limit=200"
     )));
-    let fib = |n: i64| -> i64 { (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0 };
     for e in &events {
         let n = e["args"][0].as_i64().unwrap();
         assert_eq!(e["ret"].as_i64().unwrap(), fib(n), "fib({n})");
@@ -587,7 +588,6 @@ fn api_pairs_returns_across_threads() {
         target.pid()
     )));
     assert_eq!(summary["lost"], 0);
-    let fib = |n: i64| -> i64 { (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0 };
     let mut tids = std::collections::BTreeSet::new();
     for e in &events {
         let n = e["args"][0].as_i64().unwrap();

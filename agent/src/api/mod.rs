@@ -166,12 +166,8 @@ async fn symbols(
 ) -> Result<Response, ApiError> {
     use crate::uprobe::symbols::{self, SymbolsError};
     const KNOWN: [&str; 4] = ["pid", "match", "module", "limit"];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            format!("unknown parameter {unknown:?}"),
-            format!("parameters are {}", KNOWN.join(", ")),
-        ));
-    }
+    profile::spec::reject_unknown(&query, &KNOWN)
+        .map_err(|e| ApiError::bad_request(e.message, e.hint))?;
     let pid = match query.get("pid").map(|p| profile::spec::parse_pids(p)) {
         Some(Ok(pids)) if pids.len() == 1 => pids[0],
         _ => {

@@ -422,16 +422,8 @@ impl ProcessState {
                 .stat(pid)
                 .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
             maps: procfs.maps(pid).unwrap_or_default(),
-            perf_map: process::perf_map_path(procfs, pid)
-                .map(PerfMapFile::new)
-                .or_else(|| {
-                    // The runtime may create its map later; track the path anyway.
-                    let inner = procfs.status(pid).ok()?.innermost_pid()?;
-                    Some(PerfMapFile::new(procfs.in_root(
-                        pid,
-                        std::path::Path::new(&format!("/tmp/perf-{inner}.map")),
-                    )))
-                }),
+            // The runtime may create its map later: track the path anyway.
+            perf_map: process::perf_map_location(procfs, pid).map(PerfMapFile::new),
             unwinder: None,
             pending: HashSet::new(),
             named: HashMap::new(),

@@ -80,10 +80,28 @@ pub struct SpecError {
     pub hint: String,
 }
 
+impl SpecError {
+    /// An error with what is wrong and what to send instead.
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
-    SpecError {
-        message: message.into(),
-        hint: hint.into(),
+    SpecError::new(message, hint)
+}
+
+/// Rejects query parameters not in `known`, listing the ones that are.
+pub fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(), SpecError> {
+    match query.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(bad(
+            format!("unknown parameter {unknown:?}"),
+            format!("parameters are {}", known.join(", ")),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -150,12 +168,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<ProfileSpec, SpecError> 
     const KNOWN: [&str; 7] = [
         "pid", "seconds", "hz", "unwind", "kernel", "threads", "format",
     ];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(
-            format!("unknown parameter {unknown:?}"),
-            format!("parameters are {}", KNOWN.join(", ")),
-        ));
-    }
+    reject_unknown(query, &KNOWN)?;
     let format = match query.get("format") {
         None => Format::Svg,
         Some(f) => Format::parse(f).ok_or_else(|| {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::capture::{self, CapturePlan};
-use super::spec::{SpecError, number, parse_pids};
+use super::spec::{SpecError, number, parse_pids, reject_unknown};
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -30,10 +30,7 @@ pub struct TriggerSpec {
 }
 
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
-    SpecError {
-        message: message.into(),
-        hint: hint.into(),
-    }
+    SpecError::new(message, hint)
 }
 
 /// Validates `/v1/profile/trigger` query parameters.
@@ -87,12 +84,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<TriggerSpec, SpecError> 
         "threads",
         "format",
     ];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(
-            format!("unknown parameter {unknown:?}"),
-            format!("parameters are {}", KNOWN.join(", ")),
-        ));
-    }
+    reject_unknown(query, &KNOWN)?;
     Ok(TriggerSpec {
         pid,
         cpu_above,

@@ -4,7 +4,6 @@
 //! frames actually land in.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
@@ -131,15 +130,6 @@ impl ProcessUnwinder {
     }
 }
 
-/// Where to read a mapped file from the sidecar: the mapping itself
-/// (works for deleted or replaced files) or the process's root.
-fn module_file(procfs: &Procfs, pid: u32, first: &MapEntry, path: &str) -> Option<Vec<u8>> {
-    let map_file = procfs.path(pid, &format!("map_files/{:x}-{:x}", first.start, first.end));
-    std::fs::read(&map_file)
-        .ok()
-        .or_else(|| std::fs::read(procfs.in_root(pid, &PathBuf::from(path))).ok())
-}
-
 fn build_module(
     procfs: &Procfs,
     pid: u32,
@@ -151,7 +141,7 @@ fn build_module(
         .filter(|m| m.path.as_deref() == Some(path))
         .collect();
     let first = mappings.iter().min_by_key(|m| m.offset)?;
-    let data = module_file(procfs, pid, first, path)?;
+    let data = procfs.read_mapped_file(pid, first).ok()?;
     let file = object::File::parse(&*data).ok()?;
     // The segment at file offset 0 (stated address base_svma) is mapped at
     // the start of the mapping with file offset 0 (base_avma).

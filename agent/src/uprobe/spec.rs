@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::events::{ARG_BYTES, Capture, Event, MAX_ARGS, capture_kind};
-use crate::profile::spec::{SpecError, number, parse_pids};
+use crate::profile::spec::{SpecError, number, parse_pids, reject_unknown};
 
 /// A value type for `args` and `ret`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,10 +143,7 @@ pub struct UprobeSpec {
 }
 
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
-    SpecError {
-        message: message.into(),
-        hint: hint.into(),
-    }
+    SpecError::new(message, hint)
 }
 
 const TYPES_HINT: &str = "types: i8 i16 i32 i64 u8 u16 u32 u64 x64 ptr bool int long uint str[:MAXLEN] utf16:LEN bytes:LEN (LEN up to 128 bytes)";
@@ -213,12 +210,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         "aggregate",
         "of",
     ];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(bad(
-            format!("unknown parameter {unknown:?}"),
-            format!("parameters are {}", KNOWN.join(", ")),
-        ));
-    }
+    reject_unknown(query, &KNOWN)?;
     let pid = match query.get("pid") {
         None => None,
         Some(raw) => match parse_pids(raw)?.as_slice() {

@@ -192,11 +192,9 @@ pub fn list(
         let Some(first) = mappings.iter().min_by_key(|m| m.offset) else {
             continue;
         };
-        let data = std::fs::read(
-            procfs.path(pid, &format!("map_files/{:x}-{:x}", first.start, first.end)),
-        )
-        .or_else(|_| std::fs::read(procfs.in_root(pid, std::path::Path::new(path))));
-        let Ok(data) = data else { continue };
+        let Ok(data) = procfs.read_mapped_file(pid, first) else {
+            continue;
+        };
         let Some((functions, segments)) = elf_functions(&data) else {
             continue;
         };
