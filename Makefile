@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe clean
+.PHONY: help deps demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
@@ -11,6 +11,7 @@ help:
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 	@echo "make bench-uprobe    uprobe cost per call and delivery against bpftrace"
+	@echo "make bench-lttng     LTTng recording: loss by event rate, session set-up/tear-down"
 
 deps:
 	@bash scripts/deps.sh test
@@ -56,6 +57,11 @@ bench-uprobe:
 	@bash scripts/deps.sh bench
 	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
 	python3 bench/uprobe.py
+
+bench-lttng:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/lttng.py
 
 clean:
 	cargo clean

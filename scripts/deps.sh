@@ -27,8 +27,11 @@ command -v python3 >/dev/null || apt_install python3 python3-pip
 
 for what in "${@:-test}"; do
     case $what in
-    test | demo)
+    test | demo | bench)
         apt_install curl ca-certificates
+        # LTTng: the agent drives lttng-tools; tests and the bench build
+        # tracepoint providers (lttng-gen-tp, liblttng-ust-dev).
+        apt_install lttng-tools liblttng-ust-dev babeltrace2
         ;;&
     test)
         # Agent tests: C workloads, protoc + pprof's profile.proto to decode

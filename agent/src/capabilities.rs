@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::lttng::sessiond::DaemonStatus;
 use crate::procfs::Procfs;
 use crate::sys;
 
@@ -55,8 +56,44 @@ pub struct Report {
     pub tracefs: Check,
     /// LTTng and babeltrace2 command-line tools.
     pub lttng_tools: Check,
+    /// The LTTng session daemon apps register with.
+    pub lttng_sessiond: SessiondCheck,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<&'static str>,
+}
+
+/// The session daemon's check and its supervisor's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessiondCheck {
+    /// Whether it answers.
+    #[serde(flatten)]
+    pub check: Check,
+    /// Owner, PID, starts, last error (absent with `--no-lttng`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DaemonStatus>,
+}
+
+fn sessiond_check(status: Option<DaemonStatus>) -> SessiondCheck {
+    let check = match &status {
+        None => Check::fail(
+            "LTTng is off (--no-lttng)",
+            "start the agent without --no-lttng",
+        ),
+        Some(s) if s.running => Check::ok(match s.pid {
+            Some(pid) => {
+                format!("lttng-sessiond pid {pid}, started by tracecar, serving /var/run/lttng")
+            }
+            None => "an external lttng-sessiond serves /var/run/lttng".to_owned(),
+        }),
+        Some(s) => Check::fail(
+            format!(
+                "no session daemon answers: {}",
+                s.last_error.as_deref().unwrap_or("starting")
+            ),
+            "the agent restarts lttng-sessiond on its own; the image needs lttng-tools and a writable /var/run/lttng",
+        ),
+    };
+    SessiondCheck { check, status }
 }
 
 /// Names of capability bits, as in `capability.h`.
@@ -144,8 +181,8 @@ pub fn kallsyms_readable() -> bool {
     })
 }
 
-/// Runs every check.
-pub fn report(procfs: &Procfs) -> Report {
+/// Runs every check; `sessiond` is the LTTng supervisor's status.
+pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -248,6 +285,7 @@ pub fn report(procfs: &Procfs) -> Report {
         bpf,
         tracefs,
         lttng_tools,
+        lttng_sessiond: sessiond_check(sessiond),
         capabilities: capability_names(cap_eff),
     }
 }

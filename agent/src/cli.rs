@@ -41,6 +41,20 @@ pub struct ServeArgs {
     /// any process of the pod, so keep it off the network.
     #[arg(long, env = "TRACECAR_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Where LTTng sessions write their traces until they are sent. Keep
+    /// it private to the sidecar (not the /tmp shared with the app).
+    #[arg(
+        long,
+        env = "TRACECAR_LTTNG_TRACE_DIR",
+        default_value = "/var/lib/tracecar/lttng"
+    )]
+    pub lttng_trace_dir: PathBuf,
+    /// Disk cap of one LTTng session's trace, in MiB.
+    #[arg(long, env = "TRACECAR_LTTNG_DISK_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
+    pub lttng_disk_mb: u64,
+    /// Neither run nor use an LTTng session daemon; /v1/lttng/* answer 503.
+    #[arg(long, env = "TRACECAR_NO_LTTNG")]
+    pub no_lttng: bool,
 }
 
 /// Why the agent could not run.
@@ -78,7 +92,15 @@ pub async fn serve(
     let bind_error = |what: String| move |source| CliError::Bind { what, source };
     let unix =
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
-    let router = api::router(AgentState::default());
+    let mut state = AgentState::default();
+    if !args.no_lttng {
+        state = state.with_lttng(crate::lttng::Lttng::start(
+            args.lttng_trace_dir.clone(),
+            args.lttng_disk_mb << 20,
+            u32::try_from(crate::sys::online_cpus().len()).unwrap_or(1),
+        ));
+    }
+    let router = api::router(state);
     tracing::info!(socket = %args.socket.display(), "agent listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tcp = match args.listen {

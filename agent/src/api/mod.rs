@@ -2,6 +2,7 @@
 //! query → spec → domain call (on a blocking thread) → response.
 
 pub mod error;
+mod lttng;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +36,7 @@ pub struct AgentState {
     procfs: Procfs,
     captures: Arc<Semaphore>,
     probes: Arc<Semaphore>,
+    lttng: Option<Arc<crate::lttng::Lttng>>,
 }
 
 impl Default for AgentState {
@@ -50,7 +52,14 @@ impl AgentState {
             procfs,
             captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
             probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            lttng: None,
         }
+    }
+
+    /// Serves `/v1/lttng/*` with this LTTng side.
+    pub fn with_lttng(mut self, lttng: Arc<crate::lttng::Lttng>) -> Self {
+        self.lttng = Some(lttng);
+        self
     }
 }
 
@@ -65,11 +74,13 @@ pub fn router(state: AgentState) -> Router {
         .route("/debug/pprof/profile", get(go_pprof))
         .route("/v1/symbols", get(symbols))
         .route("/v1/uprobe", get(uprobe))
+        .route("/v1/lttng/events", get(lttng::events))
+        .route("/v1/lttng/record", get(lttng::record))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /debug/pprof/profile",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /debug/pprof/profile",
             )
         })
         .with_state(state)
@@ -116,7 +127,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
-    let report = blocking(move || capabilities::report(&state.procfs)).await?;
+    let report = blocking(move || {
+        let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
+        capabilities::report(&state.procfs, sessiond)
+    })
+    .await?;
     Ok(Json(report).into_response())
 }
 

@@ -167,12 +167,46 @@ mod tests {
     }
 }
 
-/// Plain-data markers aya needs to copy our structs into BPF maps: the one
-/// `unsafe` in the agent.
+/// Plain-data markers aya needs to copy our structs into BPF maps, and the
+/// parent-death signal for daemons the agent supervises: the only `unsafe`
+/// in the agent.
 #[allow(unsafe_code)]
 mod pod {
     // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and
     // arrays of `Capture` (itself integers), with no padding (checked against
     // bpf/events.h by the layout test), so any bit pattern is valid.
     unsafe impl aya::Pod for crate::uprobe::events::Config {}
+
+    /// Makes the child get SIGTERM when the thread that spawns it exits, so
+    /// that a daemon the agent started never outlives a killed agent.
+    pub fn terminate_with_parent(command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: the closure runs between fork and exec and calls only
+        // prctl, which is async-signal-safe; it touches no Rust state.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Sends SIGKILL to every process of the group `pgid`: what a killed
+    /// daemon's helpers (forked workers, consumer daemons) leave behind.
+    pub fn kill_process_group(pgid: u32) {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+            return;
+        };
+        if pgid > 1 {
+            // SAFETY: kill(2) with a negative PID signals a process group;
+            // it has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
 }
+
+pub use pod::{kill_process_group, terminate_with_parent};

@@ -1,0 +1,13 @@
+//! LTTng userspace tracing: the session daemon's supervisor, argv builders
+//! for the `lttng` CLI (pure), its machine-interface XML, recording
+//! sessions, and babeltrace2 output turned into NDJSON.
+
+pub mod command;
+pub mod mi;
+pub mod pretty;
+pub mod record;
+pub mod sessiond;
+pub mod spec;
+
+pub use record::{Lttng, RecordError, Recording};
+pub use spec::{RecordFormat, RecordSpec};

@@ -1,0 +1,216 @@
+//! Supervision of the LTTng session daemon.
+//!
+//! The daemon serves the standard root run directory `/var/run/lttng`,
+//! which the webhook shares with the application containers: apps linked
+//! with liblttng-ust register through it. If a daemon already answers
+//! there, the agent uses it and watches it; otherwise (or once it is gone)
+//! the agent runs `lttng-sessiond --no-kernel` as its child, restarts it
+//! when it exits, and makes it die with the agent.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{command, mi};
+
+/// Who runs the daemon the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// None answers yet.
+    None,
+    /// The agent's child.
+    Tracecar,
+    /// Something else started it; the agent only uses it.
+    External,
+}
+
+/// What `/v1/capabilities` reports about the daemon.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    /// Whether it answers `lttng list`.
+    pub running: bool,
+    /// Who runs it.
+    pub owner: Owner,
+    /// PID of the agent's child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Times the agent has (re)started it.
+    pub starts: u32,
+    /// The last failure, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The supervisor's shared state.
+#[derive(Debug, Clone)]
+pub struct Sessiond {
+    status: Arc<Mutex<DaemonStatus>>,
+}
+
+/// How often the daemon is checked.
+const POLL: Duration = Duration::from_millis(250);
+/// How often an external daemon is asked whether it still answers.
+const EXTERNAL_POLL: Duration = Duration::from_secs(2);
+/// How long a fresh daemon may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between restarts of a daemon that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether a session daemon answers on the run directory.
+pub fn answers() -> bool {
+    Command::new("lttng")
+        .args(command::list_sessions())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| mi::succeeded(&String::from_utf8_lossy(&o.stdout)).ok())
+        .unwrap_or(false)
+}
+
+impl Sessiond {
+    /// Starts supervising on a thread of its own; `on_ready` runs each time
+    /// a daemon starts answering (the start-up cleanup).
+    pub fn start(on_ready: impl Fn() + Send + 'static) -> Self {
+        let status = Arc::new(Mutex::new(DaemonStatus {
+            running: false,
+            owner: Owner::None,
+            pid: None,
+            starts: 0,
+            last_error: None,
+        }));
+        let supervisor = Self { status };
+        let worker = supervisor.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lttng-sessiond".to_owned())
+            .spawn(move || worker.supervise(&on_ready));
+        if let Err(e) = spawned {
+            supervisor.update(|s| s.last_error = Some(format!("cannot start the supervisor: {e}")));
+        }
+        supervisor
+    }
+
+    /// The current status.
+    pub fn status(&self) -> DaemonStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits up to `timeout` for a daemon that answers.
+    pub fn wait_running(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.status().running {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    fn update(&self, f: impl FnOnce(&mut DaemonStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn supervise(&self, on_ready: &dyn Fn()) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if answers() {
+                tracing::info!("using the LTTng session daemon already serving /var/run/lttng");
+                self.update(|s| {
+                    s.running = true;
+                    s.owner = Owner::External;
+                    s.pid = None;
+                });
+                on_ready();
+                while answers() {
+                    std::thread::sleep(EXTERNAL_POLL);
+                }
+                tracing::warn!("the external LTTng session daemon stopped answering");
+                self.update(|s| s.running = false);
+                continue;
+            }
+            match self.run_child(on_ready) {
+                Ok(ran_for) if ran_for > MAX_BACKOFF => backoff = Duration::from_millis(500),
+                Ok(_) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start lttng-sessiond");
+                    self.update(|s| s.last_error = Some(e));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            std::thread::sleep(backoff);
+        }
+    }
+
+    /// Runs one daemon until it exits; returns how long it ran.
+    fn run_child(&self, on_ready: &dyn Fn()) -> Result<Duration, String> {
+        let mut command = Command::new("lttng-sessiond");
+        command
+            .args(command::sessiond())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group, so that what it forks can be killed with
+        // it if it dies without cleaning up.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        crate::sys::terminate_with_parent(&mut command);
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("lttng-sessiond: {e} (is lttng-tools installed?)"))?;
+        let pid = child.id();
+        self.update(|s| {
+            s.starts += 1;
+            s.owner = Owner::Tracecar;
+            s.pid = Some(pid);
+        });
+        if !wait_answering(&mut child) {
+            crate::sys::kill_process_group(pid);
+            let _ = child.wait();
+            self.update(|s| s.pid = None);
+            return Err(format!(
+                "lttng-sessiond (pid {pid}) did not answer within {START_TIMEOUT:?}"
+            ));
+        }
+        tracing::info!(pid, "lttng-sessiond started");
+        self.update(|s| s.running = true);
+        on_ready();
+        let exit = loop {
+            match child.try_wait() {
+                Ok(Some(exit)) => break exit.to_string(),
+                Ok(None) => std::thread::sleep(POLL),
+                Err(e) => break e.to_string(),
+            }
+        };
+        crate::sys::kill_process_group(pid);
+        tracing::warn!(pid, %exit, "lttng-sessiond exited; restarting it");
+        self.update(|s| {
+            s.running = false;
+            s.pid = None;
+            s.last_error = Some(format!("lttng-sessiond (pid {pid}) exited: {exit}"));
+        });
+        Ok(started.elapsed())
+    }
+}
+
+/// Waits until the fresh daemon answers, or exits, or the start times out.
+fn wait_answering(child: &mut Child) -> bool {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if answers() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

@@ -1,0 +1,577 @@
+//! LTTng recording through the real agent, with Debian's lttng-tools,
+//! liblttng-ust and babeltrace2, as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agent, Running, begin, compile_c, compile_tp_app, spawn};
+use serde_json::Value;
+
+/// `lttng list` (every session) as the daemon reports it.
+fn sessions_xml() -> String {
+    let out = Command::new("lttng")
+        .args(["--no-sessiond", "--mi", "xml", "list"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("lttng runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tracecar_sessions() -> usize {
+    sessions_xml().matches("<name>tracecar-").count()
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn sessiond(agent: &Agent) -> Value {
+    let body = agent.get_ok("/v1/capabilities");
+    serde_json::from_slice::<Value>(&body).unwrap()["lttng_sessiond"].clone()
+}
+
+fn wait_sessiond(agent: &Agent) {
+    wait_until(Duration::from_secs(15), "lttng-sessiond", || {
+        sessiond(agent)["running"] == true
+    });
+}
+
+/// Waits until `pid` offers `event` through the agent.
+fn wait_registered(agent: &Agent, pid: u32, event: &str) -> Value {
+    let path = format!("/v1/lttng/events?pid={pid}");
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(15), "the app to register", || {
+        last = serde_json::from_slice(&agent.get_ok(&path)).unwrap();
+        last["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == event))
+    });
+    last
+}
+
+/// Waits until a tracecar session is recording.
+fn wait_recording() {
+    wait_until(Duration::from_secs(10), "a recording session", || {
+        let xml = sessions_xml();
+        xml.contains("<name>tracecar-") && xml.contains("<enabled>true</enabled>")
+    });
+}
+
+/// Starts `path` in the background, waits until its session records, then
+/// sends SIGUSR1 to `emitters`; returns the response.
+fn record_while_emitting(agent: &Agent, path: &str, emitters: &[u32]) -> (u16, Vec<u8>) {
+    std::thread::scope(|scope| {
+        let request = scope.spawn(|| agent.get(path));
+        wait_recording();
+        for pid in emitters {
+            signal(*pid, "USR1");
+        }
+        request.join().unwrap()
+    })
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn ndjson(body: &[u8]) -> (Vec<Value>, Value) {
+    let mut lines: Vec<Value> = String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = lines.pop().expect("a summary line")["summary"].clone();
+    assert!(summary.is_object(), "the last line is the summary");
+    (lines, summary)
+}
+
+fn dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+const COUNT: usize = 2000;
+
+#[test]
+fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
+    let Some(_guard) = begin("json_has_exactly_the_emitted_events_in_order_with_their_fields")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    assert_eq!(sessiond(&agent)["owner"], "tracecar");
+
+    // Nothing registered yet: the answer says why that usually happens.
+    let empty: Value = serde_json::from_slice(&agent.get_ok("/v1/lttng/events")).unwrap();
+    if empty["registered_pids"].as_array().unwrap().is_empty() {
+        let hint = empty["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("/var/run/lttng") && hint.contains("DOTNET_LTTng=1"),
+            "{hint}"
+        );
+    }
+
+    let emitter = spawn(&app, &[&COUNT.to_string()]);
+    let listed = wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let tick = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "tracecar_test:tick")
+        .unwrap();
+    assert_eq!(tick["pid"], emitter.pid());
+    let mut fields: Vec<&str> = tick["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["msg", "seq", "value"]);
+
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=3&format=json",
+            emitter.pid()
+        ),
+        &[emitter.pid()],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (events, summary) = ndjson(&body);
+    assert_eq!(events.len(), COUNT, "summary: {summary}");
+    assert_eq!(summary["events"], COUNT);
+    assert_eq!(summary["discarded_events"], 0);
+    let mut last_ts = 0;
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["event"], "tracecar_test:tick");
+        assert_eq!(event["pid"], emitter.pid());
+        assert_eq!(event["tid"], emitter.pid());
+        assert_eq!(event["procname"], "tp_app");
+        assert!(event["cpu"].is_u64());
+        let fields = &event["fields"];
+        assert_eq!(fields["seq"], i, "in order");
+        assert_eq!(fields["value"], 3 * i as i64 - 7);
+        assert_eq!(fields["msg"], format!("event-{i}"));
+        let ts = event["ts_ns"].as_u64().unwrap();
+        assert!(ts >= last_ts, "timestamps grow");
+        last_ts = ts;
+    }
+    // The trace was removed once sent, and the session is gone.
+    assert!(dir_is_empty(&agent.traces));
+    assert_eq!(tracecar_sessions(), 0);
+}
+
+#[test]
+fn text_and_ctf_open_with_babeltrace2() {
+    let Some(_guard) = begin("text_and_ctf_open_with_babeltrace2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+
+    let text_app = spawn(&app, &["100"]);
+    wait_registered(&agent, text_app.pid(), "tracecar_test:tick");
+    let (code, text) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?pid={}&seconds=2&format=text",
+            text_app.pid()
+        ),
+        &[text_app.pid()],
+    );
+    assert_eq!(code, 200);
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(text.matches("tracecar_test:tick:").count(), 100, "{text}");
+    assert!(text.contains("msg = \"event-99\""));
+    let last = text.lines().last().unwrap();
+    let summary: Value = serde_json::from_str(last.strip_prefix("# tracecar: ").unwrap()).unwrap();
+    assert_eq!(summary["discarded_events"], 0);
+
+    let ctf_app = spawn(&app, &["50"]);
+    wait_registered(&agent, ctf_app.pid(), "tracecar_test:tick");
+    let (code, archive) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&format=ctf",
+            ctf_app.pid()
+        ),
+        &[ctf_app.pid()],
+    );
+    assert_eq!(code, 200);
+    let out = tempfile::tempdir().unwrap();
+    let tarball = out.path().join("trace.tar.gz");
+    std::fs::write(&tarball, &archive).unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the archive extracts");
+    let session = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("tracecar-"))
+        .expect("a session directory")
+        .path();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(session.join("tracecar-summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["lost_packets"], 0);
+    let printed = Command::new("babeltrace2").arg(&session).output().unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert_eq!(printed.matches("tracecar_test:tick:").count(), 50);
+    assert!(printed.contains("vpid = ") && printed.contains("procname = \"tp_app\""));
+    assert!(dir_is_empty(&agent.traces));
+}
+
+#[test]
+fn the_libc_wrapper_gives_malloc_events_with_sizes() {
+    let Some(_guard) = begin("the_libc_wrapper_gives_malloc_events_with_sizes") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile_c(dir.path(), "mallocs.c", &[]);
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let child = Command::new(&program)
+        .env("LD_PRELOAD", "liblttng-ust-libc-wrapper.so.1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wrapped = Running { child };
+    wait_registered(&agent, wrapped.pid(), "lttng_ust_libc:malloc");
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=lttng_ust_libc:malloc,lttng_ust_libc:free&pid={}&seconds=2",
+            wrapped.pid()
+        ),
+        &[wrapped.pid()],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (events, _) = ndjson(&body);
+    let sizes: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "lttng_ust_libc:malloc")
+        .filter_map(|e| e["fields"]["size"].as_u64())
+        .collect();
+    for size in [12345, 777, 31337] {
+        assert!(sizes.contains(&size), "malloc({size}) in {sizes:?}");
+    }
+    let freed = events
+        .iter()
+        .filter(|e| e["event"] == "lttng_ust_libc:free")
+        .count();
+    assert!(freed >= 3);
+    // Pointers are kept as the tracer's hexadecimal strings.
+    let malloc = events
+        .iter()
+        .find(|e| e["fields"]["size"] == 12345)
+        .unwrap();
+    assert!(malloc["fields"]["ptr"].as_str().unwrap().starts_with("0x"));
+}
+
+#[test]
+fn pid_excludes_a_second_application() {
+    let Some(_guard) = begin("pid_excludes_a_second_application") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let traced = spawn(&app, &["300"]);
+    let other = spawn(&app, &["300"]);
+    wait_registered(&agent, traced.pid(), "tracecar_test:tick");
+    wait_registered(&agent, other.pid(), "tracecar_test:tick");
+
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=2",
+            traced.pid()
+        ),
+        &[traced.pid(), other.pid()],
+    );
+    assert_eq!(code, 200);
+    let (events, _) = ndjson(&body);
+    assert_eq!(events.len(), 300);
+    assert!(events.iter().all(|e| e["pid"] == traced.pid()));
+
+    // Without pid=, both are recorded: the filter above did the excluding.
+    let again_traced = spawn(&app, &["300"]);
+    let again_other = spawn(&app, &["300"]);
+    wait_registered(&agent, again_traced.pid(), "tracecar_test:tick");
+    wait_registered(&agent, again_other.pid(), "tracecar_test:tick");
+    let (code, body) = record_while_emitting(
+        &agent,
+        "/v1/lttng/record?events=tracecar_test:*&seconds=2",
+        &[again_traced.pid(), again_other.pid()],
+    );
+    assert_eq!(code, 200);
+    let (events, _) = ndjson(&body);
+    for pid in [again_traced.pid(), again_other.pid()] {
+        assert_eq!(events.iter().filter(|e| e["pid"] == pid).count(), 300);
+    }
+}
+
+#[test]
+fn filters_and_log_levels_select_events() {
+    let Some(_guard) = begin("filters_and_log_levels_select_events") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let emitter = spawn(&app, &["100"]);
+    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    // `seq >= 90 && msg == "event-9*"`, URL-encoded.
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&filter=seq%20%3E%3D%2090%20%26%26%20msg%20%3D%3D%20%22event-9*%22",
+            emitter.pid()
+        ),
+        &[emitter.pid()],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (events, _) = ndjson(&body);
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["fields"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (90..100).collect::<Vec<_>>());
+
+    // tick's level is TRACE_DEBUG_LINE (the default): loglevel=INFO drops it.
+    let quiet = spawn(&app, &["100"]);
+    wait_registered(&agent, quiet.pid(), "tracecar_test:tick");
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&loglevel=INFO",
+            quiet.pid()
+        ),
+        &[quiet.pid()],
+    );
+    assert_eq!(code, 200);
+    let (events, summary) = ndjson(&body);
+    assert!(events.is_empty());
+    assert_eq!(summary["events"], 0);
+}
+
+#[test]
+fn a_disconnect_leaves_no_session_and_no_trace_files() {
+    let Some(_guard) = begin("a_disconnect_leaves_no_session_and_no_trace_files") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let emitter = spawn(&app, &["100000", "20000"]);
+    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let client = agent.get_in_background(&format!(
+        "/v1/lttng/record?pid={}&seconds=60",
+        emitter.pid()
+    ));
+    wait_recording();
+    signal(emitter.pid(), "USR1");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!dir_is_empty(&agent.traces), "the session writes a trace");
+    drop(client);
+    wait_until(
+        Duration::from_secs(10),
+        "the session to be destroyed",
+        || tracecar_sessions() == 0,
+    );
+    wait_until(Duration::from_secs(5), "the trace to be removed", || {
+        dir_is_empty(&agent.traces)
+    });
+    // The capture slot is free again: a new recording works.
+    let (code, _) = agent.get("/v1/lttng/record?seconds=1");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn bad_input_gets_4xx_with_lttngs_message() {
+    let Some(_guard) = begin("bad_input_gets_4xx_with_lttngs_message") else {
+        return;
+    };
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let error = |path: &str, expected: u16| -> Value {
+        let (code, body) = agent.get(path);
+        assert_eq!(code, expected, "{path}: {}", String::from_utf8_lossy(&body));
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error["hint"].as_str().is_some_and(|h| !h.is_empty()),
+            "{error}"
+        );
+        error
+    };
+    error("/v1/lttng/record?events=bad%20event", 400);
+    error("/v1/lttng/record?events=a:b,,c:d", 400);
+    error("/v1/lttng/record?format=xml", 400);
+    error("/v1/lttng/record?seconds=3601", 400);
+    error("/v1/lttng/record?loglevel=LOUD", 400);
+    error("/v1/lttng/record?pid=999999999", 404);
+    error("/v1/lttng/events?pid=abc", 400);
+    // LTTng parses the filter: its own message comes back.
+    let refused = error("/v1/lttng/record?seconds=1&filter=seq%20%3E%3C%203", 400);
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.contains("syntax error") || message.contains("filter"),
+        "{message}"
+    );
+    assert_eq!(tracecar_sessions(), 0, "a refused session is destroyed");
+    assert!(dir_is_empty(&agent.traces));
+}
+
+#[test]
+fn a_killed_session_daemon_is_restarted_and_recording_works_again() {
+    let Some(_guard) = begin("a_killed_session_daemon_is_restarted_and_recording_works_again")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    wait_sessiond(&agent);
+    let first = sessiond(&agent);
+    let pid = first["pid"].as_u64().expect("the agent's own daemon");
+    signal(u32::try_from(pid).unwrap(), "KILL");
+    wait_until(Duration::from_secs(20), "a new daemon", || {
+        let now = sessiond(&agent);
+        now["running"] == true && now["pid"].as_u64().is_some_and(|p| p != pid)
+    });
+    let status = sessiond(&agent);
+    assert_eq!(status["starts"], 2);
+    assert!(status["last_error"].as_str().unwrap().contains("exited"));
+
+    let emitter = spawn(&app, &["10"]);
+    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=2",
+            emitter.pid()
+        ),
+        &[emitter.pid()],
+    );
+    assert_eq!(code, 200);
+    let (events, _) = ndjson(&body);
+    assert_eq!(events.len(), 10);
+    // The killed daemon's helpers were killed with it: one daemon is left.
+    let daemons = Command::new("pgrep")
+        .args(["-c", "-x", "lttng-sessiond"])
+        .output()
+        .unwrap();
+    let daemons: u32 = String::from_utf8_lossy(&daemons.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        daemons <= 2,
+        "one daemon and its run-as helper, found {daemons}"
+    );
+}
+
+#[test]
+fn leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon() {
+    let Some(_guard) =
+        begin("leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon")
+    else {
+        return;
+    };
+    // A daemon that is not the agent's: it serves /var/run/lttng already.
+    let daemon = ExternalDaemon::start();
+    wait_until(Duration::from_secs(10), "the external daemon", || {
+        Command::new("lttng")
+            .args(["--no-sessiond", "list"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let traces = tempfile::tempdir().unwrap();
+    {
+        // An agent killed mid-recording leaves a session and its trace.
+        let agent = Agent::start_with_traces(traces.path());
+        wait_sessiond(&agent);
+        assert_eq!(sessiond(&agent)["owner"], "external");
+        let _client = agent.get_in_background("/v1/lttng/record?seconds=60");
+        wait_recording();
+        let mut agent = agent;
+        agent.process.child.kill().unwrap();
+        agent.process.child.wait().unwrap();
+        assert_eq!(tracecar_sessions(), 1, "the killed agent's session is left");
+        assert!(!dir_is_empty(traces.path()));
+    }
+    let agent = Agent::start_with_traces(traces.path());
+    wait_sessiond(&agent);
+    wait_until(Duration::from_secs(10), "start-up cleanup", || {
+        tracecar_sessions() == 0 && dir_is_empty(traces.path())
+    });
+    drop(agent);
+    drop(daemon);
+}
+
+/// `lttng-sessiond` started by hand, stopped with SIGTERM (so that it
+/// stops its helpers) when dropped.
+struct ExternalDaemon(std::process::Child);
+
+impl ExternalDaemon {
+    fn start() -> Self {
+        use std::os::unix::process::CommandExt as _;
+        // A daemon the previous test's agent ran may still be exiting.
+        wait_until(Duration::from_secs(10), "no daemon", || {
+            !Command::new("pgrep")
+                .args(["-x", "lttng-sessiond"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Self(
+            Command::new("lttng-sessiond")
+                .arg("--no-kernel")
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for ExternalDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
