@@ -1,0 +1,135 @@
+//! Command line of `kubectl tracecar`.
+
+use clap::{Parser, Subcommand};
+
+use crate::target::Runtime;
+
+/// Profile, trace and record LTTng sessions in a pod through its tracecar
+/// sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-tracecar", version, about)]
+pub struct Cli {
+    /// How to reach the sidecar: kubectl exec, or podman exec for pods run
+    /// with `podman kube play`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "kubectl",
+        env = "TRACECAR_RUNTIME",
+        global = true
+    )]
+    pub runtime: Runtime,
+    /// Namespace (kubectl).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// kubeconfig context (kubectl).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Name of the sidecar container.
+    #[arg(long, default_value = "tracecar", global = true)]
+    pub container: String,
+    /// The agent's socket inside the sidecar.
+    #[arg(long, default_value = "/run/tracecar/agent.sock", global = true)]
+    pub socket: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. TARGET is POD, pod/POD or deploy/NAME.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The pod's processes.
+    Ps {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+    },
+    /// A CPU profile, written to a file whose name picks the format.
+    Profile {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// Capture length.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Samples per second.
+        #[arg(long)]
+        hz: Option<u32>,
+        /// Only these processes (PID or comma list).
+        #[arg(long)]
+        pid: Option<String>,
+        /// auto, fp or dwarf.
+        #[arg(long)]
+        unwind: Option<String>,
+        /// Output: .svg, .pprof/.pb.gz, .folded, .speedscope.json, .json.
+        #[arg(short = 'o', long, default_value = "flame.svg")]
+        output: String,
+    },
+    /// Stream calls of a function: arguments, return value, latency.
+    Trace {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// Function name.
+        #[arg(long)]
+        symbol: String,
+        /// Module the function is in (e.g. libc.so.6).
+        #[arg(long)]
+        module: Option<String>,
+        /// Argument types, e.g. int,str.
+        #[arg(long)]
+        args: Option<String>,
+        /// Return type, e.g. int.
+        #[arg(long)]
+        ret: Option<String>,
+        /// Only this process.
+        #[arg(long)]
+        pid: Option<String>,
+        /// How long to trace.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Stop after N calls.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print the agent's NDJSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record an LTTng session into a file whose name picks the format.
+    Lttng {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// Event patterns, e.g. 'myapp:*'.
+        #[arg(long)]
+        events: Option<String>,
+        /// Only this process.
+        #[arg(long)]
+        pid: Option<String>,
+        /// LTTng filter expression.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Log level and more severe ones.
+        #[arg(long)]
+        loglevel: Option<String>,
+        /// Recording length.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Output: .tar.gz (CTF), .json/.ndjson, .txt.
+        #[arg(short = 'o', long, default_value = "trace.tar.gz")]
+        output: String,
+    },
+    /// What works in the sidecar, with hints for what does not.
+    Status {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,228 @@
+//! Which pod a command talks to and how: pure functions that build the
+//! argv of `kubectl` or `podman` commands.
+
+/// How the sidecar is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// `kubectl exec` in a cluster.
+    Kubectl,
+    /// `podman exec` against a pod run with `podman kube play`: the same
+    /// requests, for local runs and the end-to-end test.
+    Podman,
+}
+
+/// What the user named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A pod by name (`web-6d…` or `pod/web-6d…`).
+    Pod(String),
+    /// A Deployment (`deploy/web`): one of its running pods.
+    Deployment(String),
+}
+
+/// A target that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a pod: use POD, pod/POD or deploy/NAME")]
+pub struct TargetError(pub String);
+
+/// Parses `POD`, `pod/POD`, `deploy/NAME` (also `deployment/`,
+/// `deployments/`).
+pub fn parse(raw: &str) -> Result<Target, TargetError> {
+    let (kind, name) = raw.split_once('/').unwrap_or(("pod", raw));
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    match kind {
+        _ if !valid => Err(TargetError(raw.to_owned())),
+        "pod" | "pods" | "po" => Ok(Target::Pod(name.to_owned())),
+        "deploy" | "deployment" | "deployments" => Ok(Target::Deployment(name.to_owned())),
+        _ => Err(TargetError(raw.to_owned())),
+    }
+}
+
+/// Flags shared by every `kubectl` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeFlags {
+    /// `--namespace`.
+    pub namespace: Option<String>,
+    /// `--context`.
+    pub context: Option<String>,
+}
+
+impl KubeFlags {
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(ns) = &self.namespace {
+            args.extend(["--namespace".to_owned(), ns.clone()]);
+        }
+        if let Some(ctx) = &self.context {
+            args.extend(["--context".to_owned(), ctx.clone()]);
+        }
+        args
+    }
+}
+
+/// `kubectl get deploy NAME -o jsonpath=…`: the selector as `k=v,…`.
+pub fn deployment_selector(flags: &KubeFlags, name: &str) -> Vec<String> {
+    let mut argv = vec!["kubectl".to_owned()];
+    argv.extend(flags.args());
+    argv.extend(
+        [
+            "get",
+            "deployment",
+            name,
+            "-o",
+            r#"go-template={{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}"#,
+        ]
+        .map(str::to_owned),
+    );
+    argv
+}
+
+/// `kubectl get pods -l SELECTOR`: running pods' names, one per line.
+pub fn running_pods(flags: &KubeFlags, selector: &str) -> Vec<String> {
+    let mut argv = vec!["kubectl".to_owned()];
+    argv.extend(flags.args());
+    argv.extend(
+        [
+            "get",
+            "pods",
+            "--selector",
+            selector.trim_end_matches(','),
+            "--field-selector=status.phase=Running",
+            "-o",
+            r#"go-template={{range .items}}{{.metadata.name}}{{"\n"}}{{end}}"#,
+        ]
+        .map(str::to_owned),
+    );
+    argv
+}
+
+/// The pod `podman kube play` made for a Deployment: `NAME-pod`.
+pub fn podman_deployment_pod(name: &str) -> String {
+    format!("{name}-pod")
+}
+
+/// Runs `command` in the sidecar container of `pod`.
+pub fn exec(
+    runtime: Runtime,
+    flags: &KubeFlags,
+    pod: &str,
+    container: &str,
+    command: &[String],
+) -> Vec<String> {
+    let mut argv = match runtime {
+        Runtime::Kubectl => {
+            let mut argv = vec!["kubectl".to_owned()];
+            argv.extend(flags.args());
+            argv.extend(["exec", pod, "-c", container, "--"].map(str::to_owned));
+            argv
+        }
+        // podman kube play names containers POD-CONTAINER.
+        Runtime::Podman => vec![
+            "podman".to_owned(),
+            "exec".to_owned(),
+            format!("{pod}-{container}"),
+        ],
+    };
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+/// `curl` in the sidecar: streams the body unbuffered, fails (exit 22)
+/// on an HTTP error but still prints the agent's JSON error.
+pub fn curl(socket: &str, path_and_query: &str) -> Vec<String> {
+    [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--no-buffer",
+        "--fail-with-body",
+        "--unix-socket",
+        socket,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("http://localhost{path_and_query}")])
+    .collect()
+}
+
+/// curl's exit code for an HTTP error (`--fail-with-body`).
+pub const CURL_HTTP_ERROR: i32 = 22;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse("web-1"), Ok(Target::Pod("web-1".into())));
+        assert_eq!(parse("pod/web-1"), Ok(Target::Pod("web-1".into())));
+        assert_eq!(parse("deploy/web"), Ok(Target::Deployment("web".into())));
+        assert_eq!(
+            parse("deployment/web"),
+            Ok(Target::Deployment("web".into()))
+        );
+        for bad in ["", "svc/web", "deploy/", "Web", "pod/a b", "a;rm"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kubectl_exec_runs_curl_in_the_sidecar() {
+        let flags = KubeFlags {
+            namespace: Some("shop".into()),
+            context: None,
+        };
+        let argv = exec(
+            Runtime::Kubectl,
+            &flags,
+            "web-1",
+            "tracecar",
+            &curl("/run/tracecar/agent.sock", "/v1/processes"),
+        );
+        assert_eq!(
+            argv[..8],
+            [
+                "kubectl",
+                "--namespace",
+                "shop",
+                "exec",
+                "web-1",
+                "-c",
+                "tracecar",
+                "--"
+            ]
+        );
+        assert_eq!(argv[8], "curl");
+        assert!(argv.contains(&"--fail-with-body".to_owned()));
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some("http://localhost/v1/processes")
+        );
+    }
+
+    #[test]
+    fn podman_exec_names_the_container_like_kube_play() {
+        let argv = exec(
+            Runtime::Podman,
+            &KubeFlags::default(),
+            "web-pod",
+            "tracecar",
+            &["true".to_owned()],
+        );
+        assert_eq!(argv, ["podman", "exec", "web-pod-tracecar", "true"]);
+        assert_eq!(podman_deployment_pod("web"), "web-pod");
+    }
+
+    #[test]
+    fn deployments_resolve_through_their_selector() {
+        let flags = KubeFlags::default();
+        let argv = deployment_selector(&flags, "web");
+        assert_eq!(argv[..4], ["kubectl", "get", "deployment", "web"]);
+        let argv = running_pods(&flags, "app=web,tier=front,");
+        assert!(argv.contains(&"app=web,tier=front".to_owned()));
+        assert!(argv.contains(&"--field-selector=status.phase=Running".to_owned()));
+    }
+}
