@@ -52,6 +52,8 @@ pub struct Report {
     pub kallsyms: Check,
     /// BPF program loading.
     pub bpf: Check,
+    /// Creating uprobes (CAP_SYS_ADMIN on current kernels).
+    pub uprobes: Check,
     /// tracefs with `uprobe_events`.
     pub tracefs: Check,
     /// LTTng and babeltrace2 command-line tools.
@@ -240,6 +242,15 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         )
     };
 
+    let uprobes = if has_cap(cap_eff, "SYS_ADMIN") {
+        Check::ok("CAP_SYS_ADMIN is effective")
+    } else {
+        Check::fail(
+            "CAP_SYS_ADMIN is not effective",
+            "Linux requires CAP_SYS_ADMIN for uprobe perf events since 2025 (\"perf: require CAP_SYS_ADMIN for uprobes\"); the minimal profile adds it",
+        )
+    };
+
     let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
         .find(|d| Path::new(d).join("uprobe_events").exists())
@@ -283,6 +294,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         perf_events,
         kallsyms,
         bpf,
+        uprobes,
         tracefs,
         lttng_tools,
         lttng_sessiond: sessiond_check(sessiond),

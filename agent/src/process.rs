@@ -118,7 +118,9 @@ pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
     let Ok(stat) = procfs.stat(pid) else {
         return true;
     };
-    if stat.comm == "pause" && stat.ppid == 0 {
+    // The pod's infrastructure process: Kubernetes' pause, podman's
+    // catatonit.
+    if matches!(stat.comm.as_str(), "pause" | "catatonit") && stat.ppid == 0 {
         return true;
     }
     // Walk up a few parents: descendants of the agent are its tools.

@@ -80,7 +80,7 @@ pub enum Command {
         /// Return type, e.g. int.
         #[arg(long)]
         ret: Option<String>,
-        /// Only this process.
+        /// The process (default: the pod's only app process).
         #[arg(long)]
         pid: Option<String>,
         /// How long to trace.

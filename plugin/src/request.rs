@@ -151,6 +151,31 @@ pub fn process_table(body: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// The one app process of the pod, for commands given no `--pid`. Our own
+/// `curl` (run by exec in the sidecar, so it is listed) does not count.
+pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
+    let list: Vec<Value> =
+        serde_json::from_slice(body).map_err(|e| format!("cannot read /v1/processes: {e}"))?;
+    let apps: Vec<&Value> = list.iter().filter(|p| p["comm"] != "curl").collect();
+    match apps.as_slice() {
+        [one] => one["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| "the process list has no pid".to_owned()),
+        [] => Err(
+            "the pod has no process to trace\n  hint: is shareProcessNamespace enabled?".to_owned(),
+        ),
+        many => Err(format!(
+            "the pod has {} processes: pass --pid\n  hint: {}",
+            many.len(),
+            many.iter()
+                .map(|p| format!("{} {}", p["pid"], p["comm"].as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// `/v1/capabilities` as `ok`/`FAIL` lines with hints.
 pub fn status_lines(body: &[u8]) -> Option<String> {
     let report: Value = serde_json::from_slice(body).ok()?;
@@ -252,6 +277,19 @@ mod tests {
             trace_line("calc", r#"{"summary":{"events":1}}"#),
             r#"# {"events":1}"#
         );
+    }
+
+    #[test]
+    fn one_app_process_is_picked() {
+        let one = br#"[{"pid":7,"comm":"app"},{"pid":40,"comm":"curl"}]"#;
+        assert_eq!(only_app_pid(one), Ok(7));
+        let two = br#"[{"pid":7,"comm":"app"},{"pid":9,"comm":"worker"}]"#;
+        let err = only_app_pid(two).expect_err("ambiguous");
+        assert!(
+            err.contains("pass --pid") && err.contains("9 worker"),
+            "{err}"
+        );
+        assert!(only_app_pid(b"[]").is_err());
     }
 
     #[test]

@@ -134,6 +134,17 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             limit,
             json,
         } => {
+            let caller = call(target)?;
+            let pid = match pid {
+                Some(pid) => pid.clone(),
+                None => {
+                    let mut body = Vec::new();
+                    caller.get("/v1/processes", Sink::Memory(&mut body), None)?;
+                    request::only_app_pid(&body)
+                        .map_err(PluginError::Agent)?
+                        .to_string()
+                }
+            };
             let path = request::path(
                 "/v1/uprobe",
                 &[
@@ -141,7 +152,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                     ("module", module.clone()),
                     ("args", args.clone()),
                     ("ret", ret.clone()),
-                    ("pid", pid.clone()),
+                    ("pid", Some(pid)),
                     ("seconds", Some(seconds.to_string())),
                     ("limit", limit.map(|l| l.to_string())),
                 ],
@@ -149,7 +160,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             let raw = |line: &str| line.to_owned();
             let pretty = |line: &str| request::trace_line(symbol, line);
             let render: &dyn Fn(&str) -> String = if *json { &raw } else { &pretty };
-            call(target)?.get(&path, Sink::Lines(render), None)?;
+            caller.get(&path, Sink::Lines(render), None)?;
         }
         Command::Lttng {
             target,

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SecurityProfile {
-    /// Root with all capabilities dropped except BPF, PERFMON, SYS_PTRACE,
-    /// SYS_RESOURCE and CHECKPOINT_RESTORE; seccomp unconfined; not privileged.
+    /// Root with all capabilities dropped except BPF, PERFMON, SYS_ADMIN,
+    /// SYS_PTRACE, SYS_RESOURCE, CHECKPOINT_RESTORE, DAC_READ_SEARCH and
+    /// CHOWN; seccomp unconfined; not privileged.
     Minimal,
     /// `privileged: true`: the old "tools sidecar" way, for kernels or
     /// runtimes where the minimal set is not enough.

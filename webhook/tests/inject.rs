@@ -71,9 +71,12 @@ fn minimal_pod_without_volumes_gets_everything() {
         [
             "BPF",
             "PERFMON",
+            "SYS_ADMIN",
             "SYS_PTRACE",
             "SYS_RESOURCE",
-            "CHECKPOINT_RESTORE"
+            "CHECKPOINT_RESTORE",
+            "DAC_READ_SEARCH",
+            "CHOWN"
         ]
     );
     assert_eq!(sc["seccompProfile"]["type"], "Unconfined");

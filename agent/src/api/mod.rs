@@ -289,7 +289,7 @@ async fn uprobe(
         Ok(Err(e)) => {
             return Err(ApiError::internal(
                 e.to_string(),
-                "the sidecar needs CAP_BPF, CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities",
+                "the sidecar needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (Linux requires it for uprobes since 2025) and seccompProfile Unconfined; check /v1/capabilities",
             ));
         }
         Err(_) => {

@@ -32,7 +32,7 @@ pub enum AttachError {
     #[error("BPF map error: {0}")]
     Map(#[source] aya::maps::MapError),
     /// The kernel refused to load or attach a program.
-    #[error("cannot attach to {target}: {source}")]
+    #[error("cannot attach to {target}: {}", with_causes(source))]
     Program {
         /// The target file.
         target: String,
@@ -40,6 +40,19 @@ pub enum AttachError {
         #[source]
         source: aya::programs::ProgramError,
     },
+}
+
+/// An error and its sources: aya's messages name the syscall, the source
+/// says why it failed (the errno).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Probes attached to one function, with their ring buffer.
