@@ -27,21 +27,26 @@ command -v python3 >/dev/null || apt_install python3 python3-pip
 
 for what in "${@:-test}"; do
     case $what in
-    test | demo | bench)
+    test | demo | e2e | bench)
         apt_install curl ca-certificates
         # LTTng: the agent drives lttng-tools; tests and the bench build
         # tracepoint providers (lttng-gen-tp, liblttng-ust-dev).
         apt_install lttng-tools liblttng-ust-dev babeltrace2
         ;;&
+    test | demo | e2e)
+        # Building the agent (BPF programs: agent/build.rs), the images and
+        # the podman end-to-end run (README: "Tests").
+        apt_install gcc libc6-dev clang-19 libbpf-dev binutils
+        apt_install podman debootstrap runc iptables
+        ;;&
     test)
         # Agent tests: C workloads, protoc + pprof's profile.proto to decode
         # pprof output independently, and real JIT runtimes.
-        apt_install gcc libc6-dev protobuf-compiler golang-github-google-pprof-dev
-        # BPF programs: built by agent/build.rs.
-        apt_install clang-19 libbpf-dev bpftool
+        apt_install protobuf-compiler golang-github-google-pprof-dev bpftool
         command -v node >/dev/null || apt_install nodejs
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;
+    demo | e2e) ;;
     bench)
         apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf bpftrace clang-19 libbpf-dev
         ;;

@@ -64,7 +64,7 @@ CFG
 fi
 
 echo "images: release binaries"
-cargo build --release --locked -p tracecar-agent -p tracecar-webhook
+cargo build --release --locked -p tracecar-agent -p tracecar-webhook -p kubectl-tracecar
 bash tests/sample-app/build.sh target/sample-app
 # The build context holds only these (.dockerignore); debug info and
 # symbols stay in the host's target/release.

@@ -115,6 +115,9 @@ pub enum Command {
         /// Output: .tar.gz (CTF), .json/.ndjson, .txt.
         #[arg(short = 'o', long, default_value = "trace.tar.gz")]
         output: String,
+        /// List the tracepoints registered apps offer instead of recording.
+        #[arg(long)]
+        list: bool,
     },
     /// What works in the sidecar, with hints for what does not.
     Status {

@@ -142,10 +142,47 @@ pub fn process_table(body: &[u8]) -> Option<String> {
             .unwrap_or_else(|| p["comm"].as_str().unwrap_or_default().to_owned());
         out.push_str(&format!(
             "{:>7} {:>7} {:>6.1} {:<8} {command}\n",
-            p["pid"],
-            p["ppid"],
+            p["pid"].as_u64().unwrap_or(0),
+            p["ppid"].as_u64().unwrap_or(0),
             p["cpu_percent"].as_f64().unwrap_or(0.0),
             p["runtime"].as_str().unwrap_or("-"),
+        ));
+    }
+    Some(out)
+}
+
+/// `/v1/lttng/events` as `PID PROCNAME EVENT (LOGLEVEL) fields`, or the
+/// agent's hint when no app is registered.
+pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
+    let listed: Value = serde_json::from_slice(body).ok()?;
+    let events = listed["events"].as_array()?;
+    if events.is_empty() {
+        return Some(format!(
+            "no tracepoints\n  hint: {}\n",
+            listed["hint"].as_str().unwrap_or_default()
+        ));
+    }
+    let mut out = String::new();
+    for e in events {
+        let fields: Vec<String> = e["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["type"].as_str().unwrap_or("?").to_ascii_lowercase()
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:>7} {:<16} {} ({}) {}\n",
+            e["pid"].as_u64().unwrap_or(0),
+            e["procname"].as_str().unwrap_or_default(),
+            e["event"].as_str().unwrap_or_default(),
+            e["loglevel"].as_str().unwrap_or_default(),
+            fields.join(" ")
         ));
     }
     Some(out)
@@ -195,6 +232,7 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
         "btf",
         "kallsyms",
         "bpf",
+        "uprobes",
         "tracefs",
         "lttng_tools",
         "lttng_sessiond",
@@ -277,6 +315,21 @@ mod tests {
             trace_line("calc", r#"{"summary":{"events":1}}"#),
             r#"# {"events":1}"#
         );
+    }
+
+    #[test]
+    fn tracepoints_are_listed_or_explained() {
+        let listed = tracepoint_lines(
+            br#"{"events":[{"event":"app:tick","loglevel":"TRACE_INFO","pid":7,"procname":"app","fields":[{"name":"seq","type":"INTEGER"}]}]}"#,
+        )
+        .unwrap_or_default();
+        assert!(
+            listed.contains("app:tick (TRACE_INFO) seq:integer"),
+            "{listed}"
+        );
+        let none =
+            tracepoint_lines(br#"{"events":[],"hint":"share /var/run/lttng"}"#).unwrap_or_default();
+        assert!(none.contains("hint: share /var/run/lttng"), "{none}");
     }
 
     #[test]

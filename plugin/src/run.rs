@@ -164,12 +164,28 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         }
         Command::Lttng {
             target,
+            pid,
+            list: true,
+            ..
+        } => {
+            let mut body = Vec::new();
+            let path = request::path("/v1/lttng/events", &[("pid", pid.clone())]);
+            call(target)?.get(&path, Sink::Memory(&mut body), None)?;
+            print!(
+                "{}",
+                request::tracepoint_lines(&body)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into())
+            );
+        }
+        Command::Lttng {
+            target,
             events,
             pid,
             filter,
             loglevel,
             seconds,
             output,
+            list: false,
         } => {
             let format = format_of(
                 output,
