@@ -1,0 +1,129 @@
+//! `--runtime kubectl` against a stand-in `kubectl` on PATH that logs its
+//! arguments and answers like a cluster with one `web` Deployment: the
+//! plugin resolves deploy/NAME through the selector, execs curl in the
+//! sidecar, and turns agent errors and missing sidecars into hints.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+const FAKE_KUBECTL: &str = r#"#!/bin/sh
+printf '%s\n' "$*" >> "$KUBECTL_LOG"
+case "$*" in
+  *"get deployment web"*) printf 'app=web,tier=front,' ;;
+  *"get deployment"*) echo 'Error from server (NotFound): deployments.apps "x" not found' >&2; exit 1 ;;
+  *"get pods"*) printf 'web-7d9f-abcde\nweb-7d9f-fghij\n' ;;
+  *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/processes"*)
+    printf '[{"pid":7,"ppid":0,"comm":"app","cmdline":["/app"],"cpu_percent":12.5,"runtime":"native"}]' ;;
+  *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/profile"*)
+    printf '{"error":"pid 99 is not visible","hint":"is shareProcessNamespace enabled?"}'; exit 22 ;;
+  *"exec lonely -c tracecar"*)
+    echo 'error: unable to upgrade connection: container not found ("tracecar")' >&2; exit 1 ;;
+esac
+"#;
+
+fn plugin(dir: &Path, args: &[&str]) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(env!("CARGO_BIN_EXE_kubectl-tracecar"))
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECTL_LOG", dir.join("log"))
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn deployments_resolve_to_a_running_pod_and_exec_in_the_sidecar() {
+    let dir = setup();
+    let out = plugin(dir.path(), &["-n", "shop", "ps", "deploy/web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("/app") && table.contains("12.5"), "{table}");
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    assert!(
+        calls[0].starts_with("--namespace shop get deployment web"),
+        "{log}"
+    );
+    assert!(
+        calls[1].contains("get pods --selector app=web,tier=front "),
+        "{log}"
+    );
+    assert!(
+        calls[1].contains("--field-selector=status.phase=Running"),
+        "{log}"
+    );
+    assert!(
+        calls[2].starts_with("--namespace shop exec web-7d9f-abcde -c tracecar -- curl"),
+        "{log}"
+    );
+    assert!(
+        calls[2].contains("--unix-socket /run/tracecar/agent.sock"),
+        "{log}"
+    );
+}
+
+#[test]
+fn agent_errors_and_missing_sidecars_read_as_hints() {
+    let dir = setup();
+    let out = plugin(
+        dir.path(),
+        &[
+            "profile",
+            "deploy/web",
+            "--pid",
+            "99",
+            "--seconds",
+            "1",
+            "-o",
+            "cpu.pprof",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: pid 99 is not visible")
+            && stderr.contains("hint: is shareProcessNamespace enabled?"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("cpu.pprof").exists(),
+        "no output file on error"
+    );
+    assert!(!dir.path().join("cpu.pprof.partial").exists());
+
+    let out = plugin(dir.path(), &["status", "lonely"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no tracecar sidecar") && stderr.contains("tracecar.dev/inject"),
+        "{stderr}"
+    );
+
+    let out = plugin(dir.path(), &["ps", "deploy/x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+
+    let out = plugin(dir.path(), &["profile", "web-1", "-o", "flame.png"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown output format") && stderr.contains(".svg"),
+        "{stderr}"
+    );
+}
