@@ -14,7 +14,8 @@ the kubectl plugin.
      samples in fib() and names the JIT-style frame from the app's perf map
      in the shared /tmp; uprobes on calc() and fib() return the right
      arguments and return values; an LTTng recording has the app's
-     sample_app:request events (so the shared /var/run/lttng works).
+     sample_app:request events (so the shared /var/run/lttng works), and
+     so does a live session through lttng-relayd.
   6. Teardown leaves no pod, container, volume, iptables rule or host
      directory behind (checked).
 
@@ -322,6 +323,15 @@ def check_pod(name, out):
     assert summary["discarded_events"] == 0, summary
     say(f"{len(lines)} sample_app:request events, ids consecutive, discarded {summary['discarded_events']}")
     cluster(f"kubectl tracecar lttng {name} --events 'sample_app:*' --seconds 10 -o trace.tar.gz")
+
+    step("The same events live, through lttng-relayd (kubectl tracecar lttng --live)")
+    live = plugin(name, "lttng", "--live", "--events", "sample_app:*", "--seconds", "3").stdout.splitlines()
+    live_events = [json.loads(l) for l in live if l.startswith('{"ts_ns"')]
+    live_summary = json.loads(live[-1])["summary"]
+    assert len(live_events) > 50 and live_summary["events"] == len(live_events), live[-1]
+    assert all(e["event"] == "sample_app:request" and e["pid"] == pid for e in live_events)
+    say(f"{len(live_events)} events streamed while recording; setup {live_summary['setup_ms']:.0f} ms")
+    cluster(f"kubectl tracecar lttng {name} --live --events 'sample_app:*'")
 
     step("Errors read like the agent's hints")
     bad = plugin(name, "trace", "--symbol", "no_such_function", "--seconds", "1", check=False)

@@ -102,17 +102,47 @@ fn dir_is_empty(dir: &Path) -> bool {
 
 const COUNT: usize = 2000;
 
+/// A privileged LTTng test: the agent with its session daemon answering,
+/// and the tracepoint app compiled. Fields drop in order: the serializing
+/// guard last.
+struct Lab {
+    agent: Agent,
+    app: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn start(test: &str) -> Option<Self> {
+        let guard = begin(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let app = compile_tp_app(dir.path());
+        let agent = Agent::start();
+        wait_sessiond(&agent);
+        Some(Self {
+            agent,
+            app,
+            _dir: dir,
+            _guard: guard,
+        })
+    }
+
+    /// The app, registered, waiting for SIGUSR1 (`args`: COUNT [RATE]).
+    fn emitter(&self, args: &[&str]) -> Running {
+        let emitter = spawn(&self.app, args);
+        wait_registered(&self.agent, emitter.pid(), "tracecar_test:tick");
+        emitter
+    }
+}
+
 #[test]
 fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
-    let Some(_guard) = begin("json_has_exactly_the_emitted_events_in_order_with_their_fields")
+    let Some(lab) = Lab::start("json_has_exactly_the_emitted_events_in_order_with_their_fields")
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
-    assert_eq!(sessiond(&agent)["owner"], "tracecar");
+    let agent = &lab.agent;
+    assert_eq!(sessiond(agent)["owner"], "tracecar");
 
     // Nothing registered yet: the answer says why that usually happens.
     let empty: Value = serde_json::from_slice(&agent.get_ok("/v1/lttng/events")).unwrap();
@@ -124,8 +154,8 @@ fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
         );
     }
 
-    let emitter = spawn(&app, &[&COUNT.to_string()]);
-    let listed = wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let emitter = spawn(&lab.app, &[&COUNT.to_string()]);
+    let listed = wait_registered(agent, emitter.pid(), "tracecar_test:tick");
     let tick = listed["events"]
         .as_array()
         .unwrap()
@@ -143,7 +173,7 @@ fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
     assert_eq!(fields, ["msg", "seq", "value"]);
 
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=3&format=json",
             emitter.pid()
@@ -177,18 +207,14 @@ fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
 
 #[test]
 fn text_and_ctf_open_with_babeltrace2() {
-    let Some(_guard) = begin("text_and_ctf_open_with_babeltrace2") else {
+    let Some(lab) = Lab::start("text_and_ctf_open_with_babeltrace2") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
+    let agent = &lab.agent;
 
-    let text_app = spawn(&app, &["100"]);
-    wait_registered(&agent, text_app.pid(), "tracecar_test:tick");
+    let text_app = lab.emitter(&["100"]);
     let (code, text) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?pid={}&seconds=2&format=text",
             text_app.pid()
@@ -203,10 +229,9 @@ fn text_and_ctf_open_with_babeltrace2() {
     let summary: Value = serde_json::from_str(last.strip_prefix("# tracecar: ").unwrap()).unwrap();
     assert_eq!(summary["discarded_events"], 0);
 
-    let ctf_app = spawn(&app, &["50"]);
-    wait_registered(&agent, ctf_app.pid(), "tracecar_test:tick");
+    let ctf_app = lab.emitter(&["50"]);
     let (code, archive) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&format=ctf",
             ctf_app.pid()
@@ -296,20 +321,15 @@ fn the_libc_wrapper_gives_malloc_events_with_sizes() {
 
 #[test]
 fn pid_excludes_a_second_application() {
-    let Some(_guard) = begin("pid_excludes_a_second_application") else {
+    let Some(lab) = Lab::start("pid_excludes_a_second_application") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
-    let traced = spawn(&app, &["300"]);
-    let other = spawn(&app, &["300"]);
-    wait_registered(&agent, traced.pid(), "tracecar_test:tick");
-    wait_registered(&agent, other.pid(), "tracecar_test:tick");
+    let agent = &lab.agent;
+    let traced = lab.emitter(&["300"]);
+    let other = lab.emitter(&["300"]);
 
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=2",
             traced.pid()
@@ -322,12 +342,10 @@ fn pid_excludes_a_second_application() {
     assert!(events.iter().all(|e| e["pid"] == traced.pid()));
 
     // Without pid=, both are recorded: the filter above did the excluding.
-    let again_traced = spawn(&app, &["300"]);
-    let again_other = spawn(&app, &["300"]);
-    wait_registered(&agent, again_traced.pid(), "tracecar_test:tick");
-    wait_registered(&agent, again_other.pid(), "tracecar_test:tick");
+    let again_traced = lab.emitter(&["300"]);
+    let again_other = lab.emitter(&["300"]);
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         "/v1/lttng/record?events=tracecar_test:*&seconds=2",
         &[again_traced.pid(), again_other.pid()],
     );
@@ -340,18 +358,14 @@ fn pid_excludes_a_second_application() {
 
 #[test]
 fn filters_and_log_levels_select_events() {
-    let Some(_guard) = begin("filters_and_log_levels_select_events") else {
+    let Some(lab) = Lab::start("filters_and_log_levels_select_events") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
-    let emitter = spawn(&app, &["100"]);
-    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let agent = &lab.agent;
+    let emitter = lab.emitter(&["100"]);
     // `seq >= 90 && msg == "event-9*"`, URL-encoded.
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&filter=seq%20%3E%3D%2090%20%26%26%20msg%20%3D%3D%20%22event-9*%22",
             emitter.pid()
@@ -367,10 +381,9 @@ fn filters_and_log_levels_select_events() {
     assert_eq!(seqs, (90..100).collect::<Vec<_>>());
 
     // tick's level is TRACE_DEBUG_LINE (the default): loglevel=INFO drops it.
-    let quiet = spawn(&app, &["100"]);
-    wait_registered(&agent, quiet.pid(), "tracecar_test:tick");
+    let quiet = lab.emitter(&["100"]);
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:tick&pid={}&seconds=2&loglevel=INFO",
             quiet.pid()
@@ -385,15 +398,11 @@ fn filters_and_log_levels_select_events() {
 
 #[test]
 fn a_disconnect_leaves_no_session_and_no_trace_files() {
-    let Some(_guard) = begin("a_disconnect_leaves_no_session_and_no_trace_files") else {
+    let Some(lab) = Lab::start("a_disconnect_leaves_no_session_and_no_trace_files") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
-    let emitter = spawn(&app, &["100000", "20000"]);
-    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let agent = &lab.agent;
+    let emitter = lab.emitter(&["100000", "20000"]);
     let client = agent.get_in_background(&format!(
         "/v1/lttng/record?pid={}&seconds=60",
         emitter.pid()
@@ -453,29 +462,25 @@ fn bad_input_gets_4xx_with_lttngs_message() {
 
 #[test]
 fn a_killed_session_daemon_is_restarted_and_recording_works_again() {
-    let Some(_guard) = begin("a_killed_session_daemon_is_restarted_and_recording_works_again")
+    let Some(lab) = Lab::start("a_killed_session_daemon_is_restarted_and_recording_works_again")
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let app = compile_tp_app(dir.path());
-    let agent = Agent::start();
-    wait_sessiond(&agent);
-    let first = sessiond(&agent);
+    let agent = &lab.agent;
+    let first = sessiond(agent);
     let pid = first["pid"].as_u64().expect("the agent's own daemon");
     signal(u32::try_from(pid).unwrap(), "KILL");
     wait_until(Duration::from_secs(20), "a new daemon", || {
-        let now = sessiond(&agent);
+        let now = sessiond(agent);
         now["running"] == true && now["pid"].as_u64().is_some_and(|p| p != pid)
     });
-    let status = sessiond(&agent);
+    let status = sessiond(agent);
     assert_eq!(status["starts"], 2);
     assert!(status["last_error"].as_str().unwrap().contains("exited"));
 
-    let emitter = spawn(&app, &["10"]);
-    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let emitter = lab.emitter(&["10"]);
     let (code, body) = record_while_emitting(
-        &agent,
+        agent,
         &format!(
             "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=2",
             emitter.pid()
@@ -574,4 +579,56 @@ impl Drop for ExternalDaemon {
             .status();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
+    let Some(lab) = Lab::start("live_streams_events_while_they_happen_and_cleans_up_on_disconnect")
+    else {
+        return;
+    };
+    let emitter = lab.emitter(&["50"]);
+    let mut client = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&lab.agent.socket)
+        .arg(format!(
+            "http://localhost/v1/lttng/live?events=tracecar_test:*&pid={}&seconds=60",
+            emitter.pid()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = client.stdout.take().unwrap();
+    let client = Running { child: client };
+    wait_recording();
+    let signalled = Instant::now();
+    signal(emitter.pid(), "USR1");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seqs = Vec::new();
+    while seqs.len() < 50 {
+        let line = lines.next().expect("a line").unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["event"], "tracecar_test:tick", "{line}");
+        seqs.push(event["fields"]["seq"].as_u64().unwrap());
+    }
+    // All 50, in order, long before the 60 s session ends.
+    assert_eq!(seqs, (0..50).collect::<Vec<_>>());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "events took {:?}",
+        signalled.elapsed()
+    );
+    // The client leaves mid-session: the session and the relayed trace go.
+    assert_eq!(tracecar_sessions(), 1);
+    drop(client);
+    wait_until(
+        Duration::from_secs(10),
+        "the live session to be destroyed",
+        || tracecar_sessions() == 0,
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the relayed trace to be removed",
+        || dir_is_empty(&lab.agent.traces.join("relay")),
+    );
 }

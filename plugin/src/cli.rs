@@ -116,8 +116,12 @@ pub enum Command {
         #[arg(short = 'o', long, default_value = "trace.tar.gz")]
         output: String,
         /// List the tracepoints registered apps offer instead of recording.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "live")]
         list: bool,
+        /// Stream events as NDJSON while they happen (LTTng live) instead
+        /// of writing a file.
+        #[arg(long)]
+        live: bool,
     },
     /// What works in the sidecar, with hints for what does not.
     Status {

@@ -164,6 +164,29 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         }
         Command::Lttng {
             target,
+            events,
+            pid,
+            filter,
+            loglevel,
+            seconds,
+            live: true,
+            ..
+        } => {
+            let path = request::path(
+                "/v1/lttng/live",
+                &[
+                    ("events", events.clone()),
+                    ("pid", pid.clone()),
+                    ("filter", filter.clone()),
+                    ("loglevel", loglevel.clone()),
+                    ("seconds", Some(seconds.to_string())),
+                ],
+            );
+            let raw = |line: &str| line.to_owned();
+            call(target)?.get(&path, Sink::Lines(&raw), None)?;
+        }
+        Command::Lttng {
+            target,
             pid,
             list: true,
             ..
@@ -186,6 +209,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             seconds,
             output,
             list: false,
+            live: false,
         } => {
             let format = format_of(
                 output,

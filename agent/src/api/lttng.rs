@@ -45,7 +45,10 @@ fn record_error(e: RecordError) -> ApiError {
             e.to_string(),
             "the client went away",
         ),
-        RecordError::Lttng(_) | RecordError::TraceDir { .. } => {
+        RecordError::Lttng(_)
+        | RecordError::TraceDir { .. }
+        | RecordError::Relay(_)
+        | RecordError::Babeltrace(_) => {
             ApiError::internal(e.to_string(), "see the agent's log and /v1/capabilities")
         }
     }
@@ -82,6 +85,54 @@ pub(super) async fn events(
         body["hint"] = NOT_REGISTERED_HINT.into();
     }
     Ok(Json(body).into_response())
+}
+
+pub(super) async fn live(
+    State(state): State<AgentState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let spec = spec::parse_live(&query).map_err(|e| ApiError::bad_request(e.message, e.hint))?;
+    check_visible(&state, spec.pids.as_deref())?;
+    let lttng = lttng_of(&state)?;
+    let permit = acquire_capture(&state)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+    let worker_cancel = cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        lttng.live(
+            &spec,
+            &worker_cancel,
+            |result| {
+                let _ = ready_tx.send(result);
+            },
+            |chunk| chunk_tx.blocking_send(chunk).is_ok(),
+        );
+        drop(permit);
+    });
+    // Until the session is set up the handler waits; a client leaving then
+    // drops this future, and the guard stops the worker.
+    let guard = CancelOnDrop(cancel);
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(record_error(e)),
+        Err(_) => {
+            return Err(ApiError::internal(
+                "the live worker stopped",
+                "see the agent's log",
+            ));
+        }
+    }
+    let body = futures_util::stream::unfold((chunk_rx, guard), |(mut rx, guard)| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), (rx, guard)))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 pub(super) async fn record(

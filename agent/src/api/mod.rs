@@ -76,11 +76,12 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/uprobe", get(uprobe))
         .route("/v1/lttng/events", get(lttng::events))
         .route("/v1/lttng/record", get(lttng::record))
+        .route("/v1/lttng/live", get(lttng::live))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /debug/pprof/profile",
+                "endpoints: /healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /debug/pprof/profile",
             )
         })
         .with_state(state)

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::relayd::RelayPorts;
 use super::spec::{LogLevel, RecordSpec};
 
 /// Prefix of every session the agent creates; start-up cleanup destroys
@@ -91,6 +92,45 @@ pub fn create(session: &str, output: &Path) -> Vec<String> {
     lttng(strings(["create", session]).chain([format!("--output={}", output.display())]))
 }
 
+/// Live sessions flush sub-buffers to the relay daemon this often (µs), so
+/// events reach the client within about this delay.
+pub const LIVE_TIMER_US: u32 = 200_000;
+
+/// `lttng create NAME --live=… --set-url=net://127.0.0.1:CONTROL:DATA`.
+pub fn create_live(session: &str, ports: &RelayPorts) -> Vec<String> {
+    lttng(strings(["create", session]).chain([
+        format!("--live={LIVE_TIMER_US}"),
+        format!("--set-url=net://127.0.0.1:{}:{}", ports.control, ports.data),
+    ]))
+}
+
+/// `lttng-relayd` on loopback ports, writing under `output/SESSION/…`.
+pub fn relayd(ports: &RelayPorts, output: &Path) -> Vec<String> {
+    vec![
+        format!("--control-port=tcp://127.0.0.1:{}", ports.control),
+        format!("--data-port=tcp://127.0.0.1:{}", ports.data),
+        format!("--live-port=tcp://127.0.0.1:{}", ports.live),
+        format!("--output={}", output.display()),
+        "--group-output-by-session".to_owned(),
+    ]
+}
+
+/// `babeltrace2` reading a live session from the relay daemon, in the
+/// same line format as [`babeltrace_json_source`].
+pub fn babeltrace_live(ports: &RelayPorts, hostname: &str, session: &str) -> Vec<String> {
+    strings([
+        "--input-format=lttng-live",
+        "--clock-seconds",
+        "--no-delta",
+        "--names=all",
+    ])
+    .chain([format!(
+        "net://127.0.0.1:{}/host/{hostname}/{session}",
+        ports.live
+    )])
+    .collect()
+}
+
 /// `lttng enable-channel -u` with the plan's sizes, in discard mode (so lost
 /// events are counted rather than overwritten).
 pub fn enable_channel(session: &str, plan: &ChannelPlan) -> Vec<String> {
@@ -112,17 +152,23 @@ pub fn enable_channel(session: &str, plan: &ChannelPlan) -> Vec<String> {
     )
 }
 
-/// `lttng enable-event -u` for the spec's patterns, filter and log level.
-pub fn enable_events(session: &str, spec: &RecordSpec) -> Vec<String> {
-    let mut args: Vec<String> = strings([
-        "enable-event",
+/// `SUBCOMMAND -u -s SESSION -c tracecar`: the start of the commands that
+/// act on the session's channel.
+fn on_channel(subcommand: &str, session: &str) -> Vec<String> {
+    strings([
+        subcommand,
         "--userspace",
         "--session",
         session,
         "--channel",
         CHANNEL,
     ])
-    .collect();
+    .collect()
+}
+
+/// `lttng enable-event -u` for the spec's patterns, filter and log level.
+pub fn enable_events(session: &str, spec: &RecordSpec) -> Vec<String> {
+    let mut args = on_channel("enable-event", session);
     if let Some(filter) = &spec.filter {
         args.push(format!("--filter={filter}"));
     }
@@ -137,15 +183,7 @@ pub fn enable_events(session: &str, spec: &RecordSpec) -> Vec<String> {
 
 /// `lttng add-context -u` for [`CONTEXTS`].
 pub fn add_contexts(session: &str) -> Vec<String> {
-    let mut args: Vec<String> = strings([
-        "add-context",
-        "--userspace",
-        "--session",
-        session,
-        "--channel",
-        CHANNEL,
-    ])
-    .collect();
+    let mut args = on_channel("add-context", session);
     for context in CONTEXTS {
         args.push(format!("--type={context}"));
     }
@@ -300,6 +338,33 @@ mod tests {
             "--type=vtid".to_owned(),
             "--type=procname".to_owned()
         ]));
+    }
+
+    #[test]
+    fn live_sessions_go_through_the_relay_daemon_on_loopback() {
+        let ports = RelayPorts {
+            control: 41000,
+            data: 41001,
+            live: 41002,
+        };
+        assert_eq!(
+            create_live("tracecar-1-2", &ports)[3..],
+            [
+                "create",
+                "tracecar-1-2",
+                "--live=200000",
+                "--set-url=net://127.0.0.1:41000:41001"
+            ]
+        );
+        let relayd = relayd(&ports, Path::new("/traces/relay"));
+        assert!(relayd.contains(&"--live-port=tcp://127.0.0.1:41002".to_owned()));
+        assert!(relayd.contains(&"--output=/traces/relay".to_owned()));
+        assert_eq!(
+            babeltrace_live(&ports, "web-1", "tracecar-1-2")
+                .last()
+                .map(String::as_str),
+            Some("net://127.0.0.1:41002/host/web-1/tracecar-1-2")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod command;
 pub mod mi;
 pub mod pretty;
 pub mod record;
+pub mod relayd;
 pub mod sessiond;
 pub mod spec;
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::command::{self, ChannelPlan};
 use super::mi::{self, Discarded, Tracepoint};
 use super::pretty;
+use super::relayd::Relayd;
 use super::sessiond::Sessiond;
 use super::spec::RecordSpec;
 
@@ -63,6 +64,12 @@ pub enum RecordError {
     /// The client went away.
     #[error("cancelled")]
     Cancelled,
+    /// The relay daemon for live sessions is not available.
+    #[error("cannot start the LTTng relay daemon: {0}")]
+    Relay(String),
+    /// babeltrace2 could not be started.
+    #[error("cannot run babeltrace2: {0} (is babeltrace2 installed?)")]
+    Babeltrace(#[source] std::io::Error),
 }
 
 /// Runs `lttng ARGV` and returns its XML; a failure carries its stderr.
@@ -99,6 +106,7 @@ pub fn run(argv: &[String]) -> Result<String, LttngError> {
 #[derive(Debug)]
 pub struct Lttng {
     sessiond: Sessiond,
+    relayd: Relayd,
     trace_root: PathBuf,
     disk_budget: u64,
     cpus: u32,
@@ -232,11 +240,41 @@ fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Where `babeltrace2` is asked to stop early when the client is gone.
+/// Stops `babeltrace2` early, when the client is gone.
 fn kill_quietly(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Creates (with `create`), configures and starts a session: the channel,
+/// the events (LTTng's refusal is the client's error), the contexts, the
+/// PID tracker. The session is destroyed if a later step fails.
+fn open_session(
+    name: &str,
+    create: Vec<String>,
+    plan: &ChannelPlan,
+    spec: &RecordSpec,
+) -> Result<Session, RecordError> {
+    run(&create)?;
+    let session = Session {
+        name: name.to_owned(),
+        destroyed: false,
+    };
+    run(&command::enable_channel(name, plan))?;
+    run(&command::enable_events(name, spec)).map_err(|e| match e {
+        LttngError::Failed { message, .. } => RecordError::Rejected(message),
+        other => RecordError::Lttng(other),
+    })?;
+    run(&command::add_contexts(name))?;
+    if let Some(pids) = &spec.pids {
+        run(&command::track_pids(name, pids))?;
+    }
+    run(&command::start(name))?;
+    Ok(session)
+}
+
+/// Where the relay daemon writes live sessions, under the trace root.
+const RELAY_DIR: &str = "relay";
 
 impl Lttng {
     /// Starts the daemon's supervisor; traces go under `trace_root`, each
@@ -251,6 +289,7 @@ impl Lttng {
         });
         std::sync::Arc::new(Self {
             sessiond,
+            relayd: Relayd::spawn(trace_root.join(RELAY_DIR)),
             trace_root,
             disk_budget,
             cpus,
@@ -316,37 +355,27 @@ impl Lttng {
         Ok(found)
     }
 
+    fn next_session_name(&self) -> String {
+        command::session_name(
+            std::process::id(),
+            self.sequence.fetch_add(1, Ordering::Relaxed),
+        )
+    }
+
     /// Records one session for `spec.seconds`, or until `cancel` is set.
     pub fn record(&self, spec: &RecordSpec, cancel: &AtomicBool) -> Result<Recording, RecordError> {
         if !self.sessiond.status().running {
             return Err(RecordError::NoDaemon);
         }
         let began = Instant::now();
-        let name = command::session_name(
-            std::process::id(),
-            self.sequence.fetch_add(1, Ordering::Relaxed),
-        );
+        let name = self.next_session_name();
         let trace = TraceDir(self.trace_root.join(&name));
         std::fs::create_dir_all(&self.trace_root).map_err(|source| RecordError::TraceDir {
             path: self.trace_root.clone(),
             source,
         })?;
         let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
-        run(&command::create(&name, trace.path()))?;
-        let mut session = Session {
-            name: name.clone(),
-            destroyed: false,
-        };
-        run(&command::enable_channel(&name, &plan))?;
-        run(&command::enable_events(&name, spec)).map_err(|e| match e {
-            LttngError::Failed { message, .. } => RecordError::Rejected(message),
-            other => RecordError::Lttng(other),
-        })?;
-        run(&command::add_contexts(&name))?;
-        if let Some(pids) = &spec.pids {
-            run(&command::track_pids(&name, pids))?;
-        }
-        run(&command::start(&name))?;
+        let mut session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
         let setup = began.elapsed();
         tracing::info!(session = %name, setup_ms = setup.as_millis(), "recording");
 
@@ -382,26 +411,158 @@ impl Lttng {
     }
 }
 
+impl Lttng {
+    /// Streams one live session as NDJSON while it records: `ready` gets
+    /// the set-up result before any line is sent; then events go to `send`
+    /// as they arrive (within the live timer), until `spec.seconds` pass,
+    /// `cancel` is set or `send` fails; then a summary line. The session is
+    /// destroyed and the relayed trace removed in every case.
+    pub fn live(
+        &self,
+        spec: &RecordSpec,
+        cancel: &AtomicBool,
+        ready: impl FnOnce(Result<(), RecordError>),
+        mut send: impl Sink,
+    ) {
+        let began = Instant::now();
+        let opened = (|| {
+            if !self.sessiond.status().running {
+                return Err(RecordError::NoDaemon);
+            }
+            let ports = self.relayd.ensure().map_err(RecordError::Relay)?;
+            let name = self.next_session_name();
+            let relayed = TraceDir(self.trace_root.join(RELAY_DIR).join(&name));
+            let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
+            let session = open_session(&name, command::create_live(&name, &ports), &plan, spec)?;
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".to_owned());
+            let reader = babeltrace(command::babeltrace_live(&ports, &hostname, &name))
+                .map_err(RecordError::Babeltrace)?;
+            Ok((session, relayed, reader))
+        })();
+        let (mut session, relayed, (mut child, stdout)) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return ready(Err(e)),
+        };
+        ready(Ok(()));
+        let setup = began.elapsed();
+        tracing::info!(session = %session.name, setup_ms = setup.as_millis(), "live");
+
+        // Lines arrive on a thread of their own so that the deadline and
+        // the client's departure are noticed while babeltrace2 is quiet.
+        let (line_tx, lines) = std::sync::mpsc::sync_channel::<String>(4096);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut events = 0u64;
+        let mut unparsed = 0u64;
+        let mut client_gone = false;
+        let mut forward =
+            |line: String, send: &mut dyn FnMut(Vec<u8>) -> bool| match pretty::event(&line) {
+                Ok(event) => {
+                    events += 1;
+                    let mut out = serde_json::to_vec(&event).unwrap_or_default();
+                    out.push(b'\n');
+                    send(out)
+                }
+                Err(_) => {
+                    unparsed += 1;
+                    true
+                }
+            };
+        let until = Instant::now() + Duration::from_secs(u64::from(spec.seconds));
+        while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+            match lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if !forward(line, &mut send) {
+                        client_gone = true;
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let stopping = Instant::now();
+        let stopped = run(&command::stop(&session.name));
+        let discarded = run(&command::list_session(&session.name))
+            .and_then(|xml| mi::discarded(&xml).map_err(LttngError::from))
+            .unwrap_or_default();
+        // Events flushed by the stop still reach the reader: take them for
+        // up to one more second.
+        let drain_until = Instant::now() + Duration::from_secs(1);
+        while !client_gone && Instant::now() < drain_until {
+            match lines.recv_timeout(Duration::from_millis(LIVE_DRAIN_MS)) {
+                Ok(line) => client_gone = !forward(line, &mut send),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = session.destroy(stopped.is_ok()) {
+            tracing::warn!(session = %session.name, error = %e, "cannot destroy live session");
+        }
+        kill_quietly(&mut child);
+        drop(lines);
+        let _ = reader.join();
+        drop(relayed);
+        let teardown = stopping.elapsed();
+        if client_gone || cancel.load(Ordering::Relaxed) {
+            tracing::info!(session = %session.name, "live client gone; session destroyed");
+            return;
+        }
+        let summary = serde_json::json!({ "summary": {
+            "session": session.name,
+            "events": events,
+            "discarded_events": discarded.discarded_events,
+            "lost_packets": discarded.lost_packets,
+            "unparsed_lines": unparsed,
+            "setup_ms": setup.as_secs_f64() * 1000.0,
+            "teardown_ms": teardown.as_secs_f64() * 1000.0,
+        }});
+        let mut line = serde_json::to_vec(&summary).unwrap_or_default();
+        line.push(b'\n');
+        send(line);
+    }
+}
+
+/// How long the drain after a live session's stop waits for a next line.
+const LIVE_DRAIN_MS: u64 = 300;
+
 /// Where the output of a recording goes: `send` returns false once the
 /// client has gone, which stops the conversion.
 pub trait Sink: FnMut(Vec<u8>) -> bool {}
 impl<F: FnMut(Vec<u8>) -> bool> Sink for F {}
+
+/// Starts babeltrace2 with `args`, its stdout piped.
+fn babeltrace(
+    args: Vec<String>,
+) -> std::io::Result<(std::process::Child, std::process::ChildStdout)> {
+    let mut child = Command::new("babeltrace2")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    match child.stdout.take() {
+        Some(stdout) => Ok((child, stdout)),
+        None => {
+            kill_quietly(&mut child);
+            Err(std::io::Error::other("babeltrace2 has no stdout"))
+        }
+    }
+}
 
 /// Writes NDJSON events, then `{"summary": …}`.
 pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Result<()> {
     let mut events = 0u64;
     let mut unparsed = 0u64;
     if recording.has_trace() {
-        let mut child = Command::new("babeltrace2")
-            .args(command::babeltrace_json_source(recording.trace.path()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let Some(stdout) = child.stdout.take() else {
-            kill_quietly(&mut child);
-            return Err(std::io::Error::other("babeltrace2 has no stdout"));
-        };
+        let (mut child, stdout) =
+            babeltrace(command::babeltrace_json_source(recording.trace.path()))?;
         let mut batch = Vec::with_capacity(64 * 1024);
         for line in BufReader::new(stdout).lines() {
             let line = line?;
@@ -437,16 +598,7 @@ pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Re
 /// Writes babeltrace2's text, then a `# tracecar: {…}` summary line.
 pub fn write_text(recording: &Recording, mut send: impl Sink) -> std::io::Result<()> {
     if recording.has_trace() {
-        let mut child = Command::new("babeltrace2")
-            .args(command::babeltrace_text(recording.trace.path()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let Some(mut stdout) = child.stdout.take() else {
-            kill_quietly(&mut child);
-            return Err(std::io::Error::other("babeltrace2 has no stdout"));
-        };
+        let (mut child, mut stdout) = babeltrace(command::babeltrace_text(recording.trace.path()))?;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             let n = stdout.read(&mut buffer)?;

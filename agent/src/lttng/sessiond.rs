@@ -171,13 +171,11 @@ impl Sessiond {
             s.owner = Owner::Tracecar;
             s.pid = Some(pid);
         });
-        if !wait_answering(&mut child) {
+        if let Err(why) = wait_answering(&mut child) {
             crate::sys::kill_process_group(pid);
             let _ = child.wait();
             self.update(|s| s.pid = None);
-            return Err(format!(
-                "lttng-sessiond (pid {pid}) did not answer within {START_TIMEOUT:?}"
-            ));
+            return Err(format!("lttng-sessiond (pid {pid}) {why}"));
         }
         tracing::info!(pid, "lttng-sessiond started");
         self.update(|s| s.running = true);
@@ -200,17 +198,21 @@ impl Sessiond {
     }
 }
 
-/// Waits until the fresh daemon answers, or exits, or the start times out.
-fn wait_answering(child: &mut Child) -> bool {
+/// Waits until the fresh daemon answers; otherwise says why not.
+fn wait_answering(child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return false;
+        if let Ok(Some(exit)) = child.try_wait() {
+            // Usually a daemon that is still exiting holds the run
+            // directory's lock; the next attempt follows the back-off.
+            return Err(format!(
+                "exited at start ({exit}); another daemon may hold /var/run/lttng"
+            ));
         }
         if answers() {
-            return true;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    false
+    Err(format!("did not answer within {START_TIMEOUT:?}"))
 }

@@ -257,6 +257,27 @@ pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecE
     })
 }
 
+/// Parses `/v1/lttng/live`: the selection of `record`, `seconds` (default
+/// 60) and no `format` (always NDJSON).
+pub fn parse_live(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
+    reject_unknown(
+        query,
+        &[
+            "events",
+            "pid",
+            "filter",
+            "loglevel",
+            "loglevel_only",
+            "seconds",
+        ],
+    )?;
+    let seconds = number(query, "seconds", 60, 1..=3600)?;
+    Ok(RecordSpec {
+        seconds,
+        ..selection(query)?
+    })
+}
+
 /// Parses `/v1/lttng/events`: an optional `pid`.
 pub fn parse_events(query: &HashMap<String, String>) -> Result<Option<Vec<u32>>, SpecError> {
     reject_unknown(query, &["pid"])?;
@@ -293,6 +314,16 @@ mod tests {
         assert_eq!(spec.loglevel, Some(LogLevel::AtLeast(Level::Info)));
         assert_eq!(spec.seconds, 3600);
         assert_eq!(spec.format, RecordFormat::Ctf);
+    }
+
+    #[test]
+    fn live_takes_the_selection_but_no_format() {
+        let spec = parse_live(&query_of(&[("events", "app:*"), ("pid", "3")])).expect("valid");
+        assert_eq!(spec.seconds, 60);
+        assert_eq!(spec.events, ["app:*"]);
+        assert_eq!(spec.pids, Some(vec![3]));
+        assert!(parse_live(&query_of(&[("format", "json")])).is_err());
+        assert!(parse_live(&query_of(&[("seconds", "0")])).is_err());
     }
 
     #[test]
