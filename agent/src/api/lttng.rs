@@ -1,4 +1,4 @@
-//! `/v1/lttng/events` and `/v1/lttng/record`.
+//! `/v1/lttng/events`, `/v1/lttng/record` and `/v1/lttng/live`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::profile::PlanError;
 const NOT_REGISTERED_HINT: &str = "no application has registered with the LTTng session daemon. \
 Usually /var/run/lttng is not shared with the app container (the tracecar.dev/inject annotation shares it), \
 or the app does not load liblttng-ust (link it with -llttng-ust, or LD_PRELOAD a liblttng-ust-*-wrapper library); \
-for .NET set DOTNET_LTTng=1. Apps register when they start, so restart them after the sidecar is up.";
+for .NET set DOTNET_LTTng=1. Apps register when they start, or when the daemon comes up if they started first.";
 
 fn lttng_of(state: &AgentState) -> Result<Arc<Lttng>, ApiError> {
     state.lttng.clone().ok_or_else(|| {
