@@ -452,12 +452,21 @@ fn disconnects_and_limits_release_every_perf_fd() {
     };
     let agent = Agent::start();
     let long = "/v1/profile?seconds=60&hz=49&format=folded";
-    let mut clients: Vec<Running> = (0..4).map(|_| agent.get_in_background(long)).collect();
+    // One capture first, to learn how many events a capture opens; then
+    // the other three, until all four hold theirs (and so their slots).
+    let mut clients = vec![agent.get_in_background(long)];
     assert!(
         agent.wait_for(Duration::from_secs(10), |a| a.perf_fds() > 0),
-        "captures did not start"
+        "the first capture did not start"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
+    let per_capture = agent.perf_fds();
+    clients.extend((1..4).map(|_| agent.get_in_background(long)));
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |a| a.perf_fds() >= 4 * per_capture),
+        "captures did not start: {} perf fds",
+        agent.perf_fds()
+    );
     let (code, body) = agent.get(long);
     assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
     // Clients go away: every capture stops and closes its events.

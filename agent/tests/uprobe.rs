@@ -452,13 +452,27 @@ fn api_disconnect_detaches_everything() {
     );
     let mut clients = Vec::new();
     for n in 1..=8 {
-        clients.push(agent.get_in_background(&url));
-        // Each probe holds at least its two programs and a ring buffer.
+        // The agent answers with headers once the probe is attached, so each
+        // client holds its slot before the next one asks.
+        let headers = dir.path().join(format!("headers-{n}"));
+        let child = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-D"])
+            .arg(&headers)
+            .arg("--unix-socket")
+            .arg(&agent.socket)
+            .arg(format!("http://localhost{url}"))
+            .spawn()
+            .unwrap();
+        clients.push(common::Running { child });
         assert!(
-            agent.wait_for(Duration::from_secs(10), |a| kernel_fds(a) >= 3 * n),
+            agent.wait_for(Duration::from_secs(10), |_| {
+                std::fs::read_to_string(&headers).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
+            }),
             "probe {n} did not attach"
         );
     }
+    // Each probe holds at least its two programs and a ring buffer.
+    assert!(kernel_fds(&agent) >= 3 * 8);
     let (code, body) = agent.get(&url);
     assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
     // The clients go away: every probe is detached.
