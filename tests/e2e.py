@@ -136,7 +136,7 @@ class Webhook:
         self.log.close()
 
 
-def admission_review(profile, pod_name):
+def admission_review(profile):
     deploy = next(d for d in yaml.safe_load_all(open(EXAMPLE)) if d and d.get("kind") == "Deployment")
     template = deploy["spec"]["template"]
     metadata = dict(template.get("metadata", {}), generateName=deploy["metadata"]["name"] + "-",
@@ -155,7 +155,7 @@ def admission_review(profile, pod_name):
 
 def mutate(webhook, profile, pod_name):
     """The pod as the API server would store it after our webhook."""
-    review = admission_review(profile, pod_name)
+    review = admission_review(profile)
     response = json.loads(webhook.curl("/mutate", json.dumps(review)).stdout)["response"]
     assert response["uid"] == review["request"]["uid"], "uid not echoed"
     assert response["allowed"] is True and response.get("patchType") == "JSONPatch", response
@@ -294,7 +294,7 @@ def check_pod(name, out):
     assert len(fib_events) == 200, fibs[-3:]
     for e in fib_events:
         assert e["ret"] == fib(e["args"][0]), e
-    say(f"fib(): 200 returns, each equal to fib(n) for its n (recursion paired)")
+    say("fib(): 200 returns, each equal to fib(n) for its n (recursion paired)")
     cluster(f"kubectl tracecar trace {name} --symbol calc --args long --ret long")
 
     step("LTTng events from the app's tracepoint provider (kubectl tracecar lttng)")
