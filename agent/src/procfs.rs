@@ -220,6 +220,13 @@ impl Procfs {
         self.root.join(pid.to_string()).join(name)
     }
 
+    /// The first of `pids` that is not in this PID namespace.
+    pub fn first_missing(&self, pids: &[u32]) -> Option<u32> {
+        pids.iter()
+            .copied()
+            .find(|p| !self.path(*p, "stat").exists())
+    }
+
     /// Every numeric entry of `/proc`.
     pub fn pids(&self) -> std::io::Result<Vec<u32>> {
         let mut pids: Vec<u32> = std::fs::read_dir(&self.root)?

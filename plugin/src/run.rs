@@ -78,24 +78,16 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
     };
     match &cli.command {
         Command::Ps { target } => {
-            let mut body = Vec::new();
-            call(target)?.get("/v1/processes", Sink::Memory(&mut body), None)?;
-            print!(
-                "{}",
-                request::process_table(&body)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into())
+            print_rendered(
+                &call(target)?.body("/v1/processes")?,
+                request::process_table,
             );
         }
         Command::Status { target } => {
             let caller = call(target)?;
-            let mut body = Vec::new();
-            caller.get("/v1/capabilities", Sink::Memory(&mut body), None)?;
+            let body = caller.body("/v1/capabilities")?;
             println!("pod {}: agent reachable", caller.pod);
-            print!(
-                "{}",
-                request::status_lines(&body)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into())
-            );
+            print_rendered(&body, request::status_lines);
         }
         Command::Profile {
             target,
@@ -137,13 +129,9 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             let caller = call(target)?;
             let pid = match pid {
                 Some(pid) => pid.clone(),
-                None => {
-                    let mut body = Vec::new();
-                    caller.get("/v1/processes", Sink::Memory(&mut body), None)?;
-                    request::only_app_pid(&body)
-                        .map_err(PluginError::Agent)?
-                        .to_string()
-                }
+                None => request::only_app_pid(&caller.body("/v1/processes")?)
+                    .map_err(PluginError::Agent)?
+                    .to_string(),
             };
             let path = request::path(
                 "/v1/uprobe",
@@ -157,9 +145,8 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                     ("limit", limit.map(|l| l.to_string())),
                 ],
             );
-            let raw = |line: &str| line.to_owned();
             let pretty = |line: &str| request::trace_line(symbol, line);
-            let render: &dyn Fn(&str) -> String = if *json { &raw } else { &pretty };
+            let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
             caller.get(&path, Sink::Lines(render), None)?;
         }
         Command::Lttng {
@@ -169,69 +156,52 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             filter,
             loglevel,
             seconds,
-            live: true,
-            ..
-        } => {
-            let path = request::path(
-                "/v1/lttng/live",
-                &[
-                    ("events", events.clone()),
-                    ("pid", pid.clone()),
-                    ("filter", filter.clone()),
-                    ("loglevel", loglevel.clone()),
-                    ("seconds", Some(seconds.to_string())),
-                ],
-            );
-            let raw = |line: &str| line.to_owned();
-            call(target)?.get(&path, Sink::Lines(&raw), None)?;
-        }
-        Command::Lttng {
-            target,
-            pid,
-            list: true,
-            ..
-        } => {
-            let mut body = Vec::new();
-            let path = request::path("/v1/lttng/events", &[("pid", pid.clone())]);
-            call(target)?.get(&path, Sink::Memory(&mut body), None)?;
-            print!(
-                "{}",
-                request::tracepoint_lines(&body)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into())
-            );
-        }
-        Command::Lttng {
-            target,
-            events,
-            pid,
-            filter,
-            loglevel,
-            seconds,
             output,
-            list: false,
-            live: false,
+            list,
+            live,
         } => {
+            let caller = call(target)?;
+            if *list {
+                let path = request::path("/v1/lttng/events", &[("pid", pid.clone())]);
+                print_rendered(&caller.body(&path)?, request::tracepoint_lines);
+                return Ok(());
+            }
+            let mut params = vec![
+                ("events", events.clone()),
+                ("pid", pid.clone()),
+                ("filter", filter.clone()),
+                ("loglevel", loglevel.clone()),
+                ("seconds", Some(seconds.to_string())),
+            ];
+            if *live {
+                let path = request::path("/v1/lttng/live", &params);
+                return caller.get(&path, Sink::Lines(&as_is), None);
+            }
             let format = format_of(
                 output,
                 request::lttng_format(output),
                 ".tar.gz (CTF), .json/.ndjson or .txt",
             )?;
-            let path = request::path(
-                "/v1/lttng/record",
-                &[
-                    ("events", events.clone()),
-                    ("pid", pid.clone()),
-                    ("filter", filter.clone()),
-                    ("loglevel", loglevel.clone()),
-                    ("seconds", Some(seconds.to_string())),
-                    ("format", Some(format.agent.to_owned())),
-                ],
-            );
-            call(target)?.get(&path, Sink::File(output), Some(*seconds))?;
+            params.push(("format", Some(format.agent.to_owned())));
+            let path = request::path("/v1/lttng/record", &params);
+            caller.get(&path, Sink::File(output), Some(*seconds))?;
             eprintln!("wrote {output}");
         }
     }
     Ok(())
+}
+
+/// The agent's JSON as `render` lays it out, or as it came if it cannot.
+fn print_rendered(body: &[u8], render: fn(&[u8]) -> Option<String>) {
+    print!(
+        "{}",
+        render(body).unwrap_or_else(|| String::from_utf8_lossy(body).into())
+    );
+}
+
+/// NDJSON lines printed as they come.
+fn as_is(line: &str) -> String {
+    line.to_owned()
 }
 
 fn format_of(
@@ -292,6 +262,13 @@ struct Caller<'a> {
 }
 
 impl Caller<'_> {
+    /// The whole answer to `path`.
+    fn body(&self, path: &str) -> Result<Vec<u8>, PluginError> {
+        let mut body = Vec::new();
+        self.get(path, Sink::Memory(&mut body), None)?;
+        Ok(body)
+    }
+
     /// GETs `path` from the agent into `sink`; with `seconds`, shows a
     /// progress bar until the first bytes arrive.
     fn get(&self, path: &str, sink: Sink<'_>, seconds: Option<u32>) -> Result<(), PluginError> {

@@ -56,12 +56,8 @@ fn record_error(e: RecordError) -> ApiError {
 
 /// Refuses PIDs this sidecar cannot see.
 fn check_visible(state: &AgentState, pids: Option<&[u32]>) -> Result<(), ApiError> {
-    match pids
-        .unwrap_or_default()
-        .iter()
-        .find(|pid| state.procfs.stat(**pid).is_err())
-    {
-        Some(pid) => Err(plan_error(PlanError::PidNotVisible(*pid))),
+    match state.procfs.first_missing(pids.unwrap_or_default()) {
+        Some(pid) => Err(plan_error(PlanError::PidNotVisible(pid))),
         None => Ok(()),
     }
 }

@@ -224,20 +224,19 @@ fn selection(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
     })
 }
 
+/// Parameters of `/v1/lttng/live`; `record` also takes `format`.
+const SESSION_PARAMS: [&str; 6] = [
+    "events",
+    "pid",
+    "filter",
+    "loglevel",
+    "loglevel_only",
+    "seconds",
+];
+
 /// Parses `/v1/lttng/record`.
 pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
-    reject_unknown(
-        query,
-        &[
-            "events",
-            "pid",
-            "filter",
-            "loglevel",
-            "loglevel_only",
-            "seconds",
-            "format",
-        ],
-    )?;
+    reject_unknown(query, &[&SESSION_PARAMS[..], &["format"]].concat())?;
     let format = match query.get("format").map(String::as_str) {
         None | Some("json") => RecordFormat::Json,
         Some("text") => RecordFormat::Text,
@@ -260,17 +259,7 @@ pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecE
 /// Parses `/v1/lttng/live`: the selection of `record`, `seconds` (default
 /// 60) and no `format` (always NDJSON).
 pub fn parse_live(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
-    reject_unknown(
-        query,
-        &[
-            "events",
-            "pid",
-            "filter",
-            "loglevel",
-            "loglevel_only",
-            "seconds",
-        ],
-    )?;
+    reject_unknown(query, &SESSION_PARAMS)?;
     let seconds = number(query, "seconds", 60, 1..=3600)?;
     Ok(RecordSpec {
         seconds,

@@ -39,8 +39,8 @@ pub fn plan(
     let targets = match &spec.pids {
         None => Targets::Pod,
         Some(pids) => {
-            if let Some(missing) = pids.iter().find(|p| !procfs.path(**p, "stat").exists()) {
-                return Err(PlanError::PidNotVisible(*missing));
+            if let Some(missing) = procfs.first_missing(pids) {
+                return Err(PlanError::PidNotVisible(missing));
             }
             Targets::Pids(pids.iter().copied().collect::<HashSet<u32>>())
         }

@@ -1,17 +1,13 @@
 /* After SIGUSR1, mallocs and frees blocks of known sizes (run under
  * LD_PRELOAD=liblttng-ust-libc-wrapper.so), then waits to be killed. */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "wait_usr1.h"
+
 int main(void) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sig;
-    sigwait(&set, &sig);
+    wait_for_sigusr1();
     static const size_t sizes[] = {12345, 777, 31337};
     static char *volatile kept[3];
     for (int i = 0; i < 3; i++) {

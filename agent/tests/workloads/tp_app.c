@@ -6,12 +6,13 @@
  * Event i has seq = i, value = 3 * i - 7, msg = "event-<i>". RATE 0 (the
  * default) emits as fast as it can; otherwise events are paced in batches
  * of 1/1000 s and the achieved rate is printed on stderr. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "wait_usr1.h"
 
 #include "tp_app.h"
 
@@ -30,12 +31,7 @@ int main(int argc, char **argv) {
     double rate = argc > 2 ? atof(argv[2]) : 0;
     int exit_after = argc > 3 && strcmp(argv[3], "--exit") == 0;
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sig;
-    sigwait(&set, &sig);
+    wait_for_sigusr1();
 
     char msg[32];
     double start = now();
