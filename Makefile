@@ -3,13 +3,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng clean
+.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
 	@echo "make test            full test suite (what .ci/run runs)"
 	@echo "make images          build tracecar/agent, tracecar/webhook, tracecar/sample-app with podman"
 	@echo "make e2e             webhook → patched pod → podman kube play → kubectl-tracecar checks"
+	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 	@echo "make bench-uprobe    uprobe cost per call and delivery against bpftrace"
@@ -29,7 +30,12 @@ images:
 e2e: images
 	python3 tests/e2e.py
 
-test: deps lint unit manifests e2e demo-check
+# The images, the e2e's minimal scenario and the manifest check with
+# CARGO_TARGET_DIR outside the checkout.
+target-dir:
+	bash tests/target-dir.sh
+
+test: deps lint unit manifests e2e target-dir demo-check
 	@echo "make test: all passed"
 
 lint:

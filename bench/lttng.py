@@ -20,7 +20,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AGENT = os.path.join(ROOT, "target", "release", "tracecar-agent")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
+AGENT = release("tracecar-agent")
 WORKLOADS = os.path.join(ROOT, "agent", "tests", "workloads")
 
 

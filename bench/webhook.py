@@ -19,7 +19,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
+RELEASE = release("")
 
 
 def review(pod):

@@ -20,7 +20,7 @@ cluster "podman build … && podman push <registry>/tracecar/agent:0.1.0 (README
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 step "Offline injection of $(realpath --relative-to="$ROOT" "$EXAMPLE")"
-"$ROOT/target/release/tracecar-webhook" inject -f "$EXAMPLE" >"$OUT/deployment.injected.yaml"
+"$(python3 "$ROOT/scripts/target_dir.py" release tracecar-webhook)" inject -f "$EXAMPLE" >"$OUT/deployment.injected.yaml"
 say "wrote deployment.injected.yaml; what changed:"
 diff -u "$EXAMPLE" "$OUT/deployment.injected.yaml" | grep '^[+-] ' | head -20 | sed 's/^/    /' || true
 say "..."

@@ -74,7 +74,7 @@ fi
 
 # speedscope's published file-format schema, from its npm package.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SCHEMA=$ROOT/target/test-deps/speedscope-file-format-schema.json
+SCHEMA=$(python3 "$ROOT/scripts/target_dir.py" test-deps speedscope-file-format-schema.json)
 if [ ! -s "$SCHEMA" ]; then
     echo "deps: fetching speedscope's file-format schema (npm package speedscope@1.25.0)"
     mkdir -p "$(dirname "$SCHEMA")"

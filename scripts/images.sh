@@ -65,13 +65,15 @@ fi
 
 echo "images: release binaries"
 cargo build --release --locked -p tracecar-agent -p tracecar-webhook -p kubectl-tracecar
-bash tests/sample-app/build.sh target/sample-app
-# The build context holds only these (.dockerignore); debug info and
-# symbols stay in the host's target/release.
-mkdir -p target/images
-strip --strip-all -o target/images/tracecar-agent target/release/tracecar-agent
-strip --strip-all -o target/images/tracecar-webhook target/release/tracecar-webhook
-cp target/sample-app/sample-app target/images/sample-app
+TARGET=$(python3 "$ROOT/scripts/target_dir.py")
+bash tests/sample-app/build.sh "$TARGET/sample-app"
+# The build context is a directory holding only these; debug info and
+# symbols stay in the host's release binaries.
+CONTEXT=$TARGET/images
+mkdir -p "$CONTEXT"
+strip --strip-all -o "$CONTEXT/tracecar-agent" "$TARGET/release/tracecar-agent"
+strip --strip-all -o "$CONTEXT/tracecar-webhook" "$TARGET/release/tracecar-webhook"
+cp "$TARGET/sample-app/sample-app" "$CONTEXT/sample-app"
 
 build() {
     local tag=$1 file=$2
@@ -79,7 +81,7 @@ build() {
     echo "images: $tag"
     # --network=host: apt inside the build reaches the Debian mirror the
     # same way the host does.
-    $ENGINE build --pull=never --network=host -q "$@" -t "$tag" -f "$file" . >/dev/null
+    $ENGINE build --pull=never --network=host -q "$@" -t "$tag" -f "$ROOT/$file" "$CONTEXT" >/dev/null
 }
 # Squashed with its base, so that purging apt in it saves space.
 squash=()

@@ -35,9 +35,32 @@ pulled here; the injector's config says Never for the sidecar). The
 webhook runs in its default `container` sidecar mode: podman cannot run
 native sidecars.
 
-Usage: make e2e  (or: python3 tests/e2e.py [--profile minimal|privileged] [--demo OUT])
+emptyDir volumes get Kubernetes' semantics, not podman's. Kubelet creates
+an emptyDir as a root-owned directory with mode 0777 before any container
+starts; with a pod `fsGroup` G it is group G with mode 02777, and every
+container gets G as a supplementary group. Podman 4.3 instead gives a new
+volume to the user of the first container that mounts it (mode 0755), so
+whether LTTng worked depended on which container started first; it also
+ignores `fsGroup`, and copies an image's own directory into a new volume.
+So each emptyDir of the played copy becomes a hostPath directory that this
+test creates beforehand exactly as kubelet would (which is what an emptyDir
+is on a node), and a pod `fsGroup` becomes `supplementalGroups` as well.
+
+Scenarios (`--scenario`, all by default): `minimal` and `privileged` run
+every check; `app-first` and `sidecar-first` force the start order with a
+gate in the other container's command (the sidecar waits for the app's
+LTTng-UST wait shared memory, or the app waits for the session daemon's
+socket), so neither order depends on timing; `fsgroup` (runAsUser 1000,
+fsGroup 2000), `root-app` (the app runs as root) and `image-rundir` (the
+app image has its own /var/run/lttng, owned by uid 1000) are the pod
+security variants; `unwritable-rundir` gives /var/run/lttng what podman's
+own volumes give (uid 1000, mode 0755) and checks that /v1/capabilities
+names the owner, the mode, the fix and the daemon's own error.
+
+Usage: make e2e  (or: python3 tests/e2e.py [--scenario NAME]... [--demo OUT])
 """
 import argparse
+import dataclasses
 import base64
 import json
 import os
@@ -53,9 +76,10 @@ import jsonpatch
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
-WEBHOOK = os.path.join(RELEASE, "tracecar-webhook")
-PLUGIN = os.path.join(RELEASE, "kubectl-tracecar")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
+WEBHOOK = release("tracecar-webhook")
+PLUGIN = release("kubectl-tracecar")
 EXAMPLE = os.path.join(ROOT, "manifests", "examples", "deployment.yaml")
 SERVICE = "tracecar-webhook.tracecar-system.svc"
 os.environ["CONTAINERS_CONF"] = os.environ.get("CONTAINERS_CONF",
@@ -94,6 +118,87 @@ def fib(n, memo={0: 0, 1: 1}):
     if n not in memo:
         memo[n] = fib(n - 1) + fib(n - 2)
     return memo[n]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One pod the flow plays."""
+    name: str
+    profile: str = "minimal"
+    # "app-first", "sidecar-first", or None (whatever podman does).
+    order: str | None = None
+    # Merged into the pod's securityContext before admission.
+    pod_security: dict = dataclasses.field(default_factory=dict)
+    # The app image (IMAGE_RUNDIR: with its own /var/run/lttng).
+    app_image: str | None = None
+    # (uid, gid, mode) for the run directory instead of kubelet's.
+    rundir: tuple | None = None
+    # Every check, or the LTTng ones only (the variants).
+    full: bool = False
+
+
+APP_UID = 1000
+IMAGE_RUNDIR = "tracecar/sample-app-rundir:0.1.0"
+SCENARIOS = [
+    Scenario("minimal", full=True),
+    Scenario("privileged", profile="privileged", full=True),
+    Scenario("app-first", order="app-first"),
+    Scenario("sidecar-first", order="sidecar-first"),
+    Scenario("fsgroup", pod_security={"runAsUser": APP_UID, "fsGroup": 2000}, order="app-first"),
+    Scenario("root-app", pod_security={"runAsUser": 0, "runAsGroup": 0}, order="app-first"),
+    Scenario("image-rundir", app_image=IMAGE_RUNDIR, order="app-first"),
+    Scenario("unwritable-rundir", rundir=(APP_UID, APP_UID, 0o755)),
+]
+
+# The order gates (POSIX sh, in both images): wait at most 60 s for what
+# the other container makes, then run the container's own command.
+GATE = ('i=0; until ls {what} >/dev/null 2>&1; do i=$((i+1)); '
+        '[ $i -lt 1200 ] || {{ echo "gate: no {what} after 60 s" >&2; exit 1; }}; sleep 0.05; done; exec "$@"')
+# The app's LTTng-UST creates its wait shared memory when it starts.
+APP_STARTED = "/dev/shm/lttng-ust-wait-*"
+# The session daemon listens for apps.
+SESSIOND_STARTED = "/var/run/lttng/lttng-ust-sock-*"
+APP_ENTRYPOINT = ["/usr/local/bin/sample-app"]
+
+
+def gated(command, what):
+    return ["/bin/sh", "-c", GATE.format(what=what), "gate", *command]
+
+
+class EmptyDirs:
+    """Each emptyDir of a pod as kubelet makes it: a host directory that
+    exists before any container starts, root-owned with mode 0777, or group
+    fsGroup with mode 02777 (the module doc says why)."""
+
+    def __init__(self, tmp, pod, rundir=None):
+        self.root = os.path.join(tmp, "emptydirs")
+        self.fs_group = pod["spec"].get("securityContext", {}).get("fsGroup")
+        self.paths = {}
+        for volume in pod["spec"].get("volumes", []):
+            if "emptyDir" not in volume:
+                continue
+            path = os.path.join(self.root, volume["name"])
+            os.makedirs(path)
+            if self.fs_group is None:
+                os.chown(path, 0, 0)
+                os.chmod(path, 0o777)
+            else:
+                os.chown(path, 0, self.fs_group)
+                os.chmod(path, 0o2777)
+            self.paths[volume["name"]] = path
+        if rundir:
+            # What podman's own volume would give (the scenario's point).
+            uid, gid, mode = rundir
+            os.chown(self.paths["tracecar-lttng"], uid, gid)
+            os.chmod(self.paths["tracecar-lttng"], mode)
+
+    def expected(self, name):
+        """`stat -c '%u %g %a'` of the volume `name`, as made here."""
+        st = os.stat(self.paths[name])
+        return f"{st.st_uid} {st.st_gid} {st.st_mode & 0o7777:o}"
+
+    def remove(self):
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class Webhook:
@@ -136,14 +241,19 @@ class Webhook:
         self.log.close()
 
 
-def admission_review(profile):
+def admission_review(scenario):
     deploy = next(d for d in yaml.safe_load_all(open(EXAMPLE)) if d and d.get("kind") == "Deployment")
     template = deploy["spec"]["template"]
     metadata = dict(template.get("metadata", {}), generateName=deploy["metadata"]["name"] + "-",
                     namespace=deploy["metadata"].get("namespace", "default"))
-    if profile == "privileged":
+    if scenario.profile == "privileged":
         metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/profile": "privileged"})
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+    spec = json.loads(json.dumps(template["spec"]))
+    if scenario.pod_security:
+        spec["securityContext"] = dict(spec.get("securityContext", {}), **scenario.pod_security)
+    if scenario.app_image:
+        spec["containers"][0]["image"] = scenario.app_image
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": str(uuid.uuid4()),
                         "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -153,9 +263,9 @@ def admission_review(profile):
                         "object": pod, "dryRun": False}}
 
 
-def mutate(webhook, profile, pod_name):
+def mutate(webhook, scenario, pod_name):
     """The pod as the API server would store it after our webhook."""
-    review = admission_review(profile)
+    review = admission_review(scenario)
     response = json.loads(webhook.curl("/mutate", json.dumps(review)).stdout)["response"]
     assert response["uid"] == review["request"]["uid"], "uid not echoed"
     assert response["allowed"] is True and response.get("patchType") == "JSONPatch", response
@@ -172,9 +282,21 @@ def mutate(webhook, profile, pod_name):
     return pod
 
 
-def for_podman(pod):
+def for_podman(pod, empty_dirs, order=None):
     """The emulation described in the module doc, on a copy."""
     pod = json.loads(json.dumps(pod))
+    for volume in pod["spec"]["volumes"]:
+        if "emptyDir" in volume:
+            del volume["emptyDir"]
+            volume["hostPath"] = {"path": empty_dirs.paths[volume["name"]], "type": "Directory"}
+    security = pod["spec"].get("securityContext", {})
+    if "fsGroup" in security:
+        security["supplementalGroups"] = sorted(set(security.get("supplementalGroups", [])) | {security["fsGroup"]})
+    app, sidecar = pod["spec"]["containers"]
+    if order == "app-first":
+        sidecar["command"] = gated(sidecar["command"], APP_STARTED)
+    elif order == "sidecar-first":
+        app["command"] = gated(app.get("command", APP_ENTRYPOINT), SESSIOND_STARTED)
     annotations = pod["metadata"]["annotations"]
     annotations.pop("tracecar.dev/status", None)
     annotations["container.seccomp.security.alpha.kubernetes.io/tracecar"] = "unconfined"
@@ -231,32 +353,84 @@ class HostState:
         assert not created, f"host directories left: {created}"
 
 
-def check_pod(name, out):
-    """The checks of step 5; files go to `out`."""
-    step("Waiting for the agent's socket (kubectl tracecar status)")
+def agent_json(name, path):
+    """The agent's answer, straight from its socket in the sidecar."""
+    return json.loads(run(["podman", "exec", f"{name}-tracecar", "curl", "-sS", "--unix-socket",
+                           "/run/tracecar/agent.sock", f"http://localhost{path}"]))
+
+
+def agent_logs(name):
+    logs = subprocess.run(["podman", "logs", f"{name}-tracecar"], capture_output=True, text=True)
+    return (logs.stdout + logs.stderr)[-3000:]
+
+
+def wait_status(name, ready):
+    """`kubectl tracecar status` once `ready(capabilities)` holds."""
     deadline = time.time() + 60
     while True:
         status = plugin(name, "status", check=False)
-        if status.returncode == 0 and "lttng_sessiond" in status.stdout and \
-                "ok    lttng_sessiond" in status.stdout:
-            break
+        if status.returncode == 0 and ready(agent_json(name, "/v1/capabilities")):
+            return status.stdout
         if time.time() > deadline:
-            logs = subprocess.run(["podman", "logs", f"{name}-tracecar"], capture_output=True, text=True)
-            raise AssertionError(f"agent not ready:\n{status.stdout}{status.stderr}\n{logs.stderr[-3000:]}")
+            raise AssertionError(f"agent not ready:\n{status.stdout}{status.stderr}\n{agent_logs(name)}")
         time.sleep(0.5)
-    for line in status.stdout.splitlines():
+
+
+def check_volumes(name, empty_dirs):
+    """The shared directories look, inside the sidecar, as kubelet makes them."""
+    for volume, path in [("tracecar-lttng", "/var/run/lttng"), ("tracecar-tmp", "/tmp")]:
+        seen = run(["podman", "exec", f"{name}-tracecar", "stat", "-L", "-c", "%u %g %a", path]).strip()
+        assert seen == empty_dirs.expected(volume), f"{path} in the sidecar is {seen}, not {empty_dirs.expected(volume)}"
+        say(f"{path}: uid gid mode {seen}")
+
+
+def check_ready(name, empty_dirs):
+    step("Waiting for the agent's socket (kubectl tracecar status)")
+    status = wait_status(name, lambda c: c["lttng_sessiond"]["ok"])
+    for line in status.splitlines():
         say(line)
+    for check in ["lttng_sessiond", "lttng_rundir", "lttng_shm"]:
+        assert f"ok    {check}" in status, f"{check} not ok:\n{status}"
+    check_volumes(name, empty_dirs)
     cluster(f"kubectl tracecar status {name}")
 
+
+def check_unwritable_rundir(name, empty_dirs):
+    """/v1/capabilities names the real cause and the daemon's own words."""
+    step("A run directory the agent cannot write (kubectl tracecar status)")
+    status = wait_status(name, lambda c: "exited at start" in (c["lttng_sessiond"].get("last_error") or ""))
+    check_volumes(name, empty_dirs)
+    caps = agent_json(name, "/v1/capabilities")
+    rundir, sessiond = caps["lttng_rundir"], caps["lttng_sessiond"]
+    assert not rundir["ok"] and rundir["path"] == "/var/run/lttng", rundir
+    assert (rundir["uid"], rundir["gid"], rundir["mode"]) == (APP_UID, APP_UID, "0755"), rundir
+    assert rundir["fix"] == "empty_dir" and rundir["missing_capability"] == "DAC_OVERRIDE", rundir
+    assert "owner uid 1000, gid 1000, mode 0755" in rundir["detail"], rundir
+    assert "emptyDir" in rundir["hint"] and "fsGroup" in rundir["hint"], rundir
+    error = sessiond["last_error"]
+    # lttng-sessiond's own stderr, and the fact, never a guess.
+    assert "lttng-sessiond.lck: Permission denied" in error, error
+    assert "owner uid 1000, gid 1000, mode 0755" in error and "may hold" not in error, error
+    assert sessiond["hint"].startswith("/var/run/lttng: "), sessiond
+    assert "lttng-sessiond.lck: Permission denied" in agent_logs(name), "the daemon's stderr is not in the agent's log"
+    assert "FAIL  lttng_rundir" in status and "owner uid 1000" in status, status
+    for line in status.splitlines():
+        if "lttng" in line or "hint" in line:
+            say(line)
+
+
+def check_processes(name):
     step("The app's processes, seen from the sidecar (kubectl tracecar ps)")
     ps = plugin(name, "ps").stdout
     for line in ps.splitlines():
         say(line)
     app = [l.split() for l in ps.splitlines() if "sample-app" in l]
     assert len(app) == 1, f"sample-app not listed once:\n{ps}"
-    pid = int(app[0][0])
     cluster(f"kubectl tracecar ps {name}")
+    return int(app[0][0])
 
+
+def check_profile(name, out, pid):
     step("A 5-second CPU profile (kubectl tracecar profile)")
     folded = os.path.join(out, "flame.folded")
     plugin(name, "profile", "--seconds", "5", "-o", folded)
@@ -275,6 +449,8 @@ def check_pod(name, out):
     say("wrote flame.svg")
     cluster(f"kubectl tracecar profile {name} --seconds 30 -o flame.svg")
 
+
+def check_uprobes(name, out, pid):
     step("Arguments and return values of calc() and fib() (kubectl tracecar trace)")
     calls = plugin(name, "trace", "--symbol", "calc", "--args", "long", "--ret", "long", "--seconds", "10",
                    "--limit", "20", "--json").stdout.splitlines()
@@ -297,6 +473,8 @@ def check_pod(name, out):
     say("fib(): 200 returns, each equal to fib(n) for its n (recursion paired)")
     cluster(f"kubectl tracecar trace {name} --symbol calc --args long --ret long")
 
+
+def check_lttng(name, out, pid):
     step("LTTng events from the app's tracepoint provider (kubectl tracecar lttng)")
     # The app may have started before the sidecar's session daemon: it
     # registers once the daemon wakes it (through the wait shared memory).
@@ -324,6 +502,8 @@ def check_pod(name, out):
     say(f"{len(lines)} sample_app:request events, ids consecutive, discarded {summary['discarded_events']}")
     cluster(f"kubectl tracecar lttng {name} --events 'sample_app:*' --seconds 10 -o trace.tar.gz")
 
+
+def check_live(name, pid):
     step("The same events live, through lttng-relayd (kubectl tracecar lttng --live)")
     live = plugin(name, "lttng", "--live", "--events", "sample_app:*", "--seconds", "3").stdout.splitlines()
     live_events = [json.loads(l) for l in live if l.startswith('{"ts_ns"')]
@@ -333,55 +513,103 @@ def check_pod(name, out):
     say(f"{len(live_events)} events streamed while recording; setup {live_summary['setup_ms']:.0f} ms")
     cluster(f"kubectl tracecar lttng {name} --live --events 'sample_app:*'")
 
+
+def check_errors(name):
     step("Errors read like the agent's hints")
     bad = plugin(name, "trace", "--symbol", "no_such_function", "--seconds", "1", check=False)
     assert bad.returncode != 0 and "hint:" in bad.stderr, bad.stderr
     say(bad.stderr.strip().splitlines()[0])
 
 
-def flow(profile, out=None):
-    tmp = tempfile.mkdtemp(prefix=f"tracecar-e2e-{profile}-")
+def check_pod(scenario, name, out, empty_dirs):
+    """The checks of step 5 that `scenario` asks for; files go to `out`."""
+    if scenario.rundir:
+        check_unwritable_rundir(name, empty_dirs)
+        return
+    check_ready(name, empty_dirs)
+    pid = check_processes(name)
+    if scenario.full:
+        check_profile(name, out, pid)
+        check_uprobes(name, out, pid)
+    check_lttng(name, out, pid)
+    if scenario.full:
+        check_live(name, pid)
+        check_errors(name)
+
+
+def build_rundir_image():
+    """The sample app with its own /var/run/lttng (uid 1000, mode 0755) in
+    the image, for the `image-rundir` scenario: Kubernetes hides it under
+    the emptyDir; podman would copy it, owner and mode, into the volume."""
+    context = tempfile.mkdtemp(prefix="tracecar-e2e-image-")
+    try:
+        with open(os.path.join(context, "Containerfile"), "w") as f:
+            f.write("FROM tracecar/sample-app:0.1.0\nUSER 0\n"
+                    f"RUN mkdir -p /var/run/lttng && chown {APP_UID}:{APP_UID} /var/run/lttng "
+                    "&& chmod 0755 /var/run/lttng\n"
+                    f"USER {APP_UID}:{APP_UID}\n")
+        run(["podman", "build", "--pull=never", "-q", "-t", IMAGE_RUNDIR, context])
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    # The scenario's premise: the image really has it.
+    seen = run(["podman", "run", "--rm", "--entrypoint", "/usr/bin/stat", IMAGE_RUNDIR,
+                "-L", "-c", "%u %g %a", "/var/run/lttng"]).strip()
+    assert seen == f"{APP_UID} {APP_UID} 755", f"{IMAGE_RUNDIR} has /var/run/lttng {seen}"
+
+
+def flow(scenario, out=None):
+    label = scenario.name
+    tmp = tempfile.mkdtemp(prefix=f"tracecar-e2e-{label}-")
     out = out or tmp
-    name = f"tracecar-e2e-{profile}"
+    name = f"tracecar-e2e-{label}"
     before = HostState()
     webhook = None
     played = None
+    empty_dirs = None
     try:
-        step(f"[{profile}] webhook with fresh certificates on 127.0.0.1 (HTTPS)")
+        step(f"[{label}] webhook with fresh certificates on 127.0.0.1 (HTTPS)")
         webhook = Webhook(tmp)
         cluster("tracecar-webhook certs --out manifests/overlays/self-signed/certs && "
                 "kubectl apply -k manifests/overlays/self-signed")
 
-        step(f"[{profile}] the example Deployment's pod template through /mutate")
-        pod = mutate(webhook, profile, name)
+        step(f"[{label}] the example Deployment's pod template through /mutate")
+        pod = mutate(webhook, scenario, name)
         names = [c["name"] for c in pod["spec"]["containers"]]
         assert names == ["app", "tracecar"] and pod["spec"]["shareProcessNamespace"] is True, names
         sidecar = pod["spec"]["containers"][1]["securityContext"]
-        assert sidecar.get("privileged", False) == (profile == "privileged"), sidecar
+        assert sidecar.get("privileged", False) == (scenario.profile == "privileged"), sidecar
+        # The sidecar stays root whatever the pod asks for its app.
+        assert sidecar["runAsUser"] == 0 and sidecar["runAsNonRoot"] is False, sidecar
+        assert pod["spec"].get("securityContext", {}) == scenario.pod_security, pod["spec"].get("securityContext")
         pod_yaml = os.path.join(out, "pod.yaml")
         yaml.safe_dump(pod, open(pod_yaml, "w"), sort_keys=False)
         say(f"wrote pod.yaml: containers {names}")
         cluster("kubectl annotate the Deployment's pod template with tracecar.dev/inject=true; the API server "
                 "calls the webhook for each new pod")
 
-        step(f"[{profile}] kubernetes-validate --strict (1.33)")
+        step(f"[{label}] kubernetes-validate --strict (1.33)")
         run(["kubernetes-validate", "--strict", "--quiet", "-k", "1.33.0", pod_yaml])
         say("valid")
 
-        step(f"[{profile}] podman kube play")
+        step(f"[{label}] podman kube play" + (f" ({scenario.order})" if scenario.order else ""))
+        empty_dirs = EmptyDirs(tmp, pod, scenario.rundir)
+        say("emptyDirs made as kubelet makes them, before any container starts: "
+            + ", ".join(f"{v} {empty_dirs.expected(v)}" for v in empty_dirs.paths))
         played = os.path.join(out, "pod.podman.yaml")
-        yaml.safe_dump(for_podman(pod), open(played, "w"), sort_keys=False)
+        yaml.safe_dump(for_podman(pod, empty_dirs, scenario.order), open(played, "w"), sort_keys=False)
         run(["podman", "kube", "play", played])
         say(f"pod {name}: {', '.join(run(['podman', 'ps', '--filter', f'pod={name}', '--format', '{{.Names}}']).split())}")
 
-        check_pod(name, out)
+        check_pod(scenario, name, out, empty_dirs)
     finally:
-        step(f"[{profile}] teardown")
+        step(f"[{label}] teardown")
         if played:
             subprocess.run(["podman", "kube", "down", played], capture_output=True)
             subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
         if webhook:
             webhook.stop()
+        if empty_dirs:
+            empty_dirs.remove()
         before.clean_up_dirs()
         shutil.rmtree(tmp, ignore_errors=True)
     before.assert_same()
@@ -390,8 +618,10 @@ def flow(profile, out=None):
 
 def main():
     global NARRATE
+    by_name = {s.name: s for s in SCENARIOS}
     parser = argparse.ArgumentParser()
-    parser.add_argument("--profile", choices=["minimal", "privileged"], action="append")
+    parser.add_argument("--scenario", choices=list(by_name), action="append",
+                        help="run only these (default: all, in the order of the module doc)")
     parser.add_argument("--demo", metavar="OUT")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -406,12 +636,17 @@ def main():
     if args.demo:
         NARRATE = True
         os.makedirs(args.demo, exist_ok=True)
-        flow("minimal", out=args.demo)
+        flow(by_name["minimal"], out=args.demo)
         return
-    for profile in args.profile or ["minimal", "privileged"]:
+    scenarios = [by_name[n] for n in args.scenario] if args.scenario else SCENARIOS
+    if any(s.app_image == IMAGE_RUNDIR for s in scenarios):
+        build_rundir_image()
+    started_all = time.time()
+    for scenario in scenarios:
         started = time.time()
-        flow(profile)
-        print(f"e2e: {profile}: passed in {time.time() - started:.0f} s", flush=True)
+        flow(scenario)
+        print(f"e2e: {scenario.name}: passed in {time.time() - started:.0f} s", flush=True)
+    print(f"e2e: {len(scenarios)} scenarios passed in {time.time() - started_all:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

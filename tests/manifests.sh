@@ -3,7 +3,7 @@
 # strictly against the Kubernetes 1.33 schema with kubernetes-validate.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${TRACECAR_WEBHOOK_BIN:-$ROOT/target/debug/tracecar-webhook}
+BIN=${TRACECAR_WEBHOOK_BIN:-$(python3 "$ROOT/scripts/target_dir.py" debug tracecar-webhook)}
 K8S_VERSION=1.33.0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

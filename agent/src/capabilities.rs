@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::lttng::rundir::{self, DirCheck};
 use crate::lttng::sessiond::DaemonStatus;
 use crate::procfs::Procfs;
 use crate::sys;
@@ -22,7 +23,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn ok(detail: impl Into<String>) -> Self {
+    pub(crate) fn ok(detail: impl Into<String>) -> Self {
         Self {
             ok: true,
             detail: detail.into(),
@@ -30,7 +31,7 @@ impl Check {
         }
     }
 
-    fn fail(detail: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn fail(detail: impl Into<String>, hint: impl Into<String>) -> Self {
         Self {
             ok: false,
             detail: detail.into(),
@@ -60,6 +61,12 @@ pub struct Report {
     pub lttng_tools: Check,
     /// The LTTng session daemon apps register with.
     pub lttng_sessiond: SessiondCheck,
+    /// Whether the daemon can create its lock file and sockets in
+    /// `/var/run/lttng`: owner, mode, and the fix that applies.
+    pub lttng_rundir: DirCheck,
+    /// Whether it can create, or take over, its wait shared memory in
+    /// `/dev/shm`.
+    pub lttng_shm: DirCheck,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<&'static str>,
 }
@@ -75,7 +82,8 @@ pub struct SessiondCheck {
     pub status: Option<DaemonStatus>,
 }
 
-fn sessiond_check(status: Option<DaemonStatus>) -> SessiondCheck {
+fn sessiond_check(status: Option<DaemonStatus>, dirs: &[DirCheck]) -> SessiondCheck {
+    let broken = dirs.iter().find(|d| !d.check.ok);
     let check = match &status {
         None => Check::fail(
             "LTTng is off (--no-lttng)",
@@ -92,7 +100,14 @@ fn sessiond_check(status: Option<DaemonStatus>) -> SessiondCheck {
                 "no session daemon answers: {}",
                 s.last_error.as_deref().unwrap_or("starting")
             ),
-            "the agent restarts lttng-sessiond on its own; the image needs lttng-tools and a writable /var/run/lttng",
+            match broken {
+                Some(dir) => format!(
+                    "{}: {}",
+                    dir.path,
+                    dir.check.hint.as_deref().unwrap_or_default()
+                ),
+                None => "the agent restarts lttng-sessiond on its own; the daemon's own messages are in last_error and in the agent's log".to_owned(),
+            },
         ),
     };
     SessiondCheck { check, status }
@@ -153,7 +168,7 @@ pub fn capability_names(mask: u64) -> Vec<&'static str> {
         .collect()
 }
 
-fn has_cap(mask: u64, name: &str) -> bool {
+pub(crate) fn has_cap(mask: u64, name: &str) -> bool {
     CAP_NAMES
         .iter()
         .position(|n| *n == name)
@@ -288,6 +303,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         )
     };
 
+    let [lttng_rundir, lttng_shm] = rundir::checks(procfs);
     Report {
         kernel,
         btf,
@@ -297,7 +313,9 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         uprobes,
         tracefs,
         lttng_tools,
-        lttng_sessiond: sessiond_check(sessiond),
+        lttng_sessiond: sessiond_check(sessiond, &[lttng_rundir.clone(), lttng_shm.clone()]),
+        lttng_rundir,
+        lttng_shm,
         capabilities: capability_names(cap_eff),
     }
 }

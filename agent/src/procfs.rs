@@ -85,6 +85,12 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
 pub struct Status {
     /// Real UID.
     pub uid: Option<u32>,
+    /// Effective UID.
+    pub euid: Option<u32>,
+    /// Effective GID.
+    pub egid: Option<u32>,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
     /// PIDs of the process in each nested PID namespace, outermost first.
     pub ns_pids: Vec<u32>,
     /// Effective capability mask.
@@ -108,7 +114,17 @@ pub fn parse_status(text: &str) -> Status {
         };
         let value = value.trim();
         match key {
-            "Uid" => status.uid = value.split_whitespace().next().and_then(|v| v.parse().ok()),
+            "Uid" => {
+                status.uid = nth_id(value, 0);
+                status.euid = nth_id(value, 1);
+            }
+            "Gid" => status.egid = nth_id(value, 1),
+            "Groups" => {
+                status.groups = value
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+            }
             "NSpid" => {
                 status.ns_pids = value
                     .split_whitespace()
@@ -120,6 +136,12 @@ pub fn parse_status(text: &str) -> Status {
         }
     }
     status
+}
+
+/// The `n`th of the real, effective, saved and filesystem IDs of a
+/// `Uid:`/`Gid:` line.
+fn nth_id(value: &str, n: usize) -> Option<u32> {
+    value.split_whitespace().nth(n).and_then(|v| v.parse().ok())
 }
 
 /// One line of `/proc/PID/maps`.
@@ -346,6 +368,18 @@ mod tests {
         assert_eq!(status.ns_pids, vec![8123, 7]);
         assert_eq!(status.innermost_pid(), Some(7));
         assert_eq!(status.cap_eff, Some(0x1ff_ffff_ffff));
+    }
+
+    #[test]
+    fn status_effective_ids_and_groups() {
+        let text = "Uid:\t1000\t0\t0\t0\nGid:\t1000\t2000\t2000\t2000\nGroups:\t0 2000 3000 \n";
+        let status = parse_status(text);
+        assert_eq!(
+            (status.uid, status.euid, status.egid),
+            (Some(1000), Some(0), Some(2000))
+        );
+        assert_eq!(status.groups, vec![0, 2000, 3000]);
+        assert_eq!(parse_status("Groups:\t\n").groups, Vec::<u32>::new());
     }
 
     #[test]

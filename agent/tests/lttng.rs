@@ -632,3 +632,98 @@ fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
         || dir_is_empty(&lab.agent.traces.join("relay")),
     );
 }
+
+/// The agent in a mount namespace of its own where /var/run/lttng belongs
+/// to uid 1000 with mode 0755 (what podman gives a volume that the app
+/// container mounted first) and /dev/shm holds a wait shared memory that
+/// uid 1000 created, without CAP_DAC_OVERRIDE and CAP_CHOWN:
+/// /v1/capabilities names the owner, the mode and the fix of each, and
+/// last_error carries lttng-sessiond's own message, which is also logged.
+#[test]
+fn an_unusable_run_directory_is_reported_with_owner_mode_fix_and_the_daemons_words() {
+    let Some(_guard) = begin("unusable_run_directory") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rundir = dir.path().join("rundir");
+    std::fs::create_dir(&rundir).unwrap();
+    std::os::unix::fs::chown(&rundir, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&rundir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // /var/run is /run here; the bind mount needs a mount point.
+    std::fs::create_dir_all("/run/lttng").unwrap();
+    let script = "mount --bind \"$0\" /run/lttng && mount -t tmpfs -o mode=1777 tmpfs /dev/shm \
+        && touch /dev/shm/lttng-ust-wait-8 && chown 1000 /dev/shm/lttng-ust-wait-8 \
+        && exec setpriv --bounding-set=-dac_override,-chown \"$@\"";
+    let rundir_arg = rundir.display().to_string();
+    let log = dir.path().join("agent.log");
+    let agent = Agent::start_under(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            &rundir_arg,
+        ],
+        &log,
+    );
+    let caps = || -> Value { serde_json::from_slice(&agent.get_ok("/v1/capabilities")).unwrap() };
+    wait_until(
+        Duration::from_secs(15),
+        "the daemon's first failure",
+        || {
+            caps()["lttng_sessiond"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("exited at start"))
+        },
+    );
+    let caps = caps();
+    let run = &caps["lttng_rundir"];
+    assert_eq!(run["ok"], false, "{run}");
+    assert_eq!(run["path"], "/var/run/lttng");
+    assert_eq!(
+        (run["uid"].as_u64(), run["gid"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    assert_eq!(run["mode"], "0755");
+    assert_eq!(run["fix"], "empty_dir");
+    assert_eq!(run["missing_capability"], "DAC_OVERRIDE");
+    let shm = &caps["lttng_shm"];
+    assert_eq!(shm["ok"], false, "{shm}");
+    assert_eq!(shm["fix"], "capability");
+    assert_eq!(shm["missing_capability"], "CHOWN");
+    assert!(
+        shm["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/shm/lttng-ust-wait-8 belongs to uid 1000"),
+        "{shm}"
+    );
+    let sessiond = &caps["lttng_sessiond"];
+    let error = sessiond["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("lttng-sessiond.lck: Permission denied"),
+        "not the daemon's own words: {error}"
+    );
+    assert!(
+        error.contains("/var/run/lttng: owner uid 1000, gid 1000, mode 0755")
+            && !error.contains("may hold"),
+        "{error}"
+    );
+    assert!(
+        sessiond["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("/var/run/lttng: "),
+        "{sessiond}"
+    );
+    drop(agent);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("lttng-sessiond.lck: Permission denied"),
+        "the daemon's stderr is not in the agent's log:\n{logged}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -352,12 +353,14 @@ fn every_format_is_valid_for_independent_tools() {
     let speedscope = agent.get_ok(&format!("{base}&format=speedscope"));
     let doc_path = dir.path().join("profile.speedscope.json");
     std::fs::write(&doc_path, &speedscope).unwrap();
+    // scripts/deps.sh puts it in the target directory (CARGO_TARGET_TMPDIR
+    // is `<target>/tmp`, wherever the target directory is).
     let schema = std::env::var("TRACECAR_SPEEDSCOPE_SCHEMA").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-deps/speedscope-file-format-schema.json"
-        )
-        .to_owned()
+        Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .with_file_name("test-deps")
+            .join("speedscope-file-format-schema.json")
+            .display()
+            .to_string()
     });
     let validated = Command::new("python3")
         .args([

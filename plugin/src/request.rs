@@ -236,8 +236,13 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
         "tracefs",
         "lttng_tools",
         "lttng_sessiond",
+        "lttng_rundir",
+        "lttng_shm",
     ] {
-        line(name, &report[name]);
+        // An older agent may not report every check.
+        if let Some(check) = report.get(name) {
+            line(name, check);
+        }
     }
     for pair in report["perf_events"].as_array().into_iter().flatten() {
         line(

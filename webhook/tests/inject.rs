@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracecar_webhook::config::{InjectConfig, NamespaceDecision, SecurityProfile};
 use tracecar_webhook::inject::{Decision, SkipReason};
 
@@ -424,4 +424,56 @@ fn large_pod_is_injected_in_linear_time() {
     // 20 containers × (mounts) + pod-level ops: proportional to containers, not env vars.
     assert!(plan.patch.0.len() < 100, "{} ops", plan.patch.0.len());
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// The pod security variants of the LTTng run directory: whatever user the
+/// app runs as (uid 1000 with fsGroup 2000, or root), the sidecar runs as
+/// root, the pod's securityContext (fsGroup included) is left as it is, and
+/// /var/run/lttng and /tmp are plain emptyDirs shared with the app, which
+/// Kubernetes creates root-owned with mode 0777 (02777, group fsGroup)
+/// before any container starts. An app image's own /var/run/lttng is
+/// hidden under that emptyDir, so it needs no case here.
+#[test]
+fn pod_security_variants_keep_the_pod_context_and_share_plain_empty_dirs() {
+    for (name, pod_security) in [
+        ("fs-group.yaml", json!({"runAsUser": 1000, "fsGroup": 2000})),
+        ("root-app.yaml", json!({"runAsUser": 0, "runAsGroup": 0})),
+        (
+            "run-as-non-root.yaml",
+            json!({"runAsNonRoot": true, "runAsUser": 1000}),
+        ),
+    ] {
+        let (pod, _) = inject_checked(&fixture(name));
+        assert_eq!(pod["spec"]["securityContext"], pod_security, "{name}");
+        let sc = &container(&pod, "containers", "tracecar")["securityContext"];
+        assert_eq!(
+            (&sc["runAsUser"], &sc["runAsGroup"]),
+            (&json!(0), &json!(0)),
+            "{name}"
+        );
+        assert_eq!(sc["runAsNonRoot"], false, "{name}");
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        for (volume, path) in [
+            ("tracecar-lttng", "/var/run/lttng"),
+            ("tracecar-tmp", "/tmp"),
+        ] {
+            let v = volumes.iter().find(|v| v["name"] == volume).unwrap();
+            assert_eq!(
+                v["emptyDir"],
+                json!({}),
+                "{name}: {volume} is not a plain emptyDir"
+            );
+            for c in ["app", "tracecar"] {
+                let mounts = container(&pod, "containers", c)["volumeMounts"]
+                    .as_array()
+                    .unwrap();
+                assert!(
+                    mounts.iter().any(|m| m["name"] == volume
+                        && m["mountPath"] == path
+                        && m.get("readOnly").is_none()),
+                    "{name}: {c} does not mount {volume} at {path} writable"
+                );
+            }
+        }
+    }
 }

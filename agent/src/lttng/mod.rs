@@ -7,6 +7,7 @@ pub mod mi;
 pub mod pretty;
 pub mod record;
 pub mod relayd;
+pub mod rundir;
 pub mod sessiond;
 pub mod spec;
 

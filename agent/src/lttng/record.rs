@@ -284,7 +284,7 @@ impl Lttng {
         // An earlier agent with this PID left its sessions before the first
         // daemon answered; later restarts must spare this agent's traces.
         let first = AtomicBool::new(true);
-        let sessiond = Sessiond::start(move || {
+        let sessiond = Sessiond::start(crate::procfs::Procfs::default(), move || {
             Self::clean_leftovers(&root, first.swap(false, Ordering::Relaxed))
         });
         std::sync::Arc::new(Self {

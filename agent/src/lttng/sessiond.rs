@@ -6,14 +6,23 @@
 //! there, the agent uses it and watches it; otherwise (or once it is gone)
 //! the agent runs `lttng-sessiond --no-kernel` as its child, restarts it
 //! when it exits, and makes it die with the agent.
+//!
+//! The daemon's stderr is kept: each line goes to the agent's log, and the
+//! last lines go into `last_error` when it fails, together with what
+//! [`super::rundir`] found wrong with its directories. Nothing is guessed:
+//! LTTng's own "A session daemon is already running" often means only
+//! that it could not create its lock file.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{command, mi};
+use super::{command, mi, rundir};
+use crate::procfs::Procfs;
 
 /// Who runs the daemon the agent uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +67,68 @@ const EXTERNAL_POLL: Duration = Duration::from_secs(2);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between restarts of a daemon that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the daemon's stderr may take to reach end-of-file once its
+/// process group is gone.
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
+
+/// The last lines a process wrote, bounded in count and length.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    /// Lines kept.
+    pub const LINES: usize = 8;
+    /// Characters kept of each line.
+    pub const WIDTH: usize = 400;
+
+    /// Keeps `line` (trimmed, without blank lines), dropping the oldest.
+    pub fn push(&mut self, line: &str) {
+        let line = line.trim();
+        if line.is_empty() {
+            return;
+        }
+        if self.lines.len() == Self::LINES {
+            self.lines.pop_front();
+        }
+        self.lines
+            .push_back(line.chars().take(Self::WIDTH).collect());
+    }
+
+    /// The lines, oldest first, joined with " | "; `None` if none.
+    pub fn joined(&self) -> Option<String> {
+        (!self.lines.is_empty()).then(|| Vec::from(self.lines.clone()).join(" | "))
+    }
+}
+
+/// Reads a child's stderr on a thread: logs each line and keeps the last
+/// ones. The receiver gets a message at end-of-file.
+fn keep_stderr(pid: u32, stderr: ChildStderr) -> (Arc<Mutex<Tail>>, mpsc::Receiver<()>) {
+    let tail = Arc::new(Mutex::new(Tail::default()));
+    let (done, drained) = mpsc::channel();
+    let kept = tail.clone();
+    let reader = move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            tracing::warn!(pid, "lttng-sessiond: {}", text.trim_end());
+            kept.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(&text);
+            line.clear();
+        }
+        let _ = done.send(());
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("sessiond-stderr".to_owned())
+        .spawn(reader)
+    {
+        tracing::warn!(error = %e, "cannot read lttng-sessiond's stderr");
+    }
+    (tail, drained)
+}
 
 /// Whether a session daemon answers on the run directory.
 pub fn answers() -> bool {
@@ -75,7 +146,7 @@ pub fn answers() -> bool {
 impl Sessiond {
     /// Starts supervising on a thread of its own; `on_ready` runs each time
     /// a daemon starts answering (the start-up cleanup).
-    pub fn start(on_ready: impl Fn() + Send + 'static) -> Self {
+    pub fn start(procfs: Procfs, on_ready: impl Fn() + Send + 'static) -> Self {
         let status = Arc::new(Mutex::new(DaemonStatus {
             running: false,
             owner: Owner::None,
@@ -87,7 +158,7 @@ impl Sessiond {
         let worker = supervisor.clone();
         let spawned = std::thread::Builder::new()
             .name("lttng-sessiond".to_owned())
-            .spawn(move || worker.supervise(&on_ready));
+            .spawn(move || worker.supervise(&procfs, &on_ready));
         if let Err(e) = spawned {
             supervisor.update(|s| s.last_error = Some(format!("cannot start the supervisor: {e}")));
         }
@@ -118,7 +189,7 @@ impl Sessiond {
         f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    fn supervise(&self, on_ready: &dyn Fn()) {
+    fn supervise(&self, procfs: &Procfs, on_ready: &dyn Fn()) {
         let mut backoff = Duration::from_millis(500);
         loop {
             if answers() {
@@ -140,6 +211,7 @@ impl Sessiond {
                 Ok(ran_for) if ran_for > MAX_BACKOFF => backoff = Duration::from_millis(500),
                 Ok(_) => backoff = (backoff * 2).min(MAX_BACKOFF),
                 Err(e) => {
+                    let e = with_directory_facts(e, procfs);
                     tracing::error!(error = %e, "cannot start lttng-sessiond");
                     self.update(|s| s.last_error = Some(e));
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -156,7 +228,7 @@ impl Sessiond {
             .args(command::sessiond())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         // Its own process group, so that what it forks can be killed with
         // it if it dies without cleaning up.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -166,6 +238,18 @@ impl Sessiond {
             .spawn()
             .map_err(|e| format!("lttng-sessiond: {e} (is lttng-tools installed?)"))?;
         let pid = child.id();
+        let (tail, drained) = match child.stderr.take() {
+            Some(stderr) => keep_stderr(pid, stderr),
+            None => (Arc::default(), mpsc::channel().1),
+        };
+        // What the daemon said last, once it and its helpers are gone.
+        let said = || {
+            let _ = drained.recv_timeout(STDERR_DRAIN);
+            tail.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .joined()
+                .map_or_else(String::new, |t| format!(": {t}"))
+        };
         self.update(|s| {
             s.starts += 1;
             s.owner = Owner::Tracecar;
@@ -175,7 +259,7 @@ impl Sessiond {
             crate::sys::kill_process_group(pid);
             let _ = child.wait();
             self.update(|s| s.pid = None);
-            return Err(format!("lttng-sessiond (pid {pid}) {why}"));
+            return Err(format!("lttng-sessiond (pid {pid}) {why}{}", said()));
         }
         tracing::info!(pid, "lttng-sessiond started");
         self.update(|s| s.running = true);
@@ -188,13 +272,29 @@ impl Sessiond {
             }
         };
         crate::sys::kill_process_group(pid);
-        tracing::warn!(pid, %exit, "lttng-sessiond exited; restarting it");
+        let error = format!("lttng-sessiond (pid {pid}) exited: {exit}{}", said());
+        tracing::warn!(pid, %error, "lttng-sessiond exited; restarting it");
         self.update(|s| {
             s.running = false;
             s.pid = None;
-            s.last_error = Some(format!("lttng-sessiond (pid {pid}) exited: {exit}"));
+            s.last_error = Some(error);
         });
         Ok(started.elapsed())
+    }
+}
+
+/// Adds to a start failure what is wrong with the daemon's directories, if
+/// anything: facts from [`rundir`], not a guess.
+fn with_directory_facts(error: String, procfs: &Procfs) -> String {
+    let facts: Vec<String> = rundir::checks(procfs)
+        .into_iter()
+        .filter(|c| !c.check.ok)
+        .map(|c| c.check.detail)
+        .collect();
+    if facts.is_empty() {
+        error
+    } else {
+        format!("{error}; {}", facts.join("; "))
     }
 }
 
@@ -203,11 +303,7 @@ fn wait_answering(child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(exit)) = child.try_wait() {
-            // Usually a daemon that is still exiting holds the run
-            // directory's lock; the next attempt follows the back-off.
-            return Err(format!(
-                "exited at start ({exit}); another daemon may hold /var/run/lttng"
-            ));
+            return Err(format!("exited at start ({exit})"));
         }
         if answers() {
             return Ok(());
@@ -215,4 +311,25 @@ fn wait_answering(child: &mut Child) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("did not answer within {START_TIMEOUT:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_trimmed_and_bounded() {
+        let mut tail = Tail::default();
+        assert_eq!(tail.joined(), None);
+        for i in 0..20 {
+            tail.push(&format!("Error: line {i}\n"));
+        }
+        tail.push("   \n");
+        let joined = tail.joined().unwrap_or_default();
+        assert!(joined.starts_with("Error: line 12 | "), "{joined}");
+        assert!(joined.ends_with("Error: line 19"), "{joined}");
+        tail.push(&"x".repeat(10_000));
+        let last = tail.joined().unwrap_or_default();
+        assert!(last.ends_with(&"x".repeat(Tail::WIDTH)) && last.len() < 5_000);
+    }
 }

@@ -210,3 +210,18 @@ mod pod {
 }
 
 pub use pod::{kill_process_group, terminate_with_parent};
+
+/// Whether this process may create entries in the directory `dir`, with
+/// its effective IDs and capabilities (`faccessat(W_OK|X_OK, AT_EACCESS)`):
+/// the kernel's own answer, ACLs and read-only mounts included. Creates
+/// nothing.
+pub fn can_create_in(dir: &std::path::Path) -> std::io::Result<()> {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    accessat(
+        CWD,
+        dir,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(Into::into)
+}

@@ -144,9 +144,28 @@ impl Agent {
         Self::start_in(tempfile::tempdir().unwrap(), traces.to_owned())
     }
 
+    /// An agent started through `wrapper` (a command that ends by running
+    /// its arguments, e.g. `unshare … sh -c '…; exec "$@"'`), with its
+    /// stderr (the log) in `log`.
+    pub fn start_under(wrapper: &[&str], log: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = dir.path().join("traces");
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_tracecar-agent"))
+            .stderr(std::fs::File::create(log).unwrap());
+        Self::start_command(command, dir, traces)
+    }
+
     fn start_in(dir: tempfile::TempDir, traces: PathBuf) -> Self {
+        let command = Command::new(env!("CARGO_BIN_EXE_tracecar-agent"));
+        Self::start_command(command, dir, traces)
+    }
+
+    fn start_command(mut command: Command, dir: tempfile::TempDir, traces: PathBuf) -> Self {
         let socket = dir.path().join("run/agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_tracecar-agent"))
+        let child = command
             .args(["--log", "warn", "serve", "--socket"])
             .arg(&socket)
             .arg("--lttng-trace-dir")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CARGO_TARGET_DIR outside the checkout, as many Rust users have it: the
+# images, the e2e (the minimal scenario) and the manifest check must find
+# their binaries there (scripts/target_dir.py asks cargo), and nothing may
+# be written into the checkout's own target/.
+#
+# The outside directory is kept between runs (TRACECAR_OUTSIDE_TARGET,
+# default /var/tmp/tracecar-outside-target), so a rerun builds
+# incrementally; the first run on a machine builds from scratch.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUTSIDE=${TRACECAR_OUTSIDE_TARGET:-/var/tmp/tracecar-outside-target}
+case "$OUTSIDE" in "$ROOT"/*) echo "target-dir: $OUTSIDE is inside the checkout" >&2; exit 2 ;; esac
+mkdir -p "$OUTSIDE"
+marker=$(mktemp)
+trap 'rm -f "$marker"' EXIT
+export CARGO_TARGET_DIR=$OUTSIDE
+
+asked=$(python3 scripts/target_dir.py)
+[ "$asked" = "$OUTSIDE" ] || { echo "target-dir: scripts/target_dir.py says $asked, not $OUTSIDE" >&2; exit 1; }
+echo "target-dir: CARGO_TARGET_DIR=$OUTSIDE"
+bash scripts/images.sh
+python3 tests/e2e.py --scenario minimal
+cargo build --locked -q -p tracecar-webhook --bin tracecar-webhook
+bash tests/manifests.sh >/dev/null
+# What the scripts used came from there.
+for bin in release/tracecar-agent release/tracecar-webhook release/kubectl-tracecar images/tracecar-agent debug/tracecar-webhook; do
+    [ -x "$OUTSIDE/$bin" ] || { echo "target-dir: $OUTSIDE/$bin missing" >&2; exit 1; }
+done
+written=$(find "$ROOT/target" -newer "$marker" -print 2>/dev/null | head -5 || true)
+if [ -n "$written" ]; then
+    echo "target-dir: written inside the checkout although CARGO_TARGET_DIR is elsewhere:" >&2
+    echo "$written" >&2
+    exit 1
+fi
+echo "target-dir: passed (nothing written to $ROOT/target)"
