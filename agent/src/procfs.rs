@@ -217,6 +217,13 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
         .collect()
 }
 
+/// A PID that is not in this PID namespace: the one error every endpoint
+/// gives for it (with `shareProcessNamespace` off, the app's processes are
+/// not in the sidecar's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("pid {0} is not visible")]
+pub struct PidNotVisible(pub u32);
+
 /// Where `/proc` is; tests may point elsewhere.
 #[derive(Debug, Clone)]
 pub struct Procfs {
@@ -242,11 +249,12 @@ impl Procfs {
         self.root.join(pid.to_string()).join(name)
     }
 
-    /// The first of `pids` that is not in this PID namespace.
-    pub fn first_missing(&self, pids: &[u32]) -> Option<u32> {
-        pids.iter()
-            .copied()
-            .find(|p| !self.path(*p, "stat").exists())
+    /// Fails with the first of `pids` that is not in this PID namespace.
+    pub fn check_visible(&self, pids: &[u32]) -> Result<(), PidNotVisible> {
+        match pids.iter().find(|p| !self.path(**p, "stat").exists()) {
+            Some(pid) => Err(PidNotVisible(*pid)),
+            None => Ok(()),
+        }
     }
 
     /// Every numeric entry of `/proc`.
@@ -344,7 +352,7 @@ mod tests {
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {
         let line = "4242 (my (weird) app) S 1 4242 4242 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 7 0 12345 1000 10 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        let stat = parse_stat(line).unwrap_or_else(|e| panic!("{e}"));
+        let stat = parse_stat(line).unwrap();
         assert_eq!(stat.pid, 4242);
         assert_eq!(stat.comm, "my (weird) app");
         assert_eq!(stat.state, 'S');
@@ -387,7 +395,7 @@ mod tests {
         let e = parse_maps_line(
             "55d0c0a00000-55d0c0a21000 r-xp 00002000 fd:01 1234567                    /usr/bin/app (deleted)",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(e.start, 0x55d0_c0a0_0000);
         assert_eq!(e.end, 0x55d0_c0a2_1000);
         assert!(e.is_exec());
@@ -395,14 +403,13 @@ mod tests {
         assert_eq!(e.inode, 1_234_567);
         assert_eq!(e.path.as_deref(), Some("/usr/bin/app (deleted)"));
         assert!(e.is_file_backed());
-        let anon = parse_maps_line("7f0000000000-7f0000001000 rwxp 00000000 00:00 0 ")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let anon = parse_maps_line("7f0000000000-7f0000001000 rwxp 00000000 00:00 0 ").unwrap();
         assert_eq!(anon.path, None);
         assert!(!anon.is_file_backed());
         let vdso = parse_maps_line(
             "7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(vdso.path.as_deref(), Some("[vdso]"));
         assert!(parse_maps_line("zz").is_err());
     }
@@ -411,7 +418,7 @@ mod tests {
     fn real_proc_self() {
         let procfs = Procfs::default();
         let me = std::process::id();
-        let stat = procfs.stat(me).unwrap_or_else(|e| panic!("{e}"));
+        let stat = procfs.stat(me).unwrap();
         assert_eq!(stat.pid, me);
         assert!(
             procfs

@@ -1,6 +1,7 @@
 //! LTTng recording through the real agent, with Debian's lttng-tools,
 //! liblttng-ust and babeltrace2, as root.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Privileged integration tests of CPU profiling: the real agent binary,
 //! real perf events, real workloads.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

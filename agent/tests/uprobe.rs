@@ -1,6 +1,7 @@
 //! Privileged tests of the BPF layer: the real programs built by build.rs,
 //! loaded with aya and attached to a compiled target.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

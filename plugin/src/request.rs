@@ -4,24 +4,21 @@
 
 use serde_json::Value;
 
+/// What a query value may keep as it is: RFC 3986's unreserved characters
+/// and `:`, `,` and `*`, which the agent's parameters use (`events=app:*`,
+/// `args=int,str`); everything else is percent-encoded.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b',')
+    .remove(b'*');
+
 /// Percent-encodes a query value.
 pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'_'
-            | b'.'
-            | b'~'
-            | b':'
-            | b','
-            | b'*' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// `PATH?k=v&…` with the values encoded; `None` values are left out.

@@ -198,7 +198,8 @@ mod tests {
     fn serving_cert_names_every_service_form() -> Result<(), CertsError> {
         let ca = generate_ca()?;
         let serving = issue_serving(&ca, service_dns_names("wh", "ns"))?;
-        let der = rustls_pemfile::certs(&mut serving.cert_pem.as_bytes())
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let der = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
             .next()
             .and_then(Result::ok)
             .ok_or(CertsError::BadName("no cert".into()))?;

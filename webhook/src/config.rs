@@ -167,7 +167,7 @@ pub enum ConfigError {
         path: PathBuf,
         /// The YAML error.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A value is out of its allowed set.
     #[error("invalid config: {0}")]
@@ -195,7 +195,7 @@ impl InjectConfig {
         let config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
                 path: PathBuf::new(),
                 source,
             })?

@@ -1,6 +1,5 @@
 //! A checker for the subset of the API server's Pod validation that an
-//! injector can break. Used by the tests on every injected pod, and by
-//! `tracecar-webhook inject --check`.
+//! injector can break. The tests run it on every injected pod.
 
 use std::collections::BTreeSet;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -39,7 +40,7 @@ pub enum TlsError {
     KeyPair(#[source] rustls::Error),
     /// The certificate is not valid X.509.
     #[error("cannot parse certificate: {0}")]
-    Parse(String),
+    Parse(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
 }
 
 /// A loaded certificate pair and its expiry.
@@ -65,22 +66,20 @@ pub fn load_pem(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<LoadedCert, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();
     let leaf = chain
         .first()
         .ok_or_else(|| TlsError::NoCertificate(cert_path.to_owned()))?;
     let not_after = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| TlsError::Parse(e.to_string()))?
+        .map_err(TlsError::Parse)?
         .1
         .validity()
         .not_after
         .timestamp();
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .ok()
-        .flatten()
-        .ok_or_else(|| TlsError::NoKey(key_path.to_owned()))?;
+    let key: PrivateKeyDer<'static> =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey(key_path.to_owned()))?;
     let signing_key =
         rustls::crypto::ring::sign::any_supported_type(&key).map_err(TlsError::KeyPair)?;
     let certified = CertifiedKey::new(chain, signing_key);

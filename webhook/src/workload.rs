@@ -22,7 +22,7 @@ pub enum WorkloadError {
         index: usize,
         /// The parser error.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A pod template does not match the Pod schema.
     #[error("{object}: pod template does not match the Pod schema: {source}")]
@@ -58,7 +58,7 @@ pub enum WorkloadError {
         object: String,
         /// The serializer error.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -125,7 +125,7 @@ pub fn inject_yaml(
     })?;
     let mut out = Injected::default();
     for (index, raw) in split_documents(input).into_iter().enumerate() {
-        let mut doc: Value = match serde_yaml::from_str::<Option<Value>>(raw) {
+        let mut doc: Value = match serde_norway::from_str::<Option<Value>>(raw) {
             Ok(Some(doc)) => doc,
             Ok(None) => {
                 out.yaml.push_str(raw);
@@ -141,7 +141,7 @@ pub fn inject_yaml(
         let changed = inject_object(&mut doc, default_namespace, &injector, &mut out)?;
         if changed {
             let object = describe(&doc);
-            let yaml = serde_yaml::to_string(&doc)
+            let yaml = serde_norway::to_string(&doc)
                 .map_err(|source| WorkloadError::Write { object, source })?;
             if !out.yaml.is_empty() && !out.yaml.ends_with('\n') {
                 out.yaml.push('\n');

@@ -1,5 +1,6 @@
 //! AdmissionReview handling: operations, subresources, wire format.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

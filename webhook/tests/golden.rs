@@ -1,7 +1,8 @@
 //! `tracecar-webhook inject` golden files. Regenerate with
 //! `UPDATE_GOLDEN=1 cargo test -p tracecar-webhook --test golden` and review
 //! the diff.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! Unit tests of the pure injector on fixture pods.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

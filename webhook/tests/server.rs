@@ -1,6 +1,7 @@
 //! Integration tests: the real HTTPS server on 127.0.0.1:0 with generated
 //! certificates, driven by a real TLS client that verifies the CA.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#![cfg(test)]
 
 mod common;
 

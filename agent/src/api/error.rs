@@ -40,3 +40,130 @@ impl IntoResponse for ApiError {
         (self.status, Json(self)).into_response()
     }
 }
+
+// Domain errors as HTTP answers: what happened (the error's own text) and
+// what to do. Every endpoint maps the same error the same way.
+
+impl From<super::query::SpecError> for ApiError {
+    fn from(e: super::query::SpecError) -> Self {
+        Self::bad_request(e.message, e.hint)
+    }
+}
+
+impl From<crate::procfs::PidNotVisible> for ApiError {
+    fn from(e: crate::procfs::PidNotVisible) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            e.to_string(),
+            format!(
+                "pid {} is not visible: is shareProcessNamespace enabled? List the pod's processes with /v1/processes",
+                e.0
+            ),
+        )
+    }
+}
+
+/// What the sidecar needs for perf events.
+const PERF_HINT: &str =
+    "the sidecar needs CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities";
+
+impl From<crate::profile::capture::CaptureError> for ApiError {
+    fn from(e: crate::profile::capture::CaptureError) -> Self {
+        Self::internal(e.to_string(), PERF_HINT)
+    }
+}
+
+impl From<crate::profile::render::RenderError> for ApiError {
+    fn from(e: crate::profile::render::RenderError) -> Self {
+        Self::internal(e.to_string(), "try format=folded")
+    }
+}
+
+impl From<crate::uprobe::symbols::SymbolsError> for ApiError {
+    fn from(e: crate::uprobe::symbols::SymbolsError) -> Self {
+        use crate::uprobe::symbols::SymbolsError;
+        match e {
+            SymbolsError::NotVisible(e) => e.into(),
+            SymbolsError::ModuleNotMapped { ref mapped, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                format!("modules it maps: {}", mapped.join(", ")),
+            ),
+        }
+    }
+}
+
+impl From<crate::uprobe::run::ResolveError> for ApiError {
+    fn from(e: crate::uprobe::run::ResolveError) -> Self {
+        use crate::uprobe::run::ResolveError;
+        match e {
+            ResolveError::NotVisible(e) => e.into(),
+            ResolveError::Module(e) => e.into(),
+            ResolveError::UnknownSymbol { ref closest, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                format!(
+                    "closest names: {}; list them with /v1/symbols",
+                    closest.join(", ")
+                ),
+            ),
+            ResolveError::Binary { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                "paths are as the process sees them (inside its container) when pid= is given",
+            ),
+            ResolveError::GoReturnProbe(_) => Self::bad_request(
+                e.to_string(),
+                "drop ret= and trace entries only, or pass force=true at your own risk",
+            ),
+            ResolveError::Anonymous(_) => Self::bad_request(
+                e.to_string(),
+                "only file-backed code (including ReadyToRun/AOT images) can be probed; use /v1/profile for JIT code",
+            ),
+            ResolveError::NotElf(_)
+            | ResolveError::OffsetOutsideText { .. }
+            | ResolveError::Unmapped(_)
+            | ResolveError::NoBinary => Self::bad_request(
+                e.to_string(),
+                "check /v1/symbols for probeable functions and their offsets",
+            ),
+        }
+    }
+}
+
+impl From<crate::uprobe::attach::AttachError> for ApiError {
+    fn from(e: crate::uprobe::attach::AttachError) -> Self {
+        Self::internal(
+            e.to_string(),
+            "the sidecar needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (Linux requires it for uprobes since 2025) and seccompProfile Unconfined; check /v1/capabilities",
+        )
+    }
+}
+
+impl From<crate::lttng::RecordError> for ApiError {
+    fn from(e: crate::lttng::RecordError) -> Self {
+        use crate::lttng::RecordError;
+        match e {
+            RecordError::NoDaemon => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                "the agent restarts lttng-sessiond on its own; see lttng_sessiond in /v1/capabilities",
+            ),
+            RecordError::Rejected(_) => Self::bad_request(
+                e.to_string(),
+                "check the events patterns and the filter expression, e.g. filter=seq > 10 && msg == \"x*\"",
+            ),
+            RecordError::Cancelled => Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                e.to_string(),
+                "the client went away",
+            ),
+            RecordError::Lttng(_)
+            | RecordError::TraceDir { .. }
+            | RecordError::Relay(_)
+            | RecordError::Babeltrace(_) => {
+                Self::internal(e.to_string(), "see the agent's log and /v1/capabilities")
+            }
+        }
+    }
+}

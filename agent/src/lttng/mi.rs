@@ -149,7 +149,6 @@ pub fn tracepoints(xml: &str) -> Result<Vec<Tracepoint>, MiError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)] // expect() failing is the test failing
 mod tests {
     use super::*;
 

@@ -335,7 +335,6 @@ pub fn event(line: &str) -> Result<Value, PrettyError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)] // expect() failing is the test failing
 mod tests {
     use super::*;
     use serde_json::json;

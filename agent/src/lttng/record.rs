@@ -66,7 +66,7 @@ pub enum RecordError {
     Cancelled,
     /// The relay daemon for live sessions is not available.
     #[error("cannot start the LTTng relay daemon: {0}")]
-    Relay(String),
+    Relay(#[from] super::relayd::RelayError),
     /// babeltrace2 could not be started.
     #[error("cannot run babeltrace2: {0} (is babeltrace2 installed?)")]
     Babeltrace(#[source] std::io::Error),
@@ -429,7 +429,7 @@ impl Lttng {
             if !self.sessiond.status().running {
                 return Err(RecordError::NoDaemon);
             }
-            let ports = self.relayd.ensure().map_err(RecordError::Relay)?;
+            let ports = self.relayd.ensure()?;
             let name = self.next_session_name();
             let relayed = TraceDir(self.trace_root.join(RELAY_DIR).join(&name));
             let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
@@ -666,7 +666,6 @@ pub fn write_ctf(recording: &Recording, send: impl Sink) -> std::io::Result<()> 
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)] // expect() failing is the test failing
 mod tests {
     use super::*;
 

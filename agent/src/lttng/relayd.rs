@@ -14,6 +14,30 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::command;
+use super::sessiond::keep_stderr;
+
+/// Why the relay daemon is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No free loopback port to listen on.
+    #[error("no free loopback port: {0}")]
+    NoPort(#[source] std::io::Error),
+    /// `lttng-relayd` could not be run.
+    #[error("cannot run lttng-relayd: {0} (is lttng-tools installed?)")]
+    Spawn(#[source] std::io::Error),
+    /// It ran but did not listen in time, or exited; `said` is the end of
+    /// its stderr.
+    #[error("lttng-relayd did not start listening within {timeout:?}{said}")]
+    NotListening {
+        /// How long it was given.
+        timeout: Duration,
+        /// ": <its last stderr lines>", or empty.
+        said: String,
+    },
+    /// The thread that owns the daemon has stopped.
+    #[error("the lttng-relayd thread is gone")]
+    ThreadGone,
+}
 
 /// Where a running relay daemon listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +50,7 @@ pub struct RelayPorts {
     pub live: u16,
 }
 
-type Reply = mpsc::Sender<Result<RelayPorts, String>>;
+type Reply = mpsc::Sender<Result<RelayPorts, RelayError>>;
 
 /// A handle on the relay daemon's thread.
 #[derive(Debug, Clone)]
@@ -48,8 +72,8 @@ fn answers(port: u16) -> bool {
     .is_ok()
 }
 
-fn start(output: &Path) -> Result<(Child, RelayPorts), String> {
-    let port = || free_port().map_err(|e| format!("no free loopback port: {e}"));
+fn start(output: &Path) -> Result<(Child, RelayPorts), RelayError> {
+    let port = || free_port().map_err(RelayError::NoPort);
     let ports = RelayPorts {
         control: port()?,
         data: port()?,
@@ -60,18 +84,23 @@ fn start(output: &Path) -> Result<(Child, RelayPorts), String> {
         .args(command::relayd(&ports, output))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     crate::sys::terminate_with_parent(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("lttng-relayd: {e} (is lttng-tools installed?)"))?;
+    let mut child = command.spawn().map_err(RelayError::Spawn)?;
+    let stderr = child
+        .stderr
+        .take()
+        .map(|e| keep_stderr("lttng-relayd", child.id(), e));
     let deadline = Instant::now() + START_TIMEOUT;
     while !(answers(ports.live) && answers(ports.control) && answers(ports.data)) {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
             crate::sys::kill_process_group(child.id());
             let _ = child.wait();
-            return Err("lttng-relayd did not start listening".to_owned());
+            return Err(RelayError::NotListening {
+                timeout: START_TIMEOUT,
+                said: stderr.map(|s| s.said()).unwrap_or_default(),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -112,13 +141,11 @@ impl Relayd {
     }
 
     /// The running daemon's ports, starting it if needed.
-    pub fn ensure(&self) -> Result<RelayPorts, String> {
+    pub fn ensure(&self) -> Result<RelayPorts, RelayError> {
         let (reply, answer) = mpsc::channel();
         self.requests
             .send(reply)
-            .map_err(|_| "the lttng-relayd thread is gone".to_owned())?;
-        answer
-            .recv()
-            .map_err(|_| "the lttng-relayd thread is gone".to_owned())?
+            .map_err(|_| RelayError::ThreadGone)?;
+        answer.recv().map_err(|_| RelayError::ThreadGone)?
     }
 }

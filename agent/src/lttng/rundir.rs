@@ -311,13 +311,12 @@ pub fn observe(path: &Path) -> Observed {
         }
     };
     let access = if matches!(entry, Entry::Directory { .. }) {
+        use rustix::io::Errno;
         match crate::sys::can_create_in(path) {
             Ok(()) => Access::Writable,
-            Err(e) if e.raw_os_error() == Some(libc::EROFS) => Access::ReadOnlyFs,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
-                Access::Denied
-            }
-            Err(e) => Access::Unknown(e.to_string()),
+            Err(Errno::ROFS) => Access::ReadOnlyFs,
+            Err(Errno::ACCESS | Errno::PERM) => Access::Denied,
+            Err(e) => Access::Unknown(std::io::Error::from(e).to_string()),
         }
     } else {
         Access::Unknown("not a directory".to_owned())
@@ -538,14 +537,14 @@ mod tests {
     /// The reader, on real directories (no root needed).
     #[test]
     fn observe_reads_without_following() {
-        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("d");
-        std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&d).unwrap();
         let o = observe(&d);
         assert!(matches!(o.entry, Entry::Directory { .. }), "{o:?}");
         assert_eq!(o.access, Access::Writable);
         let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&d, &link).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&d, &link).unwrap();
         assert_eq!(
             observe(&link).entry,
             Entry::NotDirectory { kind: "symlink" }

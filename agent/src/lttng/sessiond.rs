@@ -102,9 +102,29 @@ impl Tail {
     }
 }
 
-/// Reads a child's stderr on a thread: logs each line and keeps the last
-/// ones. The receiver gets a message at end-of-file.
-fn keep_stderr(pid: u32, stderr: ChildStderr) -> (Arc<Mutex<Tail>>, mpsc::Receiver<()>) {
+/// A child's stderr, read on a thread of its own: each line goes to the
+/// agent's log, and the last ones are kept.
+#[derive(Debug)]
+pub(super) struct Stderr {
+    tail: Arc<Mutex<Tail>>,
+    drained: mpsc::Receiver<()>,
+}
+
+impl Stderr {
+    /// ": <the last lines>" once the stream has ended (or after
+    /// [`STDERR_DRAIN`]), or "" if it said nothing.
+    pub(super) fn said(&self) -> String {
+        let _ = self.drained.recv_timeout(STDERR_DRAIN);
+        self.tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .joined()
+            .map_or_else(String::new, |t| format!(": {t}"))
+    }
+}
+
+/// Starts reading `stderr` of the child `name` (PID `pid`).
+pub(super) fn keep_stderr(name: &'static str, pid: u32, stderr: ChildStderr) -> Stderr {
     let tail = Arc::new(Mutex::new(Tail::default()));
     let (done, drained) = mpsc::channel();
     let kept = tail.clone();
@@ -113,7 +133,7 @@ fn keep_stderr(pid: u32, stderr: ChildStderr) -> (Arc<Mutex<Tail>>, mpsc::Receiv
         let mut line = Vec::new();
         while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
             let text = String::from_utf8_lossy(&line);
-            tracing::warn!(pid, "lttng-sessiond: {}", text.trim_end());
+            tracing::warn!(pid, "{name}: {}", text.trim_end());
             kept.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(&text);
@@ -122,12 +142,12 @@ fn keep_stderr(pid: u32, stderr: ChildStderr) -> (Arc<Mutex<Tail>>, mpsc::Receiv
         let _ = done.send(());
     };
     if let Err(e) = std::thread::Builder::new()
-        .name("sessiond-stderr".to_owned())
+        .name(format!("{name}-stderr"))
         .spawn(reader)
     {
-        tracing::warn!(error = %e, "cannot read lttng-sessiond's stderr");
+        tracing::warn!(error = %e, "cannot read {name}'s stderr");
     }
-    (tail, drained)
+    Stderr { tail, drained }
 }
 
 /// Whether a session daemon answers on the run directory.
@@ -238,18 +258,12 @@ impl Sessiond {
             .spawn()
             .map_err(|e| format!("lttng-sessiond: {e} (is lttng-tools installed?)"))?;
         let pid = child.id();
-        let (tail, drained) = match child.stderr.take() {
-            Some(stderr) => keep_stderr(pid, stderr),
-            None => (Arc::default(), mpsc::channel().1),
-        };
         // What the daemon said last, once it and its helpers are gone.
-        let said = || {
-            let _ = drained.recv_timeout(STDERR_DRAIN);
-            tail.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .joined()
-                .map_or_else(String::new, |t| format!(": {t}"))
-        };
+        let stderr = child
+            .stderr
+            .take()
+            .map(|e| keep_stderr("lttng-sessiond", pid, e));
+        let said = || stderr.as_ref().map(Stderr::said).unwrap_or_default();
         self.update(|s| {
             s.starts += 1;
             s.owner = Owner::Tracecar;

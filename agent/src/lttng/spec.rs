@@ -1,8 +1,6 @@
 //! `/v1/lttng/*` requests: query parameters → a validated [`RecordSpec`].
 
-use std::collections::HashMap;
-
-use crate::profile::spec::{SpecError, number, parse_pids, reject_unknown};
+use crate::api::query::{self, SpecError, reject_unknown};
 
 /// LTTng-UST log levels, most severe first (the numbers LTTng uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,7 +163,7 @@ fn event_pattern(raw: &str) -> Result<String, SpecError> {
 }
 
 /// Parses the `events`, `pid`, `filter` and `loglevel` parameters.
-fn selection(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
+fn selection(query: &query::Query) -> Result<RecordSpec, SpecError> {
     let events = match query.get("events") {
         Some(raw) => raw
             .split(',')
@@ -173,7 +171,7 @@ fn selection(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
             .collect::<Result<Vec<_>, _>>()?,
         None => vec!["*".to_owned()],
     };
-    let pids = query.get("pid").map(|p| parse_pids(p)).transpose()?;
+    let pids = query::pids(query)?;
     let filter = match query.get("filter") {
         Some(f) if f.trim().is_empty() || f.len() > MAX_FILTER_LEN || f.contains('\0') => {
             return Err(SpecError::new(
@@ -183,16 +181,7 @@ fn selection(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
         }
         f => f.cloned(),
     };
-    let only = match query.get("loglevel_only").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(SpecError::new(
-                format!("loglevel_only={other:?} is not true or false"),
-                "loglevel_only=true records exactly the given level",
-            ));
-        }
-    };
+    let only = query::boolean(query, "loglevel_only")?.unwrap_or(false);
     let loglevel = match query.get("loglevel") {
         None if only => {
             return Err(SpecError::new(
@@ -235,7 +224,7 @@ const SESSION_PARAMS: [&str; 6] = [
 ];
 
 /// Parses `/v1/lttng/record`.
-pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
+pub fn parse_record(query: &query::Query) -> Result<RecordSpec, SpecError> {
     reject_unknown(query, &[&SESSION_PARAMS[..], &["format"]].concat())?;
     let format = match query.get("format").map(String::as_str) {
         None | Some("json") => RecordFormat::Json,
@@ -248,7 +237,7 @@ pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecE
             ));
         }
     };
-    let seconds = number(query, "seconds", 10, 1..=3600)?;
+    let seconds = query::seconds(query, 10, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
         format,
@@ -258,9 +247,9 @@ pub fn parse_record(query: &HashMap<String, String>) -> Result<RecordSpec, SpecE
 
 /// Parses `/v1/lttng/live`: the selection of `record`, `seconds` (default
 /// 60) and no `format` (always NDJSON).
-pub fn parse_live(query: &HashMap<String, String>) -> Result<RecordSpec, SpecError> {
+pub fn parse_live(query: &query::Query) -> Result<RecordSpec, SpecError> {
     reject_unknown(query, &SESSION_PARAMS)?;
-    let seconds = number(query, "seconds", 60, 1..=3600)?;
+    let seconds = query::seconds(query, 60, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
         ..selection(query)?
@@ -268,13 +257,12 @@ pub fn parse_live(query: &HashMap<String, String>) -> Result<RecordSpec, SpecErr
 }
 
 /// Parses `/v1/lttng/events`: an optional `pid`.
-pub fn parse_events(query: &HashMap<String, String>) -> Result<Option<Vec<u32>>, SpecError> {
+pub fn parse_events(query: &query::Query) -> Result<Option<Vec<u32>>, SpecError> {
     reject_unknown(query, &["pid"])?;
-    query.get("pid").map(|p| parse_pids(p)).transpose()
+    query::pids(query)
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)] // expect() failing is the test failing
 mod tests {
     use super::*;
     use crate::profile::spec::query_of;

@@ -15,17 +15,23 @@ use std::time::Duration;
 
 pub use spec::{Format, ProfileSpec, Unwind};
 
-use crate::procfs::Procfs;
+use crate::procfs::{PidNotVisible, Procfs};
 use crate::sys::SamplingAttrs;
 use capture::{CapturePlan, Targets};
 use render::RenderMeta;
 
-/// A request that cannot be planned.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// A requested PID is not in this PID namespace.
-    #[error("pid {0} is not visible")]
-    PidNotVisible(u32),
+/// [`plan`] with this machine's online CPUs and whether its kallsyms has
+/// addresses.
+pub fn plan_here(
+    spec: &ProfileSpec,
+    procfs: &Procfs,
+) -> Result<(CapturePlan, RenderMeta), PidNotVisible> {
+    plan(
+        spec,
+        procfs,
+        crate::sys::online_cpus(),
+        crate::capabilities::kallsyms_readable(),
+    )
 }
 
 /// Turns a validated spec into a capture plan and the facts renderers need.
@@ -35,13 +41,11 @@ pub fn plan(
     procfs: &Procfs,
     cpus: Vec<u32>,
     kallsyms_readable: bool,
-) -> Result<(CapturePlan, RenderMeta), PlanError> {
+) -> Result<(CapturePlan, RenderMeta), PidNotVisible> {
     let targets = match &spec.pids {
         None => Targets::Pod,
         Some(pids) => {
-            if let Some(missing) = procfs.first_missing(pids) {
-                return Err(PlanError::PidNotVisible(missing));
-            }
+            procfs.check_visible(pids)?;
             Targets::Pids(pids.iter().copied().collect::<HashSet<u32>>())
         }
     };

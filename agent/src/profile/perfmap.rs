@@ -187,17 +187,17 @@ mod tests {
     #[test]
     fn file_is_reread_when_it_grows() {
         use std::io::Write as _;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("perf-7.map");
         let mut map = PerfMapFile::new(path.clone());
         map.refresh();
         assert!(map.index().is_empty());
-        let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-        write!(f, "1000 10 a\n2000 10 par").unwrap_or_else(|e| panic!("{e}"));
-        f.flush().unwrap_or_else(|e| panic!("{e}"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        write!(f, "1000 10 a\n2000 10 par").unwrap();
+        f.flush().unwrap();
         map.refresh();
         assert_eq!(map.index().len(), 1);
-        writeln!(f, "tial\n3000 10 c").unwrap_or_else(|e| panic!("{e}"));
+        writeln!(f, "tial\n3000 10 c").unwrap();
         map.refresh();
         assert_eq!(map.index().len(), 3);
         assert_eq!(

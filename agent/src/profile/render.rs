@@ -29,7 +29,7 @@ pub struct RenderMeta {
 pub enum RenderError {
     /// inferno could not draw the flamegraph.
     #[error("cannot render flamegraph: {0}")]
-    Flamegraph(String),
+    Flamegraph(#[source] std::io::Error),
     /// Serialization or compression failed.
     #[error("cannot encode output: {0}")]
     Encode(#[from] std::io::Error),
@@ -133,7 +133,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     } else {
         flamegraph::from_lines(&mut options, lines.lines(), &mut out)
     }
-    .map_err(|e| RenderError::Flamegraph(e.to_string()))?;
+    .map_err(RenderError::Flamegraph)?;
     Ok(out)
 }
 

@@ -1,6 +1,6 @@
 //! `/v1/profile` requests: query parameters → a validated [`ProfileSpec`].
 
-use std::collections::HashMap;
+use crate::api::query::{self, Query, SpecError, reject_unknown};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,101 +70,61 @@ pub struct ProfileSpec {
     pub format: Format,
 }
 
-/// A request parameter is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SpecError {
-    /// What is wrong.
-    pub message: String,
-    /// What to send instead.
-    pub hint: String,
+/// How each capture samples: the parameters `/v1/profile` and
+/// `/v1/profile/trigger` share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    /// Samples per second per CPU.
+    pub hz: u32,
+    /// Unwinding mode.
+    pub unwind: Unwind,
+    /// Kernel frames; `None` means "where kallsyms is readable".
+    pub kernel: Option<bool>,
+    /// Thread names as a root frame.
+    pub threads: bool,
 }
 
-impl SpecError {
-    /// An error with what is wrong and what to send instead.
-    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+/// The query parameters [`Sampling`] reads.
+pub const SAMPLING_PARAMETERS: [&str; 4] = ["hz", "unwind", "kernel", "threads"];
+
+/// Parses `hz`, `unwind`, `kernel` and `threads`.
+pub fn sampling(query: &Query) -> Result<Sampling, SpecError> {
+    let unwind = match query.get("unwind").map(String::as_str) {
+        None | Some("auto") => Unwind::Auto,
+        Some("fp") => Unwind::Fp,
+        Some("dwarf") => Unwind::Dwarf,
+        Some(other) => {
+            return Err(SpecError::new(
+                format!("unwind={other:?} is not supported"),
+                "use auto, fp or dwarf",
+            ));
+        }
+    };
+    Ok(Sampling {
+        hz: query::number(query, "hz", 99, 1..=1000)?,
+        unwind,
+        kernel: query::boolean(query, "kernel")?,
+        threads: query::boolean(query, "threads")?.unwrap_or(false),
+    })
+}
+
+impl ProfileSpec {
+    /// A profile of `pids` for `seconds`, sampled as `sampling` says.
+    pub fn new(pids: Option<Vec<u32>>, seconds: u32, sampling: Sampling, format: Format) -> Self {
         Self {
-            message: message.into(),
-            hint: hint.into(),
+            pids,
+            seconds,
+            hz: sampling.hz,
+            unwind: sampling.unwind,
+            kernel: sampling.kernel,
+            threads: sampling.threads,
+            format,
         }
     }
 }
 
-fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
-    SpecError::new(message, hint)
-}
-
-/// Rejects query parameters not in `known`, listing the ones that are.
-pub fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(), SpecError> {
-    match query.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(bad(
-            format!("unknown parameter {unknown:?}"),
-            format!("parameters are {}", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// A whole-number parameter with a default and an allowed range.
-pub(crate) fn number(
-    query: &HashMap<String, String>,
-    key: &str,
-    default: u32,
-    range: std::ops::RangeInclusive<u32>,
-) -> Result<u32, SpecError> {
-    let Some(raw) = query.get(key) else {
-        return Ok(default);
-    };
-    let value: u32 = raw.parse().map_err(|_| {
-        bad(
-            format!("{key}={raw:?} is not a number"),
-            format!("use {key}={default}"),
-        )
-    })?;
-    if !range.contains(&value) {
-        return Err(bad(
-            format!("{key}={value} is out of range"),
-            format!(
-                "{key} must be between {} and {}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(value)
-}
-
-fn boolean(query: &HashMap<String, String>, key: &str) -> Result<Option<bool>, SpecError> {
-    match query.get(key).map(String::as_str) {
-        None => Ok(None),
-        Some("true" | "1") => Ok(Some(true)),
-        Some("false" | "0") => Ok(Some(false)),
-        Some(other) => Err(bad(
-            format!("{key}={other:?} is not a boolean"),
-            format!("use {key}=true or {key}=false"),
-        )),
-    }
-}
-
-/// Parses a comma list of PIDs.
-pub fn parse_pids(raw: &str) -> Result<Vec<u32>, SpecError> {
-    let pids: Result<Vec<u32>, _> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse::<u32>)
-        .collect();
-    match pids {
-        Ok(p) if !p.is_empty() && !p.contains(&0) => Ok(p),
-        _ => Err(bad(
-            format!("pid={raw:?} is not a PID or a comma list of PIDs"),
-            "list the pod's processes with GET /v1/processes",
-        )),
-    }
-}
-
 /// Validates `/v1/profile` query parameters.
-pub fn parse(query: &HashMap<String, String>) -> Result<ProfileSpec, SpecError> {
+pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
     const KNOWN: [&str; 7] = [
         "pid", "seconds", "hz", "unwind", "kernel", "threads", "format",
     ];
@@ -172,37 +132,23 @@ pub fn parse(query: &HashMap<String, String>) -> Result<ProfileSpec, SpecError> 
     let format = match query.get("format") {
         None => Format::Svg,
         Some(f) => Format::parse(f).ok_or_else(|| {
-            bad(
+            SpecError::new(
                 format!("format={f:?} is not supported"),
                 "use svg, folded, pprof, speedscope or json",
             )
         })?,
     };
-    let unwind = match query.get("unwind").map(String::as_str) {
-        None | Some("auto") => Unwind::Auto,
-        Some("fp") => Unwind::Fp,
-        Some("dwarf") => Unwind::Dwarf,
-        Some(other) => {
-            return Err(bad(
-                format!("unwind={other:?} is not supported"),
-                "use auto, fp or dwarf",
-            ));
-        }
-    };
-    Ok(ProfileSpec {
-        pids: query.get("pid").map(|p| parse_pids(p)).transpose()?,
-        seconds: number(query, "seconds", 10, 1..=600)?,
-        hz: number(query, "hz", 99, 1..=1000)?,
-        unwind,
-        kernel: boolean(query, "kernel")?,
-        threads: boolean(query, "threads")?.unwrap_or(false),
+    Ok(ProfileSpec::new(
+        query::pids(query)?,
+        query::seconds(query, 10, 1..=600)?,
+        sampling(query)?,
         format,
-    })
+    ))
 }
 
 /// A query map from pairs, for tests.
 #[cfg(test)]
-pub(crate) fn query_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+pub(crate) fn query_of(pairs: &[(&str, &str)]) -> Query {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -213,13 +159,13 @@ pub(crate) fn query_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn q(pairs: &[(&str, &str)]) -> Query {
         query_of(pairs)
     }
 
     #[test]
     fn defaults() {
-        let spec = parse(&q(&[])).unwrap_or_else(|e| panic!("{e}"));
+        let spec = parse(&q(&[])).unwrap();
         assert_eq!(spec.pids, None);
         assert_eq!((spec.seconds, spec.hz), (10, 99));
         assert_eq!(spec.unwind, Unwind::Auto);
@@ -239,7 +185,7 @@ mod tests {
             ("threads", "true"),
             ("format", "pprof"),
         ]))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(spec.pids, Some(vec![7, 9]));
         assert_eq!((spec.seconds, spec.hz), (30, 999));
         assert_eq!(spec.kernel, Some(false));

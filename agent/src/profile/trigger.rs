@@ -1,7 +1,6 @@
 //! Trigger mode (the old "trap" workflow): watch a process's CPU use and
 //! capture a short profile each time it goes above a threshold.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::capture::{self, CapturePlan};
-use super::spec::{SpecError, number, parse_pids, reject_unknown};
+use super::spec::{Format, ProfileSpec, SAMPLING_PARAMETERS, sampling};
+use crate::api::query::{self, Query, SpecError, reject_unknown};
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -29,69 +29,37 @@ pub struct TriggerSpec {
     pub profile: super::ProfileSpec,
 }
 
-fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
-    SpecError::new(message, hint)
-}
-
-/// Validates `/v1/profile/trigger` query parameters.
-pub fn parse(query: &HashMap<String, String>) -> Result<TriggerSpec, SpecError> {
-    let pid = match query.get("pid") {
-        None => {
-            return Err(bad(
-                "pid is required",
-                "watch one process: pid=P (see /v1/processes)",
-            ));
-        }
-        Some(raw) => match parse_pids(raw)?.as_slice() {
-            [one] => *one,
-            _ => {
-                return Err(bad(
-                    "trigger mode watches exactly one pid",
-                    "pass a single pid=P",
-                ));
-            }
-        },
-    };
+/// Validates `/v1/profile/trigger` query parameters. Each capture is a
+/// folded profile of the watched process for `seconds`, sampled as `hz`,
+/// `unwind`, `kernel` and `threads` say. `format` is accepted and has no
+/// effect: the report always holds folded stacks.
+pub fn parse(query: &Query) -> Result<TriggerSpec, SpecError> {
+    let known: Vec<&str> = ["pid", "cpu_above", "seconds", "max", "timeout", "format"]
+        .into_iter()
+        .chain(SAMPLING_PARAMETERS)
+        .collect();
+    reject_unknown(query, &known)?;
+    let pid = query::required_pid(query)?;
     let cpu_above = match query.get("cpu_above") {
         None => 80.0,
         Some(raw) => match raw.parse::<f64>() {
             Ok(v) if v > 0.0 && v <= 10_000.0 => v,
             _ => {
-                return Err(bad(
+                return Err(SpecError::new(
                     format!("cpu_above={raw:?} is out of range"),
                     "a percentage of one CPU, e.g. cpu_above=80",
                 ));
             }
         },
     };
-    // Each capture's own parameters go through the profile parser.
-    let mut profile_query: HashMap<String, String> = query
-        .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "hz" | "unwind" | "kernel" | "threads"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    profile_query.insert("pid".to_owned(), pid.to_string());
-    profile_query.insert("format".to_owned(), "folded".to_owned());
-    const KNOWN: [&str; 10] = [
-        "pid",
-        "cpu_above",
-        "seconds",
-        "max",
-        "timeout",
-        "hz",
-        "unwind",
-        "kernel",
-        "threads",
-        "format",
-    ];
-    reject_unknown(query, &KNOWN)?;
+    let seconds = query::seconds(query, 5, 1..=60)?;
     Ok(TriggerSpec {
         pid,
         cpu_above,
-        seconds: number(query, "seconds", 5, 1..=60)?,
-        max: number(query, "max", 3, 1..=20)?,
-        timeout: number(query, "timeout", 300, 1..=3600)?,
-        profile: super::spec::parse(&profile_query)?,
+        seconds,
+        max: query::number(query, "max", 3, 1..=20)?,
+        timeout: query::number(query, "timeout", 300, 1..=3600)?,
+        profile: ProfileSpec::new(Some(vec![pid]), seconds, sampling(query)?, Format::Folded),
     })
 }
 
@@ -197,11 +165,16 @@ mod tests {
 
     #[test]
     fn parses_with_defaults() {
-        let spec = parse(&q(&[("pid", "7")])).unwrap_or_else(|e| panic!("{e}"));
+        let spec = parse(&q(&[("pid", "7")])).unwrap();
         assert_eq!(spec.pid, 7);
         assert!((spec.cpu_above - 80.0).abs() < f64::EPSILON);
         assert_eq!((spec.seconds, spec.max, spec.timeout), (5, 3, 300));
         assert_eq!(spec.profile.pids, Some(vec![7]));
+        // The plan for each capture comes from the trigger's own spec.
+        assert_eq!(spec.profile.seconds, spec.seconds);
+        assert_eq!(spec.profile.format, Format::Folded);
+        let spec = parse(&q(&[("pid", "7"), ("seconds", "2"), ("hz", "49")])).unwrap();
+        assert_eq!((spec.profile.seconds, spec.profile.hz), (2, 49));
     }
 
     #[test]

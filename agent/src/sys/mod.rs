@@ -167,11 +167,11 @@ mod tests {
     }
 }
 
-/// Plain-data markers aya needs to copy our structs into BPF maps, and the
-/// parent-death signal for daemons the agent supervises: the only `unsafe`
-/// in the agent.
+/// The marker aya needs to copy our structs into BPF maps, and the
+/// `pre_exec` hook that sets the parent-death signal for daemons the agent
+/// supervises: the only `unsafe` in the agent.
 #[allow(unsafe_code)]
-mod pod {
+mod raw {
     // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and
     // arrays of `Capture` (itself integers), with no padding (checked against
     // bpf/events.h by the layout test), so any bit pattern is valid.
@@ -181,41 +181,41 @@ mod pod {
     /// that a daemon the agent started never outlives a killed agent.
     pub fn terminate_with_parent(command: &mut std::process::Command) {
         use std::os::unix::process::CommandExt as _;
-        // SAFETY: the closure runs between fork and exec and calls only
-        // prctl, which is async-signal-safe; it touches no Rust state.
+        // SAFETY: the closure runs between fork and exec and makes one
+        // prctl(2) call, which is async-signal-safe; it touches no Rust
+        // state and does not allocate.
         unsafe {
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))
+                .map_err(Into::into)
             });
-        }
-    }
-
-    /// Sends SIGKILL to every process of the group `pgid`: what a killed
-    /// daemon's helpers (forked workers, consumer daemons) leave behind.
-    pub fn kill_process_group(pgid: u32) {
-        let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-            return;
-        };
-        if pgid > 1 {
-            // SAFETY: kill(2) with a negative PID signals a process group;
-            // it has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
         }
     }
 }
 
-pub use pod::{kill_process_group, terminate_with_parent};
+/// Sends SIGKILL to every process of the group `pgid`: what a killed
+/// daemon's helpers (forked workers, consumer daemons) leave behind.
+pub fn kill_process_group(pgid: u32) {
+    let Some(pgid) = i32::try_from(pgid)
+        .ok()
+        .filter(|p| *p > 1)
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    // ESRCH (the group is gone already) is what it is for.
+    let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+}
+
+pub use raw::terminate_with_parent;
 
 /// Whether this process may create entries in the directory `dir`, with
 /// its effective IDs and capabilities (`faccessat(W_OK|X_OK, AT_EACCESS)`):
 /// the kernel's own answer, ACLs and read-only mounts included. Creates
 /// nothing.
-pub fn can_create_in(dir: &std::path::Path) -> std::io::Result<()> {
+pub fn can_create_in(dir: &std::path::Path) -> Result<(), rustix::io::Errno> {
     use rustix::fs::{Access, AtFlags, CWD, accessat};
     accessat(
         CWD,
@@ -223,5 +223,4 @@ pub fn can_create_in(dir: &std::path::Path) -> std::io::Result<()> {
         Access::WRITE_OK | Access::EXEC_OK,
         AtFlags::EACCESS,
     )
-    .map_err(Into::into)
 }

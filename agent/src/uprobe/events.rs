@@ -202,20 +202,18 @@ mod tests {
             }
         }
         c.push_str("return 0; }\n");
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("layout.c");
         let bin = dir.path().join("layout");
-        std::fs::write(&src, c).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&src, c).unwrap();
         let status = std::process::Command::new("gcc")
             .arg("-o")
             .arg(&bin)
             .arg(&src)
             .status()
-            .unwrap_or_else(|e| panic!("gcc: {e}"));
+            .expect("gcc runs");
         assert!(status.success());
-        let output = std::process::Command::new(&bin)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let output = std::process::Command::new(&bin).output().unwrap();
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let mut expected = String::new();
         for (name, size, fields) in layout() {

@@ -1,6 +1,6 @@
-//! Dynamic tracing: finding the functions a user can probe (`/v1/symbols`),
-//! the event layout shared with `bpf/`, and attaching the BPF programs.
-//! The `/v1/uprobe` endpoint is issue #4's remaining work.
+//! Dynamic tracing (`/v1/uprobe`, `/v1/symbols`): request specs, finding
+//! the functions a user can probe, the event layout shared with `bpf/`,
+//! attaching the BPF programs, and decoding and aggregating their events.
 
 pub mod attach;
 pub mod events;

@@ -32,8 +32,8 @@ pub struct ResolvedTarget {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// The PID is not in the pod.
-    #[error("pid {0} is not visible")]
-    PidNotVisible(u32),
+    #[error(transparent)]
+    NotVisible(#[from] crate::procfs::PidNotVisible),
     /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Binary {
@@ -92,23 +92,6 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ResolveError> {
     })
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 /// Finds `name` among the functions of an ELF image; C++ names match with
 /// or without their parameter list.
 pub fn find_symbol(data: &[u8], name: &str, module: &str) -> Result<u64, ResolveError> {
@@ -128,7 +111,8 @@ pub fn find_symbol(data: &[u8], name: &str, module: &str) -> Result<u64, Resolve
         let mut scored: Vec<(usize, &str)> = functions
             .iter()
             .map(|f| {
-                let d = levenshtein(&f.name, name).min(levenshtein(&short(&f.name), &short(name)));
+                let d = strsim::levenshtein(&f.name, name)
+                    .min(strsim::levenshtein(&short(&f.name), &short(name)));
                 (d, f.name.as_str())
             })
             .collect();
@@ -171,7 +155,7 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
         Some(pid) => Some(
             procfs
                 .maps(pid)
-                .map_err(|_| ResolveError::PidNotVisible(pid))?,
+                .map_err(|_| crate::procfs::PidNotVisible(pid))?,
         ),
         None => None,
     };
@@ -204,7 +188,7 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
                             .trim_end_matches(" (deleted)")
                             .to_owned()
                     })
-                    .map_err(|_| ResolveError::PidNotVisible(pid))?,
+                    .map_err(|_| crate::procfs::PidNotVisible(pid))?,
                 (_, None, None) => return Err(ResolveError::NoBinary),
             };
             let path = visible(&module_path);
@@ -442,7 +426,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::events::{ARG_BYTES, Capture, Event, MAX_ARGS, capture_kind};
-use crate::profile::spec::{SpecError, number, parse_pids, reject_unknown};
+use crate::api::query::{self, SpecError, number, reject_unknown};
 
 /// A value type for `args` and `ret`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +192,38 @@ pub fn parse_arg(raw: &str, position: usize) -> Result<ArgSpec, SpecError> {
     })
 }
 
+/// A validated `/v1/symbols` request.
+#[derive(Debug, Clone)]
+pub struct SymbolsSpec {
+    /// The process whose functions are listed.
+    pub pid: u32,
+    /// Names must match this.
+    pub pattern: regex::Regex,
+    /// Only this module (basename as mapped, e.g. `libc.so.6`).
+    pub module: Option<String>,
+    /// At most this many, in address order.
+    pub limit: usize,
+}
+
+/// Validates `/v1/symbols` query parameters.
+pub fn parse_symbols(query: &HashMap<String, String>) -> Result<SymbolsSpec, SpecError> {
+    reject_unknown(query, &["pid", "match", "module", "limit"])?;
+    let pid = query::required_pid(query)?;
+    let pattern =
+        regex::Regex::new(query.get("match").map_or(".", String::as_str)).map_err(|e| {
+            bad(
+                format!("match is not a valid regular expression: {e}"),
+                "e.g. match=^calc$ or match=Parse",
+            )
+        })?;
+    Ok(SymbolsSpec {
+        pid,
+        pattern,
+        module: query.get("module").cloned(),
+        limit: number(query, "limit", 1000, 1..=100_000)? as usize,
+    })
+}
+
 /// Validates `/v1/uprobe` query parameters.
 pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     const KNOWN: [&str; 14] = [
@@ -211,13 +243,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         "of",
     ];
     reject_unknown(query, &KNOWN)?;
-    let pid = match query.get("pid") {
-        None => None,
-        Some(raw) => match parse_pids(raw)?.as_slice() {
-            [one] => Some(*one),
-            _ => return Err(bad("pid takes one process", "pass a single pid=P")),
-        },
-    };
+    let pid = query::one_pid(query)?;
     let chosen: Vec<&str> = ["symbol", "offset", "address"]
         .into_iter()
         .filter(|k| query.contains_key(*k))
@@ -317,15 +343,8 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             None => return Err(bad(format!("ret={raw:?} is not a type"), TYPES_HINT)),
         },
     };
-    let limit = query
-        .get("limit")
-        .map(|_| number(query, "limit", 1, 1..=10_000_000))
-        .transpose()?;
-    let force = match query.get("force").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => return Err(bad(format!("force={other:?}"), "use force=true")),
-    };
+    let limit = query::optional_number(query, "limit", 1..=10_000_000)?;
+    let force = query::boolean(query, "force")?.unwrap_or(false);
     let aggregate = match (query.get("aggregate"), query.get("of")) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
@@ -377,7 +396,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         pid,
         args,
         ret,
-        seconds: number(query, "seconds", 10, 1..=3600)?,
+        seconds: query::seconds(query, 10, 1..=3600)?,
         limit,
         force,
         rate: number(query, "rate", 100_000, 1..=100_000_000)?,

@@ -60,8 +60,8 @@ fn hex<S: serde::Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolsError {
     /// The process is not in this PID namespace.
-    #[error("pid {0} is not visible")]
-    PidNotVisible(u32),
+    #[error(transparent)]
+    NotVisible(#[from] crate::procfs::PidNotVisible),
     /// `module=` names nothing the process maps.
     #[error("module {module:?} is not mapped by pid {pid}")]
     ModuleNotMapped {
@@ -163,7 +163,7 @@ pub fn list(
 ) -> Result<(Vec<SymbolInfo>, usize), SymbolsError> {
     let maps = procfs
         .maps(pid)
-        .map_err(|_| SymbolsError::PidNotVisible(pid))?;
+        .map_err(|_| crate::procfs::PidNotVisible(pid))?;
     let modules: BTreeSet<&str> = maps
         .iter()
         .filter(|m| m.is_exec() && m.is_file_backed())
@@ -261,7 +261,7 @@ mod tests {
         let map = crate::procfs::parse_maps_line(
             "55d0c0a01000-55d0c0a03000 r-xp 00001000 fd:01 42 /app/bin",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         assert_eq!(process_address(0x1920, &[&map]), Some(0x55d0_c0a0_1920));
         assert_eq!(process_address(0x5000, &[&map]), None);
     }

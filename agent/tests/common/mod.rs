@@ -1,7 +1,7 @@
 //! Helpers for the agent's privileged integration tests: the real binary on
 //! a Unix socket in a temporary directory, driven with curl, against
 //! workloads compiled or started by the tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,5 @@
 //! Helpers shared by the webhook's test binaries.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use tracecar_webhook::podcheck;
 pub fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 pub fn typed(doc: &Value) -> Pod {

@@ -1,0 +1,96 @@
+//! `/v1/profile`, `/debug/pprof/profile` and `/v1/profile/trigger`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::query::Query as Params;
+use super::stream::CancelOnDrop;
+use super::{AgentState, ApiError, blocking};
+use crate::profile::{self, Format};
+
+pub(super) async fn profile(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    run_profile(state, profile::spec::parse(&query)?).await
+}
+
+/// net/http/pprof's path: 30 s by default, always gzipped pprof.
+pub(super) async fn go_pprof(
+    State(state): State<AgentState>,
+    Query(mut query): Query<Params>,
+) -> Result<Response, ApiError> {
+    query
+        .entry("seconds".to_owned())
+        .or_insert_with(|| "30".to_owned());
+    query.insert("format".to_owned(), "pprof".to_owned());
+    run_profile(state, profile::spec::parse(&query)?).await
+}
+
+pub(super) async fn trigger(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = profile::trigger::parse(&query)?;
+    let (plan, _) = profile::plan_here(&spec.profile, &state.procfs)?;
+    let permit = state.capture_slot()?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let procfs = state.procfs.clone();
+    let report = blocking(move || {
+        let result = profile::trigger::run(&spec, &plan, &procfs, &cancel);
+        drop(permit);
+        result
+    })
+    .await??;
+    Ok(Json(report).into_response())
+}
+
+async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Response, ApiError> {
+    let received = std::time::Instant::now();
+    let (plan, meta) = profile::plan_here(&spec, &state.procfs)?;
+    let permit = state.capture_slot()?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let procfs = state.procfs.clone();
+    let captured = blocking(move || {
+        let result = profile::capture::run(&plan, &procfs, &cancel);
+        drop(permit);
+        result
+    })
+    .await??;
+    tracing::info!(
+        samples = captured.samples,
+        lost = captured.lost,
+        processes = captured.processes.len(),
+        "profile captured"
+    );
+    let format = spec.format;
+    let capture_ms = captured.duration.as_secs_f64() * 1000.0;
+    let (started, ended) = captured.sampling;
+    let setup_ms = started.duration_since(received).as_secs_f64() * 1000.0;
+    let body = blocking(move || profile::render::render(&captured, format, &meta)).await??;
+    // Opening the events, sampling, and everything after it (final
+    // symbolization, aggregation, rendering).
+    let timing = format!(
+        "setup;dur={setup_ms:.1}, capture;dur={capture_ms:.1}, result;dur={:.1}",
+        ended.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if let Ok(value) = timing.parse() {
+        response.headers_mut().insert("server-timing", value);
+    }
+    if format == Format::Pprof
+        && let Ok(value) = "attachment; filename=\"profile.pb.gz\"".parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

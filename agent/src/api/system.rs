@@ -1,0 +1,26 @@
+//! `/v1/capabilities` and `/v1/processes`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::{AgentState, ApiError, blocking};
+use crate::{capabilities, process};
+
+pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
+    let report = blocking(move || {
+        let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
+        capabilities::report(&state.procfs, sessiond)
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+pub(super) async fn processes(State(state): State<AgentState>) -> Result<Response, ApiError> {
+    let list = blocking(move || process::list(&state.procfs, Duration::from_millis(200)))
+        .await?
+        .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
+    Ok(Json(list).into_response())
+}

@@ -1,0 +1,59 @@
+//! `/v1/uprobe` and `/v1/symbols`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::query::Query as Params;
+use super::stream::ready_then_stream;
+use super::{AgentState, ApiError, blocking};
+use crate::uprobe::{run, spec, symbols};
+
+pub(super) async fn symbols(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = spec::parse_symbols(&query)?;
+    let procfs = state.procfs.clone();
+    let pid = spec.pid;
+    let (list, total) = blocking(move || {
+        symbols::list(
+            &procfs,
+            spec.pid,
+            &spec.pattern,
+            spec.module.as_deref(),
+            spec.limit,
+        )
+    })
+    .await??;
+    Ok(Json(serde_json::json!({
+        "pid": pid,
+        "total": total,
+        "truncated": total > list.len(),
+        "symbols": list,
+    }))
+    .into_response())
+}
+
+pub(super) async fn uprobe(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = spec::parse(&query)?;
+    let procfs = state.procfs.clone();
+    let resolve_spec = spec.clone();
+    let target = blocking(move || run::resolve(&resolve_spec, &procfs)).await??;
+    let permit = state.probe_slot()?;
+    let ((), body) = ready_then_stream(1024, permit, move |ready, chunks, cancel| {
+        run::stream(
+            &spec,
+            &target,
+            &cancel,
+            |attached| ready.send(attached),
+            |line| chunks.send(line),
+        );
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}

@@ -1,0 +1,260 @@
+//! The agent's router in-process, without root: served on a Unix socket in
+//! a temporary directory, each endpoint called with bad input, and the
+//! status code and hint of each answer checked. This tests the error
+//! mapping (spec errors, invisible PIDs, resolver errors, a missing LTTng
+//! side) where no capture can start.
+
+#![cfg(test)]
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tracecar_agent::api::{self, AgentState};
+
+/// A PID no test machine has (above the kernel's pid_max limit of 2^22).
+const NO_SUCH_PID: u32 = 4_194_305;
+
+struct Server {
+    socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The router with no LTTng side (as `--no-lttng`).
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (up_tx, up_rx) = std::sync::mpsc::channel();
+        let path = socket.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = api::bind_socket(&path).unwrap();
+                up_tx.send(()).unwrap();
+                api::serve(listener, api::router(AgentState::default()), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        up_rx.recv().unwrap();
+        Self {
+            socket,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    /// GET `path`: the status and the body.
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        get(&self.socket, path)
+    }
+
+    /// GET `path`, which must fail with `status`: the JSON error.
+    fn error(&self, path: &str, status: u16) -> Value {
+        let (got, body) = self.get(path);
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+        let error: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&body))
+        });
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {error}"
+        );
+        assert!(
+            error["hint"].as_str().is_some_and(|h| !h.is_empty()),
+            "{path}: no hint: {error}"
+        );
+        error
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+fn get(socket: &Path, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
+            .unwrap();
+        if size == 0 {
+            return out;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[start + size + 2..];
+    }
+}
+
+fn hint(error: &Value) -> &str {
+    error["hint"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn health_and_unknown_paths() {
+    let server = Server::start();
+    assert_eq!(server.get("/healthz"), (200, b"ok".to_vec()));
+    let e = server.error("/v1/nope", 404);
+    assert!(
+        hint(&e).contains("/v1/profile") && hint(&e).contains("/v1/lttng/live"),
+        "{e}"
+    );
+}
+
+#[test]
+fn profile_parameters_are_checked_before_anything_runs() {
+    let server = Server::start();
+    let e = server.error("/v1/profile?seconds=0", 400);
+    assert_eq!(hint(&e), "seconds must be between 1 and 600");
+    let e = server.error("/v1/profile?sconds=5", 400);
+    assert!(hint(&e).starts_with("parameters are pid, seconds"), "{e}");
+    let e = server.error("/v1/profile?format=png", 400);
+    assert!(hint(&e).contains("speedscope"), "{e}");
+    let e = server.error("/v1/profile?kernel=maybe", 400);
+    assert_eq!(hint(&e), "use kernel=true or kernel=false");
+    let e = server.error("/v1/profile?pid=x", 400);
+    assert!(hint(&e).contains("/v1/processes"), "{e}");
+    let e = server.error(&format!("/v1/profile?pid={NO_SUCH_PID}&seconds=1"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    let e = server.error("/debug/pprof/profile?hz=0", 400);
+    assert_eq!(hint(&e), "hz must be between 1 and 1000");
+}
+
+#[test]
+fn trigger_takes_exactly_one_visible_pid() {
+    let server = Server::start();
+    let e = server.error("/v1/profile/trigger", 400);
+    assert!(hint(&e).contains("pid=P"), "{e}");
+    let e = server.error("/v1/profile/trigger?pid=1,2", 400);
+    assert!(hint(&e).contains("single pid"), "{e}");
+    let e = server.error("/v1/profile/trigger?pid=1&cpu_above=0", 400);
+    assert!(hint(&e).contains("percentage"), "{e}");
+    let e = server.error(&format!("/v1/profile/trigger?pid={NO_SUCH_PID}"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+}
+
+#[test]
+fn symbols_errors_name_what_to_send() {
+    let server = Server::start();
+    let me = std::process::id();
+    let e = server.error("/v1/symbols", 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("pid=P is required"),
+        "{e}"
+    );
+    let e = server.error(&format!("/v1/symbols?pid={me}&match=("), 400);
+    assert!(hint(&e).contains("match=^calc$"), "{e}");
+    let e = server.error(&format!("/v1/symbols?pid={me}&limit=0"), 400);
+    assert_eq!(hint(&e), "limit must be between 1 and 100000");
+    let e = server.error(&format!("/v1/symbols?pid={NO_SUCH_PID}"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    let e = server.error(&format!("/v1/symbols?pid={me}&module=no-such.so"), 404);
+    assert!(hint(&e).starts_with("modules it maps: "), "{e}");
+}
+
+#[test]
+fn uprobe_specs_and_targets_are_resolved_before_attaching() {
+    let server = Server::start();
+    let me = std::process::id();
+    let e = server.error(&format!("/v1/uprobe?pid={me}"), 400);
+    assert!(!hint(&e).is_empty(), "{e}");
+    let e = server.error("/v1/uprobe?pid=1,2&symbol=calc", 400);
+    assert!(hint(&e).contains("single pid"), "{e}");
+    let e = server.error(&format!("/v1/uprobe?pid={me}&symbol=calc&force=maybe"), 400);
+    assert_eq!(hint(&e), "use force=true or force=false");
+    let e = server.error(&format!("/v1/uprobe?pid={me}&symbol=calc&args=float"), 400);
+    assert!(!hint(&e).is_empty(), "{e}");
+    let e = server.error(&format!("/v1/uprobe?pid={NO_SUCH_PID}&symbol=calc"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    // This test binary is the target: its functions are resolved from its
+    // own ELF file, unprivileged.
+    let e = server.error(
+        &format!("/v1/uprobe?pid={me}&symbol=no_such_function_anywhere"),
+        404,
+    );
+    assert!(
+        hint(&e).starts_with("closest names: ") && hint(&e).contains("/v1/symbols"),
+        "{e}"
+    );
+    let e = server.error(
+        &format!("/v1/uprobe?pid={me}&symbol=main&module=no-such.so"),
+        404,
+    );
+    assert!(hint(&e).starts_with("modules it maps: "), "{e}");
+    let e = server.error("/v1/uprobe?symbol=main", 400);
+    assert!(e["error"].as_str().unwrap().contains("binary=PATH"), "{e}");
+    let e = server.error("/v1/uprobe?offset=0x10&binary=/no/such/file", 404);
+    assert!(hint(&e).contains("as the process sees them"), "{e}");
+}
+
+#[test]
+fn lttng_checks_input_then_says_it_is_off() {
+    let server = Server::start();
+    let e = server.error("/v1/lttng/record?format=png", 400);
+    assert!(hint(&e).contains("ctf"), "{e}");
+    let e = server.error("/v1/lttng/record?loglevel_only=yes", 400);
+    assert_eq!(hint(&e), "use loglevel_only=true or loglevel_only=false");
+    let e = server.error("/v1/lttng/live?events=a%20b", 400);
+    assert!(hint(&e).contains("provider:event"), "{e}");
+    let e = server.error(&format!("/v1/lttng/events?pid={NO_SUCH_PID}"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    // Well-formed requests reach the LTTng side, which this agent lacks.
+    for path in [
+        "/v1/lttng/events",
+        "/v1/lttng/record?seconds=1",
+        "/v1/lttng/live?seconds=1",
+    ] {
+        let e = server.error(path, 503);
+        assert_eq!(hint(&e), "start the agent without --no-lttng", "{path}");
+    }
+}
