@@ -3,84 +3,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Report, SessiondCheck};
 
-use crate::lttng::rundir::{self, DirCheck};
-use crate::lttng::sessiond::DaemonStatus;
+use crate::lttng::rundir;
 use crate::procfs::Procfs;
 use crate::sys;
-
-/// One checked capability.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// Whether it works.
-    pub ok: bool,
-    /// What was found.
-    pub detail: String,
-    /// What to do when it does not work.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-impl Check {
-    pub(crate) fn ok(detail: impl Into<String>) -> Self {
-        Self {
-            ok: true,
-            detail: detail.into(),
-            hint: None,
-        }
-    }
-
-    pub(crate) fn fail(detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            detail: detail.into(),
-            hint: Some(hint.into()),
-        }
-    }
-}
-
-/// The `/v1/capabilities` document.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// `uname -r`.
-    pub kernel: String,
-    /// Kernel BTF at `/sys/kernel/btf/vmlinux`.
-    pub btf: Check,
-    /// perf events that can be opened, by name.
-    pub perf_events: Vec<(String, Check)>,
-    /// `/proc/kallsyms` has real addresses (kernel frames can be named).
-    pub kallsyms: Check,
-    /// BPF program loading.
-    pub bpf: Check,
-    /// Creating uprobes (CAP_SYS_ADMIN on current kernels).
-    pub uprobes: Check,
-    /// tracefs with `uprobe_events`.
-    pub tracefs: Check,
-    /// LTTng and babeltrace2 command-line tools.
-    pub lttng_tools: Check,
-    /// The LTTng session daemon apps register with.
-    pub lttng_sessiond: SessiondCheck,
-    /// Whether the daemon can create its lock file and sockets in
-    /// `/var/run/lttng`: owner, mode, and the fix that applies.
-    pub lttng_rundir: DirCheck,
-    /// Whether it can create, or take over, its wait shared memory in
-    /// `/dev/shm`.
-    pub lttng_shm: DirCheck,
-    /// Effective capabilities of the agent.
-    pub capabilities: Vec<&'static str>,
-}
-
-/// The session daemon's check and its supervisor's status.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessiondCheck {
-    /// Whether it answers.
-    #[serde(flatten)]
-    pub check: Check,
-    /// Owner, PID, starts, last error (absent with `--no-lttng`).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub status: Option<DaemonStatus>,
-}
 
 fn sessiond_check(status: Option<DaemonStatus>, dirs: &[DirCheck]) -> SessiondCheck {
     let broken = dirs.iter().find(|d| !d.check.ok);
@@ -316,7 +243,10 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         lttng_sessiond: sessiond_check(sessiond, &[lttng_rundir.clone(), lttng_shm.clone()]),
         lttng_rundir,
         lttng_shm,
-        capabilities: capability_names(cap_eff),
+        capabilities: capability_names(cap_eff)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     }
 }
 

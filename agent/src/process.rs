@@ -4,27 +4,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+pub use tracecar_api::process::{ProcessInfo, Runtime};
 
 use crate::procfs::{CLOCK_TICKS, MapEntry, Procfs};
-
-/// Language runtime of a process, for choosing how to profile it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// Compiled code without a managed runtime.
-    Native,
-    /// A Go binary.
-    Go,
-    /// .NET (CoreCLR).
-    Dotnet,
-    /// Node.js (V8).
-    Node,
-    /// A HotSpot/OpenJ9 JVM.
-    Java,
-    /// CPython.
-    Python,
-}
 
 /// Detects the runtime from the executable's name and mapped libraries;
 /// `is_go` is asked only when nothing else matched (it reads the ELF).
@@ -69,31 +51,6 @@ pub fn is_go_binary(path: &Path) -> bool {
             Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")
         )
     })
-}
-
-/// One entry of `/v1/processes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProcessInfo {
-    /// PID in the pod's namespace.
-    pub pid: u32,
-    /// Parent PID.
-    pub ppid: u32,
-    /// Short name.
-    pub comm: String,
-    /// Full command line.
-    pub cmdline: Vec<String>,
-    /// Executable path inside the process's own root.
-    pub exe: Option<String>,
-    /// Real UID.
-    pub uid: Option<u32>,
-    /// Number of threads.
-    pub threads: u32,
-    /// CPU use over the sampling interval, in percent of one CPU.
-    pub cpu_percent: f64,
-    /// Detected runtime.
-    pub runtime: Runtime,
-    /// Path of the JIT perf map, as the agent reads it, if one exists.
-    pub perf_map: Option<String>,
 }
 
 /// The perf map of `pid`: `/tmp/perf-<pid as it sees itself>.map` inside

@@ -140,6 +140,27 @@ fn hint(error: &Value) -> &str {
     error["hint"].as_str().unwrap_or_default()
 }
 
+/// What the plugin reads parses as the wire types it reads them with.
+#[test]
+fn answers_are_the_wire_types() {
+    let server = Server::start();
+    let (status, body) = server.get("/v1/capabilities");
+    assert_eq!(status, 200);
+    let report: tracecar_api::capabilities::Report = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report.lttng_rundir.path, "/var/run/lttng");
+    assert!(!report.lttng_sessiond.check.ok, "no LTTng side: {report:?}");
+    let (status, body) = server.get("/v1/processes");
+    assert_eq!(status, 200);
+    let list: Vec<tracecar_api::process::ProcessInfo> = serde_json::from_slice(&body).unwrap();
+    // The agent hides itself; this test process serves it, so the list
+    // cannot hold it, and every entry is a live PID.
+    assert!(
+        list.iter()
+            .all(|p| p.pid != std::process::id() && p.pid > 0),
+        "{list:?}"
+    );
+}
+
 #[test]
 fn health_and_unknown_paths() {
     let server = Server::start();

@@ -3,6 +3,12 @@
 //! answers to terminal lines.
 
 use serde_json::Value;
+use tracecar_api::SummaryLine;
+use tracecar_api::capabilities::Report;
+use tracecar_api::error::ErrorBody;
+use tracecar_api::lttng::Tracepoints;
+use tracecar_api::process::{ProcessInfo, Runtime};
+use tracecar_api::uprobe::ProbeEvent;
 
 /// What a query value may keep as it is: RFC 3986's unreserved characters
 /// and `:`, `,` and `*`, which the agent's parameters use (`events=app:*`,
@@ -77,15 +83,9 @@ pub fn lttng_format(file: &str) -> Option<OutputFormat> {
 
 /// The agent's `{"error", "hint"}` as two lines, or the raw body.
 pub fn error_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) if v["error"].is_string() => match v["hint"].as_str() {
-            Some(hint) => format!(
-                "{}\n  hint: {hint}",
-                v["error"].as_str().unwrap_or_default()
-            ),
-            None => v["error"].as_str().unwrap_or_default().to_owned(),
-        },
-        _ => String::from_utf8_lossy(body).trim().to_owned(),
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => error.to_string(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
     }
 }
 
@@ -99,50 +99,50 @@ fn value(v: &Value) -> String {
 /// One `/v1/uprobe` NDJSON line for a terminal:
 /// `pid 7 tid 7 calc(5) = 16  1.2 µs`, or the summary.
 pub fn trace_line(symbol: &str, line: &str) -> String {
-    let Ok(event) = serde_json::from_str::<Value>(line) else {
-        return line.to_owned();
-    };
-    if let Some(summary) = event.get("summary") {
+    if let Ok(SummaryLine { summary }) = serde_json::from_str::<SummaryLine<Value>>(line) {
         return format!("# {summary}");
     }
-    let args = event["args"]
-        .as_array()
-        .map(|a| a.iter().map(value).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default();
-    let mut out = format!("pid {} tid {} {symbol}({args})", event["pid"], event["tid"]);
-    if let Some(ret) = event.get("ret") {
+    let Ok(event) = serde_json::from_str::<ProbeEvent>(line) else {
+        return line.to_owned();
+    };
+    let args: Vec<String> = event.args.iter().map(value).collect();
+    let mut out = format!(
+        "pid {} tid {} {symbol}({})",
+        event.pid,
+        event.tid,
+        args.join(", ")
+    );
+    if let Some(ret) = &event.ret {
         out.push_str(&format!(" = {}", value(ret)));
     }
-    if let Some(ns) = event["latency_ns"].as_u64() {
+    if let Some(ns) = event.latency_ns {
         out.push_str(&format!("  {:.1} µs", ns as f64 / 1000.0));
     }
     out
 }
 
+fn runtime_name(runtime: Runtime) -> String {
+    serde_json::to_value(runtime)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 /// `/v1/processes` as a table.
 pub fn process_table(body: &[u8]) -> Option<String> {
-    let list: Vec<Value> = serde_json::from_slice(body).ok()?;
+    let list: Vec<ProcessInfo> = serde_json::from_slice(body).ok()?;
     let mut out = format!(
         "{:>7} {:>7} {:>6} {:<8} {}\n",
         "PID", "PPID", "CPU%", "RUNTIME", "COMMAND"
     );
     for p in &list {
-        let command = p["cmdline"]
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_else(|| p["comm"].as_str().unwrap_or_default().to_owned());
         out.push_str(&format!(
-            "{:>7} {:>7} {:>6.1} {:<8} {command}\n",
-            p["pid"].as_u64().unwrap_or(0),
-            p["ppid"].as_u64().unwrap_or(0),
-            p["cpu_percent"].as_f64().unwrap_or(0.0),
-            p["runtime"].as_str().unwrap_or("-"),
+            "{:>7} {:>7} {:>6.1} {:<8} {}\n",
+            p.pid,
+            p.ppid,
+            p.cpu_percent,
+            runtime_name(p.runtime),
+            p.command(),
         ));
     }
     Some(out)
@@ -151,34 +151,26 @@ pub fn process_table(body: &[u8]) -> Option<String> {
 /// `/v1/lttng/events` as `PID PROCNAME EVENT (LOGLEVEL) fields`, or the
 /// agent's hint when no app is registered.
 pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
-    let listed: Value = serde_json::from_slice(body).ok()?;
-    let events = listed["events"].as_array()?;
-    if events.is_empty() {
+    let listed: Tracepoints = serde_json::from_slice(body).ok()?;
+    if listed.events.is_empty() {
         return Some(format!(
             "no tracepoints\n  hint: {}\n",
-            listed["hint"].as_str().unwrap_or_default()
+            listed.hint.unwrap_or_default()
         ));
     }
     let mut out = String::new();
-    for e in events {
-        let fields: Vec<String> = e["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                format!(
-                    "{}:{}",
-                    f["name"].as_str().unwrap_or("?"),
-                    f["type"].as_str().unwrap_or("?").to_ascii_lowercase()
-                )
-            })
+    for e in &listed.events {
+        let fields: Vec<String> = e
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}", f.name, f.kind.to_ascii_lowercase()))
             .collect();
         out.push_str(&format!(
             "{:>7} {:<16} {} ({}) {}\n",
-            e["pid"].as_u64().unwrap_or(0),
-            e["procname"].as_str().unwrap_or_default(),
-            e["event"].as_str().unwrap_or_default(),
-            e["loglevel"].as_str().unwrap_or_default(),
+            e.pid,
+            e.procname,
+            e.event,
+            e.loglevel,
             fields.join(" ")
         ));
     }
@@ -188,14 +180,11 @@ pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
 /// The one app process of the pod, for commands given no `--pid`. Our own
 /// `curl` (run by exec in the sidecar, so it is listed) does not count.
 pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
-    let list: Vec<Value> =
+    let list: Vec<ProcessInfo> =
         serde_json::from_slice(body).map_err(|e| format!("cannot read /v1/processes: {e}"))?;
-    let apps: Vec<&Value> = list.iter().filter(|p| p["comm"] != "curl").collect();
+    let apps: Vec<&ProcessInfo> = list.iter().filter(|p| p.comm != "curl").collect();
     match apps.as_slice() {
-        [one] => one["pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .ok_or_else(|| "the process list has no pid".to_owned()),
+        [one] => Ok(one.pid),
         [] => Err(
             "the pod has no process to trace\n  hint: is shareProcessNamespace enabled?".to_owned(),
         ),
@@ -203,7 +192,7 @@ pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
             "the pod has {} processes: pass --pid\n  hint: {}",
             many.len(),
             many.iter()
-                .map(|p| format!("{} {}", p["pid"], p["comm"].as_str().unwrap_or("?")))
+                .map(|p| format!("{} {}", p.pid, p.comm))
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -212,40 +201,17 @@ pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
 
 /// `/v1/capabilities` as `ok`/`FAIL` lines with hints.
 pub fn status_lines(body: &[u8]) -> Option<String> {
-    let report: Value = serde_json::from_slice(body).ok()?;
-    let mut out = format!("kernel {}\n", report["kernel"].as_str().unwrap_or("?"));
-    let mut line = |name: &str, check: &Value| {
-        let ok = check["ok"].as_bool().unwrap_or(false);
+    let report: Report = serde_json::from_slice(body).ok()?;
+    let mut out = format!("kernel {}\n", report.kernel);
+    for (name, check) in report.checks() {
         out.push_str(&format!(
             "{:<5} {name:<15} {}\n",
-            if ok { "ok" } else { "FAIL" },
-            check["detail"].as_str().unwrap_or_default()
+            if check.ok { "ok" } else { "FAIL" },
+            check.detail
         ));
-        if let Some(hint) = check["hint"].as_str().filter(|_| !ok) {
+        if let Some(hint) = check.hint.as_deref().filter(|_| !check.ok) {
             out.push_str(&format!("      hint: {hint}\n"));
         }
-    };
-    for name in [
-        "btf",
-        "kallsyms",
-        "bpf",
-        "uprobes",
-        "tracefs",
-        "lttng_tools",
-        "lttng_sessiond",
-        "lttng_rundir",
-        "lttng_shm",
-    ] {
-        // An older agent may not report every check.
-        if let Some(check) = report.get(name) {
-            line(name, check);
-        }
-    }
-    for pair in report["perf_events"].as_array().into_iter().flatten() {
-        line(
-            &format!("perf {}", pair[0].as_str().unwrap_or("?")),
-            &pair[1],
-        );
     }
     Some(out)
 }
@@ -292,10 +258,13 @@ mod tests {
 
     #[test]
     fn errors_read_like_the_agents_hints() {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: "pid 9 is not visible".to_owned(),
+            hint: "is shareProcessNamespace enabled?".to_owned(),
+        })
+        .unwrap();
         assert_eq!(
-            error_message(
-                br#"{"error":"pid 9 is not visible","hint":"is shareProcessNamespace enabled?"}"#
-            ),
+            error_message(&body),
             "pid 9 is not visible\n  hint: is shareProcessNamespace enabled?"
         );
         assert_eq!(
@@ -306,11 +275,17 @@ mod tests {
 
     #[test]
     fn trace_lines_show_calls() {
+        let event = ProbeEvent {
+            ts_ns: 1,
+            pid: 7,
+            tid: 8,
+            comm: "app".to_owned(),
+            args: vec![5.into(), "hi".into()],
+            ret: Some(16.into()),
+            latency_ns: Some(1500),
+        };
         assert_eq!(
-            trace_line(
-                "calc",
-                r#"{"ts_ns":1,"pid":7,"tid":8,"comm":"app","args":[5,"hi"],"ret":16,"latency_ns":1500}"#
-            ),
+            trace_line("calc", &serde_json::to_string(&event).unwrap()),
             "pid 7 tid 8 calc(5, \"hi\") = 16  1.5 µs"
         );
         assert_eq!(
@@ -321,25 +296,49 @@ mod tests {
 
     #[test]
     fn tracepoints_are_listed_or_explained() {
-        let listed = tracepoint_lines(
-            br#"{"events":[{"event":"app:tick","loglevel":"TRACE_INFO","pid":7,"procname":"app","fields":[{"name":"seq","type":"INTEGER"}]}]}"#,
-        )
-        .unwrap_or_default();
+        use tracecar_api::lttng::{Tracepoint, TracepointField};
+        let listed = Tracepoints {
+            registered_pids: vec![7],
+            events: vec![Tracepoint {
+                event: "app:tick".to_owned(),
+                loglevel: "TRACE_INFO".to_owned(),
+                fields: vec![TracepointField {
+                    name: "seq".to_owned(),
+                    kind: "INTEGER".to_owned(),
+                }],
+                pid: 7,
+                procname: "app".to_owned(),
+            }],
+            hint: None,
+        };
+        let lines = tracepoint_lines(&serde_json::to_vec(&listed).unwrap()).unwrap_or_default();
         assert!(
-            listed.contains("app:tick (TRACE_INFO) seq:integer"),
-            "{listed}"
+            lines.contains("app:tick (TRACE_INFO) seq:integer"),
+            "{lines}"
         );
-        let none =
-            tracepoint_lines(br#"{"events":[],"hint":"share /var/run/lttng"}"#).unwrap_or_default();
+        let none = Tracepoints {
+            registered_pids: vec![],
+            events: vec![],
+            hint: Some("share /var/run/lttng".to_owned()),
+        };
+        let none = tracepoint_lines(&serde_json::to_vec(&none).unwrap()).unwrap_or_default();
         assert!(none.contains("hint: share /var/run/lttng"), "{none}");
     }
 
     #[test]
     fn one_app_process_is_picked() {
-        let one = br#"[{"pid":7,"comm":"app"},{"pid":40,"comm":"curl"}]"#;
-        assert_eq!(only_app_pid(one), Ok(7));
-        let two = br#"[{"pid":7,"comm":"app"},{"pid":9,"comm":"worker"}]"#;
-        let err = only_app_pid(two).err().unwrap_or_default();
+        use tracecar_api::fixtures::process;
+        let list = |l: &[ProcessInfo]| serde_json::to_vec(l).unwrap();
+        let one = list(&[
+            process(7, "app", &["/app"], 1.0),
+            process(40, "curl", &[], 0.0),
+        ]);
+        assert_eq!(only_app_pid(&one), Ok(7));
+        let two = list(&[
+            process(7, "app", &["/app"], 1.0),
+            process(9, "worker", &[], 0.0),
+        ]);
+        let err = only_app_pid(&two).err().unwrap_or_default();
         assert!(
             err.contains("pass --pid") && err.contains("9 worker"),
             "{err}"
@@ -349,22 +348,24 @@ mod tests {
 
     #[test]
     fn tables() {
-        let table = process_table(
-            br#"[{"pid":7,"ppid":0,"comm":"app","cmdline":["/app","-x"],"cpu_percent":97.5,"runtime":"native"}]"#,
-        )
-        .unwrap_or_default();
+        use tracecar_api::capabilities::Check;
+        use tracecar_api::fixtures::{healthy_report, process};
+        let body = serde_json::to_vec(&[process(7, "app", &["/app", "-x"], 97.5)]).unwrap();
+        let table = process_table(&body).unwrap_or_default();
         assert!(
-            table.contains("/app -x") && table.contains("97.5"),
+            table.contains("/app -x") && table.contains("97.5") && table.contains("native"),
             "{table}"
         );
-        let status = status_lines(
-            br#"{"kernel":"6.18","btf":{"ok":true,"detail":"present"},"bpf":{"ok":false,"detail":"no CAP_BPF","hint":"add BPF"},"perf_events":[["cpu-clock",{"ok":true,"detail":"can be opened"}]]}"#,
-        )
-        .unwrap_or_default();
+        let mut report = healthy_report();
+        report.bpf = Check::fail("no CAP_BPF", "add BPF");
+        let status = status_lines(&serde_json::to_vec(&report).unwrap()).unwrap_or_default();
         assert!(
             status.contains("FAIL  bpf") && status.contains("hint: add BPF"),
             "{status}"
         );
         assert!(status.contains("ok    perf cpu-clock"), "{status}");
+        assert!(status.contains("ok    lttng_rundir"), "{status}");
+        // Only the failing check has its hint shown.
+        assert_eq!(status.matches("hint: ").count(), 1, "{status}");
     }
 }

@@ -15,9 +15,9 @@ case "$*" in
   *"get deployment"*) echo 'Error from server (NotFound): deployments.apps "x" not found' >&2; exit 1 ;;
   *"get pods"*) printf 'web-7d9f-abcde\nweb-7d9f-fghij\n' ;;
   *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/processes"*)
-    printf '[{"pid":7,"ppid":0,"comm":"app","cmdline":["/app"],"cpu_percent":12.5,"runtime":"native"}]' ;;
+    cat "$ANSWERS/processes.json" ;;
   *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/profile"*)
-    printf '{"error":"pid 99 is not visible","hint":"is shareProcessNamespace enabled?"}'; exit 22 ;;
+    cat "$ANSWERS/not-visible.json"; exit 22 ;;
   *"exec lonely -c tracecar"*)
     echo 'error: unable to upgrade connection: container not found ("tracecar")' >&2; exit 1 ;;
 esac
@@ -33,6 +33,7 @@ fn plugin(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("PATH", path)
         .env("KUBECTL_LOG", dir.join("log"))
+        .env("ANSWERS", dir)
         .current_dir(dir)
         .output()
         .unwrap()
@@ -44,6 +45,22 @@ fn setup() -> tempfile::TempDir {
     let kubectl = dir.path().join("kubectl");
     std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
     std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The agent's answers, built from the wire types the agent sends.
+    let processes = [tracecar_api::fixtures::process(7, "app", &["/app"], 12.5)];
+    std::fs::write(
+        dir.path().join("processes.json"),
+        serde_json::to_vec(&processes).unwrap(),
+    )
+    .unwrap();
+    let not_visible = tracecar_api::error::ErrorBody {
+        error: "pid 99 is not visible".to_owned(),
+        hint: "is shareProcessNamespace enabled?".to_owned(),
+    };
+    std::fs::write(
+        dir.path().join("not-visible.json"),
+        serde_json::to_vec(&not_visible).unwrap(),
+    )
+    .unwrap();
     dir
 }
 

@@ -34,28 +34,7 @@ const VOL_SYS: &str = "tracecar-sys";
 const VOL_USR_SRC: &str = "tracecar-usr-src";
 const VOL_LIB_MODULES: &str = "tracecar-lib-modules";
 
-/// Capabilities of the `minimal` profile: sampling (PERFMON), loading BPF
-/// (BPF), creating uprobes (SYS_ADMIN: Linux requires it for uprobe perf
-/// events since the 2025 fix "perf: require CAP_SYS_ADMIN for uprobes",
-/// also in stable kernels), reading other processes' memory and maps
-/// (SYS_PTRACE), raising RLIMIT_MEMLOCK for older kernels' BPF maps
-/// (SYS_RESOURCE), opening `/proc/PID/map_files` entries
-/// (CHECKPOINT_RESTORE) and listing that directory, which belongs to the
-/// app's user (DAC_READ_SEARCH: without it symbols of a non-root app go
-/// missing), and for lttng-sessiond taking ownership of its sockets and of
-/// the wait shared memory an app that started first created (CHOWN: without
-/// it the daemon aborts, or early apps never register). The last three were
-/// found by the podman end-to-end test with an app running as uid 1000.
-pub const MINIMAL_CAPABILITIES: [&str; 8] = [
-    "BPF",
-    "PERFMON",
-    "SYS_ADMIN",
-    "SYS_PTRACE",
-    "SYS_RESOURCE",
-    "CHECKPOINT_RESTORE",
-    "DAC_READ_SEARCH",
-    "CHOWN",
-];
+pub use tracecar_api::security::MINIMAL_CAPABILITIES;
 
 /// Runtime presets selected by `tracecar.dev/runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,15 +3,13 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use tracecar_api::error::ErrorBody;
 
-/// An error response: `{"error": "...", "hint": "..."}`.
-#[derive(Debug, Clone, Serialize)]
+/// An error response: a status and `{"error": "...", "hint": "..."}`.
+#[derive(Debug, Clone)]
 pub struct ApiError {
-    #[serde(skip)]
     status: StatusCode,
-    error: String,
-    hint: String,
+    body: ErrorBody,
 }
 
 impl ApiError {
@@ -19,8 +17,10 @@ impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>, hint: impl Into<String>) -> Self {
         Self {
             status,
-            error: error.into(),
-            hint: hint.into(),
+            body: ErrorBody {
+                error: error.into(),
+                hint: hint.into(),
+            },
         }
     }
 
@@ -37,7 +37,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 

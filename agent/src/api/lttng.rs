@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
+use tracecar_api::lttng::Tracepoints;
+
 use crate::lttng::{Lttng, RecordError, RecordFormat, record, spec};
 
 /// What usually keeps applications from registering.
@@ -43,13 +45,13 @@ pub(super) async fn events(
     let lttng = lttng_of(&state)?;
     let found = blocking(move || lttng.tracepoints(pids.as_deref())).await??;
     let registered: BTreeSet<u32> = found.iter().map(|t| t.pid).collect();
-    let mut body = serde_json::json!({
-        "registered_pids": registered,
-        "events": found,
-    });
-    if registered.is_empty() {
-        body["hint"] = NOT_REGISTERED_HINT.into();
-    }
+    let body = Tracepoints {
+        hint: registered
+            .is_empty()
+            .then(|| NOT_REGISTERED_HINT.to_owned()),
+        registered_pids: registered.into_iter().collect(),
+        events: found,
+    };
     Ok(Json(body).into_response())
 }
 

@@ -1,7 +1,7 @@
 //! Parsing what `lttng --mi xml` reports (schema `lttng-mi` 4.x).
 
 use roxmltree::{Document, Node};
-use serde::Serialize;
+pub use tracecar_api::lttng::{Discarded, Tracepoint, TracepointField};
 
 /// The XML could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +54,6 @@ pub fn session_names(xml: &str) -> Result<Vec<String>, MiError> {
         .unwrap_or_default())
 }
 
-/// Loss counters of a session's channels, summed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Discarded {
-    /// Events dropped because a sub-buffer was full.
-    pub discarded_events: u64,
-    /// Whole packets lost.
-    pub lost_packets: u64,
-}
-
 /// The counters from `lttng list SESSION`.
 pub fn discarded(xml: &str) -> Result<Discarded, MiError> {
     let doc = Document::parse(xml)?;
@@ -83,31 +74,6 @@ pub fn discarded(xml: &str) -> Result<Discarded, MiError> {
         total.lost_packets += count("lost_packets");
     }
     Ok(total)
-}
-
-/// A payload field of a tracepoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TracepointField {
-    /// Field name.
-    pub name: String,
-    /// LTTng's type class: INTEGER, STRING, FLOAT, ENUM, OTHER….
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-/// A tracepoint an application offers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Tracepoint {
-    /// `provider:event`.
-    pub event: String,
-    /// Its log level, e.g. `TRACE_INFO`.
-    pub loglevel: String,
-    /// Payload fields, in declaration order.
-    pub fields: Vec<TracepointField>,
-    /// The process offering it.
-    pub pid: u32,
-    /// That process's name as LTTng reports it.
-    pub procname: String,
 }
 
 /// The tracepoints from `lttng list -u -f`.

@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use tracecar_api::SummaryLine;
 
 use super::command::{self, ChannelPlan};
-use super::mi::{self, Discarded, Tracepoint};
+use super::mi::{self, Tracepoint};
 use super::pretty;
 use super::relayd::Relayd;
 use super::sessiond::Sessiond;
@@ -160,28 +160,7 @@ impl Drop for TraceDir {
     }
 }
 
-/// What a finished recording reports next to its events.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// The LTTng session name.
-    pub session: String,
-    /// Events in the output (json format; null otherwise).
-    pub events: Option<u64>,
-    /// Loss counters from LTTng.
-    #[serde(flatten)]
-    pub discarded: Discarded,
-    /// The on-disk cap of the session's streams.
-    pub disk_limit_bytes: u64,
-    /// Whether a stream used all its trace files, so the oldest may have
-    /// been overwritten.
-    pub disk_limit_reached: bool,
-    /// Lines babeltrace2 printed that are not events.
-    pub unparsed_lines: u64,
-    /// Session set-up (create … start).
-    pub setup_ms: f64,
-    /// Session tear-down (stop, read counters, destroy).
-    pub teardown_ms: f64,
-}
+pub use tracecar_api::lttng::{LiveSummary, Summary};
 
 /// A stopped, destroyed session whose trace is still on disk.
 #[derive(Debug)]
@@ -514,15 +493,16 @@ impl Lttng {
             tracing::info!(session = %session.name, "live client gone; session destroyed");
             return;
         }
-        let summary = serde_json::json!({ "summary": {
-            "session": session.name,
-            "events": events,
-            "discarded_events": discarded.discarded_events,
-            "lost_packets": discarded.lost_packets,
-            "unparsed_lines": unparsed,
-            "setup_ms": setup.as_secs_f64() * 1000.0,
-            "teardown_ms": teardown.as_secs_f64() * 1000.0,
-        }});
+        let summary = SummaryLine {
+            summary: LiveSummary {
+                session: session.name.clone(),
+                events,
+                discarded,
+                unparsed_lines: unparsed,
+                setup_ms: setup.as_secs_f64() * 1000.0,
+                teardown_ms: teardown.as_secs_f64() * 1000.0,
+            },
+        };
         let mut line = serde_json::to_vec(&summary).unwrap_or_default();
         line.push(b'\n');
         send(line);
@@ -589,7 +569,9 @@ pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Re
     }
     recording.summary.events = Some(events);
     recording.summary.unparsed_lines = unparsed;
-    let mut line = serde_json::to_vec(&serde_json::json!({ "summary": recording.summary }))?;
+    let mut line = serde_json::to_vec(&SummaryLine {
+        summary: &recording.summary,
+    })?;
     line.push(b'\n');
     send(line);
     Ok(())

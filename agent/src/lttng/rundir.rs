@@ -24,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+pub use tracecar_api::capabilities::{DirCheck, Fix};
 
 use crate::capabilities::{Check, has_cap};
 
@@ -113,44 +113,6 @@ impl Creds {
     }
 }
 
-/// The fix that applies to an unusable directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fix {
-    /// Mount a writable emptyDir there (as `tracecar.dev/inject` does).
-    EmptyDir,
-    /// Set the pod's `securityContext.fsGroup`.
-    FsGroup,
-    /// Grant the capability named in `missing_capability`.
-    Capability,
-}
-
-/// The check of one directory, with what was found in machine-readable
-/// fields next to the human-readable detail and hint.
-#[derive(Debug, Clone, Serialize)]
-pub struct DirCheck {
-    /// Whether the daemon can work there, what was found, what to do.
-    #[serde(flatten)]
-    pub check: Check,
-    /// The directory.
-    pub path: String,
-    /// Its owner.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
-    /// Its group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<u32>,
-    /// Its mode, in octal (`"0755"`, `"2777"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    /// Which fix applies when it is unusable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<Fix>,
-    /// The capability whose absence is the cause.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missing_capability: Option<&'static str>,
-}
-
 fn describe(path: &Path, entry: &Entry) -> String {
     match entry {
         Entry::Missing => format!("{} does not exist", path.display()),
@@ -219,7 +181,7 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
             );
             let no_override = !has_cap(creds.cap_eff, "DAC_OVERRIDE");
             if creds.euid == 0 && no_override {
-                out.missing_capability = Some("DAC_OVERRIDE");
+                out.missing_capability = Some("DAC_OVERRIDE".to_owned());
             }
             let detail = if creds.euid == 0 && no_override {
                 format!("{what}; {who} without CAP_DAC_OVERRIDE")
@@ -254,7 +216,7 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
                 .collect();
             match foreign.first() {
                 Some(shm) if !has_cap(creds.cap_eff, "CHOWN") => {
-                    out.missing_capability = Some("CHOWN");
+                    out.missing_capability = Some("CHOWN".to_owned());
                     fail(
                         &mut out,
                         format!(
@@ -433,7 +395,7 @@ mod tests {
         assert_eq!((c.uid, c.gid), (Some(1000), Some(1000)));
         assert_eq!(c.mode.as_deref(), Some("0755"));
         assert_eq!(c.fix, Some(Fix::EmptyDir));
-        assert_eq!(c.missing_capability, Some("DAC_OVERRIDE"));
+        assert_eq!(c.missing_capability.as_deref(), Some("DAC_OVERRIDE"));
         assert!(
             c.check
                 .detail
@@ -514,7 +476,7 @@ mod tests {
         };
         let c = assess(&shm, &without);
         assert_eq!(
-            (c.fix, c.missing_capability),
+            (c.fix, c.missing_capability.as_deref()),
             (Some(Fix::Capability), Some("CHOWN"))
         );
         assert!(

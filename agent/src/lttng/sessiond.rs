@@ -19,39 +19,10 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+pub use tracecar_api::capabilities::{DaemonStatus, Owner};
 
 use super::{command, mi, rundir};
 use crate::procfs::Procfs;
-
-/// Who runs the daemon the agent uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Owner {
-    /// None answers yet.
-    None,
-    /// The agent's child.
-    Tracecar,
-    /// Something else started it; the agent only uses it.
-    External,
-}
-
-/// What `/v1/capabilities` reports about the daemon.
-#[derive(Debug, Clone, Serialize)]
-pub struct DaemonStatus {
-    /// Whether it answers `lttng list`.
-    pub running: bool,
-    /// Who runs it.
-    pub owner: Owner,
-    /// PID of the agent's child.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// Times the agent has (re)started it.
-    pub starts: u32,
-    /// The last failure, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
 
 /// The supervisor's shared state.
 #[derive(Debug, Clone)]

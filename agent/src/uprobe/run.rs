@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use object::{Object as _, ObjectSegment as _, SegmentFlags};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tracecar_api::SummaryLine;
+use tracecar_api::uprobe::{ProbeEvent, ProbeSummary};
 
 use super::attach::{self, AttachError, Location};
 use super::events::{Config, Event, FLAG_PAIRED};
@@ -305,25 +307,28 @@ fn aggregate_value(spec: &UprobeSpec, event: &Event, of: super::spec::Of) -> i64
     }
 }
 
-/// One event as a JSON line.
-pub fn event_json(spec: &UprobeSpec, event: &Event) -> Value {
-    let args: Vec<Value> = spec
-        .args
-        .iter()
-        .enumerate()
-        .map(|(i, a)| decode_arg(a, event, i))
-        .collect();
-    let mut line = json!({
-        "ts_ns": event.ts_ns,
-        "pid": event.pid,
-        "tid": event.tid,
-        "comm": event.comm(),
-        "args": args,
-    });
-    if let Some(ret) = spec.ret {
-        line["ret"] = decode_register(ret, event.ret);
-        line["latency_ns"] = Value::from(event.latency_ns);
+/// One event as its wire type.
+pub fn probe_event(spec: &UprobeSpec, event: &Event) -> ProbeEvent {
+    ProbeEvent {
+        ts_ns: event.ts_ns,
+        pid: event.pid,
+        tid: event.tid,
+        comm: event.comm(),
+        args: spec
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| decode_arg(a, event, i))
+            .collect(),
+        ret: spec.ret.map(|ret| decode_register(ret, event.ret)),
+        latency_ns: spec.ret.map(|_| event.latency_ns),
     }
+}
+
+/// One event as an NDJSON line.
+fn event_line(spec: &UprobeSpec, event: &Event) -> String {
+    let mut line = serde_json::to_string(&probe_event(spec, event)).unwrap_or_default();
+    line.push('\n');
     line
 }
 
@@ -367,7 +372,7 @@ pub fn stream(
             match (&mut histogram, spec.aggregate) {
                 (Some(h), Some((_, of))) => h.add(aggregate_value(spec, event, of)),
                 _ => {
-                    if !send(format!("{}\n", event_json(spec, event))) {
+                    if !send(event_line(spec, event)) {
                         break 'outer Stopped::Disconnected;
                     }
                 }
@@ -395,17 +400,21 @@ pub fn stream(
         });
         let _ = send(format!("{doc}\n"));
     }
-    let summary = json!({"summary": {
-        "events": sent,
-        "calls": calls,
-        "lost": lost,
-        "throttled": throttled,
-        "stopped": stopped.as_str(),
-        "seconds": start.elapsed().as_secs_f64(),
-        "module": target.module,
-        "offset": format!("{:#x}", target.offset),
-    }});
-    let _ = send(format!("{summary}\n"));
+    let summary = SummaryLine {
+        summary: ProbeSummary {
+            events: sent,
+            calls,
+            lost,
+            throttled,
+            stopped: stopped.as_str().to_owned(),
+            seconds: start.elapsed().as_secs_f64(),
+            module: target.module.clone(),
+            offset: format!("{:#x}", target.offset),
+        },
+    };
+    let mut line = serde_json::to_string(&summary).unwrap_or_default();
+    line.push('\n');
+    let _ = send(line);
 }
 
 #[cfg(test)]

@@ -1,0 +1,167 @@
+//! `/v1/capabilities`: what works in this sidecar, and what to fix when
+//! something does not.
+
+use serde::{Deserialize, Serialize};
+
+/// One checked capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Whether it works.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it does not work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    /// A check that passed.
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    /// A check that failed, with what to do.
+    pub fn fail(detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+/// Who runs the LTTng session daemon the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// None answers yet.
+    None,
+    /// The agent's child.
+    Tracecar,
+    /// Something else started it; the agent only uses it.
+    External,
+}
+
+/// The session daemon's supervisor state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Whether it answers `lttng list`.
+    pub running: bool,
+    /// Who runs it.
+    pub owner: Owner,
+    /// PID of the agent's child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Times the agent has (re)started it.
+    pub starts: u32,
+    /// The last failure, with the daemon's own last stderr lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The session daemon's check and its supervisor's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessiondCheck {
+    /// Whether it answers.
+    #[serde(flatten)]
+    pub check: Check,
+    /// Owner, PID, starts, last error (absent with `--no-lttng`).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DaemonStatus>,
+}
+
+/// The fix that applies to a directory the daemon cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fix {
+    /// Mount a writable emptyDir there (as `tracecar.dev/inject` does).
+    EmptyDir,
+    /// Set the pod's `securityContext.fsGroup`.
+    FsGroup,
+    /// Grant the capability named in `missing_capability`.
+    Capability,
+}
+
+/// A directory the daemon writes into, as found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirCheck {
+    /// Whether the daemon can work there, what was found, what to do.
+    #[serde(flatten)]
+    pub check: Check,
+    /// The directory.
+    pub path: String,
+    /// Its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Its group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Its mode, in octal (`"0755"`, `"2777"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Which fix applies when it is unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<Fix>,
+    /// The capability whose absence is the cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_capability: Option<String>,
+}
+
+/// The `/v1/capabilities` document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Kernel BTF at `/sys/kernel/btf/vmlinux`.
+    pub btf: Check,
+    /// perf events that can be opened, by name.
+    pub perf_events: Vec<(String, Check)>,
+    /// `/proc/kallsyms` has real addresses (kernel frames can be named).
+    pub kallsyms: Check,
+    /// BPF program loading.
+    pub bpf: Check,
+    /// Creating uprobes (CAP_SYS_ADMIN on current kernels).
+    pub uprobes: Check,
+    /// tracefs with `uprobe_events`.
+    pub tracefs: Check,
+    /// LTTng and babeltrace2 command-line tools.
+    pub lttng_tools: Check,
+    /// The LTTng session daemon apps register with.
+    pub lttng_sessiond: SessiondCheck,
+    /// Whether the daemon can create its lock file and sockets in
+    /// `/var/run/lttng`: owner, mode, and the fix that applies.
+    pub lttng_rundir: DirCheck,
+    /// Whether it can create, or take over, its wait shared memory in
+    /// `/dev/shm`.
+    pub lttng_shm: DirCheck,
+    /// Effective capabilities of the agent.
+    pub capabilities: Vec<String>,
+}
+
+impl Report {
+    /// The named checks, in the order `kubectl tracecar status` shows them.
+    pub fn checks(&self) -> Vec<(String, &Check)> {
+        let mut all: Vec<(String, &Check)> = vec![
+            ("btf".to_owned(), &self.btf),
+            ("kallsyms".to_owned(), &self.kallsyms),
+            ("bpf".to_owned(), &self.bpf),
+            ("uprobes".to_owned(), &self.uprobes),
+            ("tracefs".to_owned(), &self.tracefs),
+            ("lttng_tools".to_owned(), &self.lttng_tools),
+            ("lttng_sessiond".to_owned(), &self.lttng_sessiond.check),
+            ("lttng_rundir".to_owned(), &self.lttng_rundir.check),
+            ("lttng_shm".to_owned(), &self.lttng_shm.check),
+        ];
+        all.extend(
+            self.perf_events
+                .iter()
+                .map(|(name, check)| (format!("perf {name}"), check)),
+        );
+        all
+    }
+}

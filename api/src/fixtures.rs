@@ -1,0 +1,61 @@
+//! Example answers, built from the types (feature `fixtures`, for tests).
+
+use crate::capabilities::{Check, DaemonStatus, DirCheck, Owner, Report, SessiondCheck};
+use crate::process::{ProcessInfo, Runtime};
+
+/// A native process.
+pub fn process(pid: u32, comm: &str, cmdline: &[&str], cpu_percent: f64) -> ProcessInfo {
+    ProcessInfo {
+        pid,
+        ppid: 0,
+        comm: comm.to_owned(),
+        cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
+        exe: cmdline.first().map(|s| (*s).to_owned()),
+        uid: Some(1000),
+        threads: 1,
+        cpu_percent,
+        runtime: Runtime::Native,
+        perf_map: None,
+    }
+}
+
+fn dir(path: &str) -> DirCheck {
+    DirCheck {
+        check: Check::ok(format!(
+            "{path}: owner uid 0, gid 0, mode 0777; writable by the agent"
+        )),
+        path: path.to_owned(),
+        uid: Some(0),
+        gid: Some(0),
+        mode: Some("0777".to_owned()),
+        fix: None,
+        missing_capability: None,
+    }
+}
+
+/// A sidecar where everything works.
+pub fn healthy_report() -> Report {
+    Report {
+        kernel: "6.18.0".to_owned(),
+        btf: Check::ok("/sys/kernel/btf/vmlinux present"),
+        perf_events: vec![("cpu-clock".to_owned(), Check::ok("can be opened"))],
+        kallsyms: Check::ok("/proc/kallsyms has addresses"),
+        bpf: Check::ok("CAP_BPF (or CAP_SYS_ADMIN) is effective"),
+        uprobes: Check::ok("CAP_SYS_ADMIN is effective"),
+        tracefs: Check::ok("/sys/kernel/tracing/uprobe_events"),
+        lttng_tools: Check::ok("/usr/bin/lttng, /usr/bin/lttng-sessiond, /usr/bin/babeltrace2"),
+        lttng_sessiond: SessiondCheck {
+            check: Check::ok("lttng-sessiond pid 9, started by tracecar, serving /var/run/lttng"),
+            status: Some(DaemonStatus {
+                running: true,
+                owner: Owner::Tracecar,
+                pid: Some(9),
+                starts: 1,
+                last_error: None,
+            }),
+        },
+        lttng_rundir: dir("/var/run/lttng"),
+        lttng_shm: dir("/dev/shm"),
+        capabilities: ["BPF", "PERFMON", "SYS_ADMIN"].map(str::to_owned).to_vec(),
+    }
+}

@@ -1,0 +1,23 @@
+//! tracecar's wire types: the JSON the agent's API answers with, which the
+//! agent serializes and `kubectl tracecar` reads, so that the two cannot
+//! drift apart; and the capability profiles the sidecar runs with, which
+//! the webhook injects (and an attach will request).
+//!
+//! Plain data only: no I/O, no logic beyond formatting helpers.
+
+pub mod capabilities;
+pub mod error;
+pub mod lttng;
+pub mod process;
+pub mod security;
+pub mod uprobe;
+
+/// A line of an NDJSON stream that closes it: `{"summary": {…}}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SummaryLine<T> {
+    /// What the stream ends with.
+    pub summary: T,
+}
+
+#[cfg(feature = "fixtures")]
+pub mod fixtures;

@@ -1,0 +1,92 @@
+//! `/v1/lttng/events`, `/v1/lttng/record` and `/v1/lttng/live`.
+
+use serde::{Deserialize, Serialize};
+
+/// A payload field of a tracepoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracepointField {
+    /// Field name.
+    pub name: String,
+    /// LTTng's type class: INTEGER, STRING, FLOAT, ENUM, OTHER….
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A tracepoint an application offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracepoint {
+    /// `provider:event`.
+    pub event: String,
+    /// Its log level, e.g. `TRACE_INFO`.
+    pub loglevel: String,
+    /// Payload fields, in declaration order.
+    pub fields: Vec<TracepointField>,
+    /// The process offering it.
+    pub pid: u32,
+    /// That process's name as LTTng reports it.
+    pub procname: String,
+}
+
+/// The `/v1/lttng/events` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracepoints {
+    /// The processes registered with the session daemon.
+    pub registered_pids: Vec<u32>,
+    /// What they offer.
+    pub events: Vec<Tracepoint>,
+    /// What usually keeps applications from registering, when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// LTTng's loss counters for a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discarded {
+    /// Events dropped because a sub-buffer was full (discard mode).
+    pub discarded_events: u64,
+    /// Packets lost (overwrite mode, or a consumer that fell behind).
+    pub lost_packets: u64,
+}
+
+/// What a finished recording reports next to its events (the last line of
+/// `format=json`, the `# tracecar:` line of `text`, and the
+/// `x-tracecar-*` headers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The LTTng session name.
+    pub session: String,
+    /// Events in the output (json format; null otherwise).
+    pub events: Option<u64>,
+    /// Loss counters from LTTng.
+    #[serde(flatten)]
+    pub discarded: Discarded,
+    /// The on-disk cap of the session's streams.
+    pub disk_limit_bytes: u64,
+    /// Whether a stream used all its trace files, so the oldest may have
+    /// been overwritten.
+    pub disk_limit_reached: bool,
+    /// Lines babeltrace2 printed that are not events.
+    pub unparsed_lines: u64,
+    /// Session set-up (create … start).
+    pub setup_ms: f64,
+    /// Session tear-down (stop, read counters, destroy).
+    pub teardown_ms: f64,
+}
+
+/// The last line of a `/v1/lttng/live` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveSummary {
+    /// The LTTng session name.
+    pub session: String,
+    /// Events streamed.
+    pub events: u64,
+    /// Loss counters from LTTng.
+    #[serde(flatten)]
+    pub discarded: Discarded,
+    /// Lines babeltrace2 printed that are not events.
+    pub unparsed_lines: u64,
+    /// Session set-up (relay, create … start, babeltrace2 attached).
+    pub setup_ms: f64,
+    /// Session tear-down.
+    pub teardown_ms: f64,
+}

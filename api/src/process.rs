@@ -1,0 +1,58 @@
+//! `/v1/processes`.
+
+use serde::{Deserialize, Serialize};
+
+/// The runtime a process was detected to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// .NET (CoreCLR).
+    Dotnet,
+    /// Node.js / V8.
+    Node,
+    /// A JVM.
+    Java,
+    /// CPython.
+    Python,
+    /// A Go binary.
+    Go,
+    /// Anything else.
+    Native,
+}
+
+/// One entry of `/v1/processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// PID in the pod's namespace.
+    pub pid: u32,
+    /// Parent PID.
+    pub ppid: u32,
+    /// Short name.
+    pub comm: String,
+    /// Full command line.
+    pub cmdline: Vec<String>,
+    /// Executable path inside the process's own root.
+    pub exe: Option<String>,
+    /// Real UID.
+    pub uid: Option<u32>,
+    /// Number of threads.
+    pub threads: u32,
+    /// CPU use over the sampling interval, in percent of one CPU.
+    pub cpu_percent: f64,
+    /// Detected runtime.
+    pub runtime: Runtime,
+    /// Path of the JIT perf map, as the agent reads it, if one exists.
+    pub perf_map: Option<String>,
+}
+
+impl ProcessInfo {
+    /// The command line, or the short name when it has none (kernel
+    /// threads, zombies).
+    pub fn command(&self) -> String {
+        if self.cmdline.is_empty() {
+            self.comm.clone()
+        } else {
+            self.cmdline.join(" ")
+        }
+    }
+}
