@@ -171,6 +171,28 @@ impl MapEntry {
     pub fn is_file_backed(&self) -> bool {
         self.inode != 0 && self.path.as_deref().is_some_and(|p| p.starts_with('/'))
     }
+
+    /// Whether `addr` is inside it.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// The file's path as the process sees it, without the ` (deleted)`
+    /// the kernel appends to a file that was removed or replaced.
+    pub fn file_path(&self) -> Option<&str> {
+        self.path.as_deref().map(without_deleted)
+    }
+}
+
+/// `path` without the ` (deleted)` the kernel appends to the links and
+/// maps of a removed or replaced file.
+pub fn without_deleted(path: &str) -> &str {
+    path.strip_suffix(" (deleted)").unwrap_or(path)
+}
+
+/// The mapping that holds `addr`.
+pub fn mapping_at(maps: &[MapEntry], addr: u64) -> Option<&MapEntry> {
+    maps.iter().find(|m| m.contains(addr))
 }
 
 /// Parses one `/proc/PID/maps` line.
@@ -329,8 +351,8 @@ impl Procfs {
             &format!("map_files/{:x}-{:x}", mapping.start, mapping.end),
         );
         std::fs::read(map_file).or_else(|_| {
-            let path = mapping.path.as_deref().unwrap_or_default();
-            std::fs::read(self.in_root(pid, Path::new(path.trim_end_matches(" (deleted)"))))
+            let path = mapping.file_path().unwrap_or_default();
+            std::fs::read(self.in_root(pid, Path::new(path)))
         })
     }
 
@@ -402,6 +424,14 @@ mod tests {
         assert_eq!(e.offset, 0x2000);
         assert_eq!(e.inode, 1_234_567);
         assert_eq!(e.path.as_deref(), Some("/usr/bin/app (deleted)"));
+        assert_eq!(e.file_path(), Some("/usr/bin/app"));
+        assert!(e.contains(0x55d0_c0a0_0000) && !e.contains(0x55d0_c0a2_1000));
+        assert_eq!(
+            mapping_at(std::slice::from_ref(&e), 0x55d0_c0a0_1000),
+            Some(&e)
+        );
+        assert_eq!(mapping_at(std::slice::from_ref(&e), 0x1000), None);
+        assert_eq!(without_deleted("/a (deleted)"), "/a");
         assert!(e.is_file_backed());
         let anon = parse_maps_line("7f0000000000-7f0000001000 rwxp 00000000 00:00 0 ").unwrap();
         assert_eq!(anon.path, None);

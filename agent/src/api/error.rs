@@ -93,9 +93,9 @@ impl From<crate::uprobe::symbols::SymbolsError> for ApiError {
     }
 }
 
-impl From<crate::uprobe::run::ResolveError> for ApiError {
-    fn from(e: crate::uprobe::run::ResolveError) -> Self {
-        use crate::uprobe::run::ResolveError;
+impl From<crate::uprobe::resolve::ResolveError> for ApiError {
+    fn from(e: crate::uprobe::resolve::ResolveError) -> Self {
+        use crate::uprobe::resolve::ResolveError;
         match e {
             ResolveError::NotVisible(e) => e.into(),
             ResolveError::Module(e) => e.into(),

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
-use crate::uprobe::{run, spec, symbols};
+use crate::uprobe::{resolve, spec, stream, symbols};
 
 pub(super) async fn symbols(
     State(state): State<AgentState>,
@@ -43,10 +43,10 @@ pub(super) async fn uprobe(
     let spec = spec::parse(&query)?;
     let procfs = state.procfs.clone();
     let resolve_spec = spec.clone();
-    let target = blocking(move || run::resolve(&resolve_spec, &procfs)).await??;
+    let target = blocking(move || resolve::resolve(&resolve_spec, &procfs)).await??;
     let permit = state.probe_slot()?;
     let ((), body) = ready_then_stream(1024, permit, move |ready, chunks, cancel| {
-        run::stream(
+        stream::stream(
             &spec,
             &target,
             &cancel,

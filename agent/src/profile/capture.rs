@@ -432,7 +432,7 @@ impl ProcessState {
     }
 
     fn map_of(&self, addr: u64) -> Option<&MapEntry> {
-        self.maps.iter().find(|m| m.start <= addr && addr < m.end)
+        crate::procfs::mapping_at(&self.maps, addr)
     }
 
     fn symbolize_pending(

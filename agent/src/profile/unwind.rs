@@ -101,7 +101,7 @@ impl ProcessUnwinder {
             }
             let missing = frames
                 .iter()
-                .filter_map(|a| maps.iter().find(|m| m.start <= *a && *a < m.end))
+                .filter_map(|a| crate::procfs::mapping_at(maps, *a))
                 .find(|m| {
                     m.is_file_backed()
                         && m.path

@@ -3,8 +3,10 @@
 //! attaching the BPF programs, and decoding and aggregating their events.
 
 pub mod attach;
+pub mod decode;
 pub mod events;
 pub mod hist;
-pub mod run;
+pub mod resolve;
 pub mod spec;
+pub mod stream;
 pub mod symbols;

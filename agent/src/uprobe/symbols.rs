@@ -217,10 +217,8 @@ pub fn list(
         let mut map = PerfMapFile::new(map_path);
         map.refresh();
         for entry in map.index().entries().filter(|e| pattern.is_match(&e.name)) {
-            let backing = maps
-                .iter()
-                .find(|m| m.start <= entry.start && entry.start < m.end)
-                .filter(|m| m.is_file_backed());
+            let backing =
+                crate::procfs::mapping_at(&maps, entry.start).filter(|m| m.is_file_backed());
             out.push(SymbolInfo {
                 name: entry.name.clone(),
                 address: Some(entry.start),

@@ -1,19 +1,12 @@
-//! Resolving a uprobe request to a file and offset (plan), and running it:
-//! attach, stream one JSON line per call, detach (execute).
+//! Resolving a uprobe request to a file and an offset (the plan): the
+//! symbol, offset or address it names, in the binary the process maps,
+//! read as the process sees it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use object::{Object as _, ObjectSegment as _, SegmentFlags};
-use serde_json::Value;
-use tracecar_api::SummaryLine;
-use tracecar_api::uprobe::{ProbeEvent, ProbeSummary};
 
-use super::attach::{self, AttachError, Location};
-use super::events::{Config, Event, FLAG_PAIRED};
-use super::spec::{TargetSpec, UprobeSpec, decode_arg, decode_register};
+use super::spec::{TargetSpec, UprobeSpec};
 use super::symbols::{self, elf_functions, file_offset};
 use crate::process;
 use crate::procfs::{MapEntry, Procfs};
@@ -184,12 +177,7 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
                 }
                 (None, None, Some(pid)) => procfs
                     .exe(pid)
-                    .map(|p| {
-                        p.display()
-                            .to_string()
-                            .trim_end_matches(" (deleted)")
-                            .to_owned()
-                    })
+                    .map(|p| crate::procfs::without_deleted(&p.display().to_string()).to_owned())
                     .map_err(|_| crate::procfs::PidNotVisible(pid))?,
                 (_, None, None) => return Err(ResolveError::NoBinary),
             };
@@ -214,16 +202,14 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
         }
         TargetSpec::Address(address) => {
             let maps = maps.unwrap_or_default();
-            let map: &MapEntry = maps
-                .iter()
-                .find(|m| m.start <= *address && *address < m.end)
+            let map: &MapEntry = crate::procfs::mapping_at(&maps, *address)
                 .ok_or(ResolveError::Unmapped(*address))?;
             if !map.is_file_backed() {
                 return Err(ResolveError::Anonymous(*address));
             }
             let module = map.path.clone().unwrap_or_default();
             ResolvedTarget {
-                path: visible(module.trim_end_matches(" (deleted)")),
+                path: visible(map.file_path().unwrap_or_default()),
                 offset: address - map.start + map.offset,
                 module,
             }
@@ -252,169 +238,6 @@ fn mapped_path(maps: &[MapEntry], module: &str) -> Option<String> {
         .filter_map(|m| m.path.as_deref())
         .find(|p| *p == module || p.rsplit('/').next() == Some(module))
         .map(str::to_owned)
-}
-
-/// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// `seconds` passed.
-    Seconds,
-    /// `limit` events were sent.
-    Limit,
-    /// The client went away.
-    Disconnected,
-}
-
-impl Stopped {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Seconds => "seconds",
-            Self::Limit => "limit",
-            Self::Disconnected => "disconnected",
-        }
-    }
-}
-
-/// The BPF configuration for a request.
-pub fn config(spec: &UprobeSpec) -> Config {
-    use std::os::unix::fs::MetadataExt;
-    let ns = std::fs::metadata("/proc/self/ns/pid").ok();
-    Config {
-        pidns_dev: ns.as_ref().map_or(0, MetadataExt::dev),
-        pidns_ino: ns.as_ref().map_or(0, MetadataExt::ino),
-        nargs: spec.args.len() as u32,
-        flags: if spec.ret.is_some() { FLAG_PAIRED } else { 0 },
-        args: super::spec::captures(&spec.args),
-        // The per-second budget, split evenly over the CPUs.
-        max_per_cpu_per_sec: u64::from(spec.rate)
-            .div_ceil(crate::sys::online_cpus().len().max(1) as u64),
-    }
-}
-
-/// The number `aggregate=` counts for one event.
-fn aggregate_value(spec: &UprobeSpec, event: &Event, of: super::spec::Of) -> i64 {
-    let number = |v: Value| {
-        v.as_i64()
-            .or_else(|| v.as_u64().map(|u| u as i64))
-            .unwrap_or(0)
-    };
-    match of {
-        super::spec::Of::Arg(i) => number(decode_arg(&spec.args[i], event, i)),
-        super::spec::Of::Ret => spec
-            .ret
-            .map_or(0, |t| number(decode_register(t, event.ret))),
-        super::spec::Of::Latency => i64::try_from(event.latency_ns).unwrap_or(i64::MAX),
-    }
-}
-
-/// One event as its wire type.
-pub fn probe_event(spec: &UprobeSpec, event: &Event) -> ProbeEvent {
-    ProbeEvent {
-        ts_ns: event.ts_ns,
-        pid: event.pid,
-        tid: event.tid,
-        comm: event.comm(),
-        args: spec
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, a)| decode_arg(a, event, i))
-            .collect(),
-        ret: spec.ret.map(|ret| decode_register(ret, event.ret)),
-        latency_ns: spec.ret.map(|_| event.latency_ns),
-    }
-}
-
-/// One event as an NDJSON line.
-fn event_line(spec: &UprobeSpec, event: &Event) -> String {
-    let mut line = serde_json::to_string(&probe_event(spec, event)).unwrap_or_default();
-    line.push('\n');
-    line
-}
-
-/// Attaches and streams lines through `send` until the spec's limits,
-/// `cancel`, or `send` failing (client gone). `ready` learns first whether
-/// attaching worked.
-pub fn stream(
-    spec: &UprobeSpec,
-    target: &ResolvedTarget,
-    cancel: &Arc<AtomicBool>,
-    ready: impl FnOnce(Result<(), AttachError>),
-    mut send: impl FnMut(String) -> bool,
-) {
-    let mut attached = match attach::attach(
-        &target.path,
-        &Location::Offset(target.offset),
-        spec.pid,
-        config(spec),
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            ready(Err(e));
-            return;
-        }
-    };
-    ready(Ok(()));
-    let start = Instant::now();
-    let deadline = Duration::from_secs(u64::from(spec.seconds));
-    let mut sent: u64 = 0;
-    let mut batch = Vec::new();
-    let mut histogram = spec
-        .aggregate
-        .map(|(kind, _)| super::hist::Histogram::new(kind));
-    let stopped = 'outer: loop {
-        if cancel.load(Ordering::Relaxed) {
-            break Stopped::Disconnected;
-        }
-        batch.clear();
-        attached.drain(&mut batch);
-        for event in &batch {
-            match (&mut histogram, spec.aggregate) {
-                (Some(h), Some((_, of))) => h.add(aggregate_value(spec, event, of)),
-                _ => {
-                    if !send(event_line(spec, event)) {
-                        break 'outer Stopped::Disconnected;
-                    }
-                }
-            }
-            sent += 1;
-            if spec.limit.is_some_and(|l| sent >= u64::from(l)) {
-                break 'outer Stopped::Limit;
-            }
-        }
-        if start.elapsed() >= deadline {
-            break Stopped::Seconds;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let (calls, lost, throttled) = attached.counters();
-    // Detach before the summary, so "done" means nothing is attached.
-    drop(attached);
-    if let (Some(h), Some((kind, of))) = (&histogram, spec.aggregate) {
-        let mut doc = h.to_json();
-        doc["aggregate"] = Value::from(kind.name());
-        doc["of"] = Value::from(match of {
-            super::spec::Of::Arg(i) => format!("arg{}", spec.args[i].index),
-            super::spec::Of::Ret => "ret".to_owned(),
-            super::spec::Of::Latency => "latency".to_owned(),
-        });
-        let _ = send(format!("{doc}\n"));
-    }
-    let summary = SummaryLine {
-        summary: ProbeSummary {
-            events: sent,
-            calls,
-            lost,
-            throttled,
-            stopped: stopped.as_str().to_owned(),
-            seconds: start.elapsed().as_secs_f64(),
-            module: target.module.clone(),
-            offset: format!("{:#x}", target.offset),
-        },
-    };
-    let mut line = serde_json::to_string(&summary).unwrap_or_default();
-    line.push('\n');
-    let _ = send(line);
 }
 
 #[cfg(test)]
