@@ -1,0 +1,108 @@
+//! The per-pod choices: annotations and config reconciled.
+
+use super::{PodFacts, Runtime};
+use std::collections::BTreeSet;
+
+use crate::annotations::{self as ann};
+use crate::config::{InjectConfig, SecurityProfile, SidecarMode};
+
+/// The per-pod choices, after annotations and config are reconciled.
+pub(super) struct Choices {
+    pub(super) profile: SecurityProfile,
+    pub(super) mode: SidecarMode,
+    pub(super) runtime: Option<Runtime>,
+    /// `None` means every app container.
+    pub(super) containers: Option<BTreeSet<String>>,
+}
+
+impl Choices {
+    pub(super) fn read(
+        facts: &PodFacts,
+        config: &InjectConfig,
+        warnings: &mut Vec<String>,
+    ) -> Self {
+        let profile = match facts.profile.as_deref() {
+            None => config.profile,
+            Some(value) => match SecurityProfile::parse(value) {
+                Some(p) if p == config.profile => p,
+                Some(p) if config.allow_profile_override => p,
+                Some(_) => {
+                    warnings.push(format!(
+                        "tracecar: {} ignored: the injector config does not allow per-pod profiles; using {}",
+                        ann::PROFILE,
+                        config.profile.as_str()
+                    ));
+                    config.profile
+                }
+                None => {
+                    warnings.push(format!(
+                        "tracecar: {}={value:?} is not minimal|privileged; using {}",
+                        ann::PROFILE,
+                        config.profile.as_str()
+                    ));
+                    config.profile
+                }
+            },
+        };
+
+        let mode = match facts.sidecar_mode.as_deref() {
+            Some(value) => SidecarMode::parse(value).unwrap_or_else(|| {
+                warnings.push(format!(
+                    "tracecar: {}={value:?} is not container|native; using {}",
+                    ann::SIDECAR_MODE,
+                    config.sidecar_mode.as_str()
+                ));
+                config.sidecar_mode
+            }),
+            None if facts.owned_by_job && config.sidecar_mode == SidecarMode::Container => {
+                warnings.push(
+                    "tracecar: pod belongs to a Job: using a native sidecar so the Job can complete (needs Kubernetes 1.29+)".to_owned(),
+                );
+                SidecarMode::Native
+            }
+            None => config.sidecar_mode,
+        };
+
+        let runtime = facts.runtime.as_deref().and_then(|value| {
+            let runtime = Runtime::parse(value);
+            if runtime.is_none() {
+                warnings.push(format!(
+                    "tracecar: {}={value:?} is not dotnet|node|java|python; no runtime preset applied",
+                    ann::RUNTIME
+                ));
+            }
+            runtime
+        });
+
+        let containers = facts.containers_filter.as_deref().map(|list| {
+            let wanted: BTreeSet<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            for name in &wanted {
+                if !facts.containers.iter().any(|c| &c.name == name) {
+                    warnings.push(format!(
+                        "tracecar: {} names {name:?}, which is not a container of this pod",
+                        ann::CONTAINERS
+                    ));
+                }
+            }
+            wanted
+        });
+
+        Self {
+            profile,
+            mode,
+            runtime,
+            containers,
+        }
+    }
+
+    pub(super) fn selects(&self, container: &str) -> bool {
+        self.containers
+            .as_ref()
+            .is_none_or(|set| set.contains(container))
+    }
+}

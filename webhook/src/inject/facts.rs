@@ -1,0 +1,161 @@
+//! What the injection decision reads off a pod, and nothing else.
+
+use super::{LTTNG_PATH, PodContext, Runtime, TMP_PATH};
+use crate::annotations::{self as ann, SIDECAR_NAME, VOLUME_PREFIX};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+
+/// Everything about a pod that the injection decision depends on, and
+/// nothing else. [`Injector::plan`] reads only this, so two pods with equal
+/// facts (such as the replicas of one Deployment) get the same patch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PodFacts {
+    pub(super) opted_in: bool,
+    pub(super) has_spec: bool,
+    pub(super) mirror: bool,
+    pub(super) windows: bool,
+    pub(super) namespace: String,
+    pub(super) existing_injection: Option<String>,
+    pub(super) has_status: bool,
+    pub(super) profile: Option<String>,
+    pub(super) sidecar_mode: Option<String>,
+    pub(super) runtime: Option<String>,
+    pub(super) containers_filter: Option<String>,
+    pub(super) owned_by_job: bool,
+    pub(super) host_pid: bool,
+    pub(super) share_process_namespace: Option<bool>,
+    pub(super) has_volumes: bool,
+    pub(super) has_init_containers: bool,
+    pub(super) containers: Vec<ContainerFacts>,
+}
+
+/// What the injector needs to know about one app container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ContainerFacts {
+    pub(super) name: String,
+    pub(super) has_mounts: bool,
+    pub(super) mounts_tmp: bool,
+    pub(super) mounts_lttng: bool,
+    pub(super) has_env: bool,
+    /// The last definition of each variable some runtime preset sets.
+    pub(super) preset_env: Vec<PresetEnvFact>,
+}
+
+/// An existing definition of a preset variable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PresetEnvFact {
+    pub(super) name: &'static str,
+    pub(super) index: usize,
+    pub(super) value: Option<String>,
+    pub(super) from_reference: bool,
+}
+
+impl PodFacts {
+    /// Reads the facts off a pod. Pods that did not opt in stop early.
+    pub fn observe(pod: &Pod, ctx: PodContext<'_>) -> Self {
+        let annotations = pod.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+        let opted_in = annotation(ann::INJECT).is_some_and(|v| v.trim() == "true");
+        let Some(spec) = pod.spec.as_ref().filter(|_| opted_in) else {
+            return Self {
+                opted_in,
+                ..Self::default()
+            };
+        };
+        Self {
+            opted_in,
+            has_spec: true,
+            mirror: annotation(ann::MIRROR).is_some(),
+            windows: is_windows(spec),
+            namespace: ctx.namespace.to_owned(),
+            existing_injection: existing_injection(spec),
+            has_status: annotation(ann::STATUS).is_some(),
+            profile: annotation(ann::PROFILE),
+            sidecar_mode: annotation(ann::SIDECAR_MODE),
+            runtime: annotation(ann::RUNTIME),
+            containers_filter: annotation(ann::CONTAINERS),
+            owned_by_job: matches!(ctx.owner_kind, Some("Job" | "CronJob"))
+                || pod
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Job"),
+            host_pid: spec.host_pid == Some(true),
+            share_process_namespace: spec.share_process_namespace,
+            has_volumes: spec.volumes.is_some(),
+            has_init_containers: spec.init_containers.is_some(),
+            containers: spec
+                .containers
+                .iter()
+                .map(ContainerFacts::observe)
+                .collect(),
+        }
+    }
+}
+
+impl ContainerFacts {
+    pub(super) fn observe(container: &Container) -> Self {
+        let env = container.env.as_deref().unwrap_or_default();
+        let preset_env = Runtime::ALL
+            .iter()
+            .flat_map(|r| r.env().iter().map(|(name, _, _)| *name))
+            .filter_map(|name| {
+                // The API server keeps the last of duplicate names.
+                let (index, var) = env.iter().enumerate().rfind(|(_, v)| v.name == name)?;
+                Some(PresetEnvFact {
+                    name,
+                    index,
+                    value: var.value.clone(),
+                    from_reference: var.value_from.is_some(),
+                })
+            })
+            .collect();
+        Self {
+            name: container.name.clone(),
+            has_mounts: container.volume_mounts.is_some(),
+            mounts_tmp: mounts_path(container, TMP_PATH),
+            mounts_lttng: mounts_path(container, LTTNG_PATH),
+            has_env: container.env.is_some(),
+            preset_env,
+        }
+    }
+}
+
+pub(super) fn is_windows(spec: &PodSpec) -> bool {
+    let os = spec.os.as_ref().map(|os| os.name.as_str());
+    let selector = spec
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.get("kubernetes.io/os"))
+        .map(String::as_str);
+    os == Some("windows") || selector == Some("windows")
+}
+
+/// Names what shows that the pod was injected before, if anything does.
+pub(super) fn existing_injection(spec: &PodSpec) -> Option<String> {
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    if containers.into_iter().any(|c| c.name == SIDECAR_NAME) {
+        return Some(format!("a container named {SIDECAR_NAME:?}"));
+    }
+    spec.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.starts_with(VOLUME_PREFIX))
+        .map(|v| format!("a volume named {:?}", v.name))
+}
+
+pub(super) fn normalize(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}
+
+pub(super) fn mounts_path(container: &Container, path: &str) -> bool {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| normalize(&m.mount_path) == path)
+}

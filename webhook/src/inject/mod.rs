@@ -1,0 +1,369 @@
+//! Pure injection logic: `(&Pod, namespace, &InjectConfig) -> Decision`,
+//! in two steps: [`PodFacts::observe`] reads what matters off the pod and
+//! [`Injector::plan`] decides from those facts alone.
+//!
+//! No I/O happens here. The patch is a list of RFC 6902 `add` operations at
+//! explicit paths, computed in one pass over the pod (linear in its size).
+//! It is never a diff of two documents, so fields that `k8s-openapi` does
+//! not know survive untouched and no `remove` is ever emitted.
+//!
+//! [`facts`] reads the pod, [`choices`] reconciles annotations and
+//! config, [`runtime`] holds the runtime presets, [`sidecar`] builds the
+//! container and volumes, and [`patch`] writes the operations.
+
+mod choices;
+mod facts;
+mod patch;
+mod runtime;
+mod sidecar;
+
+pub use facts::{ContainerFacts, PodFacts};
+pub use runtime::Runtime;
+pub use sidecar::sidecar_container;
+
+use choices::Choices;
+use patch::{PatchBuilder, json, to_values};
+use runtime::plan_env;
+use sidecar::{mount, pod_volumes, volumes_names};
+
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::annotations::{self as ann, SIDECAR_NAME};
+use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMode};
+
+/// Mount path of the shared temp volume (JIT perf maps live here).
+pub const TMP_PATH: &str = "/tmp";
+/// Mount path of the shared LTTng run directory (session daemon sockets).
+pub const LTTNG_PATH: &str = "/var/run/lttng";
+
+const VOL_TMP: &str = "tracecar-tmp";
+const VOL_LTTNG: &str = "tracecar-lttng";
+const VOL_SYS: &str = "tracecar-sys";
+const VOL_USR_SRC: &str = "tracecar-usr-src";
+const VOL_LIB_MODULES: &str = "tracecar-lib-modules";
+
+pub use tracecar_api::security::MINIMAL_CAPABILITIES;
+
+/// Why a pod was left alone. The label is used in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No `tracecar.dev/inject: "true"`.
+    NotAnnotated,
+    /// Our sidecar or a `tracecar-` volume is already there.
+    AlreadyInjected,
+    /// The namespace is a system, webhook, excluded or not-allowed one.
+    Namespace(NamespaceDecision),
+    /// A kubelet mirror pod: the API server ignores changes to its spec.
+    MirrorPod,
+    /// A Windows pod: the agent is Linux-only.
+    Windows,
+}
+
+impl SkipReason {
+    /// Stable metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotAnnotated => "not_annotated",
+            Self::AlreadyInjected => "already_injected",
+            Self::Namespace(NamespaceDecision::System) => "system_namespace",
+            Self::Namespace(NamespaceDecision::Webhook) => "webhook_namespace",
+            Self::Namespace(NamespaceDecision::Excluded) => "excluded_namespace",
+            Self::Namespace(NamespaceDecision::NotAllowed | NamespaceDecision::Allowed) => {
+                "namespace_not_allowed"
+            }
+            Self::MirrorPod => "mirror_pod",
+            Self::Windows => "windows",
+        }
+    }
+}
+
+/// What the injector decided for one pod.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Leave the pod alone. `warning` is set when the pod asked for
+    /// injection, so the user learns why it did not happen.
+    Skip {
+        /// Why.
+        reason: SkipReason,
+        /// A message for the AdmissionResponse warnings.
+        warning: Option<String>,
+    },
+    /// Apply `plan.patch`.
+    Inject(Plan),
+}
+
+/// The result of a successful injection decision.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// JSON Patch against the pod (or pod template) document.
+    pub patch: Patch,
+    /// Non-fatal notes for the user (conflicts, overrides).
+    pub warnings: Vec<String>,
+    /// What was injected; also written to `tracecar.dev/status`.
+    pub status: InjectStatus,
+}
+
+/// Content of the `tracecar.dev/status` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectStatus {
+    /// Injector version.
+    pub version: &'static str,
+    /// The sidecar container name.
+    pub sidecar: &'static str,
+    /// `container` or `native`.
+    pub mode: &'static str,
+    /// `minimal` or `privileged`.
+    pub profile: &'static str,
+    /// App containers that got the shared mounts.
+    pub containers: Vec<String>,
+    /// Volumes added to the pod.
+    pub volumes: Vec<&'static str>,
+    /// Runtime preset, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+}
+
+/// Why a decision could not be made. The webhook fails open on these.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The pod has no `spec`.
+    #[error("pod has no spec")]
+    MissingSpec,
+    /// A generated object could not be turned into JSON.
+    #[error("cannot serialize generated {what}: {source}")]
+    Serialize {
+        /// Which object.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Extra facts about a pod that are not in its spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodContext<'a> {
+    /// Namespace the pod is created in.
+    pub namespace: &'a str,
+    /// Kind of the workload that owns the pod, when known from outside the
+    /// pod (offline injection of a Job template). Owner references on the
+    /// pod are consulted too.
+    pub owner_kind: Option<&'a str>,
+}
+
+/// Decides what to do with `pod` and builds the patch. Convenience for
+/// one-off use; servers build an [`Injector`] once and reuse it.
+pub fn decide(
+    pod: &Pod,
+    ctx: PodContext<'_>,
+    config: &InjectConfig,
+) -> Result<Decision, InjectError> {
+    Injector::new(config.clone())?.decide(pod, ctx)
+}
+
+/// The injector for one configuration. The JSON of everything that does not
+/// depend on the pod (sidecar variants, volumes, mounts) is built once here,
+/// so a review only clones it.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    config: InjectConfig,
+    /// Indexed by [`Injector::sidecar_index`].
+    sidecars: [Value; 4],
+    volumes: Vec<Value>,
+    tmp_mount: Value,
+    lttng_mount: Value,
+}
+
+impl Injector {
+    /// Pre-renders the pod-independent JSON for `config`.
+    pub fn new(config: InjectConfig) -> Result<Self, InjectError> {
+        let mut sidecars = Vec::with_capacity(4);
+        for profile in [SecurityProfile::Minimal, SecurityProfile::Privileged] {
+            for mode in [SidecarMode::Container, SidecarMode::Native] {
+                debug_assert_eq!(sidecars.len(), Self::sidecar_index(profile, mode));
+                sidecars.push(json("sidecar", &sidecar_container(&config, profile, mode))?);
+            }
+        }
+        let sidecars: [Value; 4] = sidecars
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("four profile × mode combinations"));
+        Ok(Self {
+            volumes: to_values("volume", &pod_volumes(&config))?,
+            tmp_mount: json("volume mount", &mount(VOL_TMP, TMP_PATH, false))?,
+            lttng_mount: json("volume mount", &mount(VOL_LTTNG, LTTNG_PATH, false))?,
+            sidecars,
+            config,
+        })
+    }
+
+    fn sidecar_index(profile: SecurityProfile, mode: SidecarMode) -> usize {
+        let p = usize::from(profile == SecurityProfile::Privileged);
+        let m = usize::from(mode == SidecarMode::Native);
+        p * 2 + m
+    }
+
+    /// The configuration this injector was built for.
+    pub fn config(&self) -> &InjectConfig {
+        &self.config
+    }
+
+    /// Decides what to do with `pod` and builds the patch.
+    pub fn decide(&self, pod: &Pod, ctx: PodContext<'_>) -> Result<Decision, InjectError> {
+        self.plan(&PodFacts::observe(pod, ctx))
+    }
+
+    /// Decides from the observed facts alone. Equal facts give equal
+    /// decisions, which is what lets the server cache them.
+    pub fn plan(&self, facts: &PodFacts) -> Result<Decision, InjectError> {
+        let config = &self.config;
+        if !facts.opted_in {
+            return Ok(skip(SkipReason::NotAnnotated, None));
+        }
+        if !facts.has_spec {
+            return Err(InjectError::MissingSpec);
+        }
+        if facts.mirror {
+            return Ok(skip(
+                SkipReason::MirrorPod,
+                Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
+            ));
+        }
+        if facts.windows {
+            return Ok(skip(
+                SkipReason::Windows,
+                Some("tracecar: not injected: Windows pods are not supported".to_owned()),
+            ));
+        }
+        match config.namespace_decision(&facts.namespace) {
+            NamespaceDecision::Allowed => {}
+            decision => {
+                let why = match decision {
+                    NamespaceDecision::System => "is a Kubernetes system namespace",
+                    NamespaceDecision::Webhook => "is the webhook's own namespace",
+                    NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
+                    _ => "is not in the injector's namespaces allow-list",
+                };
+                return Ok(skip(
+                    SkipReason::Namespace(decision),
+                    Some(format!(
+                        "tracecar: not injected: namespace {:?} {why}",
+                        facts.namespace
+                    )),
+                ));
+            }
+        }
+        if let Some(what) = &facts.existing_injection {
+            // Our own earlier output (reinvocation) is silent; anything else
+            // is a clash the user should hear about.
+            let warning = (!facts.has_status).then(|| {
+                format!(
+                    "tracecar: not injected: {what} already exists; treating the pod as injected"
+                )
+            });
+            return Ok(skip(SkipReason::AlreadyInjected, warning));
+        }
+
+        let mut warnings = Vec::new();
+        let choices = Choices::read(facts, config, &mut warnings);
+        let mut b = PatchBuilder::default();
+
+        // shareProcessNamespace: the whole point of the sidecar.
+        match (facts.host_pid, facts.share_process_namespace) {
+            (true, _) => warnings.push(
+                "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
+            ),
+            (_, Some(true)) => {}
+            (_, shared) => {
+                if shared == Some(false) {
+                    warnings.push(
+                        "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
+                    );
+                }
+                b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
+            }
+        }
+
+        b.append_all(
+            &["spec", "volumes"],
+            facts.has_volumes,
+            self.volumes.clone(),
+        );
+
+        // App containers: shared mounts and runtime environment.
+        let mut mounted = Vec::new();
+        for (index, container) in facts.containers.iter().enumerate() {
+            if !choices.selects(&container.name) {
+                continue;
+            }
+            let index = index.to_string();
+            let base = ["spec", "containers", index.as_str()];
+            let mut mounts = Vec::new();
+            for (value, path, present) in [
+                (&self.tmp_mount, TMP_PATH, container.mounts_tmp),
+                (&self.lttng_mount, LTTNG_PATH, container.mounts_lttng),
+            ] {
+                if present {
+                    warnings.push(format!(
+                        "tracecar: container {:?} already mounts {path}; it keeps its own mount",
+                        container.name
+                    ));
+                } else {
+                    mounts.push(value.clone());
+                }
+            }
+            b.append_all(
+                &[base.as_slice(), &["volumeMounts"]].concat(),
+                container.has_mounts,
+                mounts,
+            );
+            if let Some(runtime) = choices.runtime {
+                plan_env(&mut b, &base, container, runtime, &mut warnings)?;
+            }
+            mounted.push(container.name.clone());
+        }
+
+        // The sidecar.
+        let sidecar = self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone();
+        match choices.mode {
+            SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
+            SidecarMode::Native => b.append_all(
+                &["spec", "initContainers"],
+                facts.has_init_containers,
+                vec![sidecar],
+            ),
+        }
+
+        let status = InjectStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            sidecar: SIDECAR_NAME,
+            mode: choices.mode.as_str(),
+            profile: choices.profile.as_str(),
+            containers: mounted,
+            volumes: volumes_names(),
+            runtime: choices.runtime,
+        };
+        let status_json =
+            serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
+                what: "status annotation",
+                source,
+            })?;
+        b.add(
+            &["metadata", "annotations", ann::STATUS],
+            Value::String(status_json),
+        );
+
+        Ok(Decision::Inject(Plan {
+            patch: b.finish(),
+            warnings,
+            status,
+        }))
+    }
+}
+
+fn skip(reason: SkipReason, warning: Option<String>) -> Decision {
+    Decision::Skip { reason, warning }
+}

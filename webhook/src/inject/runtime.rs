@@ -1,0 +1,122 @@
+//! Runtime presets (`tracecar.dev/runtime`) and how their environment merges with the user's.
+
+use super::{ContainerFacts, InjectError, PatchBuilder, to_values};
+use k8s_openapi::api::core::v1::EnvVar;
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Runtime presets selected by `tracecar.dev/runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// .NET (CoreCLR): perf maps and LTTng tracepoints.
+    Dotnet,
+    /// Node.js: `--perf-basic-prof`.
+    Node,
+    /// HotSpot JVM: frame pointers and a perf-map dump.
+    Java,
+    /// CPython 3.12+: the perf trampoline.
+    Python,
+}
+
+/// How a preset variable combines with a value the user already set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EnvMerge {
+    /// A flag: the user's value wins, ours is only added when absent.
+    KeepUser,
+    /// A space-separated option list: our options are appended.
+    AppendOptions,
+}
+
+impl Runtime {
+    /// Every preset.
+    pub const ALL: [Self; 4] = [Self::Dotnet, Self::Node, Self::Java, Self::Python];
+
+    /// Parses the annotation value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "dotnet" => Some(Self::Dotnet),
+            "node" => Some(Self::Node),
+            "java" => Some(Self::Java),
+            "python" => Some(Self::Python),
+            _ => None,
+        }
+    }
+
+    pub(super) fn env(self) -> &'static [(&'static str, &'static str, EnvMerge)] {
+        use EnvMerge::{AppendOptions, KeepUser};
+        match self {
+            // The COMPlus_ forms are read by .NET Core 3.1 and .NET 5.
+            Self::Dotnet => &[
+                ("DOTNET_PerfMapEnabled", "1", KeepUser),
+                ("DOTNET_LTTng", "1", KeepUser),
+                ("COMPlus_PerfMapEnabled", "1", KeepUser),
+                ("COMPlus_LTTng", "1", KeepUser),
+            ],
+            Self::Node => &[("NODE_OPTIONS", "--perf-basic-prof", AppendOptions)],
+            // DumpPerfMapAtExit is diagnostic in JDK 17; while running, the
+            // agent asks for a live map with `jcmd PID Compiler.perfmap`.
+            Self::Java => &[(
+                "JAVA_TOOL_OPTIONS",
+                "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
+                AppendOptions,
+            )],
+            Self::Python => &[("PYTHONPERFSUPPORT", "1", KeepUser)],
+        }
+    }
+}
+
+pub(super) fn plan_env(
+    b: &mut PatchBuilder,
+    container_path: &[&str],
+    container: &ContainerFacts,
+    runtime: Runtime,
+    warnings: &mut Vec<String>,
+) -> Result<(), InjectError> {
+    let mut new_vars = Vec::new();
+    for &(name, value, merge) in runtime.env() {
+        let Some(existing) = container.preset_env.iter().find(|e| e.name == name) else {
+            new_vars.push(EnvVar {
+                name: name.to_owned(),
+                value: Some(value.to_owned()),
+                ..EnvVar::default()
+            });
+            continue;
+        };
+        match merge {
+            EnvMerge::KeepUser => {}
+            EnvMerge::AppendOptions if existing.from_reference => warnings.push(format!(
+                "tracecar: container {:?} sets {name} from a reference; add {value:?} to it yourself",
+                container.name
+            )),
+            EnvMerge::AppendOptions => {
+                let current = existing.value.as_deref().unwrap_or_default();
+                let present: BTreeSet<&str> = current.split_whitespace().collect();
+                let missing: Vec<&str> = value
+                    .split_whitespace()
+                    .filter(|opt| !present.contains(opt))
+                    .collect();
+                if !missing.is_empty() {
+                    let merged = if current.trim().is_empty() {
+                        missing.join(" ")
+                    } else {
+                        format!("{} {}", current.trim_end(), missing.join(" "))
+                    };
+                    let index = existing.index.to_string();
+                    b.add(
+                        &[container_path, &["env", &index, "value"]].concat(),
+                        Value::String(merged),
+                    );
+                }
+            }
+        }
+    }
+    b.append_all(
+        &[container_path, &["env"]].concat(),
+        container.has_env,
+        to_values("env var", &new_vars)?,
+    );
+    Ok(())
+}
