@@ -13,7 +13,7 @@ use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use tracecar_api::lttng::Tracepoints;
 
-use crate::lttng::{Lttng, RecordError, RecordFormat, record, spec};
+use crate::lttng::{Lttng, RecordError, RecordFormat, output, spec};
 
 /// What usually keeps applications from registering.
 const NOT_REGISTERED_HINT: &str = "no application has registered with the LTTng session daemon. \
@@ -96,9 +96,9 @@ pub(super) async fn record(
         ready.send(Ok(summary));
         let send = |chunk: Vec<u8>| chunks.send(chunk);
         let written = match format {
-            RecordFormat::Json => record::write_json(&mut recording, send),
-            RecordFormat::Text => record::write_text(&recording, send),
-            RecordFormat::Ctf => record::write_ctf(&recording, send),
+            RecordFormat::Json => output::write_json(&mut recording, send),
+            RecordFormat::Text => output::write_text(&recording, send),
+            RecordFormat::Ctf => output::write_ctf(&recording, send),
         };
         if let Err(e) = written {
             tracing::warn!(session = %recording.summary.session, error = %e, "output stopped");

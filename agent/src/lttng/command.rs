@@ -74,13 +74,21 @@ impl ChannelPlan {
     }
 }
 
+/// The flags every `lttng` invocation starts with.
+const GLOBAL_FLAGS: [&str; 3] = ["--no-sessiond", "--mi", "xml"];
+
 /// `lttng` with the flags every invocation takes, then `args`.
 fn lttng(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    ["--no-sessiond", "--mi", "xml"]
+    GLOBAL_FLAGS
         .into_iter()
         .map(str::to_owned)
         .chain(args)
         .collect()
+}
+
+/// The subcommand of an argv these builders made (`create`, `start`, …).
+pub fn subcommand(argv: &[String]) -> &str {
+    argv.get(GLOBAL_FLAGS.len()).map_or("", String::as_str)
 }
 
 fn strings<const N: usize>(args: [&str; N]) -> impl Iterator<Item = String> {
@@ -296,7 +304,10 @@ mod tests {
             list_tracepoints(),
         ] {
             assert_eq!(argv[..3], ["--no-sessiond", "--mi", "xml"], "{argv:?}");
+            assert!(!subcommand(&argv).is_empty(), "{argv:?}");
         }
+        assert_eq!(subcommand(&start("s")), "start");
+        assert_eq!(subcommand(&list_tracepoints()), "list");
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! for the `lttng` CLI (pure), its machine-interface XML, recording
 //! sessions, and babeltrace2 output turned into NDJSON.
 
+pub mod cli;
 pub mod command;
+pub mod live;
 pub mod mi;
+pub mod output;
 pub mod pretty;
 pub mod record;
 pub mod relayd;
 pub mod rundir;
+pub mod session;
 pub mod sessiond;
 pub mod spec;
 
-pub use record::{Lttng, RecordError, Recording};
+pub use record::{Lttng, RecordError};
+pub use session::{Recording, TraceDir};
 pub use spec::{RecordFormat, RecordSpec};

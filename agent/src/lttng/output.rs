@@ -1,0 +1,145 @@
+//! A finished recording as NDJSON, babeltrace2 text or a CTF tarball.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write};
+use std::process::{Command, Stdio};
+
+use tracecar_api::SummaryLine;
+
+use super::command;
+use super::pretty;
+use super::session::{Recording, kill_quietly};
+
+/// Where the output of a recording goes: `send` returns false once the
+/// client has gone, which stops the conversion.
+pub trait Sink: FnMut(Vec<u8>) -> bool {}
+impl<F: FnMut(Vec<u8>) -> bool> Sink for F {}
+
+/// Starts babeltrace2 with `args`, its stdout piped.
+pub(super) fn babeltrace(
+    args: Vec<String>,
+) -> std::io::Result<(std::process::Child, std::process::ChildStdout)> {
+    let mut child = Command::new("babeltrace2")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    match child.stdout.take() {
+        Some(stdout) => Ok((child, stdout)),
+        None => {
+            kill_quietly(&mut child);
+            Err(std::io::Error::other("babeltrace2 has no stdout"))
+        }
+    }
+}
+
+/// Writes NDJSON events, then `{"summary": …}`.
+pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Result<()> {
+    let mut events = 0u64;
+    let mut unparsed = 0u64;
+    if recording.has_trace() {
+        let (mut child, stdout) =
+            babeltrace(command::babeltrace_json_source(recording.trace.path()))?;
+        let mut batch = Vec::with_capacity(64 * 1024);
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            match pretty::event(&line) {
+                Ok(event) => {
+                    serde_json::to_writer(&mut batch, &event)?;
+                    batch.push(b'\n');
+                    events += 1;
+                }
+                Err(e) => {
+                    unparsed += 1;
+                    tracing::debug!(error = %e, %line, "babeltrace2 line is not an event");
+                }
+            }
+            if batch.len() >= 60 * 1024 && !send(std::mem::take(&mut batch)) {
+                kill_quietly(&mut child);
+                return Ok(());
+            }
+        }
+        let _ = child.wait();
+        if !batch.is_empty() && !send(batch) {
+            return Ok(());
+        }
+    }
+    recording.summary.events = Some(events);
+    recording.summary.unparsed_lines = unparsed;
+    let mut line = serde_json::to_vec(&SummaryLine {
+        summary: &recording.summary,
+    })?;
+    line.push(b'\n');
+    send(line);
+    Ok(())
+}
+
+/// Writes babeltrace2's text, then a `# tracecar: {…}` summary line.
+pub fn write_text(recording: &Recording, mut send: impl Sink) -> std::io::Result<()> {
+    if recording.has_trace() {
+        let (mut child, mut stdout) = babeltrace(command::babeltrace_text(recording.trace.path()))?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdout.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            if !send(buffer[..n].to_vec()) {
+                kill_quietly(&mut child);
+                return Ok(());
+            }
+        }
+        let _ = child.wait();
+    }
+    let mut line = b"# tracecar: ".to_vec();
+    serde_json::to_writer(&mut line, &recording.summary)?;
+    line.push(b'\n');
+    send(line);
+    Ok(())
+}
+
+/// A `Write` that hands chunks to a [`Sink`]; fails once the client is gone.
+pub(super) struct SinkWriter<S: Sink>(S);
+
+impl<S: Sink> Write for SinkWriter<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.0)(buf.to_vec()) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "client gone",
+            ))
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a `.tar.gz` of the CTF trace under `SESSION/`, with
+/// `SESSION/tracecar-summary.json`.
+pub fn write_ctf(recording: &Recording, send: impl Sink) -> std::io::Result<()> {
+    let writer = std::io::BufWriter::with_capacity(64 * 1024, SinkWriter(send));
+    let gzip = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gzip);
+    let root = recording.summary.session.as_str();
+    tar.append_dir_all(root, recording.trace.path())?;
+    let summary = serde_json::to_vec_pretty(&recording.summary)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(summary.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        format!("{root}/tracecar-summary.json"),
+        summary.as_slice(),
+    )?;
+    tar.into_inner()?.finish()?.flush()
+}
