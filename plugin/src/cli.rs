@@ -26,10 +26,20 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// Name of the sidecar container.
-    #[arg(long, default_value = "tracecar", global = true)]
+    #[arg(
+        long,
+        env = "TRACECAR_CONTAINER",
+        default_value = "tracecar",
+        global = true
+    )]
     pub container: String,
     /// The agent's socket inside the sidecar.
-    #[arg(long, default_value = "/run/tracecar/agent.sock", global = true)]
+    #[arg(
+        long,
+        env = "TRACECAR_SOCKET",
+        default_value = "/run/tracecar/agent.sock",
+        global = true
+    )]
     pub socket: String,
     /// What to do.
     #[command(subcommand)]

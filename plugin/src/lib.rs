@@ -3,6 +3,8 @@
 //! `podman exec` with `--runtime podman`).
 
 pub mod cli;
+pub mod exec;
+pub mod output;
 pub mod request;
 pub mod run;
 pub mod target;

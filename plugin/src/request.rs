@@ -5,7 +5,6 @@
 use serde_json::Value;
 use tracecar_api::SummaryLine;
 use tracecar_api::capabilities::Report;
-use tracecar_api::error::ErrorBody;
 use tracecar_api::lttng::Tracepoints;
 use tracecar_api::process::{ProcessInfo, Runtime};
 use tracecar_api::uprobe::ProbeEvent;
@@ -38,6 +37,109 @@ pub fn path(endpoint: &str, params: &[(&str, Option<String>)]) -> String {
     } else {
         format!("{endpoint}?{}", query.join("&"))
     }
+}
+
+fn some(value: Option<&str>) -> Option<String> {
+    value.map(str::to_owned)
+}
+
+/// `/v1/profile` for `kubectl tracecar profile`.
+pub fn profile_path(
+    seconds: u32,
+    hz: Option<u32>,
+    pid: Option<&str>,
+    unwind: Option<&str>,
+    format: OutputFormat,
+) -> String {
+    path(
+        "/v1/profile",
+        &[
+            ("seconds", Some(seconds.to_string())),
+            ("hz", hz.map(|h| h.to_string())),
+            ("pid", some(pid)),
+            ("unwind", some(unwind)),
+            ("format", Some(format.agent.to_owned())),
+        ],
+    )
+}
+
+/// What `kubectl tracecar trace` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Trace<'a> {
+    /// The function.
+    pub symbol: &'a str,
+    /// The module it is in.
+    pub module: Option<&'a str>,
+    /// Argument types.
+    pub args: Option<&'a str>,
+    /// The return type.
+    pub ret: Option<&'a str>,
+    /// The process.
+    pub pid: &'a str,
+    /// How long.
+    pub seconds: u32,
+    /// At most this many events.
+    pub limit: Option<u64>,
+}
+
+/// `/v1/uprobe` for `kubectl tracecar trace`.
+pub fn trace_path(trace: &Trace<'_>) -> String {
+    path(
+        "/v1/uprobe",
+        &[
+            ("symbol", Some(trace.symbol.to_owned())),
+            ("module", some(trace.module)),
+            ("args", some(trace.args)),
+            ("ret", some(trace.ret)),
+            ("pid", Some(trace.pid.to_owned())),
+            ("seconds", Some(trace.seconds.to_string())),
+            ("limit", trace.limit.map(|l| l.to_string())),
+        ],
+    )
+}
+
+/// What `kubectl tracecar lttng` records.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// Event patterns.
+    pub events: Option<&'a str>,
+    /// Only these processes.
+    pub pid: Option<&'a str>,
+    /// An LTTng filter expression.
+    pub filter: Option<&'a str>,
+    /// A log level.
+    pub loglevel: Option<&'a str>,
+    /// How long.
+    pub seconds: u32,
+}
+
+impl Session<'_> {
+    fn params(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("events", some(self.events)),
+            ("pid", some(self.pid)),
+            ("filter", some(self.filter)),
+            ("loglevel", some(self.loglevel)),
+            ("seconds", Some(self.seconds.to_string())),
+        ]
+    }
+}
+
+/// `/v1/lttng/events` for `kubectl tracecar lttng --list`.
+pub fn lttng_events_path(pid: Option<&str>) -> String {
+    path("/v1/lttng/events", &[("pid", some(pid))])
+}
+
+/// `/v1/lttng/live` for `kubectl tracecar lttng --live`.
+pub fn lttng_live_path(session: &Session<'_>) -> String {
+    path("/v1/lttng/live", &session.params())
+}
+
+/// `/v1/lttng/record` for `kubectl tracecar lttng -o FILE`.
+pub fn lttng_record_path(session: &Session<'_>, format: OutputFormat) -> String {
+    let mut params = session.params();
+    params.push(("format", Some(format.agent.to_owned())));
+    path("/v1/lttng/record", &params)
 }
 
 /// A format the output file's name asks for.
@@ -79,14 +181,6 @@ pub fn lttng_format(file: &str) -> Option<OutputFormat> {
         return None;
     };
     Some(OutputFormat { agent })
-}
-
-/// The agent's `{"error", "hint"}` as two lines, or the raw body.
-pub fn error_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(error) => error.to_string(),
-        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
-    }
 }
 
 fn value(v: &Value) -> String {
@@ -257,19 +351,41 @@ mod tests {
     }
 
     #[test]
-    fn errors_read_like_the_agents_hints() {
-        let body = serde_json::to_vec(&ErrorBody {
-            error: "pid 9 is not visible".to_owned(),
-            hint: "is shareProcessNamespace enabled?".to_owned(),
-        })
-        .unwrap();
+    fn commands_build_their_requests_here() {
+        let trace = Trace {
+            symbol: "calc",
+            module: None,
+            args: Some("long"),
+            ret: Some("long"),
+            pid: "7",
+            seconds: 10,
+            limit: Some(20),
+        };
         assert_eq!(
-            error_message(&body),
-            "pid 9 is not visible\n  hint: is shareProcessNamespace enabled?"
+            trace_path(&trace),
+            "/v1/uprobe?symbol=calc&args=long&ret=long&pid=7&seconds=10&limit=20"
         );
+        let session = Session {
+            events: Some("app:*"),
+            pid: None,
+            filter: Some("n > 1"),
+            loglevel: None,
+            seconds: 3,
+        };
         assert_eq!(
-            error_message(b"curl: (7) Couldn't connect\n"),
-            "curl: (7) Couldn't connect"
+            lttng_live_path(&session),
+            "/v1/lttng/live?events=app:*&filter=n%20%3E%201&seconds=3"
+        );
+        let ctf = lttng_format("t.tar.gz").unwrap();
+        assert_eq!(
+            lttng_record_path(&session, ctf),
+            "/v1/lttng/record?events=app:*&filter=n%20%3E%201&seconds=3&format=ctf"
+        );
+        assert_eq!(lttng_events_path(Some("7")), "/v1/lttng/events?pid=7");
+        let svg = profile_format("f.svg").unwrap();
+        assert_eq!(
+            profile_path(5, Some(49), None, Some("dwarf"), svg),
+            "/v1/profile?seconds=5&hz=49&unwind=dwarf&format=svg"
         );
     }
 

@@ -144,4 +144,40 @@ fn agent_errors_and_missing_sidecars_read_as_hints() {
         stderr.contains("unknown output format") && stderr.contains(".svg"),
         "{stderr}"
     );
+    // Bad usage exits 64, like the other tracecar binaries; an agent's
+    // error exits 1.
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(plugin(dir.path(), &["profile"]).status.code(), Some(64));
+    assert_eq!(
+        plugin(dir.path(), &["frobnicate", "web-1"]).status.code(),
+        Some(64)
+    );
+    assert_eq!(plugin(dir.path(), &["--help"]).status.code(), Some(0));
+}
+
+/// `--container` and `--socket` read TRACECAR_CONTAINER and TRACECAR_SOCKET.
+#[test]
+fn container_and_socket_come_from_the_environment() {
+    let dir = setup();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-tracecar"))
+        .args(["ps", "web-1"])
+        .env("PATH", path)
+        .env("KUBECTL_LOG", dir.path().join("log"))
+        .env("ANSWERS", dir.path())
+        .env("TRACECAR_CONTAINER", "agent")
+        .env("TRACECAR_SOCKET", "/tmp/agent.sock")
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("exec web-1 -c agent -- curl")
+            && log.contains("--unix-socket /tmp/agent.sock"),
+        "{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

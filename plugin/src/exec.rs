@@ -1,0 +1,180 @@
+//! Reaching the agent: kubectl or podman exec, running curl in the
+//! sidecar, with the errors they give turned into hints.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Command as Process, Stdio};
+
+use crate::cli::Cli;
+use crate::output::{Progress, Sink, save, write_error};
+use crate::run::PluginError;
+use crate::target::{self, KubeFlags, Runtime, Target};
+
+/// The program and its arguments; the builders in [`target`] never make
+/// an empty argv.
+fn split(argv: &[String]) -> (&str, &[String]) {
+    argv.split_first()
+        .map_or(("", &[][..]), |(program, args)| (program.as_str(), args))
+}
+
+/// Runs `argv` and returns its stdout; a failure carries its stderr.
+pub(crate) fn output_of(argv: &[String]) -> Result<String, PluginError> {
+    let (program, args) = split(argv);
+    let out = Process::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| PluginError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(PluginError::Exec {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            hint: None,
+        })
+    }
+}
+
+/// The pod a target names.
+pub(crate) fn resolve(
+    runtime: Runtime,
+    flags: &KubeFlags,
+    target: &Target,
+) -> Result<String, PluginError> {
+    match (target, runtime) {
+        (Target::Pod(pod), _) => Ok(pod.clone()),
+        (Target::Deployment(name), Runtime::Podman) => Ok(target::podman_deployment_pod(name)),
+        (Target::Deployment(name), Runtime::Kubectl) => {
+            let selector = output_of(&target::deployment_selector(flags, name))?;
+            let pods = output_of(&target::running_pods(flags, &selector))?;
+            pods.lines()
+                .next()
+                .map(str::to_owned)
+                .ok_or_else(|| PluginError::NoRunningPod {
+                    name: name.clone(),
+                    selector: selector.trim_end_matches(',').to_owned(),
+                })
+        }
+    }
+}
+
+pub(crate) struct Caller<'a> {
+    pub(crate) cli: &'a Cli,
+    pub(crate) flags: KubeFlags,
+    pub(crate) pod: String,
+}
+
+impl Caller<'_> {
+    /// The whole answer to `path`.
+    pub(crate) fn body(&self, path: &str) -> Result<Vec<u8>, PluginError> {
+        let mut body = Vec::new();
+        self.get(path, Sink::Memory(&mut body), None)?;
+        Ok(body)
+    }
+
+    /// GETs `path` from the agent into `sink`; with `seconds`, shows a
+    /// progress bar until the first bytes arrive.
+    pub(crate) fn get(
+        &self,
+        path: &str,
+        sink: Sink<'_>,
+        seconds: Option<u32>,
+    ) -> Result<(), PluginError> {
+        let argv = target::exec(
+            self.cli.runtime,
+            &self.flags,
+            &self.pod,
+            &self.cli.container,
+            &target::curl(&self.cli.socket, path),
+        );
+        let (program, args) = split(&argv);
+        let mut child = Process::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| PluginError::Spawn {
+                program: program.to_owned(),
+                source,
+            })?;
+        let progress = seconds.map(Progress::start);
+        let stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        // stderr is read on its own thread so that a chatty exec cannot
+        // block the body.
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            text
+        });
+        let mut error_body = Vec::new();
+        let written = match (stdout, sink) {
+            (None, _) => Ok(()),
+            (Some(mut out), Sink::Memory(buffer)) => out
+                .read_to_end(buffer)
+                .map(drop)
+                .map_err(|e| write_error("stdout", e)),
+            (Some(out), Sink::File(file)) => save(out, file, &progress, &mut error_body),
+            (Some(out), Sink::Lines(render)) => {
+                let mut result = Ok(());
+                for line in BufReader::new(out).lines() {
+                    match line {
+                        Ok(line) if line.starts_with(r#"{"error""#) => {
+                            error_body = line.into_bytes()
+                        }
+                        Ok(line) => println!("{}", render(&line)),
+                        Err(e) => {
+                            result = Err(write_error("stdout", e));
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+        };
+        if let Some(progress) = progress {
+            progress.finish();
+        }
+        let status = child.wait().map_err(|source| PluginError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+        let stderr = stderr_reader.join().unwrap_or_default();
+        match status.code() {
+            Some(0) => written,
+            Some(target::CURL_HTTP_ERROR) => Err(PluginError::from_agent(&error_body)),
+            _ => Err(PluginError::Exec {
+                stderr: stderr.trim().to_owned(),
+                hint: self.explain(stderr.trim()),
+            }),
+        }
+    }
+
+    /// What usually causes a kubectl/podman error.
+    fn explain(&self, stderr: &str) -> Option<String> {
+        let container = &self.cli.container;
+        if stderr.contains("container not found")
+            || stderr.contains("no container with name")
+            || stderr.contains(&format!("container {container} is not valid"))
+        {
+            Some(format!(
+                "pod {} has no {container} sidecar: annotate its template with tracecar.dev/inject: \"true\" and roll it out",
+                self.pod
+            ))
+        } else if stderr.contains("Couldn't connect") || stderr.contains("(7)") {
+            Some("the agent is not listening yet: check `kubectl logs POD -c tracecar`".to_owned())
+        } else if stderr.contains("not found") || stderr.contains("no pod with name") {
+            Some(format!(
+                "no pod {}: list them with kubectl get pods",
+                self.pod
+            ))
+        } else {
+            None
+        }
+    }
+}

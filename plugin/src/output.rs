@@ -1,0 +1,143 @@
+//! Where the agent's answers go: memory, a file written through
+//! `FILE.partial` and renamed when complete, or the terminal line by line;
+//! and the progress bar of captures of known length.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::run::PluginError;
+
+/// Where the agent's answer goes.
+pub(crate) enum Sink<'a> {
+    /// Kept in memory.
+    Memory(&'a mut Vec<u8>),
+    /// Written to a file (through a temporary name, renamed at the end).
+    File(&'a str),
+    /// Printed line by line as it arrives.
+    Lines(&'a dyn Fn(&str) -> String),
+}
+
+/// The agent's JSON as `render` lays it out, or as it came if it cannot.
+pub(crate) fn print_rendered(body: &[u8], render: fn(&[u8]) -> Option<String>) {
+    print!(
+        "{}",
+        render(body).unwrap_or_else(|| String::from_utf8_lossy(body).into())
+    );
+}
+
+/// NDJSON lines printed as they come.
+pub(crate) fn as_is(line: &str) -> String {
+    line.to_owned()
+}
+
+pub(crate) fn write_error(file: &str, source: std::io::Error) -> PluginError {
+    PluginError::Write {
+        file: file.to_owned(),
+        source,
+    }
+}
+
+/// Copies the body to `file` via `file.partial`. A short body that is the
+/// agent's JSON error (curl's HTTP-error case) goes to `error_body` instead.
+pub(crate) fn save(
+    mut out: impl std::io::Read,
+    file: &str,
+    progress: &Option<Progress>,
+    error_body: &mut Vec<u8>,
+) -> Result<(), PluginError> {
+    const DECIDE_AFTER: usize = 4096;
+    let partial = PathBuf::from(format!("{file}.partial"));
+    let create = |head: &[u8]| -> Result<std::fs::File, PluginError> {
+        let mut f = std::fs::File::create(&partial).map_err(|e| write_error(file, e))?;
+        f.write_all(head).map_err(|e| write_error(file, e))?;
+        Ok(f)
+    };
+    let mut head = Vec::new();
+    let mut handle: Option<std::fs::File> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = out.read(&mut chunk).map_err(|e| write_error(file, e))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(progress) = progress {
+            progress.receiving();
+        }
+        match handle.as_mut() {
+            Some(f) => f.write_all(&chunk[..n]).map_err(|e| write_error(file, e))?,
+            None => {
+                head.extend_from_slice(&chunk[..n]);
+                if head.len() >= DECIDE_AFTER {
+                    handle = Some(create(&head)?);
+                }
+            }
+        }
+    }
+    if handle.is_none() {
+        if head.starts_with(b"{\"error\"") {
+            *error_body = head;
+            return Ok(());
+        }
+        handle = Some(create(&head)?);
+    }
+    drop(handle);
+    std::fs::rename(&partial, file).map_err(|e| write_error(file, e))
+}
+
+/// A progress bar with time remaining for captures of known length.
+pub(crate) struct Progress {
+    done: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    pub(crate) fn start(seconds: u32) -> Self {
+        let total = u64::from(seconds) * 10;
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} capturing {bar:30} {msg}")
+        {
+            bar.set_style(style);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let bar = bar.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    let elapsed = start.elapsed();
+                    bar.set_position((elapsed.as_millis() / 100) as u64);
+                    let left = Duration::from_secs(u64::from(seconds)).saturating_sub(elapsed);
+                    bar.set_message(if left.is_zero() {
+                        "processing…".to_owned()
+                    } else {
+                        format!("{}s remaining", left.as_secs() + 1)
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Self {
+            done,
+            ticker: Some(ticker),
+            bar,
+        }
+    }
+
+    pub(crate) fn receiving(&self) {
+        self.bar.set_message("receiving…");
+    }
+
+    pub(crate) fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
