@@ -1,5 +1,7 @@
 //! The profile executor: per-CPU `cpu-clock` sampling, filtered to the
-//! target processes, with symbolization while the targets are alive.
+//! target processes, with symbolization ([`super::symbolize`]) while the
+//! targets are alive; the stacks are then merged by the pure
+//! [`super::aggregate`].
 //!
 //! Sampling is per CPU (`pid = -1`) rather than per thread, so threads and
 //! processes created during the capture are included without racing their
@@ -16,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 use perf_event_open::sample::record::Record;
 use perf_event_open::sample::record::sample::CallChain;
 
+use super::aggregate::{NamedStack, aggregate};
 use super::kallsyms::Kallsyms;
-use super::perfmap::PerfMapFile;
+use super::symbolize::{ProcessSymbols, lookup_addresses};
 use crate::process;
-use crate::procfs::{MapEntry, Procfs};
+use crate::procfs::Procfs;
 use crate::sys::{self, MAX_STACK_FRAMES, SamplingAttrs};
 
 /// Which processes to keep samples of.
@@ -120,6 +123,9 @@ pub struct Captured {
     /// When sampling started and stopped, to time what comes before and
     /// after.
     pub sampling: (Instant, Instant),
+    /// GNU build IDs (lowercase hex) of the modules in the stacks, by PID
+    /// and module path, read at capture time.
+    pub build_ids: BTreeMap<(u32, String), String>,
 }
 
 impl Captured {
@@ -151,28 +157,31 @@ struct RawStack {
 /// Everything known about one sampled process.
 struct ProcessState {
     comm: String,
-    maps: Vec<MapEntry>,
-    perf_map: Option<PerfMapFile>,
-    unwinder: Option<super::unwind::ProcessUnwinder>,
-    pending: HashSet<u64>,
-    named: HashMap<u64, Frame>,
+    symbols: ProcessSymbols,
     threads: HashMap<u32, String>,
 }
 
-/// Entry points where a complete user stack ends.
-const STACK_ROOTS: [&str; 11] = [
-    "_start",
-    "__libc_start_main",
-    "__libc_start_call_main",
-    "__libc_start_main_impl",
-    "main",
-    "start_thread",
-    "clone",
-    "clone3",
-    "__clone",
-    "__clone3",
-    "thread_start",
-];
+impl ProcessState {
+    fn new(procfs: &Procfs, pid: u32) -> Self {
+        Self {
+            comm: procfs
+                .stat(pid)
+                .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
+            symbols: ProcessSymbols::new(procfs, pid),
+            threads: HashMap::new(),
+        }
+    }
+}
+
+/// The GNU build ID of a module the process maps, read as the process
+/// sees it.
+fn build_id(procfs: &Procfs, pid: u32, module: &str) -> Option<String> {
+    use object::Object as _;
+    let data = std::fs::read(procfs.in_root(pid, std::path::Path::new(module))).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Runs a capture until its duration passes or `cancel` is set.
 pub fn run(
@@ -259,7 +268,7 @@ pub fn run(
                         if plan.unwind != super::Unwind::Fp {
                             let dwarf = match (&sample.user_regs, &sample.user_stack) {
                                 (Some((regs, _)), Some(bytes)) => {
-                                    state.unwind(procfs, pid, regs, bytes)
+                                    state.symbols.unwind(procfs, pid, regs, bytes)
                                 }
                                 _ => None,
                             };
@@ -273,9 +282,7 @@ pub fn run(
                             });
                         }
                         for ip in &stack.user {
-                            if !state.named.contains_key(ip) {
-                                state.pending.insert(*ip);
-                            }
+                            state.symbols.note(*ip);
                         }
                         samples += 1;
                         *raw.entry(stack).or_insert(0) += 1;
@@ -288,7 +295,7 @@ pub fn run(
         }
         // Name new addresses while the processes still exist.
         for (pid, state) in &mut procs {
-            state.symbolize_pending(procfs, *pid, &symbolizer);
+            state.symbols.symbolize_pending(procfs, *pid, &symbolizer);
         }
         if done || cancelled {
             break;
@@ -298,60 +305,47 @@ pub fn run(
     let ended = Instant::now();
     drop(samplers);
 
-    let mut stacks: HashMap<(u32, Vec<Frame>), (bool, u64)> = HashMap::new();
-    for (stack, count) in raw {
-        let Some(state) = procs.get(&stack.pid) else {
-            continue;
-        };
-        let mut frames = vec![Frame {
-            name: state.comm.clone(),
-            kind: FrameKind::Root,
-            module: None,
-        }];
+    let named = raw.into_iter().filter_map(|(stack, count)| {
+        let state = procs.get(&stack.pid)?;
+        let mut roots = vec![state.comm.clone()];
         if plan.per_thread {
-            frames.push(Frame {
-                name: state.threads.get(&stack.tid).cloned().unwrap_or_default(),
-                kind: FrameKind::Root,
-                module: None,
-            });
+            roots.push(state.threads.get(&stack.tid).cloned().unwrap_or_default());
         }
-        let user: Vec<Frame> = stack.user.iter().rev().map(|ip| state.frame(*ip)).collect();
-        let reaches_root = user
-            .first()
-            .is_some_and(|f| STACK_ROOTS.contains(&f.name.as_str()))
-            || user
+        Some(NamedStack {
+            pid: stack.pid,
+            roots,
+            user: stack
+                .user
                 .iter()
-                .take(3)
-                .any(|f| STACK_ROOTS.contains(&f.name.as_str()));
-        let truncated = !stack.user.is_empty()
-            && (!reaches_root || stack.user.len() >= usize::from(MAX_STACK_FRAMES));
-        frames.extend(user);
-        frames.extend(stack.kernel.iter().rev().map(|ip| {
-            Frame {
-                name: kallsyms
-                    .lookup(*ip)
-                    .map_or_else(|| format!("[unknown] [kernel]+0x{ip:x}"), str::to_owned),
-                kind: FrameKind::Kernel,
-                module: None,
-            }
-        }));
-        let entry = stacks.entry((stack.pid, frames)).or_insert((truncated, 0));
-        entry.1 += count;
-    }
-    let mut stacks: Vec<Stack> = stacks
-        .into_iter()
-        .map(|((pid, frames), (truncated, count))| Stack {
-            pid,
-            frames,
-            truncated,
+                .rev()
+                .map(|ip| state.symbols.frame(*ip))
+                .collect(),
+            kernel: stack
+                .kernel
+                .iter()
+                .rev()
+                .map(|ip| Frame {
+                    name: kallsyms
+                        .lookup(*ip)
+                        .map_or_else(|| format!("[unknown] [kernel]+0x{ip:x}"), str::to_owned),
+                    kind: FrameKind::Kernel,
+                    module: None,
+                })
+                .collect(),
+            user_depth: stack.user.len(),
             count,
         })
-        .collect();
-    stacks.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.frames.len().cmp(&b.frames.len()))
     });
+    let stacks = aggregate(named, usize::from(MAX_STACK_FRAMES));
+    // Build IDs for pprof, read now, while the processes exist.
+    let mut build_ids = BTreeMap::new();
+    for stack in &stacks {
+        for module in stack.frames.iter().filter_map(|f| f.module.as_deref()) {
+            build_ids
+                .entry((stack.pid, module.to_owned()))
+                .or_insert_with(|| build_id(procfs, stack.pid, module));
+        }
+    }
     Ok(Captured {
         stacks,
         samples,
@@ -365,16 +359,11 @@ pub fn run(
         cancelled,
         event,
         sampling: (start, ended),
+        build_ids: build_ids
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
     })
-}
-
-/// Addresses to symbolize, innermost first: the sampled IP as is, return
-/// addresses minus one so they fall inside the call instruction.
-fn lookup_addresses(chain: &[u64]) -> impl Iterator<Item = u64> + '_ {
-    chain
-        .iter()
-        .enumerate()
-        .map(|(i, a)| if i == 0 { *a } else { a.saturating_sub(1) })
 }
 
 /// Picks the user stack for a sample: DWARF for `dwarf`; for `auto`, the
@@ -395,141 +384,5 @@ fn choose_user_stack(
             d.frames
         }
         (super::Unwind::Auto, _) => frame_pointer,
-    }
-}
-
-impl ProcessState {
-    /// Unwinds a sample's stack copy with this process's modules.
-    fn unwind(
-        &mut self,
-        procfs: &Procfs,
-        pid: u32,
-        regs: &[u64],
-        stack: &[u8],
-    ) -> Option<super::unwind::Unwound> {
-        if regs.get(2).is_some_and(|ip| self.map_of(*ip).is_none())
-            && let Ok(maps) = procfs.maps(pid)
-        {
-            self.maps = maps;
-        }
-        let unwinder = self.unwinder.get_or_insert_with(Default::default);
-        unwinder.unwind(procfs, pid, &self.maps, regs, stack)
-    }
-
-    fn new(procfs: &Procfs, pid: u32) -> Self {
-        Self {
-            comm: procfs
-                .stat(pid)
-                .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
-            maps: procfs.maps(pid).unwrap_or_default(),
-            // The runtime may create its map later: track the path anyway.
-            perf_map: process::perf_map_location(procfs, pid).map(PerfMapFile::new),
-            unwinder: None,
-            pending: HashSet::new(),
-            named: HashMap::new(),
-            threads: HashMap::new(),
-        }
-    }
-
-    fn map_of(&self, addr: u64) -> Option<&MapEntry> {
-        crate::procfs::mapping_at(&self.maps, addr)
-    }
-
-    fn symbolize_pending(
-        &mut self,
-        procfs: &Procfs,
-        pid: u32,
-        symbolizer: &blazesym::symbolize::Symbolizer,
-    ) {
-        if self.pending.is_empty() {
-            return;
-        }
-        // New code may have been mapped (dlopen, JIT) since we last looked.
-        if self.pending.iter().any(|a| self.map_of(*a).is_none())
-            && let Ok(maps) = procfs.maps(pid)
-        {
-            self.maps = maps;
-        }
-        let mut file_backed = Vec::new();
-        let pending: Vec<u64> = self.pending.drain().collect();
-        if let Some(map) = &mut self.perf_map {
-            map.refresh();
-        }
-        for addr in pending {
-            let in_file = self.map_of(addr).is_some_and(MapEntry::is_file_backed)
-                || self
-                    .map_of(addr)
-                    .is_some_and(|m| m.path.as_deref() == Some("[vdso]"));
-            let jit = if in_file {
-                None
-            } else {
-                self.perf_map
-                    .as_ref()
-                    .and_then(|m| m.index().lookup(addr))
-                    .map(|e| Frame {
-                        name: e.name.clone(),
-                        kind: FrameKind::Jit,
-                        module: None,
-                    })
-            };
-            match jit {
-                Some(frame) => {
-                    self.named.insert(addr, frame);
-                }
-                None if in_file => file_backed.push(addr),
-                // Anonymous memory without a perf-map entry (yet): leave it
-                // unnamed, it is rendered from the maps at the end.
-                None => {}
-            }
-        }
-        if file_backed.is_empty() {
-            return;
-        }
-        use blazesym::symbolize::source::{Process, Source};
-        use blazesym::symbolize::{Input, Symbolized};
-        let mut source = Process::new(blazesym::Pid::from(pid));
-        source.perf_map = false;
-        source.map_files = true;
-        let src = Source::Process(source);
-        let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&file_backed)) else {
-            return;
-        };
-        for (addr, result) in file_backed.into_iter().zip(results) {
-            if let Symbolized::Sym(sym) = result {
-                let module = sym
-                    .module
-                    .as_ref()
-                    .map(|m| m.to_string_lossy().into_owned());
-                self.named.insert(
-                    addr,
-                    Frame {
-                        name: sym.name.into_owned(),
-                        kind: FrameKind::User,
-                        module,
-                    },
-                );
-            }
-        }
-    }
-
-    /// The frame for `addr`: its name, or `[unknown] module+0xoffset`.
-    fn frame(&self, addr: u64) -> Frame {
-        if let Some(frame) = self.named.get(&addr) {
-            return frame.clone();
-        }
-        let (module, offset) = match self.map_of(addr) {
-            Some(m) if m.path.is_some() => (
-                m.path.clone().unwrap_or_default(),
-                addr - m.start + if m.is_file_backed() { m.offset } else { 0 },
-            ),
-            Some(m) => ("[anon]".to_owned(), addr - m.start),
-            None => ("[unmapped]".to_owned(), addr),
-        };
-        let short = module.rsplit('/').next().unwrap_or(&module).to_owned();
-        Frame {
-            name: format!("[unknown] {short}+0x{offset:x}"),
-            kind: FrameKind::Unknown,
-            module: Some(module).filter(|m| m.starts_with('/')),
-        }
     }
 }

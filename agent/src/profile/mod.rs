@@ -1,12 +1,14 @@
 //! CPU profiling: spec (request) → plan (what to open) → capture (kernel)
 //! → render (formats).
 
+pub mod aggregate;
 pub mod capture;
 pub mod kallsyms;
 pub mod perfmap;
 pub mod pprof;
 pub mod render;
 pub mod spec;
+pub mod symbolize;
 pub mod trigger;
 pub mod unwind;
 

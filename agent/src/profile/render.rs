@@ -252,19 +252,9 @@ impl Strings {
     }
 }
 
-/// The GNU build ID of an ELF file, as lowercase hex.
-fn build_id(path: &str) -> Option<String> {
-    use object::Object as _;
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let id = file.build_id().ok()??;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     let profile = pprof_profile(captured, meta, |pid, module| {
-        // Read the module through the process's root so container files work.
-        build_id(&format!("/proc/{pid}/root{module}")).or_else(|| build_id(module))
+        captured.build_ids.get(&(pid, module.to_owned())).cloned()
     });
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&profile.encode_to_vec())?;
@@ -437,6 +427,7 @@ mod tests {
             cancelled: false,
             event: "cpu-clock",
             sampling: (std::time::Instant::now(), std::time::Instant::now()),
+            build_ids: BTreeMap::new(),
         }
     }
 

@@ -1,0 +1,179 @@
+//! Naming the addresses of one process: its mappings, its JIT perf map
+//! (read as it grows), DWARF unwinding of stack copies with its modules,
+//! and blazesym for file-backed code. The one symbolizer: CPU profiles use
+//! it while the targets run, and probes that record stacks can use it too.
+
+use std::collections::{HashMap, HashSet};
+
+use super::capture::{Frame, FrameKind};
+use super::perfmap::PerfMapFile;
+use crate::process;
+use crate::procfs::{MapEntry, Procfs};
+
+/// Addresses to symbolize, innermost first: the sampled IP as is, return
+/// addresses minus one so they fall inside the call instruction.
+pub fn lookup_addresses(chain: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { *a } else { a.saturating_sub(1) })
+}
+
+/// Everything known for naming one process's addresses.
+pub struct ProcessSymbols {
+    maps: Vec<MapEntry>,
+    perf_map: Option<PerfMapFile>,
+    unwinder: Option<super::unwind::ProcessUnwinder>,
+    pending: HashSet<u64>,
+    named: HashMap<u64, Frame>,
+}
+
+impl std::fmt::Debug for ProcessSymbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSymbols")
+            .field("maps", &self.maps.len())
+            .field("named", &self.named.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessSymbols {
+    /// Unwinds a sample's stack copy with this process's modules.
+    pub fn unwind(
+        &mut self,
+        procfs: &Procfs,
+        pid: u32,
+        regs: &[u64],
+        stack: &[u8],
+    ) -> Option<super::unwind::Unwound> {
+        if regs.get(2).is_some_and(|ip| self.map_of(*ip).is_none())
+            && let Ok(maps) = procfs.maps(pid)
+        {
+            self.maps = maps;
+        }
+        let unwinder = self.unwinder.get_or_insert_with(Default::default);
+        unwinder.unwind(procfs, pid, &self.maps, regs, stack)
+    }
+
+    /// What is known of `pid` now; its perf map is tracked even if the
+    /// runtime has not written it yet.
+    pub fn new(procfs: &Procfs, pid: u32) -> Self {
+        Self {
+            maps: procfs.maps(pid).unwrap_or_default(),
+            perf_map: process::perf_map_location(procfs, pid).map(PerfMapFile::new),
+            unwinder: None,
+            pending: HashSet::new(),
+            named: HashMap::new(),
+        }
+    }
+
+    /// Asks for `addr` to be named at the next [`Self::symbolize_pending`].
+    pub fn note(&mut self, addr: u64) {
+        if !self.named.contains_key(&addr) {
+            self.pending.insert(addr);
+        }
+    }
+
+    fn map_of(&self, addr: u64) -> Option<&MapEntry> {
+        crate::procfs::mapping_at(&self.maps, addr)
+    }
+
+    pub fn symbolize_pending(
+        &mut self,
+        procfs: &Procfs,
+        pid: u32,
+        symbolizer: &blazesym::symbolize::Symbolizer,
+    ) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // New code may have been mapped (dlopen, JIT) since we last looked.
+        if self.pending.iter().any(|a| self.map_of(*a).is_none())
+            && let Ok(maps) = procfs.maps(pid)
+        {
+            self.maps = maps;
+        }
+        let mut file_backed = Vec::new();
+        let pending: Vec<u64> = self.pending.drain().collect();
+        if let Some(map) = &mut self.perf_map {
+            map.refresh();
+        }
+        for addr in pending {
+            let in_file = self.map_of(addr).is_some_and(MapEntry::is_file_backed)
+                || self
+                    .map_of(addr)
+                    .is_some_and(|m| m.path.as_deref() == Some("[vdso]"));
+            let jit = if in_file {
+                None
+            } else {
+                self.perf_map
+                    .as_ref()
+                    .and_then(|m| m.index().lookup(addr))
+                    .map(|e| Frame {
+                        name: e.name.clone(),
+                        kind: FrameKind::Jit,
+                        module: None,
+                    })
+            };
+            match jit {
+                Some(frame) => {
+                    self.named.insert(addr, frame);
+                }
+                None if in_file => file_backed.push(addr),
+                // Anonymous memory without a perf-map entry (yet): leave it
+                // unnamed, it is rendered from the maps at the end.
+                None => {}
+            }
+        }
+        if file_backed.is_empty() {
+            return;
+        }
+        use blazesym::symbolize::source::{Process, Source};
+        use blazesym::symbolize::{Input, Symbolized};
+        let mut source = Process::new(blazesym::Pid::from(pid));
+        source.perf_map = false;
+        source.map_files = true;
+        let src = Source::Process(source);
+        let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&file_backed)) else {
+            return;
+        };
+        for (addr, result) in file_backed.into_iter().zip(results) {
+            if let Symbolized::Sym(sym) = result {
+                let module = sym
+                    .module
+                    .as_ref()
+                    .map(|m| m.to_string_lossy().into_owned());
+                self.named.insert(
+                    addr,
+                    Frame {
+                        name: sym.name.into_owned(),
+                        kind: FrameKind::User,
+                        module,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The frame for `addr`: its name, or `[unknown] module+0xoffset`.
+    pub fn frame(&self, addr: u64) -> Frame {
+        if let Some(frame) = self.named.get(&addr) {
+            return frame.clone();
+        }
+        let (module, offset) = match self.map_of(addr) {
+            Some(m) if m.path.is_some() => (
+                m.path.clone().unwrap_or_default(),
+                addr - m.start + if m.is_file_backed() { m.offset } else { 0 },
+            ),
+            Some(m) => ("[anon]".to_owned(), addr - m.start),
+            None => ("[unmapped]".to_owned(), addr),
+        };
+        let short = module.rsplit('/').next().unwrap_or(&module).to_owned();
+        Frame {
+            name: format!("[unknown] {short}+0x{offset:x}"),
+            kind: FrameKind::Unknown,
+            module: Some(module).filter(|m| m.starts_with('/')),
+        }
+    }
+}
