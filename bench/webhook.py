@@ -24,23 +24,14 @@ from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_T
 RELEASE = release("")
 
 
+ENVELOPE = os.path.join(ROOT, "webhook", "tests", "fixtures", "admission-review.json")
+
+
 def review(pod):
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "bench-0000",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "",
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod,
-            "oldObject": None,
-            "dryRun": False,
-        },
-    }
+    """The pod in the AdmissionReview envelope the webhook's tests use."""
+    review = json.load(open(ENVELOPE))
+    review["request"].update(uid="bench-0000", object=pod)
+    return review
 
 
 def typical_pod():

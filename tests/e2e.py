@@ -254,13 +254,11 @@ def admission_review(scenario):
     if scenario.app_image:
         spec["containers"][0]["image"] = scenario.app_image
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()),
-                        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "resource": {"group": "", "version": "v1", "resource": "pods"},
-                        "namespace": metadata["namespace"], "operation": "CREATE",
-                        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                        "object": pod, "dryRun": False}}
+    # The AdmissionReview envelope the webhook's tests and the bench use.
+    review = json.load(open(os.path.join(ROOT, "webhook", "tests", "fixtures", "admission-review.json")))
+    review["request"].update(uid=str(uuid.uuid4()), namespace=metadata["namespace"], operation="CREATE",
+                             object=pod)
+    return review
 
 
 def mutate(webhook, scenario, pod_name):

@@ -58,27 +58,19 @@ pub fn inject_checked_with(doc: &Value, config: &InjectConfig) -> (Value, Plan) 
     (patched, plan)
 }
 
-/// Wraps a pod in an AdmissionReview.
+/// Wraps a pod in the AdmissionReview envelope of
+/// `fixtures/admission-review.json` (shared with the e2e and the bench).
 pub fn review(pod: Option<&Value>, operation: &str, namespace: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": pod.and_then(|p| p.pointer("/metadata/name")).cloned().unwrap_or(json!("")),
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
-            "object": pod.cloned().unwrap_or(Value::Null),
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    let mut review = fixture("admission-review.json");
+    let request = &mut review["request"];
+    request["name"] = pod
+        .and_then(|p| p.pointer("/metadata/name"))
+        .cloned()
+        .unwrap_or(json!(""));
+    request["namespace"] = json!(namespace);
+    request["operation"] = json!(operation);
+    request["object"] = pod.cloned().unwrap_or(Value::Null);
+    review
 }
 
 /// Container by name in a patched pod document.
