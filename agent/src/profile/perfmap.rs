@@ -88,7 +88,7 @@ impl PerfMapIndex {
         self.by_start.is_empty()
     }
 
-    /// Entries whose name matches `pred`.
+    /// Every entry, in address order.
     pub fn entries(&self) -> impl Iterator<Item = &PerfMapEntry> {
         self.by_start.values()
     }
