@@ -9,7 +9,7 @@ use crate::lttng::rundir;
 use crate::procfs::Procfs;
 use crate::sys;
 
-fn sessiond_check(status: Option<DaemonStatus>, dirs: &[DirCheck]) -> SessiondCheck {
+fn sessiond_check(status: Option<DaemonStatus>, dirs: &[&DirCheck]) -> SessiondCheck {
     let broken = dirs.iter().find(|d| !d.check.ok);
     let check = match &status {
         None => Check::fail(
@@ -130,11 +130,8 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
-    let cap_eff = procfs
-        .status(std::process::id())
-        .ok()
-        .and_then(|s| s.cap_eff)
-        .unwrap_or(0);
+    let status = procfs.status(std::process::id()).unwrap_or_default();
+    let cap_eff = status.cap_eff.unwrap_or(0);
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".to_owned());
@@ -230,7 +227,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         )
     };
 
-    let [lttng_rundir, lttng_shm] = rundir::checks(procfs);
+    let [lttng_rundir, lttng_shm] = rundir::checks(&rundir::Creds::of(&status));
     Report {
         kernel,
         btf,
@@ -240,7 +237,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         uprobes,
         tracefs,
         lttng_tools,
-        lttng_sessiond: sessiond_check(sessiond, &[lttng_rundir.clone(), lttng_shm.clone()]),
+        lttng_sessiond: sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]),
         lttng_rundir,
         lttng_shm,
         capabilities: capability_names(cap_eff)

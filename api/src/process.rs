@@ -20,6 +20,20 @@ pub enum Runtime {
     Native,
 }
 
+impl Runtime {
+    /// The name the JSON uses (`dotnet`, `native`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dotnet => "dotnet",
+            Self::Node => "node",
+            Self::Java => "java",
+            Self::Python => "python",
+            Self::Go => "go",
+            Self::Native => "native",
+        }
+    }
+}
+
 /// One entry of `/v1/processes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
@@ -53,6 +67,25 @@ impl ProcessInfo {
             self.comm.clone()
         } else {
             self.cmdline.join(" ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_names_are_the_json_names() {
+        for r in [
+            Runtime::Dotnet,
+            Runtime::Node,
+            Runtime::Java,
+            Runtime::Python,
+            Runtime::Go,
+            Runtime::Native,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
         }
     }
 }

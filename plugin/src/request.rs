@@ -6,7 +6,7 @@ use serde_json::Value;
 use tracecar_api::SummaryLine;
 use tracecar_api::capabilities::Report;
 use tracecar_api::lttng::Tracepoints;
-use tracecar_api::process::{ProcessInfo, Runtime};
+use tracecar_api::process::ProcessInfo;
 use tracecar_api::uprobe::ProbeEvent;
 
 /// What a query value may keep as it is: RFC 3986's unreserved characters
@@ -215,13 +215,6 @@ pub fn trace_line(symbol: &str, line: &str) -> String {
     out
 }
 
-fn runtime_name(runtime: Runtime) -> String {
-    serde_json::to_value(runtime)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "-".to_owned())
-}
-
 /// `/v1/processes` as a table.
 pub fn process_table(body: &[u8]) -> Option<String> {
     let list: Vec<ProcessInfo> = serde_json::from_slice(body).ok()?;
@@ -235,7 +228,7 @@ pub fn process_table(body: &[u8]) -> Option<String> {
             p.pid,
             p.ppid,
             p.cpu_percent,
-            runtime_name(p.runtime),
+            p.runtime.name(),
             p.command(),
         ));
     }

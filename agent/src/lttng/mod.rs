@@ -14,6 +14,7 @@ pub mod rundir;
 pub mod session;
 pub mod sessiond;
 pub mod spec;
+pub mod stderr;
 
 pub use record::{Lttng, RecordError};
 pub use session::{Recording, TraceDir};

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::command;
-use super::sessiond::keep_stderr;
+use super::stderr::keep_stderr;
 
 /// Why the relay daemon is not available.
 #[derive(Debug, thiserror::Error)]

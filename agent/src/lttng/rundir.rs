@@ -67,7 +67,9 @@ pub enum Access {
     Denied,
     /// The filesystem is mounted read-only (`EROFS`).
     ReadOnlyFs,
-    /// Not asked (not a directory), or another error.
+    /// Not asked: there is no directory to ask about.
+    NotAsked,
+    /// The kernel could not tell (`lstat` or `faccessat` failed otherwise).
     Unknown(String),
 }
 
@@ -151,6 +153,12 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
         out.fix = fix;
     };
     match (&observed.entry, &observed.access) {
+        (Entry::Missing, Access::Unknown(error)) => fail(
+            &mut out,
+            format!("cannot look at {path}: {error}"),
+            empty_dir_hint,
+            None,
+        ),
         (Entry::Missing, _) => {
             out.check = Check::ok(format!(
                 "{what}; lttng-sessiond creates it, but only processes that share it can register (the webhook mounts an emptyDir there)"
@@ -168,26 +176,34 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
             empty_dir_hint,
             Some(Fix::EmptyDir),
         ),
-        (Entry::Directory { .. }, Access::Unknown(error)) => fail(
-            &mut out,
-            format!("{what}; cannot check access: {error}"),
-            empty_dir_hint,
-            None,
-        ),
+        (Entry::Directory { .. }, access @ (Access::Unknown(_) | Access::NotAsked)) => {
+            let error = match access {
+                Access::Unknown(error) => error.as_str(),
+                _ => "not checked",
+            };
+            fail(
+                &mut out,
+                format!("{what}; cannot check access: {error}"),
+                empty_dir_hint,
+                None,
+            )
+        }
         (Entry::Directory { uid, gid, mode }, Access::Denied) => {
             let who = format!(
                 "the agent (uid {}, gid {}, groups {:?}) cannot create files in it",
                 creds.euid, creds.egid, creds.groups
             );
-            let no_override = !has_cap(creds.cap_eff, "DAC_OVERRIDE");
-            if creds.euid == 0 && no_override {
-                out.missing_capability = Some("DAC_OVERRIDE".to_owned());
-            }
-            let detail = if creds.euid == 0 && no_override {
-                format!("{what}; {who} without CAP_DAC_OVERRIDE")
-            } else {
-                format!("{what}; {who}")
-            };
+            // Root is refused only for want of DAC_OVERRIDE.
+            let lacks_override = creds.euid == 0 && !has_cap(creds.cap_eff, "DAC_OVERRIDE");
+            out.missing_capability = lacks_override.then(|| "DAC_OVERRIDE".to_owned());
+            let detail = format!(
+                "{what}; {who}{}",
+                if lacks_override {
+                    " without CAP_DAC_OVERRIDE"
+                } else {
+                    ""
+                }
+            );
             if mode & 0o020 != 0 && !creds.in_group(*gid) {
                 fail(
                     &mut out,
@@ -209,12 +225,7 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
             }
         }
         (Entry::Directory { .. }, Access::Writable) => {
-            let foreign: Vec<&Owned> = observed
-                .wait_shm
-                .iter()
-                .filter(|o| o.uid != creds.euid)
-                .collect();
-            match foreign.first() {
+            match observed.wait_shm.iter().find(|o| o.uid != creds.euid) {
                 Some(shm) if !has_cap(creds.cap_eff, "CHOWN") => {
                     out.missing_capability = Some("CHOWN".to_owned());
                     fail(
@@ -235,7 +246,8 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
 }
 
 /// Reads what is at `path` and whether the agent can write it. Follows no
-/// symlink at `path` itself; creates nothing.
+/// symlink at `path` itself; creates nothing. `wait_shm` is left empty:
+/// only [`SHM_DIR`] has it ([`checks`]).
 pub fn observe(path: &Path) -> Observed {
     use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     let entry = match std::fs::symlink_metadata(path) {
@@ -281,18 +293,13 @@ pub fn observe(path: &Path) -> Observed {
             Err(e) => Access::Unknown(std::io::Error::from(e).to_string()),
         }
     } else {
-        Access::Unknown("not a directory".to_owned())
-    };
-    let wait_shm = if path == Path::new(SHM_DIR) && matches!(entry, Entry::Directory { .. }) {
-        wait_shm_files(path)
-    } else {
-        Vec::new()
+        Access::NotAsked
     };
     Observed {
         path: path.to_owned(),
         entry,
         access,
-        wait_shm,
+        wait_shm: Vec::new(),
     }
 }
 
@@ -321,21 +328,27 @@ fn wait_shm_files(dir: &Path) -> Vec<Owned> {
         .collect()
 }
 
-/// The agent's credentials, from `/proc/self/status`.
-pub fn own_creds(procfs: &crate::procfs::Procfs) -> Creds {
-    let status = procfs.status(std::process::id()).unwrap_or_default();
-    Creds {
-        euid: status.euid.unwrap_or(u32::MAX),
-        egid: status.egid.unwrap_or(u32::MAX),
-        groups: status.groups,
-        cap_eff: status.cap_eff.unwrap_or(0),
+impl Creds {
+    /// The credentials in a `/proc/PID/status`.
+    pub fn of(status: &crate::procfs::Status) -> Self {
+        Self {
+            euid: status.euid.unwrap_or(u32::MAX),
+            egid: status.egid.unwrap_or(u32::MAX),
+            groups: status.groups.clone(),
+            cap_eff: status.cap_eff.unwrap_or(0),
+        }
     }
 }
 
-/// Both checks: the run directory and the shared memory directory.
-pub fn checks(procfs: &crate::procfs::Procfs) -> [DirCheck; 2] {
-    let creds = own_creds(procfs);
-    [RUN_DIR, SHM_DIR].map(|dir| assess(&observe(Path::new(dir)), &creds))
+/// Both checks, with the agent's credentials: the run directory, and the
+/// shared memory directory with its wait shared memory files.
+pub fn checks(creds: &Creds) -> [DirCheck; 2] {
+    let run = observe(Path::new(RUN_DIR));
+    let mut shm = observe(Path::new(SHM_DIR));
+    if matches!(shm.entry, Entry::Directory { .. }) {
+        shm.wait_shm = wait_shm_files(&shm.path);
+    }
+    [assess(&run, creds), assess(&shm, creds)]
 }
 
 #[cfg(test)]
@@ -440,7 +453,7 @@ mod tests {
         let link = Observed {
             path: PathBuf::from(RUN_DIR),
             entry: Entry::NotDirectory { kind: "symlink" },
-            access: Access::Unknown("not a directory".to_owned()),
+            access: Access::NotAsked,
             wait_shm: Vec::new(),
         };
         let c = assess(&link, &sidecar(&[]));
@@ -450,9 +463,20 @@ mod tests {
         );
         let missing = Observed {
             entry: Entry::Missing,
-            ..link
+            ..link.clone()
         };
         assert!(assess(&missing, &sidecar(&[])).check.ok);
+        // An lstat that fails for another reason is not "missing, fine".
+        let unreadable = Observed {
+            entry: Entry::Missing,
+            access: Access::Unknown("Permission denied (os error 13)".to_owned()),
+            ..link
+        };
+        let c = assess(&unreadable, &sidecar(&[]));
+        assert!(
+            !c.check.ok && c.check.detail.contains("cannot look at"),
+            "{c:?}"
+        );
     }
 
     #[test]
