@@ -174,28 +174,30 @@ class EmptyDirs:
         self.root = os.path.join(tmp, "emptydirs")
         self.fs_group = pod["spec"].get("securityContext", {}).get("fsGroup")
         self.paths = {}
+        # (uid, gid, mode) as made here: what the containers must see.
+        self.made = {}
+        kubelet = (0, 0, 0o777) if self.fs_group is None else (0, self.fs_group, 0o2777)
         for volume in pod["spec"].get("volumes", []):
             if "emptyDir" not in volume:
                 continue
             path = os.path.join(self.root, volume["name"])
             os.makedirs(path)
-            if self.fs_group is None:
-                os.chown(path, 0, 0)
-                os.chmod(path, 0o777)
-            else:
-                os.chown(path, 0, self.fs_group)
-                os.chmod(path, 0o2777)
             self.paths[volume["name"]] = path
+            self.make(volume["name"], *kubelet)
         if rundir:
             # What podman's own volume would give (the scenario's point).
-            uid, gid, mode = rundir
-            os.chown(self.paths["tracecar-lttng"], uid, gid)
-            os.chmod(self.paths["tracecar-lttng"], mode)
+            self.make("tracecar-lttng", *rundir)
+
+    def make(self, name, uid, gid, mode):
+        os.chown(self.paths[name], uid, gid)
+        os.chmod(self.paths[name], mode)
+        self.made[name] = (uid, gid, mode)
 
     def expected(self, name):
-        """`stat -c '%u %g %a'` of the volume `name`, as made here."""
-        st = os.stat(self.paths[name])
-        return f"{st.st_uid} {st.st_gid} {st.st_mode & 0o7777:o}"
+        """`stat -c '%u %g %a'` of the volume `name` as it was made, whatever
+        the container runtime did to it since."""
+        uid, gid, mode = self.made[name]
+        return f"{uid} {gid} {mode:o}"
 
     def remove(self):
         shutil.rmtree(self.root, ignore_errors=True)
