@@ -199,6 +199,11 @@ class EmptyDirs:
         uid, gid, mode = self.made[name]
         return f"{uid} {gid} {mode:o}"
 
+    def on_host(self, name):
+        """The same, as the directory is on the host now."""
+        st = os.stat(self.paths[name])
+        return f"{st.st_uid} {st.st_gid} {st.st_mode & 0o7777:o}"
+
     def remove(self):
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -377,10 +382,15 @@ def wait_status(name, ready):
 
 
 def check_volumes(name, empty_dirs):
-    """The shared directories look, inside the sidecar, as kubelet makes them."""
+    """The shared directories, inside the sidecar, are the ones made as
+    kubelet makes them: /tmp exactly as made; /var/run/lttng is the same
+    directory as on the host, where a running lttng-sessiond has taken it
+    over (it makes its run directory root:tracing, mode 0755, in a cluster
+    too), so it is compared with the host's view."""
     for volume, path in [("tracecar-lttng", "/var/run/lttng"), ("tracecar-tmp", "/tmp")]:
         seen = run(["podman", "exec", f"{name}-tracecar", "stat", "-L", "-c", "%u %g %a", path]).strip()
-        assert seen == empty_dirs.expected(volume), f"{path} in the sidecar is {seen}, not {empty_dirs.expected(volume)}"
+        want = empty_dirs.on_host(volume) if volume == "tracecar-lttng" else empty_dirs.expected(volume)
+        assert seen == want, f"{path} in the sidecar is {seen}, not {want}"
         say(f"{path}: uid gid mode {seen}")
 
 
