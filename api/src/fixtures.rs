@@ -16,6 +16,8 @@ pub fn process(pid: u32, comm: &str, cmdline: &[&str], cpu_percent: f64) -> Proc
         cpu_percent,
         runtime: Runtime::Native,
         perf_map: None,
+        lttng_ust: None,
+        dotnet: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! Plain data only: no I/O, no logic beyond formatting helpers.
 
 pub mod capabilities;
+pub mod dotnet;
 pub mod error;
 pub mod lttng;
 pub mod process;

@@ -57,6 +57,15 @@ pub struct ProcessInfo {
     pub runtime: Runtime,
     /// Path of the JIT perf map, as the agent reads it, if one exists.
     pub perf_map: Option<String>,
+    /// The LTTng-UST library the process loaded, if any:
+    /// `liblttng-ust.so.0` (LTTng 2.12 and older) or `liblttng-ust.so.1`
+    /// (2.13, the sidecar's). A 2.13 session daemon refuses `.so.0`
+    /// applications.
+    #[serde(default)]
+    pub lttng_ust: Option<String>,
+    /// For a .NET process: its runtime and diagnostic port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dotnet: Option<crate::dotnet::DotnetInfo>,
 }
 
 impl ProcessInfo {

@@ -219,16 +219,21 @@ pub fn trace_line(symbol: &str, line: &str) -> String {
 pub fn process_table(body: &[u8]) -> Option<String> {
     let list: Vec<ProcessInfo> = serde_json::from_slice(body).ok()?;
     let mut out = format!(
-        "{:>7} {:>7} {:>6} {:<8} {}\n",
+        "{:>7} {:>7} {:>6} {:<14} {}\n",
         "PID", "PPID", "CPU%", "RUNTIME", "COMMAND"
     );
     for p in &list {
+        // `dotnet 3.1.23`: the runtime's version where the agent knows it.
+        let runtime = match p.dotnet.as_ref().and_then(|d| d.runtime_version.as_deref()) {
+            Some(version) => format!("{} {version}", p.runtime.name()),
+            None => p.runtime.name().to_string(),
+        };
         out.push_str(&format!(
-            "{:>7} {:>7} {:>6.1} {:<8} {}\n",
+            "{:>7} {:>7} {:>6.1} {:<14} {}\n",
             p.pid,
             p.ppid,
             p.cpu_percent,
-            p.runtime.name(),
+            runtime,
             p.command(),
         ));
     }

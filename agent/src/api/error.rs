@@ -167,3 +167,38 @@ impl From<crate::lttng::RecordError> for ApiError {
         }
     }
 }
+
+impl From<crate::dotnet::port::PortError> for ApiError {
+    fn from(e: crate::dotnet::port::PortError) -> Self {
+        use crate::dotnet::port::PortError as P;
+        use axum::http::StatusCode;
+        let hint = match &e {
+            P::NotDotnet { .. } => {
+                return Self::bad_request(
+                    e.to_string(),
+                    "/v1/dotnet/* needs a .NET (CoreCLR) process; GET /v1/processes shows each process's runtime",
+                );
+            }
+            P::Proc { pid, .. } => {
+                return Self::new(
+                    StatusCode::NOT_FOUND,
+                    e.to_string(),
+                    format!("pid {pid} may have exited; GET /v1/processes"),
+                );
+            }
+            P::NoSocket { .. } => {
+                "the runtime creates the socket at start-up in its TMPDIR unless DOTNET_EnableDiagnostics=0 (COMPlus_EnableDiagnostics=0 on 3.1); check the app's environment"
+            }
+            P::NotASocket { .. } => {
+                "something in the app's filesystem has the runtime's socket name; the agent does not follow it"
+            }
+            P::Dead { .. } => {
+                "the runtime is not answering on its diagnostic port: it may be exiting, suspended, or hung; retry, or take a dump with /v1/dump"
+            }
+            P::Ipc { .. } => {
+                "the runtime refused the request; see the error code, and the app's log"
+            }
+        };
+        Self::new(StatusCode::BAD_GATEWAY, e.to_string(), hint)
+    }
+}

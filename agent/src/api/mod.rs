@@ -9,8 +9,10 @@
 //! One file per endpoint family: [`system`] (`/healthz`,
 //! `/v1/capabilities`, `/v1/processes`), [`profile`] (`/v1/profile`,
 //! `/v1/profile/trigger`, `/debug/pprof/profile`), [`uprobe`]
-//! (`/v1/uprobe`, `/v1/symbols`) and [`lttng`] (`/v1/lttng/*`).
+//! (`/v1/uprobe`, `/v1/symbols`), [`lttng`] (`/v1/lttng/*`) and
+//! [`dotnet`] (`/v1/dotnet/*`).
 
+mod dotnet;
 pub mod error;
 mod lttng;
 mod profile;
@@ -98,7 +100,7 @@ fn slot(semaphore: &Arc<Semaphore>, full: String) -> Result<OwnedSemaphorePermit
 }
 
 /// Every endpoint, for the 404 hint.
-const ENDPOINTS: &str = "/healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /debug/pprof/profile";
+const ENDPOINTS: &str = "/healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /v1/dotnet/trace, /debug/pprof/profile";
 
 /// The API routes.
 pub fn router(state: AgentState) -> Router {
@@ -114,6 +116,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/lttng/events", get(lttng::events))
         .route("/v1/lttng/record", get(lttng::record))
         .route("/v1/lttng/live", get(lttng::live))
+        .route("/v1/dotnet/trace", get(dotnet::trace))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -126,6 +126,8 @@ pub struct Captured {
     /// GNU build IDs (lowercase hex) of the modules in the stacks, by PID
     /// and module path, read at capture time.
     pub build_ids: BTreeMap<(u32, String), String>,
+    /// Symbolization errors by PID and module path (the first of each).
+    pub symbol_errors: BTreeMap<(u32, String), String>,
 }
 
 impl Captured {
@@ -362,6 +364,15 @@ pub fn run(
         build_ids: build_ids
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+        symbol_errors: procs
+            .iter()
+            .flat_map(|(pid, s)| {
+                s.symbols
+                    .errors()
+                    .iter()
+                    .map(|(module, e)| ((*pid, module.clone()), e.clone()))
+            })
             .collect(),
     })
 }

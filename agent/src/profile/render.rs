@@ -155,6 +155,55 @@ struct JsonMeta<'a> {
     duration_seconds: f64,
     start_unix_ms: u128,
     cancelled: bool,
+    /// Frames by module: how many, how many unnamed, and why not.
+    modules: BTreeMap<String, ModuleStats>,
+}
+
+/// How well one module's frames were named (sample-weighted).
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct ModuleStats {
+    /// Frames in samples.
+    pub frames: u64,
+    /// Of which `[unknown]`.
+    pub unknown: u64,
+    /// `unknown / frames`.
+    pub unknown_share: f64,
+    /// The symbolizer's error for the module, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Per-module frame counts of a capture, with its symbolization errors.
+pub fn module_stats(captured: &Captured) -> BTreeMap<String, ModuleStats> {
+    let mut out: BTreeMap<String, ModuleStats> = BTreeMap::new();
+    for stack in &captured.stacks {
+        // The first frame is the process name, then the thread's with
+        // threads=true: only code frames are counted.
+        for frame in stack.frames.iter().filter(|f| f.kind != FrameKind::Root) {
+            let module = match (&frame.module, frame.kind) {
+                (Some(m), _) => m.clone(),
+                (None, FrameKind::Kernel) => "[kernel]".into(),
+                (None, FrameKind::Jit) => "[jit]".into(),
+                (None, _) => "[anon]".into(),
+            };
+            let entry = out.entry(module).or_default();
+            entry.frames += stack.count;
+            if frame.kind == FrameKind::Unknown {
+                entry.unknown += stack.count;
+            }
+        }
+    }
+    for ((_, module), error) in &captured.symbol_errors {
+        out.entry(module.clone()).or_default().error = Some(error.clone());
+    }
+    for stats in out.values_mut() {
+        stats.unknown_share = if stats.frames == 0 {
+            0.0
+        } else {
+            (stats.unknown as f64 / stats.frames as f64 * 10_000.0).round() / 10_000.0
+        };
+    }
+    out
 }
 
 fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
@@ -172,6 +221,7 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis()),
             cancelled: captured.cancelled,
+            modules: module_stats(captured),
         },
         stacks: &captured.stacks,
     }
@@ -428,7 +478,32 @@ mod tests {
             event: "cpu-clock",
             sampling: (std::time::Instant::now(), std::time::Instant::now()),
             build_ids: BTreeMap::new(),
+            symbol_errors: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn unknown_frames_and_errors_are_counted_by_module() {
+        let mut c = sample_capture();
+        c.stacks[0].frames.push(Frame {
+            name: "[unknown] libcoreclr.so+0x10".into(),
+            kind: FrameKind::Unknown,
+            module: Some("/rt/libcoreclr.so".into()),
+        });
+        c.symbol_errors
+            .insert((7, "/rt/libcoreclr.so".into()), "bad ELF".into());
+        let stats = module_stats(&c);
+        assert_eq!(stats["/app/bin"].frames, 60);
+        assert_eq!(stats["/app/bin"].unknown, 0);
+        assert_eq!(stats["[jit]"].frames, 10);
+        assert_eq!(stats["[kernel]"].frames, 10);
+        let coreclr = &stats["/rt/libcoreclr.so"];
+        assert_eq!(
+            (coreclr.frames, coreclr.unknown, coreclr.unknown_share),
+            (30, 30, 1.0)
+        );
+        assert_eq!(coreclr.error.as_deref(), Some("bad ELF"));
+        assert!(!stats.contains_key("app"), "roots are not code");
     }
 
     fn meta() -> RenderMeta {

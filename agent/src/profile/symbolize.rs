@@ -26,6 +26,7 @@ pub struct ProcessSymbols {
     unwinder: Option<super::unwind::ProcessUnwinder>,
     pending: HashSet<u64>,
     named: HashMap<u64, Frame>,
+    errors: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for ProcessSymbols {
@@ -65,6 +66,7 @@ impl ProcessSymbols {
             unwinder: None,
             pending: HashSet::new(),
             named: HashMap::new(),
+            errors: Default::default(),
         }
     }
 
@@ -129,31 +131,46 @@ impl ProcessSymbols {
         if file_backed.is_empty() {
             return;
         }
-        use blazesym::symbolize::source::{Process, Source};
-        use blazesym::symbolize::{Input, Symbolized};
-        let mut source = Process::new(blazesym::Pid::from(pid));
-        source.perf_map = false;
-        source.map_files = true;
-        let src = Source::Process(source);
-        let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&file_backed)) else {
-            return;
-        };
-        for (addr, result) in file_backed.into_iter().zip(results) {
-            if let Symbolized::Sym(sym) = result {
-                let module = sym
-                    .module
-                    .as_ref()
-                    .map(|m| m.to_string_lossy().into_owned());
-                self.named.insert(
-                    addr,
-                    Frame {
-                        name: sym.name.into_owned(),
-                        kind: FrameKind::User,
-                        module,
-                    },
-                );
+        // One blazesym call per module: an address blazesym cannot resolve
+        // (the runtime patches its own text, leaving rwx and r-- pieces
+        // inside libcoreclr.so) must not cost the module's other addresses,
+        // or other modules', their names.
+        let mut by_module: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for addr in file_backed {
+            let module = self
+                .map_of(addr)
+                .and_then(|m| m.path.clone())
+                .unwrap_or_default();
+            by_module.entry(module).or_default().push(addr);
+        }
+        for (module, addrs) in by_module {
+            match symbolize_addrs(symbolizer, pid, &addrs) {
+                Ok(frames) => self.insert_named(&addrs, frames),
+                Err(error) => {
+                    // Address by address: the ones that resolve keep their
+                    // names, and the module's first error is reported.
+                    for addr in addrs {
+                        if let Ok(frames) = symbolize_addrs(symbolizer, pid, &[addr]) {
+                            self.insert_named(&[addr], frames);
+                        }
+                    }
+                    self.errors.entry(module).or_insert(error);
+                }
             }
         }
+    }
+
+    fn insert_named(&mut self, addrs: &[u64], frames: Vec<Option<Frame>>) {
+        for (addr, frame) in addrs.iter().zip(frames) {
+            if let Some(frame) = frame {
+                self.named.insert(*addr, frame);
+            }
+        }
+    }
+
+    /// Symbolization errors by module path (the first one of each).
+    pub fn errors(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.errors
     }
 
     /// The frame for `addr`: its name, or `[unknown] module+0xoffset`.
@@ -176,4 +193,35 @@ impl ProcessSymbols {
             module: Some(module).filter(|m| m.starts_with('/')),
         }
     }
+}
+
+/// Names `addrs` of process `pid` with blazesym (file-backed code, through
+/// `/proc/PID/map_files`); one entry per address.
+fn symbolize_addrs(
+    symbolizer: &blazesym::symbolize::Symbolizer,
+    pid: u32,
+    addrs: &[u64],
+) -> Result<Vec<Option<Frame>>, String> {
+    use blazesym::symbolize::source::{Process, Source};
+    use blazesym::symbolize::{Input, Symbolized};
+    let mut source = Process::new(blazesym::Pid::from(pid));
+    source.perf_map = false;
+    source.map_files = true;
+    let results = symbolizer
+        .symbolize(&Source::Process(source), Input::AbsAddr(addrs))
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(results
+        .into_iter()
+        .map(|result| match result {
+            Symbolized::Sym(sym) => Some(Frame {
+                name: sym.name.into_owned(),
+                kind: FrameKind::User,
+                module: sym
+                    .module
+                    .as_ref()
+                    .map(|m| m.to_string_lossy().into_owned()),
+            }),
+            Symbolized::Unknown(_) => None,
+        })
+        .collect())
 }

@@ -277,3 +277,126 @@ pub fn samples_with(folded: &[(Vec<String>, u64)], name: &str) -> u64 {
         .map(|(_, c)| c)
         .sum()
 }
+
+/// The .NET Core 3.1 runtime `scripts/deps.sh` unpacks
+/// (`TRACECAR_DOTNET_ROOT` overrides).
+pub fn dotnet_root() -> PathBuf {
+    let root = std::env::var_os("TRACECAR_DOTNET_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/tracecar/dotnet-3.1.23"));
+    assert!(
+        root.join("dotnet").is_file(),
+        "no .NET runtime at {}: run scripts/deps.sh test",
+        root.display()
+    );
+    root
+}
+
+/// The .NET sample app (`tests/dotnet-app/App.cs`) compiled with mcs,
+/// once per test binary.
+pub fn dotnet_app() -> PathBuf {
+    static APP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    APP.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("tracecar-dotnet-app")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dotnet-app/App.cs");
+        let dll = dir.join("App.dll");
+        let status = Command::new("mcs")
+            .arg(format!("-out:{}", dll.display()))
+            .arg("-target:exe")
+            .arg(&source)
+            .stdout(Stdio::null())
+            .status()
+            .expect("mcs runs (apt install mono-mcs)");
+        assert!(status.success(), "mcs failed");
+        std::fs::write(
+            dir.join("App.runtimeconfig.json"),
+            r#"{"runtimeOptions":{"tfm":"netcoreapp3.1","framework":{"name":"Microsoft.NETCore.App","version":"3.1.23"}}}"#,
+        )
+        .unwrap();
+        dll
+    })
+    .clone()
+}
+
+/// The .NET sample app; killed when dropped, and the diagnostic socket a
+/// killed runtime leaves in /tmp removed.
+pub struct DotnetApp {
+    running: Running,
+}
+
+impl DotnetApp {
+    pub fn pid(&self) -> u32 {
+        self.running.pid()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.running.child.kill();
+        let _ = self.running.child.wait();
+    }
+}
+
+impl Drop for DotnetApp {
+    fn drop(&mut self) {
+        self.kill();
+        let prefix = format!("dotnet-diagnostic-{}-", self.pid());
+        if let Ok(dir) = std::fs::read_dir("/tmp") {
+            for entry in dir.filter_map(Result::ok) {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Starts the .NET sample app with `args` and extra environment, and
+/// waits until its diagnostic socket exists.
+pub fn spawn_dotnet(args: &[&str], env: &[(&str, &str)]) -> DotnetApp {
+    let root = dotnet_root();
+    let child = Command::new(root.join("dotnet"))
+        .arg(dotnet_app())
+        .args(args)
+        .env("DOTNET_ROOT", &root)
+        .env("DOTNET_SYSTEM_GLOBALIZATION_INVARIANT", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dotnet starts");
+    let running = Running { child };
+    let prefix = format!("dotnet-diagnostic-{}-", running.pid());
+    let disabled = env
+        .iter()
+        .any(|(k, v)| k.ends_with("EnableDiagnostics") && *v == "0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let maps =
+            std::fs::read_to_string(format!("/proc/{}/maps", running.pid())).unwrap_or_default();
+        let socket = std::fs::read_dir("/tmp")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or(false);
+        // Managed code runs once the app's assembly is mapped.
+        if (socket || disabled) && maps.contains("App.dll") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the .NET app did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    DotnetApp { running }
+}
+
+/// NDJSON lines as JSON values.
+pub fn ndjson(body: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}

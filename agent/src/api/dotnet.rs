@@ -1,0 +1,53 @@
+//! `/v1/dotnet/trace`.
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::query::Query as Params;
+use super::stream::ready_then_stream;
+use super::{AgentState, ApiError, blocking};
+use crate::dotnet::port::Port;
+use crate::dotnet::providers::{self, TraceFormat};
+use crate::dotnet::session;
+
+pub(super) async fn trace(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = providers::parse_trace(&query)?;
+    state.procfs.check_visible(&[spec.pid])?;
+    let procfs = state.procfs.clone();
+    let pid = spec.pid;
+    let port = blocking(move || Port::find(&procfs, pid)).await??;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs.clone();
+    let format = spec.format;
+    let (session, body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
+        session::trace(
+            &procfs,
+            &port,
+            &spec,
+            &cancel,
+            |started| ready.send(started),
+            |chunk| chunks.send(chunk),
+        );
+    })
+    .await?;
+    let (content_type, disposition) = match format {
+        TraceFormat::Json => ("application/x-ndjson", None),
+        TraceFormat::Nettrace => (
+            "application/octet-stream",
+            Some(format!("attachment; filename=\"dotnet-{pid}.nettrace\"")),
+        ),
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let headers = response.headers_mut();
+    if let Some(d) = disposition.and_then(|d| d.parse().ok()) {
+        headers.insert(header::CONTENT_DISPOSITION, d);
+    }
+    if let Ok(v) = session.to_string().parse() {
+        headers.insert("x-tracecar-session", v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,11 @@
+//! .NET through the runtime's own diagnostic port: the IPC protocol
+//! ([`ipc`]), the nettrace stream ([`nettrace`], [`metadata`]), provider
+//! specs ([`providers`]), the port of a process ([`port`]) and the
+//! sessions the API runs over it ([`session`]).
+
+pub mod ipc;
+pub mod metadata;
+pub mod nettrace;
+pub mod port;
+pub mod providers;
+pub mod session;

@@ -1,0 +1,341 @@
+//! .NET through the runtime's diagnostic port, for real: the sample app
+//! (`tests/dotnet-app/App.cs`) on the .NET Core 3.1 runtime, the agent
+//! binary, curl. Needs root, `scripts/deps.sh test` (runtime, mcs).
+#![cfg(test)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, begin, ndjson, spawn_dotnet};
+
+fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["provider"] == "Tracecar-Sample" && l["event"] == "Request")
+        .collect()
+}
+
+#[test]
+fn eventsource_payloads_gc_events_and_counts_are_exact() {
+    let Some(_serial) = begin("eventsource_payloads_gc_events_and_counts_are_exact") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["burst", "300"], &[]);
+    let lines = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample,gc&seconds=4",
+        app.pid()
+    )));
+    let reqs = requests(&lines);
+    assert_eq!(reqs.len(), 300, "every event, once");
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(r["fields"]["Id"], i as i64);
+        assert_eq!(r["fields"]["Name"], format!("req-{i}"));
+        assert_eq!(r["fields"]["Value"], i as i64 * 1_000_000_007);
+        assert_eq!(r["pid"], app.pid());
+        assert_eq!(r["id"], 1);
+    }
+    let done: Vec<_> = lines.iter().filter(|l| l["event"] == "Done").collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["fields"]["Count"], 300);
+    // Two GC.Collect() calls: two induced (Reason 1) gen-2 GCs, in order.
+    let gcs: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "GCStart" && l["fields"]["Reason"] == 1)
+        .collect();
+    assert_eq!(gcs.len(), 2, "{gcs:?}");
+    assert_eq!(gcs[0]["fields"]["Depth"], 2);
+    assert!(gcs[1]["fields"]["Count"].as_u64() > gcs[0]["fields"]["Count"].as_u64());
+    assert!(lines.iter().any(|l| l["event"] == "GCEnd"));
+    // Timestamps are CLOCK_MONOTONIC, in order for one thread.
+    let ts: Vec<u64> = reqs.iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["events"], lines.len() as u64 - 1);
+    assert_eq!(summary["dropped"], 0);
+    assert_eq!(summary["stopped"], "seconds");
+    assert_eq!(summary["complete"], true);
+}
+
+#[test]
+fn nettrace_is_streamed_whole_with_rundown() {
+    let Some(_serial) = begin("nettrace_is_streamed_whole_with_rundown") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["serve"], &[]);
+    let body = agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample&format=nettrace&seconds=2",
+        app.pid()
+    ));
+    assert!(body.starts_with(b"Nettrace\x14\0\0\0!FastSerialization.1"));
+    assert_eq!(body.last(), Some(&1), "ends with the end tag");
+    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(has(&utf16("Tracecar-Sample")));
+    // Rundown: the app's own methods are named for PerfView.
+    assert!(has(&utf16("CalculateFibonacciValue")));
+}
+
+#[test]
+fn a_disconnect_stops_the_session_and_frees_everything() {
+    let Some(_serial) = begin("a_disconnect_stops_the_session_and_frees_everything") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["serve"], &[]);
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", agent.process.pid()))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| t.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let baseline = sockets();
+    for _ in 0..3 {
+        let mut client = agent.get_in_background(&format!(
+            "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample&seconds=120",
+            app.pid()
+        ));
+        assert!(
+            agent.wait_for(Duration::from_secs(10), |_| sockets() >= baseline + 2),
+            "the session did not start"
+        );
+        let _ = client.child.kill();
+        let _ = client.child.wait();
+        let t = Instant::now();
+        assert!(
+            agent.wait_for(Duration::from_secs(10), |_| sockets() <= baseline),
+            "the agent still holds {} sockets after the disconnect",
+            sockets()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+    // A new session at once gets the app's events.
+    let lines = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample&seconds=1",
+        app.pid()
+    )));
+    assert!(!requests(&lines).is_empty());
+    let limited = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample&seconds=60&limit=3",
+        app.pid()
+    )));
+    assert_eq!(requests(&limited).len(), 3);
+    assert_eq!(limited.last().unwrap()["summary"]["stopped"], "limit");
+}
+
+#[test]
+fn a_process_exiting_mid_trace_gives_a_complete_partial_result() {
+    let Some(_serial) = begin("a_process_exiting_mid_trace_gives_a_complete_partial_result") else {
+        return;
+    };
+    let agent = Agent::start();
+    // A clean exit: the runtime ends the stream itself.
+    let app = spawn_dotnet(&["burst", "40", "exit"], &[]);
+    let started = Instant::now();
+    let lines = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=Tracecar-Sample&seconds=30",
+        app.pid()
+    )));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ended with the process"
+    );
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["stopped"], "process exited", "{summary}");
+    assert_eq!(requests(&lines).len(), 40);
+
+    // Killed mid-trace: every event that reached the agent, in order, and
+    // a summary that says the stream is incomplete.
+    for format in ["json", "nettrace"] {
+        let mut app = spawn_dotnet(&["serve"], &[]);
+        let pid = app.pid();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            app.kill();
+        });
+        let body = agent.get_ok(&format!(
+            "/v1/dotnet/trace?pid={pid}&providers=Tracecar-Sample&seconds=30&format={format}"
+        ));
+        killer.join().unwrap();
+        if format == "nettrace" {
+            // A valid file: its last whole object, then the end tag.
+            assert!(body.starts_with(b"Nettrace"));
+            assert_eq!(body.last(), Some(&1));
+            continue;
+        }
+        let lines = ndjson(&body);
+        let summary = &lines.last().unwrap()["summary"];
+        assert_eq!(summary["stopped"], "process exited", "{summary}");
+        assert_eq!(summary["complete"], false);
+        let reqs = requests(&lines);
+        assert!(!reqs.is_empty());
+        let first = reqs[0]["fields"]["Id"].as_i64().unwrap();
+        for (i, r) in reqs.iter().enumerate() {
+            assert_eq!(r["fields"]["Id"], first + i as i64);
+        }
+    }
+}
+
+#[test]
+fn processes_show_the_runtime_and_its_port() {
+    let Some(_serial) = begin("processes_show_the_runtime_and_its_port") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[("COMPlus_PerfMapEnabled", "1")]);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&agent.get_ok("/v1/processes")).unwrap();
+    let entry = list
+        .iter()
+        .find(|p| p["pid"] == app.pid())
+        .expect("the app is listed");
+    assert_eq!(entry["runtime"], "dotnet");
+    let dotnet = &entry["dotnet"];
+    assert_eq!(dotnet["runtime_version"], "3.1.23");
+    assert_eq!(dotnet["diagnostic_port"], true, "{dotnet}");
+    assert_eq!(dotnet["perf_map_enabled"], true);
+    let socket = dotnet["diagnostic_socket"].as_str().unwrap();
+    assert!(socket.starts_with(&format!("/tmp/dotnet-diagnostic-{}-", app.pid())));
+    assert!(std::path::Path::new(socket).exists());
+    // Every process reports its LTTng-UST ABI; the 3.1 runtime loads none
+    // unless its LTTng provider is enabled.
+    assert!(list.iter().all(|p| p.get("lttng_ust").is_some()));
+}
+
+#[test]
+fn bad_targets_get_clear_errors() {
+    let Some(_serial) = begin("bad_targets_get_clear_errors") else {
+        return;
+    };
+    let agent = Agent::start();
+    let error = |path: &str| -> (u16, serde_json::Value) {
+        let (code, body) = agent.get(path);
+        (code, serde_json::from_slice(&body).unwrap_or_default())
+    };
+    // Not .NET.
+    let sleeper = common::spawn("sleep", &["60"]);
+    let (code, e) = error(&format!(
+        "/v1/dotnet/trace?pid={}&providers=gc",
+        sleeper.pid()
+    ));
+    assert_eq!(code, 400, "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("/v1/processes"), "{e}");
+    // Bad provider specs.
+    let (code, e) = error(&format!(
+        "/v1/dotnet/trace?pid={}&providers=P:zz",
+        sleeper.pid()
+    ));
+    assert_eq!(code, 400);
+    assert!(e["hint"].as_str().unwrap().contains("cpu-sampling"), "{e}");
+
+    // A runtime that does not answer: stopped.
+    let app = spawn_dotnet(&["spin"], &[]);
+    signal(app.pid(), "STOP");
+    let started = Instant::now();
+    let (code, e) = error(&format!("/v1/dotnet/trace?pid={}&providers=gc", app.pid()));
+    signal(app.pid(), "CONT");
+    assert_eq!(code, 502, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("does not answer"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // No diagnostic port, and something else planted under its name: the
+    // agent does not follow a symlink to its own socket.
+    let quiet = spawn_dotnet(&["spin"], &[("COMPlus_EnableDiagnostics", "0")]);
+    let (code, e) = error(&format!(
+        "/v1/dotnet/trace?pid={}&providers=gc",
+        quiet.pid()
+    ));
+    assert_eq!(code, 502, "{e}");
+    assert!(
+        e["hint"].as_str().unwrap().contains("EnableDiagnostics"),
+        "{e}"
+    );
+    let start_time = std::fs::read_to_string(format!("/proc/{}/stat", quiet.pid()))
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let planted = format!("/tmp/dotnet-diagnostic-{}-{start_time}-socket", quiet.pid());
+    std::os::unix::fs::symlink(&agent.socket, &planted).unwrap();
+    let (code, e) = error(&format!(
+        "/v1/dotnet/trace?pid={}&providers=gc",
+        quiet.pid()
+    ));
+    let _ = std::fs::remove_file(&planted);
+    assert_eq!(code, 502, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("is not a socket"),
+        "{e}"
+    );
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn native_frames_are_named_with_tiered_compilation_off() {
+    let Some(_serial) = begin("native_frames_are_named_with_tiered_compilation_off") else {
+        return;
+    };
+    let agent = Agent::start();
+    // Array.Sort(int[]) runs in libcoreclr.so, whose text the runtime
+    // patches: one bad address must not leave the module unnamed.
+    let app = spawn_dotnet(&["sort"], &[("COMPlus_TieredCompilation", "0")]);
+    std::thread::sleep(Duration::from_millis(500));
+    let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/profile?pid={}&seconds=3&format=json",
+        app.pid()
+    )))
+    .unwrap();
+    let stacks = doc["stacks"].as_array().unwrap();
+    let total: u64 = stacks.iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    let named = |needle: &str| -> u64 {
+        stacks
+            .iter()
+            .filter(|s| {
+                s["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["name"].as_str().unwrap().contains(needle))
+            })
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(total > 100, "{total} samples");
+    let sort = named("PickPivotAndPartition") + named("IntroSort") + named("InsertionSort");
+    assert!(
+        sort * 2 > total,
+        "sorting named in {sort} of {total} samples"
+    );
+    let modules = &doc["meta"]["modules"];
+    let coreclr = modules
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(m, _)| m.ends_with("/libcoreclr.so"))
+        .map(|(_, v)| v)
+        .expect("libcoreclr.so frames are counted");
+    assert!(
+        coreclr["unknown_share"].as_f64().unwrap() < 0.2,
+        "{coreclr}"
+    );
+}

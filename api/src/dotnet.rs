@@ -1,0 +1,71 @@
+//! `/v1/dotnet/*` and the .NET facts of `/v1/processes`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One event of `/v1/dotnet/trace?format=json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DotnetEvent {
+    /// CLOCK_MONOTONIC when the runtime logged it, in nanoseconds (the
+    /// clock of `/v1/uprobe`'s `ts_ns`).
+    pub ts_ns: u64,
+    /// The process (in the pod's PID namespace).
+    pub pid: u32,
+    /// The thread the event describes.
+    pub tid: u64,
+    /// The provider (EventSource name).
+    pub provider: String,
+    /// The event's name.
+    pub event: String,
+    /// The event's id within its provider.
+    pub id: u32,
+    /// The event's version.
+    pub version: u32,
+    /// The payload, decoded by the event's metadata.
+    pub fields: Map<String, Value>,
+    /// The raw payload in hex, when nothing describes its layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// The last line of `/v1/dotnet/trace?format=json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    /// Events sent.
+    pub events: u64,
+    /// Events the runtime dropped (sequence-number gaps).
+    pub dropped: u64,
+    /// Why the session ended: `seconds`, `limit`, `disconnected`,
+    /// `shutdown` or `process exited`.
+    pub stopped: String,
+    /// Whether the stream ended properly (the runtime's end tag).
+    pub complete: bool,
+    /// How long the session ran.
+    pub seconds: f64,
+    /// The runtime's session id.
+    pub session: u64,
+    /// An error that ended the stream early, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `/v1/processes` says about a .NET process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DotnetInfo {
+    /// The runtime's version (`Microsoft.NETCore.App` directory, or
+    /// `ProcessInfo2`).
+    pub runtime_version: Option<String>,
+    /// The diagnostic socket, as the process sees it.
+    pub diagnostic_socket: String,
+    /// Whether the socket answered.
+    pub diagnostic_port: bool,
+    /// Why it did not, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostic_error: Option<String>,
+    /// Whether the process has perf maps turned on
+    /// (`DOTNET_PerfMapEnabled` / `COMPlus_PerfMapEnabled`).
+    pub perf_map_enabled: bool,
+    /// The entry assembly (`ProcessInfo2`, .NET 6 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assembly: Option<String>,
+}

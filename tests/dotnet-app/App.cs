@@ -1,0 +1,158 @@
+// The .NET sample app: stands in for the seed's sample. Built with mcs
+// (Debian's mono-mcs) and run on the .NET Core 3.1 runtime (build.sh).
+//
+//   App.dll serve          requests forever: Fibonacci, Echo, one EventSource
+//                          event per request, and a hot loop (HotLoop)
+//   App.dll burst N [exit] when a session enables Tracecar-Sample, emits N
+//                          Request events with known values, then GC.Collect(),
+//                          then Done(N); with "exit", exits right after
+//   App.dll spin           only the hot loop, for profiles and dumps
+//   App.dll sort           Array.Sort(int[]) in a loop: native runtime code
+//                          (libcoreclr.so) under a managed caller
+//   App.dll methods N      JIT-compiles N dynamic methods, then spins
+using System;
+using System.Diagnostics.Tracing;
+using System.Reflection.Emit;
+using System.Threading;
+
+namespace Tracecar.Sample
+{
+    [EventSource(Name = "Tracecar-Sample")]
+    public sealed class SampleEvents : EventSource
+    {
+        public static readonly SampleEvents Log = new SampleEvents();
+
+        [Event(1, Level = EventLevel.Informational)]
+        public void Request(int Id, string Name, long Value) { WriteEvent(1, Id, Name, Value); }
+
+        [Event(2, Level = EventLevel.Informational)]
+        public void Done(int Count) { WriteEvent(2, Count); }
+    }
+
+    public static class FibonacciProvider
+    {
+        public static long CalculateFibonacciValue(int n)
+        {
+            return n < 2 ? n : CalculateFibonacciValue(n - 1) + CalculateFibonacciValue(n - 2);
+        }
+    }
+
+    public static class EchoProvider
+    {
+        public static string CalculateEchoValue(string text)
+        {
+            return text.ToUpperInvariant();
+        }
+    }
+
+    public static class Work
+    {
+        static long sink;
+
+        // The hot managed method a profile must name.
+        public static long HotLoop(int rounds)
+        {
+            long acc = 0;
+            for (int i = 0; i < rounds; i++)
+            {
+                acc += (acc ^ i) * 31 + (i % 7);
+            }
+            sink += acc;
+            return acc;
+        }
+
+        public static void Serve()
+        {
+            for (int i = 0; ; i++)
+            {
+                long fib = FibonacciProvider.CalculateFibonacciValue(20);
+                string echo = EchoProvider.CalculateEchoValue("req-" + i);
+                SampleEvents.Log.Request(i, echo, fib);
+                HotLoop(2000000);
+                Thread.Sleep(5);
+            }
+        }
+
+        public static void Spin()
+        {
+            for (;;)
+            {
+                HotLoop(5000000);
+            }
+        }
+
+        public static void SortForever()
+        {
+            var random = new Random(1);
+            var data = new int[100000];
+            for (;;)
+            {
+                for (int i = 0; i < data.Length; i++)
+                {
+                    data[i] = random.Next();
+                }
+                Array.Sort(data);
+                sink += data[0];
+            }
+        }
+
+        public static void Burst(int count, bool exit)
+        {
+            while (!SampleEvents.Log.IsEnabled())
+            {
+                Thread.Sleep(10);
+            }
+            for (int i = 0; i < count; i++)
+            {
+                SampleEvents.Log.Request(i, "req-" + i, (long)i * 1000000007L);
+            }
+            GC.Collect();
+            GC.Collect();
+            SampleEvents.Log.Done(count);
+            if (exit)
+            {
+                Environment.Exit(0);
+            }
+            Thread.Sleep(Timeout.Infinite);
+        }
+
+        public static void Methods(int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var method = new DynamicMethod("Generated" + i, typeof(int), new[] { typeof(int) });
+                var il = method.GetILGenerator();
+                il.Emit(OpCodes.Ldarg_0);
+                il.Emit(OpCodes.Ldc_I4, i);
+                il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ret);
+                var f = (Func<int, int>)method.CreateDelegate(typeof(Func<int, int>));
+                sink += f(i);
+            }
+            Console.WriteLine("methods: " + count);
+            Spin();
+        }
+    }
+
+    public static class Program
+    {
+        public static int Main(string[] args)
+        {
+            string mode = args.Length > 0 ? args[0] : "serve";
+            int count = args.Length > 1 ? int.Parse(args[1]) : 0;
+            Console.WriteLine("tracecar sample (.NET): " + mode);
+            switch (mode)
+            {
+                case "serve": Work.Serve(); break;
+                case "spin": Work.Spin(); break;
+                case "sort": Work.SortForever(); break;
+                case "burst": Work.Burst(count, args.Length > 2 && args[2] == "exit"); break;
+                case "methods": Work.Methods(count); break;
+                default:
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N");
+                    return 2;
+            }
+            return 0;
+        }
+    }
+}
