@@ -5,6 +5,7 @@ pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod dotnet;
+pub mod dump;
 pub mod lttng;
 pub mod process;
 pub mod procfs;

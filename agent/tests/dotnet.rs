@@ -339,3 +339,191 @@ fn native_frames_are_named_with_tiered_compilation_off() {
         "{coreclr}"
     );
 }
+
+/// The threads of `pid` now.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Files the agent or the runtime may have left in /tmp for `pid`.
+fn leftovers(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("tracecar-dump-{pid}-")))
+        .collect()
+}
+
+#[test]
+fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
+    let Some(_serial) = begin("dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing")
+    else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["mini", "heap", "full"] {
+        let core = dir.path().join(format!("core.{kind}"));
+        let before = threads(app.pid());
+        let (code, body) = agent.get(&format!("/v1/dump?pid={}&type={kind}", app.pid()));
+        assert_eq!(
+            code,
+            200,
+            "{kind}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        std::fs::write(&core, &body).unwrap();
+        assert!(body.starts_with(b"\x7fELF"), "{kind}");
+        let notes = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(&core)
+            .output()
+            .expect("readelf runs");
+        assert!(notes.status.success(), "readelf refuses the {kind} dump");
+        let text = String::from_utf8_lossy(&notes.stdout);
+        // The runtime starts threads lazily (tiering, the finalizer):
+        // the dump has those of its moment.
+        let after = threads(app.pid());
+        let prstatus = text.matches("NT_PRSTATUS").count();
+        assert!(
+            (before.min(after)..=before.max(after)).contains(&prstatus),
+            "{kind}: {prstatus} NT_PRSTATUS for {before}..{after} threads"
+        );
+        assert!(
+            leftovers(app.pid()).is_empty(),
+            "{kind}: {:?}",
+            leftovers(app.pid())
+        );
+    }
+    // Too large for the limit: refused, and removed.
+    let (code, body) = agent.get(&format!("/v1/dump?pid={}&type=full&limit_mb=1", app.pid()));
+    assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(leftovers(app.pid()).is_empty());
+    // A client that goes away mid-transfer leaves nothing either.
+    let mut client = agent.get_in_background(&format!("/v1/dump?pid={}&type=full", app.pid()));
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = client.child.kill();
+    let _ = client.child.wait();
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |_| leftovers(app.pid()).is_empty()),
+        "{:?}",
+        leftovers(app.pid())
+    );
+    // Not .NET: a clear answer.
+    let sleeper = common::spawn("sleep", &["30"]);
+    let (code, body) = agent.get(&format!("/v1/dump?pid={}", sleeper.pid()));
+    assert_eq!(code, 501, "{}", String::from_utf8_lossy(&body));
+}
+
+/// `Namespace.Type.Method` of a perf-map name
+/// (`int32 [App] Tracecar.Sample.Program::Main(string[])[QuickJitted]`).
+fn perf_map_method(name: &str) -> String {
+    // The module is the last `[…] ` before the `Type::Method`; the return
+    // type before it may have brackets too (`class System.Type[]`).
+    let colons = name.find("::").unwrap_or(0);
+    let start = name[..colons].rfind("] ").map_or(0, |i| i + 2);
+    let method = &name[start..];
+    method.split('(').next().unwrap_or(method).replace("::", ".")
+}
+
+#[test]
+fn rundown_names_match_the_perf_map_for_every_method() {
+    let Some(_serial) = begin("rundown_names_match_the_perf_map_for_every_method") else {
+        return;
+    };
+    let agent = Agent::start();
+    // The oracle: no ReadyToRun code (everything is JIT'd), and the
+    // runtime's perf map on.
+    let app = spawn_dotnet(
+        &["serve"],
+        &[("COMPlus_PerfMapEnabled", "1"), ("COMPlus_ReadyToRun", "0")],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let lines = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/trace?pid={}&providers=jit&rundown=true&seconds=1",
+        app.pid()
+    )));
+    let perf_map = std::fs::read_to_string(format!("/tmp/perf-{}.map", app.pid())).unwrap();
+    let truth: std::collections::HashMap<u64, (u64, String)> = perf_map
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let size = u64::from_str_radix(parts.next()?, 16).ok()?;
+            Some((addr, (size, perf_map_method(parts.next()?))))
+        })
+        .collect();
+    let methods: Vec<_> = lines
+        .iter()
+        .filter(|l| l["event"] == "MethodDCEndVerbose" || l["event"] == "MethodLoadVerbose")
+        .collect();
+    assert!(methods.len() > 100, "{}", methods.len());
+    let mut checked = 0;
+    for m in &methods {
+        let f = &m["fields"];
+        let start = f["MethodStartAddress"].as_u64().unwrap();
+        let (size, name) = truth
+            .get(&start)
+            .unwrap_or_else(|| panic!("no perf-map entry at {start:#x}: {m}"));
+        assert_eq!(f["MethodSize"].as_u64(), Some(*size), "{m}");
+        let ours = format!(
+            "{}.{}",
+            f["MethodNamespace"].as_str().unwrap(),
+            f["MethodName"].as_str().unwrap()
+        );
+        assert_eq!(&ours, name, "{m}");
+        checked += 1;
+    }
+    assert_eq!(checked, methods.len());
+
+    // The profile names the managed frames from that table: none of the
+    // JIT'd code is left unknown.
+    let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/profile?pid={}&seconds=2&format=json",
+        app.pid()
+    )))
+    .unwrap();
+    let anon = &doc["meta"]["modules"]["[anon]"];
+    assert!(
+        anon.is_null() || anon["unknown"].as_u64() == Some(0),
+        "{}",
+        doc["meta"]["modules"]
+    );
+    let stacks = doc["stacks"].as_array().unwrap();
+    assert!(stacks.iter().any(|s| {
+        s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "Tracecar.Sample.Work.HotLoop(int32)")
+    }));
+    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", app.pid()));
+    let _ = std::fs::remove_file(format!("/tmp/perfinfo-{}.map", app.pid()));
+}
+
+#[test]
+fn managed_frames_are_named_without_perf_maps() {
+    let Some(_serial) = begin("managed_frames_are_named_without_perf_maps") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let folded = common::parse_folded(&String::from_utf8_lossy(&agent.get_ok(&format!(
+        "/v1/profile?pid={}&seconds=2&format=folded",
+        app.pid()
+    ))));
+    let total: u64 = folded.iter().map(|(_, c)| c).sum();
+    let hot = common::leaf_samples(&folded, "Tracecar.Sample.Work.HotLoop(int32)");
+    assert!(
+        hot * 10 > total * 8,
+        "HotLoop is the leaf of {hot} of {total} samples"
+    );
+    // Its callers are named too.
+    assert!(common::samples_with(&folded, "Tracecar.Sample.Work.Spin()") * 10 > total * 8);
+    assert!(!std::path::Path::new(&format!("/tmp/perf-{}.map", app.pid())).exists());
+}

@@ -202,3 +202,39 @@ impl From<crate::dotnet::port::PortError> for ApiError {
         Self::new(StatusCode::BAD_GATEWAY, e.to_string(), hint)
     }
 }
+
+impl From<crate::dump::DumpError> for ApiError {
+    fn from(e: crate::dump::DumpError) -> Self {
+        use crate::dump::DumpError as D;
+        use axum::http::StatusCode;
+        let e = match e {
+            D::Port(port) => return port.into(),
+            other => other,
+        };
+        let (status, hint) = match &e {
+            D::Port(_) => (StatusCode::BAD_GATEWAY, String::new()),
+            D::Proc { .. } => (StatusCode::NOT_FOUND, "the process may have exited; GET /v1/processes".to_string()),
+            D::Unsupported { .. } => (
+                StatusCode::NOT_IMPLEMENTED,
+                "dumps are taken through the .NET diagnostic port; GET /v1/processes shows which processes are .NET".to_string(),
+            ),
+            D::Failed { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "the runtime's createdump failed: check the app's TMPDIR is writable and has room, and the app's log".to_string(),
+            ),
+            D::NoRoom { .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "take type=mini, or give the app's /tmp emptyDir more room".to_string(),
+            ),
+            D::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "raise limit_mb=, or take type=mini".to_string(),
+            ),
+            D::Unreadable { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "the runtime's dump is not a regular file the agent can read; nothing was left behind".to_string(),
+            ),
+        };
+        Self::new(status, e.to_string(), hint)
+    }
+}

@@ -8,4 +8,5 @@ pub mod metadata;
 pub mod nettrace;
 pub mod port;
 pub mod providers;
+pub mod rundown;
 pub mod session;

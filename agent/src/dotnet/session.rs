@@ -187,6 +187,151 @@ fn stop_in_background(
     })
 }
 
+/// What the consumer of a session's bytes says after each piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Stop the session: its limit is reached.
+    Limit,
+    /// Stop the session: nobody wants the rest (the client is gone).
+    Gone,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The runtime's session id.
+    pub session: u64,
+    /// Why: `seconds`, `limit`, `disconnected`, `error`, `process exited`
+    /// or `stopped by the runtime`.
+    pub why: String,
+    /// What went wrong, if anything did.
+    pub error: Option<String>,
+    /// How long it ran.
+    pub seconds: f64,
+}
+
+/// The one EventPipe stream loop: starts the session `command` describes
+/// (answering `ready` with its id, or why not), hands every piece of the
+/// stream to `consume` until the runtime ends it, and stops the session
+/// after `seconds`, when `cancel` is set, or when `consume` asks.
+/// `None` if the session did not start.
+pub fn run(
+    procfs: &Procfs,
+    port: &Port,
+    command: &Command,
+    seconds: Duration,
+    cancel: &AtomicBool,
+    ready: impl FnOnce(Result<u64, PortError>),
+    mut consume: impl FnMut(&[u8]) -> Flow,
+) -> Option<Ended> {
+    let (mut stream, payload) = match port.request(procfs, command, ANSWER_TIMEOUT) {
+        Ok(answer) => answer,
+        Err(e) => {
+            ready(Err(e));
+            return None;
+        }
+    };
+    let session = match super::ipc::u64_payload(&payload) {
+        Ok(id) => id,
+        Err(source) => {
+            ready(Err(PortError::Ipc {
+                pid: port.pid,
+                source,
+            }));
+            return None;
+        }
+    };
+    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
+        let _ = port.stop_within(procfs, session, ANSWER_TIMEOUT);
+        ready(Err(PortError::Dead {
+            pid: port.pid,
+            path: port.path.clone(),
+            source: e,
+        }));
+        return None;
+    }
+    ready(Ok(session));
+    tracing::info!(pid = port.pid, session, "EventPipe session started");
+
+    let started = Instant::now();
+    let deadline = started + seconds;
+    let mut stopped: Option<(Stop, Instant)> = None;
+    let mut asked: Option<Stop> = None;
+    let mut error = None;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut stopper = None;
+    loop {
+        if stopped.is_none() {
+            let why = if cancel.load(Ordering::Relaxed) {
+                Some(Stop::Disconnected)
+            } else if asked.is_some() {
+                asked
+            } else if Instant::now() >= deadline {
+                Some(Stop::Seconds)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                stopper = Some(stop_in_background(procfs, port, session));
+                stopped = Some((why, Instant::now()));
+            }
+        }
+        if let Some((_, at)) = stopped
+            && at.elapsed() > DRAIN_LIMIT
+        {
+            error = Some(format!(
+                "the runtime did not end the stream within {DRAIN_LIMIT:?} of the stop"
+            ));
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => match consume(&buf[..n]) {
+                Flow::Continue => {}
+                Flow::Limit => {
+                    asked.get_or_insert(Stop::Limit);
+                }
+                Flow::Gone => {
+                    asked.get_or_insert(Stop::Disconnected);
+                }
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                error = Some(format!("reading the stream: {e}"));
+                if stopped.is_none() {
+                    stopper = Some(stop_in_background(procfs, port, session));
+                    stopped = Some((Stop::Failed, Instant::now()));
+                }
+                break;
+            }
+        }
+    }
+    let stop_error =
+        stopper.and_then(|s: std::thread::JoinHandle<Option<String>>| s.join().ok().flatten());
+    let why = match stopped {
+        Some((why, _)) => why.name().to_string(),
+        // The stream ended without our stop: the process exited (or was
+        // killed), or someone stopped the session.
+        None if !alive(procfs, port.pid) => "process exited".to_string(),
+        None => "stopped by the runtime".to_string(),
+    };
+    tracing::info!(pid = port.pid, session, stopped = %why, "EventPipe session ended");
+    Some(Ended {
+        session,
+        why,
+        error: error.or(stop_error),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    })
+}
+
 /// Runs the session `spec` asks for: answers `ready` once the runtime has
 /// accepted it (with its session id) or refused, then hands the answer's
 /// chunks to `send` until the stream ends. `send` returning `false` (the
@@ -204,32 +349,6 @@ pub fn trace(
         rundown: spec.rundown,
         providers: spec.providers.clone(),
     };
-    let (mut stream, payload) = match port.request(procfs, &command, ANSWER_TIMEOUT) {
-        Ok(answer) => answer,
-        Err(e) => return ready(Err(e)),
-    };
-    let session = match super::ipc::u64_payload(&payload) {
-        Ok(id) => id,
-        Err(source) => {
-            return ready(Err(PortError::Ipc {
-                pid: port.pid,
-                source,
-            }));
-        }
-    };
-    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
-        let _ = port.stop_within(procfs, session, ANSWER_TIMEOUT);
-        return ready(Err(PortError::Dead {
-            pid: port.pid,
-            path: port.path.clone(),
-            source: e,
-        }));
-    }
-    ready(Ok(session));
-    tracing::info!(pid = port.pid, session, "EventPipe session started");
-
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(u64::from(spec.seconds));
     let mut out = Output {
         format: spec.format,
         decoder: Decoder::new(),
@@ -240,87 +359,41 @@ pub fn trace(
         limit: spec.limit,
         error: None,
     };
-    let mut stopped: Option<(Stop, Instant)> = None;
     let mut client_gone = false;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut stopper = None;
-    loop {
-        if stopped.is_none() {
-            let why = if client_gone || cancel.load(Ordering::Relaxed) {
-                Some(Stop::Disconnected)
+    let ended = run(
+        procfs,
+        port,
+        &command,
+        Duration::from_secs(u64::from(spec.seconds)),
+        cancel,
+        ready,
+        |bytes| {
+            let chunk = out.take(bytes);
+            if client_gone || (!chunk.is_empty() && !send(chunk)) {
+                client_gone = true;
+                Flow::Gone
             } else if out.limit_reached() {
-                Some(Stop::Limit)
-            } else if Instant::now() >= deadline {
-                Some(Stop::Seconds)
+                Flow::Limit
             } else {
-                None
-            };
-            if let Some(why) = why {
-                stopper = Some(stop_in_background(procfs, port, session));
-                stopped = Some((why, Instant::now()));
+                Flow::Continue
             }
-        }
-        if let Some((_, at)) = stopped
-            && at.elapsed() > DRAIN_LIMIT
-        {
-            out.error.get_or_insert_with(|| {
-                format!("the runtime did not end the stream within {DRAIN_LIMIT:?} of the stop")
-            });
-            break;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let chunk = out.take(&buf[..n]);
-                if !chunk.is_empty() && !client_gone && !send(chunk) {
-                    client_gone = true;
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                out.error
-                    .get_or_insert_with(|| format!("reading the stream: {e}"));
-                if stopped.is_none() {
-                    stopper = Some(stop_in_background(procfs, port, session));
-                    stopped = Some((Stop::Failed, Instant::now()));
-                }
-                break;
-            }
-        }
+        },
+    );
+    let Some(ended) = ended else { return };
+    if client_gone {
+        return;
     }
-    let stop_error =
-        stopper.and_then(|s: std::thread::JoinHandle<Option<String>>| s.join().ok().flatten());
-    let stopped_why = match stopped {
-        Some((why, _)) => why.name().to_string(),
-        // The stream ended without our stop: the process exited (or was
-        // killed), or someone stopped the session.
-        None if !alive(procfs, port.pid) => "process exited".to_string(),
-        None => "stopped by the runtime".to_string(),
-    };
     let summary = TraceSummary {
         events: out.sent,
         dropped: out.decoder.dropped(),
-        stopped: stopped_why.clone(),
+        stopped: ended.why,
         complete: out.decoder.ended() && !out.raw,
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        session,
-        error: out.error.clone().or(stop_error),
+        seconds: ended.seconds,
+        session: ended.session,
+        error: out.error.clone().or(ended.error),
     };
-    tracing::info!(
-        pid = port.pid,
-        session,
-        events = out.decoder.events(),
-        stopped = %stopped_why,
-        complete = summary.complete,
-        "EventPipe session ended"
-    );
     let last = out.finish(summary);
-    if !last.is_empty() && !client_gone {
+    if !last.is_empty() {
         send(last);
     }
 }

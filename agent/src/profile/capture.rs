@@ -161,16 +161,23 @@ struct ProcessState {
     comm: String,
     symbols: ProcessSymbols,
     threads: HashMap<u32, String>,
+    /// For a .NET process: the session naming its managed methods.
+    rundown: Option<crate::dotnet::rundown::Rundown>,
 }
 
 impl ProcessState {
     fn new(procfs: &Procfs, pid: u32) -> Self {
+        let symbols = ProcessSymbols::new(procfs, pid);
+        let rundown = symbols
+            .is_dotnet()
+            .then(|| crate::dotnet::rundown::Rundown::start(procfs, pid));
         Self {
             comm: procfs
                 .stat(pid)
                 .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
-            symbols: ProcessSymbols::new(procfs, pid),
+            symbols,
             threads: HashMap::new(),
+            rundown,
         }
     }
 }
@@ -306,6 +313,22 @@ pub fn run(
     let duration = start.elapsed();
     let ended = Instant::now();
     drop(samplers);
+    // .NET: the runtime's rundown names the managed frames.
+    for (pid, state) in &mut procs {
+        if let Some(rundown) = state.rundown.take() {
+            match rundown.finish() {
+                Ok(table) => {
+                    tracing::debug!(
+                        pid,
+                        methods = table.len(),
+                        "managed methods named by rundown"
+                    );
+                    state.symbols.set_managed(table);
+                }
+                Err(e) => state.symbols.note_error("[dotnet rundown]", e),
+            }
+        }
+    }
 
     let named = raw.into_iter().filter_map(|(stack, count)| {
         let state = procs.get(&stack.pid)?;

@@ -27,6 +27,8 @@ pub struct ProcessSymbols {
     pending: HashSet<u64>,
     named: HashMap<u64, Frame>,
     errors: std::collections::BTreeMap<String, String>,
+    /// Managed methods named by the .NET runtime (rundown).
+    managed: Option<crate::dotnet::rundown::MethodTable>,
 }
 
 impl std::fmt::Debug for ProcessSymbols {
@@ -67,6 +69,7 @@ impl ProcessSymbols {
             pending: HashSet::new(),
             named: HashMap::new(),
             errors: Default::default(),
+            managed: None,
         }
     }
 
@@ -168,6 +171,22 @@ impl ProcessSymbols {
         }
     }
 
+    /// Whether the process runs CoreCLR.
+    pub fn is_dotnet(&self) -> bool {
+        crate::dotnet::port::is_dotnet(&self.maps)
+    }
+
+    /// Names managed code (JIT and ReadyToRun) with the runtime's own
+    /// method table; these names win over perf-map and ELF names.
+    pub fn set_managed(&mut self, table: crate::dotnet::rundown::MethodTable) {
+        self.managed = Some(table);
+    }
+
+    /// Records an error of a symbol source that is not a module file.
+    pub fn note_error(&mut self, source: &str, error: String) {
+        self.errors.entry(source.to_string()).or_insert(error);
+    }
+
     /// Symbolization errors by module path (the first one of each).
     pub fn errors(&self) -> &std::collections::BTreeMap<String, String> {
         &self.errors
@@ -175,6 +194,13 @@ impl ProcessSymbols {
 
     /// The frame for `addr`: its name, or `[unknown] module+0xoffset`.
     pub fn frame(&self, addr: u64) -> Frame {
+        if let Some((method, module)) = self.managed.as_ref().and_then(|t| t.lookup(addr)) {
+            return Frame {
+                name: method.name.clone(),
+                kind: FrameKind::Jit,
+                module: module.map(str::to_string),
+            };
+        }
         if let Some(frame) = self.named.get(&addr) {
             return frame.clone();
         }

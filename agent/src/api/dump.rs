@@ -1,0 +1,67 @@
+//! `/v1/dump`.
+
+use std::io::Read as _;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::query::Query as Params;
+use super::stream::ready_then_stream;
+use super::{AgentState, ApiError};
+use crate::dump;
+
+/// The size of the chunks a dump is sent in.
+const CHUNK: usize = 1 << 20;
+
+pub(super) async fn dump(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = dump::spec::parse(&query)?;
+    state.procfs.check_visible(&[spec.pid])?;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs.clone();
+    let pid = spec.pid;
+    let ((bytes, via), body) = ready_then_stream(4, permit, move |ready, chunks, _cancel| {
+        let mut taken = match dump::dotnet::take(&procfs, &spec) {
+            Ok(taken) => taken,
+            Err(e) => return ready.send(Err(e)),
+        };
+        ready.send(Ok((taken.bytes, taken.via)));
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match taken.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !chunks.send(buf[..n].to_vec()) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The body ends short of its Content-Length: the
+                    // client sees a broken transfer, not a short file.
+                    tracing::warn!(pid, error = %e, "reading the dump failed");
+                    break;
+                }
+            }
+        }
+    })
+    .await?;
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, bytes.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"core.{pid}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = via.parse() {
+        response.headers_mut().insert("x-tracecar-dump-via", v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,311 @@
+//! Managed method names for CPU profiles, from the runtime itself: while a
+//! profile samples a .NET process, an EventPipe session with the runtime's
+//! JIT and loader keywords records every method compiled meanwhile
+//! (`MethodLoadVerbose`, tier-ups included), and its rundown at the stop
+//! lists every method that has code (`MethodDCEndVerbose`, ReadyToRun
+//! methods included) with its start address, size and names. No perf map,
+//! no environment variable, no restart.
+//!
+//! [`MethodTable`] is the pure part: events in, a range lookup out. A newer
+//! method at an address replaces what was there (code memory is reused
+//! after unloads and re-JITs).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::ipc::{Command, ProviderConfig};
+use super::metadata::{self, RUNTIME};
+use super::nettrace::Decoder;
+use super::port::Port;
+use super::session::{self, Flow};
+use crate::procfs::Procfs;
+
+/// One method's native code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method {
+    /// First byte of its code.
+    pub start: u64,
+    /// Bytes of code.
+    pub size: u32,
+    /// `Namespace.Type.Method(args)`.
+    pub name: String,
+    /// The runtime's id of its module.
+    pub module_id: Option<u64>,
+}
+
+/// Methods by address.
+#[derive(Debug, Default, Clone)]
+pub struct MethodTable {
+    methods: BTreeMap<u64, Method>,
+    /// Module id → IL path.
+    modules: BTreeMap<u64, String>,
+}
+
+/// `Namespace.Type` + `Method` + the parameter list of an ETW signature
+/// (`"int64  (int32,class System.String)"` → `(int32,class System.String)`).
+pub fn method_name(namespace: &str, name: &str, signature: &str) -> String {
+    let params = signature.find('(').map_or("", |i| &signature[i..]);
+    if namespace.is_empty() {
+        format!("{name}{params}")
+    } else {
+        format!("{namespace}.{name}{params}")
+    }
+}
+
+impl MethodTable {
+    /// Takes one decoded runtime or rundown event; others are ignored.
+    pub fn add_event(&mut self, event: &str, fields: &Map<String, Value>) {
+        let u = |k: &str| fields.get(k).and_then(Value::as_u64);
+        let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+        match event {
+            "MethodLoadVerbose" | "MethodDCStartVerbose" | "MethodDCEndVerbose" => {
+                let (Some(start), Some(size)) = (u("MethodStartAddress"), u("MethodSize")) else {
+                    return;
+                };
+                let Ok(size) = u32::try_from(size) else {
+                    return;
+                };
+                if start == 0 || size == 0 {
+                    return;
+                }
+                let module_id = u("ModuleID");
+                self.insert(Method {
+                    start,
+                    size,
+                    name: method_name(s("MethodNamespace"), s("MethodName"), s("MethodSignature")),
+                    module_id,
+                });
+            }
+            "ModuleLoad" | "ModuleDCStart" | "ModuleDCEnd" => {
+                if let Some(id) = u("ModuleID") {
+                    let path = s("ModuleILPath");
+                    // Rundown lists methods before their modules: the
+                    // module is looked up when a method is.
+                    if !path.is_empty() {
+                        self.modules.insert(id, path.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn insert(&mut self, method: Method) {
+        let end = method.start + u64::from(method.size);
+        // Whatever overlaps the new code is gone.
+        let overlapping: Vec<u64> = self
+            .methods
+            .range(..end)
+            .rev()
+            .take_while(|(_, m)| m.start + u64::from(m.size) > method.start)
+            .map(|(s, _)| *s)
+            .collect();
+        for start in overlapping {
+            self.methods.remove(&start);
+        }
+        self.methods.insert(method.start, method);
+    }
+
+    /// The method whose code holds `addr`, and its module's file.
+    pub fn lookup(&self, addr: u64) -> Option<(&Method, Option<&str>)> {
+        let (_, m) = self.methods.range(..=addr).next_back()?;
+        let module = m
+            .module_id
+            .and_then(|id| self.modules.get(&id))
+            .map(String::as_str);
+        (addr < m.start + u64::from(m.size)).then_some((m, module))
+    }
+
+    /// Methods known.
+    pub fn len(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// Whether no method is known.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+    }
+}
+
+/// A background session collecting method names for one process.
+#[derive(Debug)]
+pub struct Rundown {
+    stop: Arc<AtomicBool>,
+    worker: std::thread::JoinHandle<Result<MethodTable, String>>,
+}
+
+impl Rundown {
+    /// Starts collecting for `pid` (a .NET process).
+    pub fn start(procfs: &Procfs, pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (procfs, flag) = (procfs.clone(), stop.clone());
+        let worker = std::thread::spawn(move || collect(&procfs, pid, &flag));
+        Self { stop, worker }
+    }
+
+    /// Stops the session and returns what it named (after the rundown).
+    pub fn finish(self) -> Result<MethodTable, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.worker
+            .join()
+            .map_err(|_| "the rundown worker panicked".to_string())?
+    }
+}
+
+/// JIT (0x10) and Loader (0x8) at verbose: method and module loads with
+/// names; the rundown comes with every session's stop.
+fn command() -> Command {
+    Command::CollectTracing {
+        buffer_mb: 64,
+        rundown: true,
+        providers: vec![ProviderConfig {
+            name: RUNTIME.to_string(),
+            keywords: 0x18,
+            level: 5,
+            filter: None,
+        }],
+    }
+}
+
+fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, String> {
+    let port = Port::find(procfs, pid).map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new();
+    let mut table = MethodTable::default();
+    let mut failed = None;
+    let mut start_error = None;
+    let ended = session::run(
+        procfs,
+        &port,
+        &command(),
+        // Until the profile ends (finish), at most a day.
+        Duration::from_secs(86_400),
+        stop,
+        |started| start_error = started.err().map(|e| e.to_string()),
+        |bytes| {
+            decoder.feed(bytes);
+            loop {
+                match decoder.next_event() {
+                    Ok(Some(event)) => {
+                        let m = &event.metadata;
+                        if let Some(fields) = m.fields.as_deref()
+                            && let Ok(values) = metadata::decode(fields, &event.payload)
+                        {
+                            table.add_event(&m.name, &values);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed.get_or_insert_with(|| e.to_string());
+                        return Flow::Gone;
+                    }
+                }
+            }
+            Flow::Continue
+        },
+    );
+    if let Some(e) = start_error {
+        return Err(e);
+    }
+    if let Some(e) = failed.or(ended.and_then(|e| e.error)) {
+        if table.is_empty() {
+            return Err(e);
+        }
+        tracing::warn!(pid, error = %e, "rundown incomplete");
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect()
+    }
+
+    fn load(table: &mut MethodTable, event: &str, start: u64, size: u64, name: &str) {
+        table.add_event(
+            event,
+            &fields(&[
+                ("MethodStartAddress", start.into()),
+                ("MethodSize", size.into()),
+                ("ModuleID", 7.into()),
+                ("MethodNamespace", "Shop.Cart".into()),
+                ("MethodName", name.into()),
+                ("MethodSignature", "int64  (int32)".into()),
+            ]),
+        );
+    }
+
+    #[test]
+    fn names_and_ranges() {
+        let mut t = MethodTable::default();
+        load(&mut t, "MethodDCEndVerbose", 0x1000, 0x100, "Total");
+        // Rundown sends modules after their methods.
+        t.add_event(
+            "ModuleDCEnd",
+            &fields(&[
+                ("ModuleID", 7.into()),
+                ("ModuleILPath", "/app/Shop.dll".into()),
+            ]),
+        );
+        load(&mut t, "MethodLoadVerbose", 0x2000, 0x10, "Add");
+        let (m, module) = t.lookup(0x10ff).unwrap();
+        assert_eq!(m.name, "Shop.Cart.Total(int32)");
+        assert_eq!(module, Some("/app/Shop.dll"));
+        assert!(t.lookup(0x1100).is_none(), "one past the end");
+        assert!(t.lookup(0xfff).is_none());
+        assert_eq!(t.lookup(0x2000).unwrap().0.name, "Shop.Cart.Add(int32)");
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn newer_code_replaces_what_it_overlaps() {
+        let mut t = MethodTable::default();
+        load(&mut t, "MethodLoadVerbose", 0x1000, 0x100, "Old");
+        load(&mut t, "MethodLoadVerbose", 0x1080, 0x100, "New");
+        assert_eq!(t.lookup(0x1090).unwrap().0.name, "Shop.Cart.New(int32)");
+        assert!(t.lookup(0x1010).is_none(), "the old method is gone");
+        // Zero-sized or unplaced methods are not entries.
+        load(&mut t, "MethodLoadVerbose", 0, 0x10, "Nowhere");
+        load(&mut t, "MethodLoadVerbose", 0x5000, 0, "Empty");
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn signatures_give_the_parameter_list() {
+        assert_eq!(
+            method_name("A.B", "C", "instance void  (class System.String,int32)"),
+            "A.B.C(class System.String,int32)"
+        );
+        assert_eq!(method_name("", "Main", ""), "Main");
+    }
+
+    /// The rundown the 3.1 runtime sent for the sample app.
+    #[test]
+    fn the_recorded_rundown_names_the_apps_methods() {
+        let mut d = Decoder::new();
+        d.feed(include_bytes!("../../tests/fixtures/dotnet/burst.nettrace"));
+        let mut t = MethodTable::default();
+        let mut burst = None;
+        while let Some(e) = d.next_event().unwrap() {
+            let values =
+                metadata::decode(e.metadata.fields.as_deref().unwrap_or(&[]), &e.payload).unwrap();
+            if e.metadata.name == "MethodDCEndVerbose" && values["MethodName"] == "Burst" {
+                burst = values["MethodStartAddress"].as_u64();
+            }
+            t.add_event(&e.metadata.name, &values);
+        }
+        assert!(t.len() > 100);
+        let (m, module) = t.lookup(burst.unwrap() + 1).unwrap();
+        assert_eq!(m.name, "Tracecar.Sample.Work.Burst(int32,bool)");
+        assert!(module.unwrap().ends_with("/App.dll"), "{module:?}");
+    }
+}

@@ -1,0 +1,122 @@
+//! `/v1/dump`: a core file of a process, streamed.
+//!
+//! For .NET the runtime writes the dump itself (the diagnostic port's
+//! `CreateCoreDump`, which runs the runtime's own `createdump` as the
+//! app's user) into the app's TMPDIR, under a name the agent picks. The
+//! agent opens it inside the app's root without following symlinks,
+//! checks that it is a regular file within the size limit, **unlinks it
+//! at once** and streams it from the open descriptor: whatever happens
+//! next (a disconnect, an error, the agent dying), nothing is left on the
+//! app's disk. A failed dump's file is removed too.
+//!
+//! Decisions:
+//! - the seed's "run createdump by hand" route is not a fallback here:
+//!   `createdump` lives in the app's filesystem, and the root agent does
+//!   not execute binaries the app controls;
+//! - before a `full` or `heap` dump the agent checks that the app's
+//!   TMPDIR has room for the process's resident memory, and refuses with
+//!   507 if not, instead of filling the app's disk.
+
+pub mod dotnet;
+pub mod spec;
+
+use std::os::fd::OwnedFd;
+
+/// A finished dump, open and already unlinked.
+#[derive(Debug)]
+pub struct Dump {
+    /// The file, to stream.
+    pub file: std::fs::File,
+    /// Its size.
+    pub bytes: u64,
+    /// How it was taken (`dotnet` for the runtime's own dump).
+    pub via: &'static str,
+}
+
+/// Why a dump could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The process cannot be read.
+    #[error("cannot read /proc/{pid}: {source}")]
+    Proc {
+        /// The process.
+        pid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Only .NET processes can be dumped (so far).
+    #[error("pid {pid} is not a .NET process; dumps of native processes are not supported yet")]
+    Unsupported {
+        /// The process.
+        pid: u32,
+    },
+    /// The diagnostic port failed.
+    #[error(transparent)]
+    Port(#[from] crate::dotnet::port::PortError),
+    /// The runtime said the dump failed.
+    #[error("the runtime could not write the dump (HRESULT {hresult:#010x})")]
+    Failed {
+        /// Its answer.
+        hresult: u32,
+    },
+    /// The app's TMPDIR cannot hold the dump.
+    #[error(
+        "{dir} in pid {pid}'s filesystem has {free_mb} MiB free; a {kind} dump needs about {need_mb} MiB"
+    )]
+    NoRoom {
+        /// The process.
+        pid: u32,
+        /// The directory.
+        dir: String,
+        /// Free space.
+        free_mb: u64,
+        /// Estimated need.
+        need_mb: u64,
+        /// The dump kind.
+        kind: &'static str,
+    },
+    /// The dump is larger than allowed.
+    #[error("the dump is {mb} MiB, over the limit of {limit_mb} MiB; it was removed")]
+    TooLarge {
+        /// Its size.
+        mb: u64,
+        /// The limit.
+        limit_mb: u64,
+    },
+    /// The file the runtime wrote is not what the agent expects.
+    #[error("the dump at {path} cannot be read: {why}")]
+    Unreadable {
+        /// The path, as the process sees it.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Opens `name` in `dir` (a descriptor resolved inside the app's root)
+/// without following symlinks, checks that it is a regular file, and
+/// unlinks it.
+fn take_file(dir: &OwnedFd, name: &str, path: &str) -> Result<(std::fs::File, u64), DumpError> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let unreadable = |why: String| DumpError::Unreadable {
+        path: path.to_string(),
+        why,
+    };
+    let opened = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    // Unlink first, whatever it is: nothing stays behind.
+    let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+    let fd = opened.map_err(|e| unreadable(e.to_string()))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| unreadable(e.to_string()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(unreadable("not a regular file".into()));
+    }
+    Ok((
+        std::fs::File::from(fd),
+        u64::try_from(stat.st_size).unwrap_or(0),
+    ))
+}

@@ -1,0 +1,81 @@
+//! `/v1/dump` requests.
+
+use crate::api::query::{self, Query, SpecError, reject_unknown};
+use crate::dotnet::ipc::DumpType;
+
+/// A validated `/v1/dump` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpSpec {
+    /// The process.
+    pub pid: u32,
+    /// What the dump contains.
+    pub kind: DumpType,
+    /// The largest dump sent, in MiB.
+    pub limit_mb: u32,
+}
+
+/// The kinds, by their query names.
+pub const KINDS: &[(&str, DumpType)] = &[
+    ("mini", DumpType::Mini),
+    ("heap", DumpType::Heap),
+    ("triage", DumpType::Triage),
+    ("full", DumpType::Full),
+];
+
+/// The name of a kind.
+pub fn kind_name(kind: DumpType) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map_or("heap", |(n, _)| n)
+}
+
+/// Parses a `/v1/dump` query. `type` defaults to `heap` (what
+/// `dotnet-dump analyze` needs to walk objects; dotnet-monitor's default).
+pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
+    reject_unknown(query, &["pid", "type", "limit_mb"])?;
+    let pid = query::required_pid(query)?;
+    let kind = match query.get("type") {
+        None => DumpType::Heap,
+        Some(raw) => KINDS
+            .iter()
+            .find(|(n, _)| n == raw)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                SpecError::new(
+                    format!("type={raw:?}"),
+                    "type=mini, heap (the default), triage or full",
+                )
+            })?,
+    };
+    let limit_mb = query::number(query, "limit_mb", 4096, 1..=65536)?;
+    Ok(DumpSpec {
+        pid,
+        kind,
+        limit_mb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dump_queries() {
+        let s = parse(&q(&[("pid", "3")])).unwrap();
+        assert_eq!((s.pid, s.kind, s.limit_mb), (3, DumpType::Heap, 4096));
+        let f = parse(&q(&[("pid", "3"), ("type", "full"), ("limit_mb", "10")])).unwrap();
+        assert_eq!((f.kind, f.limit_mb), (DumpType::Full, 10));
+        assert_eq!(kind_name(DumpType::Triage), "triage");
+        assert!(parse(&q(&[("pid", "3"), ("type", "huge")])).is_err());
+        assert!(parse(&q(&[("type", "full")])).is_err());
+        assert!(parse(&q(&[("pid", "3"), ("limit_mb", "0")])).is_err());
+    }
+}
