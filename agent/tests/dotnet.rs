@@ -427,7 +427,11 @@ fn perf_map_method(name: &str) -> String {
     let colons = name.find("::").unwrap_or(0);
     let start = name[..colons].rfind("] ").map_or(0, |i| i + 2);
     let method = &name[start..];
-    method.split('(').next().unwrap_or(method).replace("::", ".")
+    method
+        .split('(')
+        .next()
+        .unwrap_or(method)
+        .replace("::", ".")
 }
 
 #[test]
@@ -526,4 +530,47 @@ fn managed_frames_are_named_without_perf_maps() {
     // Its callers are named too.
     assert!(common::samples_with(&folded, "Tracecar.Sample.Work.Spin()") * 10 > total * 8);
     assert!(!std::path::Path::new(&format!("/tmp/perf-{}.map", app.pid())).exists());
+}
+
+#[test]
+fn counters_stream_snapshots_and_one_prometheus_scrape() {
+    let Some(_serial) = begin("counters_stream_snapshots_and_one_prometheus_scrape") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["serve"], &[]);
+    let snapshots = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/counters?pid={}&seconds=4&interval=1",
+        app.pid()
+    )));
+    assert!((3..=5).contains(&snapshots.len()), "{}", snapshots.len());
+    for s in &snapshots[..snapshots.len() - 1] {
+        // One interval each (the 3.1 runtime's extra short polls folded in).
+        let interval = s["interval_s"].as_f64().unwrap();
+        assert!((0.5..1.5).contains(&interval), "{s}");
+        let rt = &s["counters"]["System.Runtime"];
+        assert!(rt["working-set"]["value"].as_f64().unwrap() > 1.0, "{rt}");
+        assert_eq!(rt["working-set"]["unit"], "MB");
+        assert_eq!(rt["alloc-rate"]["kind"], "sum");
+        // The sample app allocates strings on every request.
+        assert!(rt["alloc-rate"]["value"].as_f64().unwrap() > 0.0, "{rt}");
+    }
+    let started = Instant::now();
+    let text = String::from_utf8(agent.get_ok(&format!(
+        "/v1/dotnet/counters?pid={}&format=prometheus",
+        app.pid()
+    )))
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        text.contains("# TYPE system_runtime_cpu_usage gauge"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("system_runtime_working_set{"))
+        .expect("working set");
+    assert!(line.contains(&format!("pid=\"{}\"", app.pid())), "{line}");
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 1.0);
 }

@@ -69,3 +69,31 @@ pub struct DotnetInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assembly: Option<String>,
 }
+
+/// One counter's value in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterValue {
+    /// The mean over the interval (`mean` counters) or the increment
+    /// during it (`sum` counters).
+    pub value: f64,
+    /// `mean` or `sum`.
+    pub kind: String,
+    /// The unit the counter declares (`MB`, `%`, …), if any.
+    pub unit: String,
+    /// The counter's display name.
+    pub display: String,
+}
+
+/// One line of `/v1/dotnet/counters`: every counter of one interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterSnapshot {
+    /// When the interval's first counter arrived (CLOCK_MONOTONIC, ns).
+    pub ts_ns: u64,
+    /// The process.
+    pub pid: u32,
+    /// The interval the runtime measured, in seconds.
+    pub interval_s: f64,
+    /// Provider → counter name → value.
+    pub counters:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, CounterValue>>,
+}

@@ -133,6 +133,59 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// .NET runtime events through the runtime's diagnostic port (EventPipe).
+    DotnetTrace {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// The .NET process (default: the pod's only app process).
+        #[arg(long)]
+        pid: Option<String>,
+        /// dotnet-trace's syntax, Name[:Keywords[:Level[:args]]],…, or
+        /// presets: gc, exceptions, jit, threadpool, cpu-sampling.
+        #[arg(long)]
+        providers: String,
+        /// How long to trace.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Output: .nettrace (PerfView, TraceEvent) or .json/.ndjson;
+        /// without it, NDJSON lines on the terminal.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// .NET EventCounters (System.Runtime and more), like dotnet-counters.
+    Counters {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// The .NET process (default: the pod's only app process).
+        #[arg(long)]
+        pid: Option<String>,
+        /// More EventCounters providers (comma list).
+        #[arg(long)]
+        providers: Option<String>,
+        /// How long to stream.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// The runtime's measuring interval, in seconds.
+        #[arg(long, default_value_t = 1)]
+        interval: u32,
+        /// One scrape in the Prometheus text format.
+        #[arg(long)]
+        prometheus: bool,
+    },
+    /// A core dump of a .NET process, written by its runtime.
+    Dump {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// The process (default: the pod's only app process).
+        #[arg(long)]
+        pid: Option<String>,
+        /// mini, heap (default), triage or full.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// The core file.
+        #[arg(short = 'o', long, default_value = "core")]
+        output: String,
+    },
     /// What works in the sidecar, with hints for what does not.
     Status {
         /// POD, pod/POD or deploy/NAME.

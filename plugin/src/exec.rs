@@ -5,7 +5,7 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command as Process, Stdio};
 
 use crate::cli::Cli;
-use crate::output::{Progress, Sink, save, write_error};
+use crate::output::{Bar, Progress, Sink, save, write_error};
 use crate::run::PluginError;
 use crate::target::{self, KubeFlags, Runtime, Target};
 
@@ -70,18 +70,13 @@ impl Caller<'_> {
     /// The whole answer to `path`.
     pub(crate) fn body(&self, path: &str) -> Result<Vec<u8>, PluginError> {
         let mut body = Vec::new();
-        self.get(path, Sink::Memory(&mut body), None)?;
+        self.get(path, Sink::Memory(&mut body), Bar::None)?;
         Ok(body)
     }
 
-    /// GETs `path` from the agent into `sink`; with `seconds`, shows a
-    /// progress bar until the first bytes arrive.
-    pub(crate) fn get(
-        &self,
-        path: &str,
-        sink: Sink<'_>,
-        seconds: Option<u32>,
-    ) -> Result<(), PluginError> {
+    /// GETs `path` from the agent into `sink`, with the progress `bar`
+    /// asks for (time left of a capture, or bytes received).
+    pub(crate) fn get(&self, path: &str, sink: Sink<'_>, bar: Bar) -> Result<(), PluginError> {
         let argv = target::exec(
             self.cli.runtime,
             &self.flags,
@@ -100,7 +95,7 @@ impl Caller<'_> {
                 program: program.to_owned(),
                 source,
             })?;
-        let progress = seconds.map(Progress::start);
+        let progress = Progress::start(bar);
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         // stderr is read on its own thread so that a chatty exec cannot

@@ -64,7 +64,7 @@ pub(crate) fn save(
             break;
         }
         if let Some(progress) = progress {
-            progress.receiving();
+            progress.receiving(n);
         }
         match handle.as_mut() {
             Some(f) => f.write_all(&chunk[..n]).map_err(|e| write_error(file, e))?,
@@ -87,15 +87,50 @@ pub(crate) fn save(
     std::fs::rename(&partial, file).map_err(|e| write_error(file, e))
 }
 
-/// A progress bar with time remaining for captures of known length.
+/// Which progress bar a request shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bar {
+    /// None.
+    None,
+    /// Time left of a capture of this many seconds, until bytes arrive.
+    Seconds(u32),
+    /// Bytes received so far (dumps).
+    Bytes,
+}
+
+/// A progress bar: time remaining for captures of known length, or bytes
+/// received for downloads.
 pub(crate) struct Progress {
     done: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
     bar: indicatif::ProgressBar,
+    bytes: bool,
 }
 
 impl Progress {
-    pub(crate) fn start(seconds: u32) -> Self {
+    pub(crate) fn start(bar: Bar) -> Option<Self> {
+        match bar {
+            Bar::None => None,
+            Bar::Seconds(seconds) => Some(Self::capture(seconds)),
+            Bar::Bytes => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} received {bytes} ({binary_bytes_per_sec}) {msg}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Some(Self {
+                    done: Arc::new(AtomicBool::new(true)),
+                    ticker: None,
+                    bar,
+                    bytes: true,
+                })
+            }
+        }
+    }
+
+    fn capture(seconds: u32) -> Self {
         let total = u64::from(seconds) * 10;
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) =
@@ -126,11 +161,16 @@ impl Progress {
             done,
             ticker: Some(ticker),
             bar,
+            bytes: false,
         }
     }
 
-    pub(crate) fn receiving(&self) {
-        self.bar.set_message("receiving…");
+    pub(crate) fn receiving(&self, n: usize) {
+        if self.bytes {
+            self.bar.inc(n as u64);
+        } else {
+            self.bar.set_message("receiving…");
+        }
     }
 
     pub(crate) fn finish(mut self) {

@@ -142,6 +142,64 @@ pub fn lttng_record_path(session: &Session<'_>, format: OutputFormat) -> String 
     path("/v1/lttng/record", &params)
 }
 
+/// `/v1/dotnet/trace` for `kubectl tracecar dotnet-trace`.
+pub fn dotnet_trace_path(
+    pid: &str,
+    providers: &str,
+    seconds: u32,
+    format: Option<OutputFormat>,
+) -> String {
+    path(
+        "/v1/dotnet/trace",
+        &[
+            ("pid", Some(pid.to_owned())),
+            ("providers", Some(providers.to_owned())),
+            ("seconds", Some(seconds.to_string())),
+            ("format", format.map(|f| f.agent.to_owned())),
+        ],
+    )
+}
+
+/// `/v1/dotnet/trace` format from `-o NAME`: `.nettrace`, `.json`/`.ndjson`.
+pub fn dotnet_trace_format(file: &str) -> Option<OutputFormat> {
+    let agent = if file.ends_with(".nettrace") {
+        "nettrace"
+    } else if file.ends_with(".json") || file.ends_with(".ndjson") {
+        "json"
+    } else {
+        return None;
+    };
+    Some(OutputFormat { agent })
+}
+
+/// `/v1/dotnet/counters` for `kubectl tracecar counters`.
+pub fn counters_path(
+    pid: &str,
+    providers: Option<&str>,
+    seconds: u32,
+    interval: u32,
+    prometheus: bool,
+) -> String {
+    path(
+        "/v1/dotnet/counters",
+        &[
+            ("pid", Some(pid.to_owned())),
+            ("providers", some(providers)),
+            ("seconds", Some(seconds.to_string())),
+            ("interval", Some(interval.to_string())),
+            ("format", prometheus.then(|| "prometheus".to_owned())),
+        ],
+    )
+}
+
+/// `/v1/dump` for `kubectl tracecar dump`.
+pub fn dump_path(pid: &str, kind: Option<&str>) -> String {
+    path(
+        "/v1/dump",
+        &[("pid", Some(pid.to_owned())), ("type", some(kind))],
+    )
+}
+
 /// A format the output file's name asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputFormat {
@@ -346,6 +404,28 @@ mod tests {
         assert_eq!(agent(lttng_format("events.ndjson")), Some("json"));
         assert_eq!(agent(lttng_format("trace.txt")), Some("text"));
         assert_eq!(agent(lttng_format("trace.zip")), None);
+        assert_eq!(agent(dotnet_trace_format("gc.nettrace")), Some("nettrace"));
+        assert_eq!(agent(dotnet_trace_format("gc.ndjson")), Some("json"));
+        assert_eq!(agent(dotnet_trace_format("gc.etl")), None);
+    }
+
+    #[test]
+    fn dotnet_requests() {
+        assert_eq!(
+            dotnet_trace_path(
+                "7",
+                "gc,My-Source:0x1:4",
+                5,
+                dotnet_trace_format("a.nettrace")
+            ),
+            "/v1/dotnet/trace?pid=7&providers=gc,My-Source:0x1:4&seconds=5&format=nettrace"
+        );
+        assert_eq!(
+            counters_path("7", None, 10, 1, true),
+            "/v1/dotnet/counters?pid=7&seconds=10&interval=1&format=prometheus"
+        );
+        assert_eq!(dump_path("7", Some("full")), "/v1/dump?pid=7&type=full");
+        assert_eq!(dump_path("7", None), "/v1/dump?pid=7");
     }
 
     #[test]

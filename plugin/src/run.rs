@@ -5,7 +5,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::exec::{self, Caller};
-use crate::output::{Sink, as_is, print_rendered};
+use crate::output::{Bar, Sink, as_is, print_rendered};
 use crate::request::{self, OutputFormat};
 use crate::target::{self, KubeFlags};
 use tracecar_api::error::ErrorBody;
@@ -131,7 +131,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             )?;
             let path =
                 request::profile_path(*seconds, *hz, pid.as_deref(), unwind.as_deref(), format);
-            call(target)?.get(&path, Sink::File(output), Some(*seconds))?;
+            call(target)?.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
             eprintln!("wrote {output}");
         }
         Command::Trace {
@@ -163,7 +163,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             });
             let pretty = |line: &str| request::trace_line(symbol, line);
             let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
-            caller.get(&path, Sink::Lines(render), None)?;
+            caller.get(&path, Sink::Lines(render), Bar::None)?;
         }
         Command::Lttng {
             target,
@@ -191,7 +191,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             };
             if *live {
                 let path = request::lttng_live_path(&session);
-                return caller.get(&path, Sink::Lines(&as_is), None);
+                return caller.get(&path, Sink::Lines(&as_is), Bar::None);
             }
             let format = format_of(
                 output,
@@ -199,11 +199,78 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                 ".tar.gz (CTF), .json/.ndjson or .txt",
             )?;
             let path = request::lttng_record_path(&session, format);
-            caller.get(&path, Sink::File(output), Some(*seconds))?;
+            caller.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
+            eprintln!("wrote {output}");
+        }
+        Command::DotnetTrace {
+            target,
+            pid,
+            providers,
+            seconds,
+            output,
+        } => {
+            let caller = call(target)?;
+            let pid = pid_or_only_app(&caller, pid.as_deref())?;
+            let format = match output.as_deref() {
+                None => None,
+                Some(file) => Some(format_of(
+                    file,
+                    request::dotnet_trace_format(file),
+                    ".nettrace (PerfView, TraceEvent) or .json/.ndjson",
+                )?),
+            };
+            let path = request::dotnet_trace_path(&pid, providers, *seconds, format);
+            match (output, format) {
+                (Some(file), Some(_)) => {
+                    caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
+                    eprintln!("wrote {file}");
+                }
+                _ => caller.get(&path, Sink::Lines(&as_is), Bar::None)?,
+            }
+        }
+        Command::Counters {
+            target,
+            pid,
+            providers,
+            seconds,
+            interval,
+            prometheus,
+        } => {
+            let caller = call(target)?;
+            let pid = pid_or_only_app(&caller, pid.as_deref())?;
+            let path = request::counters_path(
+                &pid,
+                providers.as_deref(),
+                *seconds,
+                *interval,
+                *prometheus,
+            );
+            caller.get(&path, Sink::Lines(&as_is), Bar::None)?;
+        }
+        Command::Dump {
+            target,
+            pid,
+            kind,
+            output,
+        } => {
+            let caller = call(target)?;
+            let pid = pid_or_only_app(&caller, pid.as_deref())?;
+            let path = request::dump_path(&pid, kind.as_deref());
+            caller.get(&path, Sink::File(output), Bar::Bytes)?;
             eprintln!("wrote {output}");
         }
     }
     Ok(())
+}
+
+/// `--pid`, or the pod's only app process.
+fn pid_or_only_app(caller: &Caller<'_>, pid: Option<&str>) -> Result<String, PluginError> {
+    match pid {
+        Some(pid) => Ok(pid.to_owned()),
+        None => request::only_app_pid(&caller.body("/v1/processes")?)
+            .map_err(PluginError::Processes)
+            .map(|p| p.to_string()),
+    }
 }
 
 fn format_of(

@@ -1,4 +1,4 @@
-//! `/v1/dotnet/trace`.
+//! `/v1/dotnet/trace` and `/v1/dotnet/counters`.
 
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
+use crate::dotnet::counters::{self, CountersFormat};
 use crate::dotnet::port::Port;
 use crate::dotnet::providers::{self, TraceFormat};
 use crate::dotnet::session;
@@ -50,4 +51,44 @@ pub(super) async fn trace(
         headers.insert("x-tracecar-session", v);
     }
     Ok(response)
+}
+
+pub(super) async fn counters(
+    State(state): State<AgentState>,
+    Query(query): Query<Params>,
+) -> Result<Response, ApiError> {
+    let spec = counters::parse(&query)?;
+    state.procfs.check_visible(&[spec.pid])?;
+    let procfs = state.procfs.clone();
+    let pid = spec.pid;
+    let port = blocking(move || Port::find(&procfs, pid)).await??;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs.clone();
+    let format = spec.format;
+    let ((), body) = ready_then_stream(16, permit, move |ready, chunks, cancel| {
+        counters::stream(
+            &procfs,
+            &port,
+            &spec,
+            &cancel,
+            |started| ready.send(started.map(drop)),
+            |snapshot| {
+                let chunk = match format {
+                    CountersFormat::Json => {
+                        let mut line = serde_json::to_vec(&snapshot).unwrap_or_default();
+                        line.push(b'\n');
+                        line
+                    }
+                    CountersFormat::Prometheus => counters::prometheus(&snapshot).into_bytes(),
+                };
+                chunks.send(chunk)
+            },
+        );
+    })
+    .await?;
+    let content_type = match format {
+        CountersFormat::Json => "application/x-ndjson",
+        CountersFormat::Prometheus => "text/plain; version=0.0.4",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

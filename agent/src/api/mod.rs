@@ -101,7 +101,7 @@ fn slot(semaphore: &Arc<Semaphore>, full: String) -> Result<OwnedSemaphorePermit
 }
 
 /// Every endpoint, for the 404 hint.
-const ENDPOINTS: &str = "/healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /v1/dotnet/trace, /v1/dump, /debug/pprof/profile";
+const ENDPOINTS: &str = "/healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /v1/dotnet/trace, /v1/dotnet/counters, /v1/dump, /debug/pprof/profile";
 
 /// The API routes.
 pub fn router(state: AgentState) -> Router {
@@ -118,6 +118,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/v1/lttng/record", get(lttng::record))
         .route("/v1/lttng/live", get(lttng::live))
         .route("/v1/dotnet/trace", get(dotnet::trace))
+        .route("/v1/dotnet/counters", get(dotnet::counters))
         .route("/v1/dump", get(dump::dump))
         .fallback(|| async {
             ApiError::new(

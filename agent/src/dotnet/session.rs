@@ -163,9 +163,21 @@ impl Output {
 
 /// Whether `pid` still runs (a zombie does not).
 fn alive(procfs: &Procfs, pid: u32) -> bool {
-    procfs
-        .stat(pid)
-        .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+    // A runtime that exits cleanly ends its sessions first: give it a
+    // moment to be gone.
+    let running = || {
+        procfs
+            .stat(pid)
+            .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running() {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Sends `StopTracing` from another thread: the runtime answers it only
@@ -314,6 +326,8 @@ pub fn run(
             }
         }
     }
+    // Close the stream first: a runtime that is exiting waits for it.
+    drop(stream);
     let stop_error =
         stopper.and_then(|s: std::thread::JoinHandle<Option<String>>| s.join().ok().flatten());
     let why = match stopped {

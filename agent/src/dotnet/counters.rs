@@ -1,0 +1,443 @@
+//! `/v1/dotnet/counters`: EventCounters (`System.Runtime` and any
+//! provider named), like dotnet-counters, as NDJSON snapshots or one
+//! Prometheus scrape.
+//!
+//! The runtime sends one `EventCounters` event per counter per interval.
+//! [`Snapshots`] (pure) groups them: a counter seen again starts the next
+//! snapshot. The 3.1 runtime also polls its counters a few milliseconds
+//! after each interval (a second timer; `IntervalSec` ≈ 0.005): such a
+//! short poll is folded into the interval before it — increments of `sum`
+//! counters are added, `mean` counters keep the interval's value — so that
+//! each snapshot covers one requested interval and no increment is lost.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tracecar_api::dotnet::{CounterSnapshot, CounterValue};
+
+use super::ipc::{Command, ProviderConfig};
+use super::nettrace::Decoder;
+use super::port::{Port, PortError};
+use super::session::{self, Flow, event_json};
+use crate::api::query::{self, Query, SpecError, reject_unknown};
+use crate::procfs::Procfs;
+
+/// The runtime's counters.
+pub const RUNTIME_COUNTERS: &str = "System.Runtime";
+
+/// What to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountersFormat {
+    /// NDJSON snapshots for `seconds`.
+    Json,
+    /// The first complete snapshot in the Prometheus text format.
+    Prometheus,
+}
+
+/// A validated `/v1/dotnet/counters` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountersSpec {
+    /// The process.
+    pub pid: u32,
+    /// EventCounter providers (`System.Runtime` first).
+    pub providers: Vec<String>,
+    /// How long to stream (JSON).
+    pub seconds: u32,
+    /// The runtime's measuring interval.
+    pub interval: u32,
+    /// What to answer with.
+    pub format: CountersFormat,
+}
+
+/// Parses a `/v1/dotnet/counters` query.
+pub fn parse(query: &Query) -> Result<CountersSpec, SpecError> {
+    reject_unknown(
+        query,
+        &["pid", "providers", "seconds", "interval", "format"],
+    )?;
+    let pid = query::required_pid(query)?;
+    let mut providers = vec![RUNTIME_COUNTERS.to_string()];
+    for name in query
+        .get("providers")
+        .map_or("", String::as_str)
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if name.len() > 256 || name.chars().any(|c| c.is_control() || c == ':' || c == '=') {
+            return Err(SpecError::new(
+                format!("{name:?} is not an EventCounters provider name"),
+                "providers=Name,… (EventSource names; System.Runtime is always on)",
+            ));
+        }
+        if !providers.iter().any(|p| p == name) {
+            providers.push(name.to_string());
+        }
+    }
+    if providers.len() > super::providers::MAX_PROVIDERS {
+        return Err(SpecError::new(
+            format!("{} providers", providers.len()),
+            format!("at most {}", super::providers::MAX_PROVIDERS),
+        ));
+    }
+    let interval = query::number(query, "interval", 1, 1..=3600)?;
+    let seconds = query::seconds(query, 10, 1..=86_400)?;
+    let format = match query.get("format").map(String::as_str) {
+        None | Some("json") => CountersFormat::Json,
+        Some("prometheus") => CountersFormat::Prometheus,
+        Some(other) => {
+            return Err(SpecError::new(
+                format!("format={other:?}"),
+                "format=json (NDJSON snapshots) or format=prometheus (one scrape)",
+            ));
+        }
+    };
+    Ok(CountersSpec {
+        pid,
+        providers,
+        seconds,
+        interval,
+        format,
+    })
+}
+
+/// Groups counter events into snapshots.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    pid: u32,
+    interval: f64,
+    current: Option<CounterSnapshot>,
+}
+
+impl Snapshots {
+    /// An empty grouping for `pid`, whose counters were asked for every
+    /// `interval` seconds.
+    pub fn new(pid: u32, interval: f64) -> Self {
+        Self {
+            pid,
+            interval,
+            current: None,
+        }
+    }
+
+    /// Takes one `EventCounters` payload; returns the previous snapshot
+    /// when this counter starts a new one.
+    pub fn add(
+        &mut self,
+        ts_ns: u64,
+        provider: &str,
+        fields: &Map<String, Value>,
+    ) -> Option<CounterSnapshot> {
+        // The payload is {"Payload": {...}}, under a field named "" on
+        // .NET Core 3.1.
+        let payload = fields
+            .get("Payload")
+            .or_else(|| fields.values().find_map(|v| v.get("Payload")))?
+            .as_object()?;
+        let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or_default();
+        let f = |k: &str| payload.get(k).and_then(Value::as_f64);
+        let name = s("Name").to_string();
+        if name.is_empty() {
+            return None;
+        }
+        let (kind, value) = match s("CounterType") {
+            "Sum" => ("sum", f("Increment")?),
+            _ => ("mean", f("Mean")?),
+        };
+        let interval = f("IntervalSec").unwrap_or(0.0);
+        let repeats = self.current.as_ref().is_some_and(|c| {
+            c.counters
+                .get(provider)
+                .is_some_and(|p| p.contains_key(&name))
+        });
+        if repeats && interval < self.interval / 2.0 {
+            // A short extra poll: part of the interval before.
+            if kind == "sum"
+                && let Some(v) = self
+                    .current
+                    .as_mut()
+                    .and_then(|c| c.counters.get_mut(provider))
+                    .and_then(|p| p.get_mut(&name))
+            {
+                v.value += value;
+            }
+            return None;
+        }
+        let done = if repeats { self.current.take() } else { None };
+        let current = self.current.get_or_insert_with(|| CounterSnapshot {
+            ts_ns,
+            pid: self.pid,
+            interval_s: (interval * 1000.0).round() / 1000.0,
+            counters: BTreeMap::new(),
+        });
+        current
+            .counters
+            .entry(provider.to_string())
+            .or_default()
+            .insert(
+                name,
+                CounterValue {
+                    value,
+                    kind: kind.to_string(),
+                    unit: s("DisplayUnits").to_string(),
+                    display: s("DisplayName").to_string(),
+                },
+            );
+        done
+    }
+
+    /// The snapshot being filled, at the end.
+    pub fn finish(&mut self) -> Option<CounterSnapshot> {
+        self.current.take()
+    }
+}
+
+/// A Prometheus metric name: `provider_counter` in lowercase, with every
+/// other character an underscore.
+pub fn metric_name(provider: &str, counter: &str) -> String {
+    let raw = format!("{provider}_{counter}").to_ascii_lowercase();
+    let mut out: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// A snapshot in the Prometheus text exposition format (every counter a
+/// gauge: a mean, or the increment over the interval).
+pub fn prometheus(snapshot: &CounterSnapshot) -> String {
+    let mut out = String::new();
+    for (provider, counters) in &snapshot.counters {
+        for (name, v) in counters {
+            let metric = metric_name(provider, name);
+            let what = if v.kind == "sum" {
+                format!("increment over {}s", snapshot.interval_s)
+            } else {
+                format!("mean over {}s", snapshot.interval_s)
+            };
+            let unit = if v.unit.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", v.unit)
+            };
+            let help = format!("{} ({what}{unit})", v.display)
+                .replace('\\', "\\\\")
+                .replace('\n', " ");
+            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
+            out.push_str(&format!(
+                "{metric}{{pid=\"{}\",provider=\"{}\"}} {}\n",
+                snapshot.pid,
+                provider.replace('\\', "\\\\").replace('"', "\\\""),
+                v.value
+            ));
+        }
+    }
+    out
+}
+
+fn command(spec: &CountersSpec) -> Command {
+    Command::CollectTracing {
+        buffer_mb: 16,
+        rundown: false,
+        providers: spec
+            .providers
+            .iter()
+            .map(|name| ProviderConfig {
+                name: name.clone(),
+                keywords: u64::MAX,
+                level: 5,
+                filter: Some(format!("EventCounterIntervalSec={}", spec.interval)),
+            })
+            .collect(),
+    }
+}
+
+/// Streams snapshots to `send` (one per interval, the last at the end), or
+/// for Prometheus the first complete one; `ready` as for traces.
+pub fn stream(
+    procfs: &Procfs,
+    port: &Port,
+    spec: &CountersSpec,
+    cancel: &AtomicBool,
+    ready: impl FnOnce(Result<u64, PortError>),
+    mut send: impl FnMut(CounterSnapshot) -> bool,
+) {
+    let mut decoder = Decoder::new();
+    let mut snapshots = Snapshots::new(spec.pid, f64::from(spec.interval));
+    let mut sent = 0u32;
+    let one = spec.format == CountersFormat::Prometheus;
+    // One scrape waits for two intervals: the first complete snapshot
+    // closes when the second starts.
+    let seconds = if one {
+        u64::from(spec.interval) * 2 + 2
+    } else {
+        u64::from(spec.seconds)
+    };
+    session::run(
+        procfs,
+        port,
+        &command(spec),
+        Duration::from_secs(seconds),
+        cancel,
+        ready,
+        |bytes| {
+            decoder.feed(bytes);
+            while let Ok(Some(event)) = decoder.next_event() {
+                if event.metadata.name != "EventCounters" {
+                    continue;
+                }
+                let json = event_json(&event, decoder.trace(), spec.pid);
+                if let Some(done) = snapshots.add(json.ts_ns, &json.provider, &json.fields) {
+                    if !send(done) {
+                        return Flow::Gone;
+                    }
+                    sent += 1;
+                    if one {
+                        return Flow::Limit;
+                    }
+                }
+            }
+            Flow::Continue
+        },
+    );
+    // The interval being filled when the session ended.
+    if (!one || sent == 0)
+        && let Some(last) = snapshots.finish()
+    {
+        send(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    fn mean(name: &str, value: f64) -> Map<String, Value> {
+        let payload = serde_json::json!({"": {"Payload": {
+            "Name": name, "DisplayName": name.to_uppercase(), "Mean": value,
+            "IntervalSec": 1.0001, "CounterType": "Mean", "DisplayUnits": "MB"}}});
+        payload.as_object().unwrap().clone()
+    }
+
+    fn sum(name: &str, increment: f64) -> Map<String, Value> {
+        sum_over(name, increment, 1.0)
+    }
+
+    fn sum_over(name: &str, increment: f64, interval: f64) -> Map<String, Value> {
+        let payload = serde_json::json!({"Payload": {
+            "Name": name, "DisplayName": name, "Increment": increment,
+            "IntervalSec": interval, "CounterType": "Sum", "DisplayUnits": ""}});
+        payload.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_short_extra_poll_is_folded_into_its_interval() {
+        let mut s = Snapshots::new(9, 1.0);
+        s.add(10, "System.Runtime", &sum("alloc-rate", 1000.0));
+        assert!(
+            s.add(15, "System.Runtime", &sum_over("alloc-rate", 40.0, 0.005))
+                .is_none()
+        );
+        let done = s
+            .add(1010, "System.Runtime", &sum("alloc-rate", 900.0))
+            .unwrap();
+        assert_eq!(done.counters["System.Runtime"]["alloc-rate"].value, 1040.0);
+        assert_eq!(
+            s.finish().unwrap().counters["System.Runtime"]["alloc-rate"].value,
+            900.0
+        );
+    }
+
+    #[test]
+    fn counters_group_into_one_snapshot_per_interval() {
+        let mut s = Snapshots::new(9, 1.0);
+        assert!(
+            s.add(10, "System.Runtime", &mean("working-set", 26.0))
+                .is_none()
+        );
+        assert!(
+            s.add(11, "System.Runtime", &sum("gen-0-gc-count", 2.0))
+                .is_none()
+        );
+        assert!(
+            s.add(12, "My.Source", &mean("working-set", 1.0)).is_none(),
+            "another provider"
+        );
+        let first = s
+            .add(1000, "System.Runtime", &mean("working-set", 27.0))
+            .unwrap();
+        assert_eq!(first.ts_ns, 10);
+        assert_eq!(first.interval_s, 1.0);
+        let rt = &first.counters["System.Runtime"];
+        assert_eq!(rt["working-set"].value, 26.0);
+        assert_eq!(rt["working-set"].unit, "MB");
+        assert_eq!(rt["gen-0-gc-count"].kind, "sum");
+        assert_eq!(rt["gen-0-gc-count"].value, 2.0);
+        assert_eq!(first.counters["My.Source"]["working-set"].value, 1.0);
+        let second = s.finish().unwrap();
+        assert_eq!(second.counters["System.Runtime"]["working-set"].value, 27.0);
+        assert!(s.finish().is_none());
+        // Not a counter payload.
+        assert!(s.add(1, "P", &Map::new()).is_none());
+        assert!(s.finish().is_none());
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let mut s = Snapshots::new(9, 1.0);
+        s.add(10, "System.Runtime", &mean("cpu-usage", 12.5));
+        s.add(11, "System.Runtime", &sum("gen-0-gc-count", 3.0));
+        let text = prometheus(&s.finish().unwrap());
+        assert!(
+            text.contains("# TYPE system_runtime_cpu_usage gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("system_runtime_cpu_usage{pid=\"9\",provider=\"System.Runtime\"} 12.5\n")
+        );
+        assert!(
+            text.contains(
+                "# HELP system_runtime_gen_0_gc_count gen-0-gc-count (increment over 1s)\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(metric_name("3rd.Party", "x-y"), "_3rd_party_x_y");
+    }
+
+    #[test]
+    fn counters_queries() {
+        let s = parse(&q(&[
+            ("pid", "4"),
+            ("providers", "My.Source, System.Runtime"),
+        ]))
+        .unwrap();
+        assert_eq!(s.providers, ["System.Runtime", "My.Source"]);
+        assert_eq!(
+            (s.interval, s.seconds, s.format),
+            (1, 10, CountersFormat::Json)
+        );
+        let p = parse(&q(&[
+            ("pid", "4"),
+            ("format", "prometheus"),
+            ("interval", "5"),
+        ]))
+        .unwrap();
+        assert_eq!((p.format, p.interval), (CountersFormat::Prometheus, 5));
+        assert!(parse(&q(&[("pid", "4"), ("providers", "A:1")])).is_err());
+        assert!(parse(&q(&[("pid", "4"), ("interval", "0")])).is_err());
+        assert!(parse(&q(&[("pid", "4"), ("format", "xml")])).is_err());
+        assert!(parse(&q(&[])).is_err());
+    }
+}
