@@ -279,3 +279,35 @@ fn lttng_checks_input_then_says_it_is_off() {
         assert_eq!(hint(&e), "start the agent without --no-lttng", "{path}");
     }
 }
+
+#[test]
+fn dotnet_and_dump_requests_are_checked_before_the_runtime_is_asked() {
+    let server = Server::start();
+    let e = server.error("/v1/dotnet/trace?providers=gc", 400);
+    assert!(hint(&e).contains("pid=P"), "{e}");
+    let e = server.error("/v1/dotnet/trace?pid=1", 400);
+    assert!(hint(&e).contains("cpu-sampling"), "{e}");
+    let e = server.error("/v1/dotnet/trace?pid=1&providers=P:xyz", 400);
+    assert!(hint(&e).contains("Name[:Keywords"), "{e}");
+    let e = server.error("/v1/dotnet/trace?pid=1&providers=gc&format=etl", 400);
+    assert!(hint(&e).contains("nettrace"), "{e}");
+    let e = server.error("/v1/dotnet/counters?pid=1&interval=0", 400);
+    assert!(hint(&e).contains("interval"), "{e}");
+    let e = server.error("/v1/dotnet/counters?pid=1&format=xml", 400);
+    assert!(hint(&e).contains("prometheus"), "{e}");
+    let e = server.error("/v1/dump?pid=1&type=huge", 400);
+    assert!(hint(&e).contains("heap"), "{e}");
+    let e = server.error(&format!("/v1/dump?pid={NO_SUCH_PID}"), 404);
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    let e = server.error(
+        &format!("/v1/dotnet/trace?pid={NO_SUCH_PID}&providers=gc"),
+        404,
+    );
+    assert!(hint(&e).contains("shareProcessNamespace"), "{e}");
+    // This test process is not .NET.
+    let me = std::process::id();
+    let e = server.error(&format!("/v1/dotnet/counters?pid={me}"), 400);
+    assert!(hint(&e).contains("/v1/processes"), "{e}");
+    let e = server.error(&format!("/v1/dump?pid={me}"), 501);
+    assert!(hint(&e).contains(".NET"), "{e}");
+}
