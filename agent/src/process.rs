@@ -52,6 +52,67 @@ pub fn lttng_ust_abi(maps: &[MapEntry]) -> Option<String> {
         })
 }
 
+/// The LTTng-UST library the sidecar's session daemon serves: the image's
+/// LTTng 2.13 (Debian 12), whose daemon refuses 2.12 (`.so.0`) apps.
+pub const SIDECAR_UST: &str = "liblttng-ust.so.1";
+
+/// Why a process with `runtime` that loaded `library` cannot register
+/// with the sidecar's session daemon, and what to do; `None` if it can (or
+/// does not try).
+pub fn ust_mismatch(runtime: Runtime, library: Option<&str>) -> Option<String> {
+    match library {
+        Some(lib) if lib != SIDECAR_UST => Some(format!(
+            "it loaded {lib} (LTTng-UST 2.12 or older); the sidecar's lttng-sessiond is 2.13 ({SIDECAR_UST}) and refuses it. \
+Trace its functions with /v1/uprobe{}, or give the app LTTng-UST 2.13",
+            if runtime == Runtime::Dotnet {
+                ", and its runtime events with /v1/dotnet/trace (EventPipe, no library needed)"
+            } else {
+                ""
+            }
+        )),
+        None if runtime == Runtime::Dotnet => Some(
+            "the .NET runtime's LTTng provider (libcoreclrtraceptprovider.so) needs liblttng-ust.so.0, which this process did not load, \
+so its DotNETRuntime events are not offered over LTTng; /v1/dotnet/trace has them through EventPipe"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// The processes among `pids` (default: the pod's, without the agent's
+/// own) whose LTTng-UST cannot talk to the sidecar's daemon.
+pub fn ust_mismatches(
+    procfs: &Procfs,
+    pids: Option<&[u32]>,
+) -> Vec<tracecar_api::lttng::UstMismatch> {
+    let agent = std::process::id();
+    let all = match pids {
+        Some(p) => p.to_vec(),
+        None => procfs
+            .pids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&pid| !is_infrastructure(procfs, pid, agent))
+            .collect(),
+    };
+    all.into_iter()
+        .filter_map(|pid| {
+            let maps = procfs.maps(pid).ok()?;
+            let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
+            // Go detection reads the binary; not needed here.
+            let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || false);
+            let library = lttng_ust_abi(&maps);
+            let reason = ust_mismatch(runtime, library.as_deref())?;
+            Some(tracecar_api::lttng::UstMismatch {
+                pid,
+                comm: procfs.stat(pid).map(|s| s.comm).unwrap_or_default(),
+                library,
+                reason,
+            })
+        })
+        .collect()
+}
+
 /// Whether an ELF file is a Go binary (has `.go.buildinfo` or `.gopclntab`).
 pub fn is_go_binary(path: &Path) -> bool {
     use object::{Object as _, ObjectSection as _};
@@ -208,6 +269,22 @@ mod tests {
         // The tracepoint helpers are not the library.
         assert_eq!(lttng_ust_abi(&maps("liblttng-ust-tracepoint.so.1")), None);
         assert_eq!(lttng_ust_abi(&maps("libc.so.6")), None);
+    }
+
+    #[test]
+    fn lttng_ust_mismatches_say_what_to_do() {
+        let old = ust_mismatch(Runtime::Dotnet, Some("liblttng-ust.so.0")).unwrap();
+        assert!(
+            old.contains("refuses") && old.contains("/v1/dotnet/trace"),
+            "{old}"
+        );
+        let native = ust_mismatch(Runtime::Native, Some("liblttng-ust.so.0")).unwrap();
+        assert!(!native.contains("dotnet"), "{native}");
+        assert!(ust_mismatch(Runtime::Native, Some(SIDECAR_UST)).is_none());
+        assert!(ust_mismatch(Runtime::Native, None).is_none());
+        let dotnet = ust_mismatch(Runtime::Dotnet, None).unwrap();
+        assert!(dotnet.contains("liblttng-ust.so.0"), "{dotnet}");
+        assert!(ust_mismatch(Runtime::Dotnet, Some(SIDECAR_UST)).is_none());
     }
 
     #[test]

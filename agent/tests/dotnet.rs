@@ -574,3 +574,23 @@ fn counters_stream_snapshots_and_one_prometheus_scrape() {
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > 1.0);
 }
+
+#[test]
+fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
+    let Some(_serial) = begin("lttng_says_plainly_why_a_dotnet_process_is_not_registered") else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/lttng/events?pid={}", app.pid())))
+            .unwrap();
+    let incompatible = listed["incompatible"].as_array().expect("incompatible");
+    assert_eq!(incompatible.len(), 1, "{listed}");
+    assert_eq!(incompatible[0]["pid"], app.pid());
+    let reason = incompatible[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("liblttng-ust.so.0") && reason.contains("/v1/dotnet/trace"),
+        "{reason}"
+    );
+}

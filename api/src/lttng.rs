@@ -37,6 +37,23 @@ pub struct Tracepoints {
     /// What usually keeps applications from registering, when none is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Processes whose LTTng-UST cannot talk to the sidecar's daemon, and
+    /// why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incompatible: Vec<UstMismatch>,
+}
+
+/// A process that cannot register with the sidecar's session daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UstMismatch {
+    /// The process.
+    pub pid: u32,
+    /// Its name.
+    pub comm: String,
+    /// The LTTng-UST library it loaded, if any.
+    pub library: Option<String>,
+    /// What is wrong and what to do.
+    pub reason: String,
 }
 
 /// LTTng's loss counters for a session.

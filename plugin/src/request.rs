@@ -302,13 +302,13 @@ pub fn process_table(body: &[u8]) -> Option<String> {
 /// agent's hint when no app is registered.
 pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
     let listed: Tracepoints = serde_json::from_slice(body).ok()?;
+    let mut out = String::new();
     if listed.events.is_empty() {
-        return Some(format!(
+        out.push_str(&format!(
             "no tracepoints\n  hint: {}\n",
             listed.hint.unwrap_or_default()
         ));
     }
-    let mut out = String::new();
     for e in &listed.events {
         let fields: Vec<String> = e
             .fields
@@ -322,6 +322,16 @@ pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
             e.event,
             e.loglevel,
             fields.join(" ")
+        ));
+    }
+    // Processes that cannot register, and why.
+    for m in &listed.incompatible {
+        out.push_str(&format!(
+            "pid {} {} ({}): {}\n",
+            m.pid,
+            m.comm,
+            m.library.as_deref().unwrap_or("no liblttng-ust"),
+            m.reason
         ));
     }
     Some(out)
@@ -504,6 +514,7 @@ mod tests {
                 procname: "app".to_owned(),
             }],
             hint: None,
+            incompatible: vec![],
         };
         let lines = tracepoint_lines(&serde_json::to_vec(&listed).unwrap()).unwrap_or_default();
         assert!(
@@ -514,9 +525,19 @@ mod tests {
             registered_pids: vec![],
             events: vec![],
             hint: Some("share /var/run/lttng".to_owned()),
+            incompatible: vec![tracecar_api::lttng::UstMismatch {
+                pid: 9,
+                comm: "dotnet".to_owned(),
+                library: Some("liblttng-ust.so.0".to_owned()),
+                reason: "the daemon refuses it".to_owned(),
+            }],
         };
         let none = tracepoint_lines(&serde_json::to_vec(&none).unwrap()).unwrap_or_default();
         assert!(none.contains("hint: share /var/run/lttng"), "{none}");
+        assert!(
+            none.contains("pid 9 dotnet (liblttng-ust.so.0): the daemon refuses it"),
+            "{none}"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::lttng::{Lttng, RecordError, RecordFormat, output, spec};
 const NOT_REGISTERED_HINT: &str = "no application has registered with the LTTng session daemon. \
 Usually /var/run/lttng is not shared with the app container (the tracecar.dev/inject annotation shares it), \
 or the app does not load liblttng-ust (link it with -llttng-ust, or LD_PRELOAD a liblttng-ust-*-wrapper library); \
-for .NET set DOTNET_LTTng=1. Apps register when they start, or when the daemon comes up if they started first.";
+for .NET set DOTNET_LTTng=1, and see `incompatible`: the runtime's LTTng provider needs liblttng-ust.so.0, which the sidecar's 2.13 daemon refuses. Apps register when they start, or when the daemon comes up if they started first.";
 
 fn lttng_of(state: &AgentState) -> Result<Arc<Lttng>, ApiError> {
     state.lttng.clone().ok_or_else(|| {
@@ -43,7 +43,16 @@ pub(super) async fn events(
     let pids = spec::parse_events(&query)?;
     check_visible(&state, pids.as_deref())?;
     let lttng = lttng_of(&state)?;
-    let found = blocking(move || lttng.tracepoints(pids.as_deref())).await??;
+    let procfs = state.procfs.clone();
+    let (found, incompatible) = blocking(move || {
+        let found = lttng.tracepoints(pids.as_deref());
+        (
+            found,
+            crate::process::ust_mismatches(&procfs, pids.as_deref()),
+        )
+    })
+    .await?;
+    let found = found?;
     let registered: BTreeSet<u32> = found.iter().map(|t| t.pid).collect();
     let body = Tracepoints {
         hint: registered
@@ -51,6 +60,7 @@ pub(super) async fn events(
             .then(|| NOT_REGISTERED_HINT.to_owned()),
         registered_pids: registered.into_iter().collect(),
         events: found,
+        incompatible,
     };
     Ok(Json(body).into_response())
 }
