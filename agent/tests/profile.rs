@@ -677,3 +677,48 @@ fn symbols_from_node_perf_maps_are_not_probeable() {
         assert_eq!(s["probeable"], false, "anonymous JIT code: {s}");
     }
 }
+
+#[test]
+fn node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp() {
+    let Some(_serial) =
+        begin("node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp")
+    else {
+        return;
+    };
+    let cwd = tempfile::tempdir().unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/workloads/interpreted.js"
+    );
+    // Exactly what the webhook's node preset sets.
+    let child = std::process::Command::new("node")
+        .arg(script)
+        .current_dir(cwd.path())
+        .env("NODE_OPTIONS", tracecar_api::presets::NODE_OPTIONS)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node starts");
+    let workload = common::Running { child };
+    std::thread::sleep(Duration::from_millis(1500));
+    let agent = Agent::start();
+    let stacks = folded(&agent, &format!("pid={}&seconds=3&hz=199", workload.pid()));
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    let hot = samples_with(&stacks, "tracecarHot");
+    assert!(hot * 2 > total, "{hot} of {total} samples in tracecarHot");
+    // The caller is named, as interpreted (`JS:~`), under the hot function.
+    let named = samples_with(&stacks, "JS:~tracecarInterpretedCaller");
+    assert!(
+        named * 10 > hot * 8,
+        "the interpreted caller is named in {named} of {hot} samples: {stacks:?}"
+    );
+    let pid = workload.pid();
+    drop(workload);
+    // Nothing in the app's working directory (Node 20's --perf-basic-prof
+    // left isolate-*-v8.log there); the perf map is in /tmp.
+    let stray: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    let map = format!("/tmp/perf-{pid}.map");
+    assert!(std::path::Path::new(&map).exists());
+    let _ = std::fs::remove_file(map);
+}

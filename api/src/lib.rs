@@ -9,6 +9,7 @@ pub mod capabilities;
 pub mod dotnet;
 pub mod error;
 pub mod lttng;
+pub mod presets;
 pub mod process;
 pub mod security;
 pub mod uprobe;

@@ -299,7 +299,7 @@ fn node_and_python_presets() {
     let (pod, _) = inject_checked(&doc);
     assert_eq!(
         env_value(container(&pod, "containers", "app"), "NODE_OPTIONS"),
-        Some("--perf-basic-prof")
+        Some("--perf-basic-prof-only-functions --interpreted-frames-native-stack")
     );
     doc["metadata"]["annotations"]["tracecar.dev/runtime"] = "python".into();
     let (pod, _) = inject_checked(&doc);

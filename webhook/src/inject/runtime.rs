@@ -13,7 +13,7 @@ use serde_json::Value;
 pub enum Runtime {
     /// .NET (CoreCLR): perf maps and LTTng tracepoints.
     Dotnet,
-    /// Node.js: `--perf-basic-prof`.
+    /// Node.js: perf maps of functions, interpreted frames named.
     Node,
     /// HotSpot JVM: frame pointers and a perf-map dump.
     Java,
@@ -55,7 +55,11 @@ impl Runtime {
                 ("COMPlus_PerfMapEnabled", "1", KeepUser),
                 ("COMPlus_LTTng", "1", KeepUser),
             ],
-            Self::Node => &[("NODE_OPTIONS", "--perf-basic-prof", AppendOptions)],
+            Self::Node => &[(
+                "NODE_OPTIONS",
+                tracecar_api::presets::NODE_OPTIONS,
+                AppendOptions,
+            )],
             // DumpPerfMapAtExit is diagnostic in JDK 17; while running, the
             // agent asks for a live map with `jcmd PID Compiler.perfmap`.
             Self::Java => &[(
