@@ -12,15 +12,20 @@ use crate::dotnet::port::Port;
 use crate::dotnet::providers::{self, TraceFormat};
 use crate::dotnet::session;
 
+/// The diagnostic port of a visible .NET process.
+async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
+    state.procfs.check_visible(&[pid])?;
+    let procfs = state.procfs.clone();
+    Ok(blocking(move || Port::find(&procfs, pid)).await??)
+}
+
 pub(super) async fn trace(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
 ) -> Result<Response, ApiError> {
     let spec = providers::parse_trace(&query)?;
-    state.procfs.check_visible(&[spec.pid])?;
-    let procfs = state.procfs.clone();
     let pid = spec.pid;
-    let port = blocking(move || Port::find(&procfs, pid)).await??;
+    let port = port_of(&state, pid).await?;
     let permit = state.capture_slot()?;
     let procfs = state.procfs.clone();
     let format = spec.format;
@@ -58,10 +63,7 @@ pub(super) async fn counters(
     Query(query): Query<Params>,
 ) -> Result<Response, ApiError> {
     let spec = counters::parse(&query)?;
-    state.procfs.check_visible(&[spec.pid])?;
-    let procfs = state.procfs.clone();
-    let pid = spec.pid;
-    let port = blocking(move || Port::find(&procfs, pid)).await??;
+    let port = port_of(&state, spec.pid).await?;
     let permit = state.capture_slot()?;
     let procfs = state.procfs.clone();
     let format = spec.format;
