@@ -581,6 +581,7 @@ fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
         return;
     };
     let agent = Agent::start();
+    agent.wait_sessiond();
     let app = spawn_dotnet(&["spin"], &[]);
     let listed: serde_json::Value =
         serde_json::from_slice(&agent.get_ok(&format!("/v1/lttng/events?pid={}", app.pid())))

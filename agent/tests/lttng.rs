@@ -34,17 +34,6 @@ fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn sessiond(agent: &Agent) -> Value {
-    let body = agent.get_ok("/v1/capabilities");
-    serde_json::from_slice::<Value>(&body).unwrap()["lttng_sessiond"].clone()
-}
-
-fn wait_sessiond(agent: &Agent) {
-    wait_until(Duration::from_secs(15), "lttng-sessiond", || {
-        sessiond(agent)["running"] == true
-    });
-}
-
 /// Waits until `pid` offers `event` through the agent.
 fn wait_registered(agent: &Agent, pid: u32, event: &str) -> Value {
     let path = format!("/v1/lttng/events?pid={pid}");
@@ -119,7 +108,7 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let app = compile_tp_app(dir.path());
         let agent = Agent::start();
-        wait_sessiond(&agent);
+        agent.wait_sessiond();
         Some(Self {
             agent,
             app,
@@ -143,7 +132,7 @@ fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
         return;
     };
     let agent = &lab.agent;
-    assert_eq!(sessiond(agent)["owner"], "tracecar");
+    assert_eq!(agent.sessiond()["owner"], "tracecar");
 
     // Nothing registered yet: the answer says why that usually happens.
     let empty: Value = serde_json::from_slice(&agent.get_ok("/v1/lttng/events")).unwrap();
@@ -281,7 +270,7 @@ fn the_libc_wrapper_gives_malloc_events_with_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let program = compile_c(dir.path(), "mallocs.c", &[]);
     let agent = Agent::start();
-    wait_sessiond(&agent);
+    agent.wait_sessiond();
     let child = Command::new(&program)
         .env("LD_PRELOAD", "liblttng-ust-libc-wrapper.so.1")
         .stdout(Stdio::null())
@@ -432,7 +421,7 @@ fn bad_input_gets_4xx_with_lttngs_message() {
         return;
     };
     let agent = Agent::start();
-    wait_sessiond(&agent);
+    agent.wait_sessiond();
     let error = |path: &str, expected: u16| -> Value {
         let (code, body) = agent.get(path);
         assert_eq!(code, expected, "{path}: {}", String::from_utf8_lossy(&body));
@@ -468,14 +457,14 @@ fn a_killed_session_daemon_is_restarted_and_recording_works_again() {
         return;
     };
     let agent = &lab.agent;
-    let first = sessiond(agent);
+    let first = agent.sessiond();
     let pid = first["pid"].as_u64().expect("the agent's own daemon");
     signal(u32::try_from(pid).unwrap(), "KILL");
     wait_until(Duration::from_secs(20), "a new daemon", || {
-        let now = sessiond(agent);
+        let now = agent.sessiond();
         now["running"] == true && now["pid"].as_u64().is_some_and(|p| p != pid)
     });
-    let status = sessiond(agent);
+    let status = agent.sessiond();
     assert_eq!(status["starts"], 2);
     assert!(status["last_error"].as_str().unwrap().contains("exited"));
 
@@ -527,8 +516,8 @@ fn leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon()
     {
         // An agent killed mid-recording leaves a session and its trace.
         let agent = Agent::start_with_traces(traces.path());
-        wait_sessiond(&agent);
-        assert_eq!(sessiond(&agent)["owner"], "external");
+        agent.wait_sessiond();
+        assert_eq!(agent.sessiond()["owner"], "external");
         let _client = agent.get_in_background("/v1/lttng/record?seconds=60");
         wait_recording();
         let mut agent = agent;
@@ -538,7 +527,7 @@ fn leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon()
         assert!(!dir_is_empty(traces.path()));
     }
     let agent = Agent::start_with_traces(traces.path());
-    wait_sessiond(&agent);
+    agent.wait_sessiond();
     wait_until(Duration::from_secs(10), "start-up cleanup", || {
         tracecar_sessions() == 0 && dir_is_empty(traces.path())
     });

@@ -234,6 +234,23 @@ impl Agent {
             .unwrap_or(0)
     }
 
+    /// The agent's `lttng_sessiond` status from `/v1/capabilities`.
+    pub fn sessiond(&self) -> serde_json::Value {
+        let body = self.get_ok("/v1/capabilities");
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["lttng_sessiond"].clone()
+    }
+
+    /// Waits until the agent has a session daemon. A test that follows
+    /// another one can find the previous agent's daemon still holding the
+    /// lock for a moment; the agent then retries with back-off.
+    pub fn wait_sessiond(&self) {
+        assert!(
+            self.wait_for(Duration::from_secs(15), |a| a.sessiond()["running"] == true),
+            "no lttng-sessiond after 15 s: {}",
+            self.sessiond()
+        );
+    }
+
     /// Waits until `cond` holds, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, cond: impl Fn(&Self) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
