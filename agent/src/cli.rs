@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// Disk cap of one LTTng session's trace, in MiB.
     #[arg(long, env = "TRACECAR_LTTNG_DISK_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
     pub lttng_disk_mb: u64,
+    /// Where core files taken with ptrace are written (unnamed, O_TMPFILE)
+    /// before they are sent. Private to the sidecar, like the trace dir.
+    #[arg(
+        long,
+        env = "TRACECAR_DUMP_DIR",
+        default_value = crate::dump::native::DEFAULT_DUMP_DIR
+    )]
+    pub dump_dir: PathBuf,
     /// Neither run nor use an LTTng session daemon; /v1/lttng/* answer 503.
     #[arg(long, env = "TRACECAR_NO_LTTNG")]
     pub no_lttng: bool,
@@ -92,7 +100,7 @@ pub async fn serve(
     let bind_error = |what: String| move |source| CliError::Bind { what, source };
     let unix =
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
-    let mut state = AgentState::default();
+    let mut state = AgentState::default().with_dump_dir(args.dump_dir.clone());
     if !args.no_lttng {
         state = state.with_lttng(crate::lttng::Lttng::start(
             args.lttng_trace_dir.clone(),

@@ -413,10 +413,30 @@ fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
         "{:?}",
         leftovers(app.pid())
     );
-    // Not .NET: a clear answer.
-    let sleeper = common::spawn("sleep", &["30"]);
-    let (code, body) = agent.get(&format!("/v1/dump?pid={}", sleeper.pid()));
-    assert_eq!(code, 501, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn a_dotnet_process_without_a_diagnostic_port_is_dumped_with_ptrace() {
+    let Some(_serial) = begin("a_dotnet_process_without_a_diagnostic_port_is_dumped_with_ptrace")
+    else {
+        return;
+    };
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[("COMPlus_EnableDiagnostics", "0")]);
+    std::thread::sleep(Duration::from_millis(500));
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--unix-socket"])
+        .arg(&agent.socket)
+        .arg(format!(
+            "http://localhost/v1/dump?pid={}&type=mini",
+            app.pid()
+        ))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&output.stdout).to_lowercase();
+    assert!(headers.starts_with("http/1.1 200"), "{headers}");
+    assert!(headers.contains("x-tracecar-dump-via: ptrace"), "{headers}");
+    assert!(leftovers(app.pid()).is_empty());
 }
 
 /// `Namespace.Type.Method` of a perf-map name

@@ -172,7 +172,8 @@ pub enum Command {
         #[arg(long)]
         prometheus: bool,
     },
-    /// A core dump of a .NET process, written by its runtime.
+    /// A core file: written by the runtime for .NET, taken with ptrace for
+    /// any other process (gdb opens it).
     Dump {
         /// POD, pod/POD or deploy/NAME.
         target: String,

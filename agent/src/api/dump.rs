@@ -22,9 +22,10 @@ pub(super) async fn dump(
     state.procfs.check_visible(&[spec.pid])?;
     let permit = state.capture_slot()?;
     let procfs = state.procfs.clone();
+    let dump_dir = state.dump_dir.clone();
     let pid = spec.pid;
     let ((bytes, via), body) = ready_then_stream(4, permit, move |ready, chunks, _cancel| {
-        let mut taken = match dump::dotnet::take(&procfs, &spec) {
+        let mut taken = match dump::take(&procfs, &spec, &dump_dir) {
             Ok(taken) => taken,
             Err(e) => return ready.send(Err(e)),
         };

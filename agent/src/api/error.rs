@@ -214,9 +214,21 @@ impl From<crate::dump::DumpError> for ApiError {
         let (status, hint) = match &e {
             D::Port(_) => (StatusCode::BAD_GATEWAY, String::new()),
             D::Proc { .. } => (StatusCode::NOT_FOUND, "the process may have exited; GET /v1/processes".to_string()),
-            D::Unsupported { .. } => (
-                StatusCode::NOT_IMPLEMENTED,
-                "dumps are taken through the .NET diagnostic port; GET /v1/processes shows which processes are .NET".to_string(),
+            D::Itself { .. } => (
+                StatusCode::BAD_REQUEST,
+                "pick an app process: GET /v1/processes".to_string(),
+            ),
+            D::Ptrace { why, .. } if why.contains("EPERM") => (
+                StatusCode::FORBIDDEN,
+                "the agent needs CAP_SYS_PTRACE (the webhook's profiles have it), and the process must not be traced by another debugger".to_string(),
+            ),
+            D::Ptrace { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the process may have exited or be traced by another debugger; retry, and see the agent's log".to_string(),
+            ),
+            D::Local { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "check --dump-dir (TRACECAR_DUMP_DIR): it must be a writable directory on a filesystem with O_TMPFILE support".to_string(),
             ),
             D::Failed { .. } => (
                 StatusCode::BAD_GATEWAY,
@@ -224,7 +236,7 @@ impl From<crate::dump::DumpError> for ApiError {
             ),
             D::NoRoom { .. } => (
                 StatusCode::INSUFFICIENT_STORAGE,
-                "take type=mini, or give the app's /tmp emptyDir more room".to_string(),
+                "take type=mini, or give the directory more room (the app's /tmp for .NET dumps, --dump-dir for others)".to_string(),
             ),
             D::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,

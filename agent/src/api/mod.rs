@@ -48,6 +48,7 @@ pub struct AgentState {
     captures: Arc<Semaphore>,
     probes: Arc<Semaphore>,
     lttng: Option<Arc<crate::lttng::Lttng>>,
+    dump_dir: std::path::PathBuf,
 }
 
 impl Default for AgentState {
@@ -64,7 +65,14 @@ impl AgentState {
             captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
             probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             lttng: None,
+            dump_dir: crate::dump::native::default_dump_dir(),
         }
+    }
+
+    /// Writes ptrace core files in `dir` while they are taken.
+    pub fn with_dump_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.dump_dir = dir;
+        self
     }
 
     /// Serves `/v1/lttng/*` with this LTTng side.

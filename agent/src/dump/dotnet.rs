@@ -26,13 +26,9 @@ fn resident_bytes(procfs: &Procfs, pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Takes the dump `spec` asks for of a .NET process.
-pub fn take(procfs: &Procfs, spec: &DumpSpec) -> Result<Dump, DumpError> {
+/// Takes the dump `spec` asks for of a .NET process, through `port`.
+pub fn take(procfs: &Procfs, spec: &DumpSpec, port: &Port) -> Result<Dump, DumpError> {
     let pid = spec.pid;
-    let port = match Port::find(procfs, pid) {
-        Err(PortError::NotDotnet { pid }) => return Err(DumpError::Unsupported { pid }),
-        other => other?,
-    };
     // The dump goes next to the socket: the runtime's TMPDIR, which it can
     // write and the agent can reach.
     let dir_path = Path::new(&port.path)

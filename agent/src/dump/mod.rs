@@ -9,18 +9,49 @@
 //! next (a disconnect, an error, the agent dying), nothing is left on the
 //! app's disk. A failed dump's file is removed too.
 //!
+//! Every other process, and a .NET process whose diagnostic port does not
+//! answer (diagnostics disabled, or a hung runtime), gets an ELF core file
+//! taken with ptrace ([`native`]); the `X-Tracecar-Dump-Via` header says
+//! which (`dotnet` or `ptrace`).
+//!
 //! Decisions:
-//! - the seed's "run createdump by hand" route is not a fallback here:
-//!   `createdump` lives in the app's filesystem, and the root agent does
-//!   not execute binaries the app controls;
+//! - the seed's "run createdump by hand" route is replaced by the ptrace
+//!   fallback: `createdump` lives in the app's filesystem, and the root
+//!   agent does not execute binaries the app controls;
 //! - before a `full` or `heap` dump the agent checks that the app's
 //!   TMPDIR has room for the process's resident memory, and refuses with
 //!   507 if not, instead of filling the app's disk.
 
 pub mod dotnet;
+pub mod native;
 pub mod spec;
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use crate::dotnet::port::{Port, PortError};
+use crate::procfs::Procfs;
+
+/// Takes the dump `spec` asks for: through the .NET runtime when the
+/// process is .NET and its port answers, else with ptrace, written in
+/// `dump_dir` (the agent's own).
+pub fn take(procfs: &Procfs, spec: &spec::DumpSpec, dump_dir: &Path) -> Result<Dump, DumpError> {
+    let port = match Port::find(procfs, spec.pid) {
+        Ok(port) => port,
+        Err(PortError::NotDotnet { .. }) => return native::take(procfs, spec, dump_dir),
+        Err(e) => return Err(e.into()),
+    };
+    match dotnet::take(procfs, spec, &port) {
+        Err(DumpError::Port(
+            e
+            @ (PortError::NoSocket { .. } | PortError::NotASocket { .. } | PortError::Dead { .. }),
+        )) => {
+            tracing::warn!(pid = spec.pid, error = %e, "the diagnostic port does not answer; taking the dump with ptrace");
+            native::take(procfs, spec, dump_dir)
+        }
+        other => other,
+    }
+}
 
 /// A finished dump, open and already unlinked.
 #[derive(Debug)]
@@ -29,7 +60,7 @@ pub struct Dump {
     pub file: std::fs::File,
     /// Its size.
     pub bytes: u64,
-    /// How it was taken (`dotnet` for the runtime's own dump).
+    /// How it was taken: `dotnet` (the runtime's own dump) or `ptrace`.
     pub via: &'static str,
 }
 
@@ -44,11 +75,28 @@ pub enum DumpError {
         /// Why.
         source: std::io::Error,
     },
-    /// Only .NET processes can be dumped (so far).
-    #[error("pid {pid} is not a .NET process; dumps of native processes are not supported yet")]
-    Unsupported {
+    /// The agent was asked to dump itself.
+    #[error("pid {pid} is the agent itself")]
+    Itself {
         /// The process.
         pid: u32,
+    },
+    /// ptrace could not stop or read the process.
+    #[error("cannot take a core file of pid {pid} with ptrace: {why}")]
+    Ptrace {
+        /// The process.
+        pid: u32,
+        /// Why, with causes.
+        why: String,
+    },
+    /// The agent's own dump directory cannot be used.
+    #[error("cannot write the core file in {dir}: {source}")]
+    Local {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The diagnostic port failed.
     #[error(transparent)]

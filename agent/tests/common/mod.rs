@@ -129,6 +129,8 @@ pub struct Agent {
     pub process: Running,
     /// Where its LTTng sessions write traces.
     pub traces: PathBuf,
+    /// Where it writes core files taken with ptrace.
+    pub dumps: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -165,11 +167,14 @@ impl Agent {
 
     fn start_command(mut command: Command, dir: tempfile::TempDir, traces: PathBuf) -> Self {
         let socket = dir.path().join("run/agent.sock");
+        let dumps = dir.path().join("dumps");
         let child = command
             .args(["--log", "warn", "serve", "--socket"])
             .arg(&socket)
             .arg("--lttng-trace-dir")
             .arg(&traces)
+            .arg("--dump-dir")
+            .arg(&dumps)
             .stdout(Stdio::null())
             .spawn()
             .expect("agent starts");
@@ -177,6 +182,7 @@ impl Agent {
             socket,
             process: Running { child },
             traces,
+            dumps,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
