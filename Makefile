@@ -3,18 +3,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng clean
+.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
 	@echo "make test            full test suite (what .ci/run runs)"
-	@echo "make images          build tracecar/agent, tracecar/webhook, tracecar/sample-app with podman"
+	@echo "make images          build tracecar/agent, tracecar/webhook, tracecar/sample-app, tracecar/dotnet-sample with podman"
 	@echo "make e2e             webhook → patched pod → podman kube play → kubectl-tracecar checks"
 	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 	@echo "make bench-uprobe    uprobe cost per call and delivery against bpftrace"
 	@echo "make bench-lttng     LTTng recording: loss by event rate, session set-up/tear-down"
+	@echo "make bench-dotnet    .NET: EventPipe throughput, overhead vs perf, first event, rundown of 50k methods"
 
 deps:
 	@bash scripts/deps.sh test
@@ -77,6 +78,11 @@ bench-lttng:
 	@bash scripts/deps.sh bench
 	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
 	python3 bench/lttng.py
+
+bench-dotnet:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/dotnet.py
 
 clean:
 	cargo clean

@@ -3,7 +3,8 @@
 # the example Deployment offline, then runs the real flow — webhook over
 # HTTPS → mutated pod → podman kube play → kubectl tracecar (podman mode) —
 # and leaves the results in demo-out/: pod.yaml (as mutated), flame.svg,
-# uprobe.ndjson, lttng.json. Every step prints what it does and the
+# uprobe.ndjson, lttng.json, and for the .NET pod demo-out/dotnet/:
+# dotnet-flame.svg, dotnet-trace.ndjson, counters.ndjson. Every step prints what it does and the
 # equivalent command against a real cluster. It cleans up after itself.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,14 +30,18 @@ cluster "tracecar-webhook inject -f deploy.yaml | kubectl apply -f -"
 python3 "$ROOT/tests/e2e.py" --demo "$OUT"
 
 step "Done. Results in $(realpath --relative-to="$PWD" "$OUT")/"
-ls -1 "$OUT" | sed 's/^/    /'
+(cd "$OUT" && find . -type f | sort | sed 's|^\./|    |')
 cat <<'TXT'
 
-    Open flame.svg in a browser; uprobe.ndjson and lttng.json are one event per line.
+    Open flame.svg and dotnet/dotnet-flame.svg in a browser; the .ndjson and
+    .json files are one event per line.
     Against a real cluster (README: "Installing in a cluster"):
       kubectl apply -k manifests/overlays/self-signed      # or overlays/cert-manager
       kubectl patch deploy web -p '{"spec":{"template":{"metadata":{"annotations":{"tracecar.dev/inject":"true"}}}}}'
       kubectl tracecar profile deploy/web --seconds 30 -o flame.svg
       kubectl tracecar trace deploy/web --symbol calc --args long --ret long
       kubectl tracecar lttng deploy/web --events 'sample_app:*' --seconds 10 -o trace.tar.gz
+      kubectl tracecar dotnet-trace deploy/orders --providers gc,Tracecar-Sample -o trace.nettrace
+      kubectl tracecar counters deploy/orders
+      kubectl tracecar dump deploy/orders -o core
 TXT

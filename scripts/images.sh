@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the images: tracecar/agent, tracecar/webhook and tracecar/sample-app
-# (all :0.1.0), from release binaries built here on Debian 12 (glibc matches
-# bookworm).
+# Builds the images: tracecar/agent, tracecar/webhook, tracecar/sample-app
+# and tracecar/dotnet-sample (all :0.1.0), from release binaries built here
+# on Debian 12 (glibc matches bookworm); the .NET sample gets the runtime
+# scripts/deps.sh unpacked into /var/cache/tracecar.
 #
 # No registry is reachable from this kind of machine, so the base image
 # `debian:bookworm-slim` is made locally: a debootstrap'd bookworm minbase
@@ -74,6 +75,13 @@ mkdir -p "$CONTEXT"
 strip --strip-all -o "$CONTEXT/tracecar-agent" "$TARGET/release/tracecar-agent"
 strip --strip-all -o "$CONTEXT/tracecar-webhook" "$TARGET/release/tracecar-webhook"
 cp "$TARGET/sample-app/sample-app" "$CONTEXT/sample-app"
+# The .NET sample's own context: the runtime and App.dll.
+DOTNET_CONTEXT=$TARGET/images-dotnet
+DOTNET_RUNTIME=$CACHE/dotnet-3.1.23
+[ -x "$DOTNET_RUNTIME/dotnet" ] || { echo "images: no .NET runtime in $DOTNET_RUNTIME (scripts/deps.sh e2e)" >&2; exit 1; }
+rm -rf "$DOTNET_CONTEXT" && mkdir -p "$DOTNET_CONTEXT"
+cp -a "$DOTNET_RUNTIME" "$DOTNET_CONTEXT/dotnet"
+bash tests/dotnet-app/build.sh "$DOTNET_CONTEXT/app"
 
 build() {
     local tag=$1 file=$2
@@ -81,7 +89,7 @@ build() {
     echo "images: $tag"
     # --network=host: apt inside the build reaches the Debian mirror the
     # same way the host does.
-    $ENGINE build --pull=never --network=host -q "$@" -t "$tag" -f "$ROOT/$file" "$CONTEXT" >/dev/null
+    $ENGINE build --pull=never --network=host -q "$@" -t "$tag" -f "$ROOT/$file" "${context:-$CONTEXT}" >/dev/null
 }
 # Squashed with its base, so that purging apt in it saves space.
 squash=()
@@ -89,8 +97,9 @@ squash=()
 build tracecar/agent:$VERSION agent/Dockerfile "${squash[@]}"
 build tracecar/webhook:$VERSION webhook/Dockerfile
 build tracecar/sample-app:$VERSION tests/sample-app/Dockerfile
+context=$DOTNET_CONTEXT build tracecar/dotnet-sample:$VERSION tests/dotnet-app/Dockerfile
 
-for image in agent webhook sample-app; do
+for image in agent webhook sample-app dotnet-sample; do
     size=$($ENGINE image inspect --format '{{.Size}}' tracecar/$image:$VERSION)
     awk -v name="tracecar/$image:$VERSION" -v size="$size" 'BEGIN { printf "images: %-28s %6.1f MB\n", name, size / 1e6 }'
 done

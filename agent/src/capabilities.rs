@@ -240,6 +240,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         lttng_sessiond: sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]),
         lttng_rundir,
         lttng_shm,
+        lttng_ust_apps: ust_apps_check(&crate::process::ust_mismatches(procfs, None)),
         capabilities: capability_names(cap_eff)
             .into_iter()
             .map(str::to_owned)
@@ -247,9 +248,53 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
     }
 }
 
+/// `lttng_ust_apps`: the processes whose LTTng-UST the sidecar's daemon
+/// refuses, each with the reason and what to use instead.
+fn ust_apps_check(mismatches: &[tracecar_api::lttng::UstMismatch]) -> Check {
+    if mismatches.is_empty() {
+        return Check::ok(format!(
+            "no process of the pod loads an LTTng-UST other than {}",
+            crate::process::SIDECAR_UST
+        ));
+    }
+    let detail = mismatches
+        .iter()
+        .map(|m| {
+            format!(
+                "pid {} ({}): {}",
+                m.pid,
+                m.comm,
+                m.library.as_deref().unwrap_or("no liblttng-ust")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut reasons: Vec<&str> = mismatches.iter().map(|m| m.reason.as_str()).collect();
+    reasons.dedup();
+    Check::fail(format!("LTTng cannot trace: {detail}"), reasons.join(" | "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ust_apps_name_each_process_and_say_what_to_use() {
+        assert!(ust_apps_check(&[]).ok);
+        let dotnet = tracecar_api::lttng::UstMismatch {
+            pid: 7,
+            comm: "dotnet".into(),
+            library: None,
+            reason: crate::process::ust_mismatch(crate::process::Runtime::Dotnet, None).unwrap(),
+        };
+        let check = ust_apps_check(&[dotnet]);
+        assert!(!check.ok);
+        assert_eq!(
+            check.detail,
+            "LTTng cannot trace: pid 7 (dotnet): no liblttng-ust"
+        );
+        assert!(check.hint.unwrap().contains("/v1/dotnet/trace"));
+    }
 
     #[test]
     fn capability_masks_decode() {

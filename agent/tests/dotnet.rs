@@ -614,4 +614,20 @@ fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
         reason.contains("liblttng-ust.so.0") && reason.contains("/v1/dotnet/trace"),
         "{reason}"
     );
+    // /v1/capabilities says it too (kubectl tracecar status shows it).
+    let caps: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok("/v1/capabilities")).unwrap();
+    let check = &caps["lttng_ust_apps"];
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {} (", app.pid())),
+        "{check}"
+    );
+    assert!(
+        check["hint"].as_str().unwrap().contains("/v1/dotnet/trace"),
+        "{check}"
+    );
 }

@@ -139,6 +139,10 @@ pub struct Report {
     /// Whether it can create, or take over, its wait shared memory in
     /// `/dev/shm`.
     pub lttng_shm: DirCheck,
+    /// Whether every process of the pod that loaded LTTng-UST, and every
+    /// .NET process, can register with the sidecar's daemon; which cannot,
+    /// and what to use instead.
+    pub lttng_ust_apps: Check,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<String>,
 }
@@ -156,6 +160,7 @@ impl Report {
             ("lttng_sessiond".to_owned(), &self.lttng_sessiond.check),
             ("lttng_rundir".to_owned(), &self.lttng_rundir.check),
             ("lttng_shm".to_owned(), &self.lttng_shm.check),
+            ("lttng_ust_apps".to_owned(), &self.lttng_ust_apps),
         ];
         all.extend(
             self.perf_events

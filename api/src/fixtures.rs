@@ -58,6 +58,9 @@ pub fn healthy_report() -> Report {
         },
         lttng_rundir: dir("/var/run/lttng"),
         lttng_shm: dir("/dev/shm"),
+        lttng_ust_apps: Check::ok(
+            "no process of the pod loads an LTTng-UST other than liblttng-ust.so.1",
+        ),
         capabilities: ["BPF", "PERFMON", "SYS_ADMIN"].map(str::to_owned).to_vec(),
     }
 }

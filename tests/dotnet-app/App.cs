@@ -10,6 +10,9 @@
 //   App.dll sort           Array.Sort(int[]) in a loop: native runtime code
 //                          (libcoreclr.so) under a managed caller
 //   App.dll methods N      JIT-compiles N dynamic methods, then spins
+//   App.dll paced N        emits N Request events a second, forever
+//   App.dll rate           the hot loop, printing how many rounds of it ran
+//                          each second (the bench's measure of overhead)
 using System;
 using System.Diagnostics.Tracing;
 using System.Reflection.Emit;
@@ -116,6 +119,39 @@ namespace Tracecar.Sample
             Thread.Sleep(Timeout.Infinite);
         }
 
+        public static void Paced(int perSecond)
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            long sent = 0;
+            for (;;)
+            {
+                long due = (long)(watch.Elapsed.TotalSeconds * perSecond);
+                for (; sent < due; sent++)
+                {
+                    SampleEvents.Log.Request((int)sent, "req", sent);
+                }
+                Thread.Sleep(1);
+            }
+        }
+
+        public static void Rate()
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            long rounds = 0;
+            double next = 1;
+            for (;;)
+            {
+                HotLoop(100000);
+                rounds++;
+                if (watch.Elapsed.TotalSeconds >= next)
+                {
+                    Console.WriteLine(rounds);
+                    rounds = 0;
+                    next += 1;
+                }
+            }
+        }
+
         public static void Methods(int count)
         {
             for (int i = 0; i < count; i++)
@@ -148,8 +184,10 @@ namespace Tracecar.Sample
                 case "sort": Work.SortForever(); break;
                 case "burst": Work.Burst(count, args.Length > 2 && args[2] == "exit"); break;
                 case "methods": Work.Methods(count); break;
+                case "paced": Work.Paced(count); break;
+                case "rate": Work.Rate(); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate");
                     return 2;
             }
             return 0;

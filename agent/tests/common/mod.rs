@@ -325,22 +325,19 @@ pub fn dotnet_app() -> PathBuf {
             .tempdir()
             .unwrap()
             .keep();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dotnet-app/App.cs");
-        let dll = dir.join("App.dll");
-        let status = Command::new("mcs")
-            .arg(format!("-out:{}", dll.display()))
-            .arg("-target:exe")
-            .arg(&source)
+        // The build the image uses too: App.dll and its runtimeconfig.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dotnet-app/build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
             .stdout(Stdio::null())
             .status()
-            .expect("mcs runs (apt install mono-mcs)");
-        assert!(status.success(), "mcs failed");
-        std::fs::write(
-            dir.join("App.runtimeconfig.json"),
-            r#"{"runtimeOptions":{"tfm":"netcoreapp3.1","framework":{"name":"Microsoft.NETCore.App","version":"3.1.23"}}}"#,
-        )
-        .unwrap();
-        dll
+            .expect("bash runs");
+        assert!(
+            status.success(),
+            "tests/dotnet-app/build.sh failed (apt install mono-mcs)"
+        );
+        dir.join("App.dll")
     })
     .clone()
 }
