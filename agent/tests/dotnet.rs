@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, begin, ndjson, spawn_dotnet};
+use common::{Agent, begin, ndjson, spawn_dotnet, spawn_dotnet_as};
 
 fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
@@ -630,4 +630,67 @@ fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
         check["hint"].as_str().unwrap().contains("/v1/dotnet/trace"),
         "{check}"
     );
+}
+
+/// The webhook's minimal profile, as a bounding set for `setpriv`.
+fn minimal_bounding_set(without: &[&str]) -> String {
+    let caps: Vec<String> = tracecar_api::security::MINIMAL_CAPABILITIES
+        .iter()
+        .filter(|c| !without.contains(c))
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
+    format!("--bounding-set=-all,{}", caps.join(","))
+}
+
+#[test]
+fn an_agent_with_the_minimal_profile_reaches_an_app_of_another_user() {
+    let Some(_serial) = begin("an_agent_with_the_minimal_profile_reaches_an_app_of_another_user")
+    else {
+        return;
+    };
+    let app = spawn_dotnet_as(Some(1000), &["spin"], &[]);
+    let logs = tempfile::tempdir().unwrap();
+    let agent = Agent::start_under(
+        &["setpriv", &minimal_bounding_set(&[])],
+        &logs.path().join("agent.log"),
+    );
+    // The rundown names the hot method: the profile reached the port.
+    let folded = String::from_utf8(agent.get_ok(&format!(
+        "/v1/profile?pid={}&seconds=2&format=folded",
+        app.pid()
+    )))
+    .unwrap();
+    assert!(
+        folded.contains("Tracecar.Sample.Work.HotLoop"),
+        "{}",
+        &folded[..folded.len().min(600)]
+    );
+    // The runtime's dump, written as uid 1000, read and removed.
+    let (code, body) = agent.get(&format!("/v1/dump?pid={}&type=mini", app.pid()));
+    assert_eq!(
+        code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    assert!(body.starts_with(b"\x7fELF"));
+    assert!(
+        leftovers(app.pid()).is_empty(),
+        "{:?}",
+        leftovers(app.pid())
+    );
+    drop(agent);
+
+    // Without SETUID the answer says what is missing.
+    let agent = Agent::start_under(
+        &["setpriv", &minimal_bounding_set(&["SETUID"])],
+        &logs.path().join("agent2.log"),
+    );
+    let (code, body) = agent.get(&format!(
+        "/v1/dotnet/trace?pid={}&providers=gc&seconds=1",
+        app.pid()
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 502, "{text}");
+    assert!(text.contains("CAP_SETUID"), "{text}");
 }

@@ -12,9 +12,14 @@
 /// app's user (DAC_READ_SEARCH: without it symbols of a non-root app go
 /// missing), and for lttng-sessiond taking ownership of its sockets and of
 /// the wait shared memory an app that started first created (CHOWN: without
-/// it the daemon aborts, or early apps never register). The last three were
-/// found by the podman end-to-end test with an app running as uid 1000.
-pub const MINIMAL_CAPABILITIES: [&str; 8] = [
+/// it the daemon aborts, or early apps never register), and for connecting
+/// to a .NET runtime's diagnostic socket, which is `srw-------` for the
+/// app's user, as that user on one thread only (SETUID, SETGID: without
+/// them every .NET endpoint and the rundown of profiles get EACCES; the
+/// alternative, DAC_OVERRIDE, would lift permission checks from every file
+/// operation of the agent). The last five were found by the podman
+/// end-to-end test with an app running as uid 1000.
+pub const MINIMAL_CAPABILITIES: [&str; 10] = [
     "BPF",
     "PERFMON",
     "SYS_ADMIN",
@@ -23,4 +28,6 @@ pub const MINIMAL_CAPABILITIES: [&str; 8] = [
     "CHECKPOINT_RESTORE",
     "DAC_READ_SEARCH",
     "CHOWN",
+    "SETUID",
+    "SETGID",
 ];

@@ -77,7 +77,9 @@ fn minimal_pod_without_volumes_gets_everything() {
             "SYS_RESOURCE",
             "CHECKPOINT_RESTORE",
             "DAC_READ_SEARCH",
-            "CHOWN"
+            "CHOWN",
+            "SETUID",
+            "SETGID"
         ]
     );
     assert_eq!(sc["seccompProfile"]["type"], "Unconfined");

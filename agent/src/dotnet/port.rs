@@ -184,10 +184,31 @@ impl Port {
     }
 
     /// A connection to the runtime.
+    ///
+    /// The runtime makes its socket `srw-------` for the app's user; an
+    /// agent without CAP_DAC_OVERRIDE (the minimal profile) is refused,
+    /// and connects again as that user, on this thread only
+    /// ([`crate::sys::as_user`]).
     pub fn connect(&self, procfs: &Procfs) -> Result<UnixStream, PortError> {
         let fd = self.open(procfs)?;
         let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let stream = UnixStream::connect(&via).map_err(|source| self.dead(source))?;
+        let stream = match UnixStream::connect(&via) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| self.dead(e.into()))?;
+                match crate::sys::as_user(stat.st_uid, stat.st_gid, || UnixStream::connect(&via)) {
+                    Ok(connected) => connected,
+                    Err(errno) => Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e}; connecting as the socket's owner (uid {}) was refused too ({errno}): the agent needs CAP_SETUID and CAP_SETGID (the minimal profile has them), or CAP_DAC_OVERRIDE",
+                            stat.st_uid
+                        ),
+                    )),
+                }
+            }
+            other => other,
+        }
+        .map_err(|source| self.dead(source))?;
         drop(fd);
         Ok(stream)
     }

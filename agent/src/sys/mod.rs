@@ -224,3 +224,33 @@ pub fn can_create_in(dir: &std::path::Path) -> Result<(), rustix::io::Errno> {
         AtFlags::EACCESS,
     )
 }
+
+/// Runs `f` on this thread with the effective user and group `uid`/`gid`,
+/// then switches back (Linux's IDs are per thread; the kernel's raw
+/// `setresuid`/`setresgid` change only the calling thread, and the
+/// effective capabilities, cleared while the effective uid is not 0, come
+/// back from the permitted set when it is 0 again). For what the kernel
+/// checks against the owner of a file the app made, such as connecting to
+/// its `srw-------` socket, without CAP_DAC_OVERRIDE for everything else.
+/// Needs CAP_SETUID and CAP_SETGID; `Err` when the switch is refused, and
+/// `f` does not run.
+pub fn as_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result<T, rustix::io::Errno> {
+    use rustix::process::{Gid, Uid};
+    use rustix::thread::{set_thread_res_gid, set_thread_res_uid};
+    let (old_uid, old_gid) = (rustix::process::geteuid(), rustix::process::getegid());
+    set_thread_res_gid(None, Gid::from_raw(gid), None)?;
+    if let Err(e) = set_thread_res_uid(None, Uid::from_raw(uid), None) {
+        let _ = set_thread_res_gid(None, old_gid, None);
+        return Err(e);
+    }
+    let value = f();
+    // Back to what the thread was; if this failed the thread would keep
+    // the app's identity, so it is checked and the agent stops.
+    let restored = set_thread_res_uid(None, old_uid, None)
+        .and_then(|()| set_thread_res_gid(None, old_gid, None));
+    if let Err(e) = restored {
+        tracing::error!(error = %e, "cannot switch a thread back from uid {uid}; exiting");
+        std::process::abort();
+    }
+    Ok(value)
+}

@@ -377,8 +377,19 @@ impl Drop for DotnetApp {
 /// Starts the .NET sample app with `args` and extra environment, and
 /// waits until its diagnostic socket exists.
 pub fn spawn_dotnet(args: &[&str], env: &[(&str, &str)]) -> DotnetApp {
+    spawn_dotnet_as(None, args, env)
+}
+
+/// [`spawn_dotnet`] as the user and group `uid` (like an app container
+/// with `runAsUser`), when given.
+pub fn spawn_dotnet_as(uid: Option<u32>, args: &[&str], env: &[(&str, &str)]) -> DotnetApp {
+    use std::os::unix::process::CommandExt as _;
     let root = dotnet_root();
-    let child = Command::new(root.join("dotnet"))
+    let mut command = Command::new(root.join("dotnet"));
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let child = command
         .arg(dotnet_app())
         .args(args)
         .env("DOTNET_ROOT", &root)
