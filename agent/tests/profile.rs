@@ -285,6 +285,75 @@ fn java_perf_map_in_0x_format_names_methods() {
     let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", workload.pid()));
 }
 
+/// The `java` preset's check: HotSpot's perf map lists compiled code only,
+/// and has one `Interpreter` entry for the whole template interpreter, so
+/// an interpreted caller of a hot compiled method is named `Interpreter`,
+/// never by its own name (HotSpot has no flag like V8's
+/// `--interpreted-frames-native-stack`). The README says so; this test
+/// keeps it true.
+#[test]
+fn java_interpreted_frames_show_as_the_interpreter() {
+    let Some(_serial) = begin("java_interpreted_frames_show_as_the_interpreter") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/Interp.java");
+    let status = Command::new("javac")
+        .arg("-d")
+        .arg(dir.path())
+        .arg(source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let child = Command::new("java")
+        .env(
+            "JAVA_TOOL_OPTIONS",
+            "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
+        )
+        .args([
+            "-XX:CompileCommand=quiet",
+            "-XX:CompileCommand=exclude,Interp::tracecarInterpretedCaller",
+            "-cp",
+        ])
+        .arg(dir.path())
+        .arg("Interp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let workload = common::Running { child };
+    std::thread::sleep(Duration::from_secs(3));
+    let jcmd = Command::new("jcmd")
+        .args([&workload.pid().to_string(), "Compiler.perfmap"])
+        .output()
+        .unwrap();
+    assert!(jcmd.status.success());
+    let agent = Agent::start();
+    let stacks = folded(&agent, &format!("pid={}&seconds=3&hz=199", workload.pid()));
+    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", workload.pid()));
+    let compiled = samples_with(&stacks, "Interp.tracecarJavaSpin");
+    let total: u64 = stacks.iter().map(|(_, c)| c).sum();
+    assert!(
+        compiled * 2 > total,
+        "{compiled} of {total} in tracecarJavaSpin"
+    );
+    // The caller of every compiled-spin sample.
+    let callers: Vec<&str> = stacks
+        .iter()
+        .filter_map(|(frames, _)| {
+            let at = frames
+                .iter()
+                .position(|f| f.contains("Interp.tracecarJavaSpin"))?;
+            frames.get(at.checked_sub(1)?).map(String::as_str)
+        })
+        .collect();
+    assert!(
+        !callers.is_empty() && callers.iter().all(|c| *c == "Interpreter"),
+        "{callers:?}"
+    );
+    assert_eq!(samples_with(&stacks, "tracecarInterpretedCaller"), 0);
+}
+
 #[test]
 fn every_format_is_valid_for_independent_tools() {
     let Some(_serial) = begin("every_format_is_valid_for_independent_tools") else {

@@ -60,8 +60,11 @@ impl Runtime {
                 tracecar_api::presets::NODE_OPTIONS,
                 AppendOptions,
             )],
-            // DumpPerfMapAtExit is diagnostic in JDK 17; while running, the
-            // agent asks for a live map with `jcmd PID Compiler.perfmap`.
+            // DumpPerfMapAtExit is diagnostic in JDK 17. A live map needs
+            // `jcmd PID Compiler.perfmap` in the app container (the agent
+            // does not run the app's binaries). Interpreted frames show as
+            // `Interpreter`: HotSpot has no flag that names them
+            // (agent/tests/profile.rs checks it).
             Self::Java => &[(
                 "JAVA_TOOL_OPTIONS",
                 "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
