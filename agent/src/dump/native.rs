@@ -322,7 +322,10 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, dump_dir: &Path) -> Result<Dump, D
     // A thread of its own: its exit detaches whatever it attached.
     let written = std::thread::Builder::new()
         .name(format!("dump-{pid}"))
-        .spawn(move || write_core(pid, kind, Memory(memory), target, limit, &regions))
+        .spawn({
+            let dir = dump_dir.display().to_string();
+            move || write_core(pid, kind, Memory(memory), target, limit, &regions, dir)
+        })
         .map_err(local)?
         .join()
         .map_err(|_| DumpError::Ptrace {
@@ -351,6 +354,7 @@ fn write_core(
     file: std::fs::File,
     limit: u64,
     regions: &[Region],
+    dir: String,
 ) -> Result<u64, DumpError> {
     let raw = i32::try_from(pid).map_err(|_| DumpError::Ptrace {
         pid,
@@ -382,10 +386,8 @@ fn write_core(
     // The source (and with it the ptrace attachment) is gone here.
     match result {
         Ok(_) => {
-            out.flush().map_err(|source| DumpError::Local {
-                dir: String::new(),
-                source,
-            })?;
+            out.flush()
+                .map_err(|source| DumpError::Local { dir, source })?;
             Ok(out.written)
         }
         Err(elfcore::CoreError::IoError(e)) if e.kind() == std::io::ErrorKind::FileTooLarge => {
