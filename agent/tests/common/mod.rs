@@ -134,6 +134,37 @@ pub struct Agent {
     _dir: tempfile::TempDir,
 }
 
+/// Stops the agent and the daemons it started (lttng-sessiond, relayd).
+/// The agent dies by SIGKILL, and its daemons get SIGTERM from the
+/// parent-death signal; a daemon still starting up can survive that and
+/// hold `/var/run/lttng`'s lock, so that the next test's agent finds an
+/// "external" daemon. Each runs in a process group of its own, killed
+/// here.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let agent = self.process.pid().to_string();
+        let children: Vec<String> = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| {
+                    let pid = e.ok()?.file_name().into_string().ok()?;
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?;
+                    (ppid == agent).then_some(pid)
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        for pid in children {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Agent {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
