@@ -64,7 +64,9 @@ security variants; `unwritable-rundir` gives /var/run/lttng what podman's
 own volumes give (uid 1000, mode 0755) and checks that /v1/capabilities
 names the owner, the mode, the fix and the daemon's own error.
 
-Usage: make e2e  (or: python3 tests/e2e.py [--scenario NAME]... [--demo OUT])
+Usage: make e2e  (or: python3 tests/e2e.py [--scenario NAME]... [--demo OUT]);
+TRACECAR_E2E_KEEP=1 keeps each scenario's scratch directory (pod YAML,
+profiles) for a look after a failure.
 """
 import argparse
 import dataclasses
@@ -451,14 +453,20 @@ def check_processes(name):
     return int(app[0][0])
 
 
+def read_folded(path):
+    """[(frames, count)] of a folded profile."""
+    stacks = []
+    for line in open(path):
+        stack, count = line.rstrip("\n").rsplit(" ", 1)
+        stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
 def check_profile(name, out, pid):
     step("A 5-second CPU profile (kubectl tracecar profile)")
     folded = os.path.join(out, "flame.folded")
     plugin(name, "profile", "--seconds", "5", "-o", folded)
-    stacks = []
-    for line in open(folded):
-        stack, count = line.rstrip("\n").rsplit(" ", 1)
-        stacks.append((stack.split(";"), int(count)))
+    stacks = read_folded(folded)
     total = sum(c for _, c in stacks)
     in_fib = sum(c for s, c in stacks if "fib" in s)
     in_jit = sum(c for s, c in stacks if "jit_spin" in s)
@@ -568,10 +576,7 @@ def check_dotnet(name, out):
     assert not [f for f in in_sidecar(name, "ls", "/tmp").split() if f.startswith("perf-")], "a perf map exists"
     folded = os.path.join(out, "dotnet.folded")
     plugin(name, "profile", "--seconds", "5", "-o", folded)
-    stacks = []
-    for line in open(folded):
-        stack, count = line.rstrip("\n").rsplit(" ", 1)
-        stacks.append((stack.split(";"), int(count)))
+    stacks = read_folded(folded)
     total = sum(c for _, c in stacks)
     hot = sum(c for s, c in stacks if any("Tracecar.Sample.Work.HotLoop" in f for f in s))
     fib_ = sum(c for s, c in stacks if any("FibonacciProvider.CalculateFibonacciValue" in f for f in s))

@@ -378,13 +378,7 @@ fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
         );
         std::fs::write(&core, &body).unwrap();
         assert!(body.starts_with(b"\x7fELF"), "{kind}");
-        let notes = std::process::Command::new("readelf")
-            .arg("-n")
-            .arg(&core)
-            .output()
-            .expect("readelf runs");
-        assert!(notes.status.success(), "readelf refuses the {kind} dump");
-        let text = String::from_utf8_lossy(&notes.stdout);
+        let text = common::readelf_notes(&core);
         // The runtime starts threads lazily (tiering, the finalizer):
         // the dump has those of its moment.
         let after = threads(app.pid());

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, Running, begin, compile_c};
+use common::{Agent, Running, begin, compile_c, dir_is_empty, readelf_notes};
 
 /// Starts the dump workload and waits until its threads exist.
 fn start_app(dir: &Path) -> (Running, std::path::PathBuf) {
@@ -50,20 +50,6 @@ fn assert_running_untraced(pid: u32) {
         !state.starts_with('t') && !state.starts_with('T'),
         "pid {pid} is stopped: {state}"
     );
-}
-
-fn dir_is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
-}
-
-fn readelf_notes(core: &Path) -> String {
-    let out = Command::new("readelf")
-        .arg("-n")
-        .arg(core)
-        .output()
-        .expect("readelf runs");
-    assert!(out.status.success(), "readelf refuses {}", core.display());
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

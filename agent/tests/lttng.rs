@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Running, begin, compile_c, compile_tp_app, spawn};
+use common::{Agent, Running, begin, compile_c, compile_tp_app, dir_is_empty, spawn};
 use serde_json::Value;
 
 /// `lttng list` (every session) as the daemon reports it.
@@ -84,10 +83,6 @@ fn ndjson(body: &[u8]) -> (Vec<Value>, Value) {
     let summary = lines.pop().expect("a summary line")["summary"].clone();
     assert!(summary.is_object(), "the last line is the summary");
     (lines, summary)
-}
-
-fn dir_is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
 
 const COUNT: usize = 2000;

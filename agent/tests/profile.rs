@@ -248,14 +248,7 @@ fn java_perf_map_in_0x_format_names_methods() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/Hot.java");
-    let status = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(source)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    compile_java(dir.path(), "Hot");
     let workload = spawn("java", &["-cp", dir.path().to_str().unwrap(), "Hot"]);
     std::thread::sleep(Duration::from_secs(2));
     // The live-map command of the JDK 17 workflow; it writes 0x… lines.
@@ -297,14 +290,7 @@ fn java_interpreted_frames_show_as_the_interpreter() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/Interp.java");
-    let status = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(source)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    compile_java(dir.path(), "Interp");
     let child = Command::new("java")
         .env(
             "JAVA_TOOL_OPTIONS",

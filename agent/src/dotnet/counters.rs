@@ -316,13 +316,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> Query {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
-    }
+    use crate::profile::spec::query_of as q;
 
     fn mean(name: &str, value: f64) -> Map<String, Value> {
         let payload = serde_json::json!({"": {"Payload": {

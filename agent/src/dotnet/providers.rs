@@ -240,13 +240,7 @@ pub fn parse_trace(query: &HashMap<String, String>) -> Result<TraceSpec, SpecErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
-    }
+    use crate::profile::spec::query_of as q;
 
     #[test]
     fn dotnet_trace_syntax() {

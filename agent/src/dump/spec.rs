@@ -59,13 +59,7 @@ pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> Query {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect()
-    }
+    use crate::profile::spec::query_of as q;
 
     #[test]
     fn dump_queries() {

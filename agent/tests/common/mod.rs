@@ -301,6 +301,36 @@ impl Agent {
     }
 }
 
+/// Whether `dir` is empty (or does not exist).
+pub fn dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// `readelf -n` of a core file, which readelf must accept.
+pub fn readelf_notes(core: &Path) -> String {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(core)
+        .output()
+        .expect("readelf runs");
+    assert!(out.status.success(), "readelf refuses {}", core.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Compiles `tests/workloads/NAME.java` into `dir` with javac.
+pub fn compile_java(dir: &Path, name: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(format!("{name}.java"));
+    let status = Command::new("javac")
+        .arg("-d")
+        .arg(dir)
+        .arg(source)
+        .status()
+        .expect("javac runs");
+    assert!(status.success(), "javac failed for {name}.java");
+}
+
 /// Parses folded output into (stack, count) pairs.
 pub fn parse_folded(text: &str) -> Vec<(Vec<String>, u64)> {
     text.lines()
