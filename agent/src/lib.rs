@@ -10,5 +10,6 @@ pub mod lttng;
 pub mod process;
 pub mod procfs;
 pub mod profile;
+pub mod stacks;
 pub mod sys;
 pub mod uprobe;

@@ -172,6 +172,19 @@ impl MapEntry {
         self.inode != 0 && self.path.as_deref().is_some_and(|p| p.starts_with('/'))
     }
 
+    /// Whether a uprobe can be put in it: code in a private mapping of a
+    /// file. Anonymous memory (JIT code) has no file, and the kernel does
+    /// not put uprobes in shared mappings (a JIT's double-mapped
+    /// `memfd:` code, for one).
+    pub fn is_uprobe_capable(&self) -> bool {
+        self.is_file_backed()
+            && self.perms.as_bytes().get(3) == Some(&b'p')
+            && !self
+                .path
+                .as_deref()
+                .is_some_and(|p| p.starts_with("/memfd:"))
+    }
+
     /// Whether `addr` is inside it.
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
@@ -354,6 +367,16 @@ impl Procfs {
             let path = mapping.file_path().unwrap_or_default();
             std::fs::read(self.in_root(pid, Path::new(path)))
         })
+    }
+
+    /// `len` bytes of `pid`'s memory at `address` (`/proc/PID/mem`, which
+    /// needs ptrace access: CAP_SYS_PTRACE, or the same user).
+    pub fn read_memory(&self, pid: u32, address: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::File::open(self.path(pid, "mem"))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, address)?;
+        Ok(buf)
     }
 
     /// `/proc/PID/environ` as `NAME=value` pairs.

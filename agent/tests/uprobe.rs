@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tracecar_agent::uprobe::attach::{Location, attach};
+use tracecar_agent::uprobe::attach::{Location, Probe, attach};
 use tracecar_agent::uprobe::events::{
-    Capture, Config, EVENT_HAS_RETURN, Event, FLAG_PAIRED, capture_kind,
+    Capture, Config, EVENT_HAS_RETURN, Event, FLAG_PAIRED, Record, capture_kind,
 };
 
 /// What the target's recursive fib() returns.
@@ -29,20 +29,25 @@ fn int_arg_config() -> Config {
         flags: FLAG_PAIRED,
         ..Config::default()
     };
-    config.args[0] = Capture {
+    config.captures[0] = Capture {
         kind: capture_kind::REG,
         reg: 0,
-        len: 0,
-        offset: 0,
+        ..Capture::default()
     };
     config
 }
 
-fn collect(attached: &mut tracecar_agent::uprobe::attach::Attached, n: usize) -> Vec<Event> {
+/// A record's head and its captured memory.
+type Collected = (Event, Vec<u8>);
+
+fn collect(attached: &mut Probe, n: usize) -> Vec<Collected> {
     let mut events = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while events.len() < n && Instant::now() < deadline {
-        attached.drain(&mut events);
+        attached.drain(|bytes| {
+            let record = Record::from_bytes(bytes).expect("a whole record");
+            events.push((record.head, record.data.to_vec()));
+        });
         std::thread::sleep(Duration::from_millis(10));
     }
     events
@@ -65,8 +70,8 @@ fn entries_and_returns_pair_with_arguments() {
     .unwrap();
     let events = collect(&mut attached, 50);
     assert!(events.len() >= 50, "{} events", events.len());
-    for e in &events {
-        let arg = e.regs[0] as i32;
+    for (e, _) in &events {
+        let arg = e.values[0] as i32;
         assert_eq!(e.flags & EVENT_HAS_RETURN, EVENT_HAS_RETURN);
         assert_eq!(e.ret as i32, arg * 3 + 1, "calc({arg})");
         assert_eq!(e.pid, target.pid(), "PID in the agent's namespace");
@@ -74,14 +79,14 @@ fn entries_and_returns_pair_with_arguments() {
         assert!(e.latency_ns > 0 && e.latency_ns < 1_000_000_000);
     }
     // Calls arrive in order: consecutive arguments.
-    let args: Vec<i32> = events.iter().map(|e| e.regs[0] as i32).collect();
+    let args: Vec<i32> = events.iter().map(|(e, _)| e.values[0] as i32).collect();
     assert!(
         args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
         "{args:?}"
     );
-    let (seen, lost, _) = attached.counters();
-    assert!(seen as usize >= events.len());
-    assert_eq!(lost, 0);
+    let counts = attached.counts();
+    assert!(counts.calls as usize >= events.len());
+    assert_eq!(counts.lost, 0);
 }
 
 #[test]
@@ -101,8 +106,8 @@ fn recursion_pairs_each_return_with_its_own_entry() {
     .unwrap();
     let events = collect(&mut attached, 300);
     assert!(events.len() >= 300, "{} events", events.len());
-    for e in &events {
-        let n = i64::from(e.regs[0] as i32);
+    for (e, _) in &events {
+        let n = i64::from(e.values[0] as i32);
         assert_eq!(
             i64::from(e.ret as i32),
             fib(n),
@@ -130,7 +135,7 @@ fn a_second_process_is_excluded_by_pid() {
     let events = collect(&mut attached, 100);
     assert!(events.len() >= 100);
     assert!(
-        events.iter().all(|e| e.pid == traced.pid()),
+        events.iter().all(|(e, _)| e.pid == traced.pid()),
         "pid {} leaked in",
         other.pid()
     );
@@ -144,7 +149,7 @@ fn a_second_process_is_excluded_by_pid() {
     )
     .unwrap();
     let events = collect(&mut all, 200);
-    let pids: std::collections::BTreeSet<u32> = events.iter().map(|e| e.pid).collect();
+    let pids: std::collections::BTreeSet<u32> = events.iter().map(|(e, _)| e.pid).collect();
     assert!(
         pids.contains(&traced.pid()) && pids.contains(&other.pid()),
         "{pids:?}"
@@ -172,12 +177,13 @@ fn strings_are_read_through_pointers_and_nothing_stays_attached() {
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
     let mut config = int_arg_config();
-    config.args[0] = Capture {
+    config.captures[0] = Capture {
         kind: capture_kind::STR,
         reg: 0,
         len: 64,
-        offset: 0,
+        ..Capture::default()
     };
+    config.data_bytes = 64;
     let before = bpf_fds();
     let mut attached = attach(
         &bin,
@@ -189,13 +195,12 @@ fn strings_are_read_through_pointers_and_nothing_stays_attached() {
     assert!(bpf_fds() > before);
     let events = collect(&mut attached, 20);
     assert!(events.len() >= 20);
-    for e in &events {
-        let text = &e.data[0];
+    for (e, text) in &events {
         let end = text.iter().position(|b| *b == 0).unwrap();
         let s = std::str::from_utf8(&text[..end]).unwrap();
         assert!(s.starts_with("hello-"), "{s:?}");
         // echo returns its argument.
-        assert_eq!(e.ret, e.regs[0]);
+        assert_eq!(e.ret, e.values[0]);
     }
     drop(attached);
     assert_eq!(

@@ -74,13 +74,19 @@ pub enum Command {
         #[arg(short = 'o', long, default_value = "flame.svg")]
         output: String,
     },
-    /// Stream calls of a function: arguments, return value, latency.
+    /// Stream calls of a function: arguments, return value, latency, and
+    /// the calling stack; or write its callers as a flamegraph (-o).
     Trace {
         /// POD, pod/POD or deploy/NAME.
         target: String,
-        /// Function name.
+        /// Function name: an ELF symbol, or a JIT method named by the
+        /// process's perf map or .NET runtime (by its full name, or a
+        /// unique part of it).
+        #[arg(long, required_unless_present = "address", conflicts_with = "address")]
+        symbol: Option<String>,
+        /// An address in the process instead of a name (JIT code too).
         #[arg(long)]
-        symbol: String,
+        address: Option<String>,
         /// Module the function is in (e.g. libc.so.6).
         #[arg(long)]
         module: Option<String>,
@@ -99,6 +105,23 @@ pub enum Command {
         /// Stop after N calls.
         #[arg(long)]
         limit: Option<u64>,
+        /// Print each call's stack under it.
+        #[arg(long)]
+        stack: bool,
+        /// How stacks are walked: auto, fp or dwarf.
+        #[arg(long)]
+        unwind: Option<String>,
+        /// The calling convention argN follows: sysv, java or v8 (default:
+        /// the process's runtime).
+        #[arg(long)]
+        abi: Option<String>,
+        /// Write the callers as a flamegraph instead of streaming calls:
+        /// .svg, .pprof, .pb.gz, .folded, .speedscope.json or .json.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        /// With -o, what each call weighs: count, argN, ret or latency.
+        #[arg(long, default_value = "count", requires = "output")]
+        of: String,
         /// Print the agent's NDJSON as is.
         #[arg(long)]
         json: bool,

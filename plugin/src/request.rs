@@ -64,10 +64,12 @@ pub fn profile_path(
 }
 
 /// What `kubectl tracecar trace` asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Trace<'a> {
     /// The function.
-    pub symbol: &'a str,
+    pub symbol: Option<&'a str>,
+    /// Or an address.
+    pub address: Option<&'a str>,
     /// The module it is in.
     pub module: Option<&'a str>,
     /// Argument types.
@@ -80,6 +82,14 @@ pub struct Trace<'a> {
     pub seconds: u32,
     /// At most this many events.
     pub limit: Option<u64>,
+    /// Stacks with each event.
+    pub stack: bool,
+    /// How stacks are walked.
+    pub unwind: Option<&'a str>,
+    /// The calling convention.
+    pub abi: Option<&'a str>,
+    /// A flamegraph of the callers, weighted by `of`, in this format.
+    pub flame: Option<(OutputFormat, &'a str)>,
 }
 
 /// `/v1/uprobe` for `kubectl tracecar trace`.
@@ -87,13 +97,23 @@ pub fn trace_path(trace: &Trace<'_>) -> String {
     path(
         "/v1/uprobe",
         &[
-            ("symbol", Some(trace.symbol.to_owned())),
+            ("symbol", some(trace.symbol)),
+            ("address", some(trace.address)),
             ("module", some(trace.module)),
             ("args", some(trace.args)),
             ("ret", some(trace.ret)),
             ("pid", Some(trace.pid.to_owned())),
             ("seconds", Some(trace.seconds.to_string())),
             ("limit", trace.limit.map(|l| l.to_string())),
+            (
+                "stack",
+                (trace.stack && trace.flame.is_none()).then(|| "user".to_owned()),
+            ),
+            ("unwind", some(trace.unwind)),
+            ("abi", some(trace.abi)),
+            ("aggregate", trace.flame.map(|_| "flame".to_owned())),
+            ("of", trace.flame.map(|(_, of)| of.to_owned())),
+            ("format", trace.flame.map(|(f, _)| f.agent.to_owned())),
         ],
     )
 }
@@ -249,7 +269,8 @@ fn value(v: &Value) -> String {
 }
 
 /// One `/v1/uprobe` NDJSON line for a terminal:
-/// `pid 7 tid 7 calc(5) = 16  1.2 µs`, or the summary.
+/// `pid 7 tid 7 calc(5) = 16  1.2 µs`, with the stack under it (innermost
+/// frame first) and the code version of a JIT method; or the summary.
 pub fn trace_line(symbol: &str, line: &str) -> String {
     if let Ok(SummaryLine { summary }) = serde_json::from_str::<SummaryLine<Value>>(line) {
         return format!("# {summary}");
@@ -269,6 +290,19 @@ pub fn trace_line(symbol: &str, line: &str) -> String {
     }
     if let Some(ns) = event.latency_ns {
         out.push_str(&format!("  {:.1} µs", ns as f64 / 1000.0));
+    }
+    if let Some(code) = &event.code {
+        out.push_str(&format!(
+            "  [{}{}]",
+            code.address,
+            code.tier
+                .as_deref()
+                .map_or_else(String::new, |t| format!(" {t}"))
+        ));
+    }
+    for frame in event.stack.iter().flatten() {
+        out.push_str("\n    ");
+        out.push_str(frame);
     }
     out
 }
@@ -441,17 +475,40 @@ mod tests {
     #[test]
     fn commands_build_their_requests_here() {
         let trace = Trace {
-            symbol: "calc",
-            module: None,
+            symbol: Some("calc"),
             args: Some("long"),
             ret: Some("long"),
             pid: "7",
             seconds: 10,
             limit: Some(20),
+            ..Trace::default()
         };
         assert_eq!(
             trace_path(&trace),
             "/v1/uprobe?symbol=calc&args=long&ret=long&pid=7&seconds=10&limit=20"
+        );
+        let stacks = Trace {
+            stack: true,
+            unwind: Some("dwarf"),
+            ..trace
+        };
+        assert_eq!(
+            trace_path(&stacks),
+            "/v1/uprobe?symbol=calc&args=long&ret=long&pid=7&seconds=10&limit=20&stack=user&unwind=dwarf"
+        );
+        let flame = Trace {
+            symbol: Some("FibonacciProvider.calculateFibonacciValue"),
+            address: None,
+            args: None,
+            ret: Some("int"),
+            limit: None,
+            abi: Some("sysv"),
+            flame: Some((profile_format("callers.svg").unwrap(), "latency")),
+            ..trace
+        };
+        assert_eq!(
+            trace_path(&flame),
+            "/v1/uprobe?symbol=FibonacciProvider.calculateFibonacciValue&ret=int&pid=7&seconds=10&abi=sysv&aggregate=flame&of=latency&format=svg"
         );
         let session = Session {
             events: Some("app:*"),
@@ -487,10 +544,24 @@ mod tests {
             args: vec![5.into(), "hi".into()],
             ret: Some(16.into()),
             latency_ns: Some(1500),
+            stack: None,
+            code: None,
         };
         assert_eq!(
             trace_line("calc", &serde_json::to_string(&event).unwrap()),
             "pid 7 tid 8 calc(5, \"hi\") = 16  1.5 µs"
+        );
+        let jit = ProbeEvent {
+            stack: Some(vec!["F".to_owned(), "Main".to_owned()]),
+            code: Some(tracecar_api::uprobe::CodeVersion {
+                address: "0x7f00".to_owned(),
+                tier: Some("OptimizedTier1".to_owned()),
+            }),
+            ..event
+        };
+        assert_eq!(
+            trace_line("F", &serde_json::to_string(&jit).unwrap()),
+            "pid 7 tid 8 F(5, \"hi\") = 16  1.5 µs  [0x7f00 OptimizedTier1]\n    F\n    Main"
         );
         assert_eq!(
             trace_line("calc", r#"{"summary":{"events":1}}"#),

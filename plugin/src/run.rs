@@ -137,14 +137,31 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         Command::Trace {
             target,
             symbol,
+            address,
             module,
             args,
             ret,
             pid,
             seconds,
             limit,
+            stack,
+            unwind,
+            abi,
+            output,
+            of,
             json,
         } => {
+            let flame = match output {
+                None => None,
+                Some(file) => Some((
+                    format_of(
+                        file,
+                        request::profile_format(file),
+                        ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
+                    )?,
+                    of.as_str(),
+                )),
+            };
             let caller = call(target)?;
             let pid = match pid {
                 Some(pid) => pid.clone(),
@@ -153,15 +170,26 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                     .to_string(),
             };
             let path = request::trace_path(&request::Trace {
-                symbol,
+                symbol: symbol.as_deref(),
+                address: address.as_deref(),
                 module: module.as_deref(),
                 args: args.as_deref(),
                 ret: ret.as_deref(),
                 pid: &pid,
                 seconds: *seconds,
                 limit: *limit,
+                stack: *stack,
+                unwind: unwind.as_deref(),
+                abi: abi.as_deref(),
+                flame,
             });
-            let pretty = |line: &str| request::trace_line(symbol, line);
+            if let Some(file) = output {
+                caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
+                eprintln!("wrote {file}");
+                return Ok(());
+            }
+            let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
+            let pretty = |line: &str| request::trace_line(name, line);
             let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
             caller.get(&path, Sink::Lines(render), Bar::None)?;
         }

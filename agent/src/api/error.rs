@@ -73,8 +73,8 @@ impl From<crate::profile::capture::CaptureError> for ApiError {
     }
 }
 
-impl From<crate::profile::render::RenderError> for ApiError {
-    fn from(e: crate::profile::render::RenderError) -> Self {
+impl From<crate::stacks::render::RenderError> for ApiError {
+    fn from(e: crate::stacks::render::RenderError) -> Self {
         Self::internal(e.to_string(), "try format=folded")
     }
 }
@@ -116,10 +116,52 @@ impl From<crate::uprobe::resolve::ResolveError> for ApiError {
                 e.to_string(),
                 "drop ret= and trace entries only, or pass force=true at your own risk",
             ),
-            ResolveError::Anonymous(_) => Self::bad_request(
+            ResolveError::NotCode(_) => Self::bad_request(
                 e.to_string(),
-                "only file-backed code (including ReadyToRun/AOT images) can be probed; use /v1/profile for JIT code",
+                "give the address of an instruction: a function in /v1/symbols, or JIT code named in the process's perf map",
             ),
+            ResolveError::Jit(crate::uprobe::jit::FindError::Unknown { ref closest, .. }) => {
+                Self::new(
+                    StatusCode::NOT_FOUND,
+                    e.to_string(),
+                    if closest.is_empty() {
+                        "no JIT method is named yet: a method has code once it has run; for Node and Java, see /v1/processes for the perf map (node --perf-basic-prof, jcmd PID Compiler.perfmap)".to_owned()
+                    } else {
+                        format!(
+                            "closest names: {}; a method has code once it has run",
+                            closest.join(", ")
+                        )
+                    },
+                )
+            }
+            ResolveError::Jit(crate::uprobe::jit::FindError::Ambiguous {
+                ref candidates, ..
+            }) => Self::bad_request(
+                e.to_string(),
+                format!(
+                    "name one of them in full (the parameter list is optional): {}",
+                    candidates.join("; ")
+                ),
+            ),
+            ResolveError::Dotnet { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                e.to_string(),
+                "JIT methods of a .NET process are named by its runtime through the diagnostic port: see /v1/processes (dotnet.diagnostic_port) and /v1/capabilities",
+            ),
+            ResolveError::Code { .. } => Self::internal(
+                e.to_string(),
+                "reading another process's code needs CAP_SYS_PTRACE; the code may also have been freed meanwhile: retry",
+            ),
+            ResolveError::NoCodeRange { .. } | ResolveError::NoReturns { .. } => Self::bad_request(
+                e.to_string(),
+                "drop ret= to trace the entries, with their arguments",
+            ),
+            ResolveError::RegisterBudget { .. } => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "drop ret= to use one breakpoint (the entry) per version",
+            ),
+            ResolveError::Spec(spec) => spec.into(),
             ResolveError::NotElf(_)
             | ResolveError::OffsetOutsideText { .. }
             | ResolveError::Unmapped(_)
@@ -133,10 +175,18 @@ impl From<crate::uprobe::resolve::ResolveError> for ApiError {
 
 impl From<crate::uprobe::attach::AttachError> for ApiError {
     fn from(e: crate::uprobe::attach::AttachError) -> Self {
-        Self::internal(
-            e.to_string(),
-            "the sidecar needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (Linux requires it for uprobes since 2025) and seccompProfile Unconfined; check /v1/capabilities",
-        )
+        use crate::uprobe::attach::AttachError;
+        match e {
+            AttachError::NoDebugRegister { .. } => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "end one of those probes (or the debugger), or drop ret= to need fewer breakpoints",
+            ),
+            _ => Self::internal(
+                e.to_string(),
+                "the sidecar needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (Linux requires it for uprobes since 2025) and seccompProfile Unconfined; check /v1/capabilities",
+            ),
+        }
     }
 }
 

@@ -74,7 +74,7 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
     let capture_ms = captured.duration.as_secs_f64() * 1000.0;
     let (started, ended) = captured.sampling;
     let setup_ms = started.duration_since(received).as_secs_f64() * 1000.0;
-    let body = blocking(move || profile::render::render(&captured, format, &meta)).await??;
+    let body = blocking(move || crate::stacks::render::render(&captured, format, &meta)).await??;
     // Opening the events, sampling, and everything after it (final
     // symbolization, aggregation, rendering).
     let timing = format!(

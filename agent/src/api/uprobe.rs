@@ -41,19 +41,26 @@ pub(super) async fn uprobe(
     Query(query): Query<Params>,
 ) -> Result<Response, ApiError> {
     let spec = spec::parse(&query)?;
+    // Before resolving: naming a .NET method starts sessions in its runtime.
+    let permit = state.probe_slot()?;
     let procfs = state.procfs.clone();
     let resolve_spec = spec.clone();
-    let target = blocking(move || resolve::resolve(&resolve_spec, &procfs)).await??;
-    let permit = state.probe_slot()?;
-    let ((), body) = ready_then_stream(1024, permit, move |ready, chunks, cancel| {
+    let plan = blocking(move || resolve::resolve(&resolve_spec, &procfs)).await??;
+    let procfs = state.procfs.clone();
+    let content_type = match spec.aggregate {
+        Some((spec::Aggregation::Flame, _)) => spec.format.content_type(),
+        _ => "application/x-ndjson",
+    };
+    let ((), body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
         stream::stream(
             &spec,
-            &target,
+            plan,
+            &procfs,
             &cancel,
             |attached| ready.send(attached),
-            |line| chunks.send(line),
+            |bytes| chunks.send(bytes),
         );
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

@@ -35,6 +35,22 @@ pub struct Method {
     pub name: String,
     /// The runtime's id of its module.
     pub module_id: Option<u64>,
+    /// How this code was compiled (`MethodFlags`' optimization tier).
+    pub tier: Option<&'static str>,
+}
+
+/// The optimization tier in an event's `MethodFlags` (bits 7–9, as
+/// .NET Core 3.0 and later set them).
+pub fn tier(flags: u64) -> Option<&'static str> {
+    Some(match (flags >> 7) & 0x7 {
+        1 => "MinOptJitted",
+        2 => "Optimized",
+        3 => "QuickJitted",
+        4 => "OptimizedTier1",
+        5 => "ReadyToRun",
+        6 => "PreJIT",
+        _ => return None,
+    })
 }
 
 /// Methods by address.
@@ -56,6 +72,28 @@ pub fn method_name(namespace: &str, name: &str, signature: &str) -> String {
     }
 }
 
+/// The method a method-load or rundown event describes; `None` for other
+/// events and for methods without code.
+pub fn method_of(event: &str, fields: &Map<String, Value>) -> Option<Method> {
+    if !matches!(
+        event,
+        "MethodLoadVerbose" | "MethodDCStartVerbose" | "MethodDCEndVerbose"
+    ) {
+        return None;
+    }
+    let u = |k: &str| fields.get(k).and_then(Value::as_u64);
+    let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+    let start = u("MethodStartAddress")?;
+    let size = u32::try_from(u("MethodSize")?).ok()?;
+    (start != 0 && size != 0).then(|| Method {
+        start,
+        size,
+        name: method_name(s("MethodNamespace"), s("MethodName"), s("MethodSignature")),
+        module_id: u("ModuleID"),
+        tier: u("MethodFlags").and_then(tier),
+    })
+}
+
 impl MethodTable {
     /// Takes one decoded runtime or rundown event; others are ignored.
     pub fn add_event(&mut self, event: &str, fields: &Map<String, Value>) {
@@ -63,22 +101,9 @@ impl MethodTable {
         let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
         match event {
             "MethodLoadVerbose" | "MethodDCStartVerbose" | "MethodDCEndVerbose" => {
-                let (Some(start), Some(size)) = (u("MethodStartAddress"), u("MethodSize")) else {
-                    return;
-                };
-                let Ok(size) = u32::try_from(size) else {
-                    return;
-                };
-                if start == 0 || size == 0 {
-                    return;
+                if let Some(method) = method_of(event, fields) {
+                    self.insert(method);
                 }
-                let module_id = u("ModuleID");
-                self.insert(Method {
-                    start,
-                    size,
-                    name: method_name(s("MethodNamespace"), s("MethodName"), s("MethodSignature")),
-                    module_id,
-                });
             }
             "ModuleLoad" | "ModuleDCStart" | "ModuleDCEnd" => {
                 if let Some(id) = u("ModuleID") {
@@ -94,7 +119,8 @@ impl MethodTable {
         }
     }
 
-    fn insert(&mut self, method: Method) {
+    /// Adds a method (its code replaces whatever it overlaps).
+    pub fn insert(&mut self, method: Method) {
         let end = method.start + u64::from(method.size);
         // Whatever overlaps the new code is gone.
         let overlapping: Vec<u64> = self
@@ -118,6 +144,11 @@ impl MethodTable {
             .and_then(|id| self.modules.get(&id))
             .map(String::as_str);
         (addr < m.start + u64::from(m.size)).then_some((m, module))
+    }
+
+    /// Every method, by address.
+    pub fn methods(&self) -> impl Iterator<Item = &Method> {
+        self.methods.values()
     }
 
     /// Methods known.
@@ -154,6 +185,115 @@ impl Rundown {
             .join()
             .map_err(|_| "the rundown worker panicked".to_string())?
     }
+}
+
+/// The methods of a .NET process that have code now: a rundown session
+/// started and stopped at once.
+pub fn current(procfs: &Procfs, pid: u32) -> Result<MethodTable, String> {
+    Rundown::start(procfs, pid).finish()
+}
+
+/// Method loads of a running .NET process as they happen (tier-ups
+/// included): what probes follow a method's new versions with. Stopped
+/// when dropped.
+#[derive(Debug)]
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    loads: std::sync::mpsc::Receiver<Method>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Starts following `pid`; returns once the runtime has accepted the
+    /// session (or why it did not).
+    pub fn start(procfs: &Procfs, pid: u32) -> Result<Self, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (procfs, flag) = (procfs.clone(), stop.clone());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (loads_tx, loads) = std::sync::mpsc::channel();
+        let worker =
+            std::thread::spawn(move || follow(&procfs, pid, &flag, &started_tx, &loads_tx));
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                stop,
+                loads,
+                worker: Some(worker),
+            }),
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = worker.join();
+                Err("the method-load session stopped before it started".to_string())
+            }
+        }
+    }
+
+    /// The methods loaded since the last call.
+    pub fn loaded(&self) -> Vec<Method> {
+        self.loads.try_iter().collect()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn follow(
+    procfs: &Procfs,
+    pid: u32,
+    stop: &AtomicBool,
+    started: &std::sync::mpsc::Sender<Result<(), String>>,
+    loads: &std::sync::mpsc::Sender<Method>,
+) {
+    let port = match Port::find(procfs, pid) {
+        Ok(port) => port,
+        Err(e) => {
+            let _ = started.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let mut decoder = Decoder::new();
+    let command = Command::CollectTracing {
+        buffer_mb: 16,
+        rundown: false,
+        providers: vec![ProviderConfig {
+            name: RUNTIME.to_string(),
+            keywords: 0x10,
+            level: 5,
+            filter: None,
+        }],
+    };
+    session::run(
+        procfs,
+        &port,
+        &command,
+        Duration::from_secs(86_400),
+        stop,
+        |result| {
+            let _ = started.send(result.map(drop).map_err(|e| e.to_string()));
+        },
+        |bytes| {
+            decoder.feed(bytes);
+            while let Ok(Some(event)) = decoder.next_event() {
+                let m = &event.metadata;
+                if let Some(fields) = m.fields.as_deref()
+                    && let Ok(values) = metadata::decode(fields, &event.payload)
+                    && let Some(method) = method_of(&m.name, &values)
+                    && loads.send(method).is_err()
+                {
+                    return Flow::Gone;
+                }
+            }
+            Flow::Continue
+        },
+    );
 }
 
 /// JIT (0x10) and Loader (0x8) at verbose: method and module loads with

@@ -1,16 +1,10 @@
 //! CPU profiling: spec (request) → plan (what to open) → capture (kernel)
-//! → render (formats).
+//! → render (formats, in [`crate::stacks::render`]). Unwinding, naming
+//! and rendering are the shared [`crate::stacks`] machinery.
 
-pub mod aggregate;
 pub mod capture;
-pub mod kallsyms;
-pub mod perfmap;
-pub mod pprof;
-pub mod render;
 pub mod spec;
-pub mod symbolize;
 pub mod trigger;
-pub mod unwind;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -18,9 +12,10 @@ use std::time::Duration;
 pub use spec::{Format, ProfileSpec, Unwind};
 
 use crate::procfs::{PidNotVisible, Procfs};
+use crate::stacks::render::RenderMeta;
+use crate::stacks::unwind;
 use crate::sys::SamplingAttrs;
 use capture::{CapturePlan, Targets};
-use render::RenderMeta;
 
 /// [`plan`] with this machine's online CPUs and whether its kallsyms has
 /// addresses.
@@ -76,13 +71,8 @@ pub fn plan(
         per_thread: spec.threads,
     };
     let meta = RenderMeta {
-        hz: spec.hz,
         seconds: spec.seconds,
-        unwind: match spec.unwind {
-            Unwind::Auto => "auto",
-            Unwind::Fp => "fp",
-            Unwind::Dwarf => "dwarf",
-        },
+        unwind: spec.unwind.name(),
         kernel,
     };
     Ok((plan, meta))

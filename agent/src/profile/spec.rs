@@ -2,54 +2,7 @@
 
 use crate::api::query::{self, Query, SpecError, reject_unknown};
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Interactive flamegraph (inferno).
-    Svg,
-    /// `comm;outer;…;leaf count` lines.
-    Folded,
-    /// gzipped `perftools.profiles.Profile`.
-    Pprof,
-    /// speedscope's JSON file format.
-    Speedscope,
-    /// Aggregated stacks and metadata.
-    Json,
-}
-
-impl Format {
-    fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "svg" => Self::Svg,
-            "folded" => Self::Folded,
-            "pprof" => Self::Pprof,
-            "speedscope" => Self::Speedscope,
-            "json" => Self::Json,
-            _ => return None,
-        })
-    }
-
-    /// The HTTP content type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Svg => "image/svg+xml",
-            Self::Folded => "text/plain; charset=utf-8",
-            Self::Pprof => "application/octet-stream",
-            Self::Speedscope | Self::Json => "application/json",
-        }
-    }
-}
-
-/// How user stacks are walked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unwind {
-    /// Frame pointers where that is all there is.
-    Auto,
-    /// The kernel's frame-pointer callchain.
-    Fp,
-    /// User stack copies unwound from `.eh_frame`.
-    Dwarf,
-}
+pub use crate::stacks::{Format, Unwind};
 
 /// A validated profile request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,19 +40,20 @@ pub struct Sampling {
 /// The query parameters [`Sampling`] reads.
 pub const SAMPLING_PARAMETERS: [&str; 4] = ["hz", "unwind", "kernel", "threads"];
 
+/// Parses `unwind=` (`/v1/profile` and probes with stacks).
+pub fn unwind(query: &Query) -> Result<Unwind, SpecError> {
+    let raw = query.get("unwind").map(String::as_str);
+    Unwind::parse(raw).ok_or_else(|| {
+        SpecError::new(
+            format!("unwind={:?} is not supported", raw.unwrap_or_default()),
+            "use auto, fp or dwarf",
+        )
+    })
+}
+
 /// Parses `hz`, `unwind`, `kernel` and `threads`.
 pub fn sampling(query: &Query) -> Result<Sampling, SpecError> {
-    let unwind = match query.get("unwind").map(String::as_str) {
-        None | Some("auto") => Unwind::Auto,
-        Some("fp") => Unwind::Fp,
-        Some("dwarf") => Unwind::Dwarf,
-        Some(other) => {
-            return Err(SpecError::new(
-                format!("unwind={other:?} is not supported"),
-                "use auto, fp or dwarf",
-            ));
-        }
-    };
+    let unwind = unwind(query)?;
     Ok(Sampling {
         hz: query::number(query, "hz", 99, 1..=1000)?,
         unwind,
@@ -134,7 +88,7 @@ pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
         Some(f) => Format::parse(f).ok_or_else(|| {
             SpecError::new(
                 format!("format={f:?} is not supported"),
-                "use svg, folded, pprof, speedscope or json",
+                format!("use {}", Format::NAMES),
             )
         })?,
     };

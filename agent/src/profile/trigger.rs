@@ -143,7 +143,7 @@ pub fn run(
                 cpu_percent: (cpu * 10.0).round() / 10.0,
                 samples: captured.samples,
                 truncated_ratio: (captured.truncated_ratio() * 10_000.0).round() / 10_000.0,
-                folded: super::render::folded(&captured, false),
+                folded: crate::stacks::render::folded(&captured, false),
             });
             if report.captures.len() >= spec.max as usize {
                 report.stopped = "max";

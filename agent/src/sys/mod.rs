@@ -155,6 +155,48 @@ pub fn open_cpu_samplers(
     }
 }
 
+/// Opens one hardware execute breakpoint at `address` on each CPU of
+/// `cpus`, for every task that runs there (`pid = -1`), disabled, with an
+/// overflow on every hit so that an attached BPF program sees each one.
+/// Per CPU rather than per task: a per-task breakpoint on a process that
+/// is already running counted no hits on this kernel, and per-CPU events
+/// also cover threads created later. x86-64 has four debug registers per
+/// CPU; when they are taken the kernel answers `ENOSPC`.
+pub fn open_breakpoints(address: u64, cpus: &[u32]) -> Result<Vec<Counter>, PerfError> {
+    use perf_event_open::event::bp::{Breakpoint, Type};
+    let opts = Opts {
+        sample_on: SampleOn::Count(1),
+        exclude: Priv {
+            kernel: true,
+            hv: true,
+            ..Priv::default()
+        },
+        ..Opts::default()
+    };
+    cpus.iter()
+        .map(|&cpu| {
+            Counter::new(
+                Breakpoint {
+                    ty: Type::X,
+                    addr: address,
+                },
+                (Proc::ALL, Cpu(cpu)),
+                &opts,
+            )
+        })
+        .collect()
+}
+
+/// Attaches the BPF program `program` (a loaded `perf_event` program) to
+/// each counter and enables it. Closing a counter detaches the program.
+pub fn attach_program(counters: &[Counter], program: &std::fs::File) -> Result<(), PerfError> {
+    for counter in counters {
+        counter.attach_bpf(program)?;
+        counter.enable()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,10 @@
 
 pub mod attach;
 pub mod decode;
+pub mod disasm;
 pub mod events;
 pub mod hist;
+pub mod jit;
 pub mod resolve;
 pub mod spec;
 pub mod stream;

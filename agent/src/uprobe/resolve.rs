@@ -1,15 +1,106 @@
-//! Resolving a uprobe request to a file and an offset (the plan): the
-//! symbol, offset or address it names, in the binary the process maps,
-//! read as the process sees it.
+//! Resolving a probe request (the plan): the symbol, offset or address it
+//! names becomes either a file and an offset for a uprobe (file-backed
+//! code, read as the process sees it), or the compiled versions of a JIT
+//! method for hardware breakpoints (code in anonymous memory, named by the
+//! process's perf map or the .NET runtime), with their entry and return
+//! sites, within the CPU's debug registers.
 
 use std::path::PathBuf;
 
 use object::{Object as _, ObjectSegment as _, SegmentFlags};
 
-use super::spec::{TargetSpec, UprobeSpec};
+use super::decode::Captures;
+use super::jit::{self, Version};
+use super::spec::{Abi, TargetSpec, UprobeSpec};
 use super::symbols::{self, elf_functions, file_offset};
-use crate::process;
+use crate::process::{self, Runtime};
 use crate::procfs::{MapEntry, Procfs};
+use crate::stacks::perfmap::PerfMapFile;
+
+/// Debug registers per CPU on x86-64: breakpoints at most, per CPU.
+pub const DEBUG_REGISTERS: usize = 4;
+/// Bytes of one method's code read to find its sites, at most.
+const MAX_CODE_BYTES: u64 = 1 << 20;
+
+/// One version of a JIT method with the sites to put breakpoints on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionPlan {
+    /// The version.
+    pub version: Version,
+    /// Where calls enter it.
+    pub entry: u64,
+    /// Its `ret` instructions (with `ret=`).
+    pub returns: Vec<u64>,
+}
+
+impl VersionPlan {
+    /// Debug registers it takes.
+    pub fn registers(&self) -> usize {
+        1 + self.returns.len()
+    }
+}
+
+/// How the agent learns of a method's new versions during a session.
+#[derive(Debug, Default)]
+pub enum Follow {
+    /// It does not (an address).
+    #[default]
+    Nothing,
+    /// The process's perf map, re-read as it grows.
+    PerfMap(PerfMapFile),
+    /// The .NET runtime's method-load events.
+    Dotnet(crate::dotnet::rundown::Follower),
+}
+
+/// JIT code to probe with breakpoints.
+#[derive(Debug)]
+pub struct JitPlan {
+    /// The process.
+    pub pid: u32,
+    /// The method ([`jit::MethodName::key`]), or the address asked for.
+    pub name: String,
+    /// The process's runtime.
+    pub runtime: Runtime,
+    /// Versions to probe now, best first; those that did not fit in the
+    /// debug registers are in `skipped`.
+    pub versions: Vec<VersionPlan>,
+    /// Versions left out: no register left for them.
+    pub skipped: Vec<Version>,
+    /// How new versions are found.
+    pub follow: Follow,
+    /// For .NET: every method the runtime named (for stacks).
+    pub table: Option<crate::dotnet::rundown::MethodTable>,
+}
+
+/// What a probe attaches to.
+#[derive(Debug)]
+pub enum Target {
+    /// File-backed code: a uprobe (and a uretprobe for returns).
+    Uprobe(ResolvedTarget),
+    /// JIT code: execute breakpoints on each version.
+    Breakpoint(JitPlan),
+}
+
+impl Target {
+    /// `uprobe` or `breakpoint`.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Self::Uprobe(_) => "uprobe",
+            Self::Breakpoint(_) => "breakpoint",
+        }
+    }
+}
+
+/// A resolved request: what to attach to, and what to capture there.
+#[derive(Debug)]
+pub struct Plan {
+    /// The probe point(s).
+    pub target: Target,
+    /// `argN`'s calling convention.
+    pub abi: Abi,
+    /// The BPF captures.
+    pub captures: Captures,
+}
 
 /// A probe point: the file as the agent can open it, and the offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,17 +153,65 @@ pub enum ResolveError {
         /// The file.
         module: String,
     },
-    /// The address is in anonymous memory (JIT code).
+    /// The address is not in executable memory.
+    #[error("address {0:#x} is not in executable memory (heap, stack or data)")]
+    NotCode(u64),
+    /// No JIT method has the name.
+    #[error(transparent)]
+    Jit(#[from] jit::FindError),
+    /// The .NET runtime's method table could not be read.
+    #[error("cannot read pid {pid}'s method table from its .NET runtime: {error}")]
+    Dotnet {
+        /// The process.
+        pid: u32,
+        /// Why.
+        error: String,
+    },
+    /// The method's code could not be read.
+    #[error("cannot read the code at {address:#x} in pid {pid}: {source}")]
+    Code {
+        /// The process.
+        pid: u32,
+        /// Where.
+        address: u64,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `ret=` on JIT code with no known code range.
     #[error(
-        "address {0:#x} is in anonymous memory (JIT code or heap), which uprobes cannot attach to"
+        "{address:#x} is JIT code that no perf map or runtime names, so its returns cannot be found"
     )]
-    Anonymous(u64),
+    NoCodeRange {
+        /// The address.
+        address: u64,
+    },
+    /// `ret=` on a method without a `ret` instruction.
+    #[error("{name} has no ret instruction (it leaves through a tail call or never returns)")]
+    NoReturns {
+        /// The method.
+        name: String,
+    },
+    /// One version of the method needs more breakpoints than a CPU has.
+    #[error(
+        "{name} needs {needed} breakpoints (its entry and {} returns), and x86-64 has {DEBUG_REGISTERS} debug registers",
+        needed - 1
+    )]
+    RegisterBudget {
+        /// The method.
+        name: String,
+        /// Breakpoints one version needs.
+        needed: usize,
+    },
     /// The address is not mapped at all.
     #[error("address {0:#x} is not mapped in the process")]
     Unmapped(u64),
     /// Neither a process nor a file to look the symbol up in.
     #[error("symbol= without pid= needs binary=PATH")]
     NoBinary,
+    /// The captures do not fit the calling convention.
+    #[error("{}", .0.message)]
+    Spec(crate::api::query::SpecError),
     /// A uretprobe on a Go binary.
     #[error(
         "{0} is a Go binary: uretprobes can crash Go programs (stack moves and goroutine switches break the return trampoline)"
@@ -144,8 +283,26 @@ pub fn check_offset(data: &[u8], offset: u64, module: &str) -> Result<(), Resolv
     }
 }
 
-/// Resolves the request's target to a file and offset.
-pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, ResolveError> {
+/// Resolves the request: the probe point(s) and the captures.
+pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<Plan, ResolveError> {
+    let target = resolve_target(spec, procfs)?;
+    let abi = spec.abi.unwrap_or(match &target {
+        Target::Breakpoint(jit) => match jit.runtime {
+            Runtime::Java => Abi::Java,
+            Runtime::Node => Abi::V8,
+            _ => Abi::Sysv,
+        },
+        Target::Uprobe(_) => Abi::Sysv,
+    });
+    let captures = super::decode::plan(&spec.args, spec.ret, abi).map_err(ResolveError::Spec)?;
+    Ok(Plan {
+        target,
+        abi,
+        captures,
+    })
+}
+
+fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveError> {
     let maps = match spec.pid {
         Some(pid) => Some(
             procfs
@@ -183,11 +340,23 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
             };
             let path = visible(&module_path);
             let data = read_file(&path)?;
-            let offset = find_symbol(&data, name, &module_path)?;
-            ResolvedTarget {
-                path,
-                module: module_path,
-                offset,
+            match find_symbol(&data, name, &module_path) {
+                Ok(offset) => ResolvedTarget {
+                    path,
+                    module: module_path,
+                    offset,
+                },
+                // Not in the executable: a JIT method of the process?
+                Err(ResolveError::UnknownSymbol { closest, .. })
+                    if module.is_none() && binary.is_none() =>
+                {
+                    let (Some(pid), Some(maps)) = (spec.pid, maps.as_deref()) else {
+                        return Err(ResolveError::NoBinary);
+                    };
+                    return jit_by_name(spec, procfs, pid, maps, name, &module_path, closest)
+                        .map(Target::Breakpoint);
+                }
+                Err(e) => return Err(e),
             }
         }
         TargetSpec::Offset { offset, binary } => {
@@ -204,8 +373,12 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
             let maps = maps.unwrap_or_default();
             let map: &MapEntry = crate::procfs::mapping_at(&maps, *address)
                 .ok_or(ResolveError::Unmapped(*address))?;
-            if !map.is_file_backed() {
-                return Err(ResolveError::Anonymous(*address));
+            if !map.is_exec() {
+                return Err(ResolveError::NotCode(*address));
+            }
+            if !map.is_uprobe_capable() {
+                let pid = spec.pid.ok_or(ResolveError::NoBinary)?;
+                return jit_by_address(spec, procfs, pid, &maps, *address).map(Target::Breakpoint);
             }
             let module = map.path.clone().unwrap_or_default();
             ResolvedTarget {
@@ -218,7 +391,271 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<ResolvedTarget, Res
     if spec.ret.is_some() && !spec.force && process::is_go_binary(&resolved.path) {
         return Err(ResolveError::GoReturnProbe(resolved.module));
     }
-    Ok(resolved)
+    Ok(Target::Uprobe(resolved))
+}
+
+/// The runtime of `pid`.
+fn runtime_of(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> Runtime {
+    let exe = procfs
+        .exe(pid)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    process::detect_runtime(&exe, maps, || false)
+}
+
+/// The JIT versions a process's runtime names now, and how to follow new
+/// ones: the .NET runtime's own method table for .NET (its perf map, when
+/// enabled, names the same code), the perf map for every other runtime.
+fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersions, ResolveError> {
+    if runtime == Runtime::Dotnet {
+        let dotnet = |error: String| ResolveError::Dotnet { pid, error };
+        // Follow first, then take the table: nothing compiled in between
+        // is missed.
+        let follower = crate::dotnet::rundown::Follower::start(procfs, pid).map_err(dotnet)?;
+        let table = crate::dotnet::rundown::current(procfs, pid).map_err(dotnet)?;
+        return Ok(JitVersions {
+            versions: table.methods().map(dotnet_version).collect(),
+            follow: Follow::Dotnet(follower),
+            table: Some(table),
+        });
+    }
+    let Some(path) = process::perf_map_location(procfs, pid) else {
+        return Ok(JitVersions::default());
+    };
+    let mut map = PerfMapFile::new(path);
+    map.refresh();
+    Ok(JitVersions {
+        versions: map.index().entries().map(perf_map_version).collect(),
+        follow: Follow::PerfMap(map),
+        table: None,
+    })
+}
+
+/// What a process's runtime names: its compiled code now, how to follow
+/// what it compiles next, and (.NET) its whole method table.
+#[derive(Debug, Default)]
+struct JitVersions {
+    versions: Vec<Version>,
+    follow: Follow,
+    table: Option<crate::dotnet::rundown::MethodTable>,
+}
+
+/// A version named by the .NET runtime.
+pub fn dotnet_version(method: &crate::dotnet::rundown::Method) -> Version {
+    Version {
+        start: method.start,
+        size: u64::from(method.size),
+        name: method.name.clone(),
+        tier: method.tier.map(str::to_owned),
+        source: jit::Source::DotnetRuntime,
+    }
+}
+
+/// A version named by a perf map.
+pub fn perf_map_version(entry: &crate::stacks::perfmap::PerfMapEntry) -> Version {
+    Version {
+        start: entry.start,
+        size: entry.size,
+        name: entry.name.clone(),
+        tier: jit::parse_name(&entry.name).tier,
+        source: jit::Source::PerfMap,
+    }
+}
+
+/// How recent a tier is: later tiers replace earlier ones, so when the
+/// debug registers do not fit every version, the most optimized go first.
+fn tier_rank(tier: Option<&str>) -> u8 {
+    match tier {
+        Some("OptimizedTier1" | "Optimized" | "optimized") => 3,
+        Some("maglev" | "baseline") => 2,
+        Some("QuickJitted" | "MinOptJitted" | "interpreted") => 1,
+        _ => 0,
+    }
+}
+
+/// The entry and return sites of one version, read from its code.
+pub fn version_sites(
+    procfs: &Procfs,
+    pid: u32,
+    runtime: Runtime,
+    version: &Version,
+    returns: bool,
+) -> Result<VersionPlan, ResolveError> {
+    let needs_code = returns || runtime == Runtime::Java;
+    let code = if needs_code {
+        procfs
+            .read_memory(
+                pid,
+                version.start,
+                version.size.min(MAX_CODE_BYTES) as usize,
+            )
+            .map_err(|source| ResolveError::Code {
+                pid,
+                address: version.start,
+                source,
+            })?
+    } else {
+        Vec::new()
+    };
+    let entry = if runtime == Runtime::Java {
+        super::disasm::java_verified_entry(&code, version.start)
+    } else {
+        version.start
+    };
+    let returns = if returns {
+        let found = super::disasm::returns(&code, version.start);
+        if found.is_empty() {
+            return Err(ResolveError::NoReturns {
+                name: version.name.clone(),
+            });
+        }
+        found
+    } else {
+        Vec::new()
+    };
+    Ok(VersionPlan {
+        version: version.clone(),
+        entry,
+        returns,
+    })
+}
+
+/// Plans breakpoints on `versions` of method `name`, the most optimized
+/// first, as many as the debug registers hold.
+fn plan_versions(
+    procfs: &Procfs,
+    pid: u32,
+    runtime: Runtime,
+    name: &str,
+    mut versions: Vec<Version>,
+    returns: bool,
+) -> Result<(Vec<VersionPlan>, Vec<Version>), ResolveError> {
+    versions.sort_by_key(|v| std::cmp::Reverse((tier_rank(v.tier.as_deref()), v.start)));
+    let mut planned: Vec<VersionPlan> = Vec::new();
+    let mut skipped = Vec::new();
+    for version in versions {
+        let sites = version_sites(procfs, pid, runtime, &version, returns)?;
+        let used: usize = planned.iter().map(VersionPlan::registers).sum();
+        if sites.registers() > DEBUG_REGISTERS && planned.is_empty() {
+            return Err(ResolveError::RegisterBudget {
+                name: name.to_owned(),
+                needed: sites.registers(),
+            });
+        }
+        if used + sites.registers() <= DEBUG_REGISTERS {
+            planned.push(sites);
+        } else {
+            skipped.push(version);
+        }
+    }
+    Ok((planned, skipped))
+}
+
+/// A JIT method of `pid` by name, with breakpoints on its versions.
+fn jit_by_name(
+    spec: &UprobeSpec,
+    procfs: &Procfs,
+    pid: u32,
+    maps: &[MapEntry],
+    name: &str,
+    exe: &str,
+    elf_closest: Vec<String>,
+) -> Result<JitPlan, ResolveError> {
+    let runtime = runtime_of(procfs, pid, maps);
+    let JitVersions {
+        versions,
+        follow,
+        table,
+    } = jit_versions(procfs, pid, runtime)?;
+    // Only code: V8's perf map also names bytecode, which never runs.
+    let code = versions
+        .into_iter()
+        .filter(|v| crate::procfs::mapping_at(maps, v.start).is_some_and(MapEntry::is_exec));
+    let method = match jit::find(name, code) {
+        Ok(method) => method,
+        Err(jit::FindError::Unknown { closest, .. }) if !elf_closest.is_empty() => {
+            let mut all = closest;
+            all.extend(elf_closest);
+            all.truncate(5);
+            return Err(ResolveError::UnknownSymbol {
+                name: name.to_owned(),
+                module: format!("{exe} or the process's JIT code"),
+                closest: all,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (versions, skipped) = plan_versions(
+        procfs,
+        pid,
+        runtime,
+        &method.key,
+        method.versions,
+        spec.ret.is_some(),
+    )?;
+    Ok(JitPlan {
+        pid,
+        name: method.key,
+        runtime,
+        versions,
+        skipped,
+        follow,
+        table,
+    })
+}
+
+/// JIT code of `pid` at an address: named by the perf map or the runtime
+/// when one of them knows it (which gives its code range, for returns).
+fn jit_by_address(
+    spec: &UprobeSpec,
+    procfs: &Procfs,
+    pid: u32,
+    maps: &[MapEntry],
+    address: u64,
+) -> Result<JitPlan, ResolveError> {
+    let runtime = runtime_of(procfs, pid, maps);
+    // Names are a courtesy here; an address works without them.
+    let known = jit_versions(procfs, pid, runtime).unwrap_or_default();
+    let named = known
+        .versions
+        .into_iter()
+        .filter(|v| v.start <= address && address < v.start + v.size.max(1))
+        .min_by_key(|v| v.size);
+    let version = match named {
+        // Probing inside a method: its returns are still its returns.
+        Some(v) => Version {
+            start: address,
+            size: v.size - (address - v.start),
+            ..v
+        },
+        None if spec.ret.is_some() => return Err(ResolveError::NoCodeRange { address }),
+        None => Version {
+            start: address,
+            size: 0,
+            name: format!("{address:#x}"),
+            tier: None,
+            source: jit::Source::PerfMap,
+        },
+    };
+    let name = version.name.clone();
+    let mut sites = version_sites(procfs, pid, runtime, &version, spec.ret.is_some())?;
+    // The address asked for is the entry, whatever the runtime.
+    sites.entry = address;
+    if sites.registers() > DEBUG_REGISTERS {
+        return Err(ResolveError::RegisterBudget {
+            name,
+            needed: sites.registers(),
+        });
+    }
+    Ok(JitPlan {
+        pid,
+        name: format!("{address:#x}"),
+        runtime,
+        versions: vec![sites],
+        skipped: Vec::new(),
+        follow: Follow::Nothing,
+        table: known.table,
+    })
 }
 
 /// Basenames of the executable modules a process maps.

@@ -26,6 +26,9 @@ pub enum ValueType {
     Utf16(u16),
     /// Raw bytes, as hex.
     Bytes(u16),
+    /// A V8 small integer as Node stores it on x86-64 (no pointer
+    /// compression): 64 bits, the value in the upper half, tag bit 0 clear.
+    Smi,
 }
 
 impl ValueType {
@@ -46,6 +49,7 @@ impl ValueType {
             ("x64", None) => Self::Hex,
             ("ptr", None) => Self::Ptr,
             ("bool", None) => Self::Bool,
+            ("smi", None) => Self::Smi,
             ("str", None) => Self::Str(64),
             ("str", Some(n)) if (1..=ARG_BYTES as u16).contains(&n) => Self::Str(n),
             ("utf16", Some(n)) if (1..=ARG_BYTES as u16 / 2).contains(&n) => Self::Utf16(n),
@@ -63,7 +67,7 @@ impl ValueType {
     pub(super) fn width(self) -> u16 {
         match self {
             Self::Int(n) | Self::Uint(n) => u16::from(n),
-            Self::Hex | Self::Ptr => 8,
+            Self::Hex | Self::Ptr | Self::Smi => 8,
             Self::Bool => 1,
             Self::Str(n) | Self::Bytes(n) => n,
             Self::Utf16(n) => n * 2,
@@ -71,15 +75,92 @@ impl ValueType {
     }
 }
 
+/// Where an `args` entry's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Argument N of the calling convention ([`Abi`]).
+    Arg(u8),
+    /// A register by index ([`super::events::REGISTERS`]).
+    Reg(u8),
+}
+
 /// One `args` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArgSpec {
-    /// Argument register 0..5.
-    pub index: u8,
-    /// Dereference the argument at this byte offset first.
+    /// Where the value is.
+    pub place: Place,
+    /// Dereference it at this byte offset first.
     pub deref: Option<i32>,
     /// How to read and show it.
     pub value: ValueType,
+}
+
+impl ArgSpec {
+    /// The argument number, for `argN` places.
+    pub fn arg_index(&self) -> Option<u8> {
+        match self.place {
+            Place::Arg(n) => Some(n),
+            Place::Reg(_) => None,
+        }
+    }
+
+    /// How the request names it (`arg1`, `rsp+16`).
+    pub fn label(&self) -> String {
+        let base = match self.place {
+            Place::Arg(n) => format!("arg{n}"),
+            Place::Reg(r) => super::events::REGISTERS
+                .get(usize::from(r))
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
+        };
+        match self.deref {
+            Some(off) => format!("{base}+{off}"),
+            None => base,
+        }
+    }
+}
+
+/// Which calling convention `argN` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// x86-64 System V: rdi, rsi, rdx, rcx, r8, r9 (C, C++, Rust, Go's
+    /// cgo, .NET's JIT code on Linux, with `this` first).
+    Sysv,
+    /// HotSpot's compiled Java code: rsi, rdx, rcx, r8, r9, rdi (`this`
+    /// first for instance methods).
+    Java,
+    /// V8's JavaScript code: every argument on the stack, argument N at
+    /// `[rsp + 16 + 8N]` on entry (the receiver at `[rsp + 8]`).
+    V8,
+}
+
+impl Abi {
+    /// Parses an `abi=` value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "sysv" => Self::Sysv,
+            "java" => Self::Java,
+            "v8" => Self::V8,
+            _ => return None,
+        })
+    }
+
+    /// Its name in requests and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sysv => "sysv",
+            Self::Java => "java",
+            Self::V8 => "v8",
+        }
+    }
+}
+
+/// Stacks with each event (`stack=user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackSpec {
+    /// How user stacks are walked.
+    pub unwind: crate::stacks::Unwind,
 }
 
 /// What to attach to.
@@ -106,9 +187,37 @@ pub enum TargetSpec {
     Address(u64),
 }
 
+/// What `aggregate=` makes of the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// One JSON histogram of a value.
+    Histogram(super::hist::Aggregate),
+    /// The callers' stacks, weighted by a value, as a flamegraph.
+    Flame,
+}
+
+impl Aggregation {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "flame" => Some(Self::Flame),
+            other => super::hist::Aggregate::parse(other).map(Self::Histogram),
+        }
+    }
+
+    /// The name as the request spells it.
+    pub fn name(self) -> String {
+        match self {
+            Self::Histogram(h) => h.name(),
+            Self::Flame => "flame".to_owned(),
+        }
+    }
+}
+
 /// What `aggregate=` summarizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Of {
+    /// Each call counts one (`aggregate=flame` only).
+    Count,
     /// The argument at this position in `args`.
     Arg(usize),
     /// The return value.
@@ -126,7 +235,7 @@ pub struct UprobeSpec {
     pub pid: Option<u32>,
     /// Arguments to capture.
     pub args: Vec<ArgSpec>,
-    /// Return value type; adds a uretprobe.
+    /// Return value type; adds a return probe.
     pub ret: Option<ValueType>,
     /// Stop after this long.
     pub seconds: u32,
@@ -136,15 +245,21 @@ pub struct UprobeSpec {
     pub force: bool,
     /// Calls recorded per second at most; the rest are counted.
     pub rate: u32,
-    /// Return a histogram instead of the event stream.
-    pub aggregate: Option<(super::hist::Aggregate, Of)>,
+    /// Return a histogram or a flamegraph instead of the event stream.
+    pub aggregate: Option<(Aggregation, Of)>,
+    /// Record the user stack with each event.
+    pub stack: Option<StackSpec>,
+    /// `argN`'s calling convention; `None`: chosen by the target.
+    pub abi: Option<Abi>,
+    /// Output format of `aggregate=flame`.
+    pub format: crate::stacks::Format,
 }
 
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> SpecError {
     SpecError::new(message, hint)
 }
 
-const TYPES_HINT: &str = "types: i8 i16 i32 i64 u8 u16 u32 u64 x64 ptr bool int long uint str[:MAXLEN] utf16:LEN bytes:LEN (LEN up to 128 bytes)";
+const TYPES_HINT: &str = "types: i8 i16 i32 i64 u8 u16 u32 u64 x64 ptr bool int long uint smi str[:MAXLEN] utf16:LEN bytes:LEN (LEN up to 128 bytes)";
 
 fn hex(raw: &str) -> Option<u64> {
     let digits = raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X"));
@@ -154,37 +269,55 @@ fn hex(raw: &str) -> Option<u64> {
     }
 }
 
-/// Parses one `args` entry at list position `position`.
+/// Parses one `args` entry at list position `position`: `TYPE` (the
+/// argument at that position), `argN:TYPE`, `argN+OFF:TYPE`, `REG:TYPE`
+/// or `REG+OFF:TYPE` (a register by its x86-64 name: `rsi`, `rsp+16`).
 pub fn parse_arg(raw: &str, position: usize) -> Result<ArgSpec, SpecError> {
     let raw = raw.trim();
     let err = || {
         bad(
-            format!("args entry {raw:?} is not TYPE, argN:TYPE or argN+OFF:TYPE"),
+            format!(
+                "args entry {raw:?} is not TYPE, argN:TYPE, argN+OFF:TYPE, REG:TYPE or REG+OFF:TYPE"
+            ),
             TYPES_HINT,
         )
     };
-    let (index, deref, ty) = match raw
-        .strip_prefix("arg")
-        .and_then(|rest| rest.split_once(':'))
-    {
-        Some((place, ty)) => {
-            let (n, off) = match place.split_once('+') {
-                Some((n, off)) => (n, Some(off.parse::<i32>().map_err(|_| err())?)),
-                None => (place, None),
+    // The type may itself hold a ':' (str:32), so split at the first one
+    // after a place, if there is a place.
+    let (place, deref, ty) = match raw.split_once(':') {
+        Some((head, ty)) if head.starts_with("arg") || head.starts_with('r') => {
+            let (name, off) = match head.split_once('+') {
+                Some((name, off)) => (name, Some(off.parse::<i32>().map_err(|_| err())?)),
+                None => (head, None),
             };
-            (n.parse::<u8>().map_err(|_| err())?, off, ty)
+            let place = match name.strip_prefix("arg") {
+                Some(n) => Place::Arg(n.parse::<u8>().map_err(|_| err())?),
+                None => Place::Reg(super::events::register(name).ok_or_else(|| {
+                    bad(
+                        format!("{name:?} is not a register"),
+                        format!("registers: {}", super::events::REGISTERS.join(" ")),
+                    )
+                })?),
+            };
+            (place, off, ty)
         }
-        None => (u8::try_from(position).map_err(|_| err())?, None, raw),
+        _ => (
+            Place::Arg(u8::try_from(position).map_err(|_| err())?),
+            None,
+            raw,
+        ),
     };
-    if usize::from(index) >= MAX_ARGS {
+    if let Place::Arg(index) = place
+        && usize::from(index) >= MAX_ARGS
+    {
         return Err(bad(
             format!("{raw:?}: only arg0..arg5 are in registers"),
-            "use argN with N from 0 to 5",
+            "use argN with N from 0 to 5, or a register or stack slot such as rsp+16:i64",
         ));
     }
     let value = ValueType::parse(ty).ok_or_else(err)?;
     Ok(ArgSpec {
-        index,
+        place,
         deref,
         value,
     })
@@ -224,7 +357,7 @@ pub fn parse_symbols(query: &HashMap<String, String>) -> Result<SymbolsSpec, Spe
 
 /// Validates `/v1/uprobe` query parameters.
 pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 18] = [
         "symbol",
         "offset",
         "address",
@@ -239,6 +372,10 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         "rate",
         "aggregate",
         "of",
+        "stack",
+        "unwind",
+        "abi",
+        "format",
     ];
     reject_unknown(query, &KNOWN)?;
     let pid = query::one_pid(query)?;
@@ -328,18 +465,49 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     if args.len() > MAX_ARGS {
         return Err(bad(format!("{} args requested", args.len()), "at most 6"));
     }
+    // Memory types are read at the returned pointer.
     let ret = match query.get("ret") {
         None => None,
-        Some(raw) => match ValueType::parse(raw) {
-            Some(t) if !t.is_memory() => Some(t),
-            Some(_) => {
-                return Err(bad(
-                    format!("ret={raw}: only register types can be read on return"),
-                    "use ret=ptr and read it with args on the next call, or a scalar type",
-                ));
-            }
-            None => return Err(bad(format!("ret={raw:?} is not a type"), TYPES_HINT)),
-        },
+        Some(raw) => Some(
+            ValueType::parse(raw)
+                .ok_or_else(|| bad(format!("ret={raw:?} is not a type"), TYPES_HINT))?,
+        ),
+    };
+    let stack = match query.get("stack").map(String::as_str) {
+        None => None,
+        Some("user") => Some(StackSpec {
+            unwind: crate::profile::spec::unwind(query)?,
+        }),
+        Some("kernel" | "both") => {
+            return Err(bad(
+                "stack=kernel: a probe on user code fires in user mode, where there is no kernel stack (the kernel's walk at a uprobe or breakpoint returns no frames)",
+                "use stack=user; kernel stacks are in /v1/profile (kernel=true)",
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                format!("stack={other:?} is not supported"),
+                "use stack=user",
+            ));
+        }
+    };
+    if query.contains_key("unwind")
+        && stack.is_none()
+        && query.get("aggregate").map(String::as_str) != Some("flame")
+    {
+        return Err(bad(
+            "unwind= is for stacks",
+            "add stack=user (or aggregate=flame)",
+        ));
+    }
+    let abi = match query.get("abi") {
+        None => None,
+        Some(raw) => Some(Abi::parse(raw).ok_or_else(|| {
+            bad(
+                format!("abi={raw:?} is not supported"),
+                "use sysv (C, C++, Rust, .NET), java (HotSpot) or v8 (Node)",
+            )
+        })?),
     };
     let limit = query::optional_number(query, "limit", 1..=10_000_000)?;
     let force = query::boolean(query, "force")?.unwrap_or(false);
@@ -352,14 +520,27 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             ));
         }
         (Some(kind), Some(of)) => {
-            let kind = super::hist::Aggregate::parse(kind).ok_or_else(|| {
+            let kind = Aggregation::parse(kind).ok_or_else(|| {
                 bad(
                     format!("aggregate={kind:?}"),
-                    "use count, log2 or linear:STEP",
+                    "use count, log2, linear:STEP or flame",
                 )
             })?;
             let of = match of.as_str() {
-                "ret" if ret.is_some() => Of::Ret,
+                "count" if kind == Aggregation::Flame => Of::Count,
+                "count" => {
+                    return Err(bad(
+                        "of=count is for aggregate=flame",
+                        "histograms count calls already: use of=argN, of=ret or of=latency",
+                    ));
+                }
+                "ret" if ret.is_some_and(|t| !t.is_memory()) => Of::Ret,
+                "ret" if ret.is_some() => {
+                    return Err(bad(
+                        "of=ret needs a number, not text",
+                        "use ret=int (or another number type)",
+                    ));
+                }
                 "latency" if ret.is_some() => Of::Latency,
                 "ret" | "latency" => {
                     return Err(bad(
@@ -376,7 +557,9 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
                         })?;
                     let position = args
                         .iter()
-                        .position(|a| a.index == n && a.deref.is_none() && !a.value.is_memory())
+                        .position(|a| {
+                            a.arg_index() == Some(n) && a.deref.is_none() && !a.value.is_memory()
+                        })
                         .ok_or_else(|| {
                             bad(
                                 format!("of=arg{n} is not a captured number"),
@@ -389,6 +572,29 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             Some((kind, of))
         }
     };
+    let flame = matches!(aggregate, Some((Aggregation::Flame, _)));
+    // A flamegraph of callers needs their stacks.
+    let stack = match (stack, flame) {
+        (None, true) => Some(StackSpec {
+            unwind: crate::profile::spec::unwind(query)?,
+        }),
+        (stack, _) => stack,
+    };
+    let format = match query.get("format") {
+        None => crate::stacks::Format::Svg,
+        Some(_) if !flame => {
+            return Err(bad(
+                "format= is for aggregate=flame",
+                "events stream as NDJSON; add aggregate=flame&of=count for a flamegraph",
+            ));
+        }
+        Some(f) => crate::stacks::Format::parse(f).ok_or_else(|| {
+            bad(
+                format!("format={f:?} is not supported"),
+                format!("use {}", crate::stacks::Format::NAMES),
+            )
+        })?,
+    };
     Ok(UprobeSpec {
         target,
         pid,
@@ -399,6 +605,9 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         force,
         rate: number(query, "rate", 100_000, 1..=100_000_000)?,
         aggregate,
+        stack,
+        abi,
+        format,
     })
 }
 
@@ -412,16 +621,19 @@ mod tests {
         assert_eq!(
             parse_arg("int", 0).ok(),
             Some(ArgSpec {
-                index: 0,
+                place: Place::Arg(0),
                 deref: None,
                 value: ValueType::Int(4)
             })
         );
-        assert_eq!(parse_arg("u64", 2).ok().map(|a| a.index), Some(2));
+        assert_eq!(
+            parse_arg("u64", 2).ok().map(|a| a.place),
+            Some(Place::Arg(2))
+        );
         assert_eq!(
             parse_arg("arg1+8:u32", 0).ok(),
             Some(ArgSpec {
-                index: 1,
+                place: Place::Arg(1),
                 deref: Some(8),
                 value: ValueType::Uint(4)
             })
@@ -429,7 +641,7 @@ mod tests {
         assert_eq!(
             parse_arg("arg1+12:utf16:64", 1).ok(),
             Some(ArgSpec {
-                index: 1,
+                place: Place::Arg(1),
                 deref: Some(12),
                 value: ValueType::Utf16(64)
             })
@@ -439,8 +651,27 @@ mod tests {
             Some(ValueType::Str(32))
         );
         assert_eq!(
-            parse_arg("utf16:8", 3).ok().map(|a| (a.index, a.value)),
-            Some((3, ValueType::Utf16(8)))
+            parse_arg("str:32", 0).ok().map(|a| (a.place, a.value)),
+            Some((Place::Arg(0), ValueType::Str(32)))
+        );
+        assert_eq!(
+            parse_arg("utf16:8", 3).ok().map(|a| (a.place, a.value)),
+            Some((Place::Arg(3), ValueType::Utf16(8)))
+        );
+        // Registers by name, and stack slots through rsp.
+        assert_eq!(
+            parse_arg("rsi:int", 0).ok().map(|a| (a.place, a.deref)),
+            Some((Place::Reg(1), None))
+        );
+        let slot = parse_arg("rsp+16:smi", 0).unwrap();
+        assert_eq!(
+            (slot.place, slot.deref, slot.value),
+            (Place::Reg(9), Some(16), ValueType::Smi)
+        );
+        assert_eq!(slot.label(), "rsp+16");
+        assert_eq!(
+            parse_arg("arg2+-8:i64", 0).ok().map(|a| a.deref),
+            Some(Some(-8))
         );
         for bad in [
             "float",
@@ -450,9 +681,61 @@ mod tests {
             "utf16:65",
             "bytes:999",
             "arg1+z:int",
+            "rzz:int",
+            "eax:int",
         ] {
             assert!(parse_arg(bad, 0).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stacks_flames_and_string_returns() {
+        let spec = parse(&q(&[
+            ("symbol", "readline"),
+            ("pid", "7"),
+            ("ret", "str:80"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.ret, Some(ValueType::Str(80)));
+        let spec = parse(&q(&[
+            ("symbol", "malloc"),
+            ("pid", "7"),
+            ("args", "u64"),
+            ("aggregate", "flame"),
+            ("of", "arg0"),
+        ]))
+        .unwrap();
+        // A flamegraph implies user stacks, walked as unwind= says.
+        assert_eq!(
+            spec.stack,
+            Some(StackSpec {
+                unwind: crate::stacks::Unwind::Auto
+            })
+        );
+        assert_eq!(spec.aggregate.map(|a| a.1), Some(Of::Arg(0)));
+        assert_eq!(spec.format, crate::stacks::Format::Svg);
+        let spec = parse(&q(&[
+            ("symbol", "calc"),
+            ("pid", "7"),
+            ("stack", "user"),
+            ("unwind", "fp"),
+            ("aggregate", "flame"),
+            ("of", "count"),
+            ("format", "pprof"),
+            ("abi", "java"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            spec.stack.map(|s| s.unwind),
+            Some(crate::stacks::Unwind::Fp)
+        );
+        assert_eq!(spec.format, crate::stacks::Format::Pprof);
+        assert_eq!(spec.abi, Some(Abi::Java));
+        let hint = parse(&q(&[("symbol", "calc"), ("pid", "7"), ("stack", "kernel")]))
+            .err()
+            .map(|e| e.hint)
+            .unwrap_or_default();
+        assert!(hint.contains("stack=user"), "{hint}");
     }
 
     #[test]
@@ -472,8 +755,33 @@ mod tests {
                 ("module", "a"),
                 ("binary", "b"),
             ],
-            &[("symbol", "calc"), ("pid", "7"), ("ret", "str")],
             &[("symbol", "calc"), ("pid", "7"), ("ret", "float")],
+            &[("symbol", "calc"), ("pid", "7"), ("stack", "kernel")],
+            &[("symbol", "calc"), ("pid", "7"), ("stack", "both")],
+            &[("symbol", "calc"), ("pid", "7"), ("stack", "yes")],
+            &[("symbol", "calc"), ("pid", "7"), ("unwind", "dwarf")],
+            &[("symbol", "calc"), ("pid", "7"), ("format", "svg")],
+            &[("symbol", "calc"), ("pid", "7"), ("abi", "win64")],
+            &[
+                ("symbol", "calc"),
+                ("pid", "7"),
+                ("aggregate", "flame"),
+                ("of", "count"),
+                ("format", "png"),
+            ],
+            &[
+                ("symbol", "calc"),
+                ("pid", "7"),
+                ("aggregate", "log2"),
+                ("of", "count"),
+            ],
+            &[
+                ("symbol", "calc"),
+                ("pid", "7"),
+                ("ret", "str"),
+                ("aggregate", "log2"),
+                ("of", "ret"),
+            ],
             &[("symbol", "calc"), ("pid", "7"), ("seconds", "0")],
             &[
                 ("symbol", "calc"),

@@ -1,19 +1,29 @@
-//! Running a resolved probe (the executor): attach, stream one NDJSON
-//! line per call (or aggregate), detach, and end with a summary.
+//! Running a resolved probe (the executor): attach, read the ring buffer
+//! on a timer, turn records into NDJSON lines (batched into few writes),
+//! a histogram or a flamegraph of the callers, follow a JIT method's new
+//! versions, detach, and end with a summary.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tracecar_api::SummaryLine;
-use tracecar_api::uprobe::{ProbeEvent, ProbeSummary};
+use tracecar_api::uprobe::{CodeVersion, ProbeEvent, ProbeSummary, VersionSummary};
 
-use super::attach::{self, AttachError, Location};
-use super::decode::{decode_arg, decode_register};
-use super::events::{Config, Event, FLAG_PAIRED};
-use super::resolve::ResolvedTarget;
-use super::spec::UprobeSpec;
+use super::attach::{self, AttachError, Counts, Location, Probe, Role};
+use super::decode::{decode_capture, decode_register};
+use super::events::{
+    Config, EVENT_AFTER_RETURN, EVENT_FRAMELESS, FLAG_PAIRED, FLAG_STACK, RET_CAPTURE, Record,
+    STACK_BYTES,
+};
+use super::jit::{self, Version};
+use super::resolve::{self, Follow, JitPlan, Plan, Target, VersionPlan};
+use super::spec::{Aggregation, Of, UprobeSpec};
+use crate::procfs::Procfs;
+use crate::stacks::collect::{Collector, Site, UserStack};
+use crate::stacks::{Captured, Measure, Unwind};
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +34,8 @@ pub enum Stopped {
     Limit,
     /// The client went away.
     Disconnected,
+    /// The probed process exited.
+    Exited,
 }
 
 impl Stopped {
@@ -32,27 +44,48 @@ impl Stopped {
             Self::Seconds => "seconds",
             Self::Limit => "limit",
             Self::Disconnected => "disconnected",
+            Self::Exited => "exited",
         }
     }
 }
 
 /// The BPF configuration for a request.
-pub fn config(spec: &UprobeSpec, host: &Host) -> Config {
+pub fn config(spec: &UprobeSpec, plan: &Plan, host: &Host) -> Config {
+    let stack = spec.stack.is_some();
     Config {
         pidns_dev: host.pidns_dev,
         pidns_ino: host.pidns_ino,
         nargs: spec.args.len() as u32,
-        flags: if spec.ret.is_some() { FLAG_PAIRED } else { 0 },
-        args: super::decode::captures(&spec.args),
+        flags: if spec.ret.is_some() { FLAG_PAIRED } else { 0 }
+            | if stack { FLAG_STACK } else { 0 },
+        captures: plan.captures.slots,
         // The per-second budget, split evenly over the CPUs.
         max_per_cpu_per_sec: u64::from(spec.rate).div_ceil(host.cpus.max(1) as u64),
+        // Breakpoints fire for every process running the address.
+        pid: spec.pid.unwrap_or(0),
+        data_bytes: plan.captures.data_bytes,
+        stack_bytes: match spec.stack {
+            Some(s) if s.unwind != Unwind::Fp => STACK_BYTES,
+            _ => 0,
+        },
+        pad: 0,
+    }
+}
+
+/// The ring buffer for a request: room for about a second of records at
+/// the highest rates; stack copies make records ~100 times larger.
+pub fn ring_bytes(config: &Config) -> u32 {
+    if config.stack_bytes > 0 {
+        64 << 20
+    } else {
+        attach::DEFAULT_RING_BYTES
     }
 }
 
 /// What [`config`] needs of the machine: the agent's PID namespace (the
 /// BPF program reports PIDs as this namespace sees them) and the CPUs the
-/// rate limit is split over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// rate limit is split over (and breakpoints are put on).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     /// Device of `/proc/self/ns/pid`.
     pub pidns_dev: u64,
@@ -60,6 +93,8 @@ pub struct Host {
     pub pidns_ino: u64,
     /// Online CPUs.
     pub cpus: usize,
+    /// Their numbers.
+    pub cpu_list: Vec<u32>,
 }
 
 impl Host {
@@ -67,136 +102,727 @@ impl Host {
     pub fn read() -> Self {
         use std::os::unix::fs::MetadataExt;
         let ns = std::fs::metadata("/proc/self/ns/pid").ok();
+        let cpu_list = crate::sys::online_cpus();
         Self {
             pidns_dev: ns.as_ref().map_or(0, MetadataExt::dev),
             pidns_ino: ns.as_ref().map_or(0, MetadataExt::ino),
-            cpus: crate::sys::online_cpus().len(),
+            cpus: cpu_list.len(),
+            cpu_list,
         }
     }
 }
 
-/// The number `aggregate=` counts for one event.
-fn aggregate_value(spec: &UprobeSpec, event: &Event, of: super::spec::Of) -> i64 {
-    let number = |v: Value| {
-        v.as_i64()
-            .or_else(|| v.as_u64().map(|u| u as i64))
-            .unwrap_or(0)
-    };
-    match of {
-        super::spec::Of::Arg(i) => number(decode_arg(&spec.args[i], event, i)),
-        super::spec::Of::Ret => spec
-            .ret
-            .map_or(0, |t| number(decode_register(t, event.ret))),
-        super::spec::Of::Latency => i64::try_from(event.latency_ns).unwrap_or(i64::MAX),
+/// A JIT method's version being followed.
+#[derive(Debug)]
+struct Tracked {
+    plan: VersionPlan,
+    /// Breakpoints on it now.
+    breakpoints: u32,
+    events: u64,
+    since: f64,
+    note: Option<String>,
+}
+
+impl Tracked {
+    fn summary(&self) -> VersionSummary {
+        VersionSummary {
+            code: code_version(&self.plan.version),
+            size: self.plan.version.size,
+            name: self.plan.version.name.clone(),
+            source: self.plan.version.source.name().to_owned(),
+            breakpoints: self.breakpoints,
+            events: self.events,
+            since_seconds: (self.since * 1000.0).round() / 1000.0,
+            note: self.note.clone(),
+        }
     }
 }
 
-/// One event as its wire type.
-pub fn probe_event(spec: &UprobeSpec, event: &Event) -> ProbeEvent {
-    ProbeEvent {
-        ts_ns: event.ts_ns,
-        pid: event.pid,
-        tid: event.tid,
-        comm: event.comm(),
-        args: spec
-            .args
+fn code_version(version: &Version) -> CodeVersion {
+    CodeVersion {
+        address: format!("{:#x}", version.start),
+        tier: version.tier.clone(),
+    }
+}
+
+/// The breakpoints of a JIT probe: its versions, their sites, and how new
+/// ones are found.
+#[derive(Debug)]
+struct Breakpoints {
+    pid: u32,
+    key: String,
+    runtime: crate::process::Runtime,
+    returns: bool,
+    cpus: Vec<u32>,
+    versions: Vec<Tracked>,
+    /// Site address → version index.
+    sites: HashMap<u64, usize>,
+    follow: Follow,
+    /// For .NET: every method the runtime named, for stacks.
+    table: Option<crate::dotnet::rundown::MethodTable>,
+}
+
+impl Breakpoints {
+    /// Puts the breakpoints of one version: returns first, then the entry
+    /// (an entry recorded before its returns are probed would wait
+    /// forever).
+    fn probe(&mut self, probe: &mut Probe, index: usize) -> Result<(), AttachError> {
+        let Some(tracked) = self.versions.get(index) else {
+            return Ok(());
+        };
+        let plan = tracked.plan.clone();
+        let what = format!(
+            "pid {} {} at {:#x}",
+            self.pid, plan.version.name, plan.version.start
+        );
+        let mut placed = Vec::new();
+        let sites = plan
+            .returns
             .iter()
-            .enumerate()
-            .map(|(i, a)| decode_arg(a, event, i))
-            .collect(),
-        ret: spec.ret.map(|ret| decode_register(ret, event.ret)),
-        latency_ns: spec.ret.map(|_| event.latency_ns),
+            .map(|a| (*a, Role::Return))
+            .chain(std::iter::once((plan.entry, Role::Entry)));
+        for (address, role) in sites {
+            if let Err(e) = probe.add_breakpoint(address, role, &self.cpus, &what) {
+                for a in placed {
+                    probe.remove_breakpoint(a);
+                }
+                return Err(e);
+            }
+            placed.push(address);
+        }
+        for address in &placed {
+            self.sites.insert(*address, index);
+        }
+        if let Some(tracked) = self.versions.get_mut(index) {
+            tracked.breakpoints = placed.len() as u32;
+            tracked.note = None;
+        }
+        Ok(())
+    }
+
+    fn unprobe(&mut self, probe: &mut Probe, index: usize, note: &str) {
+        let Some(tracked) = self.versions.get_mut(index) else {
+            return;
+        };
+        let plan = &tracked.plan;
+        for address in plan.returns.iter().chain(std::iter::once(&plan.entry)) {
+            probe.remove_breakpoint(*address);
+            self.sites.remove(address);
+        }
+        tracked.breakpoints = 0;
+        tracked.note = Some(note.to_owned());
+    }
+
+    /// A new version: probed, making room by leaving the least optimized
+    /// versions when the debug registers are full.
+    fn add(&mut self, probe: &mut Probe, procfs: &Procfs, version: Version, since: f64) {
+        let plan =
+            match resolve::version_sites(procfs, self.pid, self.runtime, &version, self.returns) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.versions.push(Tracked {
+                        plan: VersionPlan {
+                            entry: version.start,
+                            returns: Vec::new(),
+                            version,
+                        },
+                        breakpoints: 0,
+                        events: 0,
+                        since,
+                        note: Some(e.to_string()),
+                    });
+                    return;
+                }
+            };
+        tracing::info!(pid = self.pid, method = %self.key, address = format_args!("{:#x}", plan.version.start), tier = ?plan.version.tier, "new version of a probed method");
+        self.versions.push(Tracked {
+            plan,
+            breakpoints: 0,
+            events: 0,
+            since,
+            note: None,
+        });
+        let index = self.versions.len() - 1;
+        loop {
+            match self.probe(probe, index) {
+                Ok(()) => return,
+                Err(AttachError::NoDebugRegister { .. }) => {
+                    // The oldest probed version makes room for the newest.
+                    let oldest = self
+                        .versions
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, t)| *i != index && t.breakpoints > 0)
+                        .min_by_key(|(_, t)| t.since.to_bits())
+                        .map(|(i, _)| i);
+                    match oldest {
+                        Some(i) => self.unprobe(
+                            probe,
+                            i,
+                            "left for a newer version: no debug register free",
+                        ),
+                        None => {
+                            if let Some(t) = self.versions.get_mut(index) {
+                                t.note = Some("not probed: no debug register free".to_owned());
+                            }
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(t) = self.versions.get_mut(index) {
+                        t.note = Some(format!("not probed: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Looks for new versions (and code that another method took over).
+    fn follow(&mut self, probe: &mut Probe, procfs: &Procfs, since: f64) -> bool {
+        let known: BTreeSet<u64> = self.versions.iter().map(|t| t.plan.version.start).collect();
+        let mut new: Vec<Version> = Vec::new();
+        let mut table_changed = false;
+        match &mut self.follow {
+            Follow::Nothing => {}
+            Follow::PerfMap(map) => {
+                let before = map.index().len();
+                map.refresh();
+                if map.index().len() != before {
+                    let maps = procfs.maps(self.pid).unwrap_or_default();
+                    let entries: Vec<Version> = map
+                        .index()
+                        .entries()
+                        .filter(|e| {
+                            crate::procfs::mapping_at(&maps, e.start)
+                                .is_some_and(crate::procfs::MapEntry::is_exec)
+                        })
+                        .map(resolve::perf_map_version)
+                        .collect();
+                    new.extend(jit::new_versions(&self.key, entries, &known));
+                }
+                // Code reused by another method: its breakpoints go.
+                let stale: Vec<usize> = self
+                    .versions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.breakpoints > 0)
+                    .filter(|(_, t)| {
+                        map.index()
+                            .lookup(t.plan.version.start)
+                            .is_some_and(|e| jit::parse_name(&e.name).key != self.key)
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                for i in stale {
+                    self.unprobe(probe, i, "its code now belongs to another method");
+                }
+            }
+            Follow::Dotnet(follower) => {
+                for method in follower.loaded() {
+                    let version = resolve::dotnet_version(&method);
+                    if let Some(table) = &mut self.table {
+                        table.insert(method);
+                        table_changed = true;
+                    }
+                    if !known.contains(&version.start)
+                        && jit::parse_name(&version.name).key == self.key
+                    {
+                        new.push(version);
+                    }
+                }
+            }
+        }
+        for version in new {
+            self.add(probe, procfs, version, since);
+        }
+        table_changed
     }
 }
 
-/// One event as an NDJSON line.
-fn event_line(spec: &UprobeSpec, event: &Event) -> String {
-    let mut line = serde_json::to_string(&probe_event(spec, event)).unwrap_or_default();
-    line.push('\n');
-    line
+/// Where the records go.
+enum Output {
+    /// NDJSON lines, batched.
+    Events { batch: String },
+    /// One histogram.
+    Histogram(super::hist::Histogram, Of),
+    /// The callers' stacks.
+    Flame(Of),
 }
 
-/// Attaches and streams lines through `send` until the spec's limits,
-/// `cancel`, or `send` failing (client gone). `ready` learns first whether
-/// attaching worked.
+/// One probe session.
+struct Session<'a> {
+    spec: &'a UprobeSpec,
+    plan: &'a Plan,
+    collector: Option<Collector>,
+    /// Per PID: the probed function's address, the leaf of stacks taken
+    /// after it returned.
+    leaf: HashMap<u32, Option<u64>>,
+    breakpoints: Option<Breakpoints>,
+    received: u64,
+    sent: u64,
+}
+
+impl Session<'_> {
+    fn leaf_address(&mut self, procfs: &Procfs, pid: u32) -> Option<u64> {
+        let Target::Uprobe(target) = &self.plan.target else {
+            return None;
+        };
+        *self.leaf.entry(pid).or_insert_with(|| {
+            let maps = procfs.maps(pid).ok()?;
+            maps.iter()
+                .filter(|m| m.file_path() == Some(target.module.as_str()))
+                .find(|m| m.offset <= target.offset && target.offset < m.offset + (m.end - m.start))
+                .map(|m| m.start + (target.offset - m.offset))
+        })
+    }
+
+    /// The user stack of a record, as lookup addresses.
+    fn stack(&mut self, procfs: &Procfs, record: &Record<'_>) -> Option<Vec<u64>> {
+        let head = &record.head;
+        let site = if head.flags & EVENT_AFTER_RETURN != 0 {
+            Site::AfterReturn
+        } else if head.flags & EVENT_FRAMELESS != 0 {
+            Site::Frameless
+        } else {
+            Site::Body
+        };
+        let leaf = (site == Site::AfterReturn)
+            .then(|| self.leaf_address(procfs, head.pid))
+            .flatten();
+        let collector = self.collector.as_mut()?;
+        Some(collector.user_stack(
+            head.pid,
+            &UserStack {
+                site,
+                chain: &record.frames,
+                regs: (!record.stack.is_empty()).then_some([head.bp, head.sp, head.ip]),
+                stack: record.stack,
+                top: Some(head.top),
+                leaf,
+            },
+        ))
+    }
+
+    fn code(&mut self, ip: u64) -> Option<CodeVersion> {
+        let breakpoints = self.breakpoints.as_mut()?;
+        let index = *breakpoints.sites.get(&ip)?;
+        let tracked = breakpoints.versions.get_mut(index)?;
+        tracked.events += 1;
+        Some(code_version(&tracked.plan.version))
+    }
+
+    fn event(&mut self, record: &Record<'_>, stack: Option<Vec<String>>) -> ProbeEvent {
+        let spec = self.spec;
+        let slots = &self.plan.captures.slots;
+        let head = &record.head;
+        let ret = spec.ret.map(|ty| {
+            let slot = &slots[RET_CAPTURE];
+            if !ty.is_memory() {
+                decode_register(ty, head.ret)
+            } else {
+                decode_capture(ty, slot, record, RET_CAPTURE)
+            }
+        });
+        ProbeEvent {
+            ts_ns: head.ts_ns,
+            pid: head.pid,
+            tid: head.tid,
+            comm: head.comm(),
+            args: spec
+                .args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| decode_capture(a.value, &slots[i], record, i))
+                .collect(),
+            ret,
+            latency_ns: spec.ret.map(|_| head.latency_ns),
+            stack,
+            code: self.code(head.ip),
+        }
+    }
+
+    /// The number `of` counts for a record.
+    fn value(&self, record: &Record<'_>, of: Of) -> i64 {
+        let number = |v: Value| {
+            v.as_i64()
+                .or_else(|| v.as_u64().map(|u| u as i64))
+                .unwrap_or(0)
+        };
+        let slots = &self.plan.captures.slots;
+        match of {
+            Of::Count => 1,
+            Of::Arg(i) => number(decode_capture(
+                self.spec.args[i].value,
+                &slots[i],
+                record,
+                i,
+            )),
+            Of::Ret => self
+                .spec
+                .ret
+                .map_or(0, |t| number(decode_register(t, record.head.ret))),
+            Of::Latency => i64::try_from(record.head.latency_ns).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+fn of_name(spec: &UprobeSpec, of: Of) -> String {
+    match of {
+        Of::Count => "count".to_owned(),
+        Of::Arg(i) => format!("arg{}", spec.args[i].arg_index().unwrap_or(i as u8)),
+        Of::Ret => "ret".to_owned(),
+        Of::Latency => "latency".to_owned(),
+    }
+}
+
+/// Attaches what `plan` says and streams through `send` until the spec's
+/// limits, `cancel`, the process's exit, or `send` failing (client gone).
+/// `ready` learns first whether attaching worked. For `aggregate=flame`,
+/// `send` gets the rendered flamegraph at the end instead of lines.
 pub fn stream(
     spec: &UprobeSpec,
-    target: &ResolvedTarget,
+    mut plan: Plan,
+    procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
     ready: impl FnOnce(Result<(), AttachError>),
-    mut send: impl FnMut(String) -> bool,
+    mut send: impl FnMut(Vec<u8>) -> bool,
 ) {
-    let mut attached = match attach::attach(
-        &target.path,
-        &Location::Offset(target.offset),
-        spec.pid,
-        config(spec, &Host::read()),
-    ) {
-        Ok(a) => a,
+    let host = Host::read();
+    let config = config(spec, &plan, &host);
+    let mut probe = match attach::load(config, ring_bytes(&config)) {
+        Ok(p) => p,
         Err(e) => {
             ready(Err(e));
             return;
         }
     };
+    let mut breakpoints = None;
+    let attached = match &mut plan.target {
+        Target::Uprobe(target) => {
+            probe.attach_uprobe(&target.path, &Location::Offset(target.offset), spec.pid)
+        }
+        Target::Breakpoint(jit) => {
+            let mut b = breakpoints_of(jit, spec, &host);
+            let mut result = Ok(());
+            for index in 0..b.versions.len() {
+                if let Err(e) = b.probe(&mut probe, index) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            breakpoints = Some(b);
+            result
+        }
+    };
+    if let Err(e) = attached {
+        ready(Err(e));
+        return;
+    }
+    let flame = matches!(spec.aggregate, Some((Aggregation::Flame, _)));
+    let mut collector = spec
+        .stack
+        .map(|s| Collector::new(procfs, s.unwind, false, flame));
+    if let (Some(collector), Some(pid)) = (&mut collector, spec.pid) {
+        // .NET frames in stacks: the runtime's method table.
+        let table = match &breakpoints {
+            Some(Breakpoints { table: Some(t), .. }) => Some(t.clone()),
+            _ if spec.stack.is_some() && is_dotnet(procfs, pid) => {
+                crate::dotnet::rundown::current(procfs, pid).ok()
+            }
+            _ => None,
+        };
+        if let Some(table) = table {
+            collector.set_managed(pid, table);
+        }
+    }
     ready(Ok(()));
+    let started = SystemTime::now();
     let start = Instant::now();
     let deadline = Duration::from_secs(u64::from(spec.seconds));
-    let mut sent: u64 = 0;
-    let mut batch = Vec::new();
-    let mut histogram = spec
-        .aggregate
-        .map(|(kind, _)| super::hist::Histogram::new(kind));
+    let mut output = match spec.aggregate {
+        Some((Aggregation::Histogram(kind), of)) => {
+            Output::Histogram(super::hist::Histogram::new(kind), of)
+        }
+        Some((Aggregation::Flame, of)) => Output::Flame(of),
+        None => Output::Events {
+            batch: String::new(),
+        },
+    };
+    let mut session = Session {
+        spec,
+        plan: &plan,
+        collector,
+        leaf: HashMap::new(),
+        breakpoints,
+        received: 0,
+        sent: 0,
+    };
+    let mut last_follow = Instant::now();
     let stopped = 'outer: loop {
         if cancel.load(Ordering::Relaxed) {
             break Stopped::Disconnected;
         }
-        batch.clear();
-        attached.drain(&mut batch);
-        for event in &batch {
-            match (&mut histogram, spec.aggregate) {
-                (Some(h), Some((_, of))) => h.add(aggregate_value(spec, event, of)),
-                _ => {
-                    if !send(event_line(spec, event)) {
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        probe.drain(|bytes| records.push(bytes.to_vec()));
+        for bytes in &records {
+            let Some(record) = Record::from_bytes(bytes) else {
+                continue;
+            };
+            session.received += 1;
+            let stack = if session.collector.is_some() {
+                session.stack(procfs, &record)
+            } else {
+                None
+            };
+            match &mut output {
+                Output::Events { batch } => {
+                    let names = match (&stack, &mut session.collector) {
+                        (Some(user), Some(c)) => Some(
+                            c.name_now(record.head.pid, user)
+                                .into_iter()
+                                .map(|f| f.name)
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    let event = session.event(&record, names);
+                    if let Ok(line) = serde_json::to_string(&event) {
+                        batch.push_str(&line);
+                        batch.push('\n');
+                    }
+                    // Batched: one write per drain, or per 256 KiB.
+                    if batch.len() >= 256 << 10 && !send(std::mem::take(batch).into_bytes()) {
                         break 'outer Stopped::Disconnected;
                     }
                 }
+                Output::Histogram(h, of) => {
+                    let value = session.value(&record, *of);
+                    h.add(value);
+                    session.code(record.head.ip);
+                }
+                Output::Flame(of) => {
+                    let value = session.value(&record, *of).max(0) as u64;
+                    session.code(record.head.ip);
+                    if let (Some(user), Some(c)) = (stack, &mut session.collector) {
+                        c.add(record.head.pid, record.head.tid, user, &[], value);
+                    }
+                }
             }
-            sent += 1;
-            if spec.limit.is_some_and(|l| sent >= u64::from(l)) {
+            session.sent += 1;
+            if spec.limit.is_some_and(|l| session.sent >= u64::from(l)) {
                 break 'outer Stopped::Limit;
             }
+        }
+        if let Output::Events { batch } = &mut output
+            && !batch.is_empty()
+            && !send(std::mem::take(batch).into_bytes())
+        {
+            break Stopped::Disconnected;
         }
         if start.elapsed() >= deadline {
             break Stopped::Seconds;
         }
+        if last_follow.elapsed() >= Duration::from_millis(200) {
+            last_follow = Instant::now();
+            if let Some(pid) = spec.pid
+                && procfs.stat(pid).is_err()
+            {
+                break Stopped::Exited;
+            }
+            if let Some(b) = &mut session.breakpoints
+                && b.follow(&mut probe, procfs, start.elapsed().as_secs_f64())
+                && let (Some(c), Some(t)) = (&mut session.collector, &b.table)
+            {
+                c.set_managed(b.pid, t.clone());
+            }
+            if let (Some(c), Output::Flame(_)) = (&mut session.collector, &output) {
+                c.symbolize_pending();
+            }
+        }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let (calls, lost, throttled) = attached.counters();
+    let counts = probe.counts();
+    // Records that came back after the last read are not pending calls.
+    probe.drain(|_| session.received += 1);
     // Detach before the summary, so "done" means nothing is attached.
-    drop(attached);
-    if let (Some(h), Some((kind, of))) = (&histogram, spec.aggregate) {
-        let mut doc = h.to_json();
-        doc["aggregate"] = Value::from(kind.name());
-        doc["of"] = Value::from(match of {
-            super::spec::Of::Arg(i) => format!("arg{}", spec.args[i].index),
-            super::spec::Of::Ret => "ret".to_owned(),
-            super::spec::Of::Latency => "latency".to_owned(),
-        });
-        let _ = send(format!("{doc}\n"));
+    drop(probe);
+    let ended = Instant::now();
+    if let Output::Events { batch } = &mut output
+        && !batch.is_empty()
+        && stopped != Stopped::Disconnected
+    {
+        let _ = send(std::mem::take(batch).into_bytes());
     }
-    let summary = SummaryLine {
-        summary: ProbeSummary {
-            events: sent,
-            calls,
-            lost,
-            throttled,
-            stopped: stopped.as_str().to_owned(),
-            seconds: start.elapsed().as_secs_f64(),
-            module: target.module.clone(),
-            offset: format!("{:#x}", target.offset),
-        },
-    };
-    let mut line = serde_json::to_string(&summary).unwrap_or_default();
-    line.push('\n');
+    let summary = summary(
+        spec,
+        &plan,
+        &session,
+        counts,
+        stopped,
+        start.elapsed().as_secs_f64(),
+    );
+    match output {
+        Output::Events { .. } => {}
+        Output::Histogram(h, of) => {
+            let mut doc = h.to_json();
+            if let Some((kind, _)) = spec.aggregate {
+                doc["aggregate"] = Value::from(kind.name());
+            }
+            doc["of"] = Value::from(of_name(spec, of));
+            let _ = send(format!("{doc}\n").into_bytes());
+        }
+        Output::Flame(of) => {
+            let Some(collector) = session.collector.take() else {
+                return;
+            };
+            let collected = collector.finish();
+            let captured = Captured {
+                stacks: collected.stacks,
+                samples: session.sent,
+                lost: counts.lost,
+                processes: collected.processes,
+                started,
+                duration: ended.duration_since(start),
+                cancelled: stopped == Stopped::Disconnected,
+                measure: Measure::Probe {
+                    probe: probe_name(&plan),
+                    of: of_name(spec, of),
+                    unit: match of {
+                        Of::Count => "count",
+                        Of::Latency => "nanoseconds",
+                        Of::Arg(_) | Of::Ret => "value",
+                    },
+                },
+                sampling: (start, ended),
+                build_ids: collected.build_ids,
+                symbol_errors: collected.symbol_errors,
+            };
+            let meta = crate::stacks::render::RenderMeta {
+                seconds: spec.seconds,
+                unwind: spec.stack.map_or(Unwind::Auto, |s| s.unwind).name(),
+                kernel: false,
+            };
+            match crate::stacks::render::render(&captured, spec.format, &meta) {
+                Ok(bytes) => {
+                    let _ = send(bytes);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot render the callers' flamegraph"),
+            }
+            // The summary goes to the log: the body is the flamegraph.
+            tracing::info!(summary = ?summary, "probe flamegraph done");
+            return;
+        }
+    }
+    let mut line = serde_json::to_vec(&SummaryLine { summary }).unwrap_or_default();
+    line.push(b'\n');
     let _ = send(line);
+}
+
+fn is_dotnet(procfs: &Procfs, pid: u32) -> bool {
+    procfs
+        .maps(pid)
+        .is_ok_and(|m| crate::dotnet::port::is_dotnet(&m))
+}
+
+fn breakpoints_of(jit: &mut JitPlan, spec: &UprobeSpec, host: &Host) -> Breakpoints {
+    let follow = std::mem::take(&mut jit.follow);
+    let mut versions: Vec<Tracked> = jit
+        .versions
+        .iter()
+        .map(|plan| Tracked {
+            plan: plan.clone(),
+            breakpoints: 0,
+            events: 0,
+            since: 0.0,
+            note: None,
+        })
+        .collect();
+    versions.extend(jit.skipped.iter().map(|v| Tracked {
+        plan: VersionPlan {
+            version: v.clone(),
+            entry: v.start,
+            returns: Vec::new(),
+        },
+        breakpoints: 0,
+        events: 0,
+        since: 0.0,
+        note: Some("not probed: the debug registers went to more optimized versions".to_owned()),
+    }));
+    let table = match &follow {
+        Follow::Dotnet(_) => jit.table.take(),
+        _ => None,
+    };
+    Breakpoints {
+        pid: jit.pid,
+        key: jit.name.clone(),
+        runtime: jit.runtime,
+        returns: spec.ret.is_some(),
+        cpus: host.cpu_list.clone(),
+        versions,
+        sites: HashMap::new(),
+        follow,
+        table,
+    }
+}
+
+fn probe_name(plan: &Plan) -> String {
+    match &plan.target {
+        Target::Uprobe(t) => format!(
+            "{:#x} in {}",
+            t.offset,
+            t.module.rsplit('/').next().unwrap_or(&t.module)
+        ),
+        Target::Breakpoint(j) => j.name.clone(),
+    }
+}
+
+fn summary(
+    spec: &UprobeSpec,
+    plan: &Plan,
+    session: &Session<'_>,
+    counts: Counts,
+    stopped: Stopped,
+    seconds: f64,
+) -> ProbeSummary {
+    let (module, offset, method) = match &plan.target {
+        Target::Uprobe(t) => (t.module.clone(), format!("{:#x}", t.offset), None),
+        Target::Breakpoint(j) => (
+            "[jit]".to_owned(),
+            j.versions
+                .first()
+                .map_or_else(String::new, |v| format!("{:#x}", v.entry)),
+            Some(j.name.clone()),
+        ),
+    };
+    let pending = if spec.ret.is_some() {
+        counts
+            .calls
+            .saturating_sub(counts.throttled)
+            .saturating_sub(session.received)
+            .saturating_sub(counts.lost)
+    } else {
+        0
+    };
+    ProbeSummary {
+        events: session.sent,
+        calls: counts.calls,
+        lost: counts.lost,
+        throttled: counts.throttled,
+        stopped: stopped.as_str().to_owned(),
+        seconds,
+        module,
+        offset,
+        mechanism: plan.target.mechanism().to_owned(),
+        method,
+        abi: plan.abi.name().to_owned(),
+        unpaired: counts.unpaired,
+        pending,
+        versions: session
+            .breakpoints
+            .as_ref()
+            .map(|b| b.versions.iter().map(Tracked::summary).collect())
+            .unwrap_or_default(),
+    }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::process;
 use crate::procfs::{MapEntry, Procfs};
-use crate::profile::perfmap::PerfMapFile;
+use crate::stacks::perfmap::PerfMapFile;
 
 /// Where a symbol was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::capture::{Frame, FrameKind, Stack};
+use super::{Frame, FrameKind, Stack};
 
 /// Entry points where a complete user stack ends.
 const STACK_ROOTS: [&str; 11] = [
@@ -36,14 +36,16 @@ pub struct NamedStack {
     /// Frames the unwinder returned (the user part may be cut at
     /// `max_depth`).
     pub user_depth: usize,
-    /// Samples with this stack.
+    /// Samples (or probe hits) with this stack.
     pub count: u64,
+    /// What they weigh together.
+    pub weight: u64,
 }
 
 /// Merges `stacks`; a user part of `max_depth` frames or more counts as
 /// truncated, as does one that does not start at an entry point.
 pub fn aggregate(stacks: impl IntoIterator<Item = NamedStack>, max_depth: usize) -> Vec<Stack> {
-    let mut merged: HashMap<(u32, Vec<Frame>), (bool, u64)> = HashMap::new();
+    let mut merged: HashMap<(u32, Vec<Frame>), (bool, u64, u64)> = HashMap::new();
     for stack in stacks {
         let reaches_root = stack
             .user
@@ -62,21 +64,26 @@ pub fn aggregate(stacks: impl IntoIterator<Item = NamedStack>, max_depth: usize)
             .chain(stack.user)
             .chain(stack.kernel)
             .collect();
-        let entry = merged.entry((stack.pid, frames)).or_insert((truncated, 0));
+        let entry = merged
+            .entry((stack.pid, frames))
+            .or_insert((truncated, 0, 0));
         entry.1 += stack.count;
+        entry.2 = entry.2.saturating_add(stack.weight);
     }
     let mut stacks: Vec<Stack> = merged
         .into_iter()
-        .map(|((pid, frames), (truncated, count))| Stack {
+        .map(|((pid, frames), (truncated, count, weight))| Stack {
             pid,
             frames,
             truncated,
             count,
+            weight,
         })
         .collect();
     stacks.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
+        b.weight
+            .cmp(&a.weight)
+            .then_with(|| b.count.cmp(&a.count))
             .then_with(|| a.frames.len().cmp(&b.frames.len()))
     });
     stacks
@@ -102,6 +109,7 @@ mod tests {
             kernel: Vec::new(),
             user_depth: names.len(),
             count,
+            weight: count * 10,
         }
     }
 
@@ -116,8 +124,9 @@ mod tests {
             ],
             127,
         );
-        let counts: Vec<(u32, u64)> = stacks.iter().map(|s| (s.pid, s.count)).collect();
-        assert_eq!(counts, [(7, 5), (7, 5), (8, 1)]);
+        let counts: Vec<(u32, u64, u64)> =
+            stacks.iter().map(|s| (s.pid, s.count, s.weight)).collect();
+        assert_eq!(counts, [(7, 5, 50), (7, 5, 50), (8, 1, 10)]);
         // Ties go to the shorter stack.
         assert_eq!(stacks[0].frames.len(), 3);
         assert_eq!(stacks[0].frames[0].kind, FrameKind::Root);

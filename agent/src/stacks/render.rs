@@ -7,15 +7,12 @@ use std::time::UNIX_EPOCH;
 use prost::Message as _;
 use serde::Serialize;
 
-use super::capture::{Captured, Frame, FrameKind};
 use super::pprof;
-use super::spec::Format;
+use super::{Captured, Format, Frame, FrameKind, Measure};
 
 /// Facts about the request that the outputs describe.
 #[derive(Debug, Clone, Serialize)]
 pub struct RenderMeta {
-    /// Requested sampling frequency.
-    pub hz: u32,
     /// Requested length in seconds.
     pub seconds: u32,
     /// Unwinding mode actually used.
@@ -48,9 +45,9 @@ pub fn render(
             Ok(serde_json::to_vec_pretty(&json(captured, meta)).map_err(std::io::Error::other)?)
         }
         Format::Speedscope => {
-            Ok(serde_json::to_vec(&speedscope(captured, meta)).map_err(std::io::Error::other)?)
+            Ok(serde_json::to_vec(&speedscope(captured)).map_err(std::io::Error::other)?)
         }
-        Format::Pprof => pprof_gz(captured, meta),
+        Format::Pprof => pprof_gz(captured),
     }
 }
 
@@ -68,7 +65,7 @@ fn folded_name(frame: &Frame, annotate: bool) -> String {
     name
 }
 
-/// `root;outer;…;leaf count` lines, heaviest first.
+/// `root;outer;…;leaf weight` lines, heaviest first.
 pub fn folded(captured: &Captured, annotate: bool) -> String {
     let mut out = String::new();
     for stack in &captured.stacks {
@@ -79,7 +76,7 @@ pub fn folded(captured: &Captured, annotate: bool) -> String {
             .collect();
         out.push_str(&names.join(";"));
         out.push(' ');
-        out.push_str(&stack.count.to_string());
+        out.push_str(&stack.weight.to_string());
         out.push('\n');
     }
     out
@@ -107,28 +104,40 @@ fn title(captured: &Captured) -> String {
 fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     use inferno::flamegraph::{self, Options, Palette, color::MultiPalette};
     let mut options = Options::default();
-    options.title = format!("tracecar: {}", title(captured));
-    options.subtitle = Some(format!(
-        "{:.1}s at {} Hz ({}), {} samples, {:.1}% truncated stacks, unwind={}{}",
-        captured.duration.as_secs_f64(),
-        meta.hz,
-        captured.event,
-        captured.samples,
-        captured.truncated_ratio() * 100.0,
-        meta.unwind,
-        if captured.lost > 0 {
-            format!(", {} lost", captured.lost)
-        } else {
-            String::new()
-        }
-    ));
+    let lost = if captured.lost > 0 {
+        format!(", {} lost", captured.lost)
+    } else {
+        String::new()
+    };
+    let truncated = captured.truncated_ratio() * 100.0;
+    let seconds = captured.duration.as_secs_f64();
+    let (title_text, subtitle, empty) = match &captured.measure {
+        Measure::Samples { event, hz } => (
+            format!("tracecar: {}", title(captured)),
+            format!(
+                "{seconds:.1}s at {hz} Hz ({event}), {} samples, {truncated:.1}% truncated stacks, unwind={}{lost}",
+                captured.samples, meta.unwind,
+            ),
+            "no samples: the target was idle or not running",
+        ),
+        Measure::Probe { probe, of, .. } => (
+            format!("tracecar: callers of {probe} in {}", title(captured)),
+            format!(
+                "{} calls in {seconds:.1}s, weighted by {of}, {truncated:.1}% truncated stacks, unwind={}{lost}",
+                captured.samples, meta.unwind,
+            ),
+            "no calls: the probed function did not run",
+        ),
+    };
+    options.title = title_text;
+    options.subtitle = Some(subtitle);
     options.colors = Palette::Multi(MultiPalette::Java);
-    options.count_name = "samples".to_owned();
+    options.count_name = captured.measure.weight_name();
     let lines = folded(captured, true);
     let mut out = Vec::new();
-    if captured.samples == 0 {
+    if captured.samples == 0 || captured.total_weight() == 0 {
         // inferno refuses empty input; say so in a valid SVG instead.
-        options.subtitle = Some("no samples: the target was idle or not running".to_owned());
+        options.subtitle = Some(empty.to_owned());
         flamegraph::from_lines(&mut options, std::iter::once("no-samples 1"), &mut out)
     } else {
         flamegraph::from_lines(&mut options, lines.lines(), &mut out)
@@ -140,7 +149,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
 #[derive(Serialize)]
 struct JsonProfile<'a> {
     meta: JsonMeta<'a>,
-    stacks: &'a [super::capture::Stack],
+    stacks: &'a [super::Stack],
 }
 
 #[derive(Serialize)]
@@ -148,7 +157,8 @@ struct JsonMeta<'a> {
     #[serde(flatten)]
     request: &'a RenderMeta,
     processes: &'a BTreeMap<u32, String>,
-    event: &'static str,
+    #[serde(flatten)]
+    measure: MeasureMeta<'a>,
     samples: u64,
     lost: u64,
     truncated_ratio: f64,
@@ -157,6 +167,30 @@ struct JsonMeta<'a> {
     cancelled: bool,
     /// Frames by module: how many, how many unnamed, and why not.
     modules: BTreeMap<String, ModuleStats>,
+}
+
+/// The measure as the JSON output states it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MeasureMeta<'a> {
+    Samples {
+        event: &'a str,
+        hz: u32,
+    },
+    Probe {
+        probe: &'a str,
+        of: &'a str,
+        unit: &'a str,
+    },
+}
+
+impl<'a> From<&'a Measure> for MeasureMeta<'a> {
+    fn from(measure: &'a Measure) -> Self {
+        match measure {
+            Measure::Samples { event, hz } => Self::Samples { event, hz: *hz },
+            Measure::Probe { probe, of, unit } => Self::Probe { probe, of, unit },
+        }
+    }
 }
 
 /// How well one module's frames were named (sample-weighted).
@@ -211,7 +245,7 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
         meta: JsonMeta {
             request: meta,
             processes: &captured.processes,
-            event: captured.event,
+            measure: (&captured.measure).into(),
             samples: captured.samples,
             lost: captured.lost,
             truncated_ratio: (captured.truncated_ratio() * 10_000.0).round() / 10_000.0,
@@ -227,7 +261,7 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
     }
 }
 
-fn speedscope(captured: &Captured, meta: &RenderMeta) -> serde_json::Value {
+fn speedscope(captured: &Captured) -> serde_json::Value {
     use serde_json::json;
     let mut frame_index: HashMap<&Frame, usize> = HashMap::new();
     let mut frames = Vec::new();
@@ -249,8 +283,14 @@ fn speedscope(captured: &Captured, meta: &RenderMeta) -> serde_json::Value {
             .collect();
         let (samples, weights) = per_pid.entry(stack.pid).or_default();
         samples.push(ids);
-        weights.push(stack.count);
+        weights.push(stack.weight);
     }
+    // speedscope knows time and byte units; counts and other values are
+    // "none".
+    let unit = match &captured.measure {
+        Measure::Probe { unit, .. } if *unit == "nanoseconds" => "nanoseconds",
+        _ => "none",
+    };
     let profiles: Vec<serde_json::Value> = per_pid
         .into_iter()
         .map(|(pid, (samples, weights))| {
@@ -259,7 +299,7 @@ fn speedscope(captured: &Captured, meta: &RenderMeta) -> serde_json::Value {
             json!({
                 "type": "sampled",
                 "name": format!("{comm} ({pid})"),
-                "unit": "none",
+                "unit": unit,
                 "startValue": 0,
                 "endValue": total,
                 "samples": samples,
@@ -269,7 +309,12 @@ fn speedscope(captured: &Captured, meta: &RenderMeta) -> serde_json::Value {
         .collect();
     json!({
         "$schema": "https://www.speedscope.app/file-format-schema.json",
-        "name": format!("tracecar: {} at {} Hz", title(captured), meta.hz),
+        "name": match &captured.measure {
+            Measure::Samples { hz, .. } => format!("tracecar: {} at {hz} Hz", title(captured)),
+            Measure::Probe { probe, of, .. } => {
+                format!("tracecar: callers of {probe} in {}, by {of}", title(captured))
+            }
+        },
         "exporter": concat!("tracecar ", env!("CARGO_PKG_VERSION")),
         "activeProfileIndex": 0,
         "shared": { "frames": frames },
@@ -302,8 +347,8 @@ impl Strings {
     }
 }
 
-fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
-    let profile = pprof_profile(captured, meta, |pid, module| {
+fn pprof_gz(captured: &Captured) -> Result<Vec<u8>, RenderError> {
+    let profile = pprof_profile(captured, |pid, module| {
         captured.build_ids.get(&(pid, module.to_owned())).cloned()
     });
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -314,19 +359,18 @@ fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderErr
 /// Builds the pprof profile; `build_id(pid, module)` looks up build IDs.
 pub fn pprof_profile(
     captured: &Captured,
-    meta: &RenderMeta,
     build_id: impl Fn(u32, &str) -> Option<String>,
 ) -> pprof::Profile {
     let mut strings = Strings::new();
-    let period_ns = 1_000_000_000 / i64::from(meta.hz.max(1));
-    let samples_type = pprof::ValueType {
-        r#type: strings.id("samples"),
-        unit: strings.id("count"),
-    };
-    let cpu_type = pprof::ValueType {
-        r#type: strings.id("cpu"),
-        unit: strings.id("nanoseconds"),
-    };
+    let sample_types: Vec<pprof::ValueType> = captured
+        .measure
+        .sample_types()
+        .into_iter()
+        .map(|(kind, unit)| pprof::ValueType {
+            r#type: strings.id(&kind),
+            unit: strings.id(unit),
+        })
+        .collect();
     let mut mappings: HashMap<String, u64> = HashMap::new();
     let mut mapping_list = Vec::new();
     let mut functions: HashMap<String, u64> = HashMap::new();
@@ -386,7 +430,6 @@ pub fn pprof_profile(
             });
             ids.push(id);
         }
-        let count = stack.count as i64;
         let comm = captured
             .processes
             .get(&stack.pid)
@@ -394,7 +437,7 @@ pub fn pprof_profile(
             .unwrap_or_default();
         samples.push(pprof::Sample {
             location_id: ids,
-            value: vec![count, count * period_ns],
+            value: captured.measure.sample_values(stack),
             label: vec![
                 pprof::Label {
                     key: pid_key,
@@ -409,12 +452,13 @@ pub fn pprof_profile(
             ],
         });
     }
+    let ((period_kind, period_unit), period) = captured.measure.period();
     let period_type = pprof::ValueType {
-        r#type: strings.id("cpu"),
-        unit: strings.id("nanoseconds"),
+        r#type: strings.id(&period_kind),
+        unit: strings.id(period_unit),
     };
     pprof::Profile {
-        sample_type: vec![samples_type, cpu_type],
+        sample_type: sample_types,
         sample: samples,
         mapping: mapping_list,
         location: location_list,
@@ -425,7 +469,7 @@ pub fn pprof_profile(
             .map_or(0, |d| d.as_nanos() as i64),
         duration_nanos: captured.duration.as_nanos() as i64,
         period_type: Some(period_type),
-        period: period_ns,
+        period,
         string_table: strings.table,
         ..pprof::Profile::default()
     }
@@ -434,7 +478,7 @@ pub fn pprof_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::capture::Stack;
+    use crate::stacks::Stack;
     use std::time::{Duration, SystemTime};
 
     fn frame(name: &str, kind: FrameKind) -> Frame {
@@ -457,6 +501,7 @@ mod tests {
                     ],
                     truncated: false,
                     count: 30,
+                    weight: 30,
                 },
                 Stack {
                     pid: 7,
@@ -467,6 +512,7 @@ mod tests {
                     ],
                     truncated: true,
                     count: 10,
+                    weight: 10,
                 },
             ],
             samples: 40,
@@ -475,7 +521,10 @@ mod tests {
             started: SystemTime::now(),
             duration: Duration::from_secs(2),
             cancelled: false,
-            event: "cpu-clock",
+            measure: Measure::Samples {
+                event: "cpu-clock",
+                hz: 99,
+            },
             sampling: (std::time::Instant::now(), std::time::Instant::now()),
             build_ids: BTreeMap::new(),
             symbol_errors: BTreeMap::new(),
@@ -508,7 +557,6 @@ mod tests {
 
     fn meta() -> RenderMeta {
         RenderMeta {
-            hz: 99,
             seconds: 2,
             unwind: "fp",
             kernel: true,
@@ -538,7 +586,7 @@ mod tests {
 
     #[test]
     fn pprof_structure() {
-        let p = pprof_profile(&sample_capture(), &meta(), |_, _| Some("abcd".into()));
+        let p = pprof_profile(&sample_capture(), |_, _| Some("abcd".into()));
         assert_eq!(p.sample.len(), 2);
         assert_eq!(p.string_table[0], "");
         let name = |i: i64| p.string_table[i as usize].as_str();
@@ -555,7 +603,7 @@ mod tests {
 
     #[test]
     fn speedscope_shares_frames() {
-        let s = speedscope(&sample_capture(), &meta());
+        let s = speedscope(&sample_capture());
         assert_eq!(s["profiles"][0]["type"], "sampled");
         assert_eq!(s["shared"]["frames"].as_array().map(Vec::len), Some(5));
         assert_eq!(s["profiles"][0]["weights"], serde_json::json!([30, 10]));

@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::capture::{Frame, FrameKind};
 use super::perfmap::PerfMapFile;
+use super::{Frame, FrameKind};
 use crate::process;
 use crate::procfs::{MapEntry, Procfs};
 
@@ -84,6 +84,15 @@ impl ProcessSymbols {
         crate::procfs::mapping_at(&self.maps, addr)
     }
 
+    /// Whether `addr` is in the kernel's uretprobe trampoline page: a
+    /// return address that a pending uretprobe replaced on the stack.
+    pub fn is_uretprobe_trampoline(&self, addr: u64) -> bool {
+        self.map_of(addr)
+            .is_some_and(|m| m.path.as_deref() == Some("[uprobes]"))
+    }
+
+    /// Names the addresses noted since the last call, while the process
+    /// still exists.
     pub fn symbolize_pending(
         &mut self,
         procfs: &Procfs,

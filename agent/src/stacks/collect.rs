@@ -1,0 +1,505 @@
+//! Collecting stacks while the targets run: for each process its
+//! symbolizer (maps, perf map, DWARF unwinder, .NET method table), the raw
+//! stacks seen with their counts and weights, and, at the end, the named
+//! and merged [`Stack`]s. CPU profiles feed it samples; probes feed it the
+//! stacks their BPF programs recorded. Addresses are named while the
+//! processes still exist ([`Collector::symbolize_pending`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::aggregate::{NamedStack, aggregate};
+use super::kallsyms::Kallsyms;
+use super::symbolize::{ProcessSymbols, lookup_addresses};
+use super::unwind::Unwound;
+use super::{Frame, FrameKind, Stack, Unwind};
+use crate::procfs::Procfs;
+use crate::sys::MAX_STACK_FRAMES;
+
+/// Where in a function a user stack was recorded: what its first frames
+/// mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Anywhere in a function body (a CPU sample): the frame-pointer chain
+    /// is right as the kernel walks it.
+    Body,
+    /// On a function's first instruction or on a `ret`: the function has
+    /// no frame (yet, or any more), its return address is at `[sp]`, and
+    /// the frame-pointer register still holds the caller's frame, so a
+    /// plain frame-pointer walk would skip the caller.
+    Frameless,
+    /// Just after a function returned (a uretprobe): the IP is the return
+    /// address in the caller.
+    AfterReturn,
+}
+
+/// One recorded user stack, as the kernel or a BPF program gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct UserStack<'a> {
+    /// Where it was recorded.
+    pub site: Site,
+    /// The frame-pointer chain: the IP, then return addresses.
+    pub chain: &'a [u64],
+    /// BP, SP, IP, for DWARF unwinding (with `stack`).
+    pub regs: Option<[u64; 3]>,
+    /// A copy of the user stack from SP up.
+    pub stack: &'a [u8],
+    /// The word at SP (the return address at a [`Site::Frameless`] site).
+    pub top: Option<u64>,
+    /// The function that just returned, at a [`Site::AfterReturn`] site
+    /// (an address in it): the stack's leaf, which the walk from the
+    /// caller cannot see.
+    pub leaf: Option<u64>,
+}
+
+/// Which walk gave a user stack: DWARF for `dwarf`; for `auto`, the DWARF
+/// walk when it completed, otherwise whichever walk got further (frame
+/// pointers get through JIT code that has no unwind info).
+pub fn choose_user_stack(
+    mode: Unwind,
+    dwarf: Option<Unwound>,
+    frame_pointer: Vec<u64>,
+) -> Vec<u64> {
+    match (mode, dwarf) {
+        (Unwind::Fp, _) => frame_pointer,
+        (Unwind::Dwarf, Some(d)) => d.frames,
+        (Unwind::Dwarf, None) => frame_pointer.into_iter().take(1).collect(),
+        (Unwind::Auto, Some(d)) if !d.incomplete || d.frames.len() >= frame_pointer.len() => {
+            d.frames
+        }
+        (Unwind::Auto, _) => frame_pointer,
+    }
+}
+
+/// The frame-pointer walk of `stack` in lookup addresses (innermost
+/// first: the IP as is, return addresses minus one), corrected for its
+/// site: at a frameless site the caller (the return address at `[sp]`) is
+/// put back in; after a return the IP itself is a return address.
+pub fn frame_pointer_walk(stack: &UserStack<'_>) -> Vec<u64> {
+    let mut out: Vec<u64> = lookup_addresses(stack.chain).collect();
+    match stack.site {
+        Site::Body => {}
+        Site::Frameless => {
+            if let (Some(top), Some(_)) = (stack.top, out.first()) {
+                out.insert(1, top.saturating_sub(1));
+            }
+        }
+        Site::AfterReturn => {
+            if let Some(ip) = out.first_mut() {
+                *ip = ip.saturating_sub(1);
+            }
+        }
+    }
+    out
+}
+
+/// Everything known about one recorded process.
+struct ProcessState {
+    comm: String,
+    symbols: ProcessSymbols,
+    threads: HashMap<u32, String>,
+    /// For a .NET process: the session naming its managed methods.
+    rundown: Option<crate::dotnet::rundown::Rundown>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RawStack {
+    pid: u32,
+    tid: u32,
+    /// Lookup addresses, innermost first.
+    user: Vec<u64>,
+    kernel: Vec<u64>,
+}
+
+/// What a collection ends with.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Named, merged stacks, heaviest first.
+    pub stacks: Vec<Stack>,
+    /// PID → process name, for every process recorded.
+    pub processes: BTreeMap<u32, String>,
+    /// GNU build IDs of the modules in the stacks, by PID and module.
+    pub build_ids: BTreeMap<(u32, String), String>,
+    /// Symbolization errors by PID and module (the first of each).
+    pub symbol_errors: BTreeMap<(u32, String), String>,
+}
+
+/// Stacks of the processes being recorded, and how to name them.
+pub struct Collector {
+    procfs: Procfs,
+    unwind: Unwind,
+    per_thread: bool,
+    /// Start a .NET rundown for each .NET process (names at the end).
+    rundown: bool,
+    kallsyms: Kallsyms,
+    symbolizer: blazesym::symbolize::Symbolizer,
+    procs: HashMap<u32, ProcessState>,
+    raw: HashMap<RawStack, (u64, u64)>,
+    samples: u64,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("processes", &self.procs.len())
+            .field("stacks", &self.raw.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// A collector that walks user stacks as `unwind` says, keeps threads
+    /// apart with `per_thread`, and, with `rundown`, names the managed
+    /// frames of .NET processes with the runtime's rundown at the end.
+    pub fn new(procfs: &Procfs, unwind: Unwind, per_thread: bool, rundown: bool) -> Self {
+        Self {
+            procfs: procfs.clone(),
+            unwind,
+            per_thread,
+            rundown,
+            kallsyms: Kallsyms::default(),
+            symbolizer: blazesym::symbolize::Symbolizer::new(),
+            procs: HashMap::new(),
+            raw: HashMap::new(),
+            samples: 0,
+        }
+    }
+
+    /// Names kernel frames with this table (read while recording).
+    pub fn set_kallsyms(&mut self, kallsyms: Kallsyms) {
+        self.kallsyms = kallsyms;
+    }
+
+    fn state(&mut self, pid: u32) -> &mut ProcessState {
+        let (procfs, rundown) = (&self.procfs, self.rundown);
+        self.procs.entry(pid).or_insert_with(|| {
+            let symbols = ProcessSymbols::new(procfs, pid);
+            let rundown = (rundown && symbols.is_dotnet())
+                .then(|| crate::dotnet::rundown::Rundown::start(procfs, pid));
+            ProcessState {
+                comm: procfs
+                    .stat(pid)
+                    .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
+                symbols,
+                threads: HashMap::new(),
+                rundown,
+            }
+        })
+    }
+
+    /// Names managed code of `pid` with this method table from now on
+    /// (probes follow the runtime's method loads and hand them in).
+    pub fn set_managed(&mut self, pid: u32, table: crate::dotnet::rundown::MethodTable) {
+        self.state(pid).symbols.set_managed(table);
+    }
+
+    /// The user stack of one recording, in lookup addresses (innermost
+    /// first), walked as the collector's unwind mode says; its addresses
+    /// are queued for naming.
+    pub fn user_stack(&mut self, pid: u32, stack: &UserStack<'_>) -> Vec<u64> {
+        let unwind = self.unwind;
+        let procfs = self.procfs.clone();
+        let state = self.state(pid);
+        let frame_pointer = frame_pointer_walk(stack);
+        let user = if unwind == Unwind::Fp {
+            frame_pointer
+        } else {
+            let dwarf = stack
+                .regs
+                .and_then(|regs| dwarf_walk(&mut state.symbols, &procfs, pid, stack, regs))
+                .map(|walk| cut_at_trampoline(&state.symbols, walk));
+            choose_user_stack(unwind, dwarf, frame_pointer)
+        };
+        let mut user = user;
+        if let Some(leaf) = stack.leaf {
+            user.insert(0, leaf);
+        }
+        for ip in &user {
+            state.symbols.note(*ip);
+        }
+        user
+    }
+
+    /// Counts one stack of `pid` (thread `tid`), weighing `weight`.
+    /// `user` comes from [`Self::user_stack`]; `kernel` is the kernel's
+    /// chain, innermost first.
+    pub fn add(&mut self, pid: u32, tid: u32, user: Vec<u64>, kernel: &[u64], weight: u64) {
+        let per_thread = self.per_thread;
+        let procfs = self.procfs.clone();
+        let state = self.state(pid);
+        if per_thread {
+            state.threads.entry(tid).or_insert_with(|| {
+                procfs
+                    .thread_comm(pid, tid)
+                    .unwrap_or_else(|_| format!("tid-{tid}"))
+            });
+        }
+        let raw = RawStack {
+            pid,
+            tid: if per_thread { tid } else { 0 },
+            user,
+            kernel: lookup_addresses(kernel).collect(),
+        };
+        let entry = self.raw.entry(raw).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry.1.saturating_add(weight);
+        self.samples += 1;
+    }
+
+    /// Stacks counted so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Names the addresses queued since the last call, while the
+    /// processes still exist.
+    pub fn symbolize_pending(&mut self) {
+        for (pid, state) in &mut self.procs {
+            state
+                .symbols
+                .symbolize_pending(&self.procfs, *pid, &self.symbolizer);
+        }
+    }
+
+    /// The frames of `user` (from [`Self::user_stack`]) for `pid`,
+    /// innermost first, naming what is still queued first.
+    pub fn name_now(&mut self, pid: u32, user: &[u64]) -> Vec<Frame> {
+        self.state(pid);
+        let Some(state) = self.procs.get_mut(&pid) else {
+            return Vec::new();
+        };
+        state
+            .symbols
+            .symbolize_pending(&self.procfs, pid, &self.symbolizer);
+        user.iter().map(|ip| state.symbols.frame(*ip)).collect()
+    }
+
+    /// Ends the collection: finishes the .NET rundowns, names every
+    /// stack, merges them, and reads the build IDs of the modules in them.
+    pub fn finish(mut self) -> Collected {
+        self.symbolize_pending();
+        for (pid, state) in &mut self.procs {
+            if let Some(rundown) = state.rundown.take() {
+                match rundown.finish() {
+                    Ok(table) => {
+                        tracing::debug!(
+                            pid,
+                            methods = table.len(),
+                            "managed methods named by rundown"
+                        );
+                        state.symbols.set_managed(table);
+                    }
+                    Err(e) => state.symbols.note_error("[dotnet rundown]", e),
+                }
+            }
+        }
+        let Self {
+            procfs,
+            per_thread,
+            kallsyms,
+            procs,
+            raw,
+            ..
+        } = self;
+        let named = raw.into_iter().filter_map(|(stack, (count, weight))| {
+            let state = procs.get(&stack.pid)?;
+            let mut roots = vec![state.comm.clone()];
+            if per_thread {
+                roots.push(state.threads.get(&stack.tid).cloned().unwrap_or_default());
+            }
+            Some(NamedStack {
+                pid: stack.pid,
+                roots,
+                user: stack
+                    .user
+                    .iter()
+                    .rev()
+                    .map(|ip| state.symbols.frame(*ip))
+                    .collect(),
+                kernel: stack
+                    .kernel
+                    .iter()
+                    .rev()
+                    .map(|ip| kernel_frame(&kallsyms, *ip))
+                    .collect(),
+                user_depth: stack.user.len(),
+                count,
+                weight,
+            })
+        });
+        let stacks = aggregate(named, usize::from(MAX_STACK_FRAMES));
+        // Build IDs for pprof, read now, while the processes exist.
+        let mut build_ids = BTreeMap::new();
+        for stack in &stacks {
+            for module in stack.frames.iter().filter_map(|f| f.module.as_deref()) {
+                build_ids
+                    .entry((stack.pid, module.to_owned()))
+                    .or_insert_with(|| build_id(&procfs, stack.pid, module));
+            }
+        }
+        Collected {
+            stacks,
+            processes: procs
+                .iter()
+                .map(|(pid, s)| (*pid, s.comm.clone()))
+                .collect(),
+            build_ids: build_ids
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
+            symbol_errors: procs
+                .iter()
+                .flat_map(|(pid, s)| {
+                    s.symbols
+                        .errors()
+                        .iter()
+                        .map(|(module, e)| ((*pid, module.clone()), e.clone()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A kernel frame named from kallsyms.
+pub fn kernel_frame(kallsyms: &Kallsyms, ip: u64) -> Frame {
+    Frame {
+        name: kallsyms
+            .lookup(ip)
+            .map_or_else(|| format!("[unknown] [kernel]+0x{ip:x}"), str::to_owned),
+        kind: FrameKind::Kernel,
+        module: None,
+    }
+}
+
+/// A DWARF walk up to the first uretprobe trampoline: past it, the stack
+/// holds the trampoline's address instead of a return address (the
+/// kernel's frame-pointer walk puts the real ones back; a stack copy
+/// cannot), so the rest of the walk is guesswork and is dropped.
+fn cut_at_trampoline(symbols: &ProcessSymbols, mut walk: Unwound) -> Unwound {
+    if let Some(at) = walk
+        .frames
+        .iter()
+        .position(|a| symbols.is_uretprobe_trampoline(a.saturating_add(1)))
+    {
+        walk.frames.truncate(at);
+        walk.incomplete = true;
+    }
+    walk
+}
+
+/// The DWARF walk of one recording, in lookup addresses. At a frameless
+/// site the first step (pop the return address) is taken here, so that
+/// JIT code without unwind info is walked right too.
+fn dwarf_walk(
+    symbols: &mut ProcessSymbols,
+    procfs: &Procfs,
+    pid: u32,
+    stack: &UserStack<'_>,
+    [bp, sp, ip]: [u64; 3],
+) -> Option<Unwound> {
+    match stack.site {
+        Site::Body => symbols.unwind(procfs, pid, &[bp, sp, ip], stack.stack),
+        Site::Frameless => {
+            let top = stack.top?;
+            let rest = symbols.unwind(
+                procfs,
+                pid,
+                &[bp, sp + 8, top],
+                stack.stack.get(8..).unwrap_or_default(),
+            )?;
+            let mut frames = vec![ip];
+            frames.extend(
+                rest.frames
+                    .iter()
+                    .enumerate()
+                    // The popped return address is looked up in its call.
+                    .map(|(i, a)| if i == 0 { a.saturating_sub(1) } else { *a }),
+            );
+            Some(Unwound {
+                frames,
+                incomplete: rest.incomplete,
+            })
+        }
+        Site::AfterReturn => {
+            let mut walked = symbols.unwind(procfs, pid, &[bp, sp, ip], stack.stack)?;
+            if let Some(first) = walked.frames.first_mut() {
+                *first = first.saturating_sub(1);
+            }
+            Some(walked)
+        }
+    }
+}
+
+/// The GNU build ID of a module the process maps, read as the process
+/// sees it.
+fn build_id(procfs: &Procfs, pid: u32, module: &str) -> Option<String> {
+    use object::Object as _;
+    let data = std::fs::read(procfs.in_root(pid, std::path::Path::new(module))).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frameless_sites_put_the_caller_back() {
+        // At a function's entry the chain is [ip, caller's caller, …]: the
+        // caller is only at [sp].
+        let chain = [0x1000, 0x3005, 0x4005];
+        let at_entry = UserStack {
+            site: Site::Frameless,
+            chain: &chain,
+            regs: None,
+            stack: &[],
+            top: Some(0x2005),
+            leaf: None,
+        };
+        assert_eq!(
+            frame_pointer_walk(&at_entry),
+            vec![0x1000, 0x2004, 0x3004, 0x4004]
+        );
+        let in_body = UserStack {
+            site: Site::Body,
+            ..at_entry
+        };
+        assert_eq!(frame_pointer_walk(&in_body), vec![0x1000, 0x3004, 0x4004]);
+        let after_return = UserStack {
+            site: Site::AfterReturn,
+            chain: &[0x2005, 0x3005],
+            ..at_entry
+        };
+        assert_eq!(frame_pointer_walk(&after_return), vec![0x2004, 0x3004]);
+    }
+
+    #[test]
+    fn auto_takes_the_walk_that_got_further() {
+        let fp = vec![1, 2, 3];
+        let complete = Unwound {
+            frames: vec![1, 2],
+            incomplete: false,
+        };
+        let cut = Unwound {
+            frames: vec![1, 2],
+            incomplete: true,
+        };
+        assert_eq!(
+            choose_user_stack(Unwind::Auto, Some(complete.clone()), fp.clone()),
+            vec![1, 2]
+        );
+        assert_eq!(
+            choose_user_stack(Unwind::Auto, Some(cut.clone()), fp.clone()),
+            fp
+        );
+        assert_eq!(
+            choose_user_stack(Unwind::Dwarf, Some(cut), fp.clone()),
+            vec![1, 2]
+        );
+        assert_eq!(choose_user_stack(Unwind::Dwarf, None, fp.clone()), vec![1]);
+        assert_eq!(
+            choose_user_stack(Unwind::Fp, Some(complete), fp.clone()),
+            fp
+        );
+    }
+}

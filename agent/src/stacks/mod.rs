@@ -1,0 +1,270 @@
+//! The one stack machinery: unwinding ([`unwind`]: frame pointers, and
+//! DWARF with framehop from copied stack bytes), naming ([`symbolize`]:
+//! mappings, JIT perf maps, the .NET runtime's method table, blazesym;
+//! [`kallsyms`] for the kernel), collecting stacks per process while the
+//! targets live ([`collect`]), merging them ([`aggregate`], pure) and
+//! rendering them ([`render`], pure: SVG, folded, pprof, speedscope, JSON).
+//!
+//! CPU profiles (`/v1/profile`) and probes that record stacks
+//! (`/v1/uprobe?stack=user`, `aggregate=flame`) both go through it; what
+//! differs is only where the stacks come from and what each one weighs
+//! ([`Measure`]).
+
+pub mod aggregate;
+pub mod collect;
+pub mod kallsyms;
+pub mod perfmap;
+pub mod pprof;
+pub mod render;
+pub mod symbolize;
+pub mod unwind;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Output format of a stack profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Interactive flamegraph (inferno).
+    Svg,
+    /// `comm;outer;…;leaf weight` lines.
+    Folded,
+    /// gzipped `perftools.profiles.Profile`.
+    Pprof,
+    /// speedscope's JSON file format.
+    Speedscope,
+    /// Aggregated stacks and metadata.
+    Json,
+}
+
+impl Format {
+    /// Parses a `format=` value.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "svg" => Self::Svg,
+            "folded" => Self::Folded,
+            "pprof" => Self::Pprof,
+            "speedscope" => Self::Speedscope,
+            "json" => Self::Json,
+            _ => return None,
+        })
+    }
+
+    /// The values [`Self::parse`] takes, for hints.
+    pub const NAMES: &'static str = "svg, folded, pprof, speedscope or json";
+
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Svg => "image/svg+xml",
+            Self::Folded => "text/plain; charset=utf-8",
+            Self::Pprof => "application/octet-stream",
+            Self::Speedscope | Self::Json => "application/json",
+        }
+    }
+}
+
+/// How user stacks are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwind {
+    /// DWARF where it completes, else whichever walk got further (frame
+    /// pointers get through JIT code that has no unwind info).
+    Auto,
+    /// The kernel's frame-pointer callchain.
+    Fp,
+    /// User stack copies unwound from `.eh_frame`.
+    Dwarf,
+}
+
+impl Unwind {
+    /// Parses an `unwind=` value (absent: `auto`).
+    pub fn parse(value: Option<&str>) -> Option<Self> {
+        Some(match value {
+            None | Some("auto") => Self::Auto,
+            Some("fp") => Self::Fp,
+            Some("dwarf") => Self::Dwarf,
+            Some(_) => return None,
+        })
+    }
+
+    /// Its name in requests and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fp => "fp",
+            Self::Dwarf => "dwarf",
+        }
+    }
+}
+
+/// What kind of code a frame is in; renderers use it for colours and
+/// suffixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    /// A process or thread name at the root.
+    Root,
+    /// File-backed user code.
+    User,
+    /// JIT code named by a perf map or the runtime.
+    Jit,
+    /// Kernel code.
+    Kernel,
+    /// Could not be named.
+    Unknown,
+}
+
+/// A named frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Frame {
+    /// Function name, or `[unknown] module+0xoff`.
+    pub name: String,
+    /// What kind of code.
+    pub kind: FrameKind,
+    /// Module (file path) the code is in, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// One aggregated stack, root first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stack {
+    /// PID it was recorded in.
+    pub pid: u32,
+    /// Frames from the root (process name) to the leaf.
+    pub frames: Vec<Frame>,
+    /// Whether the user stack did not reach a thread entry point.
+    pub truncated: bool,
+    /// How many samples or probe hits had this stack.
+    pub count: u64,
+    /// What they weigh together, in the profile's [`Measure`]: samples for
+    /// a CPU profile, the summed value (bytes, nanoseconds, …) for a probe.
+    pub weight: u64,
+}
+
+/// What a stack profile counts, and what its weights mean: the units
+/// pprof and speedscope show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    /// CPU samples of one perf event at `hz` per CPU; weight = samples.
+    Samples {
+        /// The perf event (`cycles` or `cpu-clock`).
+        event: &'static str,
+        /// Samples per second per CPU.
+        hz: u32,
+    },
+    /// Probe hits; each weighs the value `of` (`count`, `argN`, `ret`,
+    /// `latency`) in `unit`.
+    Probe {
+        /// What was probed, for titles (`calc in /app/server`).
+        probe: String,
+        /// `count`, `arg0`, … `ret`, `latency`.
+        of: String,
+        /// `count`, `nanoseconds` or `value`.
+        unit: &'static str,
+    },
+}
+
+impl Measure {
+    /// pprof's sample types: what each value of a sample is.
+    pub fn sample_types(&self) -> Vec<(String, &'static str)> {
+        match self {
+            Self::Samples { .. } => vec![
+                ("samples".to_owned(), "count"),
+                ("cpu".to_owned(), "nanoseconds"),
+            ],
+            Self::Probe { of, .. } if of == "count" => vec![("calls".to_owned(), "count")],
+            Self::Probe { of, unit, .. } => {
+                vec![("calls".to_owned(), "count"), (of.clone(), *unit)]
+            }
+        }
+    }
+
+    /// The values of one stack, in [`Self::sample_types`] order.
+    pub fn sample_values(&self, stack: &Stack) -> Vec<i64> {
+        let count = i64::try_from(stack.count).unwrap_or(i64::MAX);
+        let weight = i64::try_from(stack.weight).unwrap_or(i64::MAX);
+        match self {
+            Self::Samples { hz, .. } => {
+                vec![count, count.saturating_mul(period_ns(*hz))]
+            }
+            Self::Probe { of, .. } if of == "count" => vec![count],
+            Self::Probe { .. } => vec![count, weight],
+        }
+    }
+
+    /// What the flamegraph's widths count (inferno's `count_name`).
+    pub fn weight_name(&self) -> String {
+        match self {
+            Self::Samples { .. } => "samples".to_owned(),
+            Self::Probe { of, unit, .. } if of == "count" || *unit == "count" => "calls".to_owned(),
+            Self::Probe { of, unit, .. } if *unit == "value" => of.clone(),
+            Self::Probe { unit, .. } => (*unit).to_owned(),
+        }
+    }
+
+    /// pprof's period type and period: one CPU sample's length, or one
+    /// call.
+    pub fn period(&self) -> ((String, &'static str), i64) {
+        match self {
+            Self::Samples { hz, .. } => (("cpu".to_owned(), "nanoseconds"), period_ns(*hz)),
+            Self::Probe { .. } => (("calls".to_owned(), "count"), 1),
+        }
+    }
+}
+
+/// One sample's length at `hz`.
+fn period_ns(hz: u32) -> i64 {
+    1_000_000_000 / i64::from(hz.max(1))
+}
+
+/// A finished stack profile: what every renderer takes.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Aggregated stacks.
+    pub stacks: Vec<Stack>,
+    /// Samples (or probe hits) kept.
+    pub samples: u64,
+    /// Records the kernel reported lost (ring buffer full).
+    pub lost: u64,
+    /// PID → process name, for every process that was recorded.
+    pub processes: BTreeMap<u32, String>,
+    /// Wall-clock start.
+    pub started: SystemTime,
+    /// Actual capture length.
+    pub duration: Duration,
+    /// Whether the client went away before the end.
+    pub cancelled: bool,
+    /// What was counted and what the weights mean.
+    pub measure: Measure,
+    /// When recording started and stopped, to time what comes before and
+    /// after.
+    pub sampling: (Instant, Instant),
+    /// GNU build IDs (lowercase hex) of the modules in the stacks, by PID
+    /// and module path, read at capture time.
+    pub build_ids: BTreeMap<(u32, String), String>,
+    /// Symbolization errors by PID and module path (the first of each).
+    pub symbol_errors: BTreeMap<(u32, String), String>,
+}
+
+impl Captured {
+    /// Share of samples whose stacks are truncated.
+    pub fn truncated_ratio(&self) -> f64 {
+        let truncated: u64 = self
+            .stacks
+            .iter()
+            .filter(|s| s.truncated)
+            .map(|s| s.count)
+            .sum();
+        if self.samples == 0 {
+            0.0
+        } else {
+            truncated as f64 / self.samples as f64
+        }
+    }
+
+    /// Every stack's weight summed.
+    pub fn total_weight(&self) -> u64 {
+        self.stacks.iter().map(|s| s.weight).sum()
+    }
+}
