@@ -708,8 +708,8 @@ fn symbols_list_probeable_functions_with_file_offsets() {
 }
 
 #[test]
-fn symbols_from_node_perf_maps_are_not_probeable() {
-    let Some(_serial) = begin("symbols_from_node_perf_maps_are_not_probeable") else {
+fn symbols_from_node_perf_maps_are_probed_with_breakpoints() {
+    let Some(_serial) = begin("symbols_from_node_perf_maps_are_probed_with_breakpoints") else {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
@@ -728,9 +728,35 @@ fn symbols_from_node_perf_maps_are_not_probeable() {
         .filter(|s| s["source"] == "perf-map")
         .collect();
     assert!(!jit.is_empty(), "{doc}");
+    // JIT code is probed with breakpoints; entries that name no code (V8's
+    // bytecode) cannot be probed at all.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", workload.pid())).unwrap();
+    let in_code = |address: u64| {
+        maps.lines().any(|l| {
+            let mut parts = l.split_whitespace();
+            let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            let (lo, hi) = range.split_once('-').unwrap();
+            let (lo, hi) = (
+                u64::from_str_radix(lo, 16).unwrap(),
+                u64::from_str_radix(hi, 16).unwrap(),
+            );
+            perms.contains('x') && lo <= address && address < hi
+        })
+    };
+    let mut breakpoints = 0;
     for s in jit {
-        assert_eq!(s["probeable"], false, "anonymous JIT code: {s}");
+        let address =
+            u64::from_str_radix(s["address"].as_str().unwrap().trim_start_matches("0x"), 16)
+                .unwrap();
+        assert_eq!(s["probeable"], in_code(address), "{s}");
+        if s["probeable"] == true {
+            assert_eq!(s["mechanism"], "breakpoint", "anonymous JIT code: {s}");
+            breakpoints += 1;
+        }
     }
+    assert!(breakpoints > 0, "{doc}");
 }
 
 #[test]

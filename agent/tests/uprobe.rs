@@ -5,8 +5,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use common::*;
 use tracecar_agent::uprobe::attach::{Location, Probe, attach};
@@ -358,7 +361,11 @@ fn api_refuses_bad_specs_and_go_return_probes() {
     for (query, status, needle) in [
         (format!("pid={pid}&symbol=calx"), 404, "calc"),
         (format!("pid={pid}&symbol=calc&args=float"), 400, "types:"),
-        (format!("pid={pid}&symbol=calc&ret=str"), 400, "scalar"),
+        (
+            format!("pid={pid}&symbol=calc&ret=ret%2Bx:int"),
+            400,
+            "types:",
+        ),
         (
             format!("pid={pid}&offset=0x10&binary={}", bin.display()),
             400,
@@ -621,4 +628,181 @@ fn api_pairs_returns_across_threads() {
         tids.insert(e["tid"].as_u64().unwrap());
     }
     assert_eq!(tids.len(), 2, "both threads traced: {tids:?}");
+}
+
+#[test]
+fn ret_str_reads_the_returned_string() {
+    let Some(_serial) = begin("ret_str_reads_the_returned_string") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "calls.c", &[]);
+    let target = spawn(&bin, &[]);
+    let agent = Agent::start();
+    // echo(s) returns s: "hello-N", the string it was given.
+    let (events, summary) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={}&symbol=echo&args=str&ret=str:16&limit=20",
+        target.pid()
+    )));
+    assert_eq!(summary["mechanism"], "uprobe");
+    assert_eq!(events.len(), 20);
+    for e in &events {
+        let given = e["args"][0].as_str().unwrap();
+        assert!(given.starts_with("hello-"), "{e}");
+        assert_eq!(e["ret"].as_str().unwrap(), given, "{e}");
+    }
+}
+
+/// The folded lines of a callers' flamegraph: stack (root first) → weight.
+fn flame(agent: &Agent, query: &str) -> BTreeMap<String, u64> {
+    let body = agent.get_ok(&format!("/v1/uprobe?{query}&aggregate=flame&format=folded"));
+    parse_folded(&String::from_utf8_lossy(&body))
+        .into_iter()
+        .map(|(frames, weight)| (frames.join(";"), weight))
+        .collect()
+}
+
+/// The weight of stacks that end with `suffix` (frames joined by `;`).
+fn weight_ending(stacks: &BTreeMap<String, u64>, suffix: &str) -> u64 {
+    stacks
+        .iter()
+        .filter(|(s, _)| s.ends_with(suffix))
+        .map(|(_, w)| w)
+        .sum()
+}
+
+#[test]
+fn callers_flamegraphs_split_by_path() {
+    let Some(_serial) = begin("callers_flamegraphs_split_by_path") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Frame pointers, and none (DWARF from copied stack bytes).
+    for (flags, unwind) in [
+        (&[][..], "fp"),
+        (
+            &["-fomit-frame-pointer", "-mno-omit-leaf-frame-pointer"][..],
+            "dwarf",
+        ),
+    ] {
+        let sub = dir.path().join(unwind);
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut extra = flags.to_vec();
+        if unwind == "dwarf" {
+            // compile_c asks for frame pointers; the later flag wins.
+            extra = vec!["-fomit-frame-pointer", "-momit-leaf-frame-pointer"];
+        }
+        let bin = compile_c(&sub, "callers.c", &extra);
+        let target = spawn(&bin, &[]);
+        let pid = target.pid();
+        let agent = Agent::start();
+        let stacks = flame(
+            &agent,
+            &format!("pid={pid}&symbol=leaf&of=count&unwind={unwind}&limit=3000"),
+        );
+        let via_b = weight_ending(&stacks, "main;a;b;leaf");
+        let via_c = weight_ending(&stacks, "main;c;leaf");
+        let total: u64 = stacks.values().sum();
+        assert_eq!(
+            via_b + via_c,
+            total,
+            "{unwind}: every call on a full chain: {stacks:?}"
+        );
+        let share = via_b as f64 / total as f64;
+        assert!(
+            (share - 2.0 / 3.0).abs() < 0.05,
+            "{unwind}: a->b->leaf has {share:.3} of the calls, not 2/3: {stacks:?}"
+        );
+        // The root is the process, as in CPU profiles.
+        assert!(
+            stacks.keys().all(|s| s.starts_with("callers;")),
+            "{stacks:?}"
+        );
+
+        // malloc's bytes by calling path: 100 from path_small, 300 from
+        // path_large, once each per round.
+        let bytes = flame(
+            &agent,
+            &format!(
+                "pid={pid}&symbol=malloc&module=libc.so.6&args=u64&of=arg0&unwind={unwind}&limit=2000"
+            ),
+        );
+        let small = weight_ending(&bytes, "main;path_small;make;malloc");
+        let large = weight_ending(&bytes, "main;path_large;make;malloc");
+        assert!(small > 0 && large > 0, "{unwind}: {bytes:?}");
+        let share = large as f64 / (small + large) as f64;
+        assert!(
+            (share - 0.75).abs() < 0.02,
+            "{unwind}: path_large has {share:.3} of the bytes: {bytes:?}"
+        );
+    }
+}
+
+#[test]
+fn stacks_come_with_each_event_and_callers_weigh_latency() {
+    let Some(_serial) = begin("stacks_come_with_each_event_and_callers_weigh_latency") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "callers.c", &[]);
+    let target = spawn(&bin, &[]);
+    let pid = target.pid();
+    let agent = Agent::start();
+    // Entry probes: the stack is taken at the first instruction, where the
+    // caller is only at [sp]; it must still be there.
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=leaf&args=int&stack=user&limit=30"
+    )));
+    for e in &events {
+        let stack: Vec<&str> = e["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(
+            stack.starts_with(&["leaf", "b", "a", "main"])
+                || stack.starts_with(&["leaf", "c", "main"]),
+            "{stack:?}"
+        );
+    }
+    // Return probes: the stack is taken after the return; the probed
+    // function is still its leaf.
+    let (events, _) = lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=b&args=int&ret=int&stack=user&limit=10"
+    )));
+    for e in &events {
+        assert_eq!(e["stack"][0], "b", "{e}");
+        assert_eq!(e["stack"][1], "a", "{e}");
+        assert_eq!(
+            e["ret"].as_i64().unwrap(),
+            (e["args"][0].as_i64().unwrap() + 1) * 2
+        );
+    }
+    // Weighted by latency: every nanosecond lands on a full path.
+    let stacks = flame(
+        &agent,
+        &format!("pid={pid}&symbol=leaf&args=int&ret=int&of=latency&limit=600"),
+    );
+    let total: u64 = stacks.values().sum();
+    assert!(total > 0);
+    assert_eq!(
+        weight_ending(&stacks, "main;a;b;leaf") + weight_ending(&stacks, "main;c;leaf"),
+        total,
+        "{stacks:?}"
+    );
+    // Every format of /v1/profile, with the right units.
+    for format in ["svg", "pprof", "speedscope", "json"] {
+        let (code, body) = agent.get(&format!(
+            "/v1/uprobe?pid={pid}&symbol=leaf&args=int&ret=int&aggregate=flame&of=latency&limit=100&format={format}"
+        ));
+        assert_eq!(code, 200, "{format}");
+        assert!(!body.is_empty(), "{format}");
+        if format == "json" {
+            let doc: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(doc["meta"]["of"], "latency");
+            assert_eq!(doc["meta"]["unit"], "nanoseconds");
+            assert_eq!(doc["meta"]["samples"], 100);
+        }
+    }
 }

@@ -13,9 +13,16 @@
 //   App.dll paced N        emits N Request events a second, forever
 //   App.dll rate           the hot loop, printing how many rounds of it ran
 //                          each second (the bench's measure of overhead)
+//   App.dll seed           the seed's two traced methods, on instances:
+//                          FibonacciProvider.calculateFibonacciValue(i % 30)
+//                          and EchoProvider.calculateEchoValue("req-" + i),
+//                          twice a second until a line arrives on stdin,
+//                          then as fast as it can (so that the runtime
+//                          tiers calculateEchoValue up while it is traced)
 using System;
 using System.Diagnostics.Tracing;
 using System.Reflection.Emit;
+using System.Runtime.CompilerServices;
 using System.Threading;
 
 namespace Tracecar.Sample
@@ -186,11 +193,72 @@ namespace Tracecar.Sample
                 case "methods": Work.Methods(count); break;
                 case "paced": Work.Paced(count); break;
                 case "rate": Work.Rate(); break;
+                case "seed": Seed.Demo.Run(); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed");
                     return 2;
             }
             return 0;
+        }
+    }
+}
+
+namespace Tracecar.Sample.Seed
+{
+    // The seed workflow's two methods, which it traced with AOT (crossgen)
+    // and uprobes; here they stay JIT-compiled. NoInlining keeps them out
+    // of their caller's code, as larger methods are in real services: an
+    // inlined method has no entry of its own to probe.
+    public class FibonacciProvider
+    {
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public int calculateFibonacciValue(int n)
+        {
+            int a = 0, b = 1;
+            for (int i = 0; i < n; i++)
+            {
+                int t = a + b;
+                a = b;
+                b = t;
+            }
+            return a;
+        }
+    }
+
+    public class EchoProvider
+    {
+        // No loop: the runtime compiles it quickly first (QuickJitted) and
+        // again, optimized, once it is called often (OptimizedTier1).
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public string calculateEchoValue(string text)
+        {
+            return text + "!";
+        }
+    }
+
+    public static class Demo
+    {
+        static volatile bool fast;
+        static long sink;
+
+        public static void Run()
+        {
+            var fib = new FibonacciProvider();
+            var echo = new EchoProvider();
+            new Thread(() => { Console.In.ReadLine(); fast = true; }) { IsBackground = true }.Start();
+            for (int i = 0; ; i++)
+            {
+                sink += fib.calculateFibonacciValue(i % 30);
+                sink += echo.calculateEchoValue("req-" + i).Length;
+                if (!fast)
+                {
+                    Thread.Sleep(500);
+                }
+                else if (i % 100 == 0)
+                {
+                    Thread.Sleep(1);
+                }
+            }
         }
     }
 }

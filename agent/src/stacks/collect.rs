@@ -157,7 +157,12 @@ impl Collector {
             per_thread,
             rundown,
             kallsyms: Kallsyms::default(),
-            symbolizer: blazesym::symbolize::Symbolizer::new(),
+            // blazesym demangles every name as C++ when it can, so `a`
+            // became "signed char"; names are demangled by
+            // `symbolize::demangle`, which tries only `_Z…` and Rust's.
+            symbolizer: blazesym::symbolize::Symbolizer::builder()
+                .enable_demangling(false)
+                .build(),
             procs: HashMap::new(),
             raw: HashMap::new(),
             samples: 0,
@@ -190,6 +195,11 @@ impl Collector {
     /// (probes follow the runtime's method loads and hand them in).
     pub fn set_managed(&mut self, pid: u32, table: crate::dotnet::rundown::MethodTable) {
         self.state(pid).symbols.set_managed(table);
+    }
+
+    /// Names `addr` in `pid` `name` (the function a probe is on).
+    pub fn name_address(&mut self, pid: u32, addr: u64, name: &str, module: Option<String>) {
+        self.state(pid).symbols.name_address(addr, name, module);
     }
 
     /// The user stack of one recording, in lookup addresses (innermost

@@ -10,6 +10,21 @@ use super::{Frame, FrameKind};
 use crate::process;
 use crate::procfs::{MapEntry, Procfs};
 
+/// Demangles Rust and C++ (`_Z…`) names; others are returned as they
+/// are (a C function called `a` is not "signed char").
+pub fn demangle(name: &str) -> String {
+    if let Ok(rust) = rustc_demangle::try_demangle(name) {
+        return format!("{rust:#}");
+    }
+    if name.starts_with("_Z")
+        && let Ok(cpp) = cpp_demangle::Symbol::new(name)
+        && let Ok(text) = cpp.demangle()
+    {
+        return text;
+    }
+    name.to_owned()
+}
+
 /// Addresses to symbolize, innermost first: the sampled IP as is, return
 /// addresses minus one so they fall inside the call instruction.
 pub fn lookup_addresses(chain: &[u64]) -> impl Iterator<Item = u64> + '_ {
@@ -71,6 +86,20 @@ impl ProcessSymbols {
             errors: Default::default(),
             managed: None,
         }
+    }
+
+    /// Names `addr` `name` (a probed function, as the request named it:
+    /// `malloc`, not libc's internal alias for the same address).
+    pub fn name_address(&mut self, addr: u64, name: &str, module: Option<String>) {
+        self.pending.remove(&addr);
+        self.named.insert(
+            addr,
+            Frame {
+                name: name.to_owned(),
+                kind: FrameKind::User,
+                module,
+            },
+        );
     }
 
     /// Asks for `addr` to be named at the next [`Self::symbolize_pending`].
@@ -249,7 +278,7 @@ fn symbolize_addrs(
         .into_iter()
         .map(|result| match result {
             Symbolized::Sym(sym) => Some(Frame {
-                name: sym.name.into_owned(),
+                name: demangle(&sym.name),
                 kind: FrameKind::User,
                 module: sym
                     .module

@@ -10,12 +10,12 @@ use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::sync::Mutex;
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{PerfEvent, UProbe};
 use perf_event_open::count::Counter;
 
-use super::events::{Config, FLAG_PAIRED, counter};
+use super::events::{Config, FLAG_PAIRED, PENDING_BYTES, counter};
 
 /// Where to attach in the target file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +130,7 @@ pub struct Probe {
     ebpf: aya::Ebpf,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    pending: BpfHashMap<MapData, [u8; 16], [u8; PENDING_BYTES]>,
     paired: bool,
     breakpoints: BTreeMap<u64, Breakpoint>,
     programs: BTreeMap<&'static str, std::fs::File>,
@@ -174,10 +175,16 @@ pub fn load(config: Config, ring_bytes: u32) -> Result<Probe, AttachError> {
             .ok_or(AttachError::Missing("COUNTERS map"))?,
     )
     .map_err(AttachError::Map)?;
+    let pending = BpfHashMap::try_from(
+        ebpf.take_map("PENDING")
+            .ok_or(AttachError::Missing("PENDING map"))?,
+    )
+    .map_err(AttachError::Map)?;
     Ok(Probe {
         ebpf,
         events,
         counters,
+        pending,
         paired: config.flags & FLAG_PAIRED != 0,
         breakpoints: BTreeMap::new(),
         programs: BTreeMap::new(),
@@ -343,6 +350,12 @@ impl Probe {
             throttled: sum(counter::THROTTLED),
             unpaired: sum(counter::UNPAIRED),
         }
+    }
+
+    /// Entries waiting for their return now: calls inside the function,
+    /// or that left it other than through a probed return.
+    pub fn pending(&self) -> u64 {
+        self.pending.keys().filter(Result::is_ok).count() as u64
     }
 }
 

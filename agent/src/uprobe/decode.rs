@@ -36,9 +36,15 @@ pub struct Captures {
     pub data_bytes: u32,
 }
 
-/// Plans the captures of `args` (argument N as `abi` places it) and of a
-/// `ret` read at the returned pointer.
-pub fn plan(args: &[ArgSpec], ret: Option<ValueType>, abi: Abi) -> Result<Captures, SpecError> {
+/// Plans the captures of `args` (argument N as `abi` places it) and of
+/// `ret`: the register for a number, else read at the returned pointer
+/// (plus `ret_offset`).
+pub fn plan(
+    args: &[ArgSpec],
+    ret: Option<ValueType>,
+    ret_offset: Option<i32>,
+    abi: Abi,
+) -> Result<Captures, SpecError> {
     let mut slots = [Capture::default(); CAPTURES];
     let mut at: u16 = 0;
     let mut memory = |len: u16| -> u16 {
@@ -88,26 +94,28 @@ pub fn plan(args: &[ArgSpec], ret: Option<ValueType>, abi: Abi) -> Result<Captur
         };
     }
     let rax = register("rax").unwrap_or(6);
-    slots[RET_CAPTURE] = match ret {
-        None => Capture::default(),
-        Some(v) if !v.is_memory() => Capture {
+    slots[RET_CAPTURE] = match (ret, ret_offset) {
+        (None, _) => Capture::default(),
+        (Some(v), None) if !v.is_memory() => Capture {
             kind: capture_kind::REG,
             reg: rax,
             ..Capture::default()
         },
-        Some(ValueType::Str(n)) => Capture {
+        (Some(ValueType::Str(n)), offset) => Capture {
             kind: capture_kind::STR,
             reg: rax,
             len: n,
+            offset: offset.unwrap_or(0),
             at: memory(n),
-            ..Capture::default()
+            pad: 0,
         },
-        Some(v) => Capture {
+        (Some(v), offset) => Capture {
             kind: capture_kind::DEREF,
             reg: rax,
             len: v.width(),
+            offset: offset.unwrap_or(0),
             at: memory(v.width()),
-            ..Capture::default()
+            pad: 0,
         },
     };
     debug_assert!(usize::from(at) <= DATA_BYTES);
@@ -236,7 +244,7 @@ mod tests {
     #[test]
     fn captures_follow_the_calling_convention() {
         let args = [arg("arg1+8:u32", 0), arg("str:16", 1), arg("int", 2)];
-        let sysv = plan(&args, None, Abi::Sysv).unwrap();
+        let sysv = plan(&args, None, None, Abi::Sysv).unwrap();
         let c = sysv.slots;
         assert_eq!(
             (c[0].kind, c[0].reg, c[0].len, c[0].offset, c[0].at),
@@ -251,10 +259,10 @@ mod tests {
         assert_eq!(c[RET_CAPTURE].kind, capture_kind::NONE);
         assert_eq!(sysv.data_bytes, 20);
         // HotSpot: argument 0 in rsi, 1 in rdx.
-        let java = plan(&[arg("int", 0), arg("int", 1)], None, Abi::Java).unwrap();
+        let java = plan(&[arg("int", 0), arg("int", 1)], None, None, Abi::Java).unwrap();
         assert_eq!((java.slots[0].reg, java.slots[1].reg), (1, 2));
         // V8: arguments on the stack, read as 8-byte slots.
-        let v8 = plan(&[arg("smi", 0), arg("arg2:smi", 1)], None, Abi::V8).unwrap();
+        let v8 = plan(&[arg("smi", 0), arg("arg2:smi", 1)], None, None, Abi::V8).unwrap();
         assert_eq!(
             (
                 v8.slots[0].kind,
@@ -266,11 +274,11 @@ mod tests {
         );
         assert_eq!(v8.slots[1].offset, 32);
         assert_eq!(v8.data_bytes, 16);
-        assert!(plan(&[arg("arg0+8:u32", 0)], None, Abi::V8).is_err());
-        assert!(plan(&[arg("str", 0)], None, Abi::V8).is_err());
+        assert!(plan(&[arg("arg0+8:u32", 0)], None, None, Abi::V8).is_err());
+        assert!(plan(&[arg("str", 0)], None, None, Abi::V8).is_err());
         // Registers by name are where they are, whatever the convention.
         assert_eq!(
-            plan(&[arg("rsp+16:i64", 0)], None, Abi::Java)
+            plan(&[arg("rsp+16:i64", 0)], None, None, Abi::Java)
                 .unwrap()
                 .slots[0]
                 .offset,
@@ -280,17 +288,29 @@ mod tests {
 
     #[test]
     fn returned_strings_are_read_at_the_returned_pointer() {
-        let c = plan(&[arg("int", 0)], Some(ValueType::Str(32)), Abi::Sysv).unwrap();
+        let c = plan(&[arg("int", 0)], Some(ValueType::Str(32)), None, Abi::Sysv).unwrap();
         let ret = c.slots[RET_CAPTURE];
         assert_eq!(
             (ret.kind, ret.reg, ret.len, ret.at),
             (capture_kind::STR, 6, 32, 0)
         );
         assert_eq!(c.data_bytes, 32);
-        let c = plan(&[], Some(ValueType::Int(4)), Abi::Sysv).unwrap();
+        let c = plan(&[], Some(ValueType::Int(4)), None, Abi::Sysv).unwrap();
         assert_eq!(
             (c.slots[RET_CAPTURE].kind, c.data_bytes),
             (capture_kind::REG, 0)
+        );
+        // A field of the returned object: a .NET string's characters.
+        let c = plan(&[], Some(ValueType::Utf16(8)), Some(12), Abi::Sysv).unwrap();
+        let ret = c.slots[RET_CAPTURE];
+        assert_eq!(
+            (ret.kind, ret.offset, ret.len),
+            (capture_kind::DEREF, 12, 16)
+        );
+        let c = plan(&[], Some(ValueType::Int(4)), Some(8), Abi::Sysv).unwrap();
+        assert_eq!(
+            (c.slots[RET_CAPTURE].kind, c.slots[RET_CAPTURE].len),
+            (capture_kind::DEREF, 4)
         );
     }
 }

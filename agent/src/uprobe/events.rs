@@ -13,6 +13,8 @@ pub const CAPTURES: usize = MAX_ARGS + 1;
 pub const RET_CAPTURE: usize = MAX_ARGS;
 /// Captured memory per record at most.
 pub const DATA_BYTES: usize = CAPTURES * ARG_BYTES;
+/// `struct tracecar_pending`: an entry waiting for its return.
+pub const PENDING_BYTES: usize = size_of::<Event>() + DATA_BYTES;
 /// User stack bytes copied per record at most.
 pub const STACK_BYTES: u32 = 16384;
 

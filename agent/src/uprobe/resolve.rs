@@ -294,7 +294,8 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<Plan, ResolveError>
         },
         Target::Uprobe(_) => Abi::Sysv,
     });
-    let captures = super::decode::plan(&spec.args, spec.ret, abi).map_err(ResolveError::Spec)?;
+    let captures = super::decode::plan(&spec.args, spec.ret, spec.ret_offset, abi)
+        .map_err(ResolveError::Spec)?;
     Ok(Plan {
         target,
         abi,

@@ -237,6 +237,9 @@ pub struct UprobeSpec {
     pub args: Vec<ArgSpec>,
     /// Return value type; adds a return probe.
     pub ret: Option<ValueType>,
+    /// `ret=ret+OFF:TYPE`: read the value at the returned pointer plus
+    /// this many bytes.
+    pub ret_offset: Option<i32>,
     /// Stop after this long.
     pub seconds: u32,
     /// Stop after this many events.
@@ -465,13 +468,26 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     if args.len() > MAX_ARGS {
         return Err(bad(format!("{} args requested", args.len()), "at most 6"));
     }
-    // Memory types are read at the returned pointer.
-    let ret = match query.get("ret") {
-        None => None,
-        Some(raw) => Some(
-            ValueType::parse(raw)
-                .ok_or_else(|| bad(format!("ret={raw:?} is not a type"), TYPES_HINT))?,
-        ),
+    // Memory types are read at the returned pointer; `ret+OFF:TYPE` reads
+    // at the returned pointer plus OFF (a field of a returned object).
+    let (ret, ret_offset) = match query.get("ret") {
+        None => (None, None),
+        Some(raw) => {
+            let not_a_type = || {
+                bad(
+                    format!("ret={raw:?} is not TYPE or ret+OFF:TYPE"),
+                    TYPES_HINT,
+                )
+            };
+            let (offset, ty) = match raw.strip_prefix("ret+") {
+                Some(rest) => {
+                    let (off, ty) = rest.split_once(':').ok_or_else(not_a_type)?;
+                    (Some(off.parse::<i32>().map_err(|_| not_a_type())?), ty)
+                }
+                None => (None, raw.as_str()),
+            };
+            (Some(ValueType::parse(ty).ok_or_else(not_a_type)?), offset)
+        }
     };
     let stack = match query.get("stack").map(String::as_str) {
         None => None,
@@ -534,7 +550,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
                         "histograms count calls already: use of=argN, of=ret or of=latency",
                     ));
                 }
-                "ret" if ret.is_some_and(|t| !t.is_memory()) => Of::Ret,
+                "ret" if ret.is_some_and(|t| !t.is_memory()) && ret_offset.is_none() => Of::Ret,
                 "ret" if ret.is_some() => {
                     return Err(bad(
                         "of=ret needs a number, not text",
@@ -600,6 +616,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         pid,
         args,
         ret,
+        ret_offset,
         seconds: query::seconds(query, 10, 1..=3600)?,
         limit,
         force,

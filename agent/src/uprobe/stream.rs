@@ -360,22 +360,32 @@ struct Session<'a> {
     /// after it returned.
     leaf: HashMap<u32, Option<u64>>,
     breakpoints: Option<Breakpoints>,
-    received: u64,
     sent: u64,
 }
 
 impl Session<'_> {
+    /// Where the probed function is in `pid` (uprobes); named, the first
+    /// time, as the request named it.
     fn leaf_address(&mut self, procfs: &Procfs, pid: u32) -> Option<u64> {
         let Target::Uprobe(target) = &self.plan.target else {
             return None;
         };
-        *self.leaf.entry(pid).or_insert_with(|| {
-            let maps = procfs.maps(pid).ok()?;
+        if let Some(known) = self.leaf.get(&pid) {
+            return *known;
+        }
+        let address = procfs.maps(pid).ok().and_then(|maps| {
             maps.iter()
                 .filter(|m| m.file_path() == Some(target.module.as_str()))
                 .find(|m| m.offset <= target.offset && target.offset < m.offset + (m.end - m.start))
                 .map(|m| m.start + (target.offset - m.offset))
-        })
+        });
+        if let (Some(address), super::spec::TargetSpec::Symbol { name, .. }, Some(c)) =
+            (address, &self.spec.target, &mut self.collector)
+        {
+            c.name_address(pid, address, name, Some(target.module.clone()));
+        }
+        self.leaf.insert(pid, address);
+        address
     }
 
     /// The user stack of a record, as lookup addresses.
@@ -388,9 +398,8 @@ impl Session<'_> {
         } else {
             Site::Body
         };
-        let leaf = (site == Site::AfterReturn)
-            .then(|| self.leaf_address(procfs, head.pid))
-            .flatten();
+        let address = self.leaf_address(procfs, head.pid);
+        let leaf = address.filter(|_| site == Site::AfterReturn);
         let collector = self.collector.as_mut()?;
         Some(collector.user_stack(
             head.pid,
@@ -417,14 +426,9 @@ impl Session<'_> {
         let spec = self.spec;
         let slots = &self.plan.captures.slots;
         let head = &record.head;
-        let ret = spec.ret.map(|ty| {
-            let slot = &slots[RET_CAPTURE];
-            if !ty.is_memory() {
-                decode_register(ty, head.ret)
-            } else {
-                decode_capture(ty, slot, record, RET_CAPTURE)
-            }
-        });
+        let ret = spec
+            .ret
+            .map(|ty| decode_capture(ty, &slots[RET_CAPTURE], record, RET_CAPTURE));
         ProbeEvent {
             ts_ns: head.ts_ns,
             pid: head.pid,
@@ -556,7 +560,6 @@ pub fn stream(
         collector,
         leaf: HashMap::new(),
         breakpoints,
-        received: 0,
         sent: 0,
     };
     let mut last_follow = Instant::now();
@@ -570,7 +573,6 @@ pub fn stream(
             let Some(record) = Record::from_bytes(bytes) else {
                 continue;
             };
-            session.received += 1;
             let stack = if session.collector.is_some() {
                 session.stack(procfs, &record)
             } else {
@@ -644,8 +646,11 @@ pub fn stream(
         std::thread::sleep(Duration::from_millis(10));
     };
     let counts = probe.counts();
-    // Records that came back after the last read are not pending calls.
-    probe.drain(|_| session.received += 1);
+    let pending = if spec.ret.is_some() {
+        probe.pending()
+    } else {
+        0
+    };
     // Detach before the summary, so "done" means nothing is attached.
     drop(probe);
     let ended = Instant::now();
@@ -656,10 +661,10 @@ pub fn stream(
         let _ = send(std::mem::take(batch).into_bytes());
     }
     let summary = summary(
-        spec,
         &plan,
         &session,
         counts,
+        pending,
         stopped,
         start.elapsed().as_secs_f64(),
     );
@@ -779,10 +784,10 @@ fn probe_name(plan: &Plan) -> String {
 }
 
 fn summary(
-    spec: &UprobeSpec,
     plan: &Plan,
     session: &Session<'_>,
     counts: Counts,
+    pending: u64,
     stopped: Stopped,
     seconds: f64,
 ) -> ProbeSummary {
@@ -795,15 +800,6 @@ fn summary(
                 .map_or_else(String::new, |v| format!("{:#x}", v.entry)),
             Some(j.name.clone()),
         ),
-    };
-    let pending = if spec.ret.is_some() {
-        counts
-            .calls
-            .saturating_sub(counts.throttled)
-            .saturating_sub(session.received)
-            .saturating_sub(counts.lost)
-    } else {
-        0
     };
     ProbeSummary {
         events: session.sent,

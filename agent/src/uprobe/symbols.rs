@@ -3,9 +3,10 @@
 //!
 //! ELF symbols come from `.symtab` and `.dynsym` of every executable module
 //! the process maps (read through `/proc/PID/map_files`, so container and
-//! deleted files work); JIT symbols come from the process's perf map, and
-//! are probeable only when their code is file-backed (ReadyToRun/AOT
-//! images), not in anonymous JIT memory.
+//! deleted files work); JIT symbols come from the process's perf map. Code
+//! in a file is probed with a uprobe; code in anonymous memory (JIT) with
+//! hardware breakpoints; entries that name no code (V8 names its bytecode
+//! too) cannot be probed.
 
 use std::collections::BTreeSet;
 
@@ -43,8 +44,11 @@ pub struct SymbolInfo {
     pub file_offset: Option<u64>,
     /// Symbol table or perf map.
     pub source: SymbolSource,
-    /// Whether a uprobe can attach here (file-backed code).
+    /// Whether a probe can attach here (the address is code).
     pub probeable: bool,
+    /// How: `uprobe` (file-backed code) or `breakpoint` (JIT code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<&'static str>,
 }
 
 /// Addresses as `"0x…"` strings: what users paste into `offset=`, and safe
@@ -74,19 +78,7 @@ pub enum SymbolsError {
     },
 }
 
-/// Demangles Rust and C++ names; others are returned as they are.
-pub fn demangle(name: &str) -> String {
-    if let Ok(rust) = rustc_demangle::try_demangle(name) {
-        return format!("{rust:#}");
-    }
-    if name.starts_with("_Z")
-        && let Ok(cpp) = cpp_demangle::Symbol::new(name)
-        && let Ok(text) = cpp.demangle()
-    {
-        return text;
-    }
-    name.to_owned()
-}
+pub use crate::stacks::symbolize::demangle;
 
 /// A function symbol of an ELF file: stated address, size, name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +200,7 @@ pub fn list(
                 file_offset: offset,
                 source: SymbolSource::Elf,
                 probeable: offset.is_some(),
+                mechanism: offset.map(|_| "uprobe"),
             });
         }
     }
@@ -217,8 +210,9 @@ pub fn list(
         let mut map = PerfMapFile::new(map_path);
         map.refresh();
         for entry in map.index().entries().filter(|e| pattern.is_match(&e.name)) {
-            let backing =
-                crate::procfs::mapping_at(&maps, entry.start).filter(|m| m.is_file_backed());
+            let mapping = crate::procfs::mapping_at(&maps, entry.start);
+            let backing = mapping.filter(|m| m.is_uprobe_capable());
+            let code = mapping.is_some_and(MapEntry::is_exec);
             out.push(SymbolInfo {
                 name: entry.name.clone(),
                 address: Some(entry.start),
@@ -226,7 +220,12 @@ pub fn list(
                 module: backing.and_then(|m| m.path.clone()),
                 file_offset: backing.map(|m| entry.start - m.start + m.offset),
                 source: SymbolSource::PerfMap,
-                probeable: backing.is_some(),
+                probeable: code,
+                mechanism: match (code, backing) {
+                    (false, _) => None,
+                    (true, Some(_)) => Some("uprobe"),
+                    (true, None) => Some("breakpoint"),
+                },
             });
         }
     }

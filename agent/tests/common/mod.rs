@@ -407,11 +407,21 @@ pub fn dotnet_app() -> PathBuf {
 /// killed runtime leaves in /tmp removed.
 pub struct DotnetApp {
     running: Running,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl DotnetApp {
     pub fn pid(&self) -> u32 {
         self.running.pid()
+    }
+
+    /// Writes a line to the app's stdin (`seed` mode goes fast on one).
+    pub fn send_line(&mut self) {
+        use std::io::Write as _;
+        if let Some(stdin) = &mut self.stdin {
+            stdin.write_all(b"go\n").expect("the app reads its stdin");
+            stdin.flush().expect("the app reads its stdin");
+        }
     }
 
     /// SIGKILL, and reap.
@@ -450,16 +460,18 @@ pub fn spawn_dotnet_as(uid: Option<u32>, args: &[&str], env: &[(&str, &str)]) ->
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let child = command
+    let mut child = command
         .arg(dotnet_app())
         .args(args)
         .env("DOTNET_ROOT", &root)
         .env("DOTNET_SYSTEM_GLOBALIZATION_INVARIANT", "1")
         .envs(env.iter().copied())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("dotnet starts");
+    let stdin = child.stdin.take();
     let running = Running { child };
     let prefix = format!("dotnet-diagnostic-{}-", running.pid());
     let disabled = env
@@ -482,7 +494,7 @@ pub fn spawn_dotnet_as(uid: Option<u32>, args: &[&str], env: &[(&str, &str)]) ->
         assert!(Instant::now() < deadline, "the .NET app did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    DotnetApp { running }
+    DotnetApp { running, stdin }
 }
 
 /// NDJSON lines as JSON values.
