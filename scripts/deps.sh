@@ -51,11 +51,11 @@ for what in "${@:-test}"; do
         # .NET: mcs compiles the sample app; the runtime is a PyPI wheel
         # (below).
         apt_install mono-mcs unzip
-        ;;
-    demo | e2e) ;;
+        ;;&
     bench)
         apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf bpftrace clang-19 libbpf-dev
         ;;
+    test | demo | e2e) ;;
     *) echo "deps: unknown set $what" >&2; exit 2 ;;
     esac
 done

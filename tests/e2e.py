@@ -72,6 +72,7 @@ import argparse
 import dataclasses
 import base64
 import json
+import re
 import os
 import shutil
 import socket
@@ -591,6 +592,31 @@ def check_dotnet(name, out):
     plugin(name, "profile", "--seconds", "3", "-o", os.path.join(out, "dotnet-flame.svg"))
     say("wrote dotnet-flame.svg")
     cluster(f"kubectl tracecar profile {name} --seconds 30 -o flame.svg")
+
+    step("The seed's two method traces on JIT code, no restart, no crossgen (kubectl tracecar trace)")
+    fib_json = plugin(name, "trace", "--pid", str(pid), "--symbol", "FibonacciProvider::calculateFibonacciValue",
+                      "--args", "arg1:int", "--ret", "int", "--limit", "20", "--json").stdout
+    lines = [json.loads(l) for l in fib_json.splitlines()]
+    summary = lines.pop()["summary"]
+    assert summary["mechanism"] == "breakpoint" and len(lines) == 20, summary
+    for e in lines:
+        assert e["pid"] == pid and e["ret"] == fib(e["args"][0]), e
+    say(f"calculateFibonacciValue(n) = fib(n) for 20 calls, e.g. ({lines[0]['args'][0]}) = {lines[0]['ret']}, "
+        f"by {summary['mechanism']} on {summary['versions'][0].get('tier')} code at {summary['offset']}")
+    echo = plugin(name, "trace", "--pid", str(pid), "--symbol", "EchoProvider.calculateEchoValue",
+                  "--args", "arg1+8:u32,arg1+12:utf16:32", "--ret", "ret+12:utf16:32", "--limit", "20",
+                  "--stack").stdout
+    with open(os.path.join(out, "seed-trace.txt"), "w") as f:
+        f.write(fib_json + echo)
+    calls = [l for l in echo.splitlines() if l.startswith("pid ")]
+    assert len(calls) == 20, echo
+    for line in calls:
+        m = re.search(r'calculateEchoValue\((\d+), "(seed-\d+)"\) = "(seed-\d+)!"', line)
+        assert m and int(m.group(1)) == len(m.group(2)) and m.group(3) == m.group(2), line
+    assert "Tracecar.Sample.Work.Serve()" in echo, f"the caller is not in the stacks:\n{echo}"
+    say(calls[0])
+    cluster(f"kubectl tracecar trace {name} --symbol EchoProvider.calculateEchoValue "
+            "--args 'arg1+8:u32,arg1+12:utf16:32' --ret 'ret+12:utf16:32' --stack")
 
     step("The app's EventSource events through EventPipe (kubectl tracecar dotnet-trace)")
     trace = os.path.join(out, "dotnet-trace.ndjson")

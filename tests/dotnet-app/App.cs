@@ -1,8 +1,9 @@
 // The .NET sample app: stands in for the seed's sample. Built with mcs
 // (Debian's mono-mcs) and run on the .NET Core 3.1 runtime (build.sh).
 //
-//   App.dll serve          requests forever: Fibonacci, Echo, one EventSource
-//                          event per request, and a hot loop (HotLoop)
+//   App.dll serve          requests forever: Fibonacci, Echo, the seed's two
+//                          methods (below), one EventSource event per
+//                          request, and a hot loop (HotLoop)
 //   App.dll burst N [exit] when a session enables Tracecar-Sample, emits N
 //                          Request events with known values, then GC.Collect(),
 //                          then Done(N); with "exit", exits right after
@@ -73,10 +74,15 @@ namespace Tracecar.Sample
 
         public static void Serve()
         {
+            var seedFib = new Seed.FibonacciProvider();
+            var seedEcho = new Seed.EchoProvider();
             for (int i = 0; ; i++)
             {
                 long fib = FibonacciProvider.CalculateFibonacciValue(20);
                 string echo = EchoProvider.CalculateEchoValue("req-" + i);
+                // The seed's traced methods, on instances (JIT code).
+                sink += seedFib.calculateFibonacciValue(i % 30);
+                sink += seedEcho.calculateEchoValue("seed-" + i).Length;
                 SampleEvents.Log.Request(i, echo, fib);
                 HotLoop(2000000);
                 Thread.Sleep(5);

@@ -331,8 +331,19 @@ impl Probe {
 
     /// Hands every record waiting in the ring buffer to `f`.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) {
+        self.drain_while(|bytes| {
+            f(bytes);
+            true
+        });
+    }
+
+    /// Hands the records waiting in the ring buffer to `f`, in place,
+    /// until it returns `false`.
+    pub fn drain_while(&mut self, mut f: impl FnMut(&[u8]) -> bool) {
         while let Some(item) = self.events.next() {
-            f(&item);
+            if !f(&item) {
+                break;
+            }
         }
     }
 

@@ -351,6 +351,16 @@ enum Output {
     Flame(Of),
 }
 
+impl Output {
+    /// Sends the lines batched so far; `false` once the client is gone.
+    fn flush(&mut self, send: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+        match self {
+            Self::Events { batch } if !batch.is_empty() => send(std::mem::take(batch).into_bytes()),
+            _ => true,
+        }
+    }
+}
+
 /// One probe session.
 struct Session<'a> {
     spec: &'a UprobeSpec,
@@ -445,6 +455,56 @@ impl Session<'_> {
             stack,
             code: self.code(head.ip),
         }
+    }
+
+    /// Takes one record into `output`; `false` once the client is gone.
+    fn take(
+        &mut self,
+        procfs: &Procfs,
+        output: &mut Output,
+        record: &Record<'_>,
+        send: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> bool {
+        let stack = if self.collector.is_some() {
+            self.stack(procfs, record)
+        } else {
+            None
+        };
+        match output {
+            Output::Events { batch } => {
+                let names = match (&stack, &mut self.collector) {
+                    (Some(user), Some(c)) => Some(
+                        c.name_now(record.head.pid, user)
+                            .into_iter()
+                            .map(|f| f.name)
+                            .collect(),
+                    ),
+                    _ => None,
+                };
+                let event = self.event(record, names);
+                if let Ok(line) = serde_json::to_string(&event) {
+                    batch.push_str(&line);
+                    batch.push('\n');
+                }
+                if batch.len() >= 256 << 10 && !send(std::mem::take(batch).into_bytes()) {
+                    return false;
+                }
+            }
+            Output::Histogram(h, of) => {
+                let value = self.value(record, *of);
+                h.add(value);
+                self.code(record.head.ip);
+            }
+            Output::Flame(of) => {
+                let value = self.value(record, *of).max(0) as u64;
+                self.code(record.head.ip);
+                if let (Some(user), Some(c)) = (stack, &mut self.collector) {
+                    c.add(record.head.pid, record.head.tid, user, &[], value);
+                }
+            }
+        }
+        self.sent += 1;
+        true
     }
 
     /// The number `of` counts for a record.
@@ -563,64 +623,33 @@ pub fn stream(
         sent: 0,
     };
     let mut last_follow = Instant::now();
-    let stopped = 'outer: loop {
+    // Records are handled where they lie in the ring buffer; lines go out
+    // in batches, one write per read of the buffer (or per 256 KiB).
+    let take = |session: &mut Session<'_>,
+                output: &mut Output,
+                send: &mut dyn FnMut(Vec<u8>) -> bool,
+                bytes: &[u8]| {
+        let record = Record::from_bytes(bytes)?;
+        if !session.take(procfs, output, &record, send) {
+            return Some(Stopped::Disconnected);
+        }
+        spec.limit
+            .is_some_and(|l| session.sent >= u64::from(l))
+            .then_some(Stopped::Limit)
+    };
+    let mut stopped = loop {
         if cancel.load(Ordering::Relaxed) {
             break Stopped::Disconnected;
         }
-        let mut records: Vec<Vec<u8>> = Vec::new();
-        probe.drain(|bytes| records.push(bytes.to_vec()));
-        for bytes in &records {
-            let Some(record) = Record::from_bytes(bytes) else {
-                continue;
-            };
-            let stack = if session.collector.is_some() {
-                session.stack(procfs, &record)
-            } else {
-                None
-            };
-            match &mut output {
-                Output::Events { batch } => {
-                    let names = match (&stack, &mut session.collector) {
-                        (Some(user), Some(c)) => Some(
-                            c.name_now(record.head.pid, user)
-                                .into_iter()
-                                .map(|f| f.name)
-                                .collect(),
-                        ),
-                        _ => None,
-                    };
-                    let event = session.event(&record, names);
-                    if let Ok(line) = serde_json::to_string(&event) {
-                        batch.push_str(&line);
-                        batch.push('\n');
-                    }
-                    // Batched: one write per drain, or per 256 KiB.
-                    if batch.len() >= 256 << 10 && !send(std::mem::take(batch).into_bytes()) {
-                        break 'outer Stopped::Disconnected;
-                    }
-                }
-                Output::Histogram(h, of) => {
-                    let value = session.value(&record, *of);
-                    h.add(value);
-                    session.code(record.head.ip);
-                }
-                Output::Flame(of) => {
-                    let value = session.value(&record, *of).max(0) as u64;
-                    session.code(record.head.ip);
-                    if let (Some(user), Some(c)) = (stack, &mut session.collector) {
-                        c.add(record.head.pid, record.head.tid, user, &[], value);
-                    }
-                }
-            }
-            session.sent += 1;
-            if spec.limit.is_some_and(|l| session.sent >= u64::from(l)) {
-                break 'outer Stopped::Limit;
-            }
+        let mut stop = None;
+        probe.drain_while(|bytes| {
+            stop = take(&mut session, &mut output, &mut send, bytes);
+            stop.is_none()
+        });
+        if let Some(stop) = stop {
+            break stop;
         }
-        if let Output::Events { batch } = &mut output
-            && !batch.is_empty()
-            && !send(std::mem::take(batch).into_bytes())
-        {
+        if !output.flush(&mut send) {
             break Stopped::Disconnected;
         }
         if start.elapsed() >= deadline {
@@ -645,6 +674,17 @@ pub fn stream(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    // What the calls before the end left in the buffer is theirs too.
+    if matches!(stopped, Stopped::Seconds | Stopped::Exited) {
+        let mut stop = None;
+        probe.drain_while(|bytes| {
+            stop = take(&mut session, &mut output, &mut send, bytes);
+            stop.is_none()
+        });
+        if let Some(stop) = stop {
+            stopped = stop;
+        }
+    }
     let counts = probe.counts();
     let pending = if spec.ret.is_some() {
         probe.pending()
@@ -654,11 +694,8 @@ pub fn stream(
     // Detach before the summary, so "done" means nothing is attached.
     drop(probe);
     let ended = Instant::now();
-    if let Output::Events { batch } = &mut output
-        && !batch.is_empty()
-        && stopped != Stopped::Disconnected
-    {
-        let _ = send(std::mem::take(batch).into_bytes());
+    if stopped != Stopped::Disconnected {
+        let _ = output.flush(&mut send);
     }
     let summary = summary(
         &plan,
