@@ -13,7 +13,7 @@ help:
 	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
-	@echo "make bench-uprobe    uprobe cost per call and delivery against bpftrace"
+	@echo "make bench-uprobe    probe cost per call (uprobe, breakpoint, stacks) and exact delivery, against bpftrace"
 	@echo "make bench-lttng     LTTng recording: loss by event rate, session set-up/tear-down"
 	@echo "make bench-dotnet    .NET: EventPipe throughput, overhead vs perf, first event, rundown of 50k methods"
 

@@ -23,8 +23,10 @@ The flow runs with the default `minimal` profile and with
 `tracecar.dev/profile: privileged`. The `dotnet` scenario plays
 manifests/examples/dotnet-deployment.yaml (the .NET sample on .NET Core
 3.1): `ps` shows `dotnet 3.1.23`; a profile names
-`Tracecar.Sample.Work.HotLoop` with no perf map in /tmp; a trace of the
-app's EventSource has consecutive Request events with their exact values,
+`Tracecar.Sample.Work.HotLoop` with no perf map in /tmp; the seed's two
+method traces on JIT code by breakpoint (exact fib(n) returns; string
+arguments and returns read as UTF-16, with the caller in the stack); a
+trace of the app's EventSource has consecutive Request events with their exact values,
 none dropped; counters; a dump that readelf accepts with one NT_PRSTATUS
 per thread, nothing left in /tmp. With --demo OUT it runs `minimal` and
 `dotnet`, says what it does and what the cluster equivalent is, and leaves
