@@ -47,7 +47,7 @@ unit:
 	cargo test --workspace --locked
 
 manifests:
-	cargo build --locked -p tracecar-webhook --bin tracecar-webhook
+	cargo build --locked -p tracecar-webhook --bin tracecar-webhook -p kubectl-tracecar --bin kubectl-tracecar
 	bash tests/manifests.sh
 
 # The README's first command, unattended, into a scratch directory.

@@ -374,9 +374,9 @@ class HostState:
         assert not created, f"host directories left: {created}"
 
 
-def agent_json(name, path):
+def agent_json(name, path, container="tracecar"):
     """The agent's answer, straight from its socket in the sidecar."""
-    return json.loads(run(["podman", "exec", f"{name}-tracecar", "curl", "-sS", "--unix-socket",
+    return json.loads(run(["podman", "exec", f"{name}-{container}", "curl", "-sS", "--unix-socket",
                            "/run/tracecar/agent.sock", f"http://localhost{path}"]))
 
 
@@ -764,11 +764,90 @@ def flow(scenario, out=None):
     say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
 
 
+def check_attached(name, out):
+    """A pod that never opted in, with the agent attached to it: the same
+    API, through /proc/PID/root instead of shared volumes, and LTTng
+    reported plainly."""
+    step("kubectl tracecar attach: the agent joins the running app (podman stand-in for an ephemeral container)")
+    first = plugin(name, "attach")
+    say(first.stdout.strip())
+    again = plugin(name, "attach").stdout
+    assert "attached already" in again, f"a second attach did not reuse the agent: {again}"
+    say("a second attach finds the running agent and reuses it")
+    agent = f"{name}-tracecar-attach"
+    mounts = json.loads(run(["podman", "inspect", "--format", "{{json .Mounts}}", agent]))
+    shared = [m for m in mounts if m.get("Destination") in ("/tmp", "/var/run/lttng")]
+    assert not shared, f"the attached agent has the pod's volumes: {shared}"
+    pid_ns = run(["podman", "inspect", "--format", "{{.HostConfig.PidMode}}", agent]).strip()
+    assert pid_ns == f"container:{app_container(name)}", pid_ns
+    say(f"{agent}: PID namespace {pid_ns}, no shared /tmp or /var/run/lttng")
+    cluster(f"kubectl tracecar attach {name}   # kubectl patch pod {name} --subresource ephemeralcontainers …")
+
+    step("kubectl tracecar status: the mode, and what does not work attached")
+    status = plugin(name, "status").stdout
+    for line in status.splitlines():
+        say(line)
+    assert "mode attached (ephemeral) to container app" in status, status
+    assert "FAIL  lttng_sessiond" in status and "LTTng needs the webhook's shared /var/run/lttng, or a pod restart" in status, status
+    caps = agent_json(name, "/v1/capabilities", container="tracecar-attach")
+    assert caps["mode"] == {"kind": "attached", "target": "app"}, caps["mode"]
+    assert caps["uprobes"]["ok"] and caps["bpf"]["ok"], caps
+    lttng = plugin(name, "lttng", "--list", check=False)
+    assert lttng.returncode != 0 and "pod restart" in lttng.stderr, lttng.stderr
+    cluster(f"kubectl tracecar status {name}")
+
+    pid = check_processes(name)
+    # The app's /tmp is its own: the perf map is read through
+    # /proc/PID/root.
+    check_profile(name, out, pid)
+    check_uprobes(name, out, pid)
+
+
+def app_container(name):
+    return f"{name}-app"
+
+
+def flow_attach(out=None):
+    """The example Deployment's pod as it is (no webhook, no sidecar), run
+    with podman; then the agent attached to it while it runs."""
+    label = "attach"
+    tmp = tempfile.mkdtemp(prefix=f"tracecar-e2e-{label}-")
+    out = out or tmp
+    name = f"tracecar-e2e-{label}"
+    before = HostState()
+    played = None
+    try:
+        step(f"[{label}] the example Deployment's pod, never annotated: no sidecar, no shared volumes")
+        review = admission_review(Scenario(label))
+        pod = review["request"]["object"]
+        del pod["metadata"]["generateName"]
+        pod["metadata"]["name"] = name
+        pod["metadata"]["annotations"] = {}
+        for container in pod["spec"]["containers"]:
+            container["imagePullPolicy"] = "Never"
+        played = os.path.join(out, "pod-attach.yaml")
+        yaml.safe_dump(pod, open(played, "w"), sort_keys=False)
+        run(["kubernetes-validate", "--strict", "--quiet", "-k", "1.33.0", played])
+        run(["podman", "kube", "play", played])
+        say(f"pod {name}: {', '.join(run(['podman', 'ps', '--filter', f'pod={name}', '--format', '{{.Names}}']).split())}")
+        check_attached(name, out)
+    finally:
+        step(f"[{label}] teardown")
+        subprocess.run(["podman", "rm", "-f", "-t", "0", f"{name}-tracecar-attach"], capture_output=True)
+        if played:
+            subprocess.run(["podman", "kube", "down", played], capture_output=True)
+            subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
+        if not os.environ.get("TRACECAR_E2E_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    before.assert_same()
+    say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
+
+
 def main():
     global NARRATE
     by_name = {s.name: s for s in SCENARIOS}
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=list(by_name), action="append",
+    parser.add_argument("--scenario", choices=list(by_name) + ["attach"], action="append",
                         help="run only these (default: all, in the order of the module doc)")
     parser.add_argument("--demo", metavar="OUT")
     args = parser.parse_args()
@@ -788,8 +867,12 @@ def main():
         dotnet_out = os.path.join(args.demo, "dotnet")
         os.makedirs(dotnet_out, exist_ok=True)
         flow(by_name["dotnet"], out=dotnet_out)
+        attach_out = os.path.join(args.demo, "attach")
+        os.makedirs(attach_out, exist_ok=True)
+        flow_attach(out=attach_out)
         return
-    scenarios = [by_name[n] for n in args.scenario] if args.scenario else SCENARIOS
+    names = args.scenario or [s.name for s in SCENARIOS] + ["attach"]
+    scenarios = [by_name[n] for n in names if n in by_name]
     if any(s.app_image == IMAGE_RUNDIR for s in scenarios):
         build_rundir_image()
     started_all = time.time()
@@ -797,7 +880,11 @@ def main():
         started = time.time()
         flow(scenario)
         print(f"e2e: {scenario.name}: passed in {time.time() - started:.0f} s", flush=True)
-    print(f"e2e: {len(scenarios)} scenarios passed in {time.time() - started_all:.0f} s", flush=True)
+    if "attach" in names:
+        started = time.time()
+        flow_attach()
+        print(f"e2e: attach: passed in {time.time() - started:.0f} s", flush=True)
+    print(f"e2e: {len(names)} scenarios passed in {time.time() - started_all:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ validate() { # file label
 failed=0
 cp -r "$ROOT/manifests" "$work/"
 "$BIN" certs --out "$work/manifests/overlays/self-signed/certs" 2>/dev/null
-for k in base overlays/self-signed overlays/cert-manager examples; do
+for k in base overlays/self-signed overlays/cert-manager examples rbac; do
     kubectl kustomize "$work/manifests/$k" >"$work/rendered.yaml"
     validate "$work/rendered.yaml" "manifests/$k" || failed=1
 done
@@ -44,6 +44,33 @@ for f in "$ROOT"/manifests/examples/*.yaml "$ROOT"/webhook/tests/fixtures/*.yaml
     [ "$(basename "$f")" = kustomization.yaml ] && continue
     "$BIN" inject -f "$f" >"$work/injected.yaml" 2>/dev/null
     validate "$work/injected.yaml" "inject $(realpath --relative-to="$ROOT" "$f")" || failed=1
+done
+
+# What `kubectl tracecar attach` sends: its ephemeral container, for both
+# profiles, inside the pod it is added to. The plugin reads the pod from a
+# stand-in kubectl and prints the container it would patch in.
+PLUGIN=${TRACECAR_PLUGIN_BIN:-$(python3 "$ROOT/scripts/target_dir.py" debug kubectl-tracecar)}
+mkdir -p "$work/bin"
+cat >"$work/bin/kubectl" <<'KUBECTL'
+#!/bin/sh
+case "$*" in
+  *"get pod web -o json"*)
+    printf '%s' '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default"},"spec":{"containers":[{"name":"app","image":"tracecar/sample-app:0.1.0"}]}}' ;;
+  *) echo "unexpected: kubectl $*" >&2; exit 1 ;;
+esac
+KUBECTL
+chmod +x "$work/bin/kubectl"
+for profile in minimal privileged; do
+    PATH="$work/bin:$PATH" "$PLUGIN" attach web --profile "$profile" --print >"$work/ephemeral.json"
+    python3 - "$work/ephemeral.json" "$work/ephemeral-pod.json" <<'PY'
+import json, sys
+container = json.load(open(sys.argv[1]))
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+       "spec": {"containers": [{"name": "app", "image": "tracecar/sample-app:0.1.0"}],
+                "ephemeralContainers": [container]}}
+json.dump(pod, open(sys.argv[2], "w"))
+PY
+    validate "$work/ephemeral-pod.json" "attach --profile $profile: the ephemeral container in its pod" || failed=1
 done
 
 if [ $failed -ne 0 ]; then

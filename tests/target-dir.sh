@@ -22,10 +22,10 @@ asked=$(python3 scripts/target_dir.py)
 echo "target-dir: CARGO_TARGET_DIR=$OUTSIDE"
 bash scripts/images.sh
 python3 tests/e2e.py --scenario minimal
-cargo build --locked -q -p tracecar-webhook --bin tracecar-webhook
+cargo build --locked -q -p tracecar-webhook --bin tracecar-webhook -p kubectl-tracecar --bin kubectl-tracecar
 bash tests/manifests.sh >/dev/null
 # What the scripts used came from there.
-for bin in release/tracecar-agent release/tracecar-webhook release/kubectl-tracecar images/tracecar-agent debug/tracecar-webhook; do
+for bin in release/tracecar-agent release/tracecar-webhook release/kubectl-tracecar images/tracecar-agent debug/tracecar-webhook debug/kubectl-tracecar; do
     [ -x "$OUTSIDE/$bin" ] || { echo "target-dir: $OUTSIDE/$bin missing" >&2; exit 1; }
 done
 written=$(find "$ROOT/target" -newer "$marker" -print 2>/dev/null | head -5 || true)

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Report, SessiondCheck};
+pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Mode, Report, SessiondCheck};
 
 use crate::lttng::rundir;
 use crate::procfs::Procfs;
@@ -125,8 +125,14 @@ pub fn kallsyms_readable() -> bool {
     })
 }
 
-/// Runs every check; `sessiond` is the LTTng supervisor's status.
-pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
+/// What an attached agent says of LTTng.
+pub const ATTACHED_LTTNG: &str = "LTTng needs the webhook's shared /var/run/lttng, or a pod restart: this agent is attached (an ephemeral container), and the app's LTTng-UST looks for its session daemon in its own /var/run/lttng and /dev/shm, which an ephemeral container cannot share";
+/// What to do about it.
+pub const ATTACHED_LTTNG_HINT: &str = "annotate the workload with tracecar.dev/inject: \"true\" and roll it out for LTTng; profiles, probes, .NET and dumps work attached";
+
+/// Runs every check; `sessiond` is the LTTng supervisor's status, `mode`
+/// how the agent runs in the pod.
+pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>, mode: &Mode) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -227,9 +233,23 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         )
     };
 
-    let [lttng_rundir, lttng_shm] = rundir::checks(&rundir::Creds::of(&status));
+    let [mut lttng_rundir, mut lttng_shm] = rundir::checks(&rundir::Creds::of(&status));
+    let mut lttng_sessiond = sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]);
+    let mut lttng_ust_apps = ust_apps_check(&crate::process::ust_mismatches(procfs, None));
+    if let Mode::Attached { .. } = mode {
+        // The agent's own directories say nothing about the app's.
+        let attached = Check::fail(ATTACHED_LTTNG, ATTACHED_LTTNG_HINT);
+        lttng_sessiond = SessiondCheck {
+            check: attached.clone(),
+            status: None,
+        };
+        lttng_rundir.check = attached.clone();
+        lttng_shm.check = attached.clone();
+        lttng_ust_apps = attached;
+    }
     Report {
         kernel,
+        mode: mode.clone(),
         btf,
         perf_events,
         kallsyms,
@@ -237,10 +257,10 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>) -> Report {
         uprobes,
         tracefs,
         lttng_tools,
-        lttng_sessiond: sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]),
+        lttng_sessiond,
         lttng_rundir,
         lttng_shm,
-        lttng_ust_apps: ust_apps_check(&crate::process::ust_mismatches(procfs, None)),
+        lttng_ust_apps,
         capabilities: capability_names(cap_eff)
             .into_iter()
             .map(str::to_owned)

@@ -63,6 +63,15 @@ pub struct ServeArgs {
     /// Neither run nor use an LTTng session daemon; /v1/lttng/* answer 503.
     #[arg(long, env = "TRACECAR_NO_LTTNG")]
     pub no_lttng: bool,
+    /// Run as an agent attached to a running pod: an ephemeral container
+    /// (`kubectl tracecar attach`) that joined the processes of the app
+    /// container CONTAINER, with none of the webhook's shared volumes.
+    /// Files of the app are reached through /proc/PID/root; LTTng is off
+    /// (the app's LTTng-UST looks for its session daemon in its own
+    /// /var/run/lttng and /dev/shm, which an ephemeral container cannot
+    /// share), and /v1/lttng/* say so.
+    #[arg(long, env = "TRACECAR_ATTACHED", value_name = "CONTAINER")]
+    pub attached: Option<String>,
 }
 
 /// Why the agent could not run.
@@ -101,7 +110,10 @@ pub async fn serve(
     let unix =
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
     let mut state = AgentState::default().with_dump_dir(args.dump_dir.clone());
-    if !args.no_lttng {
+    if let Some(target) = &args.attached {
+        state = state.attached(target.clone());
+    }
+    if !args.no_lttng && args.attached.is_none() {
         state = state.with_lttng(crate::lttng::Lttng::start(
             args.lttng_trace_dir.clone(),
             args.lttng_disk_mb << 20,

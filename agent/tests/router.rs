@@ -26,6 +26,11 @@ struct Server {
 impl Server {
     /// The router with no LTTng side (as `--no-lttng`).
     fn start() -> Self {
+        Self::start_with(AgentState::default())
+    }
+
+    /// The router over `state`.
+    fn start_with(state: AgentState) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -40,7 +45,7 @@ impl Server {
             runtime.block_on(async move {
                 let listener = api::bind_socket(&path).unwrap();
                 up_tx.send(()).unwrap();
-                api::serve(listener, api::router(AgentState::default()), async {
+                api::serve(listener, api::router(state), async {
                     let _ = stopped.await;
                 })
                 .await
@@ -58,7 +63,8 @@ impl Server {
 
     /// GET `path`: the status and the body.
     fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        get(&self.socket, path)
+        let (status, _, body) = get(&self.socket, path);
+        (status, body)
     }
 
     /// GET `path`, which must fail with `status`: the JSON error.
@@ -91,8 +97,9 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
-fn get(socket: &Path, path: &str) -> (u16, Vec<u8>) {
+/// One HTTP/1.1 request on a fresh connection: the status, the header
+/// block (lower case) and the body.
+fn get(socket: &Path, path: &str) -> (u16, String, Vec<u8>) {
     let mut stream = UnixStream::connect(socket).unwrap();
     write!(
         stream,
@@ -112,13 +119,11 @@ fn get(socket: &Path, path: &str) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .expect("a status line");
     let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
@@ -159,6 +164,44 @@ fn answers_are_the_wire_types() {
             .all(|p| p.pid != std::process::id() && p.pid > 0),
         "{list:?}"
     );
+}
+
+/// An agent attached to a running pod says so, and answers LTTng requests
+/// with why it cannot serve them.
+#[test]
+fn an_attached_agent_says_its_mode_and_why_lttng_is_off() {
+    let server = Server::start_with(AgentState::default().attached("app".to_owned()));
+    let (status, body) = server.get("/v1/capabilities");
+    assert_eq!(status, 200);
+    let report: tracecar_api::capabilities::Report = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        report.mode,
+        tracecar_api::capabilities::Mode::Attached {
+            target: "app".to_owned()
+        }
+    );
+    for check in [
+        &report.lttng_sessiond.check,
+        &report.lttng_rundir.check,
+        &report.lttng_shm.check,
+        &report.lttng_ust_apps,
+    ] {
+        assert!(
+            !check.ok && check.detail.contains("or a pod restart"),
+            "{check:?}"
+        );
+    }
+    let (status, head, _) = get(&server.socket, "/v1/processes");
+    assert_eq!(status, 200);
+    assert!(head.contains("x-tracecar-mode: attached"), "{head}");
+    for path in ["/v1/lttng/events", "/v1/lttng/record?seconds=1"] {
+        let e = server.error(path, 409);
+        assert!(hint(&e).contains("tracecar.dev/inject"), "{path}: {e}");
+    }
+    // The sidecar says it is one.
+    let sidecar = Server::start();
+    let (_, head, _) = get(&sidecar.socket, "/v1/processes");
+    assert!(head.contains("x-tracecar-mode: sidecar"), "{head}");
 }
 
 #[test]

@@ -112,11 +112,44 @@ pub struct DirCheck {
     pub missing_capability: Option<String>,
 }
 
+/// How the agent runs in the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Mode {
+    /// Injected by the webhook: the pod shares one PID namespace, `/tmp`
+    /// and `/var/run/lttng` with it.
+    Sidecar,
+    /// Added to a running pod as an ephemeral container by `kubectl
+    /// tracecar attach`: it sees the processes of one app container and
+    /// reaches its files through `/proc/PID/root`; no shared volumes.
+    Attached {
+        /// The app container whose processes it joined.
+        target: String,
+    },
+}
+
+impl Mode {
+    /// How `kubectl tracecar status` names it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sidecar => "sidecar (injected)".to_owned(),
+            Self::Attached { target } => format!("attached (ephemeral) to container {target}"),
+        }
+    }
+}
+
+/// The header `/v1/processes` names the agent's [`Mode`] in: `sidecar`
+/// or `attached`.
+pub const MODE_HEADER: &str = "x-tracecar-mode";
+
 /// The `/v1/capabilities` document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// `uname -r`.
     pub kernel: String,
+    /// How the agent runs in the pod (absent from agents before attach).
+    #[serde(default = "sidecar")]
+    pub mode: Mode,
     /// Kernel BTF at `/sys/kernel/btf/vmlinux`.
     pub btf: Check,
     /// perf events that can be opened, by name.
@@ -145,6 +178,10 @@ pub struct Report {
     pub lttng_ust_apps: Check,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<String>,
+}
+
+fn sidecar() -> Mode {
+    Mode::Sidecar
 }
 
 impl Report {

@@ -31,3 +31,76 @@ pub const MINIMAL_CAPABILITIES: [&str; 10] = [
     "SETUID",
     "SETGID",
 ];
+
+/// The agent image the webhook injects and `attach` adds by default.
+pub const AGENT_IMAGE: &str = "tracecar/agent:0.1.0";
+
+/// Where the agent listens, in its container.
+pub const AGENT_SOCKET: &str = "/run/tracecar/agent.sock";
+
+/// The sidecar's security profiles, by the names annotations, the
+/// webhook's config and `kubectl tracecar attach --profile` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Root with every capability dropped but [`MINIMAL_CAPABILITIES`];
+    /// seccomp unconfined (RuntimeDefault blocks `bpf()` and
+    /// `perf_event_open()`); not privileged.
+    Minimal,
+    /// `privileged: true`: the old "tools sidecar" way, for kernels or
+    /// runtimes where the minimal set is not enough.
+    Privileged,
+}
+
+impl Profile {
+    /// Parses a profile name; `None` for anything unknown.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "minimal" => Some(Self::Minimal),
+            "privileged" => Some(Self::Privileged),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Privileged => "privileged",
+        }
+    }
+}
+
+/// The agent container's `securityContext` for `profile`: the one
+/// definition the injected sidecar and the attached (ephemeral) agent
+/// share. Root is explicit so that a pod-level `runAsNonRoot` does not
+/// stop the agent.
+#[cfg(feature = "k8s")]
+pub fn security_context(profile: Profile) -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SeccompProfile, SecurityContext};
+    let root = SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        ..SecurityContext::default()
+    };
+    match profile {
+        Profile::Minimal => SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: Some(MINIMAL_CAPABILITIES.map(str::to_owned).to_vec()),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Unconfined".to_owned(),
+                localhost_profile: None,
+            }),
+            ..root
+        },
+        Profile::Privileged => SecurityContext {
+            privileged: Some(true),
+            ..root
+        },
+    }
+}

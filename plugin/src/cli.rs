@@ -25,7 +25,8 @@ pub struct Cli {
     /// kubeconfig context (kubectl).
     #[arg(long, global = true)]
     pub context: Option<String>,
-    /// Name of the sidecar container.
+    /// Name of the sidecar container (when the pod has none by that name,
+    /// an agent added by `attach` is used).
     #[arg(
         long,
         env = "TRACECAR_CONTAINER",
@@ -49,6 +50,29 @@ pub struct Cli {
 /// Subcommands. TARGET is POD, pod/POD or deploy/NAME.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Add the agent to a running pod that has no sidecar, as an
+    /// ephemeral container (no restart), and wait until it answers;
+    /// every other command then works on that pod.
+    Attach {
+        /// POD, pod/POD or deploy/NAME.
+        target: String,
+        /// The app container whose processes the agent joins (default: the
+        /// only, or first, container).
+        #[arg(long)]
+        target_container: Option<String>,
+        /// Security profile, as the webhook's: minimal or privileged.
+        #[arg(long, default_value = "minimal", value_parser = ["minimal", "privileged"])]
+        profile: String,
+        /// The agent image.
+        #[arg(long, default_value = tracecar_api::security::AGENT_IMAGE)]
+        image: String,
+        /// How long to wait for the agent to run and answer, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the ephemeral container as JSON and change nothing.
+        #[arg(long)]
+        print: bool,
+    },
     /// The pod's processes.
     Ps {
         /// POD, pod/POD or deploy/NAME.

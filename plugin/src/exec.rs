@@ -64,6 +64,50 @@ pub(crate) struct Caller<'a> {
     pub(crate) cli: &'a Cli,
     pub(crate) flags: KubeFlags,
     pub(crate) pod: String,
+    /// The container the agent runs in: the sidecar, or an attached one.
+    pub(crate) container: String,
+}
+
+/// The container the agent of `pod` answers in: `wanted` (the sidecar's
+/// name) when the pod has it, else the newest running agent that
+/// `attach` added; `wanted` when neither is known (the exec then says
+/// what is missing).
+pub(crate) fn agent_container(
+    runtime: Runtime,
+    flags: &KubeFlags,
+    pod: &str,
+    wanted: &str,
+) -> String {
+    match runtime {
+        Runtime::Kubectl => {
+            let Ok(json) = output_of(&crate::attach::get_pod(flags, pod)) else {
+                return wanted.to_owned();
+            };
+            let Ok(found) = serde_json::from_str::<k8s_openapi::api::core::v1::Pod>(&json) else {
+                return wanted.to_owned();
+            };
+            let has = found.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .any(|c| c.name == wanted)
+            });
+            match (has, crate::attach::running_attached(&found)) {
+                (false, Some(attached)) => attached,
+                _ => wanted.to_owned(),
+            }
+        }
+        Runtime::Podman => {
+            let exists = |container: &str| {
+                output_of(&target::podman_container_exists(pod, container)).is_ok()
+            };
+            if !exists(wanted) && exists(crate::attach::NAME) {
+                crate::attach::NAME.to_owned()
+            } else {
+                wanted.to_owned()
+            }
+        }
+    }
 }
 
 impl Caller<'_> {
@@ -81,7 +125,7 @@ impl Caller<'_> {
             self.cli.runtime,
             &self.flags,
             &self.pod,
-            &self.cli.container,
+            &self.container,
             &target::curl(&self.cli.socket, path),
         );
         let (program, args) = split(&argv);
@@ -152,14 +196,14 @@ impl Caller<'_> {
 
     /// What usually causes a kubectl/podman error.
     fn explain(&self, stderr: &str) -> Option<String> {
-        let container = &self.cli.container;
+        let container = &self.container;
         if stderr.contains("container not found")
             || stderr.contains("no container with name")
             || stderr.contains(&format!("container {container} is not valid"))
         {
             Some(format!(
-                "pod {} has no {container} sidecar: annotate its template with tracecar.dev/inject: \"true\" and roll it out",
-                self.pod
+                "pod {pod} has no {container} sidecar: annotate its template with tracecar.dev/inject: \"true\" and roll it out, or add the agent now with `kubectl tracecar attach {pod}`",
+                pod = self.pod
             ))
         } else if stderr.contains("Couldn't connect") || stderr.contains("(7)") {
             Some("the agent is not listening yet: check `kubectl logs POD -c tracecar`".to_owned())

@@ -1,7 +1,10 @@
 //! `kubectl tracecar`: talks to the tracecar agent in a pod by running
 //! `curl --unix-socket` in the sidecar through `kubectl exec` (or
-//! `podman exec` with `--runtime podman`).
+//! `podman exec` with `--runtime podman`), in the injected sidecar or in
+//! an agent `attach` added to a running pod as an ephemeral container.
 
+pub mod attach;
+pub mod attaching;
 pub mod cli;
 pub mod exec;
 pub mod output;

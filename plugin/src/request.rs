@@ -396,7 +396,11 @@ pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
 /// `/v1/capabilities` as `ok`/`FAIL` lines with hints.
 pub fn status_lines(body: &[u8]) -> Option<String> {
     let report: Report = serde_json::from_slice(body).ok()?;
-    let mut out = format!("kernel {}\n", report.kernel);
+    let mut out = format!(
+        "mode {}\nkernel {}\n",
+        report.mode.describe(),
+        report.kernel
+    );
     for (name, check) in report.checks() {
         out.push_str(&format!(
             "{:<5} {name:<15} {}\n",

@@ -51,6 +51,17 @@ pub enum PluginError {
     /// The pod's processes do not say which one to trace.
     #[error("{0}")]
     Processes(String),
+    /// The pod cannot get an agent.
+    #[error(transparent)]
+    Attach(#[from] crate::attach::AttachError),
+    /// The attached agent did not come up.
+    #[error("{message}\n  hint: {hint}")]
+    NotAttached {
+        /// What happened.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
     /// The output file name asks for no known format.
     #[error("{file}: unknown output format\n  hint: {hint}")]
     Output {
@@ -97,13 +108,34 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
     };
     let call = |raw_target: &str| -> Result<Caller<'_>, PluginError> {
         let pod = exec::resolve(cli.runtime, &flags, &target::parse(raw_target)?)?;
+        let container = exec::agent_container(cli.runtime, &flags, &pod, &cli.container);
         Ok(Caller {
             cli,
             flags: flags.clone(),
             pod,
+            container,
         })
     };
     match &cli.command {
+        Command::Attach {
+            target,
+            target_container,
+            profile,
+            image,
+            timeout,
+            print,
+        } => {
+            let pod = exec::resolve(cli.runtime, &flags, &target::parse(target)?)?;
+            let options = crate::attaching::Options {
+                target_container: target_container.as_deref(),
+                profile: tracecar_api::security::Profile::parse(profile)
+                    .unwrap_or(tracecar_api::security::Profile::Minimal),
+                image,
+                timeout: std::time::Duration::from_secs(*timeout),
+                print: *print,
+            };
+            crate::attaching::attach(cli, &flags, &pod, &options)?;
+        }
         Command::Ps { target } => {
             print_rendered(
                 &call(target)?.body("/v1/processes")?,

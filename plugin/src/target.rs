@@ -51,7 +51,8 @@ pub struct KubeFlags {
 }
 
 impl KubeFlags {
-    fn args(&self) -> Vec<String> {
+    /// `--namespace`/`--context` for a kubectl argv.
+    pub(crate) fn args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(ns) = &self.namespace {
             args.extend(["--namespace".to_owned(), ns.clone()]);
@@ -128,6 +129,16 @@ pub fn exec(
     };
     argv.extend(command.iter().cloned());
     argv
+}
+
+/// `podman container exists POD-CONTAINER`: exit 0 when it does.
+pub fn podman_container_exists(pod: &str, container: &str) -> Vec<String> {
+    vec![
+        "podman".to_owned(),
+        "container".to_owned(),
+        "exists".to_owned(),
+        format!("{pod}-{container}"),
+    ]
 }
 
 /// `curl` in the sidecar: streams the body unbuffered, fails (exit 22)

@@ -11,6 +11,15 @@ use std::process::Command;
 const FAKE_KUBECTL: &str = r#"#!/bin/sh
 printf '%s\n' "$*" >> "$KUBECTL_LOG"
 case "$*" in
+  *"get pod web-7d9f-abcde -o json"*) cat "$ANSWERS/injected-pod.json" ;;
+  *"get pod lonely -o json"*) cat "$ANSWERS/plain-pod.json" ;;
+  *"get pod plain -o json"*)
+    if [ -f "$ANSWERS/patched" ]; then cat "$ANSWERS/attached-pod.json"; else cat "$ANSWERS/plain-pod.json"; fi ;;
+  *"patch pod plain --subresource ephemeralcontainers --type strategic --patch"*)
+    touch "$ANSWERS/patched"; echo "pod/plain patched" ;;
+  *"patch pod"*) echo 'Error from server (Forbidden): pods "x" is forbidden: violates PodSecurity "baseline:latest": non-default capabilities' >&2; exit 1 ;;
+  *"exec plain -c tracecar-attach -- curl"*"/healthz"*) printf ok ;;
+  *"exec plain -c tracecar-attach -- curl"*"/v1/processes"*) cat "$ANSWERS/processes.json" ;;
   *"get deployment web"*) printf 'app=web,tier=front,' ;;
   *"get deployment"*) echo 'Error from server (NotFound): deployments.apps "x" not found' >&2; exit 1 ;;
   *"get pods"*) printf 'web-7d9f-abcde\nweb-7d9f-fghij\n' ;;
@@ -52,6 +61,41 @@ fn setup() -> tempfile::TempDir {
         serde_json::to_vec(&processes).unwrap(),
     )
     .unwrap();
+    // Pods: one with the sidecar, one without (before and after attach).
+    let pod = |containers: &[&str], ephemeral: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "containers": containers.iter().map(|c| serde_json::json!({"name": c})).collect::<Vec<_>>(),
+                "ephemeralContainers": ephemeral.get("spec").cloned().unwrap_or(serde_json::json!([])),
+            },
+            "status": {"ephemeralContainerStatuses": ephemeral.get("status").cloned().unwrap_or(serde_json::json!([]))},
+        })
+        .to_string()
+    };
+    std::fs::write(
+        dir.path().join("injected-pod.json"),
+        pod(&["app", "tracecar"], serde_json::json!({})),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("plain-pod.json"),
+        pod(&["app"], serde_json::json!({})),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("attached-pod.json"),
+        pod(
+            &["app"],
+            serde_json::json!({
+                "spec": [{"name": "tracecar-attach", "image": "tracecar/agent:0.1.0"}],
+                "status": [{"name": "tracecar-attach", "image": "tracecar/agent:0.1.0", "imageID": "",
+                            "ready": false, "restartCount": 0, "state": {"running": {}}}],
+            }),
+        ),
+    )
+    .unwrap();
     let not_visible = tracecar_api::error::ErrorBody {
         error: "pid 99 is not visible".to_owned(),
         hint: "is shareProcessNamespace enabled?".to_owned(),
@@ -89,13 +133,100 @@ fn deployments_resolve_to_a_running_pod_and_exec_in_the_sidecar() {
         calls[1].contains("--field-selector=status.phase=Running"),
         "{log}"
     );
-    assert!(
-        calls[2].starts_with("--namespace shop exec web-7d9f-abcde -c tracecar -- curl"),
+    // The pod says where the agent is: its sidecar.
+    assert_eq!(
+        calls[2], "--namespace shop get pod web-7d9f-abcde -o json",
         "{log}"
     );
     assert!(
-        calls[2].contains("--unix-socket /run/tracecar/agent.sock"),
+        calls[3].starts_with("--namespace shop exec web-7d9f-abcde -c tracecar -- curl"),
         "{log}"
+    );
+    assert!(
+        calls[3].contains("--unix-socket /run/tracecar/agent.sock"),
+        "{log}"
+    );
+}
+
+/// `attach` patches the pod's ephemeralcontainers subresource, waits for
+/// the container and for the agent to answer; every other command then
+/// finds it; a second attach reuses it.
+#[test]
+fn attach_adds_an_ephemeral_agent_that_other_commands_find() {
+    let dir = setup();
+    let out = plugin(dir.path(), &["attach", "plain", "--timeout", "10"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let calls: Vec<&str> = log.lines().collect();
+    assert_eq!(calls[0], "get pod plain -o json", "{log}");
+    let patch = calls[1]
+        .strip_prefix("patch pod plain --subresource ephemeralcontainers --type strategic --patch ")
+        .unwrap_or_else(|| panic!("{log}"));
+    let body: serde_json::Value = serde_json::from_str(patch).unwrap();
+    let container = &body["spec"]["ephemeralContainers"][0];
+    assert_eq!(container["name"], "tracecar-attach");
+    assert_eq!(container["targetContainerName"], "app");
+    assert_eq!(container["image"], "tracecar/agent:0.1.0");
+    assert_eq!(
+        container["command"],
+        serde_json::json!([
+            "tracecar-agent",
+            "serve",
+            "--socket",
+            "/run/tracecar/agent.sock",
+            "--attached",
+            "app"
+        ])
+    );
+    assert_eq!(
+        container["securityContext"],
+        serde_json::to_value(tracecar_api::security::security_context(
+            tracecar_api::security::Profile::Minimal
+        ))
+        .unwrap()
+    );
+    assert_eq!(calls[2], "get pod plain -o json", "waits for it: {log}");
+    assert!(
+        calls[3].starts_with("exec plain -c tracecar-attach -- curl")
+            && calls[3].ends_with("/healthz"),
+        "{log}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent attached"));
+
+    // ps finds the attached agent.
+    std::fs::write(dir.path().join("log"), "").unwrap();
+    let out = plugin(dir.path(), &["ps", "plain"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("exec plain -c tracecar-attach -- curl"),
+        "{log}"
+    );
+
+    // A second attach reuses it: no patch.
+    std::fs::write(dir.path().join("log"), "").unwrap();
+    let out = plugin(dir.path(), &["attach", "plain"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("attached already"));
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(!log.contains("patch"), "{log}");
+
+    // A refusal by PodSecurity admission says what to do.
+    let out = plugin(dir.path(), &["attach", "lonely", "--profile", "privileged"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("violates PodSecurity")
+            && stderr.contains("pod-security.kubernetes.io/enforce"),
+        "{stderr}"
     );
 }
 
@@ -131,7 +262,9 @@ fn agent_errors_and_missing_sidecars_read_as_hints() {
     let out = plugin(dir.path(), &["status", "lonely"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("has no tracecar sidecar") && stderr.contains("tracecar.dev/inject"),
+        stderr.contains("has no tracecar sidecar")
+            && stderr.contains("tracecar.dev/inject")
+            && stderr.contains("kubectl tracecar attach lonely"),
         "{stderr}"
     );
 

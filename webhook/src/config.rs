@@ -8,37 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Security posture of the injected sidecar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityProfile {
-    /// Root with all capabilities dropped except BPF, PERFMON, SYS_ADMIN,
-    /// SYS_PTRACE, SYS_RESOURCE, CHECKPOINT_RESTORE, DAC_READ_SEARCH and
-    /// CHOWN; seccomp unconfined; not privileged.
-    Minimal,
-    /// `privileged: true`: the old "tools sidecar" way, for kernels or
-    /// runtimes where the minimal set is not enough.
-    Privileged,
-}
-
-impl SecurityProfile {
-    /// Parses the annotation value; `None` for anything unknown.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim() {
-            "minimal" => Some(Self::Minimal),
-            "privileged" => Some(Self::Privileged),
-            _ => None,
-        }
-    }
-
-    /// The name used in annotations, config and the status annotation.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Minimal => "minimal",
-            Self::Privileged => "privileged",
-        }
-    }
-}
+/// Security posture of the injected sidecar: the one definition in
+/// `tracecar-api`, shared with `kubectl tracecar attach`.
+pub use tracecar_api::security::Profile as SecurityProfile;
 
 /// Where the sidecar goes in the pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +105,7 @@ pub struct InjectConfig {
 impl Default for InjectConfig {
     fn default() -> Self {
         Self {
-            image: "tracecar/agent:0.1.0".to_owned(),
+            image: tracecar_api::security::AGENT_IMAGE.to_owned(),
             image_pull_policy: "IfNotPresent".to_owned(),
             resources: ResourceSpec::default(),
             profile: SecurityProfile::Minimal,
@@ -142,7 +114,7 @@ impl Default for InjectConfig {
             namespaces: Vec::new(),
             exclude_namespaces: Vec::new(),
             webhook_namespace: "tracecar-system".to_owned(),
-            socket_path: "/run/tracecar/agent.sock".to_owned(),
+            socket_path: tracecar_api::security::AGENT_SOCKET.to_owned(),
             kernel_source_host_path_type: "DirectoryOrCreate".to_owned(),
         }
     }

@@ -22,6 +22,13 @@ or the app does not load liblttng-ust (link it with -llttng-ust, or LD_PRELOAD a
 for .NET set DOTNET_LTTng=1, and see `incompatible`: the runtime's LTTng provider needs liblttng-ust.so.0, which the sidecar's 2.13 daemon refuses. Apps register when they start, or when the daemon comes up if they started first.";
 
 fn lttng_of(state: &AgentState) -> Result<Arc<Lttng>, ApiError> {
+    if let tracecar_api::capabilities::Mode::Attached { .. } = state.mode {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::capabilities::ATTACHED_LTTNG,
+            crate::capabilities::ATTACHED_LTTNG_HINT,
+        ));
+    }
     state.lttng.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

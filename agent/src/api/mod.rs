@@ -49,6 +49,7 @@ pub struct AgentState {
     probes: Arc<Semaphore>,
     lttng: Option<Arc<crate::lttng::Lttng>>,
     dump_dir: std::path::PathBuf,
+    mode: tracecar_api::capabilities::Mode,
 }
 
 impl Default for AgentState {
@@ -66,7 +67,15 @@ impl AgentState {
             probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             lttng: None,
             dump_dir: crate::dump::native::default_dump_dir(),
+            mode: tracecar_api::capabilities::Mode::Sidecar,
         }
+    }
+
+    /// Runs attached to a running pod (an ephemeral container joined to
+    /// the processes of container `target`).
+    pub fn attached(mut self, target: String) -> Self {
+        self.mode = tracecar_api::capabilities::Mode::Attached { target };
+        self
     }
 
     /// Writes ptrace core files in `dir` while they are taken.

@@ -12,15 +12,23 @@ use crate::{capabilities, process};
 pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
     let report = blocking(move || {
         let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
-        capabilities::report(&state.procfs, sessiond)
+        capabilities::report(&state.procfs, sessiond, &state.mode)
     })
     .await?;
     Ok(Json(report).into_response())
 }
 
 pub(super) async fn processes(State(state): State<AgentState>) -> Result<Response, ApiError> {
+    let mode = match state.mode {
+        tracecar_api::capabilities::Mode::Sidecar => "sidecar",
+        tracecar_api::capabilities::Mode::Attached { .. } => "attached",
+    };
     let list = blocking(move || process::list(&state.procfs, Duration::from_millis(200)))
         .await?
         .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
-    Ok(Json(list).into_response())
+    Ok((
+        [(tracecar_api::capabilities::MODE_HEADER, mode)],
+        Json(list),
+    )
+        .into_response())
 }

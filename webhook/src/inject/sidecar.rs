@@ -1,13 +1,9 @@
 //! The sidecar container and the volumes it shares with the app.
 
-use super::{
-    LTTNG_PATH, MINIMAL_CAPABILITIES, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP,
-    VOL_USR_SRC,
-};
+use super::{LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, ResourceRequirements, Volume, VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -78,33 +74,7 @@ pub fn sidecar_container(
         }),
         ..EnvVar::default()
     };
-    // Root is explicit so a pod-level runAsNonRoot does not stop the agent.
-    let root = SecurityContext {
-        run_as_user: Some(0),
-        run_as_group: Some(0),
-        run_as_non_root: Some(false),
-        ..SecurityContext::default()
-    };
-    let security_context = match profile {
-        SecurityProfile::Minimal => SecurityContext {
-            privileged: Some(false),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: Some(MINIMAL_CAPABILITIES.map(str::to_owned).to_vec()),
-            }),
-            // RuntimeDefault seccomp blocks bpf() and perf_event_open().
-            seccomp_profile: Some(SeccompProfile {
-                type_: "Unconfined".to_owned(),
-                localhost_profile: None,
-            }),
-            ..root
-        },
-        SecurityProfile::Privileged => SecurityContext {
-            privileged: Some(true),
-            ..root
-        },
-    };
+    let security_context = tracecar_api::security::security_context(profile);
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(config.image.clone()),
