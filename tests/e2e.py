@@ -779,8 +779,9 @@ def check_attached(name, out):
     shared = [m for m in mounts if m.get("Destination") in ("/tmp", "/var/run/lttng")]
     assert not shared, f"the attached agent has the pod's volumes: {shared}"
     pid_ns = run(["podman", "inspect", "--format", "{{.HostConfig.PidMode}}", agent]).strip()
-    assert pid_ns == f"container:{app_container(name)}", pid_ns
-    say(f"{agent}: PID namespace {pid_ns}, no shared /tmp or /var/run/lttng")
+    app_id = run(["podman", "inspect", "--format", "{{.Id}}", app_container(name)]).strip()
+    assert pid_ns == f"container:{app_id}", f"{pid_ns}, not the app's ({app_id})"
+    say(f"{agent}: in the app container's PID namespace, no shared /tmp or /var/run/lttng")
     cluster(f"kubectl tracecar attach {name}   # kubectl patch pod {name} --subresource ephemeralcontainers …")
 
     step("kubectl tracecar status: the mode, and what does not work attached")

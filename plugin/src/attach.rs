@@ -293,9 +293,10 @@ pub fn refusal_hint(stderr: &str) -> Option<String> {
 
 /// The podman stand-in for an ephemeral container, for pods run with
 /// `podman kube play` (local runs and the end-to-end test): the agent
-/// image run next to the pod, joined to the app container's PID namespace
-/// (`--pid container:…`), with the profile's capabilities and none of the
-/// pod's volumes.
+/// image run in the pod (so it goes with the pod, as an ephemeral
+/// container does), joined to the app container's PID namespace (`--pid
+/// container:…`), with the profile's capabilities and none of the pod's
+/// volumes.
 pub fn podman_run(pod: &str, attach: &Attach) -> Vec<String> {
     let mut argv: Vec<String> = [
         "podman",
@@ -306,6 +307,8 @@ pub fn podman_run(pod: &str, attach: &Attach) -> Vec<String> {
         &format!("{pod}-{}", attach.name),
         "--label",
         &format!("tracecar.dev/attached-to={pod}"),
+        "--pod",
+        pod,
         "--pid",
         &format!("container:{pod}-{}", attach.target),
         "--user",
@@ -472,8 +475,10 @@ mod tests {
         );
         assert!(text.contains("--pid container:web-pod-app"), "{text}");
         assert!(text.contains("--cap-drop ALL --cap-add CAP_BPF"), "{text}");
+        // In the pod (it goes with it), but with none of its volumes.
+        assert!(text.contains("--pod web-pod "), "{text}");
         assert!(
-            !text.contains("--volume") && !text.contains("--pod "),
+            !text.contains("--volume") && !text.contains("--mount"),
             "{text}"
         );
         assert!(text.ends_with("--attached app"), "{text}");

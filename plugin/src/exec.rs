@@ -152,12 +152,18 @@ impl Caller<'_> {
             text
         });
         let mut error_body = Vec::new();
+        // A body read into memory is the agent's error when curl says so.
+        let mut memory = None;
         let written = match (stdout, sink) {
             (None, _) => Ok(()),
-            (Some(mut out), Sink::Memory(buffer)) => out
-                .read_to_end(buffer)
-                .map(drop)
-                .map_err(|e| write_error("stdout", e)),
+            (Some(mut out), Sink::Memory(buffer)) => {
+                let read = out
+                    .read_to_end(buffer)
+                    .map(drop)
+                    .map_err(|e| write_error("stdout", e));
+                memory = Some(buffer);
+                read
+            }
             (Some(out), Sink::File(file)) => save(out, file, &progress, &mut error_body),
             (Some(out), Sink::Lines(render)) => {
                 let mut result = Ok(());
@@ -186,7 +192,10 @@ impl Caller<'_> {
         let stderr = stderr_reader.join().unwrap_or_default();
         match status.code() {
             Some(0) => written,
-            Some(target::CURL_HTTP_ERROR) => Err(PluginError::from_agent(&error_body)),
+            Some(target::CURL_HTTP_ERROR) => Err(PluginError::from_agent(match memory {
+                Some(body) => body,
+                None => &error_body,
+            })),
             _ => Err(PluginError::Exec {
                 stderr: stderr.trim().to_owned(),
                 hint: self.explain(stderr.trim()),

@@ -27,6 +27,8 @@ case "$*" in
     cat "$ANSWERS/processes.json" ;;
   *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/profile"*)
     cat "$ANSWERS/not-visible.json"; exit 22 ;;
+  *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/capabilities"*)
+    cat "$ANSWERS/not-visible.json"; exit 22 ;;
   *"exec lonely -c tracecar"*)
     echo 'error: unable to upgrade connection: container not found ("tracecar")' >&2; exit 1 ;;
 esac
@@ -258,6 +260,15 @@ fn agent_errors_and_missing_sidecars_read_as_hints() {
         "no output file on error"
     );
     assert!(!dir.path().join("cpu.pprof.partial").exists());
+    // The same for an answer read into memory (status, ps, …).
+    let out = plugin(dir.path(), &["status", "deploy/web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("error: pid 99 is not visible")
+            && stderr.contains("hint: is shareProcessNamespace enabled?"),
+        "{stderr}"
+    );
 
     let out = plugin(dir.path(), &["status", "lonely"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
