@@ -219,18 +219,31 @@ static __always_inline void emit(void *ctx, __u8 *buf, const struct tracecar_con
 }
 
 /* Entry (a uprobe, or an execute breakpoint on the first instruction). */
+/* What every program starts with: the configuration, the record buffer,
+ * and the caller, if it is the target (breakpoints fire for every process
+ * that runs the address). Non-zero: not for us. */
+static __always_inline int begin(const struct tracecar_config **cfg, __u8 **buf, __u32 *pid,
+                                 __u32 *tid)
+{
+    __u32 zero = 0;
+    *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
+    *buf = bpf_map_lookup_elem(&SCRATCH, &zero);
+    if (!*cfg || !*buf)
+        return -1;
+    if (identify(*cfg, pid, tid) != 0)
+        return -1;
+    if ((*cfg)->pid && *pid != (*cfg)->pid)
+        return -1;
+    return 0;
+}
+
 static __always_inline int on_entry(void *ctx, struct pt_regs *pt)
 {
     __u32 zero = 0;
-    const struct tracecar_config *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
-    __u8 *buf = bpf_map_lookup_elem(&SCRATCH, &zero);
-    if (!cfg || !buf)
-        return 0;
+    const struct tracecar_config *cfg;
+    __u8 *buf;
     __u32 pid, tid;
-    if (identify(cfg, &pid, &tid) != 0)
-        return 0;
-    /* Breakpoints fire for every process that runs the address. */
-    if (cfg->pid && pid != cfg->pid)
+    if (begin(&cfg, &buf, &pid, &tid) != 0)
         return 0;
     count(TRACECAR_COUNT_CALLS);
     if (cfg->max_per_cpu_per_sec) {
@@ -277,15 +290,10 @@ static __always_inline int on_entry(void *ctx, struct pt_regs *pt)
  * breakpoint on a ret instruction: sp). */
 static __always_inline int on_return(void *ctx, struct pt_regs *pt, __u32 site)
 {
-    __u32 zero = 0;
-    const struct tracecar_config *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
-    __u8 *buf = bpf_map_lookup_elem(&SCRATCH, &zero);
-    if (!cfg || !buf)
-        return 0;
+    const struct tracecar_config *cfg;
+    __u8 *buf;
     __u32 pid, tid;
-    if (identify(cfg, &pid, &tid) != 0)
-        return 0;
-    if (cfg->pid && pid != cfg->pid)
+    if (begin(&cfg, &buf, &pid, &tid) != 0)
         return 0;
     __u64 regs[TRACECAR_REGS];
     read_regs(regs, pt);

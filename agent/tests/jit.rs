@@ -14,26 +14,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn lines(body: &[u8]) -> (Vec<Value>, Value) {
-    let mut all = ndjson(body);
-    let summary = all.pop().expect("a summary line");
-    (all, summary["summary"].clone())
-}
-
-/// The kernel objects (BPF programs and maps, perf events) an agent holds.
-fn kernel_fds(agent: &Agent) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", agent.process.pid()))
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|t| {
-                    let t = t.to_string_lossy();
-                    t.contains("bpf") || t.contains("perf_event")
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     let Some(_serial) = begin("c_code_in_anonymous_memory_is_traced_by_breakpoints") else {
@@ -57,7 +37,7 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     assert_eq!(entry["mechanism"], "breakpoint");
 
     // By name (the parameter list is optional), with the return value.
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&limit=200"
     )));
     assert_eq!(summary["mechanism"], "breakpoint", "{summary}");
@@ -80,7 +60,7 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
         assert_eq!(e["code"]["address"], "0x7e0000000000");
     }
     // By address, with a stack (named from the perf map down to main).
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&address=0x7e0000000000&args=int&limit=5&stack=user"
     )));
     assert_eq!(summary["mechanism"], "breakpoint");
@@ -96,7 +76,7 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     drop(other);
 
     // A client that goes away: every perf event and BPF object is closed.
-    assert_eq!(kernel_fds(&agent), 0);
+    assert_eq!(agent.kernel_fds(), 0);
     let client = agent.get_in_background(&format!(
         "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=60"
     ));
@@ -108,9 +88,9 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     assert_eq!(agent.perf_fds(), 2 * cpus, "entry and ret, on every CPU");
     drop(client);
     assert!(
-        agent.wait_for(Duration::from_secs(5), |a| kernel_fds(a) == 0),
+        agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0),
         "{} BPF/perf fds left after the client went away",
-        kernel_fds(&agent)
+        agent.kernel_fds()
     );
 }
 
@@ -131,26 +111,10 @@ fn breakpoints_count_every_call_from_every_thread() {
     let pid = target.pid();
     let agent = Agent::start();
     std::thread::sleep(Duration::from_millis(300));
-    let headers = dir.path().join("headers");
-    let out = dir.path().join("out");
-    let client = Command::new("curl")
-        .args(["-s", "-o"])
-        .arg(&out)
-        .arg("-D")
-        .arg(&headers)
-        .arg("--unix-socket")
-        .arg(&agent.socket)
-        .arg(format!(
-            "http://localhost/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=8"
-        ))
-        .spawn()
-        .unwrap();
-    let mut client = Running { child: client };
-    assert!(
-        agent.wait_for(Duration::from_secs(10), |_| {
-            std::fs::read_to_string(&headers).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
-        }),
-        "the probe did not attach"
+    let (mut client, out) = agent.stream_attached(
+        &format!("/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=8"),
+        dir.path(),
+        "out",
     );
     Command::new("kill")
         .args(["-USR1", &pid.to_string()])
@@ -165,7 +129,7 @@ fn breakpoints_count_every_call_from_every_thread() {
     }
     assert_eq!(made, "100000");
     client.child.wait().unwrap();
-    let (events, summary) = lines(&std::fs::read(&out).unwrap());
+    let (events, summary) = probe_lines(&std::fs::read(&out).unwrap());
     assert_eq!(summary["calls"], 100_000, "{summary}");
     assert_eq!(summary["events"], 100_000);
     assert_eq!(
@@ -196,25 +160,13 @@ fn debug_registers_that_run_out_get_409_naming_their_users() {
     std::thread::sleep(Duration::from_millis(300));
     let url = format!("/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=60");
     // Two probes with returns hold all four registers of every CPU.
-    let mut clients = Vec::new();
-    for n in 0..2 {
-        let headers = dir.path().join(format!("headers-{n}"));
-        let child = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-D"])
-            .arg(&headers)
-            .arg("--unix-socket")
-            .arg(&agent.socket)
-            .arg(format!("http://localhost{url}"))
-            .spawn()
-            .unwrap();
-        clients.push(Running { child });
-        assert!(
-            agent.wait_for(Duration::from_secs(10), |_| {
-                std::fs::read_to_string(&headers).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
-            }),
-            "probe {n} did not attach"
-        );
-    }
+    let clients: Vec<Running> = (0..2)
+        .map(|n| {
+            agent
+                .stream_attached(&url, dir.path(), &format!("probe-{n}"))
+                .0
+        })
+        .collect();
     let (code, body) = agent.get(&url);
     assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
     let error: Value = serde_json::from_slice(&body).unwrap();
@@ -230,10 +182,10 @@ fn debug_registers_that_run_out_get_409_naming_their_users() {
     // The refused request left nothing open, and the others still run.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(agent.perf_fds(), 4 * cpus);
-    clients.clear();
-    assert!(agent.wait_for(Duration::from_secs(5), |a| kernel_fds(a) == 0));
+    drop(clients);
+    assert!(agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0));
     // Freed: a new probe attaches.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&limit=3"
     )));
     assert_eq!(events.len(), 3);
@@ -254,7 +206,7 @@ fn dotnet_methods_are_traced_by_name_without_a_restart() {
     let agent = Agent::start();
     // The seed's first example: an instance method's int argument (arg1:
     // `this` is arg0) and int return.
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=FibonacciProvider::calculateFibonacciValue&args=arg1:int&ret=int&limit=4"
     )));
     assert_eq!(summary["mechanism"], "breakpoint", "{summary}");
@@ -277,31 +229,18 @@ fn dotnet_methods_are_traced_by_name_without_a_restart() {
     // The second: a string argument, its length and UTF-16 characters,
     // and the returned string's. The app calls it twice a second; it goes
     // fast on a line, and the runtime tiers the method up meanwhile.
-    let headers = tempfile::NamedTempFile::new().unwrap();
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let client = Command::new("curl")
-        .args(["-s", "-o"])
-        .arg(out.path())
-        .arg("-D")
-        .arg(headers.path())
-        .arg("--unix-socket")
-        .arg(&agent.socket)
-        .arg(format!(
-            "http://localhost/v1/uprobe?pid={pid}&symbol=EchoProvider.calculateEchoValue&args=arg1%2B8:u32,arg1%2B12:utf16:32&ret=ret%2B12:utf16:32&seconds=6"
-        ))
-        .spawn()
-        .unwrap();
-    let mut client = Running { child: client };
-    assert!(
-        agent.wait_for(Duration::from_secs(20), |_| {
-            std::fs::read_to_string(headers.path()).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
-        }),
-        "the probe did not attach"
+    let dir = tempfile::tempdir().unwrap();
+    let (mut client, out) = agent.stream_attached(
+        &format!(
+            "/v1/uprobe?pid={pid}&symbol=EchoProvider.calculateEchoValue&args=arg1%2B8:u32,arg1%2B12:utf16:32&ret=ret%2B12:utf16:32&seconds=6"
+        ),
+        dir.path(),
+        "echo",
     );
     std::thread::sleep(Duration::from_millis(1500));
     app.send_line();
     client.child.wait().unwrap();
-    let (events, summary) = lines(&std::fs::read(out.path()).unwrap());
+    let (events, summary) = probe_lines(&std::fs::read(&out).unwrap());
     let mut by_tier: BTreeMap<String, u64> = BTreeMap::new();
     for e in &events {
         let text = e["args"][1].as_str().unwrap();
@@ -367,7 +306,7 @@ fn node_functions_are_traced_by_name_with_small_integers() {
     }
     assert!(found, "tracecarJsWork never compiled");
     // Arguments on V8's stack, as small integers: (k, 2k).
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=tracecarJsWork&args=smi,smi&limit=50"
     )));
     assert_eq!(summary["abi"], "v8", "{summary}");
@@ -419,7 +358,7 @@ fn java_methods_are_traced_by_name_in_hotspot_registers() {
     }
     assert!(named, "the JIT did not compile the methods");
     // A static method: argument 0 in rsi (HotSpot's first register).
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=JavaArgs.twice&args=int&ret=int&limit=20"
     )));
     assert_eq!(summary["abi"], "java", "{summary}");
@@ -430,7 +369,7 @@ fn java_methods_are_traced_by_name_in_hotspot_registers() {
     }
     // An instance method: `this` is argument 0, entered at its verified
     // entry (past the inline-cache check).
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=JavaArgs.scaled&args=arg1:int&ret=int&limit=20"
     )));
     assert_eq!(events.len(), 20);

@@ -160,14 +160,7 @@ fn a_second_process_is_excluded_by_pid() {
 }
 
 fn bpf_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| {
-            let t = t.to_string_lossy();
-            t.contains("bpf") || t.contains("perf_event")
-        })
-        .count()
+    kernel_fds(std::process::id())
 }
 
 #[test]
@@ -215,15 +208,6 @@ fn strings_are_read_through_pointers_and_nothing_stays_attached() {
 
 // ---- Through the HTTP API: the real agent binary, driven with curl. ----
 
-fn lines(body: &[u8]) -> (Vec<serde_json::Value>, serde_json::Value) {
-    let mut all: Vec<serde_json::Value> = String::from_utf8_lossy(body)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let summary = all.pop().expect("a summary line");
-    (all, summary["summary"].clone())
-}
-
 fn hex_field(v: &serde_json::Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
@@ -239,7 +223,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     let pid = target.pid();
     let agent = Agent::start();
 
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=calc&args=int&ret=int&limit=50"
     )));
     assert_eq!(events.len(), 50);
@@ -265,7 +249,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     }
 
     // Recursion: every return pairs with its own entry.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=fib&args=int&ret=int&limit=200"
     )));
     for e in &events {
@@ -274,7 +258,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     }
 
     // A struct field through a pointer argument, and a UTF-16 buffer.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=point_sum&args=arg0%2B0:i32,arg0%2B4:i32,arg0%2B8:i64&ret=long&limit=20"
     )));
     for e in &events {
@@ -286,7 +270,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
         assert_eq!((y, z), (2 * x, 3 * x), "{e}");
         assert_eq!(e["ret"].as_i64().unwrap(), 6 * x);
     }
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=wide_len&args=utf16:16&limit=10"
     )));
     for e in &events {
@@ -295,7 +279,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     }
 
     // malloc's size, in libc, chosen by module name.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=malloc&module=libc.so.6&args=u64&limit=30"
     )));
     assert_eq!(events.len(), 30);
@@ -327,7 +311,7 @@ fn api_offset_and_address_targets_match_the_symbol() {
         format!("offset={offset:#x}&binary={}", bin.display()),
         format!("address={address:#x}"),
     ] {
-        let (events, summary) = lines(&agent.get_ok(&format!(
+        let (events, summary) = probe_lines(&agent.get_ok(&format!(
             "/v1/uprobe?pid={pid}&{query}&args=int&ret=int&limit=20"
         )));
         assert_eq!(events.len(), 20, "{query}");
@@ -425,12 +409,12 @@ fn api_refuses_bad_specs_and_go_return_probes() {
     ));
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("Go binary"));
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={}&symbol=work&args=int&limit=5",
         go.pid()
     )));
     assert_eq!(events.len(), 5, "entry-only probes are allowed");
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={}&symbol=work&args=int&ret=int&limit=5&force=true",
         go.pid()
     )));
@@ -446,54 +430,30 @@ fn api_disconnect_detaches_everything() {
     let bin = compile_c(dir.path(), "calls.c", &[]);
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
-    let kernel_fds = |a: &Agent| {
-        std::fs::read_dir(format!("/proc/{}/fd", a.process.pid()))
-            .map(|d| {
-                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .filter(|t| {
-                        let t = t.to_string_lossy();
-                        t.contains("bpf") || t.contains("perf_event")
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
     // Eight probes at once is the limit; a ninth gets 429.
     let url = format!(
         "/v1/uprobe?pid={}&symbol=calc&args=int&ret=int&seconds=60",
         target.pid()
     );
-    let mut clients = Vec::new();
-    for n in 1..=8 {
-        // The agent answers with headers once the probe is attached, so each
-        // client holds its slot before the next one asks.
-        let headers = dir.path().join(format!("headers-{n}"));
-        let child = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-D"])
-            .arg(&headers)
-            .arg("--unix-socket")
-            .arg(&agent.socket)
-            .arg(format!("http://localhost{url}"))
-            .spawn()
-            .unwrap();
-        clients.push(common::Running { child });
-        assert!(
-            agent.wait_for(Duration::from_secs(10), |_| {
-                std::fs::read_to_string(&headers).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
-            }),
-            "probe {n} did not attach"
-        );
-    }
+    // The agent answers with headers once the probe is attached, so each
+    // client holds its slot before the next one asks.
+    let mut clients: Vec<Running> = (1..=8)
+        .map(|n| {
+            agent
+                .stream_attached(&url, dir.path(), &format!("probe-{n}"))
+                .0
+        })
+        .collect();
     // Each probe holds at least its two programs and a ring buffer.
-    assert!(kernel_fds(&agent) >= 3 * 8);
+    assert!(agent.kernel_fds() >= 3 * 8);
     let (code, body) = agent.get(&url);
     assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
     // The clients go away: every probe is detached.
     clients.clear();
     assert!(
-        agent.wait_for(Duration::from_secs(5), |a| kernel_fds(a) == 0),
+        agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0),
         "{} BPF/perf fds left after the client went away",
-        kernel_fds(&agent)
+        agent.kernel_fds()
     );
 }
 
@@ -508,7 +468,8 @@ fn api_histograms_and_rate_limit() {
     let pid = target.pid();
     let agent = Agent::start();
     // 1000 consecutive calls cover every calc() argument 0..999 once.
-    let get = |q: &str| lines(&agent.get_ok(&format!("/v1/uprobe?pid={pid}&symbol=calc&{q}")));
+    let get =
+        |q: &str| probe_lines(&agent.get_ok(&format!("/v1/uprobe?pid={pid}&symbol=calc&{q}")));
     let (docs, summary) = get("args=int&aggregate=linear:100&of=arg0&limit=1000");
     assert_eq!(summary["events"], 1000);
     let linear = &docs[0];
@@ -610,7 +571,7 @@ fn api_pairs_returns_across_threads() {
     let bin = compile_c(dir.path(), "threaded_fib.c", &[]);
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={}&symbol=fib&args=int&ret=int&limit=2000",
         target.pid()
     )));
@@ -640,7 +601,7 @@ fn ret_str_reads_the_returned_string() {
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
     // echo(s) returns s: "hello-N", the string it was given.
-    let (events, summary) = lines(&agent.get_ok(&format!(
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={}&symbol=echo&args=str&ret=str:16&limit=20",
         target.pid()
     )));
@@ -750,7 +711,7 @@ fn stacks_come_with_each_event_and_callers_weigh_latency() {
     let agent = Agent::start();
     // Entry probes: the stack is taken at the first instruction, where the
     // caller is only at [sp]; it must still be there.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=leaf&args=int&stack=user&limit=30"
     )));
     for e in &events {
@@ -768,7 +729,7 @@ fn stacks_come_with_each_event_and_callers_weigh_latency() {
     }
     // Return probes: the stack is taken after the return; the probed
     // function is still its leaf.
-    let (events, _) = lines(&agent.get_ok(&format!(
+    let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=b&args=int&ret=int&stack=user&limit=10"
     )));
     for e in &events {

@@ -71,6 +71,31 @@ impl Profile {
     }
 }
 
+/// The agent's environment from the downward API (`POD_NAME`,
+/// `POD_NAMESPACE`, `NODE_NAME`), in the sidecar and in an attached agent.
+#[cfg(feature = "k8s")]
+pub fn downward_env() -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("NODE_NAME", "spec.nodeName"),
+    ]
+    .into_iter()
+    .map(|(name, field)| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field.to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    })
+    .collect()
+}
+
 /// The agent container's `securityContext` for `profile`: the one
 /// definition the injected sidecar and the attached (ephemeral) agent
 /// share. Root is explicit so that a pod-level `runAsNonRoot` does not

@@ -3,9 +3,7 @@
 //! the podman stand-in's argv) and what a pod's state means (is an agent
 //! there already, which container to join, is the new one running).
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, EphemeralContainer, ObjectFieldSelector, Pod,
-};
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
 use tracecar_api::security::{MINIMAL_CAPABILITIES, Profile, security_context};
 
 use crate::target::KubeFlags;
@@ -144,17 +142,6 @@ pub fn target_container(
 /// sidecar). Ephemeral containers take no resources, ports, probes or new
 /// volumes.
 pub fn ephemeral_container(attach: &Attach) -> EphemeralContainer {
-    let field_env = |name: &str, field: &str| EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: field.to_owned(),
-                api_version: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
     EphemeralContainer {
         name: attach.name.clone(),
         image: Some(attach.image.clone()),
@@ -171,11 +158,7 @@ pub fn ephemeral_container(attach: &Attach) -> EphemeralContainer {
             .map(str::to_owned)
             .to_vec(),
         ),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("NODE_NAME", "spec.nodeName"),
-        ]),
+        env: Some(tracecar_api::security::downward_env()),
         security_context: Some(security_context(attach.profile)),
         target_container_name: Some(attach.target.clone()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),

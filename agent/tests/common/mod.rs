@@ -260,6 +260,40 @@ impl Agent {
         Running { child }
     }
 
+    /// A GET that streams in the background, its headers to `DIR/NAME.h`
+    /// and its body to `DIR/NAME`; returns once the agent answered 200
+    /// (for a probe: once it is attached), with the client and the body's
+    /// path.
+    pub fn stream_attached(&self, path: &str, dir: &Path, name: &str) -> (Running, PathBuf) {
+        let out = dir.join(name);
+        let headers = dir.join(format!("{name}.h"));
+        let child = Command::new("curl")
+            .args(["-s", "-o"])
+            .arg(&out)
+            .arg("-D")
+            .arg(&headers)
+            .arg("--unix-socket")
+            .arg(&self.socket)
+            .arg(format!("http://localhost{path}"))
+            .spawn()
+            .expect("curl runs");
+        let client = Running { child };
+        assert!(
+            self.wait_for(Duration::from_secs(20), |_| {
+                std::fs::read_to_string(&headers).is_ok_and(|h| h.starts_with("HTTP/1.1 200"))
+            }),
+            "{path}: no 200 answer: {}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        (client, out)
+    }
+
+    /// BPF objects (programs, maps, links) and perf events the agent
+    /// holds.
+    pub fn kernel_fds(&self) -> usize {
+        kernel_fds(self.process.pid())
+    }
+
     /// perf event fds the agent holds.
     pub fn perf_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.process.pid()))
@@ -299,6 +333,27 @@ impl Agent {
         }
         cond(self)
     }
+}
+
+/// BPF objects and perf events process `pid` holds.
+pub fn kernel_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| {
+                    let t = t.to_string_lossy();
+                    t.contains("bpf") || t.contains("perf_event")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A probe's NDJSON answer: its events, and its summary.
+pub fn probe_lines(body: &[u8]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut all = ndjson(body);
+    let summary = all.pop().expect("a summary line");
+    (all, summary["summary"].clone())
 }
 
 /// Whether `dir` is empty (or does not exist).

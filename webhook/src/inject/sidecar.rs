@@ -2,8 +2,8 @@
 
 use super::{LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, HostPathVolumeSource, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -63,17 +63,6 @@ pub fn sidecar_container(
     profile: SecurityProfile,
     mode: SidecarMode,
 ) -> Container {
-    let field_env = |name: &str, field: &str| EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: field.to_owned(),
-                api_version: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
     let security_context = tracecar_api::security::security_context(profile);
     Container {
         name: SIDECAR_NAME.to_owned(),
@@ -84,11 +73,7 @@ pub fn sidecar_container(
                 .map(str::to_owned)
                 .to_vec(),
         ),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("NODE_NAME", "spec.nodeName"),
-        ]),
+        env: Some(tracecar_api::security::downward_env()),
         resources: Some(ResourceRequirements {
             requests: quantities(&config.resources.requests),
             limits: quantities(&config.resources.limits),
