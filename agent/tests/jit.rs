@@ -87,11 +87,7 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(agent.perf_fds(), 2 * cpus, "entry and ret, on every CPU");
     drop(client);
-    assert!(
-        agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0),
-        "{} BPF/perf fds left after the client went away",
-        agent.kernel_fds()
-    );
+    agent.assert_released();
 }
 
 #[test]
@@ -183,7 +179,7 @@ fn debug_registers_that_run_out_get_409_naming_their_users() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(agent.perf_fds(), 4 * cpus);
     drop(clients);
-    assert!(agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0));
+    agent.assert_released();
     // Freed: a new probe attaches.
     let (events, _) = probe_lines(&agent.get_ok(&format!(
         "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&limit=3"

@@ -450,11 +450,7 @@ fn api_disconnect_detaches_everything() {
     assert_eq!(code, 429, "{}", String::from_utf8_lossy(&body));
     // The clients go away: every probe is detached.
     clients.clear();
-    assert!(
-        agent.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0),
-        "{} BPF/perf fds left after the client went away",
-        agent.kernel_fds()
-    );
+    agent.assert_released();
 }
 
 #[test]

@@ -294,6 +294,16 @@ impl Agent {
         kernel_fds(self.process.pid())
     }
 
+    /// Waits (5 s at most) until the agent holds no BPF object or perf
+    /// event: what every probe must leave when its client goes away.
+    pub fn assert_released(&self) {
+        assert!(
+            self.wait_for(Duration::from_secs(5), |a| a.kernel_fds() == 0),
+            "{} BPF/perf fds left after the client went away",
+            self.kernel_fds()
+        );
+    }
+
     /// perf event fds the agent holds.
     pub fn perf_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.process.pid()))
