@@ -4,8 +4,11 @@
 # HTTPS → mutated pod → podman kube play → kubectl tracecar (podman mode) —
 # and leaves the results in demo-out/: pod.yaml (as mutated), flame.svg,
 # uprobe.ndjson, lttng.json, and for the .NET pod demo-out/dotnet/:
-# dotnet-flame.svg, dotnet-trace.ndjson, counters.ndjson. Every step prints what it does and the
-# equivalent command against a real cluster. It cleans up after itself.
+# dotnet-flame.svg, dotnet-trace.ndjson, counters.ndjson, seed-trace.txt
+# (the seed's two method traces on JIT code); then the same app without the
+# sidecar, with the agent attached while it runs, into demo-out/attach/.
+# Every step prints what it does and the equivalent command against a real
+# cluster. It cleans up after itself.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${DEMO_OUT:-$ROOT/demo-out}
@@ -44,4 +47,6 @@ cat <<'TXT'
       kubectl tracecar dotnet-trace deploy/orders --providers gc,Tracecar-Sample -o trace.nettrace
       kubectl tracecar counters deploy/orders
       kubectl tracecar dump deploy/orders -o core
+      kubectl tracecar trace deploy/orders --symbol FibonacciProvider::calculateFibonacciValue --args arg1:int --ret int
+      kubectl tracecar attach web-6d9f        # a pod without the sidecar: the agent as an ephemeral container
 TXT
