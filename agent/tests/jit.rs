@@ -187,6 +187,49 @@ fn debug_registers_that_run_out_get_409_naming_their_users() {
     assert_eq!(events.len(), 3);
 }
 
+#[test]
+fn versions_beyond_the_debug_registers_are_skipped_not_refused() {
+    let Some(_serial) = begin("versions_beyond_the_debug_registers_are_skipped_not_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = compile_c(dir.path(), "jit_calls.c", &[]);
+    // Three versions of one method; with ret= each takes two registers.
+    let target = spawn(&bin, &["tiers"]);
+    let pid = target.pid();
+    let agent = Agent::start();
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, summary) = probe_lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&limit=20"
+    )));
+    assert_eq!(events.len(), 20, "{summary}");
+    for e in &events {
+        assert_eq!(e["code"]["tier"], "OptimizedTier1", "{e}");
+        assert_eq!(
+            e["ret"].as_i64().unwrap(),
+            e["args"][0].as_i64().unwrap() * 3 + 1
+        );
+    }
+    let versions = summary["versions"].as_array().unwrap();
+    let by_tier = |tier: &str| {
+        versions
+            .iter()
+            .find(|v| v["tier"] == tier)
+            .unwrap_or_else(|| panic!("{tier}: {summary}"))
+    };
+    // The most optimized first, as many as the registers hold.
+    assert_eq!(by_tier("OptimizedTier1")["breakpoints"], 2);
+    assert_eq!(by_tier("MinOptJitted")["breakpoints"], 2);
+    let skipped = by_tier("QuickJitted");
+    assert_eq!(skipped["breakpoints"], 0);
+    assert!(
+        skipped["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("not probed")),
+        "{skipped}"
+    );
+}
+
 /// fib(n) with fib(0) = 0, fib(1) = 1.
 fn fib(n: i64) -> i64 {
     (0..n).fold((0i64, 1i64), |(a, b), _| (b, a + b)).0

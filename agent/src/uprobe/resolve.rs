@@ -465,7 +465,7 @@ pub fn perf_map_version(entry: &crate::stacks::perfmap::PerfMapEntry) -> Version
 
 /// How recent a tier is: later tiers replace earlier ones, so when the
 /// debug registers do not fit every version, the most optimized go first.
-fn tier_rank(tier: Option<&str>) -> u8 {
+pub(crate) fn tier_rank(tier: Option<&str>) -> u8 {
     match tier {
         Some("OptimizedTier1" | "Optimized" | "optimized") => 3,
         Some("maglev" | "baseline") => 2,

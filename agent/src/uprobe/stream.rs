@@ -247,13 +247,19 @@ impl Breakpoints {
             match self.probe(probe, index) {
                 Ok(()) => return,
                 Err(AttachError::NoDebugRegister { .. }) => {
-                    // The oldest probed version makes room for the newest.
+                    // The least optimized probed version (the oldest of
+                    // those) makes room for the new one.
                     let oldest = self
                         .versions
                         .iter()
                         .enumerate()
                         .filter(|(i, t)| *i != index && t.breakpoints > 0)
-                        .min_by_key(|(_, t)| t.since.to_bits())
+                        .min_by_key(|(_, t)| {
+                            (
+                                resolve::tier_rank(t.plan.version.tier.as_deref()),
+                                t.since.to_bits(),
+                            )
+                        })
                         .map(|(i, _)| i);
                     match oldest {
                         Some(i) => self.unprobe(
@@ -568,9 +574,12 @@ pub fn stream(
             probe.attach_uprobe(&target.path, &Location::Offset(target.offset), spec.pid)
         }
         Target::Breakpoint(jit) => {
+            let planned = jit.versions.len();
             let mut b = breakpoints_of(jit, spec, &host);
             let mut result = Ok(());
-            for index in 0..b.versions.len() {
+            // The planned versions; the skipped ones follow them in the
+            // list, unprobed.
+            for index in 0..planned {
                 if let Err(e) = b.probe(&mut probe, index) {
                     result = Err(e);
                     break;
@@ -792,10 +801,7 @@ fn breakpoints_of(jit: &mut JitPlan, spec: &UprobeSpec, host: &Host) -> Breakpoi
         since: 0.0,
         note: Some("not probed: the debug registers went to more optimized versions".to_owned()),
     }));
-    let table = match &follow {
-        Follow::Dotnet(_) => jit.table.take(),
-        _ => None,
-    };
+    let table = jit.table.take();
     Breakpoints {
         pid: jit.pid,
         key: jit.name.clone(),

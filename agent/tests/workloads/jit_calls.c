@@ -7,6 +7,9 @@
  *   jit_calls count N   wait for SIGUSR1, make N calls as fast as possible
  *                       on T threads (3rd argument, default 1), print the
  *                       number made, then wait forever
+ *   jit_calls tiers     three copies named as three tiers of one method
+ *                       (QuickJitted, MinOptJitted, OptimizedTier1, 0x100
+ *                       apart), calling the last one every millisecond
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -49,6 +52,18 @@ int main(int argc, char **argv) {
     if (!map) return 1;
     fprintf(map, "%lx %zx jitted_calc(int)\n", (unsigned long)(uintptr_t)code, size);
     fclose(map);
+    if (argc > 1 && strcmp(argv[1], "tiers") == 0) {
+        static const char *tiers[] = {"QuickJitted", "MinOptJitted", "OptimizedTier1"};
+        map = fopen(path, "w");
+        if (!map) return 1;
+        for (int k = 0; k < 3; k++) {
+            memcpy(code + 0x100 * k, __start_jitcalc, size);
+            fprintf(map, "%lx %zx jitted_calc(int)[%s]\n",
+                    (unsigned long)(uintptr_t)(code + 0x100 * k), size, tiers[k]);
+        }
+        fclose(map);
+        calc = (calc_fn)(code + 0x200);
+    }
     if (argc > 2 && strcmp(argv[1], "count") == 0) {
         long n = atol(argv[2]);
         int threads = argc > 3 ? atoi(argv[3]) : 1;
