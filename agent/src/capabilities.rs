@@ -234,19 +234,25 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>, mode: &Mode) -> R
     };
 
     let [mut lttng_rundir, mut lttng_shm] = rundir::checks(&rundir::Creds::of(&status));
-    let mut lttng_sessiond = sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]);
-    let mut lttng_ust_apps = ust_apps_check(&crate::process::ust_mismatches(procfs, None));
-    if let Mode::Attached { .. } = mode {
+    let (lttng_sessiond, lttng_ust_apps) = match mode {
+        Mode::Sidecar => (
+            sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]),
+            ust_apps_check(&crate::process::ust_mismatches(procfs, None)),
+        ),
         // The agent's own directories say nothing about the app's.
-        let attached = Check::fail(ATTACHED_LTTNG, ATTACHED_LTTNG_HINT);
-        lttng_sessiond = SessiondCheck {
-            check: attached.clone(),
-            status: None,
-        };
-        lttng_rundir.check = attached.clone();
-        lttng_shm.check = attached.clone();
-        lttng_ust_apps = attached;
-    }
+        Mode::Attached { .. } => {
+            let attached = Check::fail(ATTACHED_LTTNG, ATTACHED_LTTNG_HINT);
+            lttng_rundir.check = attached.clone();
+            lttng_shm.check = attached.clone();
+            (
+                SessiondCheck {
+                    check: attached.clone(),
+                    status: None,
+                },
+                attached,
+            )
+        }
+    };
     Report {
         kernel,
         mode: mode.clone(),

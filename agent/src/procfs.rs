@@ -208,6 +208,12 @@ pub fn mapping_at(maps: &[MapEntry], addr: u64) -> Option<&MapEntry> {
     maps.iter().find(|m| m.contains(addr))
 }
 
+/// Whether `addr` is in executable memory: code, not heap or data (V8's
+/// perf map also names bytecode, which never runs).
+pub fn is_code_at(maps: &[MapEntry], addr: u64) -> bool {
+    mapping_at(maps, addr).is_some_and(MapEntry::is_exec)
+}
+
 /// Parses one `/proc/PID/maps` line.
 pub fn parse_maps_line(line: &str) -> Result<MapEntry, ParseError> {
     let mut parts = line.splitn(6, char::is_whitespace);

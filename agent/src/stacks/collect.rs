@@ -175,20 +175,7 @@ impl Collector {
     }
 
     fn state(&mut self, pid: u32) -> &mut ProcessState {
-        let (procfs, rundown) = (&self.procfs, self.rundown);
-        self.procs.entry(pid).or_insert_with(|| {
-            let symbols = ProcessSymbols::new(procfs, pid);
-            let rundown = (rundown && symbols.is_dotnet())
-                .then(|| crate::dotnet::rundown::Rundown::start(procfs, pid));
-            ProcessState {
-                comm: procfs
-                    .stat(pid)
-                    .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
-                symbols,
-                threads: HashMap::new(),
-                rundown,
-            }
-        })
+        state_of(&mut self.procs, &self.procfs, self.rundown, pid)
     }
 
     /// Names managed code of `pid` with this method table from now on
@@ -207,19 +194,18 @@ impl Collector {
     /// are queued for naming.
     pub fn user_stack(&mut self, pid: u32, stack: &UserStack<'_>) -> Vec<u64> {
         let unwind = self.unwind;
-        let procfs = self.procfs.clone();
-        let state = self.state(pid);
+        let procfs = &self.procfs;
+        let state = state_of(&mut self.procs, procfs, self.rundown, pid);
         let frame_pointer = frame_pointer_walk(stack);
-        let user = if unwind == Unwind::Fp {
+        let mut user = if unwind == Unwind::Fp {
             frame_pointer
         } else {
             let dwarf = stack
                 .regs
-                .and_then(|regs| dwarf_walk(&mut state.symbols, &procfs, pid, stack, regs))
+                .and_then(|regs| dwarf_walk(&mut state.symbols, procfs, pid, stack, regs))
                 .map(|walk| cut_at_trampoline(&state.symbols, walk));
             choose_user_stack(unwind, dwarf, frame_pointer)
         };
-        let mut user = user;
         if let Some(leaf) = stack.leaf {
             user.insert(0, leaf);
         }
@@ -234,8 +220,8 @@ impl Collector {
     /// chain, innermost first.
     pub fn add(&mut self, pid: u32, tid: u32, user: Vec<u64>, kernel: &[u64], weight: u64) {
         let per_thread = self.per_thread;
-        let procfs = self.procfs.clone();
-        let state = self.state(pid);
+        let procfs = &self.procfs;
+        let state = state_of(&mut self.procs, procfs, self.rundown, pid);
         if per_thread {
             state.threads.entry(tid).or_insert_with(|| {
                 procfs
@@ -273,10 +259,7 @@ impl Collector {
     /// The frames of `user` (from [`Self::user_stack`]) for `pid`,
     /// innermost first, naming what is still queued first.
     pub fn name_now(&mut self, pid: u32, user: &[u64]) -> Vec<Frame> {
-        self.state(pid);
-        let Some(state) = self.procs.get_mut(&pid) else {
-            return Vec::new();
-        };
+        let state = state_of(&mut self.procs, &self.procfs, self.rundown, pid);
         state
             .symbols
             .symbolize_pending(&self.procfs, pid, &self.symbolizer);
@@ -367,6 +350,30 @@ impl Collector {
                 .collect(),
         }
     }
+}
+
+/// What is known of `pid`, made on first sight (with a .NET rundown when
+/// `rundown` asks and the process is .NET). A free function, so that
+/// callers can lend `procfs` alongside it.
+fn state_of<'a>(
+    procs: &'a mut HashMap<u32, ProcessState>,
+    procfs: &Procfs,
+    rundown: bool,
+    pid: u32,
+) -> &'a mut ProcessState {
+    procs.entry(pid).or_insert_with(|| {
+        let symbols = ProcessSymbols::new(procfs, pid);
+        let rundown = (rundown && symbols.is_dotnet())
+            .then(|| crate::dotnet::rundown::Rundown::start(procfs, pid));
+        ProcessState {
+            comm: procfs
+                .stat(pid)
+                .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
+            symbols,
+            threads: HashMap::new(),
+            rundown,
+        }
+    })
 }
 
 /// A kernel frame named from kallsyms.

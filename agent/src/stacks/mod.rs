@@ -197,8 +197,10 @@ impl Measure {
     pub fn weight_name(&self) -> String {
         match self {
             Self::Samples { .. } => "samples".to_owned(),
-            Self::Probe { of, unit, .. } if of == "count" || *unit == "count" => "calls".to_owned(),
-            Self::Probe { of, unit, .. } if *unit == "value" => of.clone(),
+            Self::Probe { unit: "count", .. } => "calls".to_owned(),
+            Self::Probe {
+                of, unit: "value", ..
+            } => of.clone(),
             Self::Probe { unit, .. } => (*unit).to_owned(),
         }
     }

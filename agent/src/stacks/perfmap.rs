@@ -47,8 +47,9 @@ pub struct PerfMapIndex {
 
 impl PerfMapIndex {
     /// Adds entries in file order; a later entry replaces any earlier one
-    /// it overlaps.
-    pub fn extend(&mut self, text: &str) {
+    /// it overlaps. Returns the entries added.
+    pub fn extend(&mut self, text: &str) -> Vec<PerfMapEntry> {
+        let mut added = Vec::new();
         for entry in text.lines().filter_map(parse_line) {
             if entry.size == 0 {
                 continue;
@@ -65,8 +66,10 @@ impl PerfMapIndex {
             for start in overlapping {
                 self.by_start.remove(&start);
             }
+            added.push(entry.clone());
             self.by_start.insert(entry.start, entry);
         }
+        added
     }
 
     /// The symbol containing `addr`.
@@ -112,12 +115,14 @@ impl PerfMapFile {
         }
     }
 
-    /// Reads what was appended since the last call. A file that shrank was
-    /// rewritten, so it is read again from the start.
-    pub fn refresh(&mut self) {
+    /// Reads what was appended since the last call, and returns the
+    /// entries it added (what a probe following a method's new versions
+    /// looks at). A file that shrank was rewritten, so it is read again
+    /// from the start.
+    pub fn refresh(&mut self) -> Vec<PerfMapEntry> {
         use std::io::{Read as _, Seek as _};
         let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
+            return Vec::new();
         };
         let len = file.metadata().map_or(0, |m| m.len());
         if len < self.read_len {
@@ -125,19 +130,19 @@ impl PerfMapFile {
             self.index = PerfMapIndex::default();
         }
         if len == self.read_len {
-            return;
+            return Vec::new();
         }
         if file.seek(std::io::SeekFrom::Start(self.read_len)).is_err() {
-            return;
+            return Vec::new();
         }
         let mut text = String::new();
         if file.read_to_string(&mut text).is_err() {
-            return;
+            return Vec::new();
         }
         // Only whole lines; a partial last line is read next time.
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        self.index.extend(&text[..complete]);
         self.read_len += complete as u64;
+        self.index.extend(&text[..complete])
     }
 
     /// The index as read so far.
@@ -195,11 +200,15 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         write!(f, "1000 10 a\n2000 10 par").unwrap();
         f.flush().unwrap();
-        map.refresh();
+        let added = map.refresh();
         assert_eq!(map.index().len(), 1);
+        assert_eq!(added.len(), 1);
         writeln!(f, "tial\n3000 10 c").unwrap();
-        map.refresh();
+        let added: Vec<String> = map.refresh().into_iter().map(|e| e.name).collect();
         assert_eq!(map.index().len(), 3);
+        // Only what this read added.
+        assert_eq!(added, ["partial", "c"]);
+        assert!(map.refresh().is_empty());
         assert_eq!(
             map.index().lookup(0x2001).map(|e| e.name.as_str()),
             Some("partial")

@@ -68,6 +68,10 @@ pub enum AttachError {
         /// a debugger, `perf`, another agent).
         users: Vec<String>,
     },
+    /// The loaded program's descriptor could not be duplicated for the
+    /// breakpoints.
+    #[error("cannot hand the BPF program to perf events: {0}")]
+    ProgramFd(#[source] std::io::Error),
     /// `perf_event_open` of a breakpoint failed otherwise.
     #[error("cannot open a breakpoint at {address:#x}: {source}")]
     Breakpoint {

@@ -2,10 +2,12 @@
 //! the functions a user can probe, the event layout shared with `bpf/`,
 //! attaching the BPF programs, and decoding and aggregating their events.
 
+pub mod args;
 pub mod attach;
 pub mod decode;
 pub mod disasm;
 pub mod events;
+pub mod follow;
 pub mod hist;
 pub mod jit;
 pub mod resolve;

@@ -571,7 +571,7 @@ fn jit_by_name(
     // Only code: V8's perf map also names bytecode, which never runs.
     let code = versions
         .into_iter()
-        .filter(|v| crate::procfs::mapping_at(maps, v.start).is_some_and(MapEntry::is_exec));
+        .filter(|v| crate::procfs::is_code_at(maps, v.start));
     let method = match jit::find(name, code) {
         Ok(method) => method,
         Err(jit::FindError::Unknown { closest, .. }) if !elf_closest.is_empty() => {

@@ -212,7 +212,7 @@ pub fn list(
         for entry in map.index().entries().filter(|e| pattern.is_match(&e.name)) {
             let mapping = crate::procfs::mapping_at(&maps, entry.start);
             let backing = mapping.filter(|m| m.is_uprobe_capable());
-            let code = mapping.is_some_and(MapEntry::is_exec);
+            let code = crate::procfs::is_code_at(&maps, entry.start);
             out.push(SymbolInfo {
                 name: entry.name.clone(),
                 address: Some(entry.start),
