@@ -10,6 +10,7 @@ pub mod lttng;
 pub mod process;
 pub mod procfs;
 pub mod profile;
+pub mod rootfs;
 pub mod stacks;
 pub mod sys;
 pub mod uprobe;

@@ -1,7 +1,7 @@
 //! The processes of the pod, as `/v1/processes` reports them.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 pub use tracecar_api::process::{ProcessInfo, Runtime};
@@ -113,13 +113,10 @@ pub fn ust_mismatches(
         .collect()
 }
 
-/// Whether an ELF file is a Go binary (has `.go.buildinfo` or `.gopclntab`).
-pub fn is_go_binary(path: &Path) -> bool {
+/// Whether an ELF image is a Go binary (has `.go.buildinfo` or `.gopclntab`).
+pub fn is_go_binary(data: &[u8]) -> bool {
     use object::{Object as _, ObjectSection as _};
-    let Ok(data) = std::fs::read(path) else {
-        return false;
-    };
-    let Ok(file) = object::File::parse(&*data) else {
+    let Ok(file) = object::File::parse(data) else {
         return false;
     };
     file.sections().any(|s| {
@@ -130,17 +127,13 @@ pub fn is_go_binary(path: &Path) -> bool {
     })
 }
 
-/// The perf map of `pid`: `/tmp/perf-<pid as it sees itself>.map` inside
-/// its own root filesystem, when the file exists.
-pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<PathBuf> {
-    perf_map_location(procfs, pid).filter(|p| p.exists())
-}
-
-/// Where `pid`'s perf map is or will be written (`None` if the process is
-/// gone).
-pub fn perf_map_location(procfs: &Procfs, pid: u32) -> Option<PathBuf> {
-    let inner = procfs.status(pid).ok()?.innermost_pid().unwrap_or(pid);
-    Some(procfs.in_root(pid, Path::new(&format!("/tmp/perf-{inner}.map"))))
+/// The perf map of `pid` as it sees it (`/tmp/perf-<its own pid>.map`),
+/// when one is there that the agent would read
+/// ([`crate::stacks::perfmap::PerfMapFile`]).
+pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<String> {
+    let map = crate::stacks::perfmap::PerfMapFile::of(procfs, pid)?;
+    map.open().ok()?;
+    Some(map.path().to_owned())
 }
 
 /// The PIDs a capture should not look at by default: the agent itself, its
@@ -191,7 +184,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
         let maps = procfs.maps(pid).unwrap_or_default();
         let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
         let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || {
-            is_go_binary(&procfs.path(pid, "exe"))
+            procfs.read_exe(pid).is_ok_and(|data| is_go_binary(&data))
         });
         let after = stat.utime + stat.stime;
         let cpu_percent = before.map_or(0.0, |b| {
@@ -207,7 +200,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
             threads: stat.threads,
             cpu_percent: (cpu_percent * 10.0).round() / 10.0,
             runtime,
-            perf_map: perf_map_path(procfs, pid).map(|p| p.display().to_string()),
+            perf_map: perf_map_path(procfs, pid),
             lttng_ust: lttng_ust_abi(&maps),
             dotnet: (runtime == Runtime::Dotnet)
                 .then(|| crate::dotnet::port::describe(procfs, pid, &maps)),

@@ -3,7 +3,7 @@
 //! PIDs are those of the agent's PID namespace (the pod's, with
 //! `shareProcessNamespace`), because that is the `/proc` the agent sees.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Fields of `/proc/PID/stat` the agent uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,17 +362,53 @@ impl Procfs {
     }
 
     /// The contents of the file behind `mapping`: through
-    /// `/proc/PID/map_files` (works for deleted or replaced files), else
-    /// through the process's root filesystem.
-    pub fn read_mapped_file(&self, pid: u32, mapping: &MapEntry) -> std::io::Result<Vec<u8>> {
-        let map_file = self.path(
-            pid,
-            &format!("map_files/{:x}-{:x}", mapping.start, mapping.end),
-        );
-        std::fs::read(map_file).or_else(|_| {
-            let path = mapping.file_path().unwrap_or_default();
-            std::fs::read(self.in_root(pid, Path::new(path)))
-        })
+    /// `/proc/PID/map_files` (the inode the process mapped, even deleted or
+    /// replaced), else by its path as the process sees it
+    /// ([`crate::rootfs`]). Files over [`limits::BINARY_BYTES`] are refused.
+    ///
+    /// [`limits::BINARY_BYTES`]: crate::rootfs::limits::BINARY_BYTES
+    pub fn read_mapped_file(
+        &self,
+        pid: u32,
+        mapping: &MapEntry,
+    ) -> Result<Vec<u8>, crate::rootfs::RootError> {
+        use crate::rootfs::{Follow, limits};
+        let map_file = format!("map_files/{:x}-{:x}", mapping.start, mapping.end);
+        if let Ok(data) = self.read_link_target(pid, &map_file, limits::BINARY_BYTES) {
+            return Ok(data);
+        }
+        let path = mapping.file_path().unwrap_or_default();
+        self.open_seen(pid, path, Follow::InRoot)?
+            .file(limits::BINARY_BYTES)?
+            .read()
+    }
+
+    /// The executable of `pid` (`/proc/PID/exe`), if it is a regular file
+    /// of at most [`crate::rootfs::limits::BINARY_BYTES`].
+    pub fn read_exe(&self, pid: u32) -> std::io::Result<Vec<u8>> {
+        self.read_link_target(pid, "exe", crate::rootfs::limits::BINARY_BYTES)
+    }
+
+    /// Reads the file behind one of `/proc/PID`'s magic links (`exe`,
+    /// `map_files/…`): the kernel resolves them to the inode the process
+    /// uses, not through any path the app controls. Regular files only,
+    /// non-blocking, at most `limit` bytes.
+    fn read_link_target(&self, pid: u32, link: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags::NONBLOCK_NOCTTY)
+            .open(self.path(pid, link))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() > limit {
+            return Err(std::io::Error::other(format!(
+                "/proc/{pid}/{link} is not a regular file of at most {limit} bytes"
+            )));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(meta.len()).read_to_end(&mut data)?;
+        Ok(data)
     }
 
     /// `len` bytes of `pid`'s memory at `address` (`/proc/PID/mem`, which
@@ -398,34 +434,12 @@ impl Procfs {
             .collect())
     }
 
-    /// Opens `path` as process `pid` sees it: resolved by `openat2` with
-    /// `RESOLVE_IN_ROOT` on a descriptor of `/proc/PID/root`, so that
-    /// `..` and absolute symlinks stay inside the process's root instead
-    /// of reaching the agent's, and with `O_NOFOLLOW` on the last
-    /// component and no `/proc` magic links. `O_PATH` only: the caller
-    /// checks the type before using it.
-    pub fn open_in_root(&self, pid: u32, path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let root = rustix::fs::open(
-            self.path(pid, "root"),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let relative = path.strip_prefix("/").unwrap_or(path);
-        Ok(rustix::fs::openat2(
-            &root,
-            relative,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?)
-    }
+}
 
-    /// A path inside the process's root filesystem (its container's).
-    pub fn in_root(&self, pid: u32, path: &Path) -> PathBuf {
-        let relative = path.strip_prefix("/").unwrap_or(path);
-        self.path(pid, "root").join(relative)
-    }
+/// `O_NONBLOCK | O_NOCTTY`, for opening files an app may have replaced.
+mod libc_flags {
+    pub const NONBLOCK_NOCTTY: i32 =
+        (rustix::fs::OFlags::NONBLOCK.bits() | rustix::fs::OFlags::NOCTTY.bits()) as i32;
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every Linux

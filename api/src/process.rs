@@ -55,7 +55,9 @@ pub struct ProcessInfo {
     pub cpu_percent: f64,
     /// Detected runtime.
     pub runtime: Runtime,
-    /// Path of the JIT perf map, as the agent reads it, if one exists.
+    /// Path of the JIT perf map as the process sees it, if one is there
+    /// that the agent reads (a regular file, not a symlink, owned by the
+    /// process's user or root, within the size limit).
     pub perf_map: Option<String>,
     /// The LTTng-UST library the process loaded, if any:
     /// `liblttng-ust.so.0` (LTTng 2.12 and older) or `liblttng-ust.so.1`

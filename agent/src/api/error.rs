@@ -107,10 +107,15 @@ impl From<crate::uprobe::resolve::ResolveError> for ApiError {
                     closest.join(", ")
                 ),
             ),
-            ResolveError::Binary { .. } => Self::new(
+            ResolveError::Binary(ref why) if why.is_missing() => Self::new(
                 StatusCode::NOT_FOUND,
                 e.to_string(),
                 "paths are as the process sees them (inside its container) when pid= is given",
+            ),
+            ResolveError::Binary(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string(),
+                "the agent reads binaries only as regular files, resolved inside the process's own root",
             ),
             ResolveError::GoReturnProbe(_) => Self::bad_request(
                 e.to_string(),
@@ -238,9 +243,6 @@ impl From<crate::dotnet::port::PortError> for ApiError {
             }
             P::NoSocket { .. } => {
                 "the runtime creates the socket at start-up in its TMPDIR unless DOTNET_EnableDiagnostics=0 (COMPlus_EnableDiagnostics=0 on 3.1); check the app's environment"
-            }
-            P::NotASocket { .. } => {
-                "something in the app's filesystem has the runtime's socket name; the agent does not follow it"
             }
             P::Dead { .. } => {
                 "the runtime is not answering on its diagnostic port: it may be exiting, suspended, or hung; retry, or take a dump with /v1/dump"

@@ -17,7 +17,7 @@ pub(super) async fn symbols(
     let spec = spec::parse_symbols(&query)?;
     let procfs = state.procfs.clone();
     let pid = spec.pid;
-    let (list, total) = blocking(move || {
+    let listing = blocking(move || {
         symbols::list(
             &procfs,
             spec.pid,
@@ -29,9 +29,10 @@ pub(super) async fn symbols(
     .await??;
     Ok(Json(serde_json::json!({
         "pid": pid,
-        "total": total,
-        "truncated": total > list.len(),
-        "symbols": list,
+        "total": listing.total,
+        "truncated": listing.total > listing.symbols.len(),
+        "symbols": listing.symbols,
+        "refused": listing.refused,
     }))
     .into_response())
 }

@@ -12,9 +12,8 @@
 //! socket, and a long TMPDIR does not hit the 108-byte `sun_path` limit.
 
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tracecar_api::dotnet::DotnetInfo;
@@ -43,23 +42,17 @@ pub enum PortError {
         /// Why.
         source: std::io::Error,
     },
-    /// The socket does not exist.
-    #[error("pid {pid} has no diagnostic socket at {path}: {source}")]
+    /// No socket at the runtime's path, or something the agent refuses
+    /// to use there (a symlink, a regular file, a FIFO: anything in the
+    /// app's TMPDIR can have the socket's name).
+    #[error("pid {pid} has no diagnostic socket the agent uses: {source}")]
     NoSocket {
         /// The process.
         pid: u32,
         /// The path, as the process sees it.
         path: String,
         /// Why.
-        source: std::io::Error,
-    },
-    /// Something other than a socket has the socket's name.
-    #[error("{path} in pid {pid}'s filesystem is not a socket")]
-    NotASocket {
-        /// The process.
-        pid: u32,
-        /// The path, as the process sees it.
-        path: String,
+        source: crate::rootfs::RootError,
     },
     /// The socket does not answer.
     #[error("pid {pid}'s diagnostic socket {path} does not answer: {source}")]
@@ -159,28 +152,17 @@ impl Port {
         })
     }
 
-    /// Opens the socket file (`O_PATH`, inside the process's root) and
-    /// checks that it is a socket.
-    fn open(&self, procfs: &Procfs) -> Result<OwnedFd, PortError> {
-        let fd = procfs
-            .open_in_root(self.pid, Path::new(&self.path))
+    /// Opens the socket file as the process sees it
+    /// ([`crate::rootfs`]): never through a symlink, and only a socket.
+    fn open(&self, procfs: &Procfs) -> Result<crate::rootfs::Seen, PortError> {
+        procfs
+            .open_seen(self.pid, &self.path, crate::rootfs::Follow::Never)
+            .and_then(crate::rootfs::Seen::socket)
             .map_err(|source| PortError::NoSocket {
                 pid: self.pid,
                 path: self.path.clone(),
                 source,
-            })?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| PortError::NoSocket {
-            pid: self.pid,
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
-            return Err(PortError::NotASocket {
-                pid: self.pid,
-                path: self.path.clone(),
-            });
-        }
-        Ok(fd)
+            })
     }
 
     /// A connection to the runtime.
@@ -190,11 +172,11 @@ impl Port {
     /// and connects again as that user, on this thread only
     /// ([`crate::sys::as_user`]).
     pub fn connect(&self, procfs: &Procfs) -> Result<UnixStream, PortError> {
-        let fd = self.open(procfs)?;
-        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let socket = self.open(procfs)?;
+        let via = socket.via();
         let stream = match UnixStream::connect(&via) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let stat = rustix::fs::fstat(&fd).map_err(|e| self.dead(e.into()))?;
+                let stat = rustix::fs::fstat(socket.fd()).map_err(|e| self.dead(e.into()))?;
                 match crate::sys::as_user(stat.st_uid, stat.st_gid, || UnixStream::connect(&via)) {
                     Ok(connected) => connected,
                     Err(errno) => Err(std::io::Error::new(
@@ -209,7 +191,7 @@ impl Port {
             other => other,
         }
         .map_err(|source| self.dead(source))?;
-        drop(fd);
+        drop(socket);
         Ok(stream)
     }
 

@@ -105,23 +105,14 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, port: &Port) -> Result<Dump, DumpE
 }
 
 fn open_dir(procfs: &Procfs, pid: u32, dir: &str) -> Result<std::os::fd::OwnedFd, DumpError> {
-    let fd = procfs
-        .open_in_root(pid, Path::new(dir))
+    let seen = procfs
+        .open_seen(pid, dir, crate::rootfs::Follow::Never)
+        .and_then(crate::rootfs::Seen::directory)
         .map_err(|e| DumpError::Unreadable {
             path: dir.to_string(),
             why: e.to_string(),
         })?;
-    let stat = rustix::fs::fstat(&fd).map_err(|e| DumpError::Unreadable {
-        path: dir.to_string(),
-        why: e.to_string(),
-    })?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Directory {
-        return Err(DumpError::Unreadable {
-            path: dir.to_string(),
-            why: "not a directory".into(),
-        });
-    }
-    Ok(fd)
+    Ok(seen.into_fd())
 }
 
 fn remove(dir: &std::os::fd::OwnedFd, name: &str) {

@@ -450,7 +450,13 @@ fn dwarf_walk(
 /// sees it.
 fn build_id(procfs: &Procfs, pid: u32, module: &str) -> Option<String> {
     use object::Object as _;
-    let data = std::fs::read(procfs.in_root(pid, std::path::Path::new(module))).ok()?;
+    let data = procfs
+        .open_seen(pid, module, crate::rootfs::Follow::InRoot)
+        .ok()?
+        .file(crate::rootfs::limits::BINARY_BYTES)
+        .ok()?
+        .read()
+        .ok()?;
     let file = object::File::parse(&*data).ok()?;
     let id = file.build_id().ok()??;
     Some(id.iter().map(|b| format!("{b:02x}")).collect())

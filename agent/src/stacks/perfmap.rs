@@ -4,9 +4,16 @@
 //!
 //! Later lines win: a runtime that recycles JIT code appends a new entry for
 //! the same range. The file is re-read when it grows.
+//!
+//! The file is in a directory the app writes, so it is opened only through
+//! [`crate::rootfs`]: in the process's own root, never through a symlink,
+//! only as a regular file of at most [`limits::PERF_MAP_BYTES`], and only
+//! if the process's user (or root) owns it, as `perf` requires.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
+use crate::procfs::Procfs;
+use crate::rootfs::{Follow, limits};
 
 /// One JIT symbol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,19 +107,65 @@ impl PerfMapIndex {
 /// A perf map file that is re-read as it grows.
 #[derive(Debug)]
 pub struct PerfMapFile {
-    path: PathBuf,
+    procfs: Procfs,
+    pid: u32,
+    /// The path as the process sees it.
+    path: String,
+    /// Who may own it besides root: the process's effective user.
+    owner: u32,
     read_len: u64,
     index: PerfMapIndex,
+    refused: Option<String>,
 }
 
 impl PerfMapFile {
-    /// Tracks `path` (which may not exist yet).
-    pub fn new(path: PathBuf) -> Self {
+    /// The perf map of `pid`: `/tmp/perf-<pid as it sees itself>.map` in
+    /// its own root, tracked even before the runtime writes it. `None` if
+    /// the process is gone.
+    pub fn of(procfs: &Procfs, pid: u32) -> Option<Self> {
+        let status = procfs.status(pid).ok()?;
+        let inner = status.innermost_pid().unwrap_or(pid);
+        Some(Self::at(
+            procfs,
+            pid,
+            &format!("/tmp/perf-{inner}.map"),
+            status.euid.unwrap_or(0),
+        ))
+    }
+
+    /// The perf map at `path` as `pid` sees it, which `owner` (or root)
+    /// must own.
+    pub fn at(procfs: &Procfs, pid: u32, path: &str, owner: u32) -> Self {
         Self {
-            path,
+            procfs: procfs.clone(),
+            pid,
+            path: path.to_owned(),
+            owner,
             read_len: 0,
             index: PerfMapIndex::default(),
+            refused: None,
         }
+    }
+
+    /// The path as the process sees it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Why the file was not read at the last refresh, when something is at
+    /// its path that the agent refuses (a symlink, a FIFO, a file over the
+    /// limit or owned by another user). Nothing at the path is not a
+    /// refusal.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// The file, if it is one the agent reads.
+    pub fn open(&self) -> Result<crate::rootfs::Seen, crate::rootfs::RootError> {
+        self.procfs
+            .open_seen(self.pid, &self.path, Follow::Never)?
+            .file(limits::PERF_MAP_BYTES)?
+            .owned_by(self.owner)
     }
 
     /// Reads what was appended since the last call, and returns the
@@ -120,11 +173,18 @@ impl PerfMapFile {
     /// looks at). A file that shrank was rewritten, so it is read again
     /// from the start.
     pub fn refresh(&mut self) -> Vec<PerfMapEntry> {
-        use std::io::{Read as _, Seek as _};
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return Vec::new();
+        let seen = match self.open() {
+            Ok(seen) => seen,
+            Err(e) => {
+                if !e.is_missing() && self.refused.is_none() {
+                    tracing::warn!(pid = self.pid, error = %e, "perf map not read");
+                }
+                self.refused = (!e.is_missing()).then(|| e.to_string());
+                return Vec::new();
+            }
         };
-        let len = file.metadata().map_or(0, |m| m.len());
+        self.refused = None;
+        let len = seen.size();
         if len < self.read_len {
             self.read_len = 0;
             self.index = PerfMapIndex::default();
@@ -132,17 +192,14 @@ impl PerfMapFile {
         if len == self.read_len {
             return Vec::new();
         }
-        if file.seek(std::io::SeekFrom::Start(self.read_len)).is_err() {
+        let Ok(bytes) = seen.read_from(self.read_len) else {
             return Vec::new();
-        }
-        let mut text = String::new();
-        if file.read_to_string(&mut text).is_err() {
-            return Vec::new();
-        }
+        };
         // Only whole lines; a partial last line is read next time.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         self.read_len += complete as u64;
-        self.index.extend(&text[..complete])
+        self.index
+            .extend(&String::from_utf8_lossy(&bytes[..complete]))
     }
 
     /// The index as read so far.
@@ -194,7 +251,13 @@ mod tests {
         use std::io::Write as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("perf-7.map");
-        let mut map = PerfMapFile::new(path.clone());
+        let owner = rustix::process::geteuid().as_raw();
+        let mut map = PerfMapFile::at(
+            &Procfs::default(),
+            std::process::id(),
+            path.to_str().unwrap(),
+            owner,
+        );
         map.refresh();
         assert!(map.index().is_empty());
         let mut f = std::fs::File::create(&path).unwrap();

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use super::perfmap::PerfMapFile;
 use super::{Frame, FrameKind};
-use crate::process;
 use crate::procfs::{MapEntry, Procfs};
 
 /// Demangles Rust and C++ (`_Z…`) names; others are returned as they
@@ -79,7 +78,7 @@ impl ProcessSymbols {
     pub fn new(procfs: &Procfs, pid: u32) -> Self {
         Self {
             maps: procfs.maps(pid).unwrap_or_default(),
-            perf_map: process::perf_map_location(procfs, pid).map(PerfMapFile::new),
+            perf_map: PerfMapFile::of(procfs, pid),
             unwinder: None,
             pending: HashSet::new(),
             named: HashMap::new(),

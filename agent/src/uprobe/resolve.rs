@@ -5,7 +5,6 @@
 //! process's perf map or the .NET runtime), with their entry and return
 //! sites, within the CPU's debug registers.
 
-use std::path::PathBuf;
 
 use object::{Object as _, ObjectSegment as _, SegmentFlags};
 
@@ -15,6 +14,7 @@ use super::spec::{Abi, TargetSpec, UprobeSpec};
 use super::symbols::{self, elf_functions, file_offset};
 use crate::process::{self, Runtime};
 use crate::procfs::{MapEntry, Procfs};
+use crate::rootfs::{self, Seen};
 use crate::stacks::perfmap::PerfMapFile;
 
 /// Debug registers per CPU on x86-64: breakpoints at most, per CPU.
@@ -102,12 +102,14 @@ pub struct Plan {
     pub captures: Captures,
 }
 
-/// A probe point: the file as the agent can open it, and the offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A probe point: the file, opened as the process sees it, and the offset.
+#[derive(Debug, Clone)]
 pub struct ResolvedTarget {
-    /// Path the kernel attaches to (through `/proc/PID/root` for files in
-    /// the app's container).
-    pub path: PathBuf,
+    /// The file the kernel attaches to: the inode that was checked and
+    /// read, given to the kernel as `/proc/self/fd/N` ([`Seen::via`]).
+    pub file: std::sync::Arc<Seen>,
+    /// Whether it is a Go binary (no uretprobes there).
+    pub go: bool,
     /// The module as the process names it.
     pub module: String,
     /// File offset.
@@ -120,15 +122,10 @@ pub enum ResolveError {
     /// The PID is not in the pod.
     #[error(transparent)]
     NotVisible(#[from] crate::procfs::PidNotVisible),
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Binary {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file cannot be read, or is refused (not a regular file, too
+    /// large).
+    #[error("cannot read the binary: {0}")]
+    Binary(#[from] crate::rootfs::RootError),
     /// The file is not an ELF object.
     #[error("{0} is not an ELF file")]
     NotElf(String),
@@ -219,11 +216,20 @@ pub enum ResolveError {
     GoReturnProbe(String),
 }
 
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ResolveError> {
-    std::fs::read(path).map_err(|source| ResolveError::Binary {
-        path: path.display().to_string(),
-        source,
-    })
+/// A binary as `pid` sees it (the agent's own root without a pid),
+/// symlinks followed inside that root, and its contents.
+fn open_binary(
+    procfs: &Procfs,
+    pid: Option<u32>,
+    path: &str,
+) -> Result<(std::sync::Arc<Seen>, Vec<u8>), ResolveError> {
+    let seen = match pid {
+        Some(pid) => procfs.open_seen(pid, path, rootfs::Follow::InRoot),
+        None => Procfs::default().open_seen(std::process::id(), path, rootfs::Follow::InRoot),
+    }?
+    .file(crate::rootfs::limits::BINARY_BYTES)?;
+    let data = seen.read()?;
+    Ok((std::sync::Arc::new(seen), data))
 }
 
 /// Finds `name` among the functions of an ELF image; C++ names match with
@@ -312,11 +318,6 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
         ),
         None => None,
     };
-    // A path as the process sees it, opened from the agent.
-    let visible = |path: &str| match spec.pid {
-        Some(pid) => procfs.in_root(pid, std::path::Path::new(path)),
-        None => PathBuf::from(path),
-    };
     let resolved = match &spec.target {
         TargetSpec::Symbol {
             name,
@@ -339,11 +340,11 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                     .map_err(|_| crate::procfs::PidNotVisible(pid))?,
                 (_, None, None) => return Err(ResolveError::NoBinary),
             };
-            let path = visible(&module_path);
-            let data = read_file(&path)?;
+            let (file, data) = open_binary(procfs, spec.pid, &module_path)?;
             match find_symbol(&data, name, &module_path) {
                 Ok(offset) => ResolvedTarget {
-                    path,
+                    go: process::is_go_binary(&data),
+                    file,
                     module: module_path,
                     offset,
                 },
@@ -361,11 +362,11 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
             }
         }
         TargetSpec::Offset { offset, binary } => {
-            let path = visible(binary);
-            let data = read_file(&path)?;
+            let (file, data) = open_binary(procfs, spec.pid, binary)?;
             check_offset(&data, *offset, binary)?;
             ResolvedTarget {
-                path,
+                go: process::is_go_binary(&data),
+                file,
                 module: binary.clone(),
                 offset: *offset,
             }
@@ -382,14 +383,17 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                 return jit_by_address(spec, procfs, pid, &maps, *address).map(Target::Breakpoint);
             }
             let module = map.path.clone().unwrap_or_default();
+            let (file, data) =
+                open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
             ResolvedTarget {
-                path: visible(map.file_path().unwrap_or_default()),
+                go: process::is_go_binary(&data),
+                file,
                 offset: address - map.start + map.offset,
                 module,
             }
         }
     };
-    if spec.ret.is_some() && !spec.force && process::is_go_binary(&resolved.path) {
+    if spec.ret.is_some() && !spec.force && resolved.go {
         return Err(ResolveError::GoReturnProbe(resolved.module));
     }
     Ok(Target::Uprobe(resolved))
@@ -420,10 +424,9 @@ fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersio
             table: Some(table),
         });
     }
-    let Some(path) = process::perf_map_location(procfs, pid) else {
+    let Some(mut map) = PerfMapFile::of(procfs, pid) else {
         return Ok(JitVersions::default());
     };
-    let mut map = PerfMapFile::new(path);
     map.refresh();
     Ok(JitVersions {
         versions: map.index().entries().map(perf_map_version).collect(),

@@ -336,7 +336,7 @@ pub fn stream(
     let mut breakpoints = None;
     let attached = match &mut plan.target {
         Target::Uprobe(target) => {
-            probe.attach_uprobe(&target.path, &Location::Offset(target.offset), spec.pid)
+            probe.attach_uprobe(&target.file.via(), &Location::Offset(target.offset), spec.pid)
         }
         Target::Breakpoint(jit) => {
             let planned = jit.versions.len();

@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolKind};
 use serde::Serialize;
 
-use crate::process;
 use crate::procfs::{MapEntry, Procfs};
 use crate::stacks::perfmap::PerfMapFile;
 
@@ -143,6 +142,18 @@ fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// What [`list`] found.
+#[derive(Debug)]
+pub struct Listing {
+    /// The matches, sorted by name, at most the limit.
+    pub symbols: Vec<SymbolInfo>,
+    /// How many matched in all.
+    pub total: usize,
+    /// Files the agent would have read but refused (a perf map that is a
+    /// symlink, a FIFO, too large, or another user's), and why.
+    pub refused: Vec<String>,
+}
+
 /// Lists functions of `pid` whose names match `pattern`, optionally only in
 /// the module whose basename or path is `module`. Results are sorted by
 /// name and capped at `limit`; the total match count is returned too.
@@ -152,7 +163,8 @@ pub fn list(
     pattern: &regex::Regex,
     module: Option<&str>,
     limit: usize,
-) -> Result<(Vec<SymbolInfo>, usize), SymbolsError> {
+) -> Result<Listing, SymbolsError> {
+    let mut refused = Vec::new();
     let maps = procfs
         .maps(pid)
         .map_err(|_| crate::procfs::PidNotVisible(pid))?;
@@ -205,10 +217,12 @@ pub fn list(
         }
     }
     if module.is_none()
-        && let Some(map_path) = process::perf_map_path(procfs, pid)
+        && let Some(mut map) = PerfMapFile::of(procfs, pid)
     {
-        let mut map = PerfMapFile::new(map_path);
         map.refresh();
+        if let Some(why) = map.refused() {
+            refused.push(why.to_owned());
+        }
         for entry in map.index().entries().filter(|e| pattern.is_match(&e.name)) {
             let mapping = crate::procfs::mapping_at(&maps, entry.start);
             let backing = mapping.filter(|m| m.is_uprobe_capable());
@@ -232,7 +246,11 @@ pub fn list(
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.address.cmp(&b.address)));
     let total = out.len();
     out.truncate(limit);
-    Ok((out, total))
+    Ok(Listing {
+        symbols: out,
+        total,
+        refused,
+    })
 }
 
 #[cfg(test)]

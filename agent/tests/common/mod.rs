@@ -569,3 +569,25 @@ pub fn ndjson(body: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
+
+/// `program args…` in a mount namespace of its own with a private /tmp.
+pub fn with_private_tmp(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /tmp && exec \"$@\"")
+        .arg("sh")
+        .arg(program)
+        .args(args);
+    command
+}
+
+/// Waits until `pid` (unshare, then sh, then the workload, all by exec)
+/// maps `what`.
+pub fn wait_until_it_maps(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(what)) {
+        assert!(Instant::now() < deadline, "pid {pid} never mapped {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
