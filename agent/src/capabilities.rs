@@ -2,6 +2,7 @@
 //! something does not.
 
 use std::path::Path;
+use tracecar_api::security::Features;
 
 pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Mode, Report, SessiondCheck};
 
@@ -132,7 +133,12 @@ pub const ATTACHED_LTTNG_HINT: &str = "annotate the workload with tracecar.dev/i
 
 /// Runs every check; `sessiond` is the LTTng supervisor's status, `mode`
 /// how the agent runs in the pod.
-pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>, mode: &Mode) -> Report {
+pub fn report(
+    procfs: &Procfs,
+    sessiond: Option<DaemonStatus>,
+    mode: &Mode,
+    features: Features,
+) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -256,6 +262,7 @@ pub fn report(procfs: &Procfs, sessiond: Option<DaemonStatus>, mode: &Mode) -> R
     Report {
         kernel,
         mode: mode.clone(),
+        features: features.iter().collect(),
         btf,
         perf_events,
         kallsyms,

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tracecar_api::security::{Feature, Features};
 
 use clap::{Parser, Subcommand};
 
@@ -72,6 +73,16 @@ pub struct ServeArgs {
     /// share), and /v1/lttng/* say so.
     #[arg(long, env = "TRACECAR_ATTACHED", value_name = "CONTAINER")]
     pub attached: Option<String>,
+    /// What this agent may do, as a comma list of profile, uprobe, lttng,
+    /// dotnet and dump (the webhook sets it from `tracecar.dev/features`);
+    /// requests for the others get 403, and without lttng no session
+    /// daemon is started.
+    #[arg(long, env = "TRACECAR_FEATURES", value_name = "LIST", value_parser = parse_features, default_value = "profile,uprobe,lttng,dotnet,dump")]
+    pub features: Features,
+}
+
+fn parse_features(list: &str) -> Result<Features, String> {
+    Features::parse(list).map_err(|e| e.to_string())
 }
 
 /// Why the agent could not run.
@@ -109,11 +120,13 @@ pub async fn serve(
     let bind_error = |what: String| move |source| CliError::Bind { what, source };
     let unix =
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
-    let mut state = AgentState::default().with_dump_dir(args.dump_dir.clone());
+    let mut state = AgentState::default()
+        .with_dump_dir(args.dump_dir.clone())
+        .with_features(args.features);
     if let Some(target) = &args.attached {
         state = state.attached(target.clone());
     }
-    if !args.no_lttng && args.attached.is_none() {
+    if !args.no_lttng && args.attached.is_none() && args.features.contains(Feature::Lttng) {
         state = state.with_lttng(crate::lttng::Lttng::start(
             args.lttng_trace_dir.clone(),
             args.lttng_disk_mb << 20,

@@ -433,7 +433,6 @@ impl Procfs {
             })
             .collect())
     }
-
 }
 
 /// `O_NONBLOCK | O_NOCTTY`, for opening files an app may have replaced.

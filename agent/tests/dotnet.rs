@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, begin, ndjson, spawn_dotnet, spawn_dotnet_as};
+use common::{Agent, begin, bounding_set, ndjson, spawn_dotnet, spawn_dotnet_as};
 
 fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
@@ -628,12 +628,11 @@ fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
 
 /// The webhook's minimal profile, as a bounding set for `setpriv`.
 fn minimal_bounding_set(without: &[&str]) -> String {
-    let caps: Vec<String> = tracecar_api::security::MINIMAL_CAPABILITIES
-        .iter()
+    let caps: Vec<&str> = tracecar_api::security::MINIMAL_CAPABILITIES
+        .into_iter()
         .filter(|c| !without.contains(c))
-        .map(|c| format!("+{}", c.to_lowercase()))
         .collect();
-    format!("--bounding-set=-all,{}", caps.join(","))
+    bounding_set(&caps)
 }
 
 #[test]

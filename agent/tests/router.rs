@@ -355,3 +355,46 @@ fn dotnet_and_dump_requests_are_checked_before_the_runtime_is_asked() {
     let e = server.error(&format!("/v1/dump?pid={me}"), 400);
     assert!(hint(&e).contains("/v1/processes"), "{e}");
 }
+
+#[test]
+fn endpoints_outside_the_agents_features_are_forbidden_with_the_annotation_to_add() {
+    let features = tracecar_api::security::Features::parse("profile").unwrap();
+    let server = Server::start_with(AgentState::default().with_features(features));
+    for path in [
+        "/v1/uprobe?pid=1&symbol=main",
+        "/v1/symbols?pid=1",
+        "/v1/lttng/events",
+        "/v1/dotnet/counters?pid=1",
+        "/v1/dump?pid=1",
+    ] {
+        let error = server.error(path, 403);
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains("started for profile only"),
+            "{path}: {error}"
+        );
+        assert!(
+            error["hint"]
+                .as_str()
+                .unwrap()
+                .contains("tracecar.dev/features: \"profile,"),
+            "{path}: {error}"
+        );
+    }
+    // Its own features, and what every agent serves, pass the check.
+    let error = server.error(&format!("/v1/profile?pid={NO_SUCH_PID}"), 404);
+    assert!(!error["error"].as_str().unwrap().contains("feature"));
+    let (status, body) = server.get("/v1/capabilities");
+    assert_eq!(status, 200);
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["features"], serde_json::json!(["profile"]));
+    assert_eq!(server.get("/healthz").0, 200);
+    // Path prefixes are matched on whole segments.
+    assert_eq!(api::feature_for("/v1/uprobes"), None);
+    assert_eq!(
+        api::feature_for("/v1/lttng/record"),
+        Some(tracecar_api::security::Feature::Lttng)
+    );
+}

@@ -150,6 +150,10 @@ pub struct Report {
     /// How the agent runs in the pod (absent from agents before attach).
     #[serde(default = "sidecar")]
     pub mode: Mode,
+    /// What the agent was started for (`tracecar.dev/features`); requests
+    /// outside them get 403. Absent from agents before features: all.
+    #[serde(default = "all_features")]
+    pub features: Vec<crate::security::Feature>,
     /// Kernel BTF at `/sys/kernel/btf/vmlinux`.
     pub btf: Check,
     /// perf events that can be opened, by name.
@@ -178,6 +182,10 @@ pub struct Report {
     pub lttng_ust_apps: Check,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<String>,
+}
+
+fn all_features() -> Vec<crate::security::Feature> {
+    crate::security::Feature::ALL.to_vec()
 }
 
 fn sidecar() -> Mode {

@@ -40,6 +40,7 @@ pub fn healthy_report() -> Report {
     Report {
         kernel: "6.18.0".to_owned(),
         mode: crate::capabilities::Mode::Sidecar,
+        features: crate::security::Feature::ALL.to_vec(),
         btf: Check::ok("/sys/kernel/btf/vmlinux present"),
         perf_events: vec![("cpu-clock".to_owned(), Check::ok("can be opened"))],
         kallsyms: Check::ok("/proc/kallsyms has addresses"),

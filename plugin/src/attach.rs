@@ -4,7 +4,7 @@
 //! there already, which container to join, is the new one running).
 
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
-use tracecar_api::security::{MINIMAL_CAPABILITIES, Profile, security_context};
+use tracecar_api::security::{Features, MINIMAL_CAPABILITIES, Profile, security_context};
 
 use crate::target::KubeFlags;
 
@@ -159,7 +159,7 @@ pub fn ephemeral_container(attach: &Attach) -> EphemeralContainer {
             .to_vec(),
         ),
         env: Some(tracecar_api::security::downward_env()),
-        security_context: Some(security_context(attach.profile)),
+        security_context: Some(security_context(attach.profile, Features::all())),
         target_container_name: Some(attach.target.clone()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..EphemeralContainer::default()
@@ -356,7 +356,7 @@ mod tests {
         let minimal = ephemeral_container(&attach(Profile::Minimal));
         assert_eq!(minimal.target_container_name.as_deref(), Some("app"));
         let context = minimal.security_context.unwrap_or_default();
-        assert_eq!(context, security_context(Profile::Minimal));
+        assert_eq!(context, security_context(Profile::Minimal, Features::all()));
         let caps = context.capabilities.unwrap_or_default();
         assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(
@@ -457,7 +457,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--pid container:web-pod-app"), "{text}");
-        assert!(text.contains("--cap-drop ALL --cap-add CAP_BPF"), "{text}");
+        assert!(
+            text.contains("--cap-drop ALL --cap-add CAP_PERFMON"),
+            "{text}"
+        );
         // In the pod (it goes with it), but with none of its volumes.
         assert!(text.contains("--pod web-pod "), "{text}");
         assert!(

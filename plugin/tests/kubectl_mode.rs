@@ -187,7 +187,8 @@ fn attach_adds_an_ephemeral_agent_that_other_commands_find() {
     assert_eq!(
         container["securityContext"],
         serde_json::to_value(tracecar_api::security::security_context(
-            tracecar_api::security::Profile::Minimal
+            tracecar_api::security::Profile::Minimal,
+            tracecar_api::security::Features::all(),
         ))
         .unwrap()
     );

@@ -9,6 +9,10 @@ pub const CONTAINERS: &str = "tracecar.dev/containers";
 pub const RUNTIME: &str = "tracecar.dev/runtime";
 /// `minimal|privileged`: security profile, if the config allows overrides.
 pub const PROFILE: &str = "tracecar.dev/profile";
+/// Comma list of what the agent may do (`profile,uprobe,lttng,dotnet,dump`;
+/// default: the config's `features`). The `minimal` profile grants only
+/// the capabilities these need, and the agent answers 403 outside them.
+pub const FEATURES: &str = "tracecar.dev/features";
 /// `container|native`: where the sidecar goes.
 pub const SIDECAR_MODE: &str = "tracecar.dev/sidecar-mode";
 /// Written by the injector: JSON record of what was injected.

@@ -84,6 +84,9 @@ pub struct InjectConfig {
     pub profile: SecurityProfile,
     /// Whether `tracecar.dev/profile` on a pod may override `profile`.
     pub allow_profile_override: bool,
+    /// Features of pods without a `tracecar.dev/features` annotation
+    /// (`profile`, `uprobe`, `lttng`, `dotnet`, `dump`); default: all.
+    pub features: Vec<String>,
     /// Default sidecar mode.
     pub sidecar_mode: SidecarMode,
     /// Namespaces where injection is allowed. Empty means every namespace
@@ -110,6 +113,11 @@ impl Default for InjectConfig {
             resources: ResourceSpec::default(),
             profile: SecurityProfile::Minimal,
             allow_profile_override: true,
+            features: tracecar_api::security::Features::all()
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             sidecar_mode: SidecarMode::Container,
             namespaces: Vec::new(),
             exclude_namespaces: Vec::new(),
@@ -147,6 +155,12 @@ pub enum ConfigError {
 }
 
 impl InjectConfig {
+    /// The features of pods without an annotation (validated at load).
+    pub fn default_features(&self) -> tracecar_api::security::Features {
+        tracecar_api::security::Features::parse(&self.features.join(","))
+            .unwrap_or_else(|_| tracecar_api::security::Features::all())
+    }
+
     /// Loads and validates a YAML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -186,6 +200,11 @@ impl InjectConfig {
         ) {
             return Err(ConfigError::Invalid(
                 "imagePullPolicy must be Always, IfNotPresent or Never",
+            ));
+        }
+        if tracecar_api::security::Features::parse(&self.features.join(",")).is_err() {
+            return Err(ConfigError::Invalid(
+                "features must name only profile, uprobe, lttng, dotnet and dump",
             ));
         }
         if !self.socket_path.starts_with('/') {

@@ -70,11 +70,9 @@ fn minimal_pod_without_volumes_gets_everything() {
     assert_eq!(
         caps(sidecar),
         [
-            "BPF",
             "PERFMON",
             "SYS_ADMIN",
             "SYS_PTRACE",
-            "SYS_RESOURCE",
             "CHECKPOINT_RESTORE",
             "DAC_READ_SEARCH",
             "CHOWN",
@@ -479,4 +477,73 @@ fn pod_security_variants_keep_the_pod_context_and_share_plain_empty_dirs() {
             }
         }
     }
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+#[test]
+fn features_choose_the_sidecars_capabilities() {
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("profile");
+    let (pod, plan) = inject_checked(&doc);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(
+        caps(sidecar),
+        [
+            "PERFMON",
+            "SYS_PTRACE",
+            "CHECKPOINT_RESTORE",
+            "DAC_READ_SEARCH"
+        ]
+    );
+    assert_eq!(env_value(sidecar, "TRACECAR_FEATURES"), Some("profile"));
+    assert_eq!(status(&pod)["features"], json!(["profile"]));
+
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("uprobe, profile");
+    let (pod, _) = inject_checked(&doc);
+    let sidecar = container(&pod, "containers", "tracecar");
+    let granted = caps(sidecar);
+    assert!(granted.contains(&"SYS_ADMIN") && granted.contains(&"PERFMON"));
+    assert!(!granted.contains(&"CHOWN") && !granted.contains(&"SETUID"));
+    assert_eq!(
+        env_value(sidecar, "TRACECAR_FEATURES"),
+        Some("profile,uprobe")
+    );
+}
+
+#[test]
+fn without_the_annotation_the_configs_features_apply_and_a_typo_warns() {
+    let (pod, _) = inject_checked(&fixture("minimal.yaml"));
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(
+        caps(sidecar),
+        tracecar_api::security::MINIMAL_CAPABILITIES.to_vec()
+    );
+    assert_eq!(
+        status(&pod)["features"],
+        json!(["profile", "uprobe", "lttng", "dotnet", "dump"])
+    );
+
+    let config = InjectConfig::from_yaml("features: [profile, dotnet]\n").unwrap();
+    let mut doc = fixture("minimal.yaml");
+    let (pod, _) = inject_checked_with(&doc, &config);
+    assert_eq!(status(&pod)["features"], json!(["profile", "dotnet"]));
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("profile,uprobes");
+    let (pod, plan) = inject_checked_with(&doc, &config);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("\"uprobes\" is not a feature")),
+        "{:?}",
+        plan.warnings
+    );
+    assert_eq!(status(&pod)["features"], json!(["profile", "dotnet"]));
+    assert!(InjectConfig::from_yaml("features: [gpu]\n").is_err());
 }

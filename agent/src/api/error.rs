@@ -189,7 +189,7 @@ impl From<crate::uprobe::attach::AttachError> for ApiError {
             ),
             _ => Self::internal(
                 e.to_string(),
-                "the sidecar needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN (Linux requires it for uprobes since 2025) and seccompProfile Unconfined; check /v1/capabilities",
+                "the sidecar needs CAP_SYS_ADMIN (Linux requires it for uprobes since 2025; it also allows bpf()) and seccompProfile Unconfined: the minimal profile grants it with the uprobe feature (tracecar.dev/features); check /v1/capabilities",
             ),
         }
     }

@@ -26,6 +26,7 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
+use tracecar_api::security::{Feature, Features};
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -50,6 +51,7 @@ pub struct AgentState {
     lttng: Option<Arc<crate::lttng::Lttng>>,
     dump_dir: std::path::PathBuf,
     mode: tracecar_api::capabilities::Mode,
+    features: Features,
 }
 
 impl Default for AgentState {
@@ -68,6 +70,7 @@ impl AgentState {
             lttng: None,
             dump_dir: crate::dump::native::default_dump_dir(),
             mode: tracecar_api::capabilities::Mode::Sidecar,
+            features: Features::all(),
         }
     }
 
@@ -75,6 +78,12 @@ impl AgentState {
     /// the processes of container `target`).
     pub fn attached(mut self, target: String) -> Self {
         self.mode = tracecar_api::capabilities::Mode::Attached { target };
+        self
+    }
+
+    /// Serves only `features` (403 for the others).
+    pub fn with_features(mut self, features: Features) -> Self {
+        self.features = features;
         self
     }
 
@@ -144,7 +153,66 @@ pub fn router(state: AgentState) -> Router {
                 format!("endpoints: {ENDPOINTS}"),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.features,
+            require_feature,
+        ))
         .with_state(state)
+}
+
+/// The feature an endpoint belongs to; `None` for those every agent
+/// serves (health, capabilities, processes).
+pub fn feature_for(path: &str) -> Option<Feature> {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under("/v1/profile") || under("/debug/pprof") {
+        Some(Feature::Profile)
+    } else if under("/v1/uprobe") || under("/v1/symbols") {
+        Some(Feature::Uprobe)
+    } else if under("/v1/lttng") {
+        Some(Feature::Lttng)
+    } else if under("/v1/dotnet") {
+        Some(Feature::Dotnet)
+    } else if under("/v1/dump") {
+        Some(Feature::Dump)
+    } else {
+        None
+    }
+}
+
+/// 403 for an endpoint outside the agent's features, naming the
+/// annotation that adds it.
+async fn require_feature(
+    axum::extract::State(features): axum::extract::State<Features>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match feature_for(request.uri().path()) {
+        Some(feature) if !features.contains(feature) => {
+            let wanted = features.with(feature).list();
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this agent was started for {} only; {} needs the {} feature",
+                    if features == Features::none() {
+                        "no feature".to_owned()
+                    } else {
+                        features.list()
+                    },
+                    request.uri().path(),
+                    feature.as_str()
+                ),
+                format!(
+                    "annotate the pod template with tracecar.dev/features: \"{wanted}\" and roll the pods out again: the sidecar's capabilities are set when the pod is created"
+                ),
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Creates the socket's directory, replaces a stale socket, binds, and

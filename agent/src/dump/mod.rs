@@ -42,10 +42,7 @@ pub fn take(procfs: &Procfs, spec: &spec::DumpSpec, dump_dir: &Path) -> Result<D
         Err(e) => return Err(e.into()),
     };
     match dotnet::take(procfs, spec, &port) {
-        Err(DumpError::Port(
-            e
-            @ (PortError::NoSocket { .. } | PortError::Dead { .. }),
-        )) => {
+        Err(DumpError::Port(e @ (PortError::NoSocket { .. } | PortError::Dead { .. }))) => {
             tracing::warn!(pid = spec.pid, error = %e, "the diagnostic port does not answer; taking the dump with ptrace");
             native::take(procfs, spec, dump_dir)
         }

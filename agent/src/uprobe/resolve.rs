@@ -5,7 +5,6 @@
 //! process's perf map or the .NET runtime), with their entry and return
 //! sites, within the CPU's debug registers.
 
-
 use object::{Object as _, ObjectSegment as _, SegmentFlags};
 
 use super::decode::Captures;
@@ -383,8 +382,7 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                 return jit_by_address(spec, procfs, pid, &maps, *address).map(Target::Breakpoint);
             }
             let module = map.path.clone().unwrap_or_default();
-            let (file, data) =
-                open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
+            let (file, data) = open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
             ResolvedTarget {
                 go: process::is_go_binary(&data),
                 file,

@@ -335,9 +335,11 @@ pub fn stream(
     };
     let mut breakpoints = None;
     let attached = match &mut plan.target {
-        Target::Uprobe(target) => {
-            probe.attach_uprobe(&target.file.via(), &Location::Offset(target.offset), spec.pid)
-        }
+        Target::Uprobe(target) => probe.attach_uprobe(
+            &target.file.via(),
+            &Location::Offset(target.offset),
+            spec.pid,
+        ),
         Target::Breakpoint(jit) => {
             let planned = jit.versions.len();
             let mut b = breakpoints_of(jit, spec, &host);

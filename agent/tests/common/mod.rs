@@ -591,3 +591,13 @@ pub fn wait_until_it_maps(pid: u32, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `setpriv`'s argument that leaves root exactly `caps` (names as
+/// Kubernetes spells them: `SYS_PTRACE`).
+pub fn bounding_set(caps: &[&str]) -> String {
+    let caps: Vec<String> = caps
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
+    format!("--bounding-set=-all,{}", caps.join(","))
+}

@@ -3,12 +3,15 @@
 use super::{PodFacts, Runtime};
 use std::collections::BTreeSet;
 
+use tracecar_api::security::Features;
+
 use crate::annotations::{self as ann};
 use crate::config::{InjectConfig, SecurityProfile, SidecarMode};
 
 /// The per-pod choices, after annotations and config are reconciled.
 pub(super) struct Choices {
     pub(super) profile: SecurityProfile,
+    pub(super) features: Features,
     pub(super) mode: SidecarMode,
     pub(super) runtime: Option<Runtime>,
     /// `None` means every app container.
@@ -43,6 +46,22 @@ impl Choices {
                     config.profile
                 }
             },
+        };
+
+        // An unknown name is most likely a typo of a wanted feature: the
+        // pod gets the config's features and a warning, rather than
+        // fewer than it asked for.
+        let features = match facts.features.as_deref().map(Features::parse) {
+            None => config.default_features(),
+            Some(Ok(features)) => features,
+            Some(Err(e)) => {
+                warnings.push(format!(
+                    "tracecar: {}: {e}; using the config's features ({})",
+                    ann::FEATURES,
+                    config.default_features().list()
+                ));
+                config.default_features()
+            }
         };
 
         let mode = match facts.sidecar_mode.as_deref() {
@@ -94,6 +113,7 @@ impl Choices {
 
         Self {
             profile,
+            features,
             mode,
             runtime,
             containers,

@@ -118,6 +118,8 @@ pub struct InjectStatus {
     pub mode: &'static str,
     /// `minimal` or `privileged`.
     pub profile: &'static str,
+    /// What the agent may do (`tracecar.dev/features`, or the config's).
+    pub features: Vec<&'static str>,
     /// App containers that got the shared mounts.
     pub containers: Vec<String>,
     /// Volumes added to the pod.
@@ -185,7 +187,10 @@ impl Injector {
         for profile in [SecurityProfile::Minimal, SecurityProfile::Privileged] {
             for mode in [SidecarMode::Container, SidecarMode::Native] {
                 debug_assert_eq!(sidecars.len(), Self::sidecar_index(profile, mode));
-                sidecars.push(json("sidecar", &sidecar_container(&config, profile, mode))?);
+                sidecars.push(json(
+                    "sidecar",
+                    &sidecar_container(&config, profile, mode, config.default_features()),
+                )?);
             }
         }
         let sidecars: [Value; 4] = sidecars
@@ -327,7 +332,15 @@ impl Injector {
         }
 
         // The sidecar.
-        let sidecar = self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone();
+        // Pre-rendered for the config's features; rendered here for others.
+        let sidecar = if choices.features == config.default_features() {
+            self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone()
+        } else {
+            json(
+                "sidecar",
+                &sidecar_container(config, choices.profile, choices.mode, choices.features),
+            )?
+        };
         match choices.mode {
             SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
             SidecarMode::Native => b.append_all(
@@ -342,6 +355,7 @@ impl Injector {
             sidecar: SIDECAR_NAME,
             mode: choices.mode.as_str(),
             profile: choices.profile.as_str(),
+            features: choices.features.names(),
             containers: mounted,
             volumes: volumes_names(),
             runtime: choices.runtime,

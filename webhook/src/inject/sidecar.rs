@@ -2,7 +2,7 @@
 
 use super::{LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, HostPathVolumeSource, ResourceRequirements, Volume,
+    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, ResourceRequirements, Volume,
     VolumeMount,
 };
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::annotations::SIDECAR_NAME;
 use crate::config::{InjectConfig, SecurityProfile, SidecarMode};
+use tracecar_api::security::Features;
 
 pub(super) fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
@@ -62,8 +63,15 @@ pub fn sidecar_container(
     config: &InjectConfig,
     profile: SecurityProfile,
     mode: SidecarMode,
+    features: Features,
 ) -> Container {
-    let security_context = tracecar_api::security::security_context(profile);
+    let security_context = tracecar_api::security::security_context(profile, features);
+    let mut env = tracecar_api::security::downward_env();
+    env.push(EnvVar {
+        name: tracecar_api::security::FEATURES_ENV.to_owned(),
+        value: Some(features.list()),
+        ..EnvVar::default()
+    });
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(config.image.clone()),
@@ -73,7 +81,7 @@ pub fn sidecar_container(
                 .map(str::to_owned)
                 .to_vec(),
         ),
-        env: Some(tracecar_api::security::downward_env()),
+        env: Some(env),
         resources: Some(ResourceRequirements {
             requests: quantities(&config.resources.requests),
             limits: quantities(&config.resources.limits),
