@@ -87,7 +87,15 @@ fn minimal_pod_without_volumes_gets_everything() {
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect();
-    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"]);
+    assert_eq!(
+        env,
+        [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "NODE_NAME",
+            "TRACECAR_FEATURES"
+        ]
+    );
     assert_eq!(sidecar["resources"]["requests"]["cpu"], "10m");
     for host in ["usr-src", "lib-modules"] {
         let v = pod["spec"]["volumes"]

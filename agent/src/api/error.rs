@@ -234,6 +234,9 @@ impl From<crate::dotnet::port::PortError> for ApiError {
                     "/v1/dotnet/* needs a .NET (CoreCLR) process; GET /v1/processes shows each process's runtime",
                 );
             }
+            P::Proc { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Self::new(StatusCode::FORBIDDEN, e.to_string(), DENIED_PROC);
+            }
             P::Proc { pid, .. } => {
                 return Self::new(
                     StatusCode::NOT_FOUND,
@@ -255,6 +258,10 @@ impl From<crate::dotnet::port::PortError> for ApiError {
     }
 }
 
+/// The hint for `/proc/PID` files the kernel refuses the agent: another
+/// user's process, without the capabilities to look inside it.
+const DENIED_PROC: &str = "the agent lacks CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH for this process of another user: check the pod's tracecar.dev/features (each feature grants what it needs) and GET /v1/capabilities";
+
 impl From<crate::dump::DumpError> for ApiError {
     fn from(e: crate::dump::DumpError) -> Self {
         use crate::dump::DumpError as D;
@@ -265,6 +272,9 @@ impl From<crate::dump::DumpError> for ApiError {
         };
         let (status, hint) = match &e {
             D::Port(_) => (StatusCode::BAD_GATEWAY, String::new()),
+            D::Proc { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                (StatusCode::FORBIDDEN, DENIED_PROC.to_string())
+            }
             D::Proc { .. } => (StatusCode::NOT_FOUND, "the process may have exited; GET /v1/processes".to_string()),
             D::Itself { .. } => (
                 StatusCode::BAD_REQUEST,

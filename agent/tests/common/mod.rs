@@ -599,5 +599,8 @@ pub fn bounding_set(caps: &[&str]) -> String {
         .iter()
         .map(|c| format!("+{}", c.to_lowercase()))
         .collect();
+    if caps.is_empty() {
+        return "--bounding-set=-all".to_owned();
+    }
     format!("--bounding-set=-all,{}", caps.join(","))
 }
