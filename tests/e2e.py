@@ -310,6 +310,20 @@ def for_podman(pod, empty_dirs, order=None):
         if "emptyDir" in volume:
             del volume["emptyDir"]
             volume["hostPath"] = {"path": empty_dirs.paths[volume["name"]], "type": "Directory"}
+    # A subPath of an emptyDir: kubelet creates the directory in the
+    # volume and bind-mounts it; here it becomes a hostPath volume of its
+    # own, created the same way beforehand.
+    for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
+        for mount in container.get("volumeMounts", []):
+            sub = mount.pop("subPath", None)
+            if sub is None or mount["name"] not in empty_dirs.paths:
+                continue
+            path = os.path.join(empty_dirs.paths[mount["name"]], sub)
+            os.makedirs(path, exist_ok=True)
+            name = f"{mount['name']}-{sub}"
+            if not any(v["name"] == name for v in pod["spec"]["volumes"]):
+                pod["spec"]["volumes"].append({"name": name, "hostPath": {"path": path, "type": "Directory"}})
+            mount["name"] = name
     security = pod["spec"].get("securityContext", {})
     if "fsGroup" in security:
         security["supplementalGroups"] = sorted(set(security.get("supplementalGroups", [])) | {security["fsGroup"]})

@@ -26,6 +26,55 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API on a Unix socket.
     Serve(ServeArgs),
+    /// Exit 0 if the agent on the socket answers `/healthz`, 1 otherwise:
+    /// the sidecar's startup and readiness probes (exec, no TCP port).
+    Health(HealthArgs),
+}
+
+/// `health` flags.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The agent's Unix socket.
+    #[arg(
+        long,
+        env = "TRACECAR_SOCKET",
+        default_value = "/run/tracecar/agent.sock"
+    )]
+    pub socket: PathBuf,
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+}
+
+/// Asks the agent on `args.socket` for `/healthz`: `Ok` if it answers
+/// 200 within the timeout. Blocking, with no runtime: a probe runs it
+/// every few seconds, so it stays small.
+pub fn health(args: &HealthArgs) -> Result<(), CliError> {
+    use std::io::{Read as _, Write as _};
+    let failed = |why: String| CliError::Unhealthy {
+        socket: args.socket.display().to_string(),
+        why,
+    };
+    let timeout = Some(std::time::Duration::from_millis(args.timeout_ms.max(1)));
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&args.socket).map_err(|e| failed(e.to_string()))?;
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
+        .map_err(|e| failed(e.to_string()))?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| failed(e.to_string()))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| failed(e.to_string()))?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    match status_line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(failed(format!(
+            "answered {:?}",
+            status_line.lines().next().unwrap_or_default()
+        ))),
+    }
 }
 
 /// `serve` flags.
@@ -100,6 +149,14 @@ pub enum CliError {
     /// The server failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// `health`: no agent answers on the socket.
+    #[error("no healthy agent on {socket}: {why}")]
+    Unhealthy {
+        /// The socket.
+        socket: String,
+        /// What happened.
+        why: String,
+    },
 }
 
 impl CliError {
@@ -107,7 +164,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Bind { .. } => 64,
-            Self::Serve(_) => 1,
+            Self::Serve(_) | Self::Unhealthy { .. } => 1,
         }
     }
 }

@@ -27,7 +27,16 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Health(args) => {
+            if let Err(error) = cli::health(&args) {
+                eprintln!("error: {error}");
+                std::process::exit(error.exit_code());
+            }
+            return;
+        }
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

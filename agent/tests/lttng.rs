@@ -712,3 +712,48 @@ fn an_unusable_run_directory_is_reported_with_owner_mode_fix_and_the_daemons_wor
         "the daemon's stderr is not in the agent's log:\n{logged}"
     );
 }
+
+/// An app that planted a listening socket with the daemon's name in the
+/// shared /var/run/lttng before the daemon started: the daemon replaces
+/// it, the apps register with the real daemon, and nothing connects to
+/// the fake one.
+#[test]
+fn a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced() {
+    let Some(_guard) = begin("a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced") else {
+        return;
+    };
+    let planted = std::path::Path::new("/var/run/lttng/lttng-ust-sock-8");
+    std::fs::create_dir_all("/var/run/lttng").unwrap();
+    let _ = std::fs::remove_file(planted);
+    let fake = std::os::unix::net::UnixListener::bind(planted).unwrap();
+    fake.set_nonblocking(true).unwrap();
+    let fake_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(planted).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = compile_tp_app(dir.path());
+    let agent = Agent::start();
+    agent.wait_sessiond();
+    let real_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(planted).unwrap());
+    assert_ne!(
+        real_inode, fake_inode,
+        "the daemon's own socket replaced it"
+    );
+
+    let emitter = spawn(&app, &["100"]);
+    wait_registered(&agent, emitter.pid(), "tracecar_test:tick");
+    let (code, body) = record_while_emitting(
+        &agent,
+        &format!(
+            "/v1/lttng/record?events=tracecar_test:*&pid={}&seconds=2&format=json",
+            emitter.pid()
+        ),
+        &[emitter.pid()],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (events, summary) = ndjson(&body);
+    assert_eq!(events.len(), 100, "{summary}");
+    assert!(
+        matches!(fake.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing connected to the planted socket"
+    );
+}

@@ -398,3 +398,37 @@ fn endpoints_outside_the_agents_features_are_forbidden_with_the_annotation_to_ad
         Some(tracecar_api::security::Feature::Lttng)
     );
 }
+
+#[test]
+fn the_health_subcommand_is_the_probe() {
+    let server = Server::start();
+    let health = |socket: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracecar-agent"))
+            .args(["health", "--socket"])
+            .arg(socket)
+            .output()
+            .unwrap()
+    };
+    let ok = health(&server.socket);
+    assert!(ok.status.success(), "{ok:?}");
+    let missing = health(&server.socket.with_file_name("none.sock"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no healthy agent on"),
+        "{missing:?}"
+    );
+    // Something that is not the agent on the socket.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    let answer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 256];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+    });
+    let refused = health(&other);
+    answer.join().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("503"));
+}

@@ -99,6 +99,11 @@ pub struct InjectConfig {
     pub webhook_namespace: String,
     /// Socket path the agent listens on inside the sidecar.
     pub socket_path: String,
+    /// `sizeLimit` of the sidecar's `tracecar-work` emptyDir, where LTTng
+    /// traces and core files stay while they are sent (the agent's root
+    /// filesystem is read-only). A pod whose sidecar writes more is
+    /// evicted by the kubelet, so keep it above the largest dump you take.
+    pub work_size_limit: String,
     /// `hostPath.type` for `/usr/src` and `/lib/modules`. `DirectoryOrCreate`
     /// tolerates nodes without them (an empty directory is created);
     /// `""` skips the check but some runtimes then fail on a missing path.
@@ -123,6 +128,7 @@ impl Default for InjectConfig {
             exclude_namespaces: Vec::new(),
             webhook_namespace: "tracecar-system".to_owned(),
             socket_path: tracecar_api::security::AGENT_SOCKET.to_owned(),
+            work_size_limit: "2Gi".to_owned(),
             kernel_source_host_path_type: "DirectoryOrCreate".to_owned(),
         }
     }
@@ -152,6 +158,25 @@ pub enum ConfigError {
     /// A value is out of its allowed set.
     #[error("invalid config: {0}")]
     Invalid(&'static str),
+}
+
+/// Whether `text` is a Kubernetes quantity: digits with an optional
+/// fraction, then an optional suffix (binary, decimal or exponent).
+fn is_quantity(text: &str) -> bool {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let number_ok = !number.is_empty()
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()));
+    number_ok && suffix_ok
 }
 
 impl InjectConfig {
@@ -207,6 +232,11 @@ impl InjectConfig {
                 "features must name only profile, uprobe, lttng, dotnet and dump",
             ));
         }
+        if !is_quantity(&self.work_size_limit) {
+            return Err(ConfigError::Invalid(
+                "workSizeLimit must be a Kubernetes quantity such as 2Gi or 500M",
+            ));
+        }
         if !self.socket_path.starts_with('/') {
             return Err(ConfigError::Invalid("socketPath must be absolute"));
         }
@@ -255,6 +285,24 @@ pub enum NamespaceDecision {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn work_size_limits_are_quantities() {
+        for good in ["2Gi", "500M", "1", "1.5Gi", "1e9"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "Gi", "2 Gi", "2GB", "1..5", "-1Gi", "1e"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        assert!(InjectConfig::from_yaml("workSizeLimit: 2GB\n").is_err());
+        assert_eq!(
+            InjectConfig::from_yaml("workSizeLimit: 512Mi\n")
+                .unwrap()
+                .work_size_limit,
+            "512Mi"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -41,9 +41,12 @@ fn minimal_pod_without_volumes_gets_everything() {
             "tracecar-lttng",
             "tracecar-sys",
             "tracecar-usr-src",
-            "tracecar-lib-modules"
+            "tracecar-lib-modules",
+            "tracecar-work"
         ]
     );
+    let work = &pod["spec"]["volumes"][5];
+    assert_eq!(work["emptyDir"]["sizeLimit"], "2Gi", "{work}");
     let app = container(&pod, "containers", "app");
     assert_eq!(mount_paths(app), ["/tmp", "/var/run/lttng"]);
     let sidecar = container(&pod, "containers", "tracecar");
@@ -58,10 +61,41 @@ fn minimal_pod_without_volumes_gets_everything() {
     );
     assert_eq!(
         mount_paths(sidecar),
-        ["/tmp", "/var/run/lttng", "/sys", "/usr/src", "/lib/modules"]
+        [
+            "/tmp",
+            "/var/run/lttng",
+            "/sys",
+            "/usr/src",
+            "/lib/modules",
+            "/var/lib/tracecar",
+            "/run/tracecar"
+        ]
     );
-    for m in sidecar["volumeMounts"].as_array().unwrap().iter().skip(2) {
-        assert_eq!(m["readOnly"], true, "host paths are read-only: {m}");
+    // The hardened sidecar: nothing written to its root filesystem, and
+    // exec probes on the agent's socket.
+    assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(sidecar["volumeMounts"][6]["subPath"], "run");
+    for probe in ["startupProbe", "readinessProbe"] {
+        assert_eq!(
+            sidecar[probe]["exec"]["command"],
+            serde_json::json!([
+                "tracecar-agent",
+                "health",
+                "--socket",
+                "/run/tracecar/agent.sock"
+            ]),
+            "{probe}"
+        );
+    }
+    for m in sidecar["volumeMounts"].as_array().unwrap() {
+        let host = m["name"].as_str().is_some_and(|n| {
+            ["tracecar-sys", "tracecar-usr-src", "tracecar-lib-modules"].contains(&n)
+        });
+        assert_eq!(
+            m["readOnly"] == true,
+            host,
+            "host paths only are read-only: {m}"
+        );
     }
     let sc = &sidecar["securityContext"];
     assert_eq!(sc["privileged"], false);
@@ -93,7 +127,8 @@ fn minimal_pod_without_volumes_gets_everything() {
             "POD_NAME",
             "POD_NAMESPACE",
             "NODE_NAME",
-            "TRACECAR_FEATURES"
+            "TRACECAR_FEATURES",
+            "LTTNG_HOME"
         ]
     );
     assert_eq!(sidecar["resources"]["requests"]["cpu"], "10m");

@@ -44,6 +44,13 @@ const VOL_LTTNG: &str = "tracecar-lttng";
 const VOL_SYS: &str = "tracecar-sys";
 const VOL_USR_SRC: &str = "tracecar-usr-src";
 const VOL_LIB_MODULES: &str = "tracecar-lib-modules";
+/// The sidecar's own writable space (its root filesystem is read-only):
+/// LTTng traces and core files while they are sent, and the socket's
+/// directory (a `subPath`).
+const VOL_WORK: &str = "tracecar-work";
+/// Where [`VOL_WORK`] is mounted: the agent's default trace and dump
+/// directories are under it.
+pub const WORK_PATH: &str = "/var/lib/tracecar";
 
 pub use tracecar_api::security::MINIMAL_CAPABILITIES;
 

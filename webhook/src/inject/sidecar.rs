@@ -1,9 +1,12 @@
 //! The sidecar container and the volumes it shares with the app.
 
-use super::{LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC};
+use super::{
+    LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC, VOL_WORK,
+    WORK_PATH,
+};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, ResourceRequirements, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostPathVolumeSource, Probe,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -23,7 +26,22 @@ pub(super) fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 pub(super) fn volumes_names() -> Vec<&'static str> {
-    vec![VOL_TMP, VOL_LTTNG, VOL_SYS, VOL_USR_SRC, VOL_LIB_MODULES]
+    vec![
+        VOL_TMP,
+        VOL_LTTNG,
+        VOL_SYS,
+        VOL_USR_SRC,
+        VOL_LIB_MODULES,
+        VOL_WORK,
+    ]
+}
+
+/// The directory of the agent's socket, when it is not under
+/// [`WORK_PATH`] already (it then gets a `subPath` of the work volume).
+pub(super) fn socket_dir(socket_path: &str) -> Option<&str> {
+    let dir = socket_path.rsplit_once('/').map(|(d, _)| d)?;
+    let under_work = dir == WORK_PATH || dir.starts_with(&format!("{WORK_PATH}/"));
+    (!dir.is_empty() && !under_work).then_some(dir)
 }
 
 pub(super) fn pod_volumes(config: &InjectConfig) -> Vec<Volume> {
@@ -41,12 +59,21 @@ pub(super) fn pod_volumes(config: &InjectConfig) -> Vec<Volume> {
         ..Volume::default()
     };
     let kernel_type = config.kernel_source_host_path_type.as_str();
+    let work = Volume {
+        name: VOL_WORK.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(config.work_size_limit.clone())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
     vec![
         empty_dir(VOL_TMP),
         empty_dir(VOL_LTTNG),
         host_path(VOL_SYS, "/sys", "Directory"),
         host_path(VOL_USR_SRC, "/usr/src", kernel_type),
         host_path(VOL_LIB_MODULES, "/lib/modules", kernel_type),
+        work,
     ]
 }
 
@@ -65,13 +92,50 @@ pub fn sidecar_container(
     mode: SidecarMode,
     features: Features,
 ) -> Container {
-    let security_context = tracecar_api::security::security_context(profile, features);
+    let mut security_context = tracecar_api::security::security_context(profile, features);
+    // Everything the agent writes goes to the work volume, /tmp or
+    // /var/run/lttng.
+    security_context.read_only_root_filesystem = Some(true);
     let mut env = tracecar_api::security::downward_env();
-    env.push(EnvVar {
-        name: tracecar_api::security::FEATURES_ENV.to_owned(),
-        value: Some(features.list()),
-        ..EnvVar::default()
-    });
+    for (name, value) in [
+        (tracecar_api::security::FEATURES_ENV, features.list()),
+        // lttng writes its .lttngrc in $LTTNG_HOME (default: $HOME).
+        ("LTTNG_HOME", WORK_PATH.to_owned()),
+    ] {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        });
+    }
+    let mut mounts = vec![
+        mount(VOL_TMP, TMP_PATH, false),
+        mount(VOL_LTTNG, LTTNG_PATH, false),
+        mount(VOL_SYS, "/sys", true),
+        mount(VOL_USR_SRC, "/usr/src", true),
+        mount(VOL_LIB_MODULES, "/lib/modules", true),
+        mount(VOL_WORK, WORK_PATH, false),
+    ];
+    if let Some(dir) = socket_dir(&config.socket_path) {
+        mounts.push(VolumeMount {
+            sub_path: Some("run".to_owned()),
+            ..mount(VOL_WORK, dir, false)
+        });
+    }
+    // `tracecar-agent health`: exec probes, no TCP port.
+    let probe = |period: i32, failures: i32| Probe {
+        exec: Some(ExecAction {
+            command: Some(
+                ["tracecar-agent", "health", "--socket", &config.socket_path]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
+        ..Probe::default()
+    };
     Container {
         name: SIDECAR_NAME.to_owned(),
         image: Some(config.image.clone()),
@@ -88,15 +152,32 @@ pub fn sidecar_container(
             ..ResourceRequirements::default()
         }),
         security_context: Some(security_context),
-        volume_mounts: Some(vec![
-            mount(VOL_TMP, TMP_PATH, false),
-            mount(VOL_LTTNG, LTTNG_PATH, false),
-            mount(VOL_SYS, "/sys", true),
-            mount(VOL_USR_SRC, "/usr/src", true),
-            mount(VOL_LIB_MODULES, "/lib/modules", true),
-        ]),
+        volume_mounts: Some(mounts),
+        // Up to a minute to come up (the first start also starts
+        // lttng-sessiond), then checked every 10 s.
+        startup_probe: Some(probe(1, 60)),
+        readiness_probe: Some(probe(10, 3)),
         restart_policy: (mode == SidecarMode::Native).then(|| "Always".to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_dir_gets_a_sub_path_unless_it_is_in_the_work_dir() {
+        assert_eq!(
+            socket_dir("/run/tracecar/agent.sock"),
+            Some("/run/tracecar")
+        );
+        assert_eq!(socket_dir("/var/lib/tracecar/agent.sock"), None);
+        assert_eq!(socket_dir("/var/lib/tracecar/run/a.sock"), None);
+        assert_eq!(
+            socket_dir("/var/lib/tracecar2/a.sock"),
+            Some("/var/lib/tracecar2")
+        );
     }
 }
