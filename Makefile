@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
+.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check fuzz bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
@@ -11,6 +11,7 @@ help:
 	@echo "make images          build tracecar/agent, tracecar/webhook, tracecar/sample-app, tracecar/dotnet-sample with podman"
 	@echo "make e2e             webhook → patched pod → podman kube play → kubectl-tracecar checks"
 	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
+	@echo "make fuzz            every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 	@echo "make bench-uprobe    probe cost per call (uprobe, breakpoint, stacks) and exact delivery, against bpftrace"
@@ -58,6 +59,12 @@ demo-check:
 	else \
 		cat $$scratch/log; rm -rf $$scratch; echo "demo: FAILED"; exit 1; \
 	fi
+
+# Every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see
+# scripts/fuzz.sh. `make test` runs them for FUZZ_SECONDS=20.
+fuzz:
+	@bash scripts/deps.sh fuzz
+	@bash scripts/fuzz.sh
 
 bench-webhook:
 	@bash scripts/deps.sh bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make demo` and the benchmarks need, idempotently.
-# Usage: scripts/deps.sh [test|demo|bench]...
+# Usage: scripts/deps.sh [test|demo|bench|fuzz]...
 set -euo pipefail
 
 need_apt=()
@@ -54,6 +54,11 @@ for what in "${@:-test}"; do
         ;;&
     bench)
         apt_install curl ca-certificates util-linux gcc libc6-dev linux-perf bpftrace clang-19 libbpf-dev
+        ;;
+    fuzz)
+        # libFuzzer is built by libfuzzer-sys (C++); the agent's build.rs
+        # builds the BPF programs.
+        apt_install g++ clang-19 libbpf-dev
         ;;
     test | demo | e2e) ;;
     *) echo "deps: unknown set $what" >&2; exit 2 ;;
@@ -122,6 +127,10 @@ for what in "${@:-test}"; do
     if [ "$what" = bench ] && ! command -v inferno-flamegraph >/dev/null; then
         echo "deps: cargo install inferno (perf script | inferno baseline)"
         cargo install --locked --quiet inferno
+    fi
+    if [ "$what" = fuzz ] && ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "deps: cargo install cargo-fuzz"
+        cargo install --locked --quiet cargo-fuzz
     fi
 done
 exit 0

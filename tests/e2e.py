@@ -567,6 +567,18 @@ def check_errors(name):
     say(bad.stderr.strip().splitlines()[0])
 
 
+def check_hardened(name):
+    """The sidecar's root filesystem is read-only, its socket is in the
+    work volume, and its probe command answers."""
+    denied = subprocess.run(["podman", "exec", f"{name}-tracecar", "touch", "/etc/tracecar-probe"],
+                            capture_output=True, text=True)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+    in_sidecar(name, "tracecar-agent", "health", "--socket", "/run/tracecar/agent.sock")
+    mounts = in_sidecar(name, "cat", "/proc/self/mountinfo")
+    assert " /run/tracecar " in mounts and " /var/lib/tracecar " in mounts, mounts
+    say("read-only root filesystem; /run/tracecar and /var/lib/tracecar on the work volume; health answers")
+
+
 def in_sidecar(name, *argv):
     return run(["podman", "exec", f"{name}-tracecar", *argv])
 
@@ -685,6 +697,7 @@ def check_pod(scenario, name, out, empty_dirs):
         check_unwritable_rundir(name, empty_dirs)
         return
     check_ready(name, empty_dirs)
+    check_hardened(name)
     if scenario.example == DOTNET_EXAMPLE:
         check_dotnet(name, out)
         return
@@ -858,6 +871,16 @@ def flow_attach(out=None):
     say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
 
 
+def network_ready():
+    """podman's network backend (netavark) adds its base iptables chains on
+    a host's first pod and keeps them for good; on a fresh machine the
+    first flow would find them "left behind". A throwaway container on
+    the default network makes them first, so that each flow's before and
+    after compare only what the flow itself did."""
+    run(["podman", "run", "--rm", "--network", "podman", "--entrypoint", "true",
+         "tracecar/sample-app:0.1.0"])
+
+
 def main():
     global NARRATE
     by_name = {s.name: s for s in SCENARIOS}
@@ -875,6 +898,7 @@ def main():
     for tool in [WEBHOOK, PLUGIN]:
         if not os.access(tool, os.X_OK):
             sys.exit(f"{tool} missing: run `make images` (or make e2e)")
+    network_ready()
     if args.demo:
         NARRATE = True
         os.makedirs(args.demo, exist_ok=True)
