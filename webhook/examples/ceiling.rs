@@ -14,7 +14,7 @@ use axum::routing::post;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
-use tracecar_webhook::server::{MAX_BODY_BYTES, serve};
+use tracecar_webhook::server::{MAX_BODY_BYTES, Timeouts, serve};
 use tracecar_webhook::tls::{ReloadingCert, server_config};
 
 // Admission reviews allocate many small JSON nodes; mimalloc keeps that cheap
@@ -46,7 +46,7 @@ async fn main() {
     let app = axum::Router::new()
         .route("/mutate", post(allow))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    serve(listener, tls, app, async {
+    serve(listener, tls, app, Timeouts::default(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

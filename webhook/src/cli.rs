@@ -175,6 +175,7 @@ pub async fn serve(
         tls_key: args.tls_key,
         cert_reload: Duration::from_millis(args.cert_reload_ms.max(10)),
         plan_cache: args.plan_cache,
+        timeouts: server::Timeouts::default(),
     };
     match server::run(listener, settings, shutdown).await {
         Ok(()) => Ok(()),

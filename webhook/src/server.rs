@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
@@ -31,8 +31,32 @@ use crate::tls::{self, ReloadingCert, TlsError};
 
 /// The API server caps admission bodies at 3 MiB; larger ones are refused.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a client may take, so that slow or silent clients (slowloris,
+/// connections opened and never used) cannot hold the server's
+/// connections and memory. The API server sends a review in one write, in
+/// milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The TLS handshake, from the TCP accept.
+    pub handshake: Duration,
+    /// The request headers (HTTP/1), which is also how long a kept-alive
+    /// connection may stay idle between requests.
+    pub headers: Duration,
+    /// The request body, once the headers are in.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            headers: Duration::from_secs(10),
+            body: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -140,9 +164,19 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        timeouts.body,
+    ));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.headers);
+    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -162,8 +196,10 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await
+            {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -174,7 +210,6 @@ pub async fn serve(
                     return;
                 }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -203,6 +238,8 @@ pub struct Settings {
     pub cert_reload: Duration,
     /// How many rendered decisions to cache (0 disables the cache).
     pub plan_cache: usize,
+    /// How long clients may take.
+    pub timeouts: Timeouts,
 }
 
 /// Why [`run`] could not start.
@@ -244,7 +281,7 @@ pub async fn run(
         metrics,
         cert_not_after,
     });
-    serve(listener, tls_config, app, shutdown).await;
+    serve(listener, tls_config, app, settings.timeouts, shutdown).await;
     watcher.abort();
     Ok(())
 }

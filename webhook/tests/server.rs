@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tracecar_webhook::certs;
 use tracecar_webhook::config::InjectConfig;
-use tracecar_webhook::server::{self, Settings};
+use tracecar_webhook::server::{self, Settings, Timeouts};
 
 struct Running {
     url: String,
@@ -28,6 +28,10 @@ struct Running {
 
 impl Running {
     async fn start() -> Self {
+        Self::start_with(Timeouts::default()).await
+    }
+
+    async fn start_with(timeouts: Timeouts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         certs::write_certs("tracecar-webhook", "tracecar-system", dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -38,6 +42,7 @@ impl Running {
             tls_key: dir.path().join("tls.key"),
             cert_reload: Duration::from_millis(50),
             plan_cache: 64,
+            timeouts,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
