@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check fuzz bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
+.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check fuzz fuzz-smoke bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
@@ -37,7 +37,7 @@ e2e: images
 target-dir:
 	bash tests/target-dir.sh
 
-test: deps lint unit manifests e2e target-dir demo-check
+test: deps lint unit manifests fuzz-smoke e2e target-dir demo-check
 	@echo "make test: all passed"
 
 lint:
@@ -61,10 +61,14 @@ demo-check:
 	fi
 
 # Every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see
-# scripts/fuzz.sh. `make test` runs them for FUZZ_SECONDS=20.
+# scripts/fuzz.sh. `make test` runs them for 20 s each (fuzz-smoke).
 fuzz:
 	@bash scripts/deps.sh fuzz
 	@bash scripts/fuzz.sh
+
+fuzz-smoke:
+	@bash scripts/deps.sh fuzz
+	@FUZZ_SECONDS=20 bash scripts/fuzz.sh
 
 bench-webhook:
 	@bash scripts/deps.sh bench

@@ -187,6 +187,11 @@ impl From<crate::uprobe::attach::AttachError> for ApiError {
                 e.to_string(),
                 "end one of those probes (or the debugger), or drop ret= to need fewer breakpoints",
             ),
+            AttachError::RingBudget { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                e.to_string(),
+                "end one of the running probes (those with stack= take the most), then retry",
+            ),
             _ => Self::internal(
                 e.to_string(),
                 "the sidecar needs CAP_SYS_ADMIN (Linux requires it for uprobes since 2025; it also allows bpf()) and seccompProfile Unconfined: the minimal profile grants it with the uprobe feature (tracecar.dev/features); check /v1/capabilities",

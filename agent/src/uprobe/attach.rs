@@ -68,6 +68,18 @@ pub enum AttachError {
         /// a debugger, `perf`, another agent).
         users: Vec<String>,
     },
+    /// The ring buffers of the running probes leave no room for one more.
+    #[error(
+        "the probes' ring buffers already hold {} MiB of the agent's {} MiB budget",
+        in_use >> 20,
+        budget >> 20
+    )]
+    RingBudget {
+        /// Bytes held.
+        in_use: u64,
+        /// The budget.
+        budget: u64,
+    },
     /// The loaded program's descriptor could not be duplicated for the
     /// breakpoints.
     #[error("cannot hand the BPF program to perf events: {0}")]
@@ -138,6 +150,8 @@ pub struct Probe {
     paired: bool,
     breakpoints: BTreeMap<u64, Breakpoint>,
     programs: BTreeMap<&'static str, std::fs::File>,
+    // Last: the budget is given back once the maps are gone.
+    _lease: RingLease,
 }
 
 impl std::fmt::Debug for Probe {
@@ -154,11 +168,71 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// The ring buffer's size when none is asked for.
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
-/// Loads the programs with `config` and a ring buffer of `ring_bytes` (a
-/// power of two), attached to nothing yet.
+/// The ring buffers of all probes together: kernel memory charged to the
+/// sidecar's memory cgroup (the default limit is 256 MiB), so it is
+/// bounded here, not by the OOM killer. Eight probes without stacks
+/// (16 MiB each) fit; probes with stacks ask for 64 MiB and get what is
+/// left, down to [`MIN_RING_BYTES`].
+pub const RING_BUDGET_BYTES: u64 = 128 << 20;
+/// The smallest ring a probe is given; below it, it is refused.
+pub const MIN_RING_BYTES: u32 = 1 << 20;
+
+/// Ring bytes held by the probes now.
+static RING_IN_USE: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+/// What a probe asking for `requested` bytes gets when `available` are
+/// left: the largest power of two within both, or `None` below
+/// [`MIN_RING_BYTES`].
+pub fn grant(requested: u32, available: u64) -> Option<u32> {
+    let cap = u64::from(requested).min(available);
+    if cap < u64::from(MIN_RING_BYTES) {
+        return None;
+    }
+    let power = 1u64 << (63 - cap.leading_zeros());
+    u32::try_from(power).ok()
+}
+
+/// A share of [`RING_BUDGET_BYTES`], given back when dropped.
+#[derive(Debug)]
+pub struct RingLease(u64);
+
+impl RingLease {
+    /// Takes up to `requested` bytes of the budget.
+    pub fn take(requested: u32) -> Result<Self, AttachError> {
+        let mut used = RING_IN_USE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let available = RING_BUDGET_BYTES.saturating_sub(*used);
+        let granted = grant(requested, available).ok_or(AttachError::RingBudget {
+            in_use: *used,
+            budget: RING_BUDGET_BYTES,
+        })?;
+        *used += u64::from(granted);
+        Ok(Self(u64::from(granted)))
+    }
+
+    /// The bytes granted.
+    pub fn bytes(&self) -> u32 {
+        u32::try_from(self.0).unwrap_or(u32::MAX)
+    }
+}
+
+impl Drop for RingLease {
+    fn drop(&mut self) {
+        let mut used = RING_IN_USE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used = used.saturating_sub(self.0);
+    }
+}
+
+/// Loads the programs with `config` and a ring buffer of up to
+/// `ring_bytes` (a power of two; less when other probes hold the budget),
+/// attached to nothing yet.
 pub fn load(config: Config, ring_bytes: u32) -> Result<Probe, AttachError> {
+    let lease = RingLease::take(ring_bytes)?;
     let mut ebpf = aya::EbpfLoader::new()
-        .map_max_entries("EVENTS", ring_bytes)
+        .map_max_entries("EVENTS", lease.bytes())
         .load(BPF_OBJECT)
         .map_err(AttachError::Load)?;
     {
@@ -192,6 +266,7 @@ pub fn load(config: Config, ring_bytes: u32) -> Result<Probe, AttachError> {
         paired: config.flags & FLAG_PAIRED != 0,
         breakpoints: BTreeMap::new(),
         programs: BTreeMap::new(),
+        _lease: lease,
     })
 }
 
@@ -401,4 +476,19 @@ pub struct Counts {
     pub throttled: u64,
     /// Returns whose entry was not recorded.
     pub unpaired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_are_granted_within_the_budget_in_powers_of_two() {
+        assert_eq!(grant(64 << 20, 128 << 20), Some(64 << 20));
+        assert_eq!(grant(64 << 20, 48 << 20), Some(32 << 20));
+        assert_eq!(grant(16 << 20, 16 << 20), Some(16 << 20));
+        assert_eq!(grant(16 << 20, (1 << 20) + 5), Some(1 << 20));
+        assert_eq!(grant(16 << 20, (1 << 20) - 1), None);
+        assert_eq!(grant(16 << 20, 0), None);
+    }
 }
