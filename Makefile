@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check fuzz fuzz-smoke bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
+.PHONY: help deps images e2e target-dir demo test lint unit manifests demo-check fuzz fuzz-smoke bench-memory bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
@@ -12,6 +12,7 @@ help:
 	@echo "make e2e             webhook → patched pod → podman kube play → kubectl-tracecar checks"
 	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
 	@echo "make fuzz            every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
+	@echo "make bench-memory    the agent's memory peaks: a 600 s 1000 Hz profile of 1,000 threads, 4 captures, 8 unread probes"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
 	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
 	@echo "make bench-uprobe    probe cost per call (uprobe, breakpoint, stacks) and exact delivery, against bpftrace"
@@ -69,6 +70,11 @@ fuzz:
 fuzz-smoke:
 	@bash scripts/deps.sh fuzz
 	@FUZZ_SECONDS=20 bash scripts/fuzz.sh
+
+bench-memory:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/memory.py
 
 bench-webhook:
 	@bash scripts/deps.sh bench

@@ -396,9 +396,15 @@ pub fn only_app_pid(body: &[u8]) -> Result<u32, String> {
 /// `/v1/capabilities` as `ok`/`FAIL` lines with hints.
 pub fn status_lines(body: &[u8]) -> Option<String> {
     let report: Report = serde_json::from_slice(body).ok()?;
+    let features: Vec<&str> = report.features.iter().map(|f| f.as_str()).collect();
     let mut out = format!(
-        "mode {}\nkernel {}\n",
+        "mode {}\nfeatures {}\nkernel {}\n",
         report.mode.describe(),
+        if features.is_empty() {
+            "none".to_owned()
+        } else {
+            features.join(",")
+        },
         report.kernel
     );
     for (name, check) in report.checks() {
@@ -657,5 +663,12 @@ mod tests {
         assert!(status.contains("ok    lttng_rundir"), "{status}");
         // Only the failing check has its hint shown.
         assert_eq!(status.matches("hint: ").count(), 1, "{status}");
+        assert!(
+            status.contains("features profile,uprobe,lttng,dotnet,dump"),
+            "{status}"
+        );
+        report.features = vec![tracecar_api::security::Feature::Profile];
+        let status = status_lines(&serde_json::to_vec(&report).unwrap()).unwrap_or_default();
+        assert!(status.contains("features profile\n"), "{status}");
     }
 }

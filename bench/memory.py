@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The agent's memory against the sidecar's default limit (256 MiB).
+
+1. One long profile: SECONDS (default 600) at 1000 Hz, pprof, of a process
+   with 1,000 threads running through 100,000 JIT functions named in a
+   100,000-entry perf map (bench/workloads/many_threads.c).
+2. Four captures at once (the agent's limit) of the same process, 60 s,
+   one per output format (svg, pprof, folded, speedscope).
+3. Eight probe streams with stacks (the probe limit) whose clients never
+   read, for 30 s: those past the ring budget get 429.
+
+Peaks are the agent's VmHWM (its resident high-water mark, ring buffer
+mappings included) and its largest RssAnon (its own heap), sampled every
+100 ms; the kernel memory of BPF maps is charged to the same cgroup and
+is bounded by the probes' ring budget (128 MiB).
+
+Usage: make bench-memory   (or: python3 bench/memory.py [--seconds N])
+"""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from target_dir import release  # noqa: E402
+AGENT = release("tracecar-agent")
+LIMIT_MIB = 256
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Sampler(threading.Thread):
+    """Largest RssAnon of `pid`, every 100 ms, until stopped."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.anon, self.running = pid, 0, True
+
+    def run(self):
+        while self.running:
+            self.anon = max(self.anon, status_kib(self.pid, "RssAnon"))
+            time.sleep(0.1)
+
+    def stop(self):
+        self.running = False
+        self.join()
+        return self.anon
+
+
+def agent(tmp):
+    sock = os.path.join(tmp, "agent.sock")
+    proc = subprocess.Popen([AGENT, "--log", "warn", "serve", "--socket", sock, "--no-lttng",
+                             "--dump-dir", os.path.join(tmp, "dumps")])
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    return proc, sock
+
+
+def curl(sock, path, out):
+    return subprocess.Popen(["curl", "-s", "-o", out, "-w", "%{http_code}", "--unix-socket", sock,
+                             f"http://localhost{path}"], stdout=subprocess.PIPE, text=True)
+
+
+def raw_status(sock, path):
+    """A request whose answer is never read past its status line."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    return s, s.recv(12)[9:12].decode()
+
+
+def scenario(name, tmp, run):
+    proc, sock = agent(tmp)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    detail = run(sock)
+    anon = sampler.stop()
+    hwm = status_kib(proc.pid, "VmHWM")
+    proc.terminate()
+    proc.wait(timeout=30)
+    print(f"| {name} | {hwm / 1024:.0f} | {anon / 1024:.0f} | {LIMIT_MIB} | "
+          f"{'yes' if hwm / 1024 < LIMIT_MIB else 'NO'} | {detail} |", flush=True)
+    return hwm / 1024 < LIMIT_MIB
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("MEMORY_SECONDS", 600)))
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="tracecar-bench-memory-")
+    binary = os.path.join(tmp, "many_threads")
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", binary,
+                    os.path.join(ROOT, "bench/workloads/many_threads.c"), "-lpthread"], check=True)
+    calls = os.path.join(tmp, "calls")
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", calls,
+                    os.path.join(ROOT, "agent/tests/workloads/calls.c")], check=True)
+    target = subprocess.Popen([binary, "1000", "100000"], stdout=subprocess.PIPE, text=True)
+    assert target.stdout.readline().strip() == "ready"
+    pid = target.pid
+    probed = subprocess.Popen([calls], stdout=subprocess.DEVNULL)
+    ok = True
+    print(f"target: pid {pid}, {status_kib(pid, 'Threads')} threads, "
+          f"{sum(1 for _ in open(f'/tmp/perf-{pid}.map'))} perf-map entries")
+    print("| scenario | agent peak RSS (MiB) | agent peak heap, RssAnon (MiB) | limit (MiB) | within | detail |")
+    print("|---|---|---|---|---|---|")
+
+    def long_profile(sock):
+        out = os.path.join(tmp, "long.pb.gz")
+        code = curl(sock, f"/v1/profile?pid={pid}&seconds={args.seconds}&hz=1000&format=pprof", out)
+        status = code.communicate()[0]
+        return f"{args.seconds} s at 1000 Hz: HTTP {status}, {os.path.getsize(out) / 1024:.0f} KiB pprof"
+
+    def four(sock):
+        clients = [curl(sock, f"/v1/profile?pid={pid}&seconds=60&hz=1000&format={fmt}",
+                        os.path.join(tmp, f"four.{fmt}"))
+                   for fmt in ["svg", "pprof", "folded", "speedscope"]]
+        statuses = [c.communicate()[0] for c in clients]
+        return f"4 × 60 s at 1000 Hz: HTTP {', '.join(statuses)}"
+
+    def probes(sock):
+        results = [raw_status(sock, f"/v1/uprobe?pid={probed.pid}&symbol=calc&args=int&ret=int&stack=user")
+                   for _ in range(8)]
+        time.sleep(30)
+        for s, _ in results:
+            s.close()
+        codes = [c for _, c in results]
+        return f"8 unread probe streams with stacks, 30 s: {codes.count('200')} streaming, {codes.count('429')} refused (429, ring budget)"
+
+    try:
+        ok &= scenario("one long profile", tmp, long_profile)
+        ok &= scenario("four captures at once", tmp, four)
+        ok &= scenario("eight probes, clients never read", tmp, probes)
+    finally:
+        target.kill()
+        probed.kill()
+        try:
+            os.remove(f"/tmp/perf-{pid}.map")
+        except OSError:
+            pass
+    if not ok:
+        sys.exit("the agent went over the sidecar's default memory limit")
+
+
+if __name__ == "__main__":
+    main()
