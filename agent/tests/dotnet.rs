@@ -276,7 +276,14 @@ fn bad_targets_get_clear_errors() {
     let _ = std::fs::remove_file(&planted);
     assert_eq!(code, 502, "{e}");
     assert!(
-        e["error"].as_str().unwrap().contains("is not a socket"),
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a symbolic link, not a socket; refused"),
+        "{e}"
+    );
+    assert!(
+        e["hint"].as_str().unwrap().contains("does not follow"),
         "{e}"
     );
 }

@@ -249,6 +249,9 @@ impl From<crate::dotnet::port::PortError> for ApiError {
                     format!("pid {pid} may have exited; GET /v1/processes"),
                 );
             }
+            P::NoSocket { source, .. } if !source.is_missing() => {
+                "something in the app's filesystem has the runtime's socket name (a symlink, a file, a FIFO); the agent does not follow or use it"
+            }
             P::NoSocket { .. } => {
                 "the runtime creates the socket at start-up in its TMPDIR unless DOTNET_EnableDiagnostics=0 (COMPlus_EnableDiagnostics=0 on 3.1); check the app's environment"
             }
