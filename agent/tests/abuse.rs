@@ -3,7 +3,8 @@
 //! - a burst of 1,000 requests, and clients that never read a stream;
 //! - each capture kind (profile, uprobe, .NET trace, LTTng record)
 //!   disrupted at a random point by the client leaving, the target being
-//!   SIGKILLed, or the agent being SIGKILLed; after each case nothing is
+//!   SIGKILLed, or the agent (for LTTng also its `lttng-sessiond`) being
+//!   SIGKILLed; after each case nothing is
 //!   left: no BPF program (bpftool), perf or BPF fd (`/proc/PID/fd`), LTTng
 //!   session (`lttng list`) or trace file.
 //!
@@ -277,6 +278,8 @@ enum Disruption {
     ClientLeaves,
     TargetKilled,
     AgentKilled,
+    /// LTTng only: the agent's session daemon SIGKILLed mid-recording.
+    SessiondKilled,
 }
 
 /// The target of a capture kind, and the request.
@@ -325,7 +328,13 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
             Disruption::ClientLeaves,
             Disruption::TargetKilled,
             Disruption::AgentKilled,
+            Disruption::SessiondKilled,
         ] {
+            if matches!(disruption, Disruption::SessiondKilled)
+                && !matches!(kind, Kind::LttngRecord)
+            {
+                continue;
+            }
             for _ in 0..2 {
                 let traces = tempfile::tempdir().unwrap();
                 let mut target = match kind {
@@ -363,6 +372,12 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
                         let _ = client.child.wait();
                     }
                     Disruption::TargetKilled => target.kill(),
+                    Disruption::SessiondKilled => {
+                        let daemon = agent.sessiond()["pid"].as_u64().expect("the daemon's pid");
+                        let _ = Command::new("kill")
+                            .args(["-KILL", &daemon.to_string()])
+                            .status();
+                    }
                     Disruption::AgentKilled => {
                         let _ = agent.process.child.kill();
                         let _ = agent.process.child.wait();
@@ -401,6 +416,14 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
                         });
                         assert!(dir_is_empty(&agent.dumps), "dump files left");
                         assert_eq!(status_of(&agent.socket, "/healthz"), 200);
+                        if matches!(disruption, Disruption::SessiondKilled) {
+                            // A new daemon, and recording works again.
+                            agent.wait_sessiond();
+                            let (code, body) = agent.get(&format!(
+                                "/v1/lttng/record?events=tracecar_test:*&pid={pid}&seconds=1&format=json"
+                            ));
+                            assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+                        }
                         drop(agent);
                     }
                 }
@@ -411,5 +434,5 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
         }
     }
     eprintln!("{cases} disruption cases, nothing left after any");
-    assert_eq!(cases, 24);
+    assert_eq!(cases, 26);
 }
