@@ -18,7 +18,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -72,28 +72,6 @@ fn status_of(socket: &Path, path: &str) -> u16 {
             .unwrap_or(0),
         Err(_) => 0,
     }
-}
-
-fn tracecar_programs() -> usize {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .expect("bpftool (Debian package bpftool) is installed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("name tracecar_"))
-        .count()
-}
-
-fn tracecar_sessions() -> usize {
-    let out = Command::new("lttng")
-        .args(["--no-sessiond", "--mi", "xml", "list"])
-        .stderr(Stdio::null())
-        .output()
-        .expect("lttng runs");
-    String::from_utf8_lossy(&out.stdout)
-        .matches("<name>tracecar-")
-        .count()
 }
 
 fn files_under(dir: &Path) -> usize {

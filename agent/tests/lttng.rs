@@ -8,7 +8,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Running, begin, compile_c, compile_tp_app, dir_is_empty, spawn};
+use common::{
+    Agent, Running, begin, compile_c, compile_tp_app, dir_is_empty, spawn, tracecar_sessions,
+};
 use serde_json::Value;
 
 /// `lttng list` (every session) as the daemon reports it.
@@ -19,10 +21,6 @@ fn sessions_xml() -> String {
         .output()
         .expect("lttng runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tracecar_sessions() -> usize {
-    sessions_xml().matches("<name>tracecar-").count()
 }
 
 fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -505,18 +505,6 @@ fn api_histograms_and_rate_limit() {
     assert!(summary["throttled"].as_u64().unwrap() > 100, "{summary}");
 }
 
-/// Programs named tracecar_* loaded anywhere in the kernel, per bpftool.
-fn tracecar_programs() -> usize {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .expect("bpftool (Debian package bpftool) is installed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("name tracecar_"))
-        .count()
-}
-
 #[test]
 fn nothing_stays_attached_after_the_agent_is_killed() {
     let Some(_serial) = begin("nothing_stays_attached_after_the_agent_is_killed") else {

@@ -604,3 +604,27 @@ pub fn bounding_set(caps: &[&str]) -> String {
     }
     format!("--bounding-set=-all,{}", caps.join(","))
 }
+
+/// Programs named tracecar_* loaded anywhere in the kernel, per bpftool.
+pub fn tracecar_programs() -> usize {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (Debian package bpftool) is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("name tracecar_"))
+        .count()
+}
+
+/// LTTng sessions named tracecar-* the session daemon lists.
+pub fn tracecar_sessions() -> usize {
+    let out = Command::new("lttng")
+        .args(["--no-sessiond", "--mi", "xml", "list"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("lttng runs");
+    String::from_utf8_lossy(&out.stdout)
+        .matches("<name>tracecar-")
+        .count()
+}
