@@ -80,6 +80,33 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
     })
 }
 
+/// Where a thread blocked in a system call stopped, from
+/// `/proc/PID/task/TID/syscall`: `NR arg0 … arg5 SP PC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InSyscall {
+    /// The system call number.
+    pub nr: u64,
+    /// The user stack pointer.
+    pub sp: u64,
+    /// The user program counter (just after the `syscall` instruction).
+    pub pc: u64,
+}
+
+/// Parses `/proc/PID/task/TID/syscall`. `None` when the thread is not in a
+/// system call (`running`, or `-1 SP PC` for a block outside one).
+pub fn parse_syscall(text: &str) -> Option<InSyscall> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    match fields.as_slice() {
+        [nr, _, _, _, _, _, _, sp, pc] => Some(InSyscall {
+            nr: nr.parse().ok()?,
+            sp: hex(sp)?,
+            pc: hex(pc)?,
+        }),
+        _ => None,
+    }
+}
+
 /// Fields of `/proc/PID/status` the agent uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -361,6 +388,27 @@ impl Procfs {
         Ok(std::fs::read_to_string(path)?.trim_end().to_owned())
     }
 
+    /// `/proc/PID/task/TID/stat`.
+    pub fn thread_stat(&self, pid: u32, tid: u32) -> std::io::Result<Stat> {
+        parse_stat(&self.read(pid, &format!("task/{tid}/stat"))?).map_err(std::io::Error::other)
+    }
+
+    /// Where thread `tid` of `pid` is blocked in a system call
+    /// (`/proc/PID/task/TID/syscall`, which needs ptrace access), if it is.
+    pub fn thread_syscall(&self, pid: u32, tid: u32) -> std::io::Result<Option<InSyscall>> {
+        Ok(parse_syscall(
+            &self.read(pid, &format!("task/{tid}/syscall"))?,
+        ))
+    }
+
+    /// The kernel function thread `tid` of `pid` sleeps in
+    /// (`/proc/PID/task/TID/wchan`; `None` for `0` or an empty answer).
+    pub fn thread_wchan(&self, pid: u32, tid: u32) -> Option<String> {
+        let text = self.read(pid, &format!("task/{tid}/wchan")).ok()?;
+        let name = text.trim();
+        (!name.is_empty() && name != "0").then(|| name.to_owned())
+    }
+
     /// The contents of the file behind `mapping`: through
     /// `/proc/PID/map_files` (the inode the process mapped, even deleted or
     /// replaced), else by its path as the process sees it
@@ -448,6 +496,21 @@ pub const CLOCK_TICKS: u64 = 100;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(
+            parse_syscall("0 0x3 0x7ffd 0x1 0x0 0x0 0x0 0x7ffc8a2b1f28 0x7f1e2d3c4b5a\n"),
+            Some(InSyscall {
+                nr: 0,
+                sp: 0x7ffc_8a2b_1f28,
+                pc: 0x7f1e_2d3c_4b5a
+            })
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffc8a2b1f28 0x7f1e2d3c4b5a\n"), None);
+        assert_eq!(parse_syscall(""), None);
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

@@ -114,6 +114,41 @@ fn every_capability_of_profile_is_needed() {
     eprintln!("{failures:#?}");
 }
 
+/// Off-CPU and wall profiles are part of `profile`: they need nothing more
+/// than CPU profiles (the tracepoint under tracefs, its rings, `/proc`'s
+/// syscall and wchan of threads blocked at the start).
+#[test]
+fn offcpu_and_wall_need_nothing_beyond_the_profile_set() {
+    let Some(_serial) = begin("offcpu_and_wall_need_nothing_beyond_the_profile_set") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_of_another_user(dir.path(), "offcpu.c");
+    let pid = app.pid();
+    let logs = tempfile::tempdir().unwrap();
+    let agent = agent_with(
+        &[],
+        Feature::Profile.as_str(),
+        Feature::Profile.capabilities(),
+        &logs.path().join("agent.log"),
+    );
+    for query in [
+        "mode=offcpu&unwind=fp",
+        "mode=offcpu&unwind=dwarf",
+        "mode=wall&unwind=auto",
+    ] {
+        let (code, body) = agent.get(&format!(
+            "/v1/profile?pid={pid}&seconds=1&{query}&kernel=false&format=folded"
+        ));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(code, 200, "{query}: {text}");
+        // Its own functions, and what they wait in.
+        for needle in ["sleep_loop", "nanosleep", "stuck_forever", "pipe_read"] {
+            assert!(text.contains(needle), "{query}: no {needle} in {text}");
+        }
+    }
+}
+
 #[test]
 fn every_capability_of_uprobe_is_needed() {
     let Some(_serial) = begin("every_capability_of_uprobe_is_needed") else {

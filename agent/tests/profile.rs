@@ -216,7 +216,7 @@ fn node_jit_frames_are_named_from_the_perf_map() {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
-    let workload = spawn("node", &["--perf-basic-prof", script]);
+    let workload = spawn_node(&["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
     let agent = Agent::start();
     let processes: serde_json::Value =
@@ -713,7 +713,7 @@ fn symbols_from_node_perf_maps_are_probed_with_breakpoints() {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
-    let workload = spawn("node", &["--perf-basic-prof", script]);
+    let workload = spawn_node(&["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
     let agent = Agent::start();
     let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(

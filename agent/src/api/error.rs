@@ -69,7 +69,17 @@ const PERF_HINT: &str =
 
 impl From<crate::profile::capture::CaptureError> for ApiError {
     fn from(e: crate::profile::capture::CaptureError) -> Self {
-        Self::internal(e.to_string(), PERF_HINT)
+        use crate::profile::capture::CaptureError;
+        match e {
+            CaptureError::Perf(_) => Self::internal(e.to_string(), PERF_HINT),
+            // The node lacks tracefs or the tracepoint: not the request's
+            // fault, and not a bug either.
+            CaptureError::Tracepoint(_) | CaptureError::Format(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                "mode=offcpu and mode=wall need the sched:sched_switch tracepoint (tracefs); mode=cpu does not",
+            ),
+        }
     }
 }
 

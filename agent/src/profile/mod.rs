@@ -2,6 +2,7 @@
 //! → render (formats, in [`crate::stacks::render`]). Unwinding, naming
 //! and rendering are the shared [`crate::stacks`] machinery.
 
+pub mod blocks;
 pub mod capture;
 pub mod spec;
 pub mod trigger;
@@ -9,7 +10,7 @@ pub mod trigger;
 use std::collections::HashSet;
 use std::time::Duration;
 
-pub use spec::{Format, ProfileSpec, Unwind};
+pub use spec::{BlockFilter, Format, Mode, ProfileSpec, Unwind};
 
 use crate::procfs::{PidNotVisible, Procfs};
 use crate::stacks::render::RenderMeta;
@@ -57,6 +58,13 @@ pub fn plan(
         (true, hz) if hz > 250 => 10,
         (true, _) => 8,
     };
+    // Context switches come far faster than samples (tens of thousands
+    // a second), each with its stacks: rings of 2 MiB per CPU (what the
+    // locked-memory limit lets a sidecar without CAP_IPC_LOCK map next to
+    // a wall profile's CPU rings on a small node), drained every 5 ms by a
+    // thread of their own. What overflows is counted as lost.
+    let switch_ring_pages_exp = 9;
+    let stack_copy = copies_stack.then_some((unwind::X86_REGS_MASK, unwind::USER_STACK_BYTES));
     let plan = CapturePlan {
         targets,
         duration: Duration::from_secs(u64::from(spec.seconds)),
@@ -64,11 +72,21 @@ pub fn plan(
             hz: u64::from(spec.hz),
             kernel,
             ring_pages_exp,
-            stack_copy: copies_stack.then_some((unwind::X86_REGS_MASK, unwind::USER_STACK_BYTES)),
+            stack_copy,
+            timer_only: spec.mode == Mode::Wall,
         },
         unwind: spec.unwind,
         cpus,
         per_thread: spec.threads,
+        mode: spec.mode,
+        blocks: spec.blocks,
+        switch_attrs: SamplingAttrs {
+            hz: 0,
+            kernel: true,
+            ring_pages_exp: switch_ring_pages_exp,
+            stack_copy,
+            timer_only: false,
+        },
     };
     let meta = RenderMeta {
         seconds: spec.seconds,

@@ -21,6 +21,106 @@ pub struct ProfileSpec {
     pub threads: bool,
     /// Output format.
     pub format: Format,
+    /// What is measured: CPU samples, blocked time, or both.
+    pub mode: Mode,
+    /// Which blocks count (`offcpu` and `wall`).
+    pub blocks: BlockFilter,
+}
+
+/// What a profile measures (`mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// CPU samples: where the CPU time goes.
+    Cpu,
+    /// Blocked time: each time a thread goes off the CPU, its stack at
+    /// that moment, weighted by the nanoseconds it stayed off.
+    OffCpu,
+    /// Both, in nanoseconds, each leaf marked `[on-cpu]` or with the
+    /// kernel function the thread blocked in.
+    Wall,
+}
+
+impl Mode {
+    /// Parses a `mode=` value (absent: `cpu`).
+    pub fn parse(value: Option<&str>) -> Option<Self> {
+        Some(match value {
+            None | Some("cpu") => Self::Cpu,
+            Some("offcpu") => Self::OffCpu,
+            Some("wall") => Self::Wall,
+            Some(_) => return None,
+        })
+    }
+
+    /// Its name in requests and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::OffCpu => "offcpu",
+            Self::Wall => "wall",
+        }
+    }
+
+    /// Whether blocks are recorded (context switches are traced).
+    pub fn records_blocks(self) -> bool {
+        self != Self::Cpu
+    }
+
+    /// Whether CPU samples are taken.
+    pub fn samples_cpu(self) -> bool {
+        self != Self::OffCpu
+    }
+}
+
+/// Which off-CPU intervals count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockFilter {
+    /// Blocks shorter than this are dropped (`min_block_us=`), in ns.
+    pub min_block_ns: u64,
+    /// The thread states that count (`state=`).
+    pub states: States,
+}
+
+/// The states a thread can leave the CPU in that `state=` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct States {
+    /// `S`: interruptible sleep (locks, sleeps, sockets, pipes, epoll).
+    pub sleeping: bool,
+    /// `D`: uninterruptible sleep (disk I/O, page faults, some locks).
+    pub uninterruptible: bool,
+    /// `R`: preempted while runnable, waiting for a CPU (not a block:
+    /// by default only in `wall` profiles).
+    pub preempted: bool,
+}
+
+impl Default for States {
+    /// `S` and `D`: every kind of blocking, not CPU contention.
+    fn default() -> Self {
+        Self {
+            sleeping: true,
+            uninterruptible: true,
+            preempted: false,
+        }
+    }
+}
+
+impl States {
+    /// Parses `state=`: a comma list of `S`, `D` and `R`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut states = Self {
+            sleeping: false,
+            uninterruptible: false,
+            preempted: false,
+        };
+        for part in raw.split(',').map(str::trim) {
+            match part {
+                "S" => states.sleeping = true,
+                "D" => states.uninterruptible = true,
+                "R" => states.preempted = true,
+                _ => return None,
+            }
+        }
+        Some(states)
+    }
 }
 
 /// How each capture samples: the parameters `/v1/profile` and
@@ -73,14 +173,76 @@ impl ProfileSpec {
             kernel: sampling.kernel,
             threads: sampling.threads,
             format,
+            mode: Mode::Cpu,
+            blocks: BlockFilter::default(),
         }
     }
 }
 
+/// Parses `mode`, `min_block_us` and `state`; the last two only where
+/// blocks are recorded, and `hz` only where the CPU is sampled.
+fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
+    let raw = query.get("mode").map(String::as_str);
+    let mode = Mode::parse(raw).ok_or_else(|| {
+        SpecError::new(
+            format!("mode={:?} is not supported", raw.unwrap_or_default()),
+            "use cpu, offcpu or wall",
+        )
+    })?;
+    if !mode.records_blocks()
+        && let Some(key) = ["min_block_us", "state"]
+            .into_iter()
+            .find(|k| query.contains_key(*k))
+    {
+        return Err(SpecError::new(
+            format!("{key} applies to blocked time, which mode=cpu does not record"),
+            "add mode=offcpu or mode=wall",
+        ));
+    }
+    if !mode.samples_cpu() && query.contains_key("hz") {
+        return Err(SpecError::new(
+            "hz does not apply to mode=offcpu: every block is recorded, not sampled",
+            "drop hz, or use mode=wall to sample the CPU too",
+        ));
+    }
+    let min_block_us = query::number(query, "min_block_us", 0, 0..=60_000_000)?;
+    let states = match query.get("state") {
+        // A wall profile is every thread's whole time, waiting for a CPU
+        // included; an off-CPU profile is the blocking.
+        None if mode == Mode::Wall => States {
+            preempted: true,
+            ..States::default()
+        },
+        None => States::default(),
+        Some(raw) => States::parse(raw).ok_or_else(|| {
+            SpecError::new(
+                format!("state={raw:?} is not supported"),
+                "use S (sleeping), D (uninterruptible), R (preempted) or a list such as S,D",
+            )
+        })?,
+    };
+    Ok((
+        mode,
+        BlockFilter {
+            min_block_ns: u64::from(min_block_us) * 1000,
+            states,
+        },
+    ))
+}
+
 /// Validates `/v1/profile` query parameters.
 pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
-    const KNOWN: [&str; 7] = [
-        "pid", "seconds", "hz", "unwind", "kernel", "threads", "format",
+    const KNOWN: [&str; 10] = [
+        "pid",
+        "seconds",
+        "hz",
+        "unwind",
+        "kernel",
+        "threads",
+        "format",
+        "mode",
+        "min_block_us",
+        "state",
     ];
     reject_unknown(query, &KNOWN)?;
     let format = match query.get("format") {
@@ -92,12 +254,17 @@ pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
             )
         })?,
     };
-    Ok(ProfileSpec::new(
-        query::pids(query)?,
-        query::seconds(query, 10, 1..=600)?,
-        sampling(query)?,
-        format,
-    ))
+    let (mode, blocks) = mode_and_filter(query)?;
+    Ok(ProfileSpec {
+        mode,
+        blocks,
+        ..ProfileSpec::new(
+            query::pids(query)?,
+            query::seconds(query, 10, 1..=600)?,
+            sampling(query)?,
+            format,
+        )
+    })
 }
 
 /// A query map from pairs, for tests.
@@ -126,6 +293,32 @@ mod tests {
         assert_eq!(spec.kernel, None);
         assert!(!spec.threads);
         assert_eq!(spec.format, Format::Svg);
+        assert_eq!(spec.mode, Mode::Cpu);
+        assert_eq!(spec.blocks, BlockFilter::default());
+    }
+
+    #[test]
+    fn off_cpu_requests() {
+        let spec = parse(&q(&[
+            ("mode", "wall"),
+            ("min_block_us", "250"),
+            ("state", "D"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.mode, Mode::Wall);
+        assert_eq!(spec.blocks.min_block_ns, 250_000);
+        assert!(spec.blocks.states.uninterruptible);
+        assert!(!spec.blocks.states.sleeping && !spec.blocks.states.preempted);
+        let spec = parse(&q(&[("mode", "offcpu"), ("state", "S,D,R")])).unwrap();
+        assert_eq!(spec.mode, Mode::OffCpu);
+        assert!(spec.blocks.states.preempted);
+        assert_eq!(
+            parse(&q(&[("mode", "offcpu")])).unwrap().blocks.states,
+            States::default()
+        );
+        assert!(!States::default().preempted);
+        let wall = parse(&q(&[("mode", "wall")])).unwrap().blocks.states;
+        assert!(wall.sleeping && wall.uninterruptible && wall.preempted);
     }
 
     #[test]
@@ -161,6 +354,13 @@ mod tests {
             &[("pid", "")],
             &[("kernel", "maybe")],
             &[("second", "5")],
+            &[("mode", "offcpu-ish")],
+            &[("mode", "offcpu"), ("state", "Z")],
+            &[("mode", "offcpu"), ("state", "")],
+            &[("mode", "offcpu"), ("min_block_us", "-1")],
+            &[("mode", "offcpu"), ("hz", "99")],
+            &[("min_block_us", "10")],
+            &[("state", "S")],
         ] {
             let err = parse(&q(pairs))
                 .err()

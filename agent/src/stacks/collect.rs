@@ -108,6 +108,71 @@ struct RawStack {
     /// Lookup addresses, innermost first.
     user: Vec<u64>,
     kernel: Vec<u64>,
+    /// What the leaf frame says of the thread (wall and off-CPU profiles).
+    reason: Option<Reason>,
+}
+
+/// Why a stack's thread was where it was, in wall and off-CPU profiles:
+/// the frame appended as its leaf ([`reason_frame`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Running: a CPU sample (`[on-cpu]`).
+    OnCpu,
+    /// Blocked; `kernel` is the kernel stack at the switch (lookup
+    /// addresses, innermost first), from which the blocking function is
+    /// named, and `state` the state letter it left in.
+    Blocked {
+        /// The kernel stack, innermost first.
+        kernel: Vec<u64>,
+        /// `S`, `D` or `R`.
+        state: char,
+    },
+    /// Blocked in a kernel function already named (`/proc/…/wchan` of a
+    /// thread blocked when the capture began).
+    In {
+        /// The function, if the kernel said.
+        function: Option<String>,
+        /// `S` or `D`.
+        state: char,
+    },
+}
+
+/// The leaf frame of a [`Reason`]: `[on-cpu]`, the kernel function the
+/// thread blocked in, or, where kernel symbols are not readable, the
+/// state (`[sleeping]`, `[uninterruptible]`, `[preempted]`).
+pub fn reason_frame(kallsyms: &Kallsyms, reason: &Reason) -> Frame {
+    let marker = |name: &str| Frame {
+        name: name.to_owned(),
+        kind: FrameKind::Marker,
+        module: None,
+    };
+    let by_state = |state: char| {
+        marker(match state {
+            'S' => "[sleeping]",
+            'D' => "[uninterruptible]",
+            _ => "[preempted]",
+        })
+    };
+    let function = match reason {
+        Reason::OnCpu => return marker("[on-cpu]"),
+        Reason::Blocked { state: 'R', .. } | Reason::In { state: 'R', .. } => {
+            return by_state('R');
+        }
+        Reason::Blocked { kernel, .. } => crate::profile::blocks::blocking_function(
+            kernel.iter().filter_map(|ip| kallsyms.lookup(*ip)),
+        )
+        .map(str::to_owned),
+        Reason::In { function, .. } => function.clone(),
+    };
+    match (function, reason) {
+        (Some(name), _) => Frame {
+            name,
+            kind: FrameKind::Kernel,
+            module: None,
+        },
+        (None, Reason::Blocked { state, .. } | Reason::In { state, .. }) => by_state(*state),
+        (None, Reason::OnCpu) => marker("[on-cpu]"),
+    }
 }
 
 /// What a collection ends with.
@@ -193,7 +258,13 @@ impl Collector {
     /// first), walked as the collector's unwind mode says; its addresses
     /// are queued for naming.
     pub fn user_stack(&mut self, pid: u32, stack: &UserStack<'_>) -> Vec<u64> {
-        let unwind = self.unwind;
+        self.user_stack_as(self.unwind, pid, stack)
+    }
+
+    /// [`Self::user_stack`] walked as `unwind` says rather than as the
+    /// collection does (a stack read from `/proc` has no frame-pointer
+    /// chain).
+    pub fn user_stack_as(&mut self, unwind: Unwind, pid: u32, stack: &UserStack<'_>) -> Vec<u64> {
         let procfs = &self.procfs;
         let state = state_of(&mut self.procs, procfs, self.rundown, pid);
         let frame_pointer = frame_pointer_walk(stack);
@@ -219,6 +290,19 @@ impl Collector {
     /// `user` comes from [`Self::user_stack`]; `kernel` is the kernel's
     /// chain, innermost first.
     pub fn add(&mut self, pid: u32, tid: u32, user: Vec<u64>, kernel: &[u64], weight: u64) {
+        self.add_with_reason(pid, tid, user, kernel, weight, None);
+    }
+
+    /// [`Self::add`], with a [`Reason`] as the leaf frame.
+    pub fn add_with_reason(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        user: Vec<u64>,
+        kernel: &[u64],
+        weight: u64,
+        reason: Option<Reason>,
+    ) {
         let per_thread = self.per_thread;
         let procfs = &self.procfs;
         let state = state_of(&mut self.procs, procfs, self.rundown, pid);
@@ -234,6 +318,7 @@ impl Collector {
             tid: if per_thread { tid } else { 0 },
             user,
             kernel: lookup_addresses(kernel).collect(),
+            reason,
         };
         let entry = self.raw.entry(raw).or_insert((0, 0));
         entry.0 += 1;
@@ -313,6 +398,7 @@ impl Collector {
                     .iter()
                     .rev()
                     .map(|ip| kernel_frame(&kallsyms, *ip))
+                    .chain(stack.reason.as_ref().map(|r| reason_frame(&kallsyms, r)))
                     .collect(),
                 user_depth: stack.user.len(),
                 count,
@@ -465,6 +551,44 @@ fn build_id(procfs: &Procfs, pid: u32, module: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_name_the_wait_or_the_state() {
+        let kallsyms = Kallsyms::parse(
+            "ffff0100 T __schedule\nffff0200 T schedule\nffff0300 T futex_wait_queue\nffff0400 T do_syscall_64\n",
+        );
+        let blocked = |kernel: Vec<u64>, state| Reason::Blocked { kernel, state };
+        let name = |r: &Reason| {
+            let f = reason_frame(&kallsyms, r);
+            (f.name, f.kind)
+        };
+        assert_eq!(
+            name(&blocked(
+                vec![0xffff_0110, 0xffff_0210, 0xffff_0310, 0xffff_0410],
+                'S'
+            )),
+            ("futex_wait_queue".to_owned(), FrameKind::Kernel)
+        );
+        // Kernel symbols unreadable: the state says what it can.
+        let none = Kallsyms::default();
+        assert_eq!(
+            reason_frame(&none, &blocked(vec![0xffff_0110], 'D')).name,
+            "[uninterruptible]"
+        );
+        assert_eq!(
+            name(&blocked(vec![0xffff_0110], 'R')),
+            ("[preempted]".to_owned(), FrameKind::Marker)
+        );
+        assert_eq!(
+            name(&Reason::OnCpu),
+            ("[on-cpu]".to_owned(), FrameKind::Marker)
+        );
+        let wchan = Reason::In {
+            function: Some("pipe_read".into()),
+            state: 'S',
+        };
+        assert_eq!(name(&wchan), ("pipe_read".to_owned(), FrameKind::Kernel));
+    }
 
     #[test]
     fn frameless_sites_put_the_caller_back() {

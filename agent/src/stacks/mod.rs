@@ -112,6 +112,9 @@ pub enum FrameKind {
     Kernel,
     /// Could not be named.
     Unknown,
+    /// Not code: what a wall or off-CPU profile's leaf says of the thread
+    /// (`[on-cpu]`, `[sleeping]`, …).
+    Marker,
 }
 
 /// A named frame.
@@ -163,6 +166,19 @@ pub enum Measure {
         /// `count`, `nanoseconds` or `value`.
         unit: &'static str,
     },
+    /// Time: blocked time (`offcpu`, from context switches) or blocked
+    /// and CPU time (`wall`, each CPU sample weighing its period at
+    /// `hz`); weight = nanoseconds.
+    Time {
+        /// `offcpu` or `wall`.
+        mode: &'static str,
+        /// The CPU sampling rate of a wall profile.
+        hz: Option<u32>,
+        /// Blocks that ended and were kept.
+        blocks: u64,
+        /// Switch-outs dropped by the agent's rate cap.
+        throttled: u64,
+    },
 }
 
 impl Measure {
@@ -177,6 +193,19 @@ impl Measure {
             Self::Probe { of, unit, .. } => {
                 vec![("calls".to_owned(), "count"), (of.clone(), *unit)]
             }
+            Self::Time { .. } => vec![
+                (self.time_kind().0.to_owned(), "count"),
+                (self.time_kind().1.to_owned(), "nanoseconds"),
+            ],
+        }
+    }
+
+    /// A time profile's (count, time) sample type names: `blocks` and
+    /// `off_cpu`, or `events` and `wall`.
+    fn time_kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Time { mode: "wall", .. } => ("events", "wall"),
+            _ => ("blocks", "off_cpu"),
         }
     }
 
@@ -189,7 +218,7 @@ impl Measure {
                 vec![count, count.saturating_mul(period_ns(*hz))]
             }
             Self::Probe { of, .. } if of == "count" => vec![count],
-            Self::Probe { .. } => vec![count, weight],
+            Self::Probe { .. } | Self::Time { .. } => vec![count, weight],
         }
     }
 
@@ -202,6 +231,7 @@ impl Measure {
                 of, unit: "value", ..
             } => of.clone(),
             Self::Probe { unit, .. } => (*unit).to_owned(),
+            Self::Time { .. } => "nanoseconds".to_owned(),
         }
     }
 
@@ -211,12 +241,16 @@ impl Measure {
         match self {
             Self::Samples { hz, .. } => (("cpu".to_owned(), "nanoseconds"), period_ns(*hz)),
             Self::Probe { .. } => (("calls".to_owned(), "count"), 1),
+            Self::Time { hz, .. } => (
+                (self.time_kind().1.to_owned(), "nanoseconds"),
+                hz.map_or(1, period_ns),
+            ),
         }
     }
 }
 
 /// One sample's length at `hz`.
-fn period_ns(hz: u32) -> i64 {
+pub fn period_ns(hz: u32) -> i64 {
     1_000_000_000 / i64::from(hz.max(1))
 }
 

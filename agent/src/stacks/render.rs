@@ -128,6 +128,34 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
             ),
             "no calls: the probed function did not run",
         ),
+        Measure::Time {
+            mode,
+            hz,
+            blocks,
+            throttled,
+        } => (
+            format!(
+                "tracecar: {} time of {}",
+                if *mode == "wall" {
+                    "wall-clock"
+                } else {
+                    "off-CPU"
+                },
+                title(captured)
+            ),
+            format!(
+                "{seconds:.1}s, {blocks} blocks{}, in nanoseconds, {truncated:.1}% truncated stacks, unwind={}{lost}{}",
+                hz.map(|hz| format!(" and CPU samples at {hz} Hz"))
+                    .unwrap_or_default(),
+                meta.unwind,
+                if *throttled > 0 {
+                    format!(", {throttled} blocks over the rate cap not recorded")
+                } else {
+                    String::new()
+                },
+            ),
+            "nothing recorded: no thread of the target blocked or ran",
+        ),
     };
     options.title = title_text;
     options.subtitle = Some(subtitle);
@@ -182,6 +210,14 @@ enum MeasureMeta<'a> {
         of: &'a str,
         unit: &'a str,
     },
+    Time {
+        mode: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hz: Option<u32>,
+        blocks: u64,
+        throttled: u64,
+        unit: &'a str,
+    },
 }
 
 impl<'a> From<&'a Measure> for MeasureMeta<'a> {
@@ -189,6 +225,18 @@ impl<'a> From<&'a Measure> for MeasureMeta<'a> {
         match measure {
             Measure::Samples { event, hz } => Self::Samples { event, hz: *hz },
             Measure::Probe { probe, of, unit } => Self::Probe { probe, of, unit },
+            Measure::Time {
+                mode,
+                hz,
+                blocks,
+                throttled,
+            } => Self::Time {
+                mode,
+                hz: *hz,
+                blocks: *blocks,
+                throttled: *throttled,
+                unit: "nanoseconds",
+            },
         }
     }
 }
@@ -213,7 +261,11 @@ pub fn module_stats(captured: &Captured) -> BTreeMap<String, ModuleStats> {
     for stack in &captured.stacks {
         // The first frame is the process name, then the thread's with
         // threads=true: only code frames are counted.
-        for frame in stack.frames.iter().filter(|f| f.kind != FrameKind::Root) {
+        for frame in stack
+            .frames
+            .iter()
+            .filter(|f| !matches!(f.kind, FrameKind::Root | FrameKind::Marker))
+        {
             let module = match (&frame.module, frame.kind) {
                 (Some(m), _) => m.clone(),
                 (None, FrameKind::Kernel) => "[kernel]".into(),
@@ -289,6 +341,7 @@ fn speedscope(captured: &Captured) -> serde_json::Value {
     // "none".
     let unit = match &captured.measure {
         Measure::Probe { unit, .. } if *unit == "nanoseconds" => "nanoseconds",
+        Measure::Time { .. } => "nanoseconds",
         _ => "none",
     };
     let profiles: Vec<serde_json::Value> = per_pid
@@ -314,6 +367,7 @@ fn speedscope(captured: &Captured) -> serde_json::Value {
             Measure::Probe { probe, of, .. } => {
                 format!("tracecar: callers of {probe} in {}, by {of}", title(captured))
             }
+            Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", title(captured)),
         },
         "exporter": concat!("tracecar ", env!("CARGO_PKG_VERSION")),
         "activeProfileIndex": 0,
@@ -582,6 +636,49 @@ mod tests {
         assert!(svg.contains("tracecar: app (7)"));
         assert!(svg.contains("25.0% truncated stacks"));
         assert!(svg.contains("hot:weird"));
+    }
+
+    #[test]
+    fn time_profiles_say_their_unit_and_what_was_dropped() {
+        let mut c = sample_capture();
+        c.measure = Measure::Time {
+            mode: "offcpu",
+            hz: None,
+            blocks: 40,
+            throttled: 12,
+        };
+        let svg = String::from_utf8(svg(&c, &meta()).unwrap_or_default()).unwrap_or_default();
+        assert!(svg.contains("off-CPU time of app (7)"), "{svg}");
+        assert!(
+            svg.contains("12 blocks over the rate cap not recorded"),
+            "{svg}"
+        );
+        let p = pprof_profile(&c, |_, _| None);
+        let name = |i: i64| p.string_table[usize::try_from(i).unwrap_or(0)].clone();
+        let types: Vec<(String, String)> = p
+            .sample_type
+            .iter()
+            .map(|t| (name(t.r#type), name(t.unit)))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("blocks".to_owned(), "count".to_owned()),
+                ("off_cpu".to_owned(), "nanoseconds".to_owned())
+            ]
+        );
+        c.measure = Measure::Time {
+            mode: "wall",
+            hz: Some(99),
+            blocks: 40,
+            throttled: 0,
+        };
+        let p = pprof_profile(&c, |_, _| None);
+        let name = |i: i64| p.string_table[usize::try_from(i).unwrap_or(0)].clone();
+        assert_eq!(name(p.sample_type[1].r#type), "wall");
+        assert_eq!(p.sample[0].value, vec![30, 30]);
+        let speedscope = speedscope(&c);
+        assert_eq!(speedscope["profiles"][0]["unit"], "nanoseconds");
     }
 
     #[test]

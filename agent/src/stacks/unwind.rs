@@ -19,6 +19,53 @@ pub const USER_STACK_BYTES: u32 = 16 * 1024;
 /// Frames walked at most.
 const MAX_FRAMES: usize = 256;
 
+/// The 8-byte word at `address` of a stack copy that starts at `sp`.
+fn word_at(stack: &[u8], sp: u64, address: u64) -> Option<u64> {
+    let offset = usize::try_from(address.checked_sub(sp)?).ok()?;
+    let bytes = stack.get(offset..offset.checked_add(8)?)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// A frame-pointer chain found in a stack copy when the BP register is not
+/// known (a thread blocked in a system call, read from `/proc`, which
+/// gives only SP and PC): the lowest 8-byte slot at or above `sp` that
+/// holds a saved BP pointing further up the copy, with a code address
+/// (`is_code`) just above it, and whose saved BP is the same kind of
+/// frame in turn or the chain's end (0). Returns that BP and the chain it
+/// gives: `pc`, then the return addresses (as the kernel's callchain
+/// has them). `None` when no slot fits.
+pub fn frame_pointer_scan(
+    stack: &[u8],
+    sp: u64,
+    pc: u64,
+    is_code: impl Fn(u64) -> bool,
+) -> Option<(u64, Vec<u64>)> {
+    let end = sp.checked_add(stack.len() as u64)?;
+    let is_frame = |bp: u64| -> Option<(u64, u64)> {
+        let saved = word_at(stack, sp, bp)?;
+        let ret = word_at(stack, sp, bp.checked_add(8)?)?;
+        let fits = is_code(ret) && (saved == 0 || (saved > bp && saved < end && saved % 8 == 0));
+        fits.then_some((saved, ret))
+    };
+    let first = (0..stack.len() as u64 / 8)
+        .map(|i| sp + i * 8)
+        .find(|bp| match is_frame(*bp) {
+            Some((0, _)) => false,
+            Some((saved, _)) => is_frame(saved).is_some(),
+            None => false,
+        })?;
+    let mut chain = vec![pc];
+    let mut bp = first;
+    while let Some((saved, ret)) = is_frame(bp) {
+        chain.push(ret);
+        if saved == 0 || chain.len() >= MAX_FRAMES {
+            break;
+        }
+        bp = saved;
+    }
+    Some((first, chain))
+}
+
 /// One process's unwinder and the modules loaded into it.
 pub struct ProcessUnwinder {
     unwinder: UnwinderX86_64<Vec<u8>>,
@@ -174,4 +221,29 @@ fn build_module(
     let start = mappings.iter().map(|m| m.start).min()?;
     let end = mappings.iter().map(|m| m.end).max()?;
     Some(Module::new(path.to_owned(), start..end, base_avma, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_pointers_are_found_in_a_stack_copy() {
+        let sp = 0x7000_0000u64;
+        let mut words = [0u64; 16];
+        // Noise below the first frame: a code address with no saved BP.
+        words[1] = 0x40_1000;
+        // Frame at sp+24: saved BP sp+64, return 0x401234.
+        words[3] = sp + 64;
+        words[4] = 0x40_1234;
+        // Frame at sp+64: the chain's end, return 0x405678.
+        words[8] = 0;
+        words[9] = 0x40_5678;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let is_code = |a: u64| (0x40_0000..0x41_0000).contains(&a);
+        let (bp, chain) = frame_pointer_scan(&bytes, sp, 0x40_0010, is_code).unwrap();
+        assert_eq!(bp, sp + 24);
+        assert_eq!(chain, vec![0x40_0010, 0x40_1234, 0x40_5678]);
+        assert_eq!(frame_pointer_scan(&bytes[..16], sp, 1, is_code), None);
+    }
 }

@@ -72,6 +72,23 @@ pub struct CpuSampler {
     pub sampler: Sampler,
 }
 
+/// Maps `counter`'s ring buffer of 2^`pages_exp` pages, saying what to do
+/// when the locked-memory limit refuses it (EPERM).
+fn ring(counter: &Counter, pages_exp: u8) -> Result<Sampler, PerfError> {
+    counter.sampler(pages_exp).map_err(|e| {
+        if e.raw_os_error() != Some(1) {
+            return e;
+        }
+        let kib = 4u64 << pages_exp;
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot map a {kib} KiB ring buffer per CPU: over the locked-memory limit (kernel.perf_event_mlock_kb per CPU, then RLIMIT_MEMLOCK); raise the container's RLIMIT_MEMLOCK, or use unwind=fp and a lower hz, which need smaller rings ({e})"
+            ),
+        )
+    })
+}
+
 /// Frames the kernel walks per callchain; deeper stacks are truncated.
 pub const MAX_STACK_FRAMES: u16 = 127;
 
@@ -95,6 +112,9 @@ pub struct SamplingAttrs {
     /// Copy user registers (`regs_mask`) and this many bytes of user stack
     /// into each sample, for unwinding in userspace.
     pub stack_copy: Option<(u64, u32)>,
+    /// Sample the `cpu-clock` timer even where a PMU has cycles, so that
+    /// each sample is the same length of time (wall profiles).
+    pub timer_only: bool,
 }
 
 /// Opens a sampler on every CPU in `cpus`, disabled: hardware cycles
@@ -140,7 +160,7 @@ pub fn open_cpu_samplers(
                 } else {
                     Counter::new(Software::CpuClock, target, &opts)?
                 };
-                let sampler = counter.sampler(attrs.ring_pages_exp)?;
+                let sampler = ring(&counter, attrs.ring_pages_exp)?;
                 Ok(CpuSampler {
                     cpu,
                     counter,
@@ -149,10 +169,143 @@ pub fn open_cpu_samplers(
             })
             .collect()
     };
+    if attrs.timer_only {
+        return Ok((open_all(false)?, "cpu-clock"));
+    }
     match open_all(true) {
         Ok(samplers) => Ok((samplers, "cycles")),
         Err(_) => Ok((open_all(false)?, "cpu-clock")),
     }
+}
+
+/// Where tracefs is looked for, in order.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// A tracepoint: its perf ID and its `format` text (field offsets).
+#[derive(Debug, Clone)]
+pub struct TracepointInfo {
+    /// The ID `perf_event_open` takes.
+    pub id: u64,
+    /// The `format` file.
+    pub format: String,
+}
+
+/// Why a tracepoint cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TracepointError {
+    /// tracefs is not mounted, and mounting it failed.
+    #[error(
+        "the tracepoint {0} is not visible: tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({1}); mount it on the node (mount -t tracefs tracefs /sys/kernel/tracing)"
+    )]
+    NoTracefs(String, #[source] std::io::Error),
+    /// The kernel has no such tracepoint, or its files cannot be read.
+    #[error("cannot read the tracepoint {0} under tracefs: {1}")]
+    Unreadable(String, #[source] std::io::Error),
+}
+
+/// Reads tracepoint `group:name` from tracefs, mounting tracefs at
+/// `/sys/kernel/tracing` first when it is not there (needs CAP_SYS_ADMIN;
+/// without it the error says what to mount).
+pub fn tracepoint(group: &str, name: &str) -> Result<TracepointInfo, TracepointError> {
+    let label = format!("{group}:{name}");
+    let read = |root: &str| -> std::io::Result<TracepointInfo> {
+        let dir = std::path::Path::new(root)
+            .join("events")
+            .join(group)
+            .join(name);
+        let id = std::fs::read_to_string(dir.join("id"))?;
+        Ok(TracepointInfo {
+            id: id.trim().parse().map_err(std::io::Error::other)?,
+            format: std::fs::read_to_string(dir.join("format"))?,
+        })
+    };
+    let mut first_error = None;
+    for root in TRACEFS {
+        match read(root) {
+            Ok(info) => return Ok(info),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let mounted = std::path::Path::new(TRACEFS[0]).join("events").exists();
+    if mounted {
+        let error = first_error.unwrap_or_else(|| std::io::Error::other("not found"));
+        return Err(TracepointError::Unreadable(label, error));
+    }
+    rustix::mount::mount(
+        "tracefs",
+        TRACEFS[0],
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| TracepointError::NoTracefs(label.clone(), e.into()))?;
+    read(TRACEFS[0]).map_err(|e| TracepointError::Unreadable(label, e))
+}
+
+/// Opens the tracepoint `id` on every CPU of `cpus` for every task,
+/// disabled, with a sample on each hit carrying the task, time
+/// (CLOCK_MONOTONIC), CPU, the tracepoint's raw fields and the callchain,
+/// kernel part included (plus registers and a stack copy when asked), and
+/// with context-switch records (`PERF_RECORD_SWITCH_CPU_WIDE`) on, whose
+/// switch-ins say when each task got a CPU back. For `sched:sched_switch`
+/// the sample is taken in the task leaving the CPU, so its stacks are
+/// where it blocked.
+pub fn open_tracepoint_samplers(
+    id: u64,
+    cpus: &[u32],
+    attrs: SamplingAttrs,
+) -> Result<Vec<CpuSampler>, PerfError> {
+    use perf_event_open::config::{Clock, ExtraRecord};
+    use perf_event_open::event::tp::Tracepoint;
+    let mut opts = Opts {
+        sample_on: SampleOn::Count(1),
+        exclude: Priv {
+            hv: true,
+            ..Priv::default()
+        },
+        sample_format: SampleFormat {
+            raw: true,
+            call_chain: Some(CallChain {
+                exclude_user: false,
+                exclude_kernel: false,
+                defer_user: false,
+                max_stack_frames: MAX_STACK_FRAMES,
+            }),
+            user_regs: attrs.stack_copy.map(|(mask, _)| RegsMask(mask)),
+            user_stack: attrs.stack_copy.map(|(_, bytes)| Size(bytes)),
+            ..SampleFormat::default()
+        },
+        extra_record: ExtraRecord {
+            ctx_switch: true,
+            ..ExtraRecord::default()
+        },
+        record_id_all: true,
+        timer: Some(Clock::Monotonic),
+        ..Opts::default()
+    };
+    opts.record_id_format.task = true;
+    opts.record_id_format.time = true;
+    opts.record_id_format.cpu = true;
+    cpus.iter()
+        .map(|&cpu| {
+            let counter = Counter::new(Tracepoint { id }, (Proc::ALL, Cpu(cpu)), &opts)?;
+            let sampler = ring(&counter, attrs.ring_pages_exp)?;
+            Ok(CpuSampler {
+                cpu,
+                counter,
+                sampler,
+            })
+        })
+        .collect()
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the samples
+/// [`open_tracepoint_samplers`] takes.
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
 /// Opens one hardware execute breakpoint at `address` on each CPU of
