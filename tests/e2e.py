@@ -494,6 +494,27 @@ def check_profile(name, out, pid):
     plugin(name, "profile", "--seconds", "3", "-o", os.path.join(out, "flame.svg"))
     say("wrote flame.svg")
     cluster(f"kubectl tracecar profile {name} --seconds 30 -o flame.svg")
+    check_wall(name, out)
+
+
+def check_wall(name, out):
+    step("Running and waiting side by side (kubectl tracecar profile --mode wall)")
+    path = os.path.join(out, "wall.json")
+    plugin(name, "profile", "--mode", "wall", "--seconds", "3", "-o", path)
+    with open(path) as f:
+        profile = json.load(f)
+    leaf = lambda s: s["frames"][-1]["name"]
+    total = sum(s["weight"] for s in profile["stacks"])
+    on_fib = sum(s["weight"] for s in profile["stacks"]
+                 if leaf(s) == "[on-cpu]" and any(f["name"] == "fib" for f in s["frames"]))
+    slept = sum(s["weight"] for s in profile["stacks"] if "nanosleep" in leaf(s))
+    assert profile["meta"]["mode"] == "wall" and total > 0, profile["meta"]
+    assert on_fib > 0 and slept > 0, [(leaf(s), s["weight"]) for s in profile["stacks"][:10]]
+    say(f"{total / 1e9:.2f} s of the app's threads: {100 * on_fib / total:.0f}% running fib(), "
+        f"{100 * slept / total:.0f}% asleep in nanosleep (the ~1 ms usleep per request)")
+    plugin(name, "profile", "--mode", "wall", "--seconds", "3", "-o", os.path.join(out, "wall.svg"))
+    say("wrote wall.svg")
+    cluster(f"kubectl tracecar profile {name} --mode wall --seconds 30 -o wall.svg")
 
 
 def check_uprobes(name, out, pid):
@@ -881,6 +902,15 @@ def network_ready():
          "tracecar/sample-app:0.1.0"])
 
 
+def tracefs_ready():
+    """Off-CPU and wall profiles read the sched:sched_switch tracepoint
+    under tracefs, which the sidecar sees through its read-only /sys
+    hostPath: mount it on the node if it is not (as a node's own set-up
+    would)."""
+    if not os.path.exists("/sys/kernel/tracing/events"):
+        run(["mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+
+
 def main():
     global NARRATE
     by_name = {s.name: s for s in SCENARIOS}
@@ -899,6 +929,7 @@ def main():
         if not os.access(tool, os.X_OK):
             sys.exit(f"{tool} missing: run `make images` (or make e2e)")
     network_ready()
+    tracefs_ready()
     if args.demo:
         NARRATE = True
         os.makedirs(args.demo, exist_ok=True)

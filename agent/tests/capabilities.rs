@@ -91,6 +91,8 @@ fn every_capability_of_profile_is_needed() {
     let dir = tempfile::tempdir().unwrap();
     let app = app_of_another_user(dir.path(), "ratios.c");
     let pid = app.pid();
+    let sleeper_dir = tempfile::tempdir().unwrap();
+    let sleeper = app_of_another_user(sleeper_dir.path(), "offcpu.c");
     let failures = each_capability_is_needed(Feature::Profile, |agent| {
         let (code, body) = agent.get(&format!("/v1/profile?pid={pid}&seconds=1&format=folded"));
         let text = String::from_utf8_lossy(&body);
@@ -102,6 +104,22 @@ fn every_capability_of_profile_is_needed() {
             return Err(format!(
                 "leaf_three not named: {}",
                 &text[..text.len().min(300)]
+            ));
+        }
+        // And where the app's threads wait, named by the kernel function
+        // (kernel symbols), not only by their state.
+        let (code, body) = agent.get(&format!(
+            "/v1/profile?pid={}&seconds=1&mode=offcpu&unwind=fp&kernel=false&format=folded",
+            sleeper.pid()
+        ));
+        let text = String::from_utf8_lossy(&body);
+        if code != 200 {
+            return Err(format!("offcpu: {code}: {text}"));
+        }
+        if !text.lines().any(|l| l.contains("sleep_loop;") && l.contains(";do_nanosleep ")) {
+            return Err(format!(
+                "the sleeper's wait is not named do_nanosleep: {}",
+                &text[..text.len().min(600)]
             ));
         }
         // Outside the feature: 403.
@@ -116,7 +134,8 @@ fn every_capability_of_profile_is_needed() {
 
 /// Off-CPU and wall profiles are part of `profile`: they need nothing more
 /// than CPU profiles (the tracepoint under tracefs, its rings, `/proc`'s
-/// syscall and wchan of threads blocked at the start).
+/// syscall and wchan of threads blocked at the start); each capability of
+/// the set is shown needed by `every_capability_of_profile_is_needed`.
 #[test]
 fn offcpu_and_wall_need_nothing_beyond_the_profile_set() {
     let Some(_serial) = begin("offcpu_and_wall_need_nothing_beyond_the_profile_set") else {

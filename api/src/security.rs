@@ -12,12 +12,13 @@
 /// are charged to the memory cgroup since Linux 5.11 (the same test runs
 /// probes without it). BPF is gone too: uprobes need SYS_ADMIN, which
 /// also allows `bpf()`, and the test showed probes working without BPF.
-pub const MINIMAL_CAPABILITIES: [&str; 8] = [
+pub const MINIMAL_CAPABILITIES: [&str; 9] = [
     "PERFMON",
     "SYS_ADMIN",
     "SYS_PTRACE",
     "CHECKPOINT_RESTORE",
     "DAC_READ_SEARCH",
+    "SYSLOG",
     "CHOWN",
     "SETUID",
     "SETGID",
@@ -82,6 +83,10 @@ impl Feature {
     ///   way to a binary that was deleted or replaced since it was mapped.
     /// - DAC_READ_SEARCH: looking up that directory, which belongs to the
     ///   app's user with mode 0500.
+    /// - SYSLOG: kernel symbol addresses in `/proc/kallsyms` (zeros
+    ///   without it at `kptr_restrict` 1, or at 0 with `perf_event_paranoid`
+    ///   above 1): kernel frames, and the kernel function each off-CPU
+    ///   block waited in (`do_nanosleep`, `futex_wait_queue`, …).
     /// - SYS_ADMIN: uprobe perf events (Linux requires it for them since
     ///   the 2025 fix "perf: require CAP_SYS_ADMIN for uprobes"), and
     ///   loading the probe programs (SYS_ADMIN allows `bpf()`; BPF alone
@@ -98,6 +103,7 @@ impl Feature {
             "SYS_PTRACE",
             "CHECKPOINT_RESTORE",
             "DAC_READ_SEARCH",
+            "SYSLOG",
         ];
         match self {
             Self::Profile => PROFILE,
@@ -319,7 +325,8 @@ mod feature_tests {
                 "PERFMON",
                 "SYS_PTRACE",
                 "CHECKPOINT_RESTORE",
-                "DAC_READ_SEARCH"
+                "DAC_READ_SEARCH",
+                "SYSLOG"
             ]
         );
         let probes = Features::parse("profile,uprobe").unwrap().capabilities();

@@ -78,14 +78,15 @@ pub enum Command {
         /// POD, pod/POD or deploy/NAME.
         target: String,
     },
-    /// A CPU profile, written to a file whose name picks the format.
+    /// A CPU, off-CPU or wall-clock profile, written to a file whose name
+    /// picks the format.
     Profile {
         /// POD, pod/POD or deploy/NAME.
         target: String,
         /// Capture length.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
-        /// Samples per second.
+        /// Samples per second (cpu and wall).
         #[arg(long)]
         hz: Option<u32>,
         /// Only these processes (PID or comma list).
@@ -94,6 +95,19 @@ pub enum Command {
         /// auto, fp or dwarf.
         #[arg(long)]
         unwind: Option<String>,
+        /// cpu (where CPU time goes), offcpu (where threads block, and
+        /// for how long) or wall (both, in time).
+        #[arg(long, value_parser = ["cpu", "offcpu", "wall"])]
+        mode: Option<String>,
+        /// offcpu/wall: drop blocks shorter than this many microseconds.
+        #[arg(long)]
+        min_block_us: Option<u32>,
+        /// offcpu/wall: thread states counted: S, D, R or a list (S,D).
+        #[arg(long)]
+        state: Option<String>,
+        /// One root per thread, named.
+        #[arg(long)]
+        threads: bool,
         /// Output: .svg, .pprof/.pb.gz, .folded, .speedscope.json, .json.
         #[arg(short = 'o', long, default_value = "flame.svg")]
         output: String,

@@ -43,21 +43,40 @@ fn some(value: Option<&str>) -> Option<String> {
     value.map(str::to_owned)
 }
 
+/// What `kubectl tracecar profile` asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Profile<'a> {
+    /// Capture length.
+    pub seconds: u32,
+    /// Samples per second.
+    pub hz: Option<u32>,
+    /// The processes.
+    pub pid: Option<&'a str>,
+    /// How stacks are walked.
+    pub unwind: Option<&'a str>,
+    /// `cpu`, `offcpu` or `wall`.
+    pub mode: Option<&'a str>,
+    /// Shortest block kept, in microseconds.
+    pub min_block_us: Option<u32>,
+    /// Thread states counted (`S`, `D`, `R`).
+    pub state: Option<&'a str>,
+    /// Per-thread roots.
+    pub threads: bool,
+}
+
 /// `/v1/profile` for `kubectl tracecar profile`.
-pub fn profile_path(
-    seconds: u32,
-    hz: Option<u32>,
-    pid: Option<&str>,
-    unwind: Option<&str>,
-    format: OutputFormat,
-) -> String {
+pub fn profile_path(profile: &Profile<'_>, format: OutputFormat) -> String {
     path(
         "/v1/profile",
         &[
-            ("seconds", Some(seconds.to_string())),
-            ("hz", hz.map(|h| h.to_string())),
-            ("pid", some(pid)),
-            ("unwind", some(unwind)),
+            ("seconds", Some(profile.seconds.to_string())),
+            ("hz", profile.hz.map(|h| h.to_string())),
+            ("pid", some(profile.pid)),
+            ("unwind", some(profile.unwind)),
+            ("mode", some(profile.mode)),
+            ("min_block_us", profile.min_block_us.map(|m| m.to_string())),
+            ("state", some(profile.state)),
+            ("threads", profile.threads.then(|| "true".to_owned())),
             ("format", Some(format.agent.to_owned())),
         ],
     )
@@ -538,9 +557,27 @@ mod tests {
         );
         assert_eq!(lttng_events_path(Some("7")), "/v1/lttng/events?pid=7");
         let svg = profile_format("f.svg").unwrap();
+        let profile = Profile {
+            seconds: 5,
+            hz: Some(49),
+            unwind: Some("dwarf"),
+            ..Profile::default()
+        };
         assert_eq!(
-            profile_path(5, Some(49), None, Some("dwarf"), svg),
+            profile_path(&profile, svg),
             "/v1/profile?seconds=5&hz=49&unwind=dwarf&format=svg"
+        );
+        let wall = Profile {
+            seconds: 5,
+            mode: Some("wall"),
+            min_block_us: Some(100),
+            state: Some("S,D"),
+            threads: true,
+            ..Profile::default()
+        };
+        assert_eq!(
+            profile_path(&wall, svg),
+            "/v1/profile?seconds=5&mode=wall&min_block_us=100&state=S,D&threads=true&format=svg"
         );
     }
 

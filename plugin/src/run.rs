@@ -154,6 +154,10 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             hz,
             pid,
             unwind,
+            mode,
+            min_block_us,
+            state,
+            threads,
             output,
         } => {
             let format = format_of(
@@ -161,8 +165,19 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                 request::profile_format(output),
                 ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
             )?;
-            let path =
-                request::profile_path(*seconds, *hz, pid.as_deref(), unwind.as_deref(), format);
+            let path = request::profile_path(
+                &request::Profile {
+                    seconds: *seconds,
+                    hz: *hz,
+                    pid: pid.as_deref(),
+                    unwind: unwind.as_deref(),
+                    mode: mode.as_deref(),
+                    min_block_us: *min_block_us,
+                    state: state.as_deref(),
+                    threads: *threads,
+                },
+                format,
+            );
             call(target)?.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
             eprintln!("wrote {output}");
         }

@@ -109,6 +109,7 @@ fn minimal_pod_without_volumes_gets_everything() {
             "SYS_PTRACE",
             "CHECKPOINT_RESTORE",
             "DAC_READ_SEARCH",
+            "SYSLOG",
             "CHOWN",
             "SETUID",
             "SETGID"
@@ -543,7 +544,8 @@ fn features_choose_the_sidecars_capabilities() {
             "PERFMON",
             "SYS_PTRACE",
             "CHECKPOINT_RESTORE",
-            "DAC_READ_SEARCH"
+            "DAC_READ_SEARCH",
+            "SYSLOG"
         ]
     );
     assert_eq!(env_value(sidecar, "TRACECAR_FEATURES"), Some("profile"));

@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod capture;
 pub mod spec;
+mod switches;
 pub mod trigger;
 
 use std::collections::HashSet;

@@ -2,10 +2,13 @@
  * forth over two pipes (each pass blocks one thread in read() and wakes
  * the other), with a little work in pass_work() between passes.
  *
- * usage: switches [RATE [SECONDS]]
- *   RATE     context switches per second to aim at (0, the default: as
- *            fast as the machine goes); paced in 10 ms slices
- *   SECONDS  run this long and exit 0 (default: forever)
+ * usage: switches [RATE [TRIPS [GO]]]
+ *   RATE   context switches per second to aim at (0, the default: as fast
+ *          as the machine goes), paced in 10 ms slices; a round trip is two
+ *          switches (each thread blocks once)
+ *   TRIPS  make this many round trips, then exit 0 (default: forever): a
+ *          fixed amount of work, whose CPU time benchmarks compare
+ *   GO     if "wait", wait for a byte on stdin first (a profiler attaches)
  * Prints "ready" once both threads run. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -50,13 +53,17 @@ static void *partner(void *arg) {
 
 int main(int argc, char **argv) {
     double rate = argc > 1 ? atof(argv[1]) : 0;
-    double seconds = argc > 2 ? atof(argv[2]) : 0;
+    long trips = argc > 2 ? atol(argv[2]) : 0;
     if (pipe(ping) || pipe(pong)) return 2;
     pthread_t t;
     if (pthread_create(&t, NULL, partner, NULL)) return 1;
     printf("ready\n");
     fflush(stdout);
-    double start = now(), slice = start;
+    if (argc > 3) {
+        char go;
+        if (read(0, &go, 1) != 1) return 5;
+    }
+    double slice = now();
     long in_slice = 0;
     /* One round trip blocks each thread once: two switches. */
     long per_slice = rate > 0 ? (long)(rate / 2 / 100) : 0;
@@ -73,6 +80,6 @@ int main(int argc, char **argv) {
             slice = next;
             in_slice = 0;
         }
-        if (seconds > 0 && now() - start >= seconds) return 0;
+        if (trips > 0 && --trips == 0) return 0;
     }
 }
