@@ -116,7 +116,10 @@ fn every_capability_of_profile_is_needed() {
         if code != 200 {
             return Err(format!("offcpu: {code}: {text}"));
         }
-        if !text.lines().any(|l| l.contains("sleep_loop;") && l.contains(";do_nanosleep ")) {
+        if !text
+            .lines()
+            .any(|l| l.contains("sleep_loop;") && l.contains(";do_nanosleep "))
+        {
             return Err(format!(
                 "the sleeper's wait is not named do_nanosleep: {}",
                 &text[..text.len().min(600)]

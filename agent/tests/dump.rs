@@ -5,27 +5,16 @@
 
 mod common;
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Agent, Running, begin, compile_c, dir_is_empty, readelf_notes};
+use common::{Agent, Running, begin, compile_c, dir_is_empty, readelf_notes, spawn_ready};
 
 /// Starts the dump workload and waits until its threads exist.
 fn start_app(dir: &Path) -> (Running, std::path::PathBuf) {
     let binary = compile_c(dir, "dump_app.c", &["-O0"]);
-    let mut child = Command::new(&binary)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dump_app starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    (Running { child }, binary)
+    (spawn_ready(&binary, &[]), binary)
 }
 
 /// `State:` and `TracerPid:` of `pid`.

@@ -105,6 +105,9 @@ pub enum Command {
         /// offcpu/wall: thread states counted: S, D, R or a list (S,D).
         #[arg(long)]
         state: Option<String>,
+        /// offcpu/wall: switch-outs recorded per second at most.
+        #[arg(long)]
+        rate: Option<u32>,
         /// One root per thread, named.
         #[arg(long)]
         threads: bool,

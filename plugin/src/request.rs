@@ -60,6 +60,8 @@ pub struct Profile<'a> {
     pub min_block_us: Option<u32>,
     /// Thread states counted (`S`, `D`, `R`).
     pub state: Option<&'a str>,
+    /// Switch-outs recorded per second at most.
+    pub rate: Option<u32>,
     /// Per-thread roots.
     pub threads: bool,
 }
@@ -76,6 +78,7 @@ pub fn profile_path(profile: &Profile<'_>, format: OutputFormat) -> String {
             ("mode", some(profile.mode)),
             ("min_block_us", profile.min_block_us.map(|m| m.to_string())),
             ("state", some(profile.state)),
+            ("rate", profile.rate.map(|r| r.to_string())),
             ("threads", profile.threads.then(|| "true".to_owned())),
             ("format", Some(format.agent.to_owned())),
         ],

@@ -157,6 +157,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             mode,
             min_block_us,
             state,
+            rate,
             threads,
             output,
         } => {
@@ -174,6 +175,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                     mode: mode.as_deref(),
                     min_block_us: *min_block_us,
                     state: state.as_deref(),
+                    rate: *rate,
                     threads: *threads,
                 },
                 format,

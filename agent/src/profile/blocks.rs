@@ -350,6 +350,7 @@ mod tests {
                 uninterruptible: true,
                 preempted: true,
             },
+            rate: 1,
         }
     }
 
@@ -379,6 +380,7 @@ mod tests {
                 uninterruptible: true,
                 preempted: false,
             },
+            rate: 1,
         });
         t.switched_out(1, 1, 0, Some(LeftAs::Sleeping), ());
         assert_eq!(t.switched_in(1, 100), None);

@@ -124,15 +124,17 @@ pub fn run(
     procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Captured, CaptureError> {
-    let (samplers, event) = if plan.mode.samples_cpu() {
+    let (cpu_samplers, event) = if plan.mode.samples_cpu() {
         sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?
     } else {
         (Vec::new(), "sched_switch")
     };
-    let rings = if plan.mode.records_blocks() {
-        Some(SwitchRings::open(plan)?)
+    // With context switches traced, one thread drains every ring, a wall
+    // profile's CPU samplers included.
+    let (samplers, rings) = if plan.mode.records_blocks() {
+        (Vec::new(), Some(SwitchRings::open(plan, cpu_samplers)?))
     } else {
-        None
+        (cpu_samplers, None)
     };
     let agent = std::process::id();
     let wanted_by = || {
@@ -164,7 +166,9 @@ pub fn run(
         s.counter.enable().map_err(CaptureError::Perf)?;
     }
     let start_ns = sys::monotonic_ns();
-    let mut pairing = rings.as_ref().map(|_| Pairing::new(plan.blocks));
+    let mut pairing = rings
+        .as_ref()
+        .map(|_| Pairing::new(plan.blocks, sample_weight));
     // Context switches fill rings fast: their own thread drains them
     // every 5 ms from now on, and this one pairs what it read every
     // 20 ms. A CPU profile alone reads its rings every 100 ms.

@@ -78,7 +78,14 @@ pub struct BlockFilter {
     pub min_block_ns: u64,
     /// The thread states that count (`state=`).
     pub states: States,
+    /// Switch-outs recorded per second at most (`rate=`); the rest are
+    /// counted as throttled. 0 until parsed ([`DEFAULT_RATE`]).
+    pub rate: u32,
 }
+
+/// `rate=`'s defaults: switch-outs kept per second with frame-pointer
+/// stacks, and with stack copies (each of which costs a DWARF walk).
+pub const DEFAULT_RATE: (u32, u32) = (100_000, 20_000);
 
 /// The states a thread can leave the CPU in that `state=` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +197,7 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
         )
     })?;
     if !mode.records_blocks()
-        && let Some(key) = ["min_block_us", "state"]
+        && let Some(key) = ["min_block_us", "state", "rate"]
             .into_iter()
             .find(|k| query.contains_key(*k))
     {
@@ -206,6 +213,12 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
         ));
     }
     let min_block_us = query::number(query, "min_block_us", 0, 0..=60_000_000)?;
+    let default_rate = if unwind(query)? == Unwind::Fp {
+        DEFAULT_RATE.0
+    } else {
+        DEFAULT_RATE.1
+    };
+    let rate = query::number(query, "rate", default_rate, 1..=1_000_000)?;
     let states = match query.get("state") {
         // A wall profile is every thread's whole time, waiting for a CPU
         // included; an off-CPU profile is the blocking.
@@ -226,13 +239,14 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
         BlockFilter {
             min_block_ns: u64::from(min_block_us) * 1000,
             states,
+            rate,
         },
     ))
 }
 
 /// Validates `/v1/profile` query parameters.
 pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "pid",
         "seconds",
         "hz",
@@ -243,6 +257,7 @@ pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
         "mode",
         "min_block_us",
         "state",
+        "rate",
     ];
     reject_unknown(query, &KNOWN)?;
     let format = match query.get("format") {
@@ -294,7 +309,8 @@ mod tests {
         assert!(!spec.threads);
         assert_eq!(spec.format, Format::Svg);
         assert_eq!(spec.mode, Mode::Cpu);
-        assert_eq!(spec.blocks, BlockFilter::default());
+        assert_eq!(spec.blocks.min_block_ns, 0);
+        assert_eq!(spec.blocks.states, States::default());
     }
 
     #[test]
@@ -303,8 +319,10 @@ mod tests {
             ("mode", "wall"),
             ("min_block_us", "250"),
             ("state", "D"),
+            ("rate", "500"),
         ]))
         .unwrap();
+        assert_eq!(spec.blocks.rate, 500);
         assert_eq!(spec.mode, Mode::Wall);
         assert_eq!(spec.blocks.min_block_ns, 250_000);
         assert!(spec.blocks.states.uninterruptible);
@@ -317,8 +335,11 @@ mod tests {
             States::default()
         );
         assert!(!States::default().preempted);
-        let wall = parse(&q(&[("mode", "wall")])).unwrap().blocks.states;
-        assert!(wall.sleeping && wall.uninterruptible && wall.preempted);
+        let wall = parse(&q(&[("mode", "wall")])).unwrap().blocks;
+        assert!(wall.states.sleeping && wall.states.uninterruptible && wall.states.preempted);
+        assert_eq!(wall.rate, DEFAULT_RATE.1, "auto copies stacks");
+        let fp = parse(&q(&[("mode", "offcpu"), ("unwind", "fp")])).unwrap();
+        assert_eq!(fp.blocks.rate, DEFAULT_RATE.0);
     }
 
     #[test]
@@ -361,6 +382,8 @@ mod tests {
             &[("mode", "offcpu"), ("hz", "99")],
             &[("min_block_us", "10")],
             &[("state", "S")],
+            &[("rate", "10")],
+            &[("mode", "wall"), ("rate", "0")],
         ] {
             let err = parse(&q(pairs))
                 .err()

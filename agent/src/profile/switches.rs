@@ -64,17 +64,12 @@ enum Switched {
 /// switch-ins still pass, so that nothing is paired wrongly.
 const QUEUE_BYTES: usize = 64 << 20;
 
-/// Switch-outs of the targets kept per second at most, with frame-pointer
-/// stacks and with stack copies (each of which costs a DWARF walk): past
-/// it, the rest of the second's switch-outs are dropped before they are
-/// queued and counted as throttled, so that the agent's CPU and memory
-/// stay bounded whatever the targets do. Switch-ins still pass.
-const MAX_SWITCHES_PER_SECOND: (u64, u64) = (100_000, 20_000);
-
 /// One drain of the `sched_switch` rings.
 pub(super) struct Drained {
     /// Records in ring order (per CPU), with their times.
     events: Vec<(u64, Switched)>,
+    /// A wall profile's CPU samples of wanted processes: PID, TID, sample.
+    on_cpu: Vec<(u32, u32, Box<Sample>)>,
     /// Every record older than this has been read.
     watermark: u64,
     /// Records the kernel or the queue bound dropped.
@@ -91,8 +86,13 @@ pub(super) struct Drained {
 /// and symbolizing on the capture's thread never let them overflow.
 pub(super) struct SwitchRings {
     samplers: Vec<CpuSampler>,
+    /// A wall profile's CPU samplers, read here too, for the same reason.
+    cpu: Vec<CpuSampler>,
     prev_state: (usize, usize),
-    /// Switch-outs kept per second at most.
+    /// Switch-outs of the targets kept per second at most (`rate=`): past
+    /// it, the rest of the second's switch-outs are dropped before they
+    /// are queued and counted as throttled, so that the agent's CPU and
+    /// memory stay bounded whatever the targets do. Switch-ins still pass.
     cap: u64,
     /// The current second (by CLOCK_MONOTONIC) and what it kept.
     window: (u64, u64),
@@ -101,27 +101,25 @@ pub(super) struct SwitchRings {
 impl SwitchRings {
     /// Starts recording.
     pub(super) fn enable(&self) -> Result<(), CaptureError> {
-        for s in &self.samplers {
+        for s in self.samplers.iter().chain(&self.cpu) {
             s.counter.enable().map_err(CaptureError::Perf)?;
         }
         Ok(())
     }
 
-    pub(super) fn open(plan: &CapturePlan) -> Result<Self, CaptureError> {
+    /// Opens the `sched_switch` rings; `cpu` are a wall profile's CPU
+    /// samplers, which this thread reads too.
+    pub(super) fn open(plan: &CapturePlan, cpu: Vec<CpuSampler>) -> Result<Self, CaptureError> {
         let tracepoint = sys::tracepoint("sched", "sched_switch")?;
         let prev_state = blocks::field_offset(&tracepoint.format, "prev_state")
             .ok_or(CaptureError::Format("prev_state"))?;
         let samplers = sys::open_tracepoint_samplers(tracepoint.id, &plan.cpus, plan.switch_attrs)
             .map_err(CaptureError::Perf)?;
-        let (fp, copies) = MAX_SWITCHES_PER_SECOND;
         Ok(Self {
             samplers,
+            cpu,
             prev_state,
-            cap: if plan.switch_attrs.stack_copy.is_some() {
-                copies
-            } else {
-                fp
-            },
+            cap: u64::from(plan.blocks.rate),
             window: (0, 0),
         })
     }
@@ -140,7 +138,7 @@ impl SwitchRings {
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             let end = stopping.then(|| {
-                for s in &self.samplers {
+                for s in self.samplers.iter().chain(&self.cpu) {
                     let _ = s.counter.disable();
                 }
                 sys::monotonic_ns()
@@ -149,10 +147,11 @@ impl SwitchRings {
             let mut drained = self.drain(&mut wanted, watermark);
             drained.end = end;
             if queued.load(Ordering::Relaxed) + drained.bytes > QUEUE_BYTES {
-                let before = drained.events.len();
+                let before = drained.events.len() + drained.on_cpu.len();
                 drained
                     .events
                     .retain(|(_, e)| matches!(e, Switched::In { .. }));
+                drained.on_cpu.clear();
                 drained.lost += (before - drained.events.len()) as u64;
                 drained.bytes = 0;
             }
@@ -165,16 +164,40 @@ impl SwitchRings {
     }
 
     /// Reads every ring: switch-outs of wanted processes, and every
-    /// switch-in.
+    /// switch-in; CPU samples of wanted processes.
     fn drain(&mut self, wanted: &mut impl FnMut(u32) -> bool, watermark: u64) -> Drained {
         let mut out = Drained {
             events: Vec::new(),
+            on_cpu: Vec::new(),
             watermark,
             lost: 0,
             throttled: 0,
             bytes: 0,
             end: None,
         };
+        for s in &self.cpu {
+            let Some(iter) = s.sampler.iter() else {
+                continue;
+            };
+            for (_, record) in iter {
+                match record {
+                    Record::Sample(sample) => {
+                        let Some(task) = sample.record_id.task.as_ref() else {
+                            continue;
+                        };
+                        let (pid, tid) = (task.pid, task.tid);
+                        if pid == 0 || !wanted(pid) {
+                            continue;
+                        }
+                        out.bytes += sample.user_stack.as_ref().map_or(0, Vec::len) + 1024;
+                        out.on_cpu.push((pid, tid, sample));
+                    }
+                    Record::LostRecords(l) => out.lost += l.lost_records,
+                    Record::LostSamples(l) => out.lost += l.lost_samples,
+                    _ => {}
+                }
+            }
+        }
         for s in &self.samplers {
             let Some(iter) = s.sampler.iter() else {
                 continue;
@@ -243,6 +266,8 @@ impl SwitchRings {
 /// thread: records back in time order, switch-outs paired with
 /// switch-ins, and each block that ends unwound and counted.
 pub(super) struct Pairing {
+    /// What a wall profile's CPU sample weighs (its period in ns).
+    on_cpu_weight: u64,
     reorder: Reorder<Switched>,
     tracker: Tracker<Kept>,
     blocks: u64,
@@ -286,8 +311,9 @@ impl Pairing {
         }
     }
 
-    pub(super) fn new(filter: BlockFilter) -> Self {
+    pub(super) fn new(filter: BlockFilter, on_cpu_weight: u64) -> Self {
         Self {
+            on_cpu_weight,
             reorder: Reorder::default(),
             tracker: Tracker::new(filter),
             blocks: 0,
@@ -353,6 +379,18 @@ impl Pairing {
     pub(super) fn take(&mut self, drained: Drained, collector: &mut Collector, kernel: bool) {
         self.lost += drained.lost;
         self.throttled += drained.throttled;
+        for (pid, tid, sample) in drained.on_cpu {
+            let user = sample_user_stack(collector, pid, &sample);
+            let (_, kernel) = chains(&sample);
+            collector.add_with_reason(
+                pid,
+                tid,
+                user,
+                kernel,
+                self.on_cpu_weight,
+                Some(Reason::OnCpu),
+            );
+        }
         for (time, event) in drained.events {
             self.reorder.push(time, event);
         }

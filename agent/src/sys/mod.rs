@@ -89,6 +89,26 @@ fn ring(counter: &Counter, pages_exp: u8) -> Result<Sampler, PerfError> {
     })
 }
 
+/// One counter per CPU of `cpus` (`open` makes it for its CPU), each with
+/// its ring buffer of 2^`pages_exp` pages.
+fn per_cpu(
+    cpus: &[u32],
+    pages_exp: u8,
+    open: impl Fn(Cpu) -> Result<Counter, PerfError>,
+) -> Result<Vec<CpuSampler>, PerfError> {
+    cpus.iter()
+        .map(|&cpu| {
+            let counter = open(Cpu(cpu))?;
+            let sampler = ring(&counter, pages_exp)?;
+            Ok(CpuSampler {
+                cpu,
+                counter,
+                sampler,
+            })
+        })
+        .collect()
+}
+
 /// Frames the kernel walks per callchain; deeper stacks are truncated.
 pub const MAX_STACK_FRAMES: u16 = 127;
 
@@ -152,22 +172,13 @@ pub fn open_cpu_samplers(
     opts.record_id_format.time = true;
     opts.record_id_format.cpu = true;
     let open_all = |hardware: bool| -> Result<Vec<CpuSampler>, PerfError> {
-        cpus.iter()
-            .map(|&cpu| {
-                let target = (Proc::ALL, Cpu(cpu));
-                let counter = if hardware {
-                    Counter::new(Hardware::CpuCycle, target, &opts)?
-                } else {
-                    Counter::new(Software::CpuClock, target, &opts)?
-                };
-                let sampler = ring(&counter, attrs.ring_pages_exp)?;
-                Ok(CpuSampler {
-                    cpu,
-                    counter,
-                    sampler,
-                })
-            })
-            .collect()
+        per_cpu(cpus, attrs.ring_pages_exp, |cpu| {
+            if hardware {
+                Counter::new(Hardware::CpuCycle, (Proc::ALL, cpu), &opts)
+            } else {
+                Counter::new(Software::CpuClock, (Proc::ALL, cpu), &opts)
+            }
+        })
     };
     if attrs.timer_only {
         return Ok((open_all(false)?, "cpu-clock"));
@@ -288,17 +299,9 @@ pub fn open_tracepoint_samplers(
     opts.record_id_format.task = true;
     opts.record_id_format.time = true;
     opts.record_id_format.cpu = true;
-    cpus.iter()
-        .map(|&cpu| {
-            let counter = Counter::new(Tracepoint { id }, (Proc::ALL, Cpu(cpu)), &opts)?;
-            let sampler = ring(&counter, attrs.ring_pages_exp)?;
-            Ok(CpuSampler {
-                cpu,
-                counter,
-                sampler,
-            })
-        })
-        .collect()
+    per_cpu(cpus, attrs.ring_pages_exp, |cpu| {
+        Counter::new(Tracepoint { id }, (Proc::ALL, cpu), &opts)
+    })
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the samples

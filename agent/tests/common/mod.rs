@@ -97,6 +97,24 @@ pub fn spawn(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Running {
     Running { child }
 }
 
+/// Starts `program` with `args` and waits for the line "ready" it prints
+/// once it is set up.
+pub fn spawn_ready(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Running {
+    use std::io::BufRead as _;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("workload starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Running { child }
+}
+
 /// `node` with `args`, in a directory of its own: `--perf-basic-prof`
 /// writes `isolate-*-v8.log` files into the working directory. The
 /// directory lives as long as the process.
