@@ -1,8 +1,9 @@
 //! Blocked time from context switches, pure: which state a thread left
 //! the CPU in ([`left_as`], from `sched:sched_switch`'s `prev_state`), the
 //! pairing of each switch-out with the same thread's next switch-in
-//! ([`Tracker`]), the time order across CPUs ([`Reorder`]), and which
-//! kernel function a blocked stack is waiting in ([`blocking_function`]).
+//! ([`Tracker`]), and the time order across CPUs ([`Reorder`]). Which
+//! kernel function a blocked stack waits in is named with the kernel
+//! symbols ([`crate::stacks::kallsyms::blocking_function`]).
 //!
 //! The executor ([`super::capture`]) feeds it the kernel's records; the
 //! payload `P` is whatever it keeps of the stack until the block ends.
@@ -287,30 +288,6 @@ impl<E> Reorder<E> {
     }
 }
 
-/// Scheduler functions every blocked stack passes through on its way to
-/// the switch: not the reason.
-fn is_scheduler(name: &str) -> bool {
-    name == "schedule"
-        || name.starts_with("__schedule")
-        || name.starts_with("schedule_")
-        || name.starts_with("preempt_schedule")
-        || name.starts_with("__cond_resched")
-        || name.starts_with("_cond_resched")
-        || name.starts_with("__traceiter_")
-        || name.starts_with("perf_")
-        || name.starts_with("__perf_")
-}
-
-/// The kernel function a thread blocked in: the innermost frame of its
-/// kernel stack (`names`, innermost first) that is not the scheduler
-/// itself (`futex_wait_queue`, `do_nanosleep`, `pipe_read`,
-/// `do_epoll_wait`, `io_schedule`, …).
-pub fn blocking_function<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    names
-        .into_iter()
-        .find(|n| !is_scheduler(n) && !n.starts_with('['))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,33 +404,5 @@ mod tests {
         r.push(40, "late");
         assert_eq!(r.drain(), vec![(40, "late"), (50, "later")]);
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn names_the_wait_not_the_scheduler() {
-        assert_eq!(
-            blocking_function([
-                "__schedule",
-                "schedule",
-                "futex_wait_queue",
-                "__futex_wait",
-                "futex_wait"
-            ]),
-            Some("futex_wait_queue")
-        );
-        assert_eq!(
-            blocking_function([
-                "__schedule",
-                "schedule",
-                "schedule_hrtimeout_range_clock",
-                "do_nanosleep"
-            ]),
-            Some("do_nanosleep")
-        );
-        assert_eq!(
-            blocking_function(["__schedule", "schedule", "io_schedule", "folio_wait_bit"]),
-            Some("io_schedule")
-        );
-        assert_eq!(blocking_function(["__schedule", "schedule"]), None);
     }
 }

@@ -158,10 +158,10 @@ pub fn reason_frame(kallsyms: &Kallsyms, reason: &Reason) -> Frame {
         Reason::Blocked { state: 'R', .. } | Reason::In { state: 'R', .. } => {
             return by_state('R');
         }
-        Reason::Blocked { kernel, .. } => crate::profile::blocks::blocking_function(
-            kernel.iter().filter_map(|ip| kallsyms.lookup(*ip)),
-        )
-        .map(str::to_owned),
+        Reason::Blocked { kernel, .. } => {
+            super::kallsyms::blocking_function(kernel.iter().filter_map(|ip| kallsyms.lookup(*ip)))
+                .map(str::to_owned)
+        }
         Reason::In { function, .. } => function.clone(),
     };
     match (function, reason) {

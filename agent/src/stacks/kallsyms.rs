@@ -44,9 +44,61 @@ impl Kallsyms {
     }
 }
 
+/// Scheduler functions every blocked stack passes through on its way to
+/// the switch: not the reason.
+fn is_scheduler(name: &str) -> bool {
+    name == "schedule"
+        || name.starts_with("__schedule")
+        || name.starts_with("schedule_")
+        || name.starts_with("preempt_schedule")
+        || name.starts_with("__cond_resched")
+        || name.starts_with("_cond_resched")
+        || name.starts_with("__traceiter_")
+        || name.starts_with("perf_")
+        || name.starts_with("__perf_")
+}
+
+/// The kernel function a thread blocked in: the innermost frame of its
+/// kernel stack (`names`, innermost first) that is not the scheduler
+/// itself (`futex_wait_queue`, `do_nanosleep`, `pipe_read`,
+/// `do_epoll_wait`, `io_schedule`, …).
+pub fn blocking_function<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .into_iter()
+        .find(|n| !is_scheduler(n) && !n.starts_with('['))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_wait_not_the_scheduler() {
+        assert_eq!(
+            blocking_function([
+                "__schedule",
+                "schedule",
+                "futex_wait_queue",
+                "__futex_wait",
+                "futex_wait"
+            ]),
+            Some("futex_wait_queue")
+        );
+        assert_eq!(
+            blocking_function([
+                "__schedule",
+                "schedule",
+                "schedule_hrtimeout_range_clock",
+                "do_nanosleep"
+            ]),
+            Some("do_nanosleep")
+        );
+        assert_eq!(
+            blocking_function(["__schedule", "schedule", "io_schedule", "folio_wait_bit"]),
+            Some("io_schedule")
+        );
+        assert_eq!(blocking_function(["__schedule", "schedule"]), None);
+    }
 
     #[test]
     fn lookup_finds_the_enclosing_symbol() {
