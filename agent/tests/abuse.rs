@@ -351,6 +351,10 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
                     }
                     Disruption::TargetKilled => target.kill(),
                     Disruption::SessiondKilled => {
+                        // The daemon the agent runs now: after an agent was
+                        // killed, its daemon can still be winding down and
+                        // the new one restarting (the agent retries).
+                        agent.wait_sessiond();
                         let daemon = agent.sessiond()["pid"].as_u64().expect("the daemon's pid");
                         let _ = Command::new("kill")
                             .args(["-KILL", &daemon.to_string()])
