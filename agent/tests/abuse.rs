@@ -351,10 +351,16 @@ fn every_capture_disrupted_at_random_points_leaves_nothing() {
                     }
                     Disruption::TargetKilled => target.kill(),
                     Disruption::SessiondKilled => {
-                        // The daemon the agent runs now: after an agent was
-                        // killed, its daemon can still be winding down and
-                        // the new one restarting (the agent retries).
-                        agent.wait_sessiond();
+                        // The daemon the agent runs itself: after an agent
+                        // was killed, its daemon can still be winding down,
+                        // and the new agent sees it as an external one (no
+                        // pid) until it has gone and its own has started.
+                        assert!(
+                            agent.wait_for(Duration::from_secs(15), |a| a.sessiond()["pid"]
+                                .is_u64()),
+                            "the agent never ran its own daemon: {}",
+                            agent.sessiond()
+                        );
                         let daemon = agent.sessiond()["pid"].as_u64().expect("the daemon's pid");
                         let _ = Command::new("kill")
                             .args(["-KILL", &daemon.to_string()])
