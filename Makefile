@@ -14,7 +14,7 @@ help:
 	@echo "make fuzz            every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 	@echo "make bench-memory    the agent's memory peaks: a 600 s 1000 Hz profile of 1,000 threads, 4 captures, 8 unread probes"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"
-	@echo "make bench-profile   profiler overhead, time to result and memory against perf"
+	@echo "make bench-profile   profiler overhead (CPU and context-switch workloads, 95% CIs), time to result and memory against perf"
 	@echo "make bench-uprobe    probe cost per call (uprobe, breakpoint, stacks) and exact delivery, against bpftrace"
 	@echo "make bench-lttng     LTTng recording: loss by event rate, session set-up/tear-down"
 	@echo "make bench-dotnet    .NET: EventPipe throughput, overhead vs perf, first event, rundown of 50k methods"
