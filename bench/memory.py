@@ -22,6 +22,7 @@ Usage: make bench-memory   (or: python3 bench/memory.py [--seconds N])
 import argparse
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,6 +197,7 @@ def main():
             os.remove(f"/tmp/perf-{pid}.map")
         except OSError:
             pass
+        shutil.rmtree(tmp, ignore_errors=True)
     if not ok:
         sys.exit("the agent went over the sidecar's default memory limit")
 
