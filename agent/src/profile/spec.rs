@@ -186,8 +186,8 @@ impl ProfileSpec {
     }
 }
 
-/// Parses `mode`, `min_block_us` and `state`; the last two only where
-/// blocks are recorded, and `hz` only where the CPU is sampled.
+/// Parses `mode`, `min_block_us`, `state` and `rate`; the last three only
+/// where blocks are recorded, and `hz` only where the CPU is sampled.
 fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
     let raw = query.get("mode").map(String::as_str);
     let mode = Mode::parse(raw).ok_or_else(|| {
