@@ -283,6 +283,34 @@ pub fn run(
     })
 }
 
+/// Every record in `samplers`' rings, oldest first per ring, to `each`;
+/// the kernel's loss records are counted in `lost` instead. The one ring
+/// reader of CPU profiles and of context-switch tracing.
+pub(super) fn read_rings(samplers: &[CpuSampler], lost: &mut u64, mut each: impl FnMut(Record)) {
+    for s in samplers {
+        let Some(iter) = s.sampler.iter() else {
+            continue;
+        };
+        for (_, record) in iter {
+            match record {
+                Record::LostRecords(l) => *lost += l.lost_records,
+                Record::LostSamples(l) => *lost += l.lost_samples,
+                other => each(other),
+            }
+        }
+    }
+}
+
+/// The PID and TID of a sample, if `wanted` keeps its process (tasks
+/// outside the agent's PID namespace report 0 and are never kept).
+pub(super) fn wanted_task(
+    sample: &Sample,
+    wanted: &mut impl FnMut(u32) -> bool,
+) -> Option<(u32, u32)> {
+    let task = sample.record_id.task.as_ref()?;
+    (task.pid != 0 && wanted(task.pid)).then_some((task.pid, task.tid))
+}
+
 /// Reads the CPU samplers' rings: each sample of a wanted process,
 /// unwound and counted (weighing `weight`, marked `on_cpu` in a wall
 /// profile).
@@ -294,28 +322,13 @@ fn read_cpu_samples(
     weight: u64,
     on_cpu: Option<&Reason>,
 ) {
-    for s in samplers {
-        let Some(iter) = s.sampler.iter() else {
-            continue;
-        };
-        for (_, record) in iter {
-            match record {
-                Record::Sample(sample) => {
-                    let Some(task) = sample.record_id.task.as_ref() else {
-                        continue;
-                    };
-                    let pid = task.pid;
-                    if pid == 0 || !wanted(pid) {
-                        continue;
-                    }
-                    let user = sample_user_stack(collector, pid, &sample);
-                    let (_, kernel) = chains(&sample);
-                    collector.add_with_reason(pid, task.tid, user, kernel, weight, on_cpu.cloned());
-                }
-                Record::LostRecords(l) => *lost += l.lost_records,
-                Record::LostSamples(l) => *lost += l.lost_samples,
-                _ => {}
-            }
+    read_rings(samplers, lost, |record| {
+        if let Record::Sample(sample) = record
+            && let Some((pid, tid)) = wanted_task(&sample, wanted)
+        {
+            let user = sample_user_stack(collector, pid, &sample);
+            let (_, kernel) = chains(&sample);
+            collector.add_with_reason(pid, tid, user, kernel, weight, on_cpu.cloned());
         }
-    }
+    });
 }

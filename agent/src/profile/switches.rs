@@ -14,7 +14,9 @@ use perf_event_open::sample::record::ctx::Switch;
 use perf_event_open::sample::record::sample::Sample;
 
 use super::blocks::{self, Block, LeftAs, Reorder, Tracker};
-use super::capture::{CaptureError, CapturePlan, chains, sample_user_stack};
+use super::capture::{
+    CaptureError, CapturePlan, chains, read_rings, sample_user_stack, wanted_task,
+};
 use super::spec::BlockFilter;
 use crate::procfs::Procfs;
 use crate::stacks::Unwind;
@@ -175,89 +177,58 @@ impl SwitchRings {
             bytes: 0,
             end: None,
         };
-        for s in &self.cpu {
-            let Some(iter) = s.sampler.iter() else {
-                continue;
-            };
-            for (_, record) in iter {
-                match record {
-                    Record::Sample(sample) => {
-                        let Some(task) = sample.record_id.task.as_ref() else {
-                            continue;
-                        };
-                        let (pid, tid) = (task.pid, task.tid);
-                        if pid == 0 || !wanted(pid) {
-                            continue;
-                        }
-                        out.bytes += sample.user_stack.as_ref().map_or(0, Vec::len) + 1024;
-                        out.on_cpu.push((pid, tid, sample));
-                    }
-                    Record::LostRecords(l) => out.lost += l.lost_records,
-                    Record::LostSamples(l) => out.lost += l.lost_samples,
-                    _ => {}
+        read_rings(&self.cpu, &mut out.lost, |record| {
+            if let Record::Sample(sample) = record
+                && let Some((pid, tid)) = wanted_task(&sample, wanted)
+            {
+                out.bytes += sample.user_stack.as_ref().map_or(0, Vec::len) + 1024;
+                out.on_cpu.push((pid, tid, sample));
+            }
+        });
+        let mut lost = 0;
+        read_rings(&self.samplers, &mut lost, |record| match record {
+            Record::Sample(sample) => {
+                let (Some((pid, tid)), Some(time)) =
+                    (wanted_task(&sample, wanted), sample.record_id.time)
+                else {
+                    return;
+                };
+                let second = time / 1_000_000_000;
+                if self.window.0 != second {
+                    self.window = (second, 0);
+                }
+                if self.window.1 >= self.cap {
+                    out.throttled += 1;
+                    return;
+                }
+                self.window.1 += 1;
+                let state = sample
+                    .raw
+                    .as_deref()
+                    .and_then(|raw| blocks::read_field(raw, self.prev_state))
+                    .and_then(blocks::left_as);
+                out.bytes += sample.user_stack.as_ref().map_or(0, Vec::len) + 1024;
+                out.events.push((
+                    time,
+                    Switched::Out {
+                        pid,
+                        tid,
+                        state,
+                        sample,
+                    },
+                ));
+            }
+            Record::CtxSwitch(switch) => {
+                if let (Switch::InFrom(_), Some(id)) = (&switch.info, switch.record_id.as_ref())
+                    && let (Some(task), Some(time)) = (id.task.as_ref(), id.time)
+                    && task.tid != 0
+                {
+                    out.events.push((time, Switched::In { tid: task.tid }));
                 }
             }
-        }
-        for s in &self.samplers {
-            let Some(iter) = s.sampler.iter() else {
-                continue;
-            };
-            for (_, record) in iter {
-                match record {
-                    Record::Sample(sample) => {
-                        let (Some(task), Some(time)) =
-                            (sample.record_id.task.as_ref(), sample.record_id.time)
-                        else {
-                            continue;
-                        };
-                        let (pid, tid) = (task.pid, task.tid);
-                        if pid == 0 || !wanted(pid) {
-                            continue;
-                        }
-                        let second = time / 1_000_000_000;
-                        if self.window.0 != second {
-                            self.window = (second, 0);
-                        }
-                        if self.window.1 >= self.cap {
-                            out.throttled += 1;
-                            continue;
-                        }
-                        self.window.1 += 1;
-                        let state = sample
-                            .raw
-                            .as_deref()
-                            .and_then(|raw| blocks::read_field(raw, self.prev_state))
-                            .and_then(blocks::left_as);
-                        out.bytes += sample.user_stack.as_ref().map_or(0, Vec::len) + 1024;
-                        out.events.push((
-                            time,
-                            Switched::Out {
-                                pid,
-                                tid,
-                                state,
-                                sample,
-                            },
-                        ));
-                    }
-                    Record::CtxSwitch(switch) => {
-                        let Switch::InFrom(_) = switch.info else {
-                            continue;
-                        };
-                        let Some(id) = switch.record_id.as_ref() else {
-                            continue;
-                        };
-                        if let (Some(task), Some(time)) = (id.task.as_ref(), id.time)
-                            && task.tid != 0
-                        {
-                            out.events.push((time, Switched::In { tid: task.tid }));
-                        }
-                    }
-                    Record::LostRecords(l) => out.lost += l.lost_records,
-                    Record::LostSamples(l) => out.lost += l.lost_samples,
-                    _ => {}
-                }
-            }
-        }
+            _ => {}
+        });
+        out.lost += lost;
         out
     }
 }
