@@ -8,6 +8,10 @@
    one per output format (svg, pprof, folded, speedscope).
 3. Eight probe streams with stacks (the probe limit) whose clients never
    read, for 30 s: those past the ring budget get 429.
+4. Deep stacks: profiles at 1000 Hz of a process whose every sample is a
+   new 100-deep stack (agent/tests/workloads/deep_stacks.c), one agent per
+   format (8 s: what answering takes per format), then one of 120 s,
+   which the agent's memory bound stops (503) before the cgroup's limit.
 
 Each scenario's agent runs in a memory cgroup of its own (cgroup v1 here)
 limited to 256 MiB, as the sidecar's container is: the peak charged to it
@@ -20,7 +24,9 @@ sampled every 100 ms) are shown too.
 Usage: make bench-memory   (or: python3 bench/memory.py [--seconds N])
 """
 import argparse
+import json
 import os
+import signal
 import socket
 import shutil
 import subprocess
@@ -139,8 +145,8 @@ def scenario(name, tmp, run):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("MEMORY_SECONDS", 600)))
-    parser.add_argument("--only", choices=["long", "four", "probes"], action="append",
-                        help="run only these scenarios (default: all three)")
+    parser.add_argument("--only", choices=["long", "four", "probes", "deep"], action="append",
+                        help="run only these scenarios (default: all four)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="tracecar-bench-memory-")
     binary = os.path.join(tmp, "many_threads")
@@ -149,6 +155,9 @@ def main():
     calls = os.path.join(tmp, "calls")
     subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", calls,
                     os.path.join(ROOT, "agent/tests/workloads/calls.c")], check=True)
+    deep_binary = os.path.join(tmp, "deep_stacks")
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", deep_binary,
+                    os.path.join(ROOT, "agent/tests/workloads/deep_stacks.c"), "-lpthread"], check=True)
     target = subprocess.Popen([binary, "1000", "100000"], stdout=subprocess.PIPE, text=True)
     assert target.stdout.readline().strip() == "ready"
     pid = target.pid
@@ -182,14 +191,44 @@ def main():
         codes = [c for _, c in results]
         return f"8 unread probe streams with stacks, 30 s: {codes.count('200')} streaming, {codes.count('429')} refused (429, ring budget)"
 
+    def deep_profile(deep, fmt, seconds):
+        def run(sock):
+            out = os.path.join(tmp, f"deep.{fmt}")
+            status = curl(sock, f"/v1/profile?pid={deep.pid}&seconds={seconds}&hz=1000&kernel=false&format={fmt}",
+                          out).communicate()[0]
+            if status == "200":
+                return f"{seconds} s, {fmt}: HTTP 200, {os.path.getsize(out) / 1024:.0f} KiB"
+            with open(out) as f:
+                error = json.load(f).get("error", "")
+            return f"{seconds} s, {fmt}: HTTP {status}, \"{error.split(':')[0]}\""
+        return run
+
+    def deep_stacks():
+        # The 1,000-thread target is stopped meanwhile: the deep workload
+        # gets the CPUs.
+        os.kill(pid, signal.SIGSTOP)
+        deep = subprocess.Popen([deep_binary], stdout=subprocess.PIPE, text=True)
+        try:
+            assert deep.stdout.readline().strip() == "ready"
+            within = True
+            for fmt in ["folded", "pprof", "speedscope", "svg", "json"]:
+                within &= scenario(f"deep stacks, 8 s, {fmt}", tmp, deep_profile(deep, fmt, 8))
+            within &= scenario("deep stacks, 120 s, folded", tmp, deep_profile(deep, "folded", 120))
+            return within
+        finally:
+            deep.kill()
+            os.kill(pid, signal.SIGCONT)
+
     try:
-        wanted = args.only or ["long", "four", "probes"]
+        wanted = args.only or ["long", "four", "probes", "deep"]
         if "long" in wanted:
             ok &= scenario("one long profile", tmp, long_profile)
         if "four" in wanted:
             ok &= scenario("four captures at once", tmp, four)
         if "probes" in wanted:
             ok &= scenario("eight probes, clients never read", tmp, probes)
+        if "deep" in wanted:
+            ok &= deep_stacks()
     finally:
         target.kill()
         probed.kill()

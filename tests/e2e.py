@@ -598,6 +598,11 @@ def check_hardened(name):
     mounts = in_sidecar(name, "cat", "/proc/self/mountinfo")
     assert " /run/tracecar " in mounts and " /var/lib/tracecar " in mounts, mounts
     say("read-only root filesystem; /run/tracecar and /var/lib/tracecar on the work volume; health answers")
+    # The memory bound is the sidecar's own limit, from the Downward API.
+    memory = agent_json(name, "/v1/capabilities")["memory"]
+    assert memory["ok"] and memory["limit_from"] == "--memory-limit" \
+        and memory["limit_bytes"] == 256 << 20, memory
+    say(f"memory: {memory['detail']}")
 
 
 def in_sidecar(name, *argv):

@@ -138,6 +138,7 @@ pub fn report(
     sessiond: Option<DaemonStatus>,
     mode: &Mode,
     features: Features,
+    memory: &crate::memory::Memory,
 ) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -278,6 +279,7 @@ pub fn report(
             .into_iter()
             .map(str::to_owned)
             .collect(),
+        memory: Some(memory.report()),
     }
 }
 

@@ -128,6 +128,13 @@ pub struct ServeArgs {
     /// daemon is started.
     #[arg(long, env = "TRACECAR_FEATURES", value_name = "LIST", value_parser = parse_features, default_value = "profile,uprobe,lttng,dotnet,dump")]
     pub features: Features,
+    /// The sidecar's memory limit, in bytes or as a quantity (`256Mi`);
+    /// the webhook sets it from the container's `limits.memory` through
+    /// the Downward API. Without it, the agent's memory cgroup's limit, if
+    /// readable. Nothing new starts at 70% of it and a running profile
+    /// stops at 85% (503), rather than the container being OOM-killed.
+    #[arg(long, env = "TRACECAR_MEMORY_LIMIT", value_name = "BYTES", value_parser = crate::memory::parse_quantity)]
+    pub memory_limit: Option<u64>,
 }
 
 fn parse_features(list: &str) -> Result<Features, String> {
@@ -179,7 +186,8 @@ pub async fn serve(
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
     let mut state = AgentState::default()
         .with_dump_dir(args.dump_dir.clone())
-        .with_features(args.features);
+        .with_features(args.features)
+        .with_memory_limit(args.memory_limit);
     if let Some(target) = &args.attached {
         state = state.attached(target.clone());
     }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dotnet;
 pub mod dump;
 pub mod lttng;
+pub mod memory;
 pub mod process;
 pub mod procfs;
 pub mod profile;

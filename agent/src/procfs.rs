@@ -122,6 +122,9 @@ pub struct Status {
     pub ns_pids: Vec<u32>,
     /// Effective capability mask.
     pub cap_eff: Option<u64>,
+    /// Resident anonymous memory (`RssAnon`), in KiB; absent for kernel
+    /// threads.
+    pub rss_anon_kib: Option<u64>,
 }
 
 impl Status {
@@ -159,6 +162,9 @@ pub fn parse_status(text: &str) -> Status {
                     .collect();
             }
             "CapEff" => status.cap_eff = u64::from_str_radix(value, 16).ok(),
+            "RssAnon" => {
+                status.rss_anon_kib = value.strip_suffix("kB").and_then(|v| v.trim().parse().ok());
+            }
             _ => {}
         }
     }
@@ -357,6 +363,12 @@ impl Procfs {
         Ok(parse_status(&self.read(pid, "status")?))
     }
 
+    /// `/proc/PID/cgroup`, as is: two processes are in the same cgroups
+    /// (the same container) when theirs are equal.
+    pub fn cgroup(&self, pid: u32) -> std::io::Result<String> {
+        self.read(pid, "cgroup")
+    }
+
     /// `/proc/PID/maps`.
     pub fn maps(&self, pid: u32) -> std::io::Result<Vec<MapEntry>> {
         Ok(parse_maps(&self.read(pid, "maps")?))
@@ -539,6 +551,10 @@ mod tests {
         assert_eq!(status.ns_pids, vec![8123, 7]);
         assert_eq!(status.innermost_pid(), Some(7));
         assert_eq!(status.cap_eff, Some(0x1ff_ffff_ffff));
+        assert_eq!(status.rss_anon_kib, None);
+        let status =
+            parse_status("VmRSS:\t  40960 kB\nRssAnon:\t   30720 kB\nRssFile:\t 10240 kB\n");
+        assert_eq!(status.rss_anon_kib, Some(30720));
     }
 
     #[test]

@@ -178,15 +178,8 @@ fn clients_that_never_read_cost_bounded_memory_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let target = spawn(compile_c(dir.path(), "calls.c", &[]), &[]);
     let agent = Agent::start();
-    let status = |key: &str| {
-        std::fs::read_to_string(format!("/proc/{}/status", agent.process.pid()))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    let anon_before = status("RssAnon:");
+    let status = |key: &str| common::status_kib(agent.process.pid(), key);
+    let anon_before = status("RssAnon");
     let mut streaming = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..8 {
@@ -223,11 +216,11 @@ fn clients_that_never_read_cost_bounded_memory_and_leave_nothing() {
     }
     // Their clients read nothing more for 8 s.
     std::thread::sleep(Duration::from_secs(8));
-    let anon = status("RssAnon:");
+    let anon = status("RssAnon");
     eprintln!(
         "agent RssAnon {anon_before} KiB idle, {anon} KiB with {} unread probe streams (RssFile {} KiB: the rings, mapped)",
         streaming.len(),
-        status("RssFile:")
+        status("RssFile")
     );
     assert!(
         anon < anon_before + 64 * 1024,

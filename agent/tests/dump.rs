@@ -19,16 +19,10 @@ fn start_app(dir: &Path) -> (Running, std::path::PathBuf) {
 
 /// `State:` and `TracerPid:` of `pid`.
 fn state_and_tracer(pid: u32) -> (String, String) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
-    (field("State:"), field("TracerPid:"))
+    (
+        common::status_field(pid, "State"),
+        common::status_field(pid, "TracerPid"),
+    )
 }
 
 /// The app runs on, untraced, after a dump (whatever its outcome).

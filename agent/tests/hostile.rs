@@ -119,7 +119,7 @@ fn a_huge_sparse_perf_map_and_a_fifo_are_refused_without_reading() {
     let agent = Agent::start();
     let (app, map) = app_with_private_tmp();
     let pid = app.pid();
-    let hwm_before = peak_rss_kib(agent.process.pid());
+    let hwm_before = common::status_kib(agent.process.pid(), "VmHWM");
 
     // 10 GiB, all holes but the first line.
     {
@@ -141,7 +141,7 @@ fn a_huge_sparse_perf_map_and_a_fifo_are_refused_without_reading() {
         "refused before reading: {:?}",
         started.elapsed()
     );
-    let hwm = peak_rss_kib(agent.process.pid());
+    let hwm = common::status_kib(agent.process.pid(), "VmHWM");
     assert!(
         hwm < hwm_before + 64 * 1024,
         "the agent's peak RSS went from {hwm_before} KiB to {hwm} KiB"
@@ -216,13 +216,4 @@ fn wait_for_dotnet_socket(pid: u32) -> PathBuf {
         assert!(Instant::now() < deadline, "no diagnostic socket for {pid}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

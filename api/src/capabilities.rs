@@ -112,6 +112,27 @@ pub struct DirCheck {
     pub missing_capability: Option<String>,
 }
 
+/// The agent's memory bound (`agent/src/memory.rs`): its limit, where it
+/// came from, and what the container holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryCheck {
+    /// Below the mark at which nothing new starts (or no limit known).
+    #[serde(flatten)]
+    pub check: Check,
+    /// The limit, in bytes; absent when none is known (no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// Where the limit came from: `--memory-limit` or a cgroup file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_from: Option<String>,
+    /// Bytes the container holds now.
+    pub used_bytes: u64,
+    /// Nothing new starts at or above this percentage of the limit.
+    pub admit_percent: u64,
+    /// A running profile stops at or above this percentage.
+    pub stop_percent: u64,
+}
+
 /// How the agent runs in the pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -182,6 +203,9 @@ pub struct Report {
     pub lttng_ust_apps: Check,
     /// Effective capabilities of the agent.
     pub capabilities: Vec<String>,
+    /// The memory bound (absent from agents before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryCheck>,
 }
 
 fn all_features() -> Vec<crate::security::Feature> {
@@ -207,6 +231,9 @@ impl Report {
             ("lttng_shm".to_owned(), &self.lttng_shm.check),
             ("lttng_ust_apps".to_owned(), &self.lttng_ust_apps),
         ];
+        if let Some(memory) = &self.memory {
+            all.push(("memory".to_owned(), &memory.check));
+        }
         all.extend(
             self.perf_events
                 .iter()

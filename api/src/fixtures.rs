@@ -64,5 +64,13 @@ pub fn healthy_report() -> Report {
             "no process of the pod loads an LTTng-UST other than liblttng-ust.so.1",
         ),
         capabilities: ["BPF", "PERFMON", "SYS_ADMIN"].map(str::to_owned).to_vec(),
+        memory: Some(crate::capabilities::MemoryCheck {
+            check: Check::ok("holds 30 MiB of a 256 MiB limit (from --memory-limit)"),
+            limit_bytes: Some(256 << 20),
+            limit_from: Some("--memory-limit".to_owned()),
+            used_bytes: 30 << 20,
+            admit_percent: 70,
+            stop_percent: 85,
+        }),
     }
 }

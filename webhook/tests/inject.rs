@@ -129,9 +129,23 @@ fn minimal_pod_without_volumes_gets_everything() {
             "POD_NAMESPACE",
             "NODE_NAME",
             "TRACECAR_FEATURES",
-            "LTTNG_HOME"
+            "LTTNG_HOME",
+            "TRACECAR_MEMORY_LIMIT"
         ]
     );
+    // The agent's memory bound is the container's own limit, in bytes,
+    // through the Downward API.
+    let memory = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "TRACECAR_MEMORY_LIMIT")
+        .unwrap();
+    assert_eq!(
+        memory["valueFrom"]["resourceFieldRef"],
+        serde_json::json!({"containerName": "tracecar", "resource": "limits.memory"})
+    );
+    assert_eq!(sidecar["resources"]["limits"]["memory"], "256Mi");
     assert_eq!(sidecar["resources"]["requests"]["cpu"], "10m");
     for host in ["usr-src", "lib-modules"] {
         let v = pod["spec"]["volumes"]
@@ -591,4 +605,23 @@ fn without_the_annotation_the_configs_features_apply_and_a_typo_warns() {
     );
     assert_eq!(status(&pod)["features"], json!(["profile", "dotnet"]));
     assert!(InjectConfig::from_yaml("features: [gpu]\n").is_err());
+}
+
+#[test]
+fn the_memory_bound_follows_the_configured_limit() {
+    let env_names = |config: &InjectConfig| -> Vec<String> {
+        let (pod, _) = inject_checked_with(&fixture("minimal.yaml"), config);
+        container(&pod, "containers", "tracecar")["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(env_names(&InjectConfig::default()).contains(&"TRACECAR_MEMORY_LIMIT".to_owned()));
+    // No memory limit configured: the Downward API would give the node's
+    // allocatable memory, which bounds nothing of the sidecar's, so the
+    // agent falls back to its cgroup.
+    let config = InjectConfig::from_yaml("resources:\n  limits:\n    cpu: \"1\"\n").unwrap();
+    assert!(!env_names(&config).contains(&"TRACECAR_MEMORY_LIMIT".to_owned()));
 }

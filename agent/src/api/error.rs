@@ -67,10 +67,37 @@ impl From<crate::procfs::PidNotVisible> for ApiError {
 const PERF_HINT: &str =
     "the sidecar needs CAP_PERFMON and seccompProfile Unconfined; check /v1/capabilities";
 
+/// What to do when the agent's memory is near its limit.
+const MEMORY_HINT: &str = "raise the sidecar's memory limit (the webhook config's resources.limits.memory), or wait for a running capture to end; /v1/capabilities shows the limit";
+
+impl From<crate::memory::Pressure> for ApiError {
+    fn from(e: crate::memory::Pressure) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}; nothing new starts until it holds less"),
+            MEMORY_HINT,
+        )
+    }
+}
+
 impl From<crate::profile::capture::CaptureError> for ApiError {
     fn from(e: crate::profile::capture::CaptureError) -> Self {
         use crate::profile::capture::CaptureError;
         match e {
+            CaptureError::AnswerMemory { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                format!(
+                    "format=pprof takes the least memory; or profile for fewer seconds, at a lower hz, or fewer processes (pid=), or {MEMORY_HINT}"
+                ),
+            ),
+            CaptureError::Memory { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                format!(
+                    "profile for fewer seconds, at a lower hz, or fewer processes (pid=), or {MEMORY_HINT}"
+                ),
+            ),
             CaptureError::Perf(_) => Self::internal(e.to_string(), PERF_HINT),
             // The node lacks tracefs or the tracepoint: not the request's
             // fault, and not a bug either.

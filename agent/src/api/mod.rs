@@ -52,6 +52,7 @@ pub struct AgentState {
     dump_dir: std::path::PathBuf,
     mode: tracecar_api::capabilities::Mode,
     features: Features,
+    memory: Arc<crate::memory::Memory>,
 }
 
 impl Default for AgentState {
@@ -64,13 +65,14 @@ impl AgentState {
     /// State over a `/proc`.
     pub fn new(procfs: Procfs) -> Self {
         Self {
-            procfs,
+            procfs: procfs.clone(),
             captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
             probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
             lttng: None,
             dump_dir: crate::dump::native::default_dump_dir(),
             mode: tracecar_api::capabilities::Mode::Sidecar,
             features: Features::all(),
+            memory: Arc::new(crate::memory::Memory::new(procfs, None)),
         }
     }
 
@@ -87,6 +89,13 @@ impl AgentState {
         self
     }
 
+    /// Bounds the agent's memory by `limit` bytes (else its cgroup's
+    /// limit, if readable): see [`crate::memory`].
+    pub fn with_memory_limit(mut self, limit: Option<u64>) -> Self {
+        self.memory = Arc::new(crate::memory::Memory::new(self.procfs.clone(), limit));
+        self
+    }
+
     /// Writes ptrace core files in `dir` while they are taken.
     pub fn with_dump_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.dump_dir = dir;
@@ -99,16 +108,20 @@ impl AgentState {
         self
     }
 
-    /// A slot for a capture (profile, trigger, LTTng), or 429.
+    /// A slot for a capture (profile, trigger, LTTng, .NET, dump): 429
+    /// when all are taken, 503 when the agent's memory is near its limit.
     fn capture_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.memory.admit()?;
         slot(
             &self.captures,
             format!("{MAX_CONCURRENT_CAPTURES} captures are already running"),
         )
     }
 
-    /// A slot for an attached probe, or 429.
+    /// A slot for an attached probe: 429 when all are taken, 503 when the
+    /// agent's memory is near its limit.
     fn probe_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.memory.admit()?;
         slot(
             &self.probes,
             format!("{MAX_CONCURRENT_PROBES} probes are already attached"),

@@ -41,9 +41,9 @@ pub(super) async fn trigger(
     let permit = state.capture_slot()?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let procfs = state.procfs.clone();
+    let (procfs, memory) = (state.procfs.clone(), state.memory.clone());
     let report = blocking(move || {
-        let result = profile::trigger::run(&spec, &plan, &procfs, &cancel);
+        let result = profile::trigger::run(&spec, &plan, &procfs, &cancel, &memory);
         drop(permit);
         result
     })
@@ -57,9 +57,9 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
     let permit = state.capture_slot()?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let procfs = state.procfs.clone();
+    let (procfs, memory) = (state.procfs.clone(), state.memory.clone());
     let captured = blocking(move || {
-        let result = profile::capture::run(&plan, &procfs, &cancel);
+        let result = profile::capture::run(&plan, &procfs, &cancel, &memory);
         drop(permit);
         result
     })
@@ -71,10 +71,23 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
         "profile captured"
     );
     let format = spec.format;
+    if let Err(e) = profile::capture::check_answer(&captured, format, &state.memory) {
+        drop(captured);
+        crate::sys::release_free_memory();
+        return Err(e.into());
+    }
     let capture_ms = captured.duration.as_secs_f64() * 1000.0;
     let (started, ended) = captured.sampling;
     let setup_ms = started.duration_since(received).as_secs_f64() * 1000.0;
-    let body = blocking(move || crate::stacks::render::render(&captured, format, &meta)).await??;
+    let body = blocking(move || {
+        let body = crate::stacks::render::render(&captured, format, &meta);
+        // What the capture and the rendering held goes back to the
+        // kernel: the memory bound counts resident memory.
+        drop(captured);
+        crate::sys::release_free_memory();
+        body
+    })
+    .await??;
     // Opening the events, sampling, and everything after it (final
     // symbolization, aggregation, rendering).
     let timing = format!(

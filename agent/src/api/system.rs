@@ -12,7 +12,13 @@ use crate::{capabilities, process};
 pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
     let report = blocking(move || {
         let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
-        capabilities::report(&state.procfs, sessiond, &state.mode, state.features)
+        capabilities::report(
+            &state.procfs,
+            sessiond,
+            &state.mode,
+            state.features,
+            &state.memory,
+        )
     })
     .await?;
     Ok(Json(report).into_response())

@@ -30,6 +30,7 @@ use perf_event_open::sample::record::sample::{CallChain, Sample};
 
 use super::spec::{BlockFilter, Mode};
 use super::switches::{Drained, Pairing, SwitchRings};
+use crate::memory::{self, Memory};
 use crate::process;
 use crate::procfs::Procfs;
 pub use crate::stacks::Captured;
@@ -68,11 +69,34 @@ pub struct CapturePlan {
     pub blocks: BlockFilter,
     /// How context switches are recorded (`offcpu` and `wall`).
     pub switch_attrs: SamplingAttrs,
+    /// What rendering will take per frame of the distinct stacks
+    /// ([`crate::stacks::Format::result_bytes_per_frame`]): reserved
+    /// against the memory bound while the capture runs.
+    pub result_bytes_per_frame: u64,
 }
 
 /// Why a capture failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The capture completed, but answering it in the format asked would
+    /// take the agent past [`crate::memory::STOP_PERCENT`] of its limit.
+    #[error(
+        "the profile was captured ({samples} samples in {stacks} distinct stacks, {frames} frames), but not answered as {format}: {pressure}, the mark above which the agent does not go"
+    )]
+    AnswerMemory {
+        /// Samples (or blocks) it held.
+        samples: u64,
+        /// Distinct stacks.
+        stacks: usize,
+        /// Their frames.
+        frames: usize,
+        /// The format asked for.
+        format: &'static str,
+        /// Bytes the answer would take.
+        needed: u64,
+        /// The reading.
+        pressure: crate::memory::Pressure,
+    },
     /// `perf_event_open` or its ring buffer failed.
     #[error("cannot open perf events: {0}")]
     Perf(#[source] std::io::Error),
@@ -82,6 +106,27 @@ pub enum CaptureError {
     /// The tracepoint's format lacks a field the agent reads.
     #[error("sched:sched_switch has no {0} field in its format on this kernel")]
     Format(&'static str),
+    /// The agent's memory reached [`crate::memory::STOP_PERCENT`] of its
+    /// limit: the capture stopped and its stacks were freed.
+    #[error(
+        "the profile stopped after {:.1} s of {} s, with {samples} samples in {stacks} distinct stacks ({frames} frames): {pressure}, the mark at which a profile stops before the container is OOM-killed",
+        after.as_secs_f64(),
+        planned.as_secs()
+    )]
+    Memory {
+        /// How long it had run.
+        after: Duration,
+        /// How long it was to run.
+        planned: Duration,
+        /// Samples (or blocks) it held.
+        samples: u64,
+        /// Distinct stacks it held.
+        stacks: usize,
+        /// Their frames.
+        frames: u64,
+        /// The reading.
+        pressure: crate::memory::Pressure,
+    },
 }
 
 /// The user and kernel chains of a sample, innermost first.
@@ -95,6 +140,26 @@ pub(super) fn chains(sample: &Sample) -> (&[u64], &[u64]) {
         }
     }
     (user, kernel)
+}
+
+/// Checks that answering `captured` as `format` fits the memory bound
+/// ([`crate::stacks::render::estimate_bytes`], now that names are known).
+pub fn check_answer(
+    captured: &Captured,
+    format: crate::stacks::Format,
+    memory: &Memory,
+) -> Result<(), CaptureError> {
+    let needed = crate::stacks::render::estimate_bytes(captured, format);
+    memory
+        .check(needed)
+        .map_err(|pressure| CaptureError::AnswerMemory {
+            samples: captured.samples,
+            stacks: captured.stacks.len(),
+            frames: captured.stacks.iter().map(|s| s.frames.len()).sum(),
+            format: format.name(),
+            needed,
+            pressure,
+        })
 }
 
 /// Unwinds the user stack of `sample` (frame pointers, or DWARF from its
@@ -118,11 +183,14 @@ pub(super) fn sample_user_stack(collector: &mut Collector, pid: u32, sample: &Sa
     )
 }
 
-/// Runs a capture until its duration passes or `cancel` is set.
+/// Runs a capture until its duration passes or `cancel` is set; stops it
+/// with [`CaptureError::Memory`] when `memory` says the agent is near its
+/// limit.
 pub fn run(
     plan: &CapturePlan,
     procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
+    memory: &Memory,
 ) -> Result<Captured, CaptureError> {
     let (cpu_samplers, event) = if plan.mode.samples_cpu() {
         sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?
@@ -177,6 +245,8 @@ pub fn run(
     let queued = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<Drained>();
     let mut cancelled = false;
+    let mut pressure = None;
+    let mut checked = Instant::now();
     std::thread::scope(|scope| {
         if let Some(rings) = rings {
             let wanted = wanted_by();
@@ -209,7 +279,14 @@ pub fn run(
             if cancel.load(Ordering::Relaxed) {
                 cancelled = true;
             }
-            let last = done || cancelled;
+            if checked.elapsed() >= memory::CHECK_EVERY {
+                checked = Instant::now();
+                let reserved = collector
+                    .frames()
+                    .saturating_mul(plan.result_bytes_per_frame);
+                pressure = memory.check(reserved).err();
+            }
+            let last = done || cancelled || pressure.is_some();
             if last {
                 stop.store(true, Ordering::Relaxed);
                 for s in &samplers {
@@ -249,6 +326,20 @@ pub fn run(
     let ended = Instant::now();
     drop(samplers);
     let samples = collector.samples();
+    if let Some(pressure) = pressure {
+        let (stacks, frames) = (collector.distinct_stacks(), collector.frames());
+        drop(collector);
+        drop(pairing);
+        sys::release_free_memory();
+        return Err(CaptureError::Memory {
+            after: duration,
+            planned: plan.duration,
+            samples,
+            stacks,
+            frames,
+            pressure,
+        });
+    }
     let measure = match pairing {
         Some(pairing) => {
             let counts = pairing.counts();

@@ -88,6 +88,7 @@ pub fn plan(
             stack_copy,
             timer_only: false,
         },
+        result_bytes_per_frame: spec.format.result_bytes_per_frame(),
     };
     let meta = RenderMeta {
         seconds: spec.seconds,

@@ -102,6 +102,7 @@ pub fn run(
     plan: &CapturePlan,
     procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
+    memory: &crate::memory::Memory,
 ) -> Result<TriggerReport, capture::CaptureError> {
     let poll = Duration::from_millis(500);
     let start = Instant::now();
@@ -135,7 +136,7 @@ pub fn run(
         report.peak_cpu_percent = report.peak_cpu_percent.max((cpu * 10.0).round() / 10.0);
         if cpu >= spec.cpu_above {
             let started = SystemTime::now();
-            let captured = capture::run(plan, procfs, cancel)?;
+            let captured = capture::run(plan, procfs, cancel, memory)?;
             report.captures.push(TriggeredCapture {
                 started_unix_ms: started
                     .duration_since(UNIX_EPOCH)

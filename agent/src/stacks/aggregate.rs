@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Frame, FrameKind, Stack};
+use super::{Frame, Stack};
 
 /// Entry points where a complete user stack ends.
 const STACK_ROOTS: [&str; 11] = [
@@ -26,9 +26,9 @@ const STACK_ROOTS: [&str; 11] = [
 pub struct NamedStack {
     /// The process.
     pub pid: u32,
-    /// Root labels: the process name, then the thread name with
-    /// `threads=true`.
-    pub roots: Vec<String>,
+    /// Root frames ([`FrameKind::Root`]): the process name, then the
+    /// thread name with `threads=true`.
+    pub roots: Vec<Frame>,
     /// User frames, outermost first.
     pub user: Vec<Frame>,
     /// Kernel frames, outermost first.
@@ -56,11 +56,6 @@ pub fn aggregate(stacks: impl IntoIterator<Item = NamedStack>, max_depth: usize)
         let frames: Vec<Frame> = stack
             .roots
             .into_iter()
-            .map(|name| Frame {
-                name,
-                kind: FrameKind::Root,
-                module: None,
-            })
             .chain(stack.user)
             .chain(stack.kernel)
             .collect();
@@ -92,19 +87,16 @@ pub fn aggregate(stacks: impl IntoIterator<Item = NamedStack>, max_depth: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stacks::FrameKind;
 
     fn user(name: &str) -> Frame {
-        Frame {
-            name: name.to_owned(),
-            kind: FrameKind::User,
-            module: Some("/app".to_owned()),
-        }
+        Frame::new(name.to_owned(), FrameKind::User, Some("/app".to_owned()))
     }
 
     fn sample(pid: u32, names: &[&str], count: u64) -> NamedStack {
         NamedStack {
             pid,
-            roots: vec!["app".to_owned()],
+            roots: vec![Frame::new("app", FrameKind::Root, None)],
             user: names.iter().map(|n| user(n)).collect(),
             kernel: Vec::new(),
             user_depth: names.len(),

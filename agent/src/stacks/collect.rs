@@ -141,11 +141,7 @@ pub enum Reason {
 /// thread blocked in, or, where kernel symbols are not readable, the
 /// state (`[sleeping]`, `[uninterruptible]`, `[preempted]`).
 pub fn reason_frame(kallsyms: &Kallsyms, reason: &Reason) -> Frame {
-    let marker = |name: &str| Frame {
-        name: name.to_owned(),
-        kind: FrameKind::Marker,
-        module: None,
-    };
+    let marker = |name: &str| Frame::new(name.to_owned(), FrameKind::Marker, None);
     let by_state = |state: char| {
         marker(match state {
             'S' => "[sleeping]",
@@ -165,11 +161,7 @@ pub fn reason_frame(kallsyms: &Kallsyms, reason: &Reason) -> Frame {
         Reason::In { function, .. } => function.clone(),
     };
     match (function, reason) {
-        (Some(name), _) => Frame {
-            name,
-            kind: FrameKind::Kernel,
-            module: None,
-        },
+        (Some(name), _) => Frame::new(name, FrameKind::Kernel, None),
         (None, Reason::Blocked { state, .. } | Reason::In { state, .. }) => by_state(*state),
         (None, Reason::OnCpu) => marker("[on-cpu]"),
     }
@@ -200,6 +192,9 @@ pub struct Collector {
     procs: HashMap<u32, ProcessState>,
     raw: HashMap<RawStack, (u64, u64)>,
     samples: u64,
+    /// Frames of the distinct stacks held: what the named stacks and
+    /// their rendering will hold.
+    frames: u64,
 }
 
 impl std::fmt::Debug for Collector {
@@ -231,6 +226,7 @@ impl Collector {
             procs: HashMap::new(),
             raw: HashMap::new(),
             samples: 0,
+            frames: 0,
         }
     }
 
@@ -320,6 +316,13 @@ impl Collector {
             kernel: lookup_addresses(kernel).collect(),
             reason,
         };
+        if !self.raw.contains_key(&raw) {
+            // Roots, user and kernel frames, and the reason's leaf.
+            self.frames += 1
+                + u64::from(per_thread)
+                + (raw.user.len() + raw.kernel.len()) as u64
+                + u64::from(raw.reason.is_some());
+        }
         let entry = self.raw.entry(raw).or_insert((0, 0));
         entry.0 += 1;
         entry.1 = entry.1.saturating_add(weight);
@@ -329,6 +332,16 @@ impl Collector {
     /// Stacks counted so far.
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// Distinct stacks held so far.
+    pub fn distinct_stacks(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Frames of the distinct stacks held so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// Names the addresses queued since the last call, while the
@@ -378,28 +391,64 @@ impl Collector {
             raw,
             ..
         } = self;
+        // Each distinct frame is made once and shared by the stacks that
+        // hold it: the named stacks hold a pointer per frame.
+        let mut roots_of: HashMap<(u32, Option<u32>), Frame> = HashMap::new();
+        let mut user_frames: HashMap<(u32, u64), Frame> = HashMap::new();
+        let mut kernel_frames: HashMap<u64, Frame> = HashMap::new();
+        let mut reasons: HashMap<Reason, Frame> = HashMap::new();
         let named = raw.into_iter().filter_map(|(stack, (count, weight))| {
             let state = procs.get(&stack.pid)?;
-            let mut roots = vec![state.comm.clone()];
+            let mut roots = vec![
+                roots_of
+                    .entry((stack.pid, None))
+                    .or_insert_with(|| Frame::new(state.comm.clone(), FrameKind::Root, None))
+                    .clone(),
+            ];
             if per_thread {
-                roots.push(state.threads.get(&stack.tid).cloned().unwrap_or_default());
+                roots.push(
+                    roots_of
+                        .entry((stack.pid, Some(stack.tid)))
+                        .or_insert_with(|| {
+                            let name = state.threads.get(&stack.tid).cloned();
+                            Frame::new(name.unwrap_or_default(), FrameKind::Root, None)
+                        })
+                        .clone(),
+                );
             }
+            let user = stack
+                .user
+                .iter()
+                .rev()
+                .map(|ip| {
+                    user_frames
+                        .entry((stack.pid, *ip))
+                        .or_insert_with(|| state.symbols.frame(*ip))
+                        .clone()
+                })
+                .collect();
+            let kernel = stack
+                .kernel
+                .iter()
+                .rev()
+                .map(|ip| {
+                    kernel_frames
+                        .entry(*ip)
+                        .or_insert_with(|| kernel_frame(&kallsyms, *ip))
+                        .clone()
+                })
+                .chain(stack.reason.as_ref().map(|r| {
+                    reasons
+                        .entry(r.clone())
+                        .or_insert_with(|| reason_frame(&kallsyms, r))
+                        .clone()
+                }))
+                .collect();
             Some(NamedStack {
                 pid: stack.pid,
                 roots,
-                user: stack
-                    .user
-                    .iter()
-                    .rev()
-                    .map(|ip| state.symbols.frame(*ip))
-                    .collect(),
-                kernel: stack
-                    .kernel
-                    .iter()
-                    .rev()
-                    .map(|ip| kernel_frame(&kallsyms, *ip))
-                    .chain(stack.reason.as_ref().map(|r| reason_frame(&kallsyms, r)))
-                    .collect(),
+                user,
+                kernel,
                 user_depth: stack.user.len(),
                 count,
                 weight,
@@ -464,13 +513,13 @@ fn state_of<'a>(
 
 /// A kernel frame named from kallsyms.
 pub fn kernel_frame(kallsyms: &Kallsyms, ip: u64) -> Frame {
-    Frame {
-        name: kallsyms
+    Frame::new(
+        kallsyms
             .lookup(ip)
             .map_or_else(|| format!("[unknown] [kernel]+0x{ip:x}"), str::to_owned),
-        kind: FrameKind::Kernel,
-        module: None,
-    }
+        FrameKind::Kernel,
+        None,
+    )
 }
 
 /// A DWARF walk up to the first uretprobe trampoline: past it, the stack
@@ -560,7 +609,7 @@ mod tests {
         let blocked = |kernel: Vec<u64>, state| Reason::Blocked { kernel, state };
         let name = |r: &Reason| {
             let f = reason_frame(&kallsyms, r);
-            (f.name, f.kind)
+            (f.name.clone(), f.kind)
         };
         assert_eq!(
             name(&blocked(

@@ -50,8 +50,37 @@ impl Format {
         })
     }
 
+    /// Its name in requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Svg => "svg",
+            Self::Folded => "folded",
+            Self::Pprof => "pprof",
+            Self::Speedscope => "speedscope",
+            Self::Json => "json",
+        }
+    }
+
     /// The values [`Self::parse`] takes, for hints.
     pub const NAMES: &'static str = "svg, folded, pprof, speedscope or json";
+
+    /// About how many bytes answering takes per frame of the distinct
+    /// stacks, beyond what the capture holds, reserved against the memory
+    /// bound ([`crate::memory`]) while a profile runs, before names are
+    /// known: the merged stacks (8 bytes a frame, frames being shared),
+    /// the renderer's structures (pprof 16, speedscope 12, inferno's
+    /// merge 48) and the answer's text for a name of 32 bytes and a module
+    /// path of 48 (folded: the name; pretty JSON: 92 bytes of layout with
+    /// the name and the module). Once names are known,
+    /// [`render::estimate_bytes`] checks again, exactly.
+    pub fn result_bytes_per_frame(self) -> u64 {
+        match self {
+            Self::Folded => 40,
+            Self::Speedscope | Self::Pprof => 24,
+            Self::Svg => 96,
+            Self::Json => 192,
+        }
+    }
 
     /// The HTTP content type.
     pub fn content_type(self) -> &'static str {
@@ -117,9 +146,15 @@ pub enum FrameKind {
     Marker,
 }
 
-/// A named frame.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct Frame {
+/// A named frame. Shared: a profile's stacks hold one pointer per frame,
+/// and the names and modules once per distinct frame (a profile of deep,
+/// varied stacks holds millions of frames, a few thousand distinct).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Frame(std::sync::Arc<FrameData>);
+
+/// What a [`Frame`] says.
+#[derive(Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FrameData {
     /// Function name, or `[unknown] module+0xoff`.
     pub name: String,
     /// What kind of code.
@@ -127,6 +162,31 @@ pub struct Frame {
     /// Module (file path) the code is in, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+}
+
+impl Frame {
+    /// A frame named `name`, of `kind`, in `module`.
+    pub fn new(name: impl Into<String>, kind: FrameKind, module: Option<String>) -> Self {
+        Self(std::sync::Arc::new(FrameData {
+            name: name.into(),
+            kind,
+            module,
+        }))
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = FrameData;
+
+    fn deref(&self) -> &FrameData {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Frame {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// One aggregated stack, root first.

@@ -42,7 +42,12 @@ pub fn render(
         Format::Folded => Ok(folded(captured, false).into_bytes()),
         Format::Svg => svg(captured, meta),
         Format::Json => {
-            Ok(serde_json::to_vec_pretty(&json(captured, meta)).map_err(std::io::Error::other)?)
+            // Sized up front: growing a buffer of hundreds of MiB by
+            // doubling holds both copies for a moment.
+            let mut out = Vec::with_capacity(usize::try_from(json_bytes(captured)).unwrap_or(0));
+            serde_json::to_writer_pretty(&mut out, &json(captured, meta))
+                .map_err(std::io::Error::other)?;
+            Ok(out)
         }
         Format::Speedscope => {
             Ok(serde_json::to_vec(&speedscope(captured)).map_err(std::io::Error::other)?)
@@ -65,9 +70,52 @@ fn folded_name(frame: &Frame, annotate: bool) -> String {
     name
 }
 
+/// What the frames of `captured` add up to: (frames, bytes of their
+/// names, bytes of their module paths).
+fn frame_totals(captured: &Captured) -> (u64, u64, u64) {
+    let mut totals = (0u64, 0u64, 0u64);
+    for frame in captured.stacks.iter().flat_map(|s| &s.frames) {
+        totals.0 += 1;
+        totals.1 += frame.name.len() as u64;
+        totals.2 += frame.module.as_ref().map_or(0, |m| m.len() as u64);
+    }
+    totals
+}
+
+/// The folded text's length, but for annotations.
+fn folded_bytes(captured: &Captured) -> u64 {
+    let (frames, names, _) = frame_totals(captured);
+    names + frames + captured.stacks.len() as u64 * 21
+}
+
+/// About the pretty JSON's length: each frame is an object of five
+/// indented lines (92 bytes) with its name and module.
+fn json_bytes(captured: &Captured) -> u64 {
+    let (frames, names, modules) = frame_totals(captured);
+    names + modules + frames * 96 + captured.stacks.len() as u64 * 256 + (64 << 10)
+}
+
+/// About how many bytes answering `captured` in `format` takes on top of
+/// what it holds: the answer (exact for folded, within a few percent for
+/// JSON, which are sized up front) and the renderer's own structures
+/// (per frame, measured on `agent/tests/memory.rs`'s workload: pprof's
+/// location lists 16 bytes, speedscope's indices 12, inferno's merge of
+/// the folded lines 48). The memory bound checks it before rendering.
+pub fn estimate_bytes(captured: &Captured, format: Format) -> u64 {
+    let (frames, _, _) = frame_totals(captured);
+    let stacks = captured.stacks.len() as u64;
+    match format {
+        Format::Folded => folded_bytes(captured),
+        Format::Svg => folded_bytes(captured) + frames * 48,
+        Format::Json => json_bytes(captured),
+        Format::Speedscope => frames * 12 + stacks * 48 + (64 << 10),
+        Format::Pprof => frames * 16 + stacks * 64 + (64 << 10),
+    }
+}
+
 /// `root;outer;…;leaf weight` lines, heaviest first.
 pub fn folded(captured: &Captured, annotate: bool) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(usize::try_from(folded_bytes(captured)).unwrap_or(0));
     for stack in &captured.stacks {
         let names: Vec<String> = stack
             .frames
@@ -313,23 +361,62 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
     }
 }
 
-fn speedscope(captured: &Captured) -> serde_json::Value {
-    use serde_json::json;
-    let mut frame_index: HashMap<&Frame, usize> = HashMap::new();
+/// speedscope's file format, serialized as it is built: frame names are
+/// borrowed and samples are frame indices (a `serde_json::Value` tree of
+/// a large profile takes tens of bytes per frame of every stack).
+#[derive(serde::Serialize)]
+struct SpeedscopeFile<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    name: String,
+    exporter: &'static str,
+    #[serde(rename = "activeProfileIndex")]
+    active_profile_index: usize,
+    shared: SpeedscopeShared<'a>,
+    profiles: Vec<SpeedscopeProfile>,
+}
+
+#[derive(serde::Serialize)]
+struct SpeedscopeShared<'a> {
+    frames: Vec<SpeedscopeFrame<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SpeedscopeFrame<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct SpeedscopeProfile {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: String,
+    unit: &'static str,
+    #[serde(rename = "startValue")]
+    start_value: u64,
+    #[serde(rename = "endValue")]
+    end_value: u64,
+    samples: Vec<Vec<u32>>,
+    weights: Vec<u64>,
+}
+
+fn speedscope(captured: &Captured) -> SpeedscopeFile<'_> {
+    let mut frame_index: HashMap<&Frame, u32> = HashMap::new();
     let mut frames = Vec::new();
-    let mut per_pid: BTreeMap<u32, (Vec<Vec<usize>>, Vec<u64>)> = BTreeMap::new();
+    let mut per_pid: BTreeMap<u32, (Vec<Vec<u32>>, Vec<u64>)> = BTreeMap::new();
     for stack in &captured.stacks {
-        let ids: Vec<usize> = stack
+        let ids: Vec<u32> = stack
             .frames
             .iter()
             .map(|f| {
                 *frame_index.entry(f).or_insert_with(|| {
-                    let mut frame = json!({ "name": f.name });
-                    if let Some(module) = &f.module {
-                        frame["file"] = json!(module);
-                    }
-                    frames.push(frame);
-                    frames.len() - 1
+                    frames.push(SpeedscopeFrame {
+                        name: &f.name,
+                        file: f.module.as_deref(),
+                    });
+                    u32::try_from(frames.len() - 1).unwrap_or(u32::MAX)
                 })
             })
             .collect();
@@ -344,36 +431,38 @@ fn speedscope(captured: &Captured) -> serde_json::Value {
         Measure::Time { .. } => "nanoseconds",
         _ => "none",
     };
-    let profiles: Vec<serde_json::Value> = per_pid
+    let profiles = per_pid
         .into_iter()
         .map(|(pid, (samples, weights))| {
-            let total: u64 = weights.iter().sum();
             let comm = captured.processes.get(&pid).cloned().unwrap_or_default();
-            json!({
-                "type": "sampled",
-                "name": format!("{comm} ({pid})"),
-                "unit": unit,
-                "startValue": 0,
-                "endValue": total,
-                "samples": samples,
-                "weights": weights,
-            })
+            SpeedscopeProfile {
+                kind: "sampled",
+                name: format!("{comm} ({pid})"),
+                unit,
+                start_value: 0,
+                end_value: weights.iter().sum(),
+                samples,
+                weights,
+            }
         })
         .collect();
-    json!({
-        "$schema": "https://www.speedscope.app/file-format-schema.json",
-        "name": match &captured.measure {
+    SpeedscopeFile {
+        schema: "https://www.speedscope.app/file-format-schema.json",
+        name: match &captured.measure {
             Measure::Samples { hz, .. } => format!("tracecar: {} at {hz} Hz", title(captured)),
             Measure::Probe { probe, of, .. } => {
-                format!("tracecar: callers of {probe} in {}, by {of}", title(captured))
+                format!(
+                    "tracecar: callers of {probe} in {}, by {of}",
+                    title(captured)
+                )
             }
             Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", title(captured)),
         },
-        "exporter": concat!("tracecar ", env!("CARGO_PKG_VERSION")),
-        "activeProfileIndex": 0,
-        "shared": { "frames": frames },
-        "profiles": profiles,
-    })
+        exporter: concat!("tracecar ", env!("CARGO_PKG_VERSION")),
+        active_profile_index: 0,
+        shared: SpeedscopeShared { frames },
+        profiles,
+    }
 }
 
 /// Interns strings for pprof's string table (index 0 is "").
@@ -536,11 +625,11 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn frame(name: &str, kind: FrameKind) -> Frame {
-        Frame {
-            name: name.to_owned(),
+        Frame::new(
+            name.to_owned(),
             kind,
-            module: (kind == FrameKind::User).then(|| "/app/bin".to_owned()),
-        }
+            (kind == FrameKind::User).then(|| "/app/bin".to_owned()),
+        )
     }
 
     fn sample_capture() -> Captured {
@@ -588,11 +677,11 @@ mod tests {
     #[test]
     fn unknown_frames_and_errors_are_counted_by_module() {
         let mut c = sample_capture();
-        c.stacks[0].frames.push(Frame {
-            name: "[unknown] libcoreclr.so+0x10".into(),
-            kind: FrameKind::Unknown,
-            module: Some("/rt/libcoreclr.so".into()),
-        });
+        c.stacks[0].frames.push(Frame::new(
+            "[unknown] libcoreclr.so+0x10",
+            FrameKind::Unknown,
+            Some("/rt/libcoreclr.so".into()),
+        ));
         c.symbol_errors
             .insert((7, "/rt/libcoreclr.so".into()), "bad ELF".into());
         let stats = module_stats(&c);
@@ -677,7 +766,7 @@ mod tests {
         let name = |i: i64| p.string_table[usize::try_from(i).unwrap_or(0)].clone();
         assert_eq!(name(p.sample_type[1].r#type), "wall");
         assert_eq!(p.sample[0].value, vec![30, 30]);
-        let speedscope = speedscope(&c);
+        let speedscope = serde_json::to_value(speedscope(&c)).unwrap();
         assert_eq!(speedscope["profiles"][0]["unit"], "nanoseconds");
     }
 
@@ -700,10 +789,68 @@ mod tests {
 
     #[test]
     fn speedscope_shares_frames() {
-        let s = speedscope(&sample_capture());
+        let s = serde_json::to_value(speedscope(&sample_capture())).unwrap();
+        assert_eq!(
+            s["$schema"],
+            "https://www.speedscope.app/file-format-schema.json"
+        );
         assert_eq!(s["profiles"][0]["type"], "sampled");
         assert_eq!(s["shared"]["frames"].as_array().map(Vec::len), Some(5));
         assert_eq!(s["profiles"][0]["weights"], serde_json::json!([30, 10]));
         assert_eq!(s["profiles"][0]["endValue"], 40);
+    }
+
+    /// Many deep stacks with long names, as a real profile has.
+    fn deep_capture(stacks: usize, depth: usize) -> Captured {
+        let mut c = sample_capture();
+        let names: Vec<Frame> = (0..64)
+            .map(|i| {
+                Frame::new(
+                    format!("com.example.service.Handler{i}.process(Request)"),
+                    FrameKind::User,
+                    Some("/usr/lib/jvm/app/libservice.so".to_owned()),
+                )
+            })
+            .collect();
+        c.stacks = (0..stacks)
+            .map(|n| Stack {
+                pid: 7,
+                frames: std::iter::once(frame("app", FrameKind::Root))
+                    .chain((0..depth).map(|d| names[(n * 7 + d * 13) % names.len()].clone()))
+                    .collect(),
+                truncated: false,
+                count: 1,
+                weight: 1,
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn answers_are_estimated_before_they_are_rendered() {
+        let meta = RenderMeta {
+            seconds: 2,
+            unwind: "fp",
+            kernel: false,
+        };
+        let c = deep_capture(500, 80);
+        // Folded: exact. JSON: within 10%. Both are sized up front.
+        let folded_len = render(&c, Format::Folded, &meta).unwrap().len() as u64;
+        assert!(
+            estimate_bytes(&c, Format::Folded).abs_diff(folded_len) * 100 <= folded_len,
+            "folded {folded_len}, estimated {}",
+            estimate_bytes(&c, Format::Folded)
+        );
+        let json_len = render(&c, Format::Json, &meta).unwrap().len() as u64;
+        let estimate = estimate_bytes(&c, Format::Json);
+        assert!(
+            estimate.abs_diff(json_len) * 10 <= json_len,
+            "json {json_len}, estimated {estimate}"
+        );
+        // The other formats' estimates cover at least their answers.
+        for format in [Format::Svg, Format::Speedscope, Format::Pprof] {
+            let len = render(&c, format, &meta).unwrap().len() as u64;
+            assert!(estimate_bytes(&c, format) >= len, "{format:?}: {len}");
+        }
     }
 }

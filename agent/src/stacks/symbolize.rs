@@ -91,14 +91,8 @@ impl ProcessSymbols {
     /// `malloc`, not libc's internal alias for the same address).
     pub fn name_address(&mut self, addr: u64, name: &str, module: Option<String>) {
         self.pending.remove(&addr);
-        self.named.insert(
-            addr,
-            Frame {
-                name: name.to_owned(),
-                kind: FrameKind::User,
-                module,
-            },
-        );
+        self.named
+            .insert(addr, Frame::new(name.to_owned(), FrameKind::User, module));
     }
 
     /// Asks for `addr` to be named at the next [`Self::symbolize_pending`].
@@ -152,11 +146,7 @@ impl ProcessSymbols {
                 self.perf_map
                     .as_ref()
                     .and_then(|m| m.index().lookup(addr))
-                    .map(|e| Frame {
-                        name: e.name.clone(),
-                        kind: FrameKind::Jit,
-                        module: None,
-                    })
+                    .map(|e| Frame::new(e.name.clone(), FrameKind::Jit, None))
             };
             match jit {
                 Some(frame) => {
@@ -232,11 +222,11 @@ impl ProcessSymbols {
     /// The frame for `addr`: its name, or `[unknown] module+0xoffset`.
     pub fn frame(&self, addr: u64) -> Frame {
         if let Some((method, module)) = self.managed.as_ref().and_then(|t| t.lookup(addr)) {
-            return Frame {
-                name: method.name.clone(),
-                kind: FrameKind::Jit,
-                module: module.map(str::to_string),
-            };
+            return Frame::new(
+                method.name.clone(),
+                FrameKind::Jit,
+                module.map(str::to_string),
+            );
         }
         if let Some(frame) = self.named.get(&addr) {
             return frame.clone();
@@ -250,11 +240,11 @@ impl ProcessSymbols {
             None => ("[unmapped]".to_owned(), addr),
         };
         let short = module.rsplit('/').next().unwrap_or(&module).to_owned();
-        Frame {
-            name: format!("[unknown] {short}+0x{offset:x}"),
-            kind: FrameKind::Unknown,
-            module: Some(module).filter(|m| m.starts_with('/')),
-        }
+        Frame::new(
+            format!("[unknown] {short}+0x{offset:x}"),
+            FrameKind::Unknown,
+            Some(module).filter(|m| m.starts_with('/')),
+        )
     }
 }
 
@@ -276,14 +266,13 @@ fn symbolize_addrs(
     Ok(results
         .into_iter()
         .map(|result| match result {
-            Symbolized::Sym(sym) => Some(Frame {
-                name: demangle(&sym.name),
-                kind: FrameKind::User,
-                module: sym
-                    .module
+            Symbolized::Sym(sym) => Some(Frame::new(
+                demangle(&sym.name),
+                FrameKind::User,
+                sym.module
                     .as_ref()
                     .map(|m| m.to_string_lossy().into_owned()),
-            }),
+            )),
             Symbolized::Unknown(_) => None,
         })
         .collect())

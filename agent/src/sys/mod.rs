@@ -365,9 +365,9 @@ mod tests {
     }
 }
 
-/// The marker aya needs to copy our structs into BPF maps, and the
+/// The marker aya needs to copy our structs into BPF maps, the
 /// `pre_exec` hook that sets the parent-death signal for daemons the agent
-/// supervises: the only `unsafe` in the agent.
+/// supervises, and `malloc_trim`: the only `unsafe` in the agent.
 #[allow(unsafe_code)]
 mod raw {
     // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and
@@ -391,6 +391,28 @@ mod raw {
             });
         }
     }
+
+    /// Gives the allocator's free memory back to the kernel.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub fn malloc_trim() {
+        // SAFETY: malloc_trim(3) takes no pointer and is thread-safe (it
+        // takes the arenas' locks); it only returns free pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    /// Other allocators return memory on their own.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn malloc_trim() {}
+}
+
+/// Gives the memory freed by a capture back to the kernel, so that the
+/// agent's resident memory (what [`crate::memory`] counts against the
+/// limit) falls when a large capture ends. glibc keeps freed small blocks
+/// in its arenas otherwise.
+pub fn release_free_memory() {
+    raw::malloc_trim();
 }
 
 /// Sends SIGKILL to every process of the group `pgid`: what a killed

@@ -180,6 +180,14 @@ pub const MIN_RING_BYTES: u32 = 1 << 20;
 /// Ring bytes held by the probes now.
 static RING_IN_USE: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
 
+/// Ring bytes the probes hold now, agent-wide (kernel memory charged to
+/// the sidecar's cgroup, which [`crate::memory`] counts).
+pub fn ring_bytes_held() -> u64 {
+    *RING_IN_USE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What a probe asking for `requested` bytes gets when `available` are
 /// left: the largest power of two within both, or `None` below
 /// [`MIN_RING_BYTES`].

@@ -247,7 +247,7 @@ impl Session<'_> {
                     (Some(user), Some(c)) => Some(
                         c.name_now(record.head.pid, user)
                             .into_iter()
-                            .map(|f| f.name)
+                            .map(|f| f.name.clone())
                             .collect(),
                     ),
                     _ => None,

@@ -63,6 +63,27 @@ impl Drop for Running {
     }
 }
 
+/// A field of `/proc/PID/status`, trimmed (`""` when absent).
+pub fn status_field(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// A memory field of `/proc/PID/status` (`VmHWM`, `RssAnon`), in KiB.
+pub fn status_kib(pid: u32, name: &str) -> u64 {
+    let field = status_field(pid, name);
+    field
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} of {pid}: {field:?}"))
+}
+
 /// Compiles a workload from `tests/workloads/` with gcc.
 pub fn compile_c(dir: &Path, source: &str, extra: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,8 +5,8 @@ use super::{
     WORK_PATH,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostPathVolumeSource, Probe,
-    ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HostPathVolumeSource, Probe,
+    ResourceFieldSelector, ResourceRequirements, Volume, VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -105,6 +105,22 @@ pub fn sidecar_container(
         env.push(EnvVar {
             name: name.to_owned(),
             value: Some(value),
+            ..EnvVar::default()
+        });
+    }
+    // The agent's memory bound (`agent/src/memory.rs`): the container's
+    // limit as the API server has it, through the Downward API, in bytes.
+    if config.resources.limits.contains_key("memory") {
+        env.push(EnvVar {
+            name: "TRACECAR_MEMORY_LIMIT".to_owned(),
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    container_name: Some(SIDECAR_NAME.to_owned()),
+                    resource: "limits.memory".to_owned(),
+                    divisor: None,
+                }),
+                ..EnvVarSource::default()
+            }),
             ..EnvVar::default()
         });
     }
