@@ -437,6 +437,13 @@ fn a_dotnet_process_without_a_diagnostic_port_is_dumped_with_ptrace() {
     let headers = String::from_utf8_lossy(&output.stdout).to_lowercase();
     assert!(headers.starts_with("http/1.1 200"), "{headers}");
     assert!(headers.contains("x-tracecar-dump-via: ptrace"), "{headers}");
+    // And it says why the runtime did not take it.
+    assert!(
+        headers.contains(
+            "x-tracecar-dump-fallback: a .net process whose diagnostic port does not answer"
+        ),
+        "{headers}"
+    );
     assert!(leftovers(app.pid()).is_empty());
 }
 

@@ -4,7 +4,7 @@
 //! there already, which container to join, is the new one running).
 
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod};
-use tracecar_api::security::{Features, MINIMAL_CAPABILITIES, Profile, security_context};
+use tracecar_api::security::{Features, Profile, security_context};
 
 use crate::target::KubeFlags;
 
@@ -27,6 +27,9 @@ pub struct Attach {
     pub target: String,
     /// Its security profile.
     pub profile: Profile,
+    /// What it may do: its capabilities (with [`Profile::Minimal`]) and
+    /// the endpoints it serves.
+    pub features: Features,
     /// The agent's socket in its container.
     pub socket: String,
 }
@@ -158,12 +161,24 @@ pub fn ephemeral_container(attach: &Attach) -> EphemeralContainer {
             .map(str::to_owned)
             .to_vec(),
         ),
-        env: Some(tracecar_api::security::downward_env()),
-        security_context: Some(security_context(attach.profile, Features::all())),
+        env: Some(env(attach.features)),
+        security_context: Some(security_context(attach.profile, attach.features)),
         target_container_name: Some(attach.target.clone()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..EphemeralContainer::default()
     }
+}
+
+/// The downward API's variables and the features, as the webhook gives
+/// the sidecar.
+fn env(features: Features) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = tracecar_api::security::downward_env();
+    env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: tracecar_api::security::FEATURES_ENV.to_owned(),
+        value: Some(features.list()),
+        ..Default::default()
+    });
+    env
 }
 
 /// The strategic-merge patch of the `ephemeralcontainers` subresource that
@@ -302,7 +317,7 @@ pub fn podman_run(pod: &str, attach: &Attach) -> Vec<String> {
     match attach.profile {
         Profile::Minimal => {
             argv.extend(["--cap-drop".to_owned(), "ALL".to_owned()]);
-            for cap in MINIMAL_CAPABILITIES {
+            for cap in attach.features.capabilities() {
                 argv.extend(["--cap-add".to_owned(), format!("CAP_{cap}")]);
             }
             argv.extend([
@@ -327,6 +342,8 @@ pub fn podman_run(pod: &str, attach: &Attach) -> Vec<String> {
             &attach.socket,
             "--attached",
             &attach.target,
+            "--features",
+            &attach.features.list(),
         ]
         .map(str::to_owned),
     );
@@ -336,6 +353,7 @@ pub fn podman_run(pod: &str, attach: &Attach) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracecar_api::security::MINIMAL_CAPABILITIES;
 
     fn pod(json: serde_json::Value) -> Pod {
         serde_json::from_value(json).unwrap()
@@ -347,8 +365,43 @@ mod tests {
             image: "tracecar/agent:0.1.0".to_owned(),
             target: "app".to_owned(),
             profile,
+            features: Features::all(),
             socket: "/run/tracecar/agent.sock".to_owned(),
         }
+    }
+
+    #[test]
+    fn an_attach_for_some_features_gets_their_capabilities_only() {
+        let features = Features::parse("profile").unwrap();
+        let spec = Attach {
+            features,
+            ..attach(Profile::Minimal)
+        };
+        let container = ephemeral_container(&spec);
+        let caps = container
+            .security_context
+            .and_then(|c| c.capabilities)
+            .and_then(|c| c.add)
+            .unwrap_or_default();
+        assert_eq!(
+            caps,
+            features
+                .capabilities()
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect::<Vec<_>>()
+        );
+        assert!(!caps.iter().any(|c| c == "SYS_ADMIN"), "{caps:?}");
+        let env = container.env.unwrap_or_default();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "TRACECAR_FEATURES" && e.value.as_deref() == Some("profile")),
+            "{env:?}"
+        );
+        let argv = podman_run("web", &spec).join(" ");
+        assert!(argv.contains("--features profile"), "{argv}");
+        assert!(!argv.contains("CAP_SYS_ADMIN"), "{argv}");
+        assert!(argv.contains("--cap-add CAP_PERFMON"), "{argv}");
     }
 
     #[test]
@@ -467,7 +520,10 @@ mod tests {
             !text.contains("--volume") && !text.contains("--mount"),
             "{text}"
         );
-        assert!(text.ends_with("--attached app"), "{text}");
+        assert!(
+            text.ends_with("--attached app --features profile,uprobe,lttng,dotnet,dump"),
+            "{text}"
+        );
         assert!(podman_run("p", &attach(Profile::Privileged)).contains(&"--privileged".to_owned()));
     }
 }

@@ -22,6 +22,8 @@ pub struct Options<'a> {
     pub target_container: Option<&'a str>,
     /// `--profile`.
     pub profile: Profile,
+    /// `--features`.
+    pub features: tracecar_api::security::Features,
     /// `--image`.
     pub image: &'a str,
     /// How long to wait for the agent.
@@ -76,6 +78,7 @@ fn attach_kubectl(
         image: options.image.to_owned(),
         target: attach::target_container(pod, &current, options.target_container)?,
         profile: options.profile,
+        features: options.features,
         socket: cli.socket.clone(),
     };
     let container = attach::ephemeral_container(&spec);
@@ -197,6 +200,7 @@ fn attach_podman(
         image: options.image.to_owned(),
         target,
         profile: options.profile,
+        features: options.features,
         socket: cli.socket.clone(),
     };
     let argv = attach::podman_run(pod, &spec);

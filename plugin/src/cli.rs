@@ -63,6 +63,13 @@ pub enum Command {
         /// Security profile, as the webhook's: minimal or privileged.
         #[arg(long, default_value = "minimal", value_parser = ["minimal", "privileged"])]
         profile: String,
+        /// What the agent may do, as `tracecar.dev/features` says for an
+        /// injected one: a comma list of profile, uprobe, lttng, dotnet
+        /// and dump. The ephemeral container gets only their capabilities
+        /// (with `--profile minimal`), and the agent answers 403 outside
+        /// them.
+        #[arg(long, default_value = "profile,uprobe,lttng,dotnet,dump", value_parser = parse_features)]
+        features: tracecar_api::security::Features,
         /// The agent image.
         #[arg(long, default_value = tracecar_api::security::AGENT_IMAGE)]
         image: String,
@@ -256,6 +263,10 @@ pub enum Command {
         /// POD, pod/POD or deploy/NAME.
         target: String,
     },
+}
+
+fn parse_features(list: &str) -> Result<tracecar_api::security::Features, String> {
+    tracecar_api::security::Features::parse(list).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             target,
             target_container,
             profile,
+            features,
             image,
             timeout,
             print,
@@ -130,6 +131,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
                 target_container: target_container.as_deref(),
                 profile: tracecar_api::security::Profile::parse(profile)
                     .unwrap_or(tracecar_api::security::Profile::Minimal),
+                features: *features,
                 image,
                 timeout: std::time::Duration::from_secs(*timeout),
                 print: *print,

@@ -101,6 +101,7 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, port: &Port) -> Result<Dump, DumpE
         file,
         bytes,
         via: "dotnet",
+        fallback: None,
     })
 }
 

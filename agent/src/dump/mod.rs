@@ -44,7 +44,11 @@ pub fn take(procfs: &Procfs, spec: &spec::DumpSpec, dump_dir: &Path) -> Result<D
     match dotnet::take(procfs, spec, &port) {
         Err(DumpError::Port(e @ (PortError::NoSocket { .. } | PortError::Dead { .. }))) => {
             tracing::warn!(pid = spec.pid, error = %e, "the diagnostic port does not answer; taking the dump with ptrace");
-            native::take(procfs, spec, dump_dir)
+            let mut dump = native::take(procfs, spec, dump_dir)?;
+            dump.fallback = Some(format!(
+                "a .NET process whose diagnostic port does not answer ({e}): dumped with ptrace, an ELF core file for gdb or dotnet-dump"
+            ));
+            Ok(dump)
         }
         other => other,
     }
@@ -59,6 +63,9 @@ pub struct Dump {
     pub bytes: u64,
     /// How it was taken: `dotnet` (the runtime's own dump) or `ptrace`.
     pub via: &'static str,
+    /// Why a .NET process was dumped with ptrace instead of by its
+    /// runtime (the `x-tracecar-dump-fallback` header).
+    pub fallback: Option<String>,
 }
 
 /// Why a dump could not be taken.

@@ -344,6 +344,7 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, dump_dir: &Path) -> Result<Dump, D
         file,
         bytes: written,
         via: "ptrace",
+        fallback: None,
     })
 }
 
