@@ -396,7 +396,8 @@ impl Collector {
         let mut roots_of: HashMap<(u32, Option<u32>), Frame> = HashMap::new();
         let mut user_frames: HashMap<(u32, u64), Frame> = HashMap::new();
         let mut kernel_frames: HashMap<u64, Frame> = HashMap::new();
-        let mut reasons: HashMap<Reason, Frame> = HashMap::new();
+        // Leaves are interned by what they say: many blocks, few names.
+        let mut leaves: std::collections::HashSet<Frame> = std::collections::HashSet::new();
         let named = raw.into_iter().filter_map(|(stack, (count, weight))| {
             let state = procs.get(&stack.pid)?;
             let mut roots = vec![
@@ -438,10 +439,14 @@ impl Collector {
                         .clone()
                 })
                 .chain(stack.reason.as_ref().map(|r| {
-                    reasons
-                        .entry(r.clone())
-                        .or_insert_with(|| reason_frame(&kallsyms, r))
-                        .clone()
+                    let leaf = reason_frame(&kallsyms, r);
+                    match leaves.get(&leaf) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            leaves.insert(leaf.clone());
+                            leaf
+                        }
+                    }
                 }))
                 .collect();
             Some(NamedStack {
