@@ -89,12 +89,10 @@ pub enum CaptureError {
         /// Distinct stacks.
         stacks: usize,
         /// Their frames.
-        frames: usize,
+        frames: u64,
         /// The format asked for.
         format: &'static str,
-        /// Bytes the answer would take.
-        needed: u64,
-        /// The reading.
+        /// The reading (the answer's bytes are its `reserved`).
         pressure: crate::memory::Pressure,
     },
     /// `perf_event_open` or its ring buffer failed.
@@ -149,15 +147,13 @@ pub fn check_answer(
     format: crate::stacks::Format,
     memory: &Memory,
 ) -> Result<(), CaptureError> {
-    let needed = crate::stacks::render::estimate_bytes(captured, format);
     memory
-        .check(needed)
+        .check(crate::stacks::render::estimate_bytes(captured, format))
         .map_err(|pressure| CaptureError::AnswerMemory {
             samples: captured.samples,
             stacks: captured.stacks.len(),
-            frames: captured.stacks.iter().map(|s| s.frames.len()).sum(),
+            frames: captured.stacks.iter().map(|s| s.frames.len() as u64).sum(),
             format: format.name(),
-            needed,
             pressure,
         })
 }

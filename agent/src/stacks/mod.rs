@@ -16,6 +16,7 @@ pub mod kallsyms;
 pub mod perfmap;
 pub mod pprof;
 pub mod render;
+mod speedscope;
 pub mod symbolize;
 pub mod unwind;
 

@@ -44,14 +44,14 @@ pub fn render(
         Format::Json => {
             // Sized up front: growing a buffer of hundreds of MiB by
             // doubling holds both copies for a moment.
-            let mut out = Vec::with_capacity(usize::try_from(json_bytes(captured)).unwrap_or(0));
+            let mut out =
+                Vec::with_capacity(usize::try_from(Totals::of(captured).json()).unwrap_or(0));
             serde_json::to_writer_pretty(&mut out, &json(captured, meta))
                 .map_err(std::io::Error::other)?;
             Ok(out)
         }
-        Format::Speedscope => {
-            Ok(serde_json::to_vec(&speedscope(captured)).map_err(std::io::Error::other)?)
-        }
+        Format::Speedscope => Ok(serde_json::to_vec(&super::speedscope::speedscope(captured))
+            .map_err(std::io::Error::other)?),
         Format::Pprof => pprof_gz(captured),
     }
 }
@@ -70,29 +70,42 @@ fn folded_name(frame: &Frame, annotate: bool) -> String {
     name
 }
 
-/// What the frames of `captured` add up to: (frames, bytes of their
-/// names, bytes of their module paths).
-fn frame_totals(captured: &Captured) -> (u64, u64, u64) {
-    let mut totals = (0u64, 0u64, 0u64);
-    for frame in captured.stacks.iter().flat_map(|s| &s.frames) {
-        totals.0 += 1;
-        totals.1 += frame.name.len() as u64;
-        totals.2 += frame.module.as_ref().map_or(0, |m| m.len() as u64);
+/// What the stacks of `captured` add up to.
+struct Totals {
+    stacks: u64,
+    frames: u64,
+    /// Bytes of the frames' names.
+    names: u64,
+    /// Bytes of their module paths.
+    modules: u64,
+}
+
+impl Totals {
+    fn of(captured: &Captured) -> Self {
+        let mut totals = Self {
+            stacks: captured.stacks.len() as u64,
+            frames: 0,
+            names: 0,
+            modules: 0,
+        };
+        for frame in captured.stacks.iter().flat_map(|s| &s.frames) {
+            totals.frames += 1;
+            totals.names += frame.name.len() as u64;
+            totals.modules += frame.module.as_ref().map_or(0, |m| m.len() as u64);
+        }
+        totals
     }
-    totals
-}
 
-/// The folded text's length, but for annotations.
-fn folded_bytes(captured: &Captured) -> u64 {
-    let (frames, names, _) = frame_totals(captured);
-    names + frames + captured.stacks.len() as u64 * 21
-}
+    /// The folded text's length, but for annotations.
+    fn folded(&self) -> u64 {
+        self.names + self.frames + self.stacks * 21
+    }
 
-/// About the pretty JSON's length: each frame is an object of five
-/// indented lines (92 bytes) with its name and module.
-fn json_bytes(captured: &Captured) -> u64 {
-    let (frames, names, modules) = frame_totals(captured);
-    names + modules + frames * 96 + captured.stacks.len() as u64 * 256 + (64 << 10)
+    /// About the pretty JSON's length: each frame is an object of five
+    /// indented lines (92 bytes) with its name and module.
+    fn json(&self) -> u64 {
+        self.names + self.modules + self.frames * 96 + self.stacks * 256 + (64 << 10)
+    }
 }
 
 /// About how many bytes answering `captured` in `format` takes on top of
@@ -102,20 +115,20 @@ fn json_bytes(captured: &Captured) -> u64 {
 /// location lists 16 bytes, speedscope's indices 12, inferno's merge of
 /// the folded lines 48). The memory bound checks it before rendering.
 pub fn estimate_bytes(captured: &Captured, format: Format) -> u64 {
-    let (frames, _, _) = frame_totals(captured);
-    let stacks = captured.stacks.len() as u64;
+    let totals = Totals::of(captured);
     match format {
-        Format::Folded => folded_bytes(captured),
-        Format::Svg => folded_bytes(captured) + frames * 48,
-        Format::Json => json_bytes(captured),
-        Format::Speedscope => frames * 12 + stacks * 48 + (64 << 10),
-        Format::Pprof => frames * 16 + stacks * 64 + (64 << 10),
+        Format::Folded => totals.folded(),
+        Format::Svg => totals.folded() + totals.frames * 48,
+        Format::Json => totals.json(),
+        Format::Speedscope => totals.frames * 12 + totals.stacks * 48 + (64 << 10),
+        Format::Pprof => totals.frames * 16 + totals.stacks * 64 + (64 << 10),
     }
 }
 
 /// `root;outer;…;leaf weight` lines, heaviest first.
 pub fn folded(captured: &Captured, annotate: bool) -> String {
-    let mut out = String::with_capacity(usize::try_from(folded_bytes(captured)).unwrap_or(0));
+    let mut out =
+        String::with_capacity(usize::try_from(Totals::of(captured).folded()).unwrap_or(0));
     for stack in &captured.stacks {
         let names: Vec<String> = stack
             .frames
@@ -130,7 +143,8 @@ pub fn folded(captured: &Captured, annotate: bool) -> String {
     out
 }
 
-fn title(captured: &Captured) -> String {
+/// The processes a profile is of, for titles.
+pub(super) fn title(captured: &Captured) -> String {
     let who: Vec<String> = captured
         .processes
         .iter()
@@ -358,110 +372,6 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
             modules: module_stats(captured),
         },
         stacks: &captured.stacks,
-    }
-}
-
-/// speedscope's file format, serialized as it is built: frame names are
-/// borrowed and samples are frame indices (a `serde_json::Value` tree of
-/// a large profile takes tens of bytes per frame of every stack).
-#[derive(serde::Serialize)]
-struct SpeedscopeFile<'a> {
-    #[serde(rename = "$schema")]
-    schema: &'static str,
-    name: String,
-    exporter: &'static str,
-    #[serde(rename = "activeProfileIndex")]
-    active_profile_index: usize,
-    shared: SpeedscopeShared<'a>,
-    profiles: Vec<SpeedscopeProfile>,
-}
-
-#[derive(serde::Serialize)]
-struct SpeedscopeShared<'a> {
-    frames: Vec<SpeedscopeFrame<'a>>,
-}
-
-#[derive(serde::Serialize)]
-struct SpeedscopeFrame<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<&'a str>,
-}
-
-#[derive(serde::Serialize)]
-struct SpeedscopeProfile {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: String,
-    unit: &'static str,
-    #[serde(rename = "startValue")]
-    start_value: u64,
-    #[serde(rename = "endValue")]
-    end_value: u64,
-    samples: Vec<Vec<u32>>,
-    weights: Vec<u64>,
-}
-
-fn speedscope(captured: &Captured) -> SpeedscopeFile<'_> {
-    let mut frame_index: HashMap<&Frame, u32> = HashMap::new();
-    let mut frames = Vec::new();
-    let mut per_pid: BTreeMap<u32, (Vec<Vec<u32>>, Vec<u64>)> = BTreeMap::new();
-    for stack in &captured.stacks {
-        let ids: Vec<u32> = stack
-            .frames
-            .iter()
-            .map(|f| {
-                *frame_index.entry(f).or_insert_with(|| {
-                    frames.push(SpeedscopeFrame {
-                        name: &f.name,
-                        file: f.module.as_deref(),
-                    });
-                    u32::try_from(frames.len() - 1).unwrap_or(u32::MAX)
-                })
-            })
-            .collect();
-        let (samples, weights) = per_pid.entry(stack.pid).or_default();
-        samples.push(ids);
-        weights.push(stack.weight);
-    }
-    // speedscope knows time and byte units; counts and other values are
-    // "none".
-    let unit = match &captured.measure {
-        Measure::Probe { unit, .. } if *unit == "nanoseconds" => "nanoseconds",
-        Measure::Time { .. } => "nanoseconds",
-        _ => "none",
-    };
-    let profiles = per_pid
-        .into_iter()
-        .map(|(pid, (samples, weights))| {
-            let comm = captured.processes.get(&pid).cloned().unwrap_or_default();
-            SpeedscopeProfile {
-                kind: "sampled",
-                name: format!("{comm} ({pid})"),
-                unit,
-                start_value: 0,
-                end_value: weights.iter().sum(),
-                samples,
-                weights,
-            }
-        })
-        .collect();
-    SpeedscopeFile {
-        schema: "https://www.speedscope.app/file-format-schema.json",
-        name: match &captured.measure {
-            Measure::Samples { hz, .. } => format!("tracecar: {} at {hz} Hz", title(captured)),
-            Measure::Probe { probe, of, .. } => {
-                format!(
-                    "tracecar: callers of {probe} in {}, by {of}",
-                    title(captured)
-                )
-            }
-            Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", title(captured)),
-        },
-        exporter: concat!("tracecar ", env!("CARGO_PKG_VERSION")),
-        active_profile_index: 0,
-        shared: SpeedscopeShared { frames },
-        profiles,
     }
 }
 
@@ -766,7 +676,7 @@ mod tests {
         let name = |i: i64| p.string_table[usize::try_from(i).unwrap_or(0)].clone();
         assert_eq!(name(p.sample_type[1].r#type), "wall");
         assert_eq!(p.sample[0].value, vec![30, 30]);
-        let speedscope = serde_json::to_value(speedscope(&c)).unwrap();
+        let speedscope = serde_json::to_value(super::super::speedscope::speedscope(&c)).unwrap();
         assert_eq!(speedscope["profiles"][0]["unit"], "nanoseconds");
     }
 
@@ -789,7 +699,8 @@ mod tests {
 
     #[test]
     fn speedscope_shares_frames() {
-        let s = serde_json::to_value(speedscope(&sample_capture())).unwrap();
+        let s =
+            serde_json::to_value(super::super::speedscope::speedscope(&sample_capture())).unwrap();
         assert_eq!(
             s["$schema"],
             "https://www.speedscope.app/file-format-schema.json"
