@@ -72,6 +72,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The node's tracefs: the sched:sched_switch tracepoint of mode=offcpu and
+# mode=wall (and uprobe events) are read there. On a node it is mounted;
+# a fresh VM may not have it, and the agent mounts it only when it has
+# CAP_SYS_ADMIN, which the capability tests take away.
+if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+    echo "deps: mount -t tracefs tracefs /sys/kernel/tracing"
+    mount -t tracefs tracefs /sys/kernel/tracing
+fi
+
 # kubernetes-validate checks manifests against the Kubernetes 1.33 schema;
 # jsonpatch applies the webhook's patch independently of our own code.
 pip_install kubernetes_validate kubernetes-validate jsonpatch jsonpatch yaml pyyaml jsonschema jsonschema

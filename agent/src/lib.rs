@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod capabilities;
+pub mod child;
 pub mod cli;
 pub mod dotnet;
 pub mod dump;
+pub mod elf;
 pub mod lttng;
 pub mod memory;
 pub mod process;

@@ -113,18 +113,14 @@ pub fn ust_mismatches(
         .collect()
 }
 
-/// Whether an ELF image is a Go binary (has `.go.buildinfo` or `.gopclntab`).
-pub fn is_go_binary(data: &[u8]) -> bool {
-    use object::{Object as _, ObjectSection as _};
-    let Ok(file) = object::File::parse(data) else {
-        return false;
-    };
-    file.sections().any(|s| {
-        matches!(
-            s.name(),
-            Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")
-        )
-    })
+/// Whether the executable of `pid` is a Go binary: its section names
+/// only ([`crate::elf::Elf::is_go`]), nothing else of it is read.
+pub fn is_go_process(procfs: &Procfs, pid: u32) -> bool {
+    procfs
+        .open_exe(pid)
+        .map_err(crate::elf::ElfError::from)
+        .and_then(|seen| crate::elf::Elf::open(&seen))
+        .is_ok_and(|elf| elf.is_go())
 }
 
 /// The perf map of `pid` as it sees it (`/tmp/perf-<its own pid>.map`),
@@ -136,6 +132,15 @@ pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<String> {
     Some(map.path().to_owned())
 }
 
+/// Whether a process is the pod's infrastructure process: Kubernetes'
+/// `pause` or podman's `catatonit`, which is PID 1 of a shared PID
+/// namespace. A name alone is not enough: every container's first process
+/// has parent 0 there too, and an app could call itself `pause` to hide
+/// from listings and pod-wide profiles.
+pub fn is_pod_init(pid: u32, comm: &str, ppid: u32) -> bool {
+    pid == 1 && ppid == 0 && matches!(comm, "pause" | "catatonit")
+}
+
 /// The PIDs a capture should not look at by default: the agent itself, its
 /// descendants (curl, lttng tools), and the pod's pause process.
 pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
@@ -145,9 +150,7 @@ pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
     let Ok(stat) = procfs.stat(pid) else {
         return true;
     };
-    // The pod's infrastructure process: Kubernetes' pause, podman's
-    // catatonit.
-    if matches!(stat.comm.as_str(), "pause" | "catatonit") && stat.ppid == 0 {
+    if is_pod_init(pid, &stat.comm, stat.ppid) {
         return true;
     }
     // Walk up a few parents: descendants of the agent are its tools.
@@ -164,6 +167,11 @@ pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
     false
 }
 
+/// How long a listing may spend asking .NET runtimes about themselves in
+/// all: a fake runtime that never answers costs a second, and a pod of
+/// them cannot hold the listing longer than this.
+pub const ASK_RUNTIMES_FOR: Duration = Duration::from_secs(5);
+
 /// Lists the pod's processes, measuring CPU use over `interval`.
 pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessInfo>> {
     let agent = std::process::id();
@@ -176,6 +184,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
     let before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     std::thread::sleep(interval);
     let seconds = interval.as_secs_f64().max(0.001);
+    let ask_until = std::time::Instant::now() + ASK_RUNTIMES_FOR;
     let mut out = Vec::new();
     for (pid, before) in pids.into_iter().zip(before) {
         // A process may exit while we look; skip it.
@@ -184,7 +193,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
         let maps = procfs.maps(pid).unwrap_or_default();
         let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
         let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || {
-            procfs.read_exe(pid).is_ok_and(|data| is_go_binary(&data))
+            is_go_process(procfs, pid)
         });
         let after = stat.utime + stat.stime;
         let cpu_percent = before.map_or(0.0, |b| {
@@ -203,7 +212,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
             perf_map: perf_map_path(procfs, pid),
             lttng_ust: lttng_ust_abi(&maps),
             dotnet: (runtime == Runtime::Dotnet)
-                .then(|| crate::dotnet::port::describe(procfs, pid, &maps)),
+                .then(|| crate::dotnet::port::describe(procfs, pid, &maps, ask_until)),
         });
     }
     Ok(out)
@@ -278,6 +287,15 @@ mod tests {
         let dotnet = ust_mismatch(Runtime::Dotnet, None).unwrap();
         assert!(dotnet.contains("liblttng-ust.so.0"), "{dotnet}");
         assert!(ust_mismatch(Runtime::Dotnet, Some(SIDECAR_UST)).is_none());
+    }
+
+    #[test]
+    fn only_pid_1_is_the_pods_init() {
+        assert!(is_pod_init(1, "pause", 0));
+        assert!(is_pod_init(1, "catatonit", 0));
+        // An app's first process, named to hide.
+        assert!(!is_pod_init(7, "pause", 0));
+        assert!(!is_pod_init(1, "app", 0));
     }
 
     #[test]

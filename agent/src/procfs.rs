@@ -3,6 +3,7 @@
 //! PIDs are those of the agent's PID namespace (the pod's, with
 //! `shareProcessNamespace`), because that is the `/proc` the agent sees.
 
+use std::io::BufRead as _;
 use std::path::PathBuf;
 
 /// Fields of `/proc/PID/stat` the agent uses.
@@ -291,6 +292,63 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
         .collect()
 }
 
+/// Mappings read from one `/proc/PID/maps` at most (the kernel's default
+/// `vm.max_map_count` is 65,530).
+pub const MAPS_ENTRIES: usize = 65_536;
+/// Bytes of path names kept from one `/proc/PID/maps` at most.
+pub const MAPS_PATH_BYTES: usize = 16 << 20;
+/// The longest `/proc/PID/maps` line read (a path is at most 4,096 bytes).
+const MAPS_LINE_BYTES: usize = 8 << 10;
+/// `/proc/PID/smaps` read at most (a dump reads it to size the core).
+pub const SMAPS_BYTES: u64 = 64 << 20;
+/// What is read at most of the small `/proc/PID` files (`stat`, `status`,
+/// `cmdline`, `environ`, …): what an app puts in its arguments or
+/// environment is not read past this.
+pub const SMALL_FILE_BYTES: u64 = 1 << 20;
+
+/// Parses `/proc/PID/maps` from a reader, a line at a time, within
+/// [`MAPS_ENTRIES`], [`MAPS_PATH_BYTES`] and a line length; malformed
+/// lines are skipped.
+pub fn parse_maps_from(mut reader: impl std::io::BufRead) -> Result<Vec<MapEntry>, String> {
+    let mut out = Vec::new();
+    let mut path_bytes = 0usize;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = std::io::Read::take(&mut reader, MAPS_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| e.to_string())?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > MAPS_LINE_BYTES {
+            return Err(format!("a line longer than {MAPS_LINE_BYTES} bytes"));
+        }
+        let Ok(entry) = parse_maps_line(&String::from_utf8_lossy(&line)) else {
+            continue;
+        };
+        path_bytes += entry.path.as_ref().map_or(0, String::len);
+        if out.len() >= MAPS_ENTRIES || path_bytes > MAPS_PATH_BYTES {
+            return Err(format!(
+                "over {MAPS_ENTRIES} mappings or {} MiB of path names; not read",
+                MAPS_PATH_BYTES >> 20
+            ));
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// At most `limit` bytes of a kernel-generated file.
+fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A PID that is not in this PID namespace: the one error every endpoint
 /// gives for it (with `shareProcessNamespace` off, the app's processes are
 /// not in the sidecar's).
@@ -302,20 +360,68 @@ pub struct PidNotVisible(pub u32);
 #[derive(Debug, Clone)]
 pub struct Procfs {
     root: PathBuf,
+    /// With [`Procfs::pinned`]: the start time of each process first seen
+    /// through this handle, so that a process that exits and whose number
+    /// is reused by another is not taken for it.
+    pins: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, u64>>>>,
 }
 
 impl Default for Procfs {
     fn default() -> Self {
         Self {
             root: PathBuf::from("/proc"),
+            pins: None,
         }
     }
 }
 
+/// A PID that now names another process than the one first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("pid {0} exited and its number now names another process")]
+pub struct PidReused(pub u32);
+
 impl Procfs {
     /// A `/proc` at another path.
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            pins: None,
+        }
+    }
+
+    /// The same `/proc`, remembering each process it opens files of
+    /// ([`Procfs::same_process`]): one per request, so that a capture that
+    /// runs for minutes keeps reading the process it started with.
+    pub fn pinned(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            pins: Some(Default::default()),
+        }
+    }
+
+    /// Checks, after something of `pid` was opened, that `pid` is still
+    /// the process this handle first saw under that number (its start
+    /// time); the first call pins it. Without [`Procfs::pinned`], always
+    /// true. A process's number is not reused while it lives, so a file
+    /// opened before a successful check belongs to the pinned process.
+    pub fn same_process(&self, pid: u32) -> Result<(), PidReused> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        let Ok(start) = self.stat(pid).map(|s| s.start_time) else {
+            return Err(PidReused(pid));
+        };
+        let mut pins = pins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pins.get(&pid) {
+            Some(&pinned) if pinned != start => Err(PidReused(pid)),
+            Some(_) => Ok(()),
+            None => {
+                pins.insert(pid, start);
+                Ok(())
+            }
+        }
     }
 
     /// `/proc/PID/<name>`.
@@ -350,7 +456,8 @@ impl Procfs {
     }
 
     fn read(&self, pid: u32, name: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(self.path(pid, name))
+        let bytes = read_bounded(&self.path(pid, name), SMALL_FILE_BYTES)?;
+        String::from_utf8(bytes).map_err(std::io::Error::other)
     }
 
     /// `/proc/PID/stat`.
@@ -369,14 +476,32 @@ impl Procfs {
         self.read(pid, "cgroup")
     }
 
-    /// `/proc/PID/maps`.
+    /// `/proc/PID/maps`, read a line at a time: at most
+    /// [`MAPS_ENTRIES`] mappings and [`MAPS_PATH_BYTES`] of path names
+    /// (an app can map 65,530 files with 4 KiB names: a quarter of a GiB
+    /// of text), else an error.
     pub fn maps(&self, pid: u32) -> std::io::Result<Vec<MapEntry>> {
-        Ok(parse_maps(&self.read(pid, "maps")?))
+        let file = std::fs::File::open(self.path(pid, "maps"))?;
+        parse_maps_from(std::io::BufReader::with_capacity(64 << 10, file))
+            .map_err(|e| std::io::Error::other(format!("/proc/{pid}/maps: {e}")))
     }
 
-    /// `/proc/PID/cmdline` as arguments.
+    /// `/proc/PID/smaps` as text, if it is at most [`SMAPS_BYTES`] (65,000
+    /// mappings of a file with a 4 KiB name make it hundreds of MiB).
+    pub fn smaps(&self, pid: u32) -> std::io::Result<String> {
+        let bytes = read_bounded(&self.path(pid, "smaps"), SMAPS_BYTES + 1)?;
+        if bytes.len() as u64 > SMAPS_BYTES {
+            return Err(std::io::Error::other(format!(
+                "/proc/{pid}/smaps is over {} MiB; not read",
+                SMAPS_BYTES >> 20
+            )));
+        }
+        String::from_utf8(bytes).map_err(std::io::Error::other)
+    }
+
+    /// `/proc/PID/cmdline` as arguments (at most [`SMALL_FILE_BYTES`]).
     pub fn cmdline(&self, pid: u32) -> std::io::Result<Vec<String>> {
-        let raw = std::fs::read(self.path(pid, "cmdline"))?;
+        let raw = read_bounded(&self.path(pid, "cmdline"), SMALL_FILE_BYTES)?;
         Ok(raw
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
@@ -397,7 +522,8 @@ impl Procfs {
             .join("task")
             .join(tid.to_string())
             .join("comm");
-        Ok(std::fs::read_to_string(path)?.trim_end().to_owned())
+        let bytes = read_bounded(&path, SMALL_FILE_BYTES)?;
+        Ok(String::from_utf8_lossy(&bytes).trim_end().to_owned())
     }
 
     /// `/proc/PID/task/TID/stat`.
@@ -421,56 +547,6 @@ impl Procfs {
         (!name.is_empty() && name != "0").then(|| name.to_owned())
     }
 
-    /// The contents of the file behind `mapping`: through
-    /// `/proc/PID/map_files` (the inode the process mapped, even deleted or
-    /// replaced), else by its path as the process sees it
-    /// ([`crate::rootfs`]). Files over [`limits::BINARY_BYTES`] are refused.
-    ///
-    /// [`limits::BINARY_BYTES`]: crate::rootfs::limits::BINARY_BYTES
-    pub fn read_mapped_file(
-        &self,
-        pid: u32,
-        mapping: &MapEntry,
-    ) -> Result<Vec<u8>, crate::rootfs::RootError> {
-        use crate::rootfs::{Follow, limits};
-        let map_file = format!("map_files/{:x}-{:x}", mapping.start, mapping.end);
-        if let Ok(data) = self.read_link_target(pid, &map_file, limits::BINARY_BYTES) {
-            return Ok(data);
-        }
-        let path = mapping.file_path().unwrap_or_default();
-        self.open_seen(pid, path, Follow::InRoot)?
-            .file(limits::BINARY_BYTES)?
-            .read()
-    }
-
-    /// The executable of `pid` (`/proc/PID/exe`), if it is a regular file
-    /// of at most [`crate::rootfs::limits::BINARY_BYTES`].
-    pub fn read_exe(&self, pid: u32) -> std::io::Result<Vec<u8>> {
-        self.read_link_target(pid, "exe", crate::rootfs::limits::BINARY_BYTES)
-    }
-
-    /// Reads the file behind one of `/proc/PID`'s magic links (`exe`,
-    /// `map_files/…`): the kernel resolves them to the inode the process
-    /// uses, not through any path the app controls. Regular files only,
-    /// non-blocking, at most `limit` bytes.
-    fn read_link_target(&self, pid: u32, link: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-        use std::io::Read as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_flags::NONBLOCK_NOCTTY)
-            .open(self.path(pid, link))?;
-        let meta = file.metadata()?;
-        if !meta.is_file() || meta.len() > limit {
-            return Err(std::io::Error::other(format!(
-                "/proc/{pid}/{link} is not a regular file of at most {limit} bytes"
-            )));
-        }
-        let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.take(meta.len()).read_to_end(&mut data)?;
-        Ok(data)
-    }
-
     /// `len` bytes of `pid`'s memory at `address` (`/proc/PID/mem`, which
     /// needs ptrace access: CAP_SYS_PTRACE, or the same user).
     pub fn read_memory(&self, pid: u32, address: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -481,9 +557,10 @@ impl Procfs {
         Ok(buf)
     }
 
-    /// `/proc/PID/environ` as `NAME=value` pairs.
+    /// `/proc/PID/environ` as `NAME=value` pairs (at most
+    /// [`SMALL_FILE_BYTES`]).
     pub fn environ(&self, pid: u32) -> std::io::Result<Vec<(String, String)>> {
-        let raw = std::fs::read(self.path(pid, "environ"))?;
+        let raw = read_bounded(&self.path(pid, "environ"), SMALL_FILE_BYTES)?;
         Ok(raw
             .split(|b| *b == 0)
             .filter_map(|kv| {
@@ -493,12 +570,6 @@ impl Procfs {
             })
             .collect())
     }
-}
-
-/// `O_NONBLOCK | O_NOCTTY`, for opening files an app may have replaced.
-mod libc_flags {
-    pub const NONBLOCK_NOCTTY: i32 =
-        (rustix::fs::OFlags::NONBLOCK.bits() | rustix::fs::OFlags::NOCTTY.bits()) as i32;
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every Linux
@@ -599,6 +670,60 @@ mod tests {
         .unwrap();
         assert_eq!(vdso.path.as_deref(), Some("[vdso]"));
         assert!(parse_maps_line("zz").is_err());
+    }
+
+    #[test]
+    fn maps_are_read_within_bounds() {
+        let line = |i: usize, name: &str| {
+            format!(
+                "{:x}-{:x} r-xp 00000000 08:01 5 /{name}\n",
+                i * 0x1000,
+                i * 0x1000 + 0x1000
+            )
+        };
+        let text: String = (0..10).map(|i| line(i, "lib")).collect();
+        assert_eq!(parse_maps_from(text.as_bytes()).unwrap().len(), 10);
+        // Long names, many of them: refused, not held.
+        let long = "x".repeat(4000);
+        let text: String = (0..(MAPS_PATH_BYTES / 4000 + 2))
+            .map(|i| line(i, &long))
+            .collect();
+        assert!(
+            parse_maps_from(text.as_bytes())
+                .unwrap_err()
+                .contains("path names")
+        );
+        let text: String = (0..MAPS_ENTRIES + 1).map(|i| line(i, "l")).collect();
+        assert!(parse_maps_from(text.as_bytes()).is_err());
+        // A line without an end, longer than any the kernel writes.
+        let endless = "7f00-7f10 r-xp 0 08:01 5 /".to_string() + &"y".repeat(MAPS_LINE_BYTES);
+        assert!(
+            parse_maps_from(endless.as_bytes())
+                .unwrap_err()
+                .contains("line")
+        );
+    }
+
+    #[test]
+    fn a_pinned_handle_notices_a_reused_pid() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let procfs = Procfs::default().pinned();
+        assert_eq!(procfs.same_process(pid), Ok(()));
+        assert_eq!(procfs.same_process(pid), Ok(()));
+        // Another start time under the same number, as after a reuse.
+        if let Some(pins) = &procfs.pins {
+            pins.lock().unwrap().insert(pid, 1);
+        }
+        assert_eq!(procfs.same_process(pid), Err(PidReused(pid)));
+        // Unpinned handles do not check.
+        assert_eq!(Procfs::default().same_process(pid), Ok(()));
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

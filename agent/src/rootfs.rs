@@ -21,6 +21,16 @@
 //!   FIFO cannot block the agent and a device is never opened; a file over
 //!   the caller's limit is refused before a byte is read, and reads stop at
 //!   the size seen (a file that grows meanwhile is not followed).
+//! - **Never on FUSE.** A read of a file whose filesystem is served by a
+//!   FUSE daemon waits for that daemon, and no deadline can take the
+//!   thread back from the kernel: such files are refused
+//!   ([`RootError::Fuse`]). Binaries on a lazily pulled image (stargz) are
+//!   then not read for symbols; perf maps and the .NET runtime's names
+//!   still work.
+//! - **Magic links are opened the same way.** `/proc/PID/exe` and
+//!   `/proc/PID/map_files/…` name the inode a process uses, whatever its
+//!   path says now ([`Procfs::open_link`]): `O_PATH` first, checked, then
+//!   opened.
 //! - **The descriptor is kept.** Kernel interfaces that take a path (the
 //!   uprobe PMU, `connect(2)`) get `/proc/self/fd/N`, the inode that was
 //!   checked, so the app cannot swap the file between the check and the
@@ -34,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
-use crate::procfs::Procfs;
+use crate::procfs::{MapEntry, Procfs};
 
 /// Whether a symlink at the last component may be followed (always
 /// inside the process's root).
@@ -100,6 +110,26 @@ pub enum RootError {
         /// The process's effective uid.
         expected: u32,
     },
+    /// A file on a FUSE filesystem: reading it would wait for whoever
+    /// serves it.
+    #[error(
+        "{path} in process {pid}'s filesystem is on FUSE; the agent does not read files a FUSE daemon serves (a read could wait for ever)"
+    )]
+    Fuse {
+        /// The process.
+        pid: u32,
+        /// The path as the process sees it.
+        path: String,
+    },
+    /// The process exited and its number names another one now.
+    #[error("{path}: {source}")]
+    Reused {
+        /// The path as the process sees it.
+        path: String,
+        /// The PID.
+        #[source]
+        source: crate::procfs::PidReused,
+    },
     /// The path escapes the root or crosses a magic link, or the
     /// process's root cannot be opened.
     #[error("{path} in process {pid}'s filesystem: {source}")]
@@ -115,6 +145,22 @@ pub enum RootError {
 }
 
 impl RootError {
+    /// An I/O error on `path` of `pid`: [`RootError::Missing`] for ENOENT.
+    fn io(pid: u32, path: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::Missing {
+                pid,
+                path: path.to_owned(),
+            }
+        } else {
+            Self::Io {
+                pid,
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+
     /// Whether nothing is at the path (the common, harmless case).
     pub fn is_missing(&self) -> bool {
         matches!(self, Self::Missing { .. })
@@ -131,31 +177,94 @@ pub struct Seen {
     kind: FileType,
     size: u64,
     uid: u32,
+    fuse: bool,
+}
+
+/// `FUSE_SUPER_MAGIC`, the `f_type` of every FUSE filesystem.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+impl Seen {
+    /// What `fstat` and `fstatfs` say of `fd`.
+    fn of(fd: OwnedFd, pid: u32, path: &str) -> Result<Self, std::io::Error> {
+        let stat = rustix::fs::fstat(&fd)?;
+        let fuse = rustix::fs::fstatfs(&fd).is_ok_and(|fs| fs.f_type == FUSE_SUPER_MAGIC);
+        Ok(Self {
+            fd,
+            pid,
+            path: path.to_owned(),
+            kind: FileType::from_raw_mode(stat.st_mode),
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            uid: stat.st_uid,
+            fuse,
+        })
+    }
 }
 
 impl Procfs {
+    /// The file behind `mapping`, a regular file of at most
+    /// [`limits::BINARY_BYTES`]: through `/proc/PID/map_files` (the inode
+    /// the process mapped, even deleted or replaced), else by its path as
+    /// the process sees it (`map_files` needs CAP_SYS_ADMIN on some
+    /// kernels).
+    pub fn open_mapped(&self, pid: u32, mapping: &MapEntry) -> Result<Seen, RootError> {
+        let link = format!("map_files/{:x}-{:x}", mapping.start, mapping.end);
+        match self
+            .open_link(pid, &link)
+            .and_then(|seen| seen.file(limits::BINARY_BYTES))
+        {
+            Ok(seen) => Ok(seen),
+            // What the inode is does not change with the path.
+            Err(
+                e @ (RootError::WrongType { .. }
+                | RootError::TooLarge { .. }
+                | RootError::Fuse { .. }),
+            ) => Err(e),
+            Err(_) => self
+                .open_seen(pid, mapping.file_path().unwrap_or_default(), Follow::InRoot)?
+                .file(limits::BINARY_BYTES),
+        }
+    }
+
+    /// The executable of `pid` (`/proc/PID/exe`), a regular file of at
+    /// most [`limits::BINARY_BYTES`].
+    pub fn open_exe(&self, pid: u32) -> Result<Seen, RootError> {
+        self.open_link(pid, "exe")?.file(limits::BINARY_BYTES)
+    }
+
+    /// Opens the file behind one of `/proc/PID`'s magic links (`exe`,
+    /// `map_files/START-END`): the kernel resolves them to the inode the
+    /// process uses, not through a path the app controls. `O_PATH` first,
+    /// then checked as [`Procfs::open_seen`] does, so a FIFO or a device
+    /// is never opened.
+    pub fn open_link(&self, pid: u32, link: &str) -> Result<Seen, RootError> {
+        let name = format!("/proc/{pid}/{link}");
+        let io = |source| RootError::io(pid, &name, source);
+        let fd = rustix::fs::open(
+            self.path(pid, link),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(e.into()))?;
+        self.same_process(pid).map_err(|source| RootError::Reused {
+            path: name.clone(),
+            source,
+        })?;
+        Seen::of(fd, pid, &name).map_err(io)
+    }
+
     /// Opens `path` as process `pid` sees it (see the module's rules).
     pub fn open_seen(&self, pid: u32, path: &str, follow: Follow) -> Result<Seen, RootError> {
-        let io = |source: std::io::Error| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                RootError::Missing {
-                    pid,
-                    path: path.to_owned(),
-                }
-            } else {
-                RootError::Io {
-                    pid,
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        };
+        let io = |source| RootError::io(pid, path, source);
         let root = rustix::fs::open(
             self.path(pid, "root"),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| io(e.into()))?;
+        self.same_process(pid).map_err(|source| RootError::Reused {
+            path: path.to_owned(),
+            source,
+        })?;
         let relative = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
         let relative = if relative.as_os_str().is_empty() {
             Path::new(".")
@@ -174,15 +283,7 @@ impl Procfs {
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )
         .map_err(|e| io(e.into()))?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
-        Ok(Seen {
-            fd,
-            pid,
-            path: path.to_owned(),
-            kind: FileType::from_raw_mode(stat.st_mode),
-            size: u64::try_from(stat.st_size).unwrap_or(0),
-            uid: stat.st_uid,
-        })
+        Seen::of(fd, pid, path).map_err(io)
     }
 }
 
@@ -245,9 +346,15 @@ impl Seen {
         }
     }
 
-    /// A regular file of at most `limit` bytes.
+    /// A regular file of at most `limit` bytes, not on FUSE.
     pub fn file(self, limit: u64) -> Result<Self, RootError> {
         let file = self.expect(FileType::RegularFile)?;
+        if file.fuse {
+            return Err(RootError::Fuse {
+                pid: file.pid,
+                path: file.path,
+            });
+        }
         if file.size > limit {
             return Err(RootError::TooLarge {
                 pid: file.pid,
@@ -284,23 +391,21 @@ impl Seen {
         }
     }
 
-    /// Bytes `from..` of a regular file, up to the size it had when it
-    /// was opened (checked by [`Seen::file`]).
-    pub fn read_from(&self, from: u64) -> Result<Vec<u8>, RootError> {
-        use std::io::{Read as _, Seek as _};
-        if self.kind != FileType::RegularFile {
+    /// The file opened for reading: regular files only (checked by
+    /// [`Seen::file`], which also refuses FUSE).
+    pub fn reader(&self) -> Result<std::fs::File, RootError> {
+        if self.kind != FileType::RegularFile || self.fuse {
             return Err(RootError::WrongType {
                 pid: self.pid,
                 path: self.path.clone(),
-                found: type_name(self.kind),
+                found: if self.fuse {
+                    "file on FUSE"
+                } else {
+                    type_name(self.kind)
+                },
                 wanted: type_name(FileType::RegularFile),
             });
         }
-        let io = |source: std::io::Error| RootError::Io {
-            pid: self.pid,
-            path: self.path.clone(),
-            source,
-        };
         // Reopening the O_PATH descriptor through /proc/self/fd opens the
         // same inode; O_NONBLOCK and O_NOCTTY in case it was replaced by
         // something that is not a file (it cannot be: the inode is fixed).
@@ -309,13 +414,35 @@ impl Seen {
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io(e.into()))?;
-        let mut file = std::fs::File::from(opened);
-        let want = self.size.saturating_sub(from);
+        .map_err(|e| RootError::Io {
+            pid: self.pid,
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        Ok(std::fs::File::from(opened))
+    }
+
+    /// Bytes `from..` of a regular file, up to the size it had when it
+    /// was opened (checked by [`Seen::file`]), at most `most` of them.
+    pub fn read_range(&self, from: u64, most: u64) -> Result<Vec<u8>, RootError> {
+        use std::io::{Read as _, Seek as _};
+        let io = |source: std::io::Error| RootError::Io {
+            pid: self.pid,
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = self.reader()?;
+        let want = self.size.saturating_sub(from).min(most);
         let mut data = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
         file.seek(std::io::SeekFrom::Start(from)).map_err(io)?;
         file.take(want).read_to_end(&mut data).map_err(io)?;
         Ok(data)
+    }
+
+    /// Bytes `from..` of a regular file, up to the size it had when it
+    /// was opened (which [`Seen::file`] bounds).
+    pub fn read_from(&self, from: u64) -> Result<Vec<u8>, RootError> {
+        self.read_range(from, u64::MAX)
     }
 
     /// The whole regular file (as big as it was when opened).
@@ -327,11 +454,14 @@ impl Seen {
 /// Limits on what the agent reads from an app's filesystem.
 pub mod limits {
     /// A perf map: 100,000 JIT methods take about 10 MiB; a runtime that
-    /// ran for weeks may write far more, but a map over this is refused
-    /// rather than read into the agent's memory.
-    pub const PERF_MAP_BYTES: u64 = 256 << 20;
-    /// An ELF file read for symbols or build IDs.
-    pub const BINARY_BYTES: u64 = 1 << 30;
+    /// ran for weeks may write far more. It is read a chunk at a time and
+    /// only until its index is full ([`crate::stacks::perfmap::INDEX_BYTES`]),
+    /// so this bounds only what is opened.
+    pub const PERF_MAP_BYTES: u64 = 4 << 30;
+    /// An ELF file looked into for symbols, unwind tables or build IDs:
+    /// only its headers and the sections asked for are read
+    /// ([`crate::elf`]), so this bounds only what is opened.
+    pub const BINARY_BYTES: u64 = 4 << 30;
 }
 
 #[cfg(test)]

@@ -601,8 +601,19 @@ fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
         "events took {:?}",
         signalled.elapsed()
     );
-    // The client leaves mid-session: the session and the relayed trace go.
+    // Nothing listens on the network for it (the pod's network namespace
+    // is the app's): no relay daemon. (lttng-sessiond's own loopback port
+    // is where the app's Java and Python LTTng agents register: app-facing
+    // by design, like the UST socket in /var/run/lttng.)
+    let listening = Command::new("ss").args(["-Hltnp"]).output().unwrap();
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    assert!(!listening.contains("lttng-relayd"), "{listening}");
+    // The client leaves mid-session: the session and its trace go.
     assert_eq!(tracecar_sessions(), 1);
+    assert!(
+        !dir_is_empty(&lab.agent.traces),
+        "the session records locally"
+    );
     drop(client);
     wait_until(
         Duration::from_secs(10),
@@ -611,8 +622,8 @@ fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
     );
     wait_until(
         Duration::from_secs(5),
-        "the relayed trace to be removed",
-        || dir_is_empty(&lab.agent.traces.join("relay")),
+        "the live trace to be removed",
+        || dir_is_empty(&lab.agent.traces),
     );
 }
 
@@ -754,4 +765,62 @@ fn a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced() {
         matches!(fake.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "nothing connected to the planted socket"
     );
+}
+
+/// A root app replaces the session daemon's client socket in the run
+/// directory it shares with a socket that never accepts: every `lttng`
+/// call would block in connect(2). Each request answers within the CLI's
+/// deadline with an error naming the socket, and nothing stays running.
+#[test]
+fn a_client_socket_that_never_answers_does_not_hang_lttng_requests() {
+    let Some(lab) = Lab::start("a_client_socket_that_never_answers_does_not_hang_lttng_requests")
+    else {
+        return;
+    };
+    let socket = "/var/run/lttng/client-lttng-sessiond";
+    let script = "import os, socket, sys, time\n\
+p = sys.argv[1]\n\
+os.path.exists(p) and os.unlink(p)\n\
+s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(0)\n\
+c = socket.socket(socket.AF_UNIX); c.setblocking(False); c.connect_ex(p)\n\
+print('ready', flush=True)\n\
+time.sleep(600)\n";
+    let fake = common::spawn_ready("python3", &["-c", script, socket]);
+    struct Remove(&'static str);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(socket);
+    for path in [
+        "/v1/lttng/events",
+        "/v1/lttng/record?events=tracecar_test:*&seconds=1",
+    ] {
+        let started = Instant::now();
+        let (code, body) = lab.agent.get_within(path, Duration::from_secs(90));
+        let took = started.elapsed();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            took < Duration::from_secs(45),
+            "{path} took {took:?}: {code} {body}"
+        );
+        // The deadline's error, or the supervisor's verdict that no daemon
+        // answers: either way an error that says so, not a hang.
+        assert!(
+            (code >= 500 && (body.contains(socket) || body.contains("no LTTng session daemon"))),
+            "{path}: {code} {body}"
+        );
+    }
+    // No lttng client is left blocked.
+    let stuck = Command::new("pgrep")
+        .args(["-x", "lttng"])
+        .output()
+        .unwrap();
+    assert!(
+        stuck.stdout.is_empty(),
+        "lttng still running: {:?}",
+        String::from_utf8_lossy(&stuck.stdout)
+    );
+    drop(fake);
 }

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Agent, compile_c, spawn_ready};
+use common::{Agent, compile_c, spawn_ready, status_kib};
 
 const CGROUPS: &str = "/sys/fs/cgroup/memory";
 
@@ -272,5 +272,117 @@ fn a_profile_outgrowing_the_limit_stops_with_an_error_instead_of_an_oom_kill() {
         );
         assert_eq!(cgroup.oom_kills(), 0, "{format}: the agent was OOM-killed");
     }
+    assert_eq!(agent.get("/healthz").0, 200);
+}
+
+/// What an app plants to make the agent read a lot, as the issue measured
+/// it: a running 1,000 MiB sparse copy of `sleep`, a 256 MiB perf map, and
+/// a process with 65,000 mappings of a file with a 4 KiB path. Listing the
+/// pod and reading symbols in a 256 MiB memory cgroup: every answer comes,
+/// with 0 OOM kills, and the agent's peak stays far below the limit.
+#[test]
+fn listing_and_symbols_next_to_huge_app_files_stay_within_256_mib() {
+    let test = "listing_and_symbols_next_to_huge_app_files_stay_within_256_mib";
+    let Some(_serial) = common::begin(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    // A 1,000 MiB executable: sleep, and then zeros (sparse).
+    let sparse = dir.path().join("sleep-1000m");
+    std::fs::copy("/bin/sleep", &sparse).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(1000 << 20)
+        .unwrap();
+    let big = common::spawn(&sparse, &["600"]);
+    common::wait_until_it_maps(big.pid(), "sleep-1000m");
+    // Its perf map: 256 MiB of entries (about 5.5 million).
+    let map = format!("/tmp/perf-{}.map", big.pid());
+    {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&map).unwrap());
+        let mut written = 0usize;
+        let mut i = 0u64;
+        while written < 256 << 20 {
+            let line = format!(
+                "{:x} 40 LazyCompile:*planted_{i} /app/x.js:1\n",
+                0x7e00_0000_0000u64 + i * 0x40
+            );
+            out.write_all(line.as_bytes()).unwrap();
+            written += line.len();
+            i += 1;
+        }
+    }
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _map = Remove(map);
+    // A file with a 4 KiB path, mapped 65,000 times.
+    let mut long = dir.path().to_path_buf();
+    for i in 0..16 {
+        long.push(format!("{i:02}{}", "d".repeat(250)));
+    }
+    std::fs::create_dir_all(&long).unwrap();
+    let page = long.join("page");
+    std::fs::write(&page, [0u8; 4096]).unwrap();
+    let mappings = spawn_ready(
+        compile_c(dir.path(), "many_mappings.c", &[]),
+        &[page.to_str().unwrap(), "65000"],
+    );
+
+    let cgroup = Cgroup::new("hostile-files", 256 << 20);
+    let agent = cgroup.agent("", &dir.path().join("agent.log"));
+    let (code, body) = agent.get_within("/v1/processes", Duration::from_secs(60));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    let processes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for pid in [big.pid(), mappings.pid()] {
+        assert!(
+            processes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["pid"] == pid),
+            "{pid} is listed"
+        );
+    }
+    // Symbols of the process with the huge map: the index stops at its
+    // limit and says so.
+    let (code, body) = agent.get_within(
+        &format!("/v1/symbols?pid={}&match=planted_1$", big.pid()),
+        Duration::from_secs(120),
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("read no further"), "{body}");
+    // And of the one with 65,000 mappings: refused, not read whole.
+    let (code, body) = agent.get_within(
+        &format!("/v1/symbols?pid={}&match=main", mappings.pid()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    let peak = cgroup
+        .read("memory.max_usage_in_bytes")
+        .trim()
+        .parse::<u64>()
+        .unwrap();
+    let agent_peak = status_kib(agent.process.pid(), "VmHWM") << 10;
+    eprintln!(
+        "cgroup peak {} MiB, agent VmHWM {} MiB, OOM kills {}",
+        peak >> 20,
+        agent_peak >> 20,
+        cgroup.oom_kills()
+    );
+    assert_eq!(cgroup.oom_kills(), 0, "the agent was OOM-killed");
+    assert!(
+        agent_peak < 128 << 20,
+        "the agent's peak RSS: {} MiB",
+        agent_peak >> 20
+    );
     assert_eq!(agent.get("/healthz").0, 200);
 }

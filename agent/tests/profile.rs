@@ -471,7 +471,7 @@ fn trigger_mode_catches_cpu_spikes() {
         let stacks = parse_folded(capture["folded"].as_str().unwrap());
         assert!(samples_with(&stacks, "burst_work") > 20, "{capture}");
     }
-    // The second capture comes from a later spike.
+    // The second capture is a later one.
     assert!(captures[1]["started_unix_ms"].as_u64() > captures[0]["started_unix_ms"].as_u64());
     let (code, body) = agent.get("/v1/profile/trigger?cpu_above=50");
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));

@@ -102,8 +102,12 @@ pub struct LiveSummary {
     pub discarded: Discarded,
     /// Lines babeltrace2 printed that are not events.
     pub unparsed_lines: u64,
-    /// Session set-up (relay, create … start, babeltrace2 attached).
+    /// Session set-up (create … start).
     pub setup_ms: f64,
     /// Session tear-down.
     pub teardown_ms: f64,
+    /// Why the session ended before its time, if it did (a rotation or
+    /// babeltrace2 failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -160,6 +160,16 @@ impl Features {
         Self(self.0 | 1 << feature as u8)
     }
 
+    /// The features in both sets.
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Whether every feature of `self` is in `other`.
+    pub fn is_subset(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
     /// Whether `feature` is in the set.
     pub fn contains(self, feature: Feature) -> bool {
         self.0 & 1 << feature as u8 != 0

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracecar_agent::procfs::{parse_maps, parse_stat, parse_status};
+use tracecar_agent::procfs::{parse_maps, parse_maps_from, parse_stat, parse_status};
 use tracecar_agent::stacks::perfmap::PerfMapIndex;
 
 fuzz_target!(|input: &[u8]| {
@@ -11,6 +11,7 @@ fuzz_target!(|input: &[u8]| {
     let _ = parse_stat(&text);
     let _ = parse_status(&text);
     let _ = parse_maps(&text);
+    let _ = parse_maps_from(input);
     let mut index = PerfMapIndex::default();
     let added = index.extend(&text);
     for entry in added {

@@ -172,7 +172,9 @@ impl Caller<'_> {
                         Ok(line) if line.starts_with(r#"{"error""#) => {
                             error_body = line.into_bytes()
                         }
-                        Ok(line) => println!("{}", render(&line)),
+                        Ok(line) => {
+                            println!("{}", crate::output::terminal_safe(&render(&line)))
+                        }
                         Err(e) => {
                             result = Err(write_error("stdout", e));
                             break;

@@ -14,7 +14,10 @@ fn main() {
         }
     };
     if let Err(error) = kubectl_tracecar::run::run(&cli) {
-        eprintln!("error: {error}");
+        eprintln!(
+            "error: {}",
+            kubectl_tracecar::output::terminal_safe(&error.to_string())
+        );
         std::process::exit(error.exit_code());
     }
 }

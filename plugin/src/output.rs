@@ -16,16 +16,38 @@ pub(crate) enum Sink<'a> {
     Memory(&'a mut Vec<u8>),
     /// Written to a file (through a temporary name, renamed at the end).
     File(&'a str),
-    /// Printed line by line as it arrives.
+    /// Printed line by line as it arrives ([`terminal_safe`]).
     Lines(&'a dyn Fn(&str) -> String),
 }
 
-/// The agent's JSON as `render` lays it out, or as it came if it cannot.
+/// `text` safe to print on a terminal: the app names its processes,
+/// arguments, symbols and LTTng fields, and an escape sequence in them
+/// (ESC, CSI, OSC …) would be run by the user's terminal. Control
+/// characters other than newline and tab, DEL, and the C1 controls
+/// (U+0080–U+009F, which some terminals take as CSI and friends) are shown
+/// as `\u{…}` instead.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The agent's JSON as `render` lays it out, or as it came if it cannot,
+/// made [`terminal_safe`].
 pub(crate) fn print_rendered(body: &[u8], render: fn(&[u8]) -> Option<String>) {
-    print!(
-        "{}",
-        render(body).unwrap_or_else(|| String::from_utf8_lossy(body).into())
-    );
+    let text = render(body).unwrap_or_else(|| String::from_utf8_lossy(body).into());
+    print!("{}", terminal_safe(&text));
 }
 
 /// NDJSON lines printed as they come.
@@ -179,5 +201,33 @@ impl Progress {
             let _ = ticker.join();
         }
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escape_sequences_from_the_app_are_shown_not_run() {
+        // A process that calls itself a screen-clearing, title-setting,
+        // hyperlinking name; and a C1 CSI.
+        let name = "evil\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m app\tok\n";
+        let safe = terminal_safe(name);
+        assert!(
+            !safe
+                .chars()
+                .any(|c| c == '\u{1b}' || c == '\u{7}' || c == '\u{9b}'),
+            "{safe:?}"
+        );
+        assert_eq!(
+            safe,
+            "evil\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{9b}31m app\tok\n"
+        );
+        // Ordinary text, and non-ASCII letters, pass unchanged.
+        assert!(matches!(
+            terminal_safe("fib;main;Größe 12\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -86,9 +86,27 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<Pod>, ReviewError> {
 #[derive(Debug)]
 pub struct Reviewer {
     injector: Injector,
-    cache: Mutex<HashMap<PodFacts, Arc<Rendered>>>,
+    cache: Mutex<Cache>,
     cache_capacity: usize,
 }
+
+/// Rendered decisions by the facts they were made from, and the bytes
+/// they hold.
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<PodFacts, Arc<Rendered>>,
+    bytes: usize,
+}
+
+/// The facts of one pod that a decision may be cached under, at most in
+/// bytes: a Deployment's replicas have a few hundred bytes of them. The
+/// pod is not validated when it is reviewed (mutating admission comes
+/// first), so one can carry megabytes in an annotation; its decision is
+/// made, and not kept.
+pub const CACHED_FACTS_BYTES: usize = 16 << 10;
+/// All the cache holds at most, in bytes (the webhook's memory limit is
+/// 64 MiB); it is emptied when a new decision would pass it.
+pub const CACHE_BYTES: usize = 4 << 20;
 
 /// A decision rendered for the wire.
 #[derive(Debug)]
@@ -101,14 +119,20 @@ struct Rendered {
 
 impl Reviewer {
     /// A reviewer caching up to `cache_capacity` decisions (0 disables the
-    /// cache). The cache is emptied when full, which keeps it bounded
-    /// without bookkeeping on every hit.
+    /// cache) and [`CACHE_BYTES`]. The cache is emptied when full, which
+    /// keeps it bounded without bookkeeping on every hit.
     pub fn new(injector: Injector, cache_capacity: usize) -> Self {
         Self {
             injector,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             cache_capacity,
         }
+    }
+
+    /// Decisions cached, and the bytes they hold.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.lock_cache();
+        (cache.entries.len(), cache.bytes)
     }
 
     /// Reviews one request. Never fails: internal errors allow the pod
@@ -170,23 +194,32 @@ impl Reviewer {
     }
 
     fn rendered(&self, facts: PodFacts) -> Result<Arc<Rendered>, String> {
-        if self.cache_capacity > 0
-            && let Some(hit) = self.lock_cache().get(&facts)
-        {
+        let facts_bytes = facts.retained_bytes();
+        let cacheable = self.cache_capacity > 0 && facts_bytes <= CACHED_FACTS_BYTES;
+        if cacheable && let Some(hit) = self.lock_cache().entries.get(&facts) {
             return Ok(hit.clone());
         }
         let rendered = Arc::new(render(self.injector.plan(&facts))?);
-        if self.cache_capacity > 0 {
+        if cacheable {
+            // What the entry keeps: the facts (twice: the map's key and
+            // its hash), the patch and the warnings.
+            let bytes = 2 * facts_bytes
+                + rendered.patch.as_ref().map_or(0, |p| p.get().len())
+                + rendered.warnings.iter().map(String::len).sum::<usize>()
+                + 128;
             let mut cache = self.lock_cache();
-            if cache.len() >= self.cache_capacity {
-                cache.clear();
+            if cache.entries.len() >= self.cache_capacity || cache.bytes + bytes > CACHE_BYTES {
+                cache.entries = HashMap::new();
+                cache.bytes = 0;
             }
-            cache.insert(facts, rendered.clone());
+            if cache.entries.insert(facts, rendered.clone()).is_none() {
+                cache.bytes += bytes;
+            }
         }
         Ok(rendered)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PodFacts, Arc<Rendered>>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding the lock cannot leave a map half-updated in
         // a way that matters here, so a poisoned lock is still usable.
         self.cache

@@ -83,10 +83,16 @@ pub struct InjectConfig {
     /// Default security profile.
     pub profile: SecurityProfile,
     /// Whether `tracecar.dev/profile` on a pod may override `profile`.
+    /// Off by default: whoever can create a pod could otherwise ask for the
+    /// privileged profile.
     pub allow_profile_override: bool,
     /// Features of pods without a `tracecar.dev/features` annotation
     /// (`profile`, `uprobe`, `lttng`, `dotnet`, `dump`); default: all.
     pub features: Vec<String>,
+    /// The most a pod may ask for with `tracecar.dev/features`: features
+    /// outside this list are dropped, with a warning (`uprobe` grants
+    /// CAP_SYS_ADMIN). Default: all. `features` must be within it.
+    pub allowed_features: Vec<String>,
     /// Default sidecar mode.
     pub sidecar_mode: SidecarMode,
     /// Namespaces where injection is allowed. Empty means every namespace
@@ -117,8 +123,13 @@ impl Default for InjectConfig {
             image_pull_policy: "IfNotPresent".to_owned(),
             resources: ResourceSpec::default(),
             profile: SecurityProfile::Minimal,
-            allow_profile_override: true,
+            allow_profile_override: false,
             features: tracecar_api::security::Features::all()
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            allowed_features: tracecar_api::security::Features::all()
                 .names()
                 .into_iter()
                 .map(str::to_owned)
@@ -184,6 +195,13 @@ impl InjectConfig {
     pub fn default_features(&self) -> tracecar_api::security::Features {
         tracecar_api::security::Features::parse(&self.features.join(","))
             .unwrap_or_else(|_| tracecar_api::security::Features::all())
+            .intersection(self.allowed_features())
+    }
+
+    /// The most a pod may have (validated at load).
+    pub fn allowed_features(&self) -> tracecar_api::security::Features {
+        tracecar_api::security::Features::parse(&self.allowed_features.join(","))
+            .unwrap_or_else(|_| tracecar_api::security::Features::none())
     }
 
     /// Loads and validates a YAML file.
@@ -227,9 +245,20 @@ impl InjectConfig {
                 "imagePullPolicy must be Always, IfNotPresent or Never",
             ));
         }
-        if tracecar_api::security::Features::parse(&self.features.join(",")).is_err() {
+        let Ok(features) = tracecar_api::security::Features::parse(&self.features.join(",")) else {
             return Err(ConfigError::Invalid(
                 "features must name only profile, uprobe, lttng, dotnet and dump",
+            ));
+        };
+        let Ok(allowed) = tracecar_api::security::Features::parse(&self.allowed_features.join(","))
+        else {
+            return Err(ConfigError::Invalid(
+                "allowedFeatures must name only profile, uprobe, lttng, dotnet and dump",
+            ));
+        };
+        if !features.is_subset(allowed) {
+            return Err(ConfigError::Invalid(
+                "features must be within allowedFeatures",
             ));
         }
         if !is_quantity(&self.work_size_limit) {

@@ -58,6 +58,14 @@ impl Default for Timeouts {
     }
 }
 
+/// Admission reviews parsed and decided at once, at most; the others wait
+/// for a turn once their bodies are in (a body is at most
+/// [`MAX_BODY_BYTES`]; parsing the pod out of it takes a few times that,
+/// which is what this bounds). Waiting starts after the body is read, so
+/// that slow clients, which the body timeout cuts off, cannot hold the
+/// turns. A review takes about a millisecond, so the wait is short.
+pub const MAX_CONCURRENT_REVIEWS: usize = 4;
+
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -68,6 +76,8 @@ pub struct AppState {
     /// notAfter of the serving certificate (Unix seconds); `/readyz` fails
     /// once it has passed.
     pub cert_not_after: Arc<AtomicI64>,
+    /// Turns for reviews ([`MAX_CONCURRENT_REVIEWS`]).
+    pub reviews: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router, without TLS.
@@ -87,6 +97,9 @@ struct ErrorBody {
 }
 
 async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    let Ok(_turn) = state.reviews.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let started = Instant::now();
     let request = match admission::parse(&body) {
         Ok(request) => request,
@@ -280,6 +293,7 @@ pub async fn run(
         reviewer,
         metrics,
         cert_not_after,
+        reviews: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REVIEWS)),
     });
     serve(listener, tls_config, app, settings.timeouts, shutdown).await;
     watcher.abort();

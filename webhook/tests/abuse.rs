@@ -415,3 +415,120 @@ async fn slow_idle_garbage_and_oversize_clients_do_not_hurt_real_requests() {
     assert_eq!(still_open, 0, "idle connections the server kept");
     assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
 }
+
+/// Whether this test may create a memory cgroup (root, cgroup v1's memory
+/// controller as on the CI machine); under `TRACECAR_REQUIRE_PRIVILEGED=1`
+/// not being able to is a failure.
+fn memory_cgroups(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false);
+    let able = root && std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    if !able {
+        assert!(
+            std::env::var_os("TRACECAR_REQUIRE_PRIVILEGED").is_none(),
+            "{test} needs root and cgroup v1's memory controller"
+        );
+        eprintln!("skipping {test}: needs root and cgroup v1's memory controller");
+    }
+    able
+}
+
+/// A mutating webhook reviews pods before anything validates them: 30
+/// opted-in pods, each with a distinct 2.9 MB `tracecar.dev/runtime` value,
+/// sent to the real binary in a 64 MiB memory cgroup (a replica's limit).
+/// Every review is answered, the warnings quote the value clipped, the
+/// cache keeps none of it, and the webhook is not OOM-killed (it had grown
+/// from 15 MB to 310 MB and stayed there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_huge_annotations_neither_grow_nor_kill_the_webhook() {
+    let test = "distinct_huge_annotations_neither_grow_nor_kill_the_webhook";
+    if !memory_cgroups(test) {
+        return;
+    }
+    let server = Server::start();
+    server.wait_up().await;
+    latencies(&server, 50).await;
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(format!("tracecar-test-webhook-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for _ in 0..100 {
+                if std::fs::remove_dir(&self.0).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    std::fs::write(
+        cgroup.join("memory.limit_in_bytes"),
+        (64u64 << 20).to_string(),
+    )
+    .unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), server.child.id().to_string()).unwrap();
+    let rss_before = server.rss_kib();
+
+    let client = server.client();
+    let pod = fixture("minimal.yaml");
+    let send = |i: usize| {
+        let mut pod = pod.clone();
+        pod["metadata"]["annotations"]["tracecar.dev/runtime"] =
+            json!(format!("{i:06}{}", "r".repeat(2_900_000)));
+        let body = serde_json::to_vec(&review(Some(&pod), "CREATE", "default")).unwrap();
+        let client = client.clone();
+        let url = server.url("/mutate");
+        async move {
+            let response = client.post(url).body(body).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    // Ten at a time, three rounds.
+    for round in 0..3 {
+        let tasks: Vec<_> = (0..10)
+            .map(|i| tokio::spawn(send(round * 10 + i)))
+            .collect();
+        for task in tasks {
+            let answer = task.await.unwrap();
+            let response = &answer["response"];
+            assert_eq!(response["allowed"], true);
+            let warnings = response["warnings"].to_string();
+            assert!(
+                warnings.len() < 2048,
+                "{} bytes of warnings",
+                warnings.len()
+            );
+            assert!(warnings.contains("(2900006 bytes)"), "{warnings}");
+        }
+    }
+    let rss_after = server.rss_kib();
+    let oom_kills = std::fs::read_to_string(cgroup.join("memory.oom_control"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    let peak: u64 = std::fs::read_to_string(cgroup.join("memory.max_usage_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "RSS {rss_before} KiB before, {rss_after} KiB after 30 reviews of 2.9 MB annotations; cgroup peak {} MiB, OOM kills {oom_kills}",
+        peak >> 20
+    );
+    assert_eq!(oom_kills, 0, "the webhook was OOM-killed");
+    assert!(
+        rss_after < rss_before + 24 * 1024,
+        "RSS went from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Still serving.
+    assert_eq!(latencies(&server, 10).await.len(), 10);
+    drop(server);
+    drop(Remove(cgroup));
+}

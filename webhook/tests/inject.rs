@@ -372,19 +372,21 @@ fn node_and_python_presets() {
 
 #[test]
 fn privileged_profile_by_annotation_and_its_override_switch() {
-    let (pod, _) = inject_checked(&fixture("privileged.yaml"));
-    let sc = &container(&pod, "containers", "tracecar")["securityContext"];
-    assert_eq!(sc["privileged"], true);
-    assert!(sc.get("capabilities").is_none());
-
-    let locked = InjectConfig {
-        allow_profile_override: false,
-        ..InjectConfig::default()
-    };
-    let (pod, plan) = inject_checked_with(&fixture("privileged.yaml"), &locked);
+    // By default a pod cannot ask for more than the config's profile:
+    // whoever can create a pod would otherwise get a privileged sidecar.
+    let (pod, plan) = inject_checked(&fixture("privileged.yaml"));
     let sc = &container(&pod, "containers", "tracecar")["securityContext"];
     assert_eq!(sc["privileged"], false);
     assert!(plan.warnings.iter().any(|w| w.contains("does not allow")));
+
+    let open = InjectConfig {
+        allow_profile_override: true,
+        ..InjectConfig::default()
+    };
+    let (pod, _) = inject_checked_with(&fixture("privileged.yaml"), &open);
+    let sc = &container(&pod, "containers", "tracecar")["securityContext"];
+    assert_eq!(sc["privileged"], true);
+    assert!(sc.get("capabilities").is_none());
 
     let privileged_default = InjectConfig {
         profile: SecurityProfile::Privileged,
@@ -392,6 +394,81 @@ fn privileged_profile_by_annotation_and_its_override_switch() {
     };
     let (pod, _) = inject_checked_with(&fixture("minimal.yaml"), &privileged_default);
     assert_eq!(status(&pod)["profile"], "privileged");
+}
+
+#[test]
+fn features_are_capped_by_the_configs_ceiling() {
+    let ceiling = InjectConfig {
+        features: vec!["profile".into(), "dotnet".into()],
+        allowed_features: vec!["profile".into(), "dotnet".into()],
+        ..InjectConfig::default()
+    };
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("profile,uprobe");
+    let (pod, plan) = inject_checked_with(&doc, &ceiling);
+    // uprobe (CAP_SYS_ADMIN) is beyond the ceiling: dropped, with a word.
+    assert_eq!(status(&pod)["features"], json!(["profile"]));
+    let caps = &container(&pod, "containers", "tracecar")["securityContext"]["capabilities"]["add"];
+    assert!(
+        !caps.as_array().unwrap().contains(&json!("SYS_ADMIN")),
+        "{caps}"
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("more than the injector config allows")),
+        "{:?}",
+        plan.warnings
+    );
+    // A config whose default features exceed its ceiling is refused.
+    assert!(
+        InjectConfig::from_yaml("features: [profile, uprobe]\nallowedFeatures: [profile]\n")
+            .is_err()
+    );
+}
+
+#[test]
+fn an_app_container_mounting_our_volumes_by_name_is_not_injected() {
+    // Mounting tracecar-work (the agent's socket, LTTNG_HOME) or a host
+    // path by name, without the volume: valid once the webhook would add
+    // it. The pod is left alone, with a warning.
+    for (list, volume) in [
+        ("containers", "tracecar-work"),
+        ("containers", "tracecar-sys"),
+        ("initContainers", "tracecar-work"),
+    ] {
+        let mut doc = fixture("minimal.yaml");
+        let mount = json!({"name": volume, "mountPath": "/stolen"});
+        if list == "initContainers" {
+            doc["spec"]["initContainers"] =
+                json!([{"name": "init", "image": "busybox", "volumeMounts": [mount]}]);
+        } else {
+            doc["spec"]["containers"][0]["volumeMounts"] = json!([mount]);
+        }
+        match decide_in(&doc, "default", &InjectConfig::default()) {
+            Decision::Skip {
+                reason: SkipReason::AlreadyInjected,
+                warning: Some(warning),
+            } => assert!(warning.contains(volume), "{warning}"),
+            other => panic!("{list}/{volume}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn values_from_the_pod_are_echoed_clipped() {
+    // The pod is not validated yet: its values can be megabytes, and the
+    // warnings quote at most a few dozen characters of them.
+    let mut doc = fixture("minimal.yaml");
+    let huge = "x".repeat(3 << 20);
+    doc["metadata"]["annotations"]["tracecar.dev/runtime"] = json!(huge);
+    doc["metadata"]["annotations"]["tracecar.dev/sidecar-mode"] = json!(huge);
+    let (_, plan) = inject_checked(&doc);
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings.len());
+    for warning in &plan.warnings {
+        assert!(warning.len() < 400, "{} bytes", warning.len());
+        assert!(warning.contains("(3145728 bytes)"), "{warning}");
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::dotnet::session;
 /// The diagnostic port of a visible .NET process.
 async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
     state.procfs.check_visible(&[pid])?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     Ok(blocking(move || Port::find(&procfs, pid)).await??)
 }
 
@@ -27,7 +27,7 @@ pub(super) async fn trace(
     let pid = spec.pid;
     let port = port_of(&state, pid).await?;
     let permit = state.capture_slot()?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     let format = spec.format;
     let (session, body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
         session::trace(
@@ -65,7 +65,7 @@ pub(super) async fn counters(
     let spec = counters::parse(&query)?;
     let port = port_of(&state, spec.pid).await?;
     let permit = state.capture_slot()?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     let format = spec.format;
     let ((), body) = ready_then_stream(16, permit, move |ready, chunks, cancel| {
         counters::stream(
@@ -73,7 +73,7 @@ pub(super) async fn counters(
             &port,
             &spec,
             &cancel,
-            |started| ready.send(started.map(drop)),
+            |started| ready.send(started),
             |snapshot| {
                 let chunk = match format {
                     CountersFormat::Json => {

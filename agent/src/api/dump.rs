@@ -21,7 +21,7 @@ pub(super) async fn dump(
     let spec = dump::spec::parse(&query)?;
     state.procfs.check_visible(&[spec.pid])?;
     let permit = state.capture_slot()?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     let dump_dir = state.dump_dir.clone();
     let pid = spec.pid;
     let ((bytes, via, fallback), body) =

@@ -121,6 +121,7 @@ impl From<crate::uprobe::symbols::SymbolsError> for ApiError {
         use crate::uprobe::symbols::SymbolsError;
         match e {
             SymbolsError::NotVisible(e) => e.into(),
+            SymbolsError::Memory(e) => e.into(),
             SymbolsError::ModuleNotMapped { ref mapped, .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 e.to_string(),
@@ -153,6 +154,11 @@ impl From<crate::uprobe::resolve::ResolveError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 e.to_string(),
                 "the agent reads binaries only as regular files, resolved inside the process's own root",
+            ),
+            ResolveError::Elf(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string(),
+                "the agent reads an ELF file's headers and only the sections it needs, each within a limit: probe by offset= (file offset, from objdump or readelf) if the symbol table is over it",
             ),
             ResolveError::GoReturnProbe(_) => Self::bad_request(
                 e.to_string(),
@@ -257,7 +263,7 @@ impl From<crate::lttng::RecordError> for ApiError {
             ),
             RecordError::Lttng(_)
             | RecordError::TraceDir { .. }
-            | RecordError::Relay(_)
+            | RecordError::ForeignChunk { .. }
             | RecordError::Babeltrace(_) => {
                 Self::internal(e.to_string(), "see the agent's log and /v1/capabilities")
             }
@@ -300,6 +306,20 @@ impl From<crate::dotnet::port::PortError> for ApiError {
             }
         };
         Self::new(StatusCode::BAD_GATEWAY, e.to_string(), hint)
+    }
+}
+
+impl From<crate::dotnet::counters::CountersError> for ApiError {
+    fn from(e: crate::dotnet::counters::CountersError) -> Self {
+        use crate::dotnet::counters::CountersError as C;
+        match e {
+            C::Port(e) => e.into(),
+            C::NoValues { .. } => Self::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                e.to_string(),
+                "the runtime publishes EventCounters once per interval= from the session's start; a runtime that is starting, suspended or overloaded can be late: retry, with a longer interval= if it is busy",
+            ),
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub(super) async fn events(
     let pids = spec::parse_events(&query)?;
     check_visible(&state, pids.as_deref())?;
     let lttng = lttng_of(&state)?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     let (found, incompatible) = blocking(move || {
         let found = lttng.tracepoints(pids.as_deref());
         (

@@ -41,6 +41,10 @@ use crate::procfs::Procfs;
 pub const MAX_CONCURRENT_CAPTURES: usize = 4;
 /// Uprobes that may be attached at once; more get 429.
 pub const MAX_CONCURRENT_PROBES: usize = 8;
+/// Reads of the pod's processes (`/v1/processes`, `/v1/symbols`) that may
+/// run at once; more get 429. Each is bounded in time and memory, and
+/// this bounds how many blocking threads they hold.
+pub const MAX_CONCURRENT_READS: usize = 4;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -48,6 +52,7 @@ pub struct AgentState {
     procfs: Procfs,
     captures: Arc<Semaphore>,
     probes: Arc<Semaphore>,
+    reads: Arc<Semaphore>,
     lttng: Option<Arc<crate::lttng::Lttng>>,
     dump_dir: std::path::PathBuf,
     mode: tracecar_api::capabilities::Mode,
@@ -68,6 +73,7 @@ impl AgentState {
             procfs: procfs.clone(),
             captures: Arc::new(Semaphore::new(MAX_CONCURRENT_CAPTURES)),
             probes: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
             lttng: None,
             dump_dir: crate::dump::native::default_dump_dir(),
             mode: tracecar_api::capabilities::Mode::Sidecar,
@@ -125,6 +131,26 @@ impl AgentState {
         slot(
             &self.probes,
             format!("{MAX_CONCURRENT_PROBES} probes are already attached"),
+        )
+    }
+}
+
+impl AgentState {
+    /// The `/proc` handle of one request: it remembers the processes it
+    /// opens files of, so that a PID reused during a long capture is not
+    /// taken for the process the request named ([`Procfs::pinned`]).
+    fn procfs(&self) -> Procfs {
+        self.procfs.pinned()
+    }
+
+    /// A slot for a read of the pod's processes (`/v1/processes`,
+    /// `/v1/symbols`): 429 when all are taken, 503 when the agent's memory
+    /// is near its limit.
+    fn read_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.memory.admit()?;
+        slot(
+            &self.reads,
+            format!("{MAX_CONCURRENT_READS} process listings or symbol reads are already running"),
         )
     }
 }

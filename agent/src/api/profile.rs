@@ -37,11 +37,12 @@ pub(super) async fn trigger(
     Query(query): Query<Params>,
 ) -> Result<Response, ApiError> {
     let spec = profile::trigger::parse(&query)?;
-    let (plan, _) = profile::plan_here(&spec.profile, &state.procfs)?;
+    let procfs = state.procfs();
+    let (plan, _) = profile::plan_here(&spec.profile, &procfs)?;
     let permit = state.capture_slot()?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let (procfs, memory) = (state.procfs.clone(), state.memory.clone());
+    let memory = state.memory.clone();
     let report = blocking(move || {
         let result = profile::trigger::run(&spec, &plan, &procfs, &cancel, &memory);
         drop(permit);
@@ -53,11 +54,12 @@ pub(super) async fn trigger(
 
 async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Response, ApiError> {
     let received = std::time::Instant::now();
-    let (plan, meta) = profile::plan_here(&spec, &state.procfs)?;
+    let procfs = state.procfs();
+    let (plan, meta) = profile::plan_here(&spec, &procfs)?;
     let permit = state.capture_slot()?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let (procfs, memory) = (state.procfs.clone(), state.memory.clone());
+    let memory = state.memory.clone();
     let captured = blocking(move || {
         let result = profile::capture::run(&plan, &procfs, &cancel, &memory);
         drop(permit);
@@ -76,6 +78,7 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
         crate::sys::release_free_memory();
         return Err(e.into());
     }
+    let samples = captured.samples;
     let capture_ms = captured.duration.as_secs_f64() * 1000.0;
     let (started, ended) = captured.sampling;
     let setup_ms = started.duration_since(received).as_secs_f64() * 1000.0;
@@ -98,6 +101,11 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Re
     if let Ok(value) = timing.parse() {
         response.headers_mut().insert("server-timing", value);
     }
+    // Every format says when nothing was sampled (SVG and JSON in the
+    // body); folded text has no place for it, and is empty then.
+    response
+        .headers_mut()
+        .insert("x-tracecar-samples", samples.into());
     if format == Format::Pprof
         && let Ok(value) = "attachment; filename=\"profile.pb.gz\"".parse()
     {

@@ -29,9 +29,14 @@ pub(super) async fn processes(State(state): State<AgentState>) -> Result<Respons
         tracecar_api::capabilities::Mode::Sidecar => "sidecar",
         tracecar_api::capabilities::Mode::Attached { .. } => "attached",
     };
-    let list = blocking(move || process::list(&state.procfs, Duration::from_millis(200)))
-        .await?
-        .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
+    let permit = state.read_slot()?;
+    let list = blocking(move || {
+        let list = process::list(&state.procfs, Duration::from_millis(200));
+        drop(permit);
+        list
+    })
+    .await?
+    .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
     Ok((
         [(tracecar_api::capabilities::MODE_HEADER, mode)],
         Json(list),

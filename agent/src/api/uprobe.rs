@@ -15,16 +15,20 @@ pub(super) async fn symbols(
     Query(query): Query<Params>,
 ) -> Result<Response, ApiError> {
     let spec = spec::parse_symbols(&query)?;
-    let procfs = state.procfs.clone();
+    let permit = state.read_slot()?;
+    let (procfs, memory) = (state.procfs(), state.memory.clone());
     let pid = spec.pid;
     let listing = blocking(move || {
-        symbols::list(
+        let listing = symbols::list(
             &procfs,
             spec.pid,
             &spec.pattern,
             spec.module.as_deref(),
             spec.limit,
-        )
+            &memory,
+        );
+        drop(permit);
+        listing
     })
     .await??;
     Ok(Json(serde_json::json!({
@@ -44,10 +48,10 @@ pub(super) async fn uprobe(
     let spec = spec::parse(&query)?;
     // Before resolving: naming a .NET method starts sessions in its runtime.
     let permit = state.probe_slot()?;
-    let procfs = state.procfs.clone();
+    let procfs = state.procfs();
     let resolve_spec = spec.clone();
-    let plan = blocking(move || resolve::resolve(&resolve_spec, &procfs)).await??;
-    let procfs = state.procfs.clone();
+    let resolving = procfs.clone();
+    let plan = blocking(move || resolve::resolve(&resolve_spec, &resolving)).await??;
     let content_type = match spec.aggregate {
         Some((spec::Aggregation::Flame, _)) => spec.format.content_type(),
         _ => "application/x-ndjson",

@@ -188,6 +188,11 @@ impl Snapshots {
         done
     }
 
+    /// Whether a snapshot is being filled (some value has come).
+    pub fn has_values(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// The snapshot being filled, at the end.
     pub fn finish(&mut self) -> Option<CounterSnapshot> {
         self.current.take()
@@ -257,19 +262,52 @@ fn command(spec: &CountersSpec) -> Command {
     }
 }
 
+/// Why a counters request has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    /// The session could not start.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// The runtime sent no counter values: a session that ends without
+    /// one is an error, not an empty answer.
+    #[error("pid {pid}'s runtime sent no counter values in {waited_s} s ({why})")]
+    NoValues {
+        /// The process.
+        pid: u32,
+        /// How long the agent waited for the first interval.
+        waited_s: f64,
+        /// How the session ended.
+        why: String,
+    },
+}
+
+/// How long a request waits for the runtime's first values, at least: the
+/// runtime measures its first interval from the session's start, and a
+/// busy or starting runtime can be late.
+pub fn first_values_within(interval: u32) -> Duration {
+    Duration::from_secs(u64::from(interval) * 2 + 5)
+}
+
 /// Streams snapshots to `send` (one per interval, the last at the end), or
-/// for Prometheus the first complete one; `ready` as for traces.
+/// for Prometheus the first complete one. `ready` is answered once the
+/// runtime's first counter values have come (or with why none came): the
+/// session runs `seconds`, but at least until then, for at most
+/// [`first_values_within`] the interval, so that a short request still
+/// gets one snapshot.
 pub fn stream(
     procfs: &Procfs,
     port: &Port,
     spec: &CountersSpec,
     cancel: &AtomicBool,
-    ready: impl FnOnce(Result<u64, PortError>),
+    ready: impl FnOnce(Result<(), CountersError>),
     mut send: impl FnMut(CounterSnapshot) -> bool,
 ) {
     let mut decoder = Decoder::new();
     let mut snapshots = Snapshots::new(spec.pid, f64::from(spec.interval));
     let mut sent = 0u32;
+    // Answered by the first of the two closures below that can.
+    let ready = std::cell::RefCell::new(Some(ready));
+    let mut answered = false;
     let one = spec.format == CountersFormat::Prometheus;
     // One scrape waits for two intervals: the first complete snapshot
     // closes when the second starts.
@@ -278,21 +316,46 @@ pub fn stream(
     } else {
         u64::from(spec.seconds)
     };
-    session::run(
+    let window = session::Window {
+        seconds: Duration::from_secs(seconds),
+        first_within: Some(first_values_within(spec.interval)),
+    };
+    let ended = session::run(
         procfs,
         port,
         &command(spec),
-        Duration::from_secs(seconds),
+        window,
         cancel,
-        ready,
+        |started| {
+            if let Err(e) = started
+                && let Some(ready) = ready.borrow_mut().take()
+            {
+                ready(Err(e.into()));
+            }
+        },
         |bytes| {
             decoder.feed(bytes);
-            while let Ok(Some(event)) = decoder.next_event() {
+            let mut flow = Flow::Continue;
+            loop {
+                let event = match decoder.next_event() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    // Nothing more can be read from this stream.
+                    Err(_) => return Flow::Failed,
+                };
                 if event.metadata.name != "EventCounters" {
                     continue;
                 }
                 let json = event_json(&event, decoder.trace(), spec.pid);
-                if let Some(done) = snapshots.add(json.ts_ns, &json.provider, &json.fields) {
+                let done = snapshots.add(json.ts_ns, &json.provider, &json.fields);
+                if !answered && snapshots.has_values() {
+                    answered = true;
+                    flow = Flow::Produced;
+                    if let Some(ready) = ready.borrow_mut().take() {
+                        ready(Ok(()));
+                    }
+                }
+                if let Some(done) = done {
                     if !send(done) {
                         return Flow::Gone;
                     }
@@ -302,9 +365,26 @@ pub fn stream(
                     }
                 }
             }
-            Flow::Continue
+            flow
         },
     );
+    if let Some(ready) = ready.into_inner() {
+        // Started, but no value came: say why instead of an empty 200.
+        if let Some(ended) = ended {
+            let why = match decoder.failed() {
+                Some(e) => format!("the stream could not be decoded: {e}"),
+                None => ended
+                    .error
+                    .map_or(ended.why.clone(), |e| format!("{}: {e}", ended.why)),
+            };
+            ready(Err(CountersError::NoValues {
+                pid: spec.pid,
+                waited_s: ended.seconds,
+                why,
+            }));
+        }
+        return;
+    }
     // The interval being filled when the session ended.
     if (!one || sent == 0)
         && let Some(last) = snapshots.finish()

@@ -25,7 +25,37 @@ const TAG_BEGIN: u8 = 5;
 const TAG_END: u8 = 6;
 /// The largest block accepted (the runtime writes blocks of 100 KiB or
 /// less); a larger size is a corrupt stream, not a reason to buffer it.
-const MAX_BLOCK: usize = 64 << 20;
+/// With the decoder asked for events after each piece fed, what it
+/// buffers is at most this plus one piece.
+const MAX_BLOCK: usize = 8 << 20;
+
+/// What a decoder keeps at most, whatever the stream (the runtime's
+/// process is the app's: a fake runtime can send anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of event descriptions (metadata blobs): a real trace has a
+    /// few hundred event types of a few hundred bytes each. Past it, the
+    /// stream is corrupt.
+    pub metadata_bytes: usize,
+    /// Stack bytes between two sequence points: the runtime writes a
+    /// sequence point every few MiB of events, and stacks never cross
+    /// one. Past it, the stream is corrupt.
+    pub stack_bytes: usize,
+    /// Capture threads whose sequence numbers are tracked: past it the
+    /// table starts again (drops are then not counted until each
+    /// thread's next event), so distinct thread ids cannot grow it.
+    pub threads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            metadata_bytes: 32 << 20,
+            stack_bytes: 32 << 20,
+            threads: 65_536,
+        }
+    }
+}
 
 /// What a corrupt or unsupported stream looks like.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +138,13 @@ pub struct Decoder {
     ended: bool,
     trace: Option<TraceInfo>,
     metadata: HashMap<u32, std::sync::Arc<EventMetadata>>,
+    metadata_bytes: usize,
     stacks: HashMap<u32, Vec<u64>>,
+    stack_bytes: usize,
+    /// The first error: the stream cannot be decoded past it, so what is
+    /// fed afterwards is dropped, not buffered.
+    failed: Option<NettraceError>,
+    limits: Limits,
     /// Last sequence number seen per capture thread.
     sequences: HashMap<u64, u32>,
     ready: std::collections::VecDeque<Event>,
@@ -226,9 +262,25 @@ impl Decoder {
         Self::default()
     }
 
-    /// Appends bytes of the stream.
+    /// A decoder that keeps at most `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Appends bytes of the stream (dropped once the stream has failed to
+    /// decode, or has ended: nothing would read them).
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        if self.failed.is_none() && !self.ended {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The error the stream failed with, if it did.
+    pub fn failed(&self) -> Option<&NettraceError> {
+        self.failed.as_ref()
     }
 
     /// The `Trace` object, once read.
@@ -257,14 +309,30 @@ impl Decoder {
     }
 
     /// The next decoded event, `Ok(None)` when more bytes are needed (or
-    /// the stream has ended).
+    /// the stream has ended). After an error, the same error again: the
+    /// decoder drops its buffer and what is fed later.
     pub fn next_event(&mut self) -> Result<Option<Event>, NettraceError> {
         loop {
             if let Some(e) = self.ready.pop_front() {
                 return Ok(Some(e));
             }
-            if self.ended || !self.step()? {
+            if let Some(e) = &self.failed {
+                return Err(e.clone());
+            }
+            if self.ended {
                 return Ok(None);
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    self.buf = Vec::new();
+                    self.metadata.clear();
+                    self.stacks.clear();
+                    self.sequences.clear();
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
             }
         }
     }
@@ -405,6 +473,13 @@ impl Decoder {
             }
             if is_metadata {
                 let m = metadata::parse(payload).map_err(|what| c.corrupt(what))?;
+                self.metadata_bytes += payload.len();
+                if self.metadata_bytes > self.limits.metadata_bytes {
+                    return Err(c.corrupt(format!(
+                        "over {} bytes of event descriptions",
+                        self.limits.metadata_bytes
+                    )));
+                }
                 self.metadata.insert(m.metadata_id, std::sync::Arc::new(m));
             } else {
                 self.event(&h, payload, &c)?;
@@ -427,6 +502,11 @@ impl Decoder {
                 if h.sequence != 1 && gap < u32::MAX / 2 {
                     self.dropped += u64::from(gap);
                 }
+            }
+            if self.sequences.len() >= self.limits.threads
+                && !self.sequences.contains_key(&h.capture_thread)
+            {
+                self.sequences.clear();
             }
             self.sequences.insert(h.capture_thread, h.sequence);
         }
@@ -463,6 +543,13 @@ impl Decoder {
         for i in 0..count {
             let len = c.u32()? as usize;
             let bytes = c.take(len)?;
+            self.stack_bytes += len;
+            if self.stack_bytes > self.limits.stack_bytes {
+                return Err(c.corrupt(format!(
+                    "over {} bytes of stacks without a sequence point",
+                    self.limits.stack_bytes
+                )));
+            }
             let ips = bytes
                 .chunks_exact(width)
                 .map(|b| {
@@ -490,10 +577,15 @@ impl Decoder {
             if gap != 0 && gap < u32::MAX / 2 {
                 self.dropped += u64::from(gap);
             }
+            if self.sequences.len() >= self.limits.threads && !self.sequences.contains_key(&thread)
+            {
+                self.sequences.clear();
+            }
             self.sequences.insert(thread, sequence);
         }
         // Stacks never cross a sequence point.
         self.stacks.clear();
+        self.stack_bytes = 0;
         Ok(())
     }
 }
@@ -569,6 +661,59 @@ mod tests {
         assert_eq!(padding(0), 0);
         assert_eq!(padding(5), 3);
         assert_eq!(padding(7), 1);
+    }
+
+    #[test]
+    fn nothing_is_kept_past_an_error_or_a_limit() {
+        // A corrupt object, then the stream goes on at socket speed:
+        // nothing of it is buffered, and the error stays.
+        let mut d = Decoder::new();
+        d.feed(b"Nettrace\x14\0\0\0!FastSerialization.1");
+        d.feed(&[TAG_BEGIN, 9, 9, 9]);
+        d.feed(&[0u8; 200]);
+        let error = d.next_event().unwrap_err();
+        for _ in 0..64 {
+            d.feed(&[0u8; 1 << 20]);
+            assert_eq!(d.next_event(), Err(error.clone()));
+        }
+        assert_eq!(d.pending(), 0);
+        assert_eq!(d.failed(), Some(&error));
+        // A block larger than any runtime writes is refused when its size
+        // is read, not buffered until it is complete.
+        let mut d = Decoder::new();
+        d.feed(b"Nettrace\x14\0\0\0!FastSerialization.1");
+        let mut object = vec![TAG_BEGIN, TAG_BEGIN, TAG_NULL];
+        object.extend(2u32.to_le_bytes());
+        object.extend(2u32.to_le_bytes());
+        object.extend(10u32.to_le_bytes());
+        object.extend(b"EventBlock");
+        object.push(TAG_END);
+        object.extend(u32::MAX.to_le_bytes());
+        d.feed(&object);
+        assert!(matches!(d.next_event(), Err(NettraceError::Corrupt { .. })));
+        assert_eq!(d.pending(), 0);
+        // Event descriptions and stacks: a stream past the limits fails
+        // instead of growing the decoder.
+        let small = |metadata_bytes, stack_bytes| {
+            let mut d = Decoder::with_limits(Limits {
+                metadata_bytes,
+                stack_bytes,
+                threads: 1,
+            });
+            d.feed(SAMPLE);
+            loop {
+                match d.next_event() {
+                    Ok(Some(_)) => {}
+                    other => break other.map(|_| d.events()),
+                }
+            }
+        };
+        let error = small(64, usize::MAX).unwrap_err().to_string();
+        assert!(error.contains("event descriptions"), "{error}");
+        let error = small(usize::MAX, 64).unwrap_err().to_string();
+        assert!(error.contains("stacks without a sequence point"), "{error}");
+        // One tracked thread is enough to decode (drops go uncounted).
+        assert!(small(usize::MAX, usize::MAX).unwrap() > 0);
     }
 
     #[test]

@@ -24,6 +24,38 @@ use crate::procfs::{MapEntry, Procfs};
 /// How long a request may wait for its answer (a dump waits longer: see
 /// [`Port::request`]).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may wait: a socket whose listener never accepts
+/// (its backlog full) blocks `connect(2)` until it does.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to the Unix socket at `path`, waiting at most `timeout` for
+/// the listener to take the connection (`SO_SNDTIMEO` bounds the wait of a
+/// Unix `connect(2)` on a full backlog; it then fails with `EAGAIN`,
+/// reported here as a timeout).
+pub fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_timeout(
+        &fd,
+        sockopt::Timeout::Send,
+        Some(timeout.max(Duration::from_millis(1))),
+    )?;
+    match rustix::net::connect(&fd, &SocketAddrUnix::new(path)?) {
+        Ok(()) => Ok(UnixStream::from(fd)),
+        Err(rustix::io::Errno::AGAIN) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the listener took no connection within {timeout:?} (its backlog is full: nothing accepts)"
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Why the diagnostic port of a process cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -172,12 +204,22 @@ impl Port {
     /// and connects again as that user, on this thread only
     /// ([`crate::sys::as_user`]).
     pub fn connect(&self, procfs: &Procfs) -> Result<UnixStream, PortError> {
+        self.connect_within(procfs, CONNECT_TIMEOUT)
+    }
+
+    /// [`Port::connect`], waiting at most `timeout` for the runtime to
+    /// take the connection.
+    pub fn connect_within(
+        &self,
+        procfs: &Procfs,
+        timeout: Duration,
+    ) -> Result<UnixStream, PortError> {
         let socket = self.open(procfs)?;
         let via = socket.via();
-        let stream = match UnixStream::connect(&via) {
+        let stream = match connect_within(&via, timeout) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 let stat = rustix::fs::fstat(socket.fd()).map_err(|e| self.dead(e.into()))?;
-                match crate::sys::as_user(stat.st_uid, stat.st_gid, || UnixStream::connect(&via)) {
+                match crate::sys::as_user(stat.st_uid, stat.st_gid, || connect_within(&via, timeout)) {
                     Ok(connected) => connected,
                     Err(errno) => Err(std::io::Error::new(
                         e.kind(),
@@ -220,9 +262,9 @@ impl Port {
         timeout: Duration,
     ) -> Result<(UnixStream, Vec<u8>), PortError> {
         let bytes = ipc::encode(command).map_err(|e| self.ipc(e))?;
-        let mut stream = self.connect(procfs)?;
+        let mut stream = self.connect_within(procfs, CONNECT_TIMEOUT.min(timeout))?;
         stream
-            .set_write_timeout(Some(ANSWER_TIMEOUT))
+            .set_write_timeout(Some(ANSWER_TIMEOUT.min(timeout)))
             .and_then(|()| stream.set_read_timeout(Some(timeout)))
             .map_err(|e| self.dead(e))?;
         stream.write_all(&bytes).map_err(|e| self.dead(e))?;
@@ -278,13 +320,19 @@ impl Port {
     }
 }
 
-/// How long `/v1/processes` waits for a runtime's answer.
+/// How long `/v1/processes` waits for one runtime's answer.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What `/v1/processes` says about a .NET process: its runtime version,
 /// its diagnostic socket and whether it answers, and whether perf maps
-/// are on.
-pub fn describe(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> DotnetInfo {
+/// are on. The runtime is asked only until `deadline` (the listing's),
+/// each question for at most a second.
+pub fn describe(
+    procfs: &Procfs,
+    pid: u32,
+    maps: &[MapEntry],
+    deadline: std::time::Instant,
+) -> DotnetInfo {
     let environ = procfs.environ(pid).unwrap_or_default();
     let perf_map_enabled = environ.iter().any(|(k, v)| {
         (k == "DOTNET_PerfMapEnabled" || k == "COMPlus_PerfMapEnabled") && !v.is_empty() && v != "0"
@@ -297,10 +345,17 @@ pub fn describe(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> DotnetInfo {
         perf_map_enabled,
         assembly: None,
     };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
     match Port::of(procfs, pid) {
+        Ok(port) if left.is_zero() => {
+            info.diagnostic_socket = port.path.clone();
+            info.diagnostic_error = Some(format!(
+                "not asked: the listing's time for asking runtimes ran out (a runtime that does not answer costs up to {DESCRIBE_TIMEOUT:?}); GET /v1/processes again, or ask /v1/dotnet/* for pid {pid}"
+            ));
+        }
         Ok(port) => {
             info.diagnostic_socket = port.path.clone();
-            match port.process_info(procfs, DESCRIBE_TIMEOUT) {
+            match port.process_info(procfs, DESCRIBE_TIMEOUT.min(left)) {
                 Ok(answer) => {
                     info.diagnostic_port = true;
                     if let Some(answer) = answer {

@@ -274,14 +274,22 @@ fn follow(
         procfs,
         &port,
         &command,
-        Duration::from_secs(86_400),
+        session::Window::seconds(Duration::from_secs(86_400)),
         stop,
         |result| {
             let _ = started.send(result.map(drop).map_err(|e| e.to_string()));
         },
         |bytes| {
             decoder.feed(bytes);
-            while let Ok(Some(event)) = decoder.next_event() {
+            loop {
+                let event = match decoder.next_event() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return Flow::Continue,
+                    Err(e) => {
+                        tracing::warn!(pid, error = %e, "the JIT follower's stream cannot be decoded; it stops");
+                        return Flow::Failed;
+                    }
+                };
                 let m = &event.metadata;
                 if let Some(fields) = m.fields.as_deref()
                     && let Ok(values) = metadata::decode(fields, &event.payload)
@@ -291,7 +299,6 @@ fn follow(
                     return Flow::Gone;
                 }
             }
-            Flow::Continue
         },
     );
 }
@@ -322,7 +329,7 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
         &port,
         &command(),
         // Until the profile ends (finish), at most a day.
-        Duration::from_secs(86_400),
+        session::Window::seconds(Duration::from_secs(86_400)),
         stop,
         |started| start_error = started.err().map(|e| e.to_string()),
         |bytes| {
@@ -340,7 +347,7 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
                     Ok(None) => break,
                     Err(e) => {
                         failed.get_or_insert_with(|| e.to_string());
-                        return Flow::Gone;
+                        return Flow::Failed;
                     }
                 }
             }

@@ -204,10 +204,18 @@ fn stop_in_background(
 pub enum Flow {
     /// Keep going.
     Continue,
+    /// Keep going: the answer has its first result now (see
+    /// [`Window::first_within`]).
+    Produced,
     /// Stop the session: its limit is reached.
     Limit,
     /// Stop the session: nobody wants the rest (the client is gone).
     Gone,
+    /// Stop reading now: the stream cannot be decoded past this point, and
+    /// a runtime that keeps sending must not keep the session (or the
+    /// agent's reading thread) going. The session is stopped, the
+    /// connection closed.
+    Failed,
 }
 
 /// How a session ended.
@@ -224,16 +232,38 @@ pub struct Ended {
     pub seconds: f64,
 }
 
+/// How long a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The session is stopped this long after it started…
+    pub seconds: Duration,
+    /// …but not before `consume` has said [`Flow::Produced`] once, when
+    /// this is set, unless this long has passed since the start: an
+    /// answer that needs one result (a counters snapshot) waits for the
+    /// runtime's first one, however short the session asked for.
+    pub first_within: Option<Duration>,
+}
+
+impl Window {
+    /// A session of `seconds`.
+    pub fn seconds(seconds: Duration) -> Self {
+        Self {
+            seconds,
+            first_within: None,
+        }
+    }
+}
+
 /// The one EventPipe stream loop: starts the session `command` describes
 /// (answering `ready` with its id, or why not), hands every piece of the
 /// stream to `consume` until the runtime ends it, and stops the session
-/// after `seconds`, when `cancel` is set, or when `consume` asks.
+/// at the end of `window`, when `cancel` is set, or when `consume` asks.
 /// `None` if the session did not start.
 pub fn run(
     procfs: &Procfs,
     port: &Port,
     command: &Command,
-    seconds: Duration,
+    window: Window,
     cancel: &AtomicBool,
     ready: impl FnOnce(Result<u64, PortError>),
     mut consume: impl FnMut(&[u8]) -> Flow,
@@ -268,7 +298,9 @@ pub fn run(
     tracing::info!(pid = port.pid, session, "EventPipe session started");
 
     let started = Instant::now();
-    let deadline = started + seconds;
+    let deadline = started + window.seconds;
+    let mut produced = window.first_within.is_none();
+    let wait_first = started + window.first_within.unwrap_or_default().max(window.seconds);
     let mut stopped: Option<(Stop, Instant)> = None;
     let mut asked: Option<Stop> = None;
     let mut error = None;
@@ -280,7 +312,7 @@ pub fn run(
                 Some(Stop::Disconnected)
             } else if asked.is_some() {
                 asked
-            } else if Instant::now() >= deadline {
+            } else if Instant::now() >= deadline && (produced || Instant::now() >= wait_first) {
                 Some(Stop::Seconds)
             } else {
                 None
@@ -302,11 +334,20 @@ pub fn run(
             Ok(0) => break,
             Ok(n) => match consume(&buf[..n]) {
                 Flow::Continue => {}
+                Flow::Produced => produced = true,
                 Flow::Limit => {
                     asked.get_or_insert(Stop::Limit);
                 }
                 Flow::Gone => {
                     asked.get_or_insert(Stop::Disconnected);
+                }
+                Flow::Failed => {
+                    error = Some("the stream could not be decoded".to_owned());
+                    if stopped.is_none() {
+                        stopper = Some(stop_in_background(procfs, port, session));
+                        stopped = Some((Stop::Failed, Instant::now()));
+                    }
+                    break;
                 }
             },
             Err(e)
@@ -378,7 +419,7 @@ pub fn trace(
         procfs,
         port,
         &command,
-        Duration::from_secs(u64::from(spec.seconds)),
+        Window::seconds(Duration::from_secs(u64::from(spec.seconds))),
         cancel,
         ready,
         |bytes| {
@@ -386,6 +427,9 @@ pub fn trace(
             if client_gone || (!chunk.is_empty() && !send(chunk)) {
                 client_gone = true;
                 Flow::Gone
+            } else if out.format == TraceFormat::Json && out.error.is_some() {
+                // Nothing more can be decoded (nettrace is passed on raw).
+                Flow::Failed
             } else if out.limit_reached() {
                 Flow::Limit
             } else {

@@ -154,19 +154,31 @@ fn take_file(dir: &OwnedFd, name: &str, path: &str) -> Result<(std::fs::File, u6
         path: path.to_string(),
         why,
     };
-    let opened = rustix::fs::openat(
+    // O_PATH first: nothing is opened for reading (a device, a FIFO)
+    // before fstat says it is a regular file.
+    let found = rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     );
     // Unlink first, whatever it is: nothing stays behind.
     let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
-    let fd = opened.map_err(|e| unreadable(e.to_string()))?;
-    let stat = rustix::fs::fstat(&fd).map_err(|e| unreadable(e.to_string()))?;
+    let found = found.map_err(|e| unreadable(e.to_string()))?;
+    let stat = rustix::fs::fstat(&found).map_err(|e| unreadable(e.to_string()))?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err(unreadable("not a regular file".into()));
+        return Err(unreadable(format!(
+            "a {}, not a regular file",
+            crate::rootfs::type_name(FileType::from_raw_mode(stat.st_mode))
+        )));
     }
+    // The inode that was checked, opened through /proc/self/fd.
+    let fd = rustix::fs::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| unreadable(e.to_string()))?;
     Ok((
         std::fs::File::from(fd),
         u64::try_from(stat.st_size).unwrap_or(0),

@@ -280,7 +280,7 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, dump_dir: &Path) -> Result<Dump, D
         return Err(DumpError::Itself { pid });
     }
     let proc_err = |source| DumpError::Proc { pid, source };
-    let smaps = std::fs::read_to_string(procfs.path(pid, "smaps")).map_err(proc_err)?;
+    let smaps = procfs.smaps(pid).map_err(proc_err)?;
     let threads = std::fs::read_dir(procfs.path(pid, "task"))
         .map_err(proc_err)?
         .count() as u64;

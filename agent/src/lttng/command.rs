@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use super::relayd::RelayPorts;
 use super::spec::{LogLevel, RecordSpec};
 
 /// Prefix of every session the agent creates; start-up cleanup destroys
@@ -100,43 +99,11 @@ pub fn create(session: &str, output: &Path) -> Vec<String> {
     lttng(strings(["create", session]).chain([format!("--output={}", output.display())]))
 }
 
-/// Live sessions flush sub-buffers to the relay daemon this often (µs), so
-/// events reach the client within about this delay.
-pub const LIVE_TIMER_US: u32 = 200_000;
-
-/// `lttng create NAME --live=… --set-url=net://127.0.0.1:CONTROL:DATA`.
-pub fn create_live(session: &str, ports: &RelayPorts) -> Vec<String> {
-    lttng(strings(["create", session]).chain([
-        format!("--live={LIVE_TIMER_US}"),
-        format!("--set-url=net://127.0.0.1:{}:{}", ports.control, ports.data),
-    ]))
-}
-
-/// `lttng-relayd` on loopback ports, writing under `output/SESSION/…`.
-pub fn relayd(ports: &RelayPorts, output: &Path) -> Vec<String> {
-    vec![
-        format!("--control-port=tcp://127.0.0.1:{}", ports.control),
-        format!("--data-port=tcp://127.0.0.1:{}", ports.data),
-        format!("--live-port=tcp://127.0.0.1:{}", ports.live),
-        format!("--output={}", output.display()),
-        "--group-output-by-session".to_owned(),
-    ]
-}
-
-/// `babeltrace2` reading a live session from the relay daemon, in the
-/// same line format as [`babeltrace_json_source`].
-pub fn babeltrace_live(ports: &RelayPorts, hostname: &str, session: &str) -> Vec<String> {
-    strings([
-        "--input-format=lttng-live",
-        "--clock-seconds",
-        "--no-delta",
-        "--names=all",
-    ])
-    .chain([format!(
-        "net://127.0.0.1:{}/host/{hostname}/{session}",
-        ports.live
-    )])
-    .collect()
+/// `lttng rotate NAME`: closes the session's current trace chunk (its
+/// data flushed, readable on its own) and starts the next one. Live
+/// sessions read each closed chunk.
+pub fn rotate(session: &str) -> Vec<String> {
+    lttng(strings(["rotate", session]))
 }
 
 /// `lttng enable-channel -u` with the plan's sizes, in discard mode (so lost
@@ -352,29 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn live_sessions_go_through_the_relay_daemon_on_loopback() {
-        let ports = RelayPorts {
-            control: 41000,
-            data: 41001,
-            live: 41002,
-        };
+    fn live_sessions_rotate_their_chunks_locally() {
         assert_eq!(
-            create_live("tracecar-1-2", &ports)[3..],
-            [
-                "create",
-                "tracecar-1-2",
-                "--live=200000",
-                "--set-url=net://127.0.0.1:41000:41001"
-            ]
+            rotate("tracecar-1-2"),
+            ["--no-sessiond", "--mi", "xml", "rotate", "tracecar-1-2"]
         );
-        let relayd = relayd(&ports, Path::new("/traces/relay"));
-        assert!(relayd.contains(&"--live-port=tcp://127.0.0.1:41002".to_owned()));
-        assert!(relayd.contains(&"--output=/traces/relay".to_owned()));
-        assert_eq!(
-            babeltrace_live(&ports, "web-1", "tracecar-1-2")
-                .last()
-                .map(String::as_str),
-            Some("net://127.0.0.1:41002/host/web-1/tracecar-1-2")
+        // No network output anywhere: a live session is a local one.
+        let create = create("tracecar-1-2", Path::new("/traces/tracecar-1-2"));
+        assert!(
+            !create
+                .iter()
+                .any(|a| a.contains("net://") || a.contains("--live"))
         );
     }
 

@@ -1,7 +1,17 @@
-//! `/v1/lttng/live`: a session streamed through `lttng-relayd` and
-//! `babeltrace2` while it records.
+//! `/v1/lttng/live`: a session streamed while it records.
+//!
+//! A live session is a local one, rotated every [`ROTATE_EVERY`]: each
+//! `lttng rotate` closes the current trace chunk (its buffers flushed, the
+//! chunk readable on its own), `babeltrace2` reads the chunk, its events
+//! go to the client, and the chunk is removed. There is no relay daemon
+//! and no network port: LTTng's live protocol needs `lttng-relayd`
+//! listening on TCP, which in a pod is the network namespace the app
+//! shares, with no authentication: the app could read the traces or push
+//! sessions of its own into the agent's disk. Events reach the client
+//! within about a rotation period.
 
 use std::io::{BufRead as _, BufReader};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,16 +23,27 @@ use super::command::{self, ChannelPlan};
 use super::mi;
 use super::output::{Sink, babeltrace};
 use super::pretty;
-use super::record::{Lttng, RELAY_DIR, RecordError};
+use super::record::{Lttng, RecordError};
 use super::session::{TraceDir, kill_quietly, open_session};
 use super::spec::RecordSpec;
+
+/// How often a live session's chunk is closed and read.
+pub const ROTATE_EVERY: Duration = Duration::from_millis(500);
+
+/// Counts of what a live session forwarded.
+#[derive(Debug, Default)]
+struct Forwarded {
+    events: u64,
+    unparsed: u64,
+    client_gone: bool,
+}
 
 impl Lttng {
     /// Streams one live session as NDJSON while it records: `ready` gets
     /// the set-up result before any line is sent; then events go to `send`
-    /// as they arrive (within the live timer), until `spec.seconds` pass,
-    /// `cancel` is set or `send` fails; then a summary line. The session is
-    /// destroyed and the relayed trace removed in every case.
+    /// a chunk at a time, until `spec.seconds` pass, `cancel` is set or
+    /// `send` fails; then a summary line. The session is destroyed and its
+    /// trace removed in every case.
     pub fn live(
         &self,
         spec: &RecordSpec,
@@ -35,19 +56,17 @@ impl Lttng {
             if !self.sessiond.status().running {
                 return Err(RecordError::NoDaemon);
             }
-            let ports = self.relayd.ensure()?;
             let name = self.next_session_name();
-            let relayed = TraceDir(self.trace_root.join(RELAY_DIR).join(&name));
+            let trace = TraceDir(self.trace_root.join(&name));
+            std::fs::create_dir_all(&self.trace_root).map_err(|source| RecordError::TraceDir {
+                path: self.trace_root.clone(),
+                source,
+            })?;
             let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
-            let session = open_session(&name, command::create_live(&name, &ports), &plan, spec)?;
-            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".to_owned());
-            let reader = babeltrace(command::babeltrace_live(&ports, &hostname, &name))
-                .map_err(RecordError::Babeltrace)?;
-            Ok((session, relayed, reader))
+            let session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
+            Ok((session, trace))
         })();
-        let (mut session, relayed, (mut child, stdout)) = match opened {
+        let (mut session, trace) = match opened {
             Ok(opened) => opened,
             Err(e) => return ready(Err(e)),
         };
@@ -55,43 +74,24 @@ impl Lttng {
         let setup = began.elapsed();
         tracing::info!(session = %session.name, setup_ms = setup.as_millis(), "live");
 
-        // Lines arrive on a thread of their own so that the deadline and
-        // the client's departure are noticed while babeltrace2 is quiet.
-        let (line_tx, lines) = std::sync::mpsc::sync_channel::<String>(4096);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut events = 0u64;
-        let mut unparsed = 0u64;
-        let mut client_gone = false;
-        let mut forward =
-            |line: String, send: &mut dyn FnMut(Vec<u8>) -> bool| match pretty::event(&line) {
-                Ok(event) => {
-                    events += 1;
-                    let mut out = serde_json::to_vec(&event).unwrap_or_default();
-                    out.push(b'\n');
-                    send(out)
-                }
-                Err(_) => {
-                    unparsed += 1;
-                    true
-                }
-            };
+        let mut forwarded = Forwarded::default();
+        let mut failure = None;
         let until = Instant::now() + Duration::from_secs(u64::from(spec.seconds));
+        let mut next = Instant::now() + ROTATE_EVERY;
         while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
-            match lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    if !forward(line, &mut send) {
-                        client_gone = true;
-                        break;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            if Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(20).min(next - Instant::now()));
+                continue;
+            }
+            next = Instant::now() + ROTATE_EVERY;
+            if let Err(e) =
+                forward_next_chunk(&session.name, trace.path(), &mut forwarded, &mut send)
+            {
+                failure = Some(e);
+                break;
+            }
+            if forwarded.client_gone {
+                break;
             }
         }
         let stopping = Instant::now();
@@ -99,35 +99,37 @@ impl Lttng {
         let discarded = run(&command::list_session(&session.name))
             .and_then(|xml| mi::discarded(&xml).map_err(LttngError::from))
             .unwrap_or_default();
-        // Events flushed by the stop still reach the reader: take them for
-        // up to one more second.
-        let drain_until = Instant::now() + Duration::from_secs(1);
-        while !client_gone && Instant::now() < drain_until {
-            match lines.recv_timeout(Duration::from_millis(LIVE_DRAIN_MS)) {
-                Ok(line) => client_gone = !forward(line, &mut send),
-                Err(_) => break,
-            }
+        // What the stop flushed: the last chunk.
+        if failure.is_none()
+            && !forwarded.client_gone
+            && !cancel.load(Ordering::Relaxed)
+            && stopped.is_ok()
+            && let Err(e) =
+                forward_next_chunk(&session.name, trace.path(), &mut forwarded, &mut send)
+        {
+            failure = Some(e);
         }
         if let Err(e) = session.destroy(stopped.is_ok()) {
             tracing::warn!(session = %session.name, error = %e, "cannot destroy live session");
         }
-        kill_quietly(&mut child);
-        drop(lines);
-        let _ = reader.join();
-        drop(relayed);
+        drop(trace);
         let teardown = stopping.elapsed();
-        if client_gone || cancel.load(Ordering::Relaxed) {
+        if forwarded.client_gone || cancel.load(Ordering::Relaxed) {
             tracing::info!(session = %session.name, "live client gone; session destroyed");
             return;
+        }
+        if let Some(e) = &failure {
+            tracing::warn!(session = %session.name, error = %e, "live session ended early");
         }
         let summary = SummaryLine {
             summary: LiveSummary {
                 session: session.name.clone(),
-                events,
+                events: forwarded.events,
                 discarded,
-                unparsed_lines: unparsed,
+                unparsed_lines: forwarded.unparsed,
                 setup_ms: setup.as_secs_f64() * 1000.0,
                 teardown_ms: teardown.as_secs_f64() * 1000.0,
+                error: failure.map(|e| e.to_string()),
             },
         };
         let mut line = serde_json::to_vec(&summary).unwrap_or_default();
@@ -136,5 +138,53 @@ impl Lttng {
     }
 }
 
-/// How long the drain after a live session's stop waits for a next line.
-pub(super) const LIVE_DRAIN_MS: u64 = 300;
+/// Closes the session's current chunk, sends its events, removes it.
+fn forward_next_chunk(
+    session: &str,
+    trace: &Path,
+    forwarded: &mut Forwarded,
+    send: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), RecordError> {
+    let xml = run(&command::rotate(session))?;
+    let Some(chunk) = mi::rotated_chunk(&xml).map_err(LttngError::from)? else {
+        return Ok(());
+    };
+    // The chunk is removed after it is read: only ever one inside the
+    // session's own directory (the daemon's answer comes through a socket
+    // in the directory the app shares).
+    let inside = chunk.starts_with(trace)
+        && chunk
+            .components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
+    if !inside {
+        return Err(RecordError::ForeignChunk { path: chunk });
+    }
+    let chunk = TraceDir(chunk);
+    if !super::session::has_metadata(chunk.path()) {
+        return Ok(());
+    }
+    let (mut child, stdout) = babeltrace(command::babeltrace_json_source(chunk.path()))
+        .map_err(RecordError::Babeltrace)?;
+    let mut batch = Vec::with_capacity(64 * 1024);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        match pretty::event(&line) {
+            Ok(event) => {
+                forwarded.events += 1;
+                if serde_json::to_writer(&mut batch, &event).is_ok() {
+                    batch.push(b'\n');
+                }
+            }
+            Err(_) => forwarded.unparsed += 1,
+        }
+        if batch.len() >= 60 * 1024 && !send(std::mem::take(&mut batch)) {
+            forwarded.client_gone = true;
+            kill_quietly(&mut child);
+            return Ok(());
+        }
+    }
+    let _ = child.wait();
+    if !batch.is_empty() && !send(batch) {
+        forwarded.client_gone = true;
+    }
+    Ok(())
+}

@@ -54,6 +54,22 @@ pub fn session_names(xml: &str) -> Result<Vec<String>, MiError> {
         .unwrap_or_default())
 }
 
+/// The closed chunk's directory from `lttng rotate` (`<rotation><location>
+/// <local><absolute_path>`); `None` if the rotation did not complete or
+/// wrote elsewhere than locally.
+pub fn rotated_chunk(xml: &str) -> Result<Option<std::path::PathBuf>, MiError> {
+    let doc = Document::parse(xml)?;
+    let Some(rotation) = path(doc.root_element(), &["output", "rotation"]) else {
+        return Ok(None);
+    };
+    if text(rotation, "state") != Some("COMPLETED") {
+        return Ok(None);
+    }
+    Ok(path(rotation, &["location", "local", "absolute_path"])
+        .and_then(|n| n.text())
+        .map(std::path::PathBuf::from))
+}
+
 /// The counters from `lttng list SESSION`.
 pub fn discarded(xml: &str) -> Result<Discarded, MiError> {
     let doc = Document::parse(xml)?;
@@ -117,6 +133,24 @@ pub fn tracepoints(xml: &str) -> Result<Vec<Tracepoint>, MiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_names_its_chunk() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<command><name>rotate</name><output><rotation><session_name>s</session_name><state>COMPLETED</state><location><local><absolute_path>/t/s/archives/20261206T054850+0000-20261206T054850+0000-0</absolute_path></local></location></rotation></output><success>true</success></command>"#;
+        assert_eq!(
+            rotated_chunk(xml).unwrap(),
+            Some(std::path::PathBuf::from(
+                "/t/s/archives/20261206T054850+0000-20261206T054850+0000-0"
+            ))
+        );
+        let pending = xml.replace("COMPLETED", "STARTED");
+        assert_eq!(rotated_chunk(&pending).unwrap(), None);
+        assert_eq!(
+            rotated_chunk("<command><success>true</success></command>").unwrap(),
+            None
+        );
+    }
 
     const HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?><command xmlns="https://lttng.org/xml/ns/lttng-mi" schemaVersion="4.1">"#;
 

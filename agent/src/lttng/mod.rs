@@ -9,7 +9,6 @@ pub mod mi;
 pub mod output;
 pub mod pretty;
 pub mod record;
-pub mod relayd;
 pub mod rundir;
 pub mod session;
 pub mod sessiond;

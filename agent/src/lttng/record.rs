@@ -15,7 +15,6 @@ use tracecar_api::lttng::Summary;
 use super::cli::{LttngError, run};
 use super::command::{self, ChannelPlan};
 use super::mi::{self, Tracepoint};
-use super::relayd::Relayd;
 use super::session::{Recording, TraceDir, limit_reached, open_session, process_alive};
 use super::sessiond::Sessiond;
 use super::spec::RecordSpec;
@@ -44,9 +43,14 @@ pub enum RecordError {
     /// The client went away.
     #[error("cancelled")]
     Cancelled,
-    /// The relay daemon for live sessions is not available.
-    #[error("cannot start the LTTng relay daemon: {0}")]
-    Relay(#[from] super::relayd::RelayError),
+    /// The session daemon answered a rotation with a chunk outside the
+    /// session's own trace directory (not what the agent's own daemon
+    /// does); nothing there is read or removed.
+    #[error("lttng rotate named {path}, outside the session's trace directory; refused")]
+    ForeignChunk {
+        /// What it named.
+        path: PathBuf,
+    },
     /// babeltrace2 could not be started.
     #[error("cannot run babeltrace2: {0} (is babeltrace2 installed?)")]
     Babeltrace(#[source] std::io::Error),
@@ -56,15 +60,11 @@ pub enum RecordError {
 #[derive(Debug)]
 pub struct Lttng {
     pub(super) sessiond: Sessiond,
-    pub(super) relayd: Relayd,
     pub(super) trace_root: PathBuf,
     pub(super) disk_budget: u64,
     pub(super) cpus: u32,
     pub(super) sequence: AtomicU64,
 }
-
-/// Where the relay daemon writes live sessions, under the trace root.
-pub(super) const RELAY_DIR: &str = "relay";
 
 impl Lttng {
     /// Starts the daemon's supervisor; traces go under `trace_root`, each
@@ -79,7 +79,6 @@ impl Lttng {
         });
         std::sync::Arc::new(Self {
             sessiond,
-            relayd: Relayd::spawn(trace_root.join(RELAY_DIR)),
             trace_root,
             disk_budget,
             cpus,

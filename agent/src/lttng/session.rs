@@ -70,22 +70,24 @@ impl Recording {
     /// Whether any stream was written: an empty recording has no metadata
     /// and babeltrace2 refuses it.
     pub(super) fn has_trace(&self) -> bool {
-        fn find_metadata(dir: &Path) -> bool {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        find_metadata(&path)
-                    } else {
-                        e.file_name() == "metadata"
-                    }
-                })
-        }
-        find_metadata(self.trace.path())
+        has_metadata(self.trace.path())
     }
+}
+
+/// Whether a trace directory (or one under it) holds CTF metadata.
+pub(super) fn has_metadata(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                has_metadata(&path)
+            } else {
+                e.file_name() == "metadata"
+            }
+        })
 }
 
 /// Whether any stream of the trace used all `count` of its files.

@@ -37,17 +37,21 @@ const EXTERNAL_POLL: Duration = Duration::from_secs(2);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between restarts of a daemon that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the probe of the daemon may take (a socket in the shared run
+/// directory that never answers must not hang the supervisor).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Whether a session daemon answers on the run directory.
 pub fn answers() -> bool {
-    Command::new("lttng")
-        .args(command::list_sessions())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| mi::succeeded(&String::from_utf8_lossy(&o.stdout)).ok())
-        .unwrap_or(false)
+    crate::child::run_within(
+        Command::new("lttng").args(command::list_sessions()),
+        PROBE_TIMEOUT,
+        super::cli::CLIENT_SOCKET,
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .and_then(|o| mi::succeeded(&String::from_utf8_lossy(&o.stdout)).ok())
+    .unwrap_or(false)
 }
 
 impl Sessiond {

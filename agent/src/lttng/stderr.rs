@@ -1,4 +1,4 @@
-//! The stderr of a daemon the agent runs (lttng-sessiond, lttng-relayd),
+//! The stderr of a daemon the agent runs (lttng-sessiond),
 //! read on a thread of its own: each line goes to the agent's log, and the
 //! last lines are kept for the error that reports the daemon's failure.
 

@@ -188,7 +188,6 @@ pub struct Collector {
     /// Start a .NET rundown for each .NET process (names at the end).
     rundown: bool,
     kallsyms: Kallsyms,
-    symbolizer: blazesym::symbolize::Symbolizer,
     procs: HashMap<u32, ProcessState>,
     raw: HashMap<RawStack, (u64, u64)>,
     samples: u64,
@@ -217,12 +216,6 @@ impl Collector {
             per_thread,
             rundown,
             kallsyms: Kallsyms::default(),
-            // blazesym demangles every name as C++ when it can, so `a`
-            // became "signed char"; names are demangled by
-            // `symbolize::demangle`, which tries only `_Z…` and Rust's.
-            symbolizer: blazesym::symbolize::Symbolizer::builder()
-                .enable_demangling(false)
-                .build(),
             procs: HashMap::new(),
             raw: HashMap::new(),
             samples: 0,
@@ -348,9 +341,7 @@ impl Collector {
     /// processes still exist.
     pub fn symbolize_pending(&mut self) {
         for (pid, state) in &mut self.procs {
-            state
-                .symbols
-                .symbolize_pending(&self.procfs, *pid, &self.symbolizer);
+            state.symbols.symbolize_pending(&self.procfs, *pid);
         }
     }
 
@@ -358,9 +349,7 @@ impl Collector {
     /// innermost first, naming what is still queued first.
     pub fn name_now(&mut self, pid: u32, user: &[u64]) -> Vec<Frame> {
         let state = state_of(&mut self.procs, &self.procfs, self.rundown, pid);
-        state
-            .symbols
-            .symbolize_pending(&self.procfs, pid, &self.symbolizer);
+        state.symbols.symbolize_pending(&self.procfs, pid);
         user.iter().map(|ip| state.symbols.frame(*ip)).collect()
     }
 
@@ -589,16 +578,12 @@ fn dwarf_walk(
 /// The GNU build ID of a module the process maps, read as the process
 /// sees it.
 fn build_id(procfs: &Procfs, pid: u32, module: &str) -> Option<String> {
-    use object::Object as _;
-    let data = procfs
+    let seen = procfs
         .open_seen(pid, module, crate::rootfs::Follow::InRoot)
         .ok()?
         .file(crate::rootfs::limits::BINARY_BYTES)
-        .ok()?
-        .read()
         .ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let id = file.build_id().ok()??;
+    let id = crate::elf::Elf::open(&seen).ok()?.build_id()?;
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 

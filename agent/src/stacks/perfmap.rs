@@ -46,10 +46,20 @@ pub fn parse_line(line: &str) -> Option<PerfMapEntry> {
     })
 }
 
+/// What one perf map's index may hold, in bytes (counted as 64 bytes an
+/// entry plus its name): about 400,000 JIT methods. A runtime that wrote
+/// more (a perf map only grows) has the rest of its map left unread, and
+/// the code it names stays unnamed; [`PerfMapFile::refused`] says so.
+pub const INDEX_BYTES: usize = 48 << 20;
+/// How much of the file is read at a time.
+const READ_CHUNK: u64 = 4 << 20;
+
 /// Symbols of one perf map, indexed by start address.
 #[derive(Debug, Default, Clone)]
 pub struct PerfMapIndex {
     by_start: BTreeMap<u64, PerfMapEntry>,
+    /// Bytes held, as [`INDEX_BYTES`] counts them.
+    held: usize,
 }
 
 impl PerfMapIndex {
@@ -71,8 +81,11 @@ impl PerfMapIndex {
                 .map(|(s, _)| *s)
                 .collect();
             for start in overlapping {
-                self.by_start.remove(&start);
+                if let Some(old) = self.by_start.remove(&start) {
+                    self.held = self.held.saturating_sub(64 + old.name.len());
+                }
             }
+            self.held += 64 + entry.name.len();
             added.push(entry.clone());
             self.by_start.insert(entry.start, entry);
         }
@@ -86,6 +99,11 @@ impl PerfMapIndex {
             .next_back()
             .map(|(_, e)| e)
             .filter(|e| addr < e.start.saturating_add(e.size))
+    }
+
+    /// Bytes held, as [`INDEX_BYTES`] counts them.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Number of symbols.
@@ -152,10 +170,10 @@ impl PerfMapFile {
         &self.path
     }
 
-    /// Why the file was not read at the last refresh, when something is at
-    /// its path that the agent refuses (a symlink, a FIFO, a file over the
-    /// limit or owned by another user). Nothing at the path is not a
-    /// refusal.
+    /// Why the file was not read (or not all of it) at the last refresh,
+    /// when something is at its path that the agent refuses (a symlink, a
+    /// FIFO, a file over the limit or owned by another user) or the index
+    /// reached [`INDEX_BYTES`]. Nothing at the path is not a refusal.
     pub fn refused(&self) -> Option<&str> {
         self.refused.as_deref()
     }
@@ -168,11 +186,19 @@ impl PerfMapFile {
             .owned_by(self.owner)
     }
 
-    /// Reads what was appended since the last call, and returns the
-    /// entries it added (what a probe following a method's new versions
-    /// looks at). A file that shrank was rewritten, so it is read again
-    /// from the start.
-    pub fn refresh(&mut self) -> Vec<PerfMapEntry> {
+    /// Reads what was appended since the last call. A file that shrank
+    /// was rewritten, so it is read again from the start.
+    pub fn refresh(&mut self) {
+        self.read_new(false);
+    }
+
+    /// [`PerfMapFile::refresh`], returning the entries it added (what a
+    /// probe following a method's new versions looks at).
+    pub fn refresh_added(&mut self) -> Vec<PerfMapEntry> {
+        self.read_new(true)
+    }
+
+    fn read_new(&mut self, keep_added: bool) -> Vec<PerfMapEntry> {
         let seen = match self.open() {
             Ok(seen) => seen,
             Err(e) => {
@@ -189,17 +215,43 @@ impl PerfMapFile {
             self.read_len = 0;
             self.index = PerfMapIndex::default();
         }
-        if len == self.read_len {
-            return Vec::new();
+        // A chunk at a time, whole lines only (a partial last line is read
+        // next time), until the end or the index's limit.
+        let mut added = Vec::new();
+        while self.read_len < len {
+            if self.index.held() >= INDEX_BYTES {
+                self.refused = Some(format!(
+                    "{}: the agent indexed {} JIT symbols ({} of its {} bytes) and read no further: over the agent's limit of {} MiB for one perf map",
+                    self.path,
+                    self.index.len(),
+                    self.read_len,
+                    len,
+                    INDEX_BYTES >> 20
+                ));
+                break;
+            }
+            let Ok(bytes) = seen.read_range(self.read_len, READ_CHUNK) else {
+                break;
+            };
+            let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if complete == 0 {
+                // No whole line in a chunk: a line longer than any name,
+                // or the runtime is still writing it.
+                if bytes.len() as u64 >= READ_CHUNK {
+                    self.read_len += bytes.len() as u64;
+                    continue;
+                }
+                break;
+            }
+            self.read_len += complete as u64;
+            let new = self
+                .index
+                .extend(&String::from_utf8_lossy(&bytes[..complete]));
+            if keep_added {
+                added.extend(new);
+            }
         }
-        let Ok(bytes) = seen.read_from(self.read_len) else {
-            return Vec::new();
-        };
-        // Only whole lines; a partial last line is read next time.
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        self.read_len += complete as u64;
-        self.index
-            .extend(&String::from_utf8_lossy(&bytes[..complete]))
+        added
     }
 
     /// The index as read so far.
@@ -263,15 +315,15 @@ mod tests {
         let mut f = std::fs::File::create(&path).unwrap();
         write!(f, "1000 10 a\n2000 10 par").unwrap();
         f.flush().unwrap();
-        let added = map.refresh();
+        let added = map.refresh_added();
         assert_eq!(map.index().len(), 1);
         assert_eq!(added.len(), 1);
         writeln!(f, "tial\n3000 10 c").unwrap();
-        let added: Vec<String> = map.refresh().into_iter().map(|e| e.name).collect();
+        let added: Vec<String> = map.refresh_added().into_iter().map(|e| e.name).collect();
         assert_eq!(map.index().len(), 3);
         // Only what this read added.
         assert_eq!(added, ["partial", "c"]);
-        assert!(map.refresh().is_empty());
+        assert!(map.refresh_added().is_empty());
         assert_eq!(
             map.index().lookup(0x2001).map(|e| e.name.as_str()),
             Some("partial")

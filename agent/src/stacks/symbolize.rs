@@ -1,7 +1,16 @@
 //! Naming the addresses of one process: its mappings, its JIT perf map
 //! (read as it grows), DWARF unwinding of stack copies with its modules,
-//! and blazesym for file-backed code. The one symbolizer: CPU profiles use
-//! it while the targets run, and probes that record stacks can use it too.
+//! and the ELF symbol tables of file-backed code ([`crate::elf`], read
+//! through the resolver, a section at a time). The one symbolizer: CPU
+//! profiles use it while the targets run, and probes that record stacks
+//! can use it too.
+//!
+//! No symbolization library reads the app's files: blazesym, which this
+//! module used before, opens `<module>.dwp` and `.gnu_debuglink` targets by
+//! path in the agent's own root (a FIFO planted there hung every profile)
+//! and maps the files it reads (a library the app truncates would kill the
+//! agent with `SIGBUS`). Names come from `.symtab` and `.dynsym`; DWARF
+//! debug info (inlined frames, source lines) is not read.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,20 +18,7 @@ use super::perfmap::PerfMapFile;
 use super::{Frame, FrameKind};
 use crate::procfs::{MapEntry, Procfs};
 
-/// Demangles Rust and C++ (`_Z…`) names; others are returned as they
-/// are (a C function called `a` is not "signed char").
-pub fn demangle(name: &str) -> String {
-    if let Ok(rust) = rustc_demangle::try_demangle(name) {
-        return format!("{rust:#}");
-    }
-    if name.starts_with("_Z")
-        && let Ok(cpp) = cpp_demangle::Symbol::new(name)
-        && let Ok(text) = cpp.demangle()
-    {
-        return text;
-    }
-    name.to_owned()
-}
+pub use crate::elf::demangle;
 
 /// Addresses to symbolize, innermost first: the sampled IP as is, return
 /// addresses minus one so they fall inside the call instruction.
@@ -41,6 +37,9 @@ pub struct ProcessSymbols {
     pending: HashSet<u64>,
     named: HashMap<u64, Frame>,
     errors: std::collections::BTreeMap<String, String>,
+    /// The symbol tables of the modules looked at (`None`: could not be
+    /// read; the reason is in `errors`).
+    modules: HashMap<String, Option<std::sync::Arc<crate::elf::Symbols>>>,
     /// Managed methods named by the .NET runtime (rundown).
     managed: Option<crate::dotnet::rundown::MethodTable>,
 }
@@ -83,6 +82,7 @@ impl ProcessSymbols {
             pending: HashSet::new(),
             named: HashMap::new(),
             errors: Default::default(),
+            modules: HashMap::new(),
             managed: None,
         }
     }
@@ -115,12 +115,7 @@ impl ProcessSymbols {
 
     /// Names the addresses noted since the last call, while the process
     /// still exists.
-    pub fn symbolize_pending(
-        &mut self,
-        procfs: &Procfs,
-        pid: u32,
-        symbolizer: &blazesym::symbolize::Symbolizer,
-    ) {
+    pub fn symbolize_pending(&mut self, procfs: &Procfs, pid: u32) {
         if self.pending.is_empty() {
             return;
         }
@@ -161,41 +156,77 @@ impl ProcessSymbols {
         if file_backed.is_empty() {
             return;
         }
-        // One blazesym call per module: an address blazesym cannot resolve
-        // (the runtime patches its own text, leaving rwx and r-- pieces
-        // inside libcoreclr.so) must not cost the module's other addresses,
-        // or other modules', their names.
-        let mut by_module: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
         for addr in file_backed {
-            let module = self
-                .map_of(addr)
-                .and_then(|m| m.path.clone())
-                .unwrap_or_default();
-            by_module.entry(module).or_default().push(addr);
-        }
-        for (module, addrs) in by_module {
-            match symbolize_addrs(symbolizer, pid, &addrs) {
-                Ok(frames) => self.insert_named(&addrs, frames),
-                Err(error) => {
-                    // Address by address: the ones that resolve keep their
-                    // names, and the module's first error is reported.
-                    for addr in addrs {
-                        if let Ok(frames) = symbolize_addrs(symbolizer, pid, &[addr]) {
-                            self.insert_named(&[addr], frames);
-                        }
-                    }
-                    self.errors.entry(module).or_insert(error);
-                }
+            let Some(mapping) = self.map_of(addr).cloned() else {
+                continue;
+            };
+            let Some(module) = mapping.path.clone() else {
+                continue;
+            };
+            let Some(symbols) = self.module_symbols(procfs, pid, &mapping, &module) else {
+                continue;
+            };
+            let offset = addr - mapping.start
+                + if mapping.is_file_backed() {
+                    mapping.offset
+                } else {
+                    0
+                };
+            if let Some(name) = symbols.at_offset(offset) {
+                let frame = Frame::new(
+                    name,
+                    FrameKind::User,
+                    mapping
+                        .file_path()
+                        .map(str::to_owned)
+                        .filter(|p| p.starts_with('/')),
+                );
+                self.named.insert(addr, frame);
             }
         }
     }
 
-    fn insert_named(&mut self, addrs: &[u64], frames: Vec<Option<Frame>>) {
-        for (addr, frame) in addrs.iter().zip(frames) {
-            if let Some(frame) = frame {
-                self.named.insert(*addr, frame);
-            }
+    /// The symbol table of the module `mapping` belongs to, read once
+    /// (the vDSO from the process's memory, files through the resolver).
+    fn module_symbols(
+        &mut self,
+        procfs: &Procfs,
+        pid: u32,
+        mapping: &MapEntry,
+        module: &str,
+    ) -> Option<std::sync::Arc<crate::elf::Symbols>> {
+        if let Some(known) = self.modules.get(module) {
+            return known.clone();
         }
+        let read = if module == "[vdso]" {
+            read_vdso(procfs, pid, mapping)
+        } else {
+            // The mapping with the lowest offset: map_files of any one of
+            // them is the same inode.
+            let first = self
+                .maps
+                .iter()
+                .filter(|m| m.path.as_deref() == Some(module))
+                .min_by_key(|m| m.offset)
+                .unwrap_or(mapping)
+                .clone();
+            procfs
+                .open_mapped(pid, &first)
+                .map_err(crate::elf::ElfError::from)
+                .and_then(|seen| crate::elf::Elf::open(&seen))
+                .and_then(|mut elf| crate::elf::Symbols::of(&mut elf))
+        };
+        let symbols = match read {
+            Ok(symbols) => Some(std::sync::Arc::new(symbols)),
+            Err(error) => {
+                self.errors
+                    .entry(module.to_owned())
+                    .or_insert_with(|| error.to_string());
+                None
+            }
+        };
+        self.modules.insert(module.to_owned(), symbols.clone());
+        symbols
     }
 
     /// Whether the process runs CoreCLR.
@@ -248,32 +279,23 @@ impl ProcessSymbols {
     }
 }
 
-/// Names `addrs` of process `pid` with blazesym (file-backed code, through
-/// `/proc/PID/map_files`); one entry per address.
-fn symbolize_addrs(
-    symbolizer: &blazesym::symbolize::Symbolizer,
+/// The vDSO's symbols, from the process's memory (the kernel's image,
+/// mapped at offset 0; a few KiB).
+fn read_vdso(
+    procfs: &Procfs,
     pid: u32,
-    addrs: &[u64],
-) -> Result<Vec<Option<Frame>>, String> {
-    use blazesym::symbolize::source::{Process, Source};
-    use blazesym::symbolize::{Input, Symbolized};
-    let mut source = Process::new(blazesym::Pid::from(pid));
-    source.perf_map = false;
-    source.map_files = true;
-    let results = symbolizer
-        .symbolize(&Source::Process(source), Input::AbsAddr(addrs))
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(results
-        .into_iter()
-        .map(|result| match result {
-            Symbolized::Sym(sym) => Some(Frame::new(
-                demangle(&sym.name),
-                FrameKind::User,
-                sym.module
-                    .as_ref()
-                    .map(|m| m.to_string_lossy().into_owned()),
-            )),
-            Symbolized::Unknown(_) => None,
-        })
-        .collect())
+    mapping: &MapEntry,
+) -> Result<crate::elf::Symbols, crate::elf::ElfError> {
+    const VDSO_BYTES: u64 = 64 << 10;
+    let len = (mapping.end - mapping.start).min(VDSO_BYTES);
+    let bytes = procfs
+        .read_memory(pid, mapping.start, usize::try_from(len).unwrap_or(0))
+        .map_err(|source| crate::elf::ElfError::Io {
+            module: "[vdso]".into(),
+            offset: mapping.start,
+            len,
+            source,
+        })?;
+    let mut elf = crate::elf::Elf::from_bytes(bytes, "[vdso]".into())?;
+    crate::elf::Symbols::of(&mut elf)
 }

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
-use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 use crate::procfs::{MapEntry, Procfs};
 
@@ -188,25 +187,23 @@ fn build_module(
         .filter(|m| m.path.as_deref() == Some(path))
         .collect();
     let first = mappings.iter().min_by_key(|m| m.offset)?;
-    let data = procfs.read_mapped_file(pid, first).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    let seen = procfs.open_mapped(pid, first).ok()?;
+    let mut elf = crate::elf::Elf::open(&seen).ok()?;
     // The segment at file offset 0 (stated address base_svma) is mapped at
     // the start of the mapping with file offset 0 (base_avma).
-    let first_segment = file.segments().find(|s| s.file_range().0 == 0)?;
-    let base_svma = first_segment.address();
+    let base_svma = elf.base_address()?;
     let base_avma = first.start.checked_sub(first.offset)?;
-    let section = |name: &str| {
-        let s = file.section_by_name(name)?;
-        let data = s.data().ok()?.to_vec();
-        Some((s.address()..s.address() + s.size(), data))
+    // Only the unwind tables and the code are read, each within the
+    // ELF reader's limits; a section over them is left out (the code is
+    // only for the prologue and epilogue heuristics).
+    let mut section = |name: &str| {
+        let (s, data) = elf.section_data(name).ok()??;
+        Some((s.address..s.address + s.size, data))
     };
     let text = section(".text");
     let eh_frame = section(".eh_frame");
     let eh_frame_hdr = section(".eh_frame_hdr");
-    let debug_frame = file
-        .section_by_name(".debug_frame")
-        .and_then(|s| s.data().ok())
-        .map(<[u8]>::to_vec);
+    let debug_frame = section(".debug_frame").map(|(_, data)| data);
     let info = ExplicitModuleSectionInfo {
         base_svma,
         text_svma: text.as_ref().map(|t| t.0.clone()),

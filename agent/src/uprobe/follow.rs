@@ -197,7 +197,7 @@ impl Breakpoints {
             Follow::PerfMap(map) => {
                 // Only what the runtime appended since the last look; the
                 // process's maps are read only when it named this method.
-                let added = map.refresh();
+                let added = map.refresh_added();
                 let candidates: Vec<Version> = jit::new_versions(
                     &self.key,
                     added.iter().map(resolve::perf_map_version),

@@ -5,12 +5,11 @@
 //! process's perf map or the .NET runtime), with their entry and return
 //! sites, within the CPU's debug registers.
 
-use object::{Object as _, ObjectSegment as _, SegmentFlags};
-
 use super::decode::Captures;
 use super::jit::{self, Version};
 use super::spec::{Abi, TargetSpec, UprobeSpec};
-use super::symbols::{self, elf_functions, file_offset};
+use super::symbols::{self, file_offset};
+use crate::elf::{Elf, ElfError};
 use crate::process::{self, Runtime};
 use crate::procfs::{MapEntry, Procfs};
 use crate::rootfs::{self, Seen};
@@ -77,7 +76,7 @@ pub enum Target {
     /// File-backed code: a uprobe (and a uretprobe for returns).
     Uprobe(ResolvedTarget),
     /// JIT code: execute breakpoints on each version.
-    Breakpoint(JitPlan),
+    Breakpoint(Box<JitPlan>),
 }
 
 impl Target {
@@ -128,6 +127,10 @@ pub enum ResolveError {
     /// The file is not an ELF object.
     #[error("{0} is not an ELF file")]
     NotElf(String),
+    /// A part of the file the agent would need is over its limits, or
+    /// could not be read.
+    #[error("cannot read the binary: {0}")]
+    Elf(ElfError),
     /// No such symbol.
     #[error("no function {name:?} in {module}")]
     UnknownSymbol {
@@ -215,70 +218,77 @@ pub enum ResolveError {
     GoReturnProbe(String),
 }
 
+impl From<ElfError> for ResolveError {
+    fn from(e: ElfError) -> Self {
+        match e {
+            ElfError::Root(e) => Self::Binary(e),
+            ElfError::NotElf { module, .. } => Self::NotElf(module),
+            e => Self::Elf(e),
+        }
+    }
+}
+
 /// A binary as `pid` sees it (the agent's own root without a pid),
-/// symlinks followed inside that root, and its contents.
+/// symlinks followed inside that root, and its ELF headers.
 fn open_binary(
     procfs: &Procfs,
     pid: Option<u32>,
     path: &str,
-) -> Result<(std::sync::Arc<Seen>, Vec<u8>), ResolveError> {
+) -> Result<(std::sync::Arc<Seen>, Elf), ResolveError> {
     let seen = match pid {
         Some(pid) => procfs.open_seen(pid, path, rootfs::Follow::InRoot),
         None => Procfs::default().open_seen(std::process::id(), path, rootfs::Follow::InRoot),
     }?
     .file(crate::rootfs::limits::BINARY_BYTES)?;
-    let data = seen.read()?;
-    Ok((std::sync::Arc::new(seen), data))
+    let elf = Elf::open(&seen).map_err(|e| match e {
+        ElfError::NotElf { .. } => ResolveError::NotElf(path.to_owned()),
+        e => e.into(),
+    })?;
+    Ok((std::sync::Arc::new(seen), elf))
 }
 
-/// Finds `name` among the functions of an ELF image; C++ names match with
-/// or without their parameter list.
-pub fn find_symbol(data: &[u8], name: &str, module: &str) -> Result<u64, ResolveError> {
-    let (functions, segments) =
-        elf_functions(data).ok_or_else(|| ResolveError::NotElf(module.to_owned()))?;
-    let hit = functions
-        .iter()
-        .find(|f| f.name == name || f.name.split('(').next() == Some(name))
-        .and_then(|f| file_offset(f.svma, &segments));
-    hit.ok_or_else(|| {
-        // Compare with the whole name and with its last path segment, so
-        // `parse` finds `myapp::config::parse(...)`.
-        let short = |n: &str| -> String {
-            let base = n.split('(').next().unwrap_or(n);
-            base.rsplit("::").next().unwrap_or(base).to_owned()
-        };
-        let mut scored: Vec<(usize, &str)> = functions
-            .iter()
-            .map(|f| {
-                let d = strsim::levenshtein(&f.name, name)
-                    .min(strsim::levenshtein(&short(&f.name), &short(name)));
-                (d, f.name.as_str())
-            })
-            .collect();
-        scored.sort();
-        scored.dedup_by(|a, b| a.1 == b.1);
-        ResolveError::UnknownSymbol {
-            name: name.to_owned(),
-            module: module.to_owned(),
-            closest: scored
-                .into_iter()
-                .take(5)
-                .map(|(_, n)| n.to_owned())
-                .collect(),
+/// Finds `name` among the functions of an ELF file; C++ names match with
+/// or without their parameter list. Names are looked at one by one (the
+/// closest five kept for the error), not all held.
+pub fn find_symbol(elf: &mut Elf, name: &str, module: &str) -> Result<u64, ResolveError> {
+    // Compare with the whole name and with its last path segment, so
+    // `parse` finds `myapp::config::parse(...)`.
+    let short = |n: &str| -> String {
+        let base = n.split('(').next().unwrap_or(n);
+        base.rsplit("::").next().unwrap_or(base).to_owned()
+    };
+    let wanted_short = short(name);
+    let mut hit = None;
+    let mut closest: Vec<(usize, String)> = Vec::new();
+    elf.visit_functions(|svma, _, raw| {
+        if hit.is_some() {
+            return;
         }
+        let f = crate::elf::demangle(&String::from_utf8_lossy(raw));
+        if f == name || f.split('(').next() == Some(name) {
+            hit = Some(svma);
+            return;
+        }
+        let d = strsim::levenshtein(&f, name).min(strsim::levenshtein(&short(&f), &wanted_short));
+        if (closest.len() < 5 || closest.last().is_some_and(|(worst, _)| d < *worst))
+            && !closest.iter().any(|(_, n)| *n == f)
+        {
+            closest.push((d, f));
+            closest.sort();
+            closest.truncate(5);
+        }
+    })?;
+    let offset = hit.and_then(|svma| file_offset(svma, elf.segments()));
+    offset.ok_or_else(|| ResolveError::UnknownSymbol {
+        name: name.to_owned(),
+        module: module.to_owned(),
+        closest: closest.into_iter().map(|(_, n)| n).collect(),
     })
 }
 
 /// Checks that `offset` lies in an executable segment.
-pub fn check_offset(data: &[u8], offset: u64, module: &str) -> Result<(), ResolveError> {
-    let file = object::File::parse(data).map_err(|_| ResolveError::NotElf(module.to_owned()))?;
-    let in_text = file.segments().any(|s| {
-        let (start, size) = s.file_range();
-        let exec =
-            matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
-        exec && start <= offset && offset < start + size
-    });
-    if in_text {
+pub fn check_offset(elf: &Elf, offset: u64, module: &str) -> Result<(), ResolveError> {
+    if elf.is_code_offset(offset) {
         Ok(())
     } else {
         Err(ResolveError::OffsetOutsideText {
@@ -339,10 +349,10 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                     .map_err(|_| crate::procfs::PidNotVisible(pid))?,
                 (_, None, None) => return Err(ResolveError::NoBinary),
             };
-            let (file, data) = open_binary(procfs, spec.pid, &module_path)?;
-            match find_symbol(&data, name, &module_path) {
+            let (file, mut elf) = open_binary(procfs, spec.pid, &module_path)?;
+            match find_symbol(&mut elf, name, &module_path) {
                 Ok(offset) => ResolvedTarget {
-                    go: process::is_go_binary(&data),
+                    go: elf.is_go(),
                     file,
                     module: module_path,
                     offset,
@@ -355,16 +365,16 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                         return Err(ResolveError::NoBinary);
                     };
                     return jit_by_name(spec, procfs, pid, maps, name, &module_path, closest)
-                        .map(Target::Breakpoint);
+                        .map(|jit| Target::Breakpoint(Box::new(jit)));
                 }
                 Err(e) => return Err(e),
             }
         }
         TargetSpec::Offset { offset, binary } => {
-            let (file, data) = open_binary(procfs, spec.pid, binary)?;
-            check_offset(&data, *offset, binary)?;
+            let (file, elf) = open_binary(procfs, spec.pid, binary)?;
+            check_offset(&elf, *offset, binary)?;
             ResolvedTarget {
-                go: process::is_go_binary(&data),
+                go: elf.is_go(),
                 file,
                 module: binary.clone(),
                 offset: *offset,
@@ -379,12 +389,13 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
             }
             if !map.is_uprobe_capable() {
                 let pid = spec.pid.ok_or(ResolveError::NoBinary)?;
-                return jit_by_address(spec, procfs, pid, &maps, *address).map(Target::Breakpoint);
+                return jit_by_address(spec, procfs, pid, &maps, *address)
+                    .map(|jit| Target::Breakpoint(Box::new(jit)));
             }
             let module = map.path.clone().unwrap_or_default();
-            let (file, data) = open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
+            let (file, elf) = open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
             ResolvedTarget {
-                go: process::is_go_binary(&data),
+                go: elf.is_go(),
                 file,
                 offset: address - map.start + map.offset,
                 module,
@@ -683,10 +694,14 @@ fn mapped_path(maps: &[MapEntry], module: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn own_exe() -> Elf {
+        let seen = Procfs::default().open_exe(std::process::id()).unwrap();
+        Elf::open(&seen).unwrap()
+    }
+
     #[test]
     fn closest_names_are_suggested() {
-        let data = std::fs::read("/proc/self/exe").unwrap_or_default();
-        match find_symbol(&data, "closest_names_are_sugested", "self") {
+        match find_symbol(&mut own_exe(), "closest_names_are_sugested", "self") {
             Err(ResolveError::UnknownSymbol { closest, .. }) => {
                 assert!(
                     closest
@@ -701,12 +716,12 @@ mod tests {
 
     #[test]
     fn offsets_outside_text_are_refused() {
-        let data = std::fs::read("/proc/self/exe").unwrap_or_default();
+        let elf = own_exe();
         assert!(matches!(
-            check_offset(&data, u64::MAX / 2, "self"),
+            check_offset(&elf, u64::MAX / 2, "self"),
             Err(ResolveError::OffsetOutsideText { .. })
         ));
         // The ELF header is in a read-only segment.
-        assert!(check_offset(&data, 0, "self").is_err());
+        assert!(check_offset(&elf, 0, "self").is_err());
     }
 }

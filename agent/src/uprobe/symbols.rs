@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 
-use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, SymbolKind};
 use serde::Serialize;
 
 use crate::procfs::{MapEntry, Procfs};
@@ -65,6 +64,10 @@ pub enum SymbolsError {
     /// The process is not in this PID namespace.
     #[error(transparent)]
     NotVisible(#[from] crate::procfs::PidNotVisible),
+    /// The agent's memory is near its limit: a module's symbol tables
+    /// are not read.
+    #[error(transparent)]
+    Memory(#[from] crate::memory::Pressure),
     /// `module=` names nothing the process maps.
     #[error("module {module:?} is not mapped by pid {pid}")]
     ModuleNotMapped {
@@ -77,58 +80,7 @@ pub enum SymbolsError {
     },
 }
 
-pub use crate::stacks::symbolize::demangle;
-
-/// A function symbol of an ELF file: stated address, size, name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ElfFunction {
-    /// Stated virtual address.
-    pub svma: u64,
-    /// Size.
-    pub size: u64,
-    /// Demangled name.
-    pub name: String,
-}
-
-/// A loadable segment: `(vaddr, file offset, file size)`.
-pub type Segment = (u64, u64, u64);
-
-/// Function symbols of an ELF image and its loadable segments, for
-/// address → offset mapping.
-pub fn elf_functions(data: &[u8]) -> Option<(Vec<ElfFunction>, Vec<Segment>)> {
-    let file = object::File::parse(data).ok()?;
-    let mut seen = BTreeSet::new();
-    let functions = file
-        .symbols()
-        .chain(file.dynamic_symbols())
-        .filter(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0)
-        .filter_map(|s| {
-            let raw = s.name().ok()?;
-            seen.insert((s.address(), raw.to_owned()))
-                .then(|| ElfFunction {
-                    svma: s.address(),
-                    size: s.size(),
-                    name: demangle(raw),
-                })
-        })
-        .collect();
-    let segments = file
-        .segments()
-        .map(|seg| {
-            let (offset, size) = seg.file_range();
-            (seg.address(), offset, size)
-        })
-        .collect();
-    Some((functions, segments))
-}
-
-/// The file offset of a stated address, through the loadable segments.
-pub fn file_offset(svma: u64, segments: &[Segment]) -> Option<u64> {
-    segments
-        .iter()
-        .find(|(vaddr, _, size)| *vaddr <= svma && svma < vaddr + size)
-        .map(|(vaddr, offset, _)| svma - vaddr + offset)
-}
+pub use crate::elf::{ElfFunction, Segment, demangle, file_offset};
 
 /// The address in the process of a module's file offset.
 pub fn process_address(offset: u64, mappings: &[&MapEntry]) -> Option<u64> {
@@ -163,8 +115,11 @@ pub fn list(
     pattern: &regex::Regex,
     module: Option<&str>,
     limit: usize,
+    memory: &crate::memory::Memory,
 ) -> Result<Listing, SymbolsError> {
     let mut refused = Vec::new();
+    let mut total = 0usize;
+    let mut out: Vec<SymbolInfo> = Vec::new();
     let maps = procfs
         .maps(pid)
         .map_err(|_| crate::procfs::PidNotVisible(pid))?;
@@ -187,7 +142,6 @@ pub fn list(
             mapped: modules.iter().map(|p| basename(p).to_owned()).collect(),
         });
     }
-    let mut out = Vec::new();
     for path in wanted {
         let mappings: Vec<&MapEntry> = maps
             .iter()
@@ -196,24 +150,43 @@ pub fn list(
         let Some(first) = mappings.iter().min_by_key(|m| m.offset) else {
             continue;
         };
-        let Ok(data) = procfs.read_mapped_file(pid, first) else {
-            continue;
+        let opened = procfs
+            .open_mapped(pid, first)
+            .map_err(crate::elf::ElfError::from)
+            .and_then(|seen| crate::elf::Elf::open(&seen));
+        let mut elf = match opened {
+            Ok(elf) => elf,
+            Err(crate::elf::ElfError::NotElf { .. }) => continue,
+            Err(crate::elf::ElfError::Root(e)) if e.is_missing() => continue,
+            Err(e) => {
+                refused.push(e.to_string());
+                continue;
+            }
         };
-        let Some((functions, segments)) = elf_functions(&data) else {
-            continue;
-        };
-        for f in functions.into_iter().filter(|f| pattern.is_match(&f.name)) {
-            let offset = file_offset(f.svma, &segments);
+        // The tables are read whole: only if the agent's memory allows.
+        memory.check(elf.symbol_bytes().saturating_mul(2))?;
+        let segments = elf.segments().to_vec();
+        let read = elf.visit_functions(|svma, size, raw| {
+            let name = demangle(&String::from_utf8_lossy(raw));
+            if !pattern.is_match(&name) {
+                return;
+            }
+            total += 1;
+            let offset = file_offset(svma, &segments);
             out.push(SymbolInfo {
                 address: offset.and_then(|o| process_address(o, &mappings)),
-                name: f.name,
-                size: f.size,
+                name,
+                size,
                 module: Some(path.to_owned()),
                 file_offset: offset,
                 source: SymbolSource::Elf,
                 probeable: offset.is_some(),
                 mechanism: offset.map(|_| "uprobe"),
             });
+            keep_first(&mut out, limit);
+        });
+        if let Err(e) = read {
+            refused.push(e.to_string());
         }
     }
     if module.is_none()
@@ -227,6 +200,7 @@ pub fn list(
             let mapping = crate::procfs::mapping_at(&maps, entry.start);
             let backing = mapping.filter(|m| m.is_uprobe_capable());
             let code = crate::procfs::is_code_at(&maps, entry.start);
+            total += 1;
             out.push(SymbolInfo {
                 name: entry.name.clone(),
                 address: Some(entry.start),
@@ -241,10 +215,10 @@ pub fn list(
                     (true, None) => Some("breakpoint"),
                 },
             });
+            keep_first(&mut out, limit);
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.address.cmp(&b.address)));
-    let total = out.len();
+    out.sort_by(by_name);
     out.truncate(limit);
     Ok(Listing {
         symbols: out,
@@ -253,9 +227,48 @@ pub fn list(
     })
 }
 
+fn by_name(a: &SymbolInfo, b: &SymbolInfo) -> std::cmp::Ordering {
+    a.name.cmp(&b.name).then(a.address.cmp(&b.address))
+}
+
+/// Keeps `out` within twice `limit` matches, the first by name: a
+/// pattern that matches every function of a large process does not hold
+/// them all.
+fn keep_first(out: &mut Vec<SymbolInfo>, limit: usize) {
+    if out.len() >= limit.saturating_mul(2).max(64) {
+        out.sort_by(by_name);
+        out.truncate(limit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_matches_by_name_are_held() {
+        let info = |name: String| SymbolInfo {
+            name,
+            address: None,
+            size: 0,
+            module: None,
+            file_offset: None,
+            source: SymbolSource::Elf,
+            probeable: false,
+            mechanism: None,
+        };
+        let mut out = Vec::new();
+        for i in (0..10_000).rev() {
+            out.push(info(format!("f{i:05}")));
+            keep_first(&mut out, 10);
+            assert!(out.len() < 64);
+        }
+        out.sort_by(by_name);
+        out.truncate(10);
+        let names: Vec<_> = out.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names[0], "f00000");
+        assert_eq!(names[9], "f00009");
+    }
 
     #[test]
     fn names_are_demangled() {
@@ -283,12 +296,14 @@ mod tests {
 
     #[test]
     fn own_binary_has_functions_with_offsets() {
-        let data = std::fs::read("/proc/self/exe").unwrap_or_default();
-        let (functions, segments) = elf_functions(&data).unwrap_or_default();
+        let procfs = Procfs::default();
+        let seen = procfs.open_exe(std::process::id()).unwrap();
+        let mut elf = crate::elf::Elf::open(&seen).unwrap();
+        let functions = elf.functions().unwrap();
         let f = functions
             .iter()
             .find(|f| f.name.contains("offsets_follow_segments"))
             .unwrap_or_else(|| panic!("test function not found among {}", functions.len()));
-        assert!(file_offset(f.svma, &segments).is_some());
+        assert!(file_offset(f.svma, elf.segments()).is_some());
     }
 }

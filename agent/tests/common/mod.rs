@@ -294,8 +294,20 @@ impl Agent {
 
     /// GET over the Unix socket with curl; returns status and body.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.curl(path, &[])
+    }
+
+    /// GET, giving up after `timeout` (status 0 then): for requests that
+    /// must not hang.
+    pub fn get_within(&self, path: &str, timeout: Duration) -> (u16, Vec<u8>) {
+        self.curl(path, &["--max-time", &timeout.as_secs_f64().to_string()])
+    }
+
+    fn curl(&self, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
         let output = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg("--unix-socket")
             .arg(&self.socket)
             .arg(format!("http://localhost{path}"))
             .output()

@@ -1,5 +1,6 @@
 //! The per-pod choices: annotations and config reconciled.
 
+use super::facts::{SHOWN_CHARS, shown};
 use super::{PodFacts, Runtime};
 use std::collections::BTreeSet;
 
@@ -39,8 +40,9 @@ impl Choices {
                 }
                 None => {
                     warnings.push(format!(
-                        "tracecar: {}={value:?} is not minimal|privileged; using {}",
+                        "tracecar: {}={} is not minimal|privileged; using {}",
                         ann::PROFILE,
+                        shown(value),
                         config.profile.as_str()
                     ));
                     config.profile
@@ -53,8 +55,29 @@ impl Choices {
         // fewer than it asked for.
         let features = match facts.features.as_deref().map(Features::parse) {
             None => config.default_features(),
+            Some(Ok(features)) if !features.is_subset(config.allowed_features()) => {
+                let kept = features.intersection(config.allowed_features());
+                warnings.push(format!(
+                    "tracecar: {}={} asks for more than the injector config allows ({}); using {}",
+                    ann::FEATURES,
+                    features.list(),
+                    config.allowed_features().list(),
+                    if kept == Features::none() {
+                        "none".to_owned()
+                    } else {
+                        kept.list()
+                    }
+                ));
+                kept
+            }
             Some(Ok(features)) => features,
             Some(Err(e)) => {
+                let e = e.to_string();
+                let e = if e.len() > 4 * SHOWN_CHARS {
+                    shown(&e)
+                } else {
+                    e
+                };
                 warnings.push(format!(
                     "tracecar: {}: {e}; using the config's features ({})",
                     ann::FEATURES,
@@ -67,8 +90,9 @@ impl Choices {
         let mode = match facts.sidecar_mode.as_deref() {
             Some(value) => SidecarMode::parse(value).unwrap_or_else(|| {
                 warnings.push(format!(
-                    "tracecar: {}={value:?} is not container|native; using {}",
+                    "tracecar: {}={} is not container|native; using {}",
                     ann::SIDECAR_MODE,
+                    shown(value),
                     config.sidecar_mode.as_str()
                 ));
                 config.sidecar_mode
@@ -86,8 +110,9 @@ impl Choices {
             let runtime = Runtime::parse(value);
             if runtime.is_none() {
                 warnings.push(format!(
-                    "tracecar: {}={value:?} is not dotnet|node|java|python; no runtime preset applied",
-                    ann::RUNTIME
+                    "tracecar: {}={} is not dotnet|node|java|python; no runtime preset applied",
+                    ann::RUNTIME,
+                    shown(value)
                 ));
             }
             runtime
@@ -103,8 +128,9 @@ impl Choices {
             for name in &wanted {
                 if !facts.containers.iter().any(|c| &c.name == name) {
                     warnings.push(format!(
-                        "tracecar: {} names {name:?}, which is not a container of this pod",
-                        ann::CONTAINERS
+                        "tracecar: {} names {}, which is not a container of this pod",
+                        ann::CONTAINERS,
+                        shown(name)
                     ));
                 }
             }

@@ -133,20 +133,87 @@ pub(super) fn is_windows(spec: &PodSpec) -> bool {
     os == Some("windows") || selector == Some("windows")
 }
 
-/// Names what shows that the pod was injected before, if anything does.
+/// Names what shows that the pod was injected before, or claims what
+/// injection adds, if anything does: a container named like the sidecar, a
+/// volume named like ours, or a container that mounts one by name. The
+/// last matters on its own: an app container that mounts `tracecar-work`
+/// (the agent's socket, `LTTNG_HOME`) or one of the host paths, naming a
+/// volume the pod does not have, would become valid once the webhook adds
+/// that volume.
 pub(super) fn existing_injection(spec: &PodSpec) -> Option<String> {
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    if containers.into_iter().any(|c| c.name == SIDECAR_NAME) {
+    let containers = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+    };
+    if containers().any(|c| c.name == SIDECAR_NAME) {
         return Some(format!("a container named {SIDECAR_NAME:?}"));
     }
-    spec.volumes
+    if let Some(v) = spec
+        .volumes
         .iter()
         .flatten()
         .find(|v| v.name.starts_with(VOLUME_PREFIX))
-        .map(|v| format!("a volume named {:?}", v.name))
+    {
+        return Some(format!("a volume named {}", shown(&v.name)));
+    }
+    containers().find_map(|c| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name.starts_with(VOLUME_PREFIX))
+            .map(|m| {
+                format!(
+                    "container {} mounting a volume named {}",
+                    shown(&c.name),
+                    shown(&m.name)
+                )
+            })
+    })
+}
+
+/// At most this much of a value from the pod is echoed in a warning (or
+/// kept in a decision): the pod is not validated yet when it is reviewed,
+/// so its strings can be megabytes.
+pub const SHOWN_CHARS: usize = 64;
+
+/// A value from the pod as a warning quotes it: at most [`SHOWN_CHARS`]
+/// characters, with its length when it was cut.
+pub fn shown(value: &str) -> String {
+    if value.chars().count() <= SHOWN_CHARS {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(SHOWN_CHARS).collect();
+        format!("{head:?}… ({} bytes)", value.len())
+    }
+}
+
+impl PodFacts {
+    /// Bytes of the pod's own strings these facts hold (what caching them
+    /// would keep).
+    pub fn retained_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.namespace.len()
+            + text(&self.existing_injection)
+            + text(&self.profile)
+            + text(&self.features)
+            + text(&self.sidecar_mode)
+            + text(&self.runtime)
+            + text(&self.containers_filter)
+            + self
+                .containers
+                .iter()
+                .map(|c| {
+                    c.name.len()
+                        + c.preset_env
+                            .iter()
+                            .map(|e| text(&e.value) + 32)
+                            .sum::<usize>()
+                        + 64
+                })
+                .sum::<usize>()
+            + 256
+    }
 }
 
 pub(super) fn normalize(path: &str) -> &str {
