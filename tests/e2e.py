@@ -15,7 +15,7 @@ the kubectl plugin.
      in the shared /tmp; uprobes on calc() and fib() return the right
      arguments and return values; an LTTng recording has the app's
      sample_app:request events (so the shared /var/run/lttng works), and
-     so does a live session through lttng-relayd.
+     so does a live session (rotated local chunks, no relay daemon).
   6. Teardown leaves no pod, container, volume, iptables rule or host
      directory behind (checked).
 
@@ -574,7 +574,7 @@ def check_lttng(name, out, pid):
 
 
 def check_live(name, pid):
-    step("The same events live, through lttng-relayd (kubectl tracecar lttng --live)")
+    step("The same events live, from rotated chunks (kubectl tracecar lttng --live)")
     live = plugin(name, "lttng", "--live", "--events", "sample_app:*", "--seconds", "3").stdout.splitlines()
     live_events = [json.loads(l) for l in live if l.startswith('{"ts_ns"')]
     live_summary = json.loads(live[-1])["summary"]
