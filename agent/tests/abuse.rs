@@ -104,6 +104,10 @@ fn a_burst_of_1000_requests_is_answered_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let target = spawn(compile_c(dir.path(), "calls.c", &[]), &[]);
     let agent = Agent::start();
+    // The baseline once the agent has started its session daemon (whose
+    // stderr it keeps open): measured before, it depended on whether the
+    // daemon had started yet, which the machine's speed decides.
+    agent.wait_sessiond();
     let fds_before = std::fs::read_dir(format!("/proc/{}/fd", agent.process.pid()))
         .unwrap()
         .count();
