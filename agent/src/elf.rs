@@ -192,6 +192,25 @@ pub fn demangle(name: &str) -> String {
     name.to_owned()
 }
 
+/// Where a separate debug file for `build_id` is, in the agent's own
+/// filesystem: `/usr/lib/debug/.build-id/ab/cdef….debug`, the layout
+/// Debian's `-dbg` and `-dbgsym` packages (and Fedora's `debuginfo`)
+/// install. Only the sidecar image's own debug files are read this way:
+/// the app chooses the build ID, which is hex, so it names a file there
+/// and nothing else; `.gnu_debuglink` names and the app's own directories
+/// are never looked at.
+pub fn debug_file_path(build_id: &[u8]) -> Option<String> {
+    if build_id.len() < 2 {
+        return None;
+    }
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &hex[..2],
+        &hex[2..]
+    ))
+}
+
 /// The file offset of a stated address, through the loadable segments.
 pub fn file_offset(svma: u64, segments: &[Segment]) -> Option<u64> {
     segments
@@ -430,6 +449,12 @@ impl Elf {
             .map(|(vaddr, _, _)| *vaddr)
     }
 
+    /// Whether it has a full symbol table (`.symtab`), not only the
+    /// dynamic one: a stripped library does not.
+    pub fn has_symtab(&self) -> bool {
+        self.sections.iter().any(|s| s.kind == elf::SHT_SYMTAB)
+    }
+
     /// Whether it is a Go binary (has `.go.buildinfo`, `.gopclntab` or a
     /// Go build ID note): section names only, nothing else is read.
     pub fn is_go(&self) -> bool {
@@ -580,16 +605,29 @@ pub struct Symbols {
 impl Symbols {
     /// The functions of `elf`.
     pub fn of(elf: &mut Elf) -> Result<Self, ElfError> {
+        Self::with_debug(elf, None)
+    }
+
+    /// The functions of `elf` and of its separate debug file, if given
+    /// (the same addresses: a debug file keeps the program's layout).
+    pub fn with_debug(elf: &mut Elf, debug: Option<&mut Elf>) -> Result<Self, ElfError> {
         let mut functions = Vec::new();
         let mut names = Vec::new();
-        elf.visit_functions(|svma, size, raw| {
+        let mut add = |svma, size, raw: &[u8]| {
             if let Ok(at) = u32::try_from(names.len()) {
                 functions.push((svma, size, at));
                 names.extend_from_slice(raw);
                 names.push(0);
             }
-        })?;
+        };
+        elf.visit_functions(&mut add)?;
+        if let Some(debug) = debug {
+            // Best effort: the program's own tables name what they can.
+            let _ = debug.visit_functions(&mut add);
+        }
         functions.sort_unstable_by_key(|(svma, size, _)| (*svma, std::cmp::Reverse(*size)));
+        // One name per address (a debug file repeats the dynamic symbols).
+        functions.dedup_by_key(|(svma, _, _)| *svma);
         functions.shrink_to_fit();
         names.shrink_to_fit();
         Ok(Self {

@@ -123,7 +123,9 @@ fn the_limit_is_read_and_new_work_is_refused_near_it() {
 
     // A configured limit (the Downward API's bytes) comes first; below
     // what the agent holds, nothing new starts: not a capture of any kind,
-    // not a probe. What does not start a capture still answers.
+    // not a probe, not a listing of the pod's processes or symbols (each
+    // reads every process's maps or a module's tables). Health and the
+    // capabilities, which say why, still answer.
     let agent = cgroup.agent(
         "TRACECAR_MEMORY_LIMIT=1048576",
         &dir.path().join("tight.log"),
@@ -140,6 +142,8 @@ fn the_limit_is_read_and_new_work_is_refused_near_it() {
             sleeper.pid()
         ),
         format!("/v1/dump?pid={}", sleeper.pid()),
+        "/v1/processes".to_owned(),
+        format!("/v1/symbols?pid={}&match=nanosleep", sleeper.pid()),
     ] {
         let (code, body) = agent.get(&path);
         let body = String::from_utf8_lossy(&body);
@@ -152,7 +156,7 @@ fn the_limit_is_read_and_new_work_is_refused_near_it() {
         );
     }
     assert_eq!(agent.get("/healthz").0, 200);
-    assert_eq!(agent.get("/v1/processes").0, 200);
+    assert_eq!(agent.get("/v1/capabilities").0, 200);
     assert_eq!(cgroup.oom_kills(), 0);
 }
 

@@ -214,7 +214,10 @@ impl ProcessSymbols {
                 .open_mapped(pid, &first)
                 .map_err(crate::elf::ElfError::from)
                 .and_then(|seen| crate::elf::Elf::open(&seen))
-                .and_then(|mut elf| crate::elf::Symbols::of(&mut elf))
+                .and_then(|mut elf| {
+                    let mut debug = own_debug_file(&mut elf);
+                    crate::elf::Symbols::with_debug(&mut elf, debug.as_mut())
+                })
         };
         let symbols = match read {
             Ok(symbols) => Some(std::sync::Arc::new(symbols)),
@@ -277,6 +280,23 @@ impl ProcessSymbols {
             Some(module).filter(|m| m.starts_with('/')),
         )
     }
+}
+
+/// The separate debug file of a stripped module (no `.symtab`), by its
+/// build ID, from the agent's own `/usr/lib/debug` (the sidecar image's
+/// debug packages: [`crate::elf::debug_file_path`]), opened through the
+/// resolver in the agent's own root.
+fn own_debug_file(elf: &mut crate::elf::Elf) -> Option<crate::elf::Elf> {
+    if elf.has_symtab() {
+        return None;
+    }
+    let path = crate::elf::debug_file_path(&elf.build_id()?)?;
+    let seen = Procfs::default()
+        .open_seen(std::process::id(), &path, crate::rootfs::Follow::InRoot)
+        .ok()?
+        .file(crate::rootfs::limits::BINARY_BYTES)
+        .ok()?;
+    crate::elf::Elf::open(&seen).ok()
 }
 
 /// The vDSO's symbols, from the process's memory (the kernel's image,
