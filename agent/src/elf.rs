@@ -216,7 +216,7 @@ pub fn file_offset(svma: u64, segments: &[Segment]) -> Option<u64> {
     segments
         .iter()
         .find(|(vaddr, _, size)| *vaddr <= svma && svma < vaddr.saturating_add(*size))
-        .map(|(vaddr, offset, _)| svma - vaddr + offset)
+        .and_then(|(vaddr, offset, _)| (svma - vaddr).checked_add(*offset))
 }
 
 /// The stated address of a file offset, through the loadable segments.
@@ -224,7 +224,7 @@ pub fn stated_address(offset: u64, segments: &[Segment]) -> Option<u64> {
     segments
         .iter()
         .find(|(_, start, size)| *start <= offset && offset < start.saturating_add(*size))
-        .map(|(vaddr, start, _)| offset - start + vaddr)
+        .and_then(|(vaddr, start, _)| (offset - start).checked_add(*vaddr))
 }
 
 /// An ELF file being read.
@@ -493,10 +493,12 @@ impl Elf {
             Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
         };
         let (namesz, descsz, kind) = (word(0)?, word(4)?, word(8)?);
-        if kind != elf::NT_GNU_BUILD_ID as usize || note.get(12..12 + namesz)? != b"GNU\0" {
+        if kind != elf::NT_GNU_BUILD_ID as usize
+            || note.get(12..12_usize.checked_add(namesz)?)? != b"GNU\0"
+        {
             return None;
         }
-        let desc = 12 + namesz.div_ceil(4) * 4;
+        let desc = namesz.div_ceil(4).checked_mul(4)?.checked_add(12)?;
         note.get(desc..desc.checked_add(descsz)?)
             .map(<[u8]>::to_vec)
     }
@@ -779,6 +781,17 @@ mod tests {
             elf.functions(),
             Err(ElfError::Io { .. } | ElfError::NotElf { .. })
         ));
+    }
+
+    #[test]
+    fn hostile_addresses_do_not_overflow() {
+        // A segment at the top of the address space (found by the elf
+        // fuzz target): the arithmetic is checked, not wrapped or panicking.
+        let segments = [(u64::MAX - 8, 0x1000, 0x1000)];
+        assert_eq!(stated_address(0x1010, &segments), None);
+        assert_eq!(stated_address(0x1004, &segments), Some(u64::MAX - 4));
+        let segments = [(0x1000, u64::MAX - 8, 0x100)];
+        assert_eq!(file_offset(0x1010, &segments), None);
     }
 
     #[test]

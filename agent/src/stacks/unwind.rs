@@ -198,7 +198,7 @@ fn build_module(
     // only for the prologue and epilogue heuristics).
     let mut section = |name: &str| {
         let (s, data) = elf.section_data(name).ok()??;
-        Some((s.address..s.address + s.size, data))
+        Some((s.address..s.address.checked_add(s.size)?, data))
     };
     let text = section(".text");
     let eh_frame = section(".eh_frame");
