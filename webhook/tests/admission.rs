@@ -207,3 +207,34 @@ fn cached_decisions_equal_fresh_ones() {
     let (_, outcome) = run_with(&cached, &review(Some(&pod), "CREATE", "default"));
     assert_eq!(outcome, Outcome::Injected);
 }
+
+#[test]
+fn the_decision_cache_keeps_replicas_and_not_megabytes_of_pod_strings() {
+    let reviewer = reviewer(1024);
+    let pod = fixture("minimal.yaml");
+    // Replicas of one workload: one decision, cached once.
+    for _ in 0..3 {
+        let (response, outcome) = run_with(&reviewer, &review(Some(&pod), "CREATE", "default"));
+        assert_eq!(outcome, Outcome::Injected, "{response}");
+    }
+    let (entries, bytes) = reviewer.cached();
+    assert_eq!(entries, 1);
+    assert!(bytes > 0 && bytes < 64 << 10, "{bytes}");
+    // Pods with distinct megabyte annotations: decided, answered, not kept.
+    for i in 0..5 {
+        let mut pod = pod.clone();
+        pod["metadata"]["annotations"]["tracecar.dev/runtime"] =
+            json!(format!("{i}{}", "r".repeat(1 << 20)));
+        let (response, _) = run_with(&reviewer, &review(Some(&pod), "CREATE", "default"));
+        assert_eq!(response["response"]["allowed"], true);
+    }
+    assert_eq!(reviewer.cached().0, 1, "no megabyte decision was cached");
+    // Many distinct small pods: the cache stays within its byte budget.
+    for i in 0..2000 {
+        let mut pod = pod.clone();
+        pod["metadata"]["annotations"]["tracecar.dev/containers"] =
+            json!(format!("app,c{i}{}", "x".repeat(8000)));
+        run_with(&reviewer, &review(Some(&pod), "CREATE", "default"));
+        assert!(reviewer.cached().1 <= admission::CACHE_BYTES);
+    }
+}
