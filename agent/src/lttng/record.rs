@@ -70,6 +70,9 @@ impl Lttng {
     /// Starts the daemon's supervisor; traces go under `trace_root`, each
     /// session capped at `disk_budget` bytes.
     pub fn start(trace_root: PathBuf, disk_budget: u64, cpus: u32) -> std::sync::Arc<Self> {
+        // Absolute: LTTng names a live session's chunks by absolute path,
+        // and only chunks under the session's own directory are read.
+        let trace_root = std::path::absolute(&trace_root).unwrap_or(trace_root);
         let root = trace_root.clone();
         // An earlier agent with this PID left its sessions before the first
         // daemon answered; later restarts must spare this agent's traces.
