@@ -80,11 +80,14 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     let client = agent.get_in_background(&format!(
         "/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=60"
     ));
-    assert!(
-        agent.wait_for(Duration::from_secs(10), |a| a.perf_fds() >= 2),
-        "the breakpoints were not opened"
-    );
+    // Opened a CPU at a time: wait for all of them (waiting for the first
+    // two, the count could be taken between two CPUs on a slow machine).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |a| a.perf_fds() >= 2 * cpus),
+        "the breakpoints were not opened on every CPU: {} perf fds",
+        agent.perf_fds()
+    );
     assert_eq!(agent.perf_fds(), 2 * cpus, "entry and ret, on every CPU");
     drop(client);
     agent.assert_released();
