@@ -42,6 +42,8 @@ test: deps lint unit manifests fuzz-smoke e2e target-dir demo-check
 	@echo "make test: all passed"
 
 lint:
+	python3 scripts/layers.py --self-test
+	python3 scripts/layers.py
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -7,7 +7,7 @@ use tracecar_api::security::Features;
 pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Mode, Report, SessiondCheck};
 
 use crate::lttng::rundir;
-use crate::procfs::Procfs;
+use crate::procfs::{Procfs, capability_names, has_cap};
 use crate::sys;
 
 fn sessiond_check(status: Option<DaemonStatus>, dirs: &[&DirCheck]) -> SessiondCheck {
@@ -41,89 +41,12 @@ fn sessiond_check(status: Option<DaemonStatus>, dirs: &[&DirCheck]) -> SessiondC
     SessiondCheck { check, status }
 }
 
-/// Names of capability bits, as in `capability.h`.
-const CAP_NAMES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
-/// Decodes a `CapEff` mask into capability names.
-pub fn capability_names(mask: u64) -> Vec<&'static str> {
-    CAP_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| mask & (1 << bit) != 0)
-        .map(|(_, name)| *name)
-        .collect()
-}
-
-pub(crate) fn has_cap(mask: u64, name: &str) -> bool {
-    CAP_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .is_some_and(|bit| mask & (1 << bit) != 0)
-}
-
 fn on_path(binary: &str) -> Option<String> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary))
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
-}
-
-/// Whether `/proc/kallsyms` shows real addresses. Reads only its start:
-/// the whole file is megabytes.
-pub fn kallsyms_readable() -> bool {
-    use std::io::Read as _;
-    let mut head = vec![0u8; 4096];
-    let Ok(n) = std::fs::File::open("/proc/kallsyms").and_then(|mut f| f.read(&mut head)) else {
-        return false;
-    };
-    String::from_utf8_lossy(&head[..n]).lines().any(|l| {
-        l.split_whitespace()
-            .next()
-            .is_some_and(|a| !a.trim_start_matches('0').is_empty())
-    })
 }
 
 /// What an attached agent says of LTTng.
@@ -176,7 +99,7 @@ pub fn report(
         })
         .collect();
 
-    let kallsyms = if kallsyms_readable() {
+    let kallsyms = if crate::stacks::kallsyms::readable() {
         Check::ok("/proc/kallsyms has addresses")
     } else {
         Check::fail(

@@ -1,5 +1,27 @@
 //! tracecar agent: the sidecar process. It serves an HTTP API on a Unix
 //! socket for profiling the processes of its pod.
+//!
+//! Layers, bottom to top. A module imports only from layers below its own,
+//! and no two files import each other: `scripts/layers.py` checks both in
+//! `make lint` (it reads the numbered lines below).
+//!
+//! 1. `sys`, `params`: the one place with `unsafe` and raw kernel
+//!    interfaces (with the `repr(C)` mirror of `bpf/events.h`); the
+//!    request-parameter parsers every spec shares.
+//! 2. `procfs`, `child`: `/proc` parsers and readers; children run with a
+//!    deadline.
+//! 3. `rootfs`, `memory`: the one resolver of paths the app controls; the
+//!    agent's own memory bound.
+//! 4. `elf`: the bounded ELF reader.
+//! 5. `dotnet`: the .NET runtime's diagnostic protocol (IPC, nettrace,
+//!    rundown, sessions).
+//! 6. `stacks`: unwinding, naming and rendering of stacks.
+//! 7. `process`: what runs in the pod, and which runtime each process is.
+//! 8. `profile`, `uprobe`, `lttng`, `dump`: the capture kinds, each
+//!    spec → plan → execute, none importing another.
+//! 9. `capabilities`: what works in this sidecar.
+//! 10. `api`: the HTTP layer: routes, handlers, errors.
+//! 11. `cli`: the agent's command line and start-up.
 
 pub mod api;
 pub mod capabilities;
@@ -10,6 +32,7 @@ pub mod dump;
 pub mod elf;
 pub mod lttng;
 pub mod memory;
+pub mod params;
 pub mod process;
 pub mod procfs;
 pub mod profile;

@@ -240,7 +240,7 @@ impl Memory {
             })
             .filter_map(|pid| self.procfs.status(pid).ok()?.rss_anon_kib)
             .sum();
-        (kib << 10).saturating_add(crate::uprobe::attach::ring_bytes_held())
+        (kib << 10).saturating_add(ring_bytes_held())
     }
 
     /// [`Self::used`], or the reading of less than [`CHECK_EVERY`] ago.
@@ -338,6 +338,24 @@ impl Memory {
     pub fn check(&self, reserved: u64) -> Result<(), Pressure> {
         self.below(STOP_PERCENT, || self.used_recently(), reserved)
     }
+}
+
+/// BPF ring-buffer bytes held by probes now, agent-wide: kernel memory
+/// charged to the sidecar's cgroup. The probes' budget
+/// ([`crate::uprobe::attach::RingLease`]) takes and gives back through
+/// [`ring_bytes`]; [`Memory`] counts what they hold.
+static RING_BYTES: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+/// The ring bytes held now, locked, for a lease to take or give back.
+pub fn ring_bytes() -> std::sync::MutexGuard<'static, u64> {
+    RING_BYTES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Ring bytes the probes hold now, agent-wide.
+pub fn ring_bytes_held() -> u64 {
+    *ring_bytes()
 }
 
 #[cfg(test)]

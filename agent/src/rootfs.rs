@@ -184,6 +184,27 @@ pub struct Seen {
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 impl Seen {
+    /// Opens `name` in `dir`, a directory already resolved in process
+    /// `pid`'s root ([`Procfs::open_seen`]), as the other opens do:
+    /// `O_PATH`, the last component not followed, then checked; `path`
+    /// names it in errors.
+    pub fn beneath(
+        dir: BorrowedFd<'_>,
+        name: &str,
+        pid: u32,
+        path: &str,
+    ) -> Result<Self, RootError> {
+        let io = |source| RootError::io(pid, path, source);
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(e.into()))?;
+        Self::of(fd, pid, path).map_err(io)
+    }
+
     /// What `fstat` and `fstatfs` say of `fd`.
     fn of(fd: OwnedFd, pid: u32, path: &str) -> Result<Self, std::io::Error> {
         let stat = rustix::fs::fstat(&fd)?;
@@ -245,11 +266,16 @@ impl Procfs {
             Mode::empty(),
         )
         .map_err(|e| io(e.into()))?;
-        self.same_process(pid).map_err(|source| RootError::Reused {
-            path: name.clone(),
-            source,
-        })?;
+        self.still_the_same(pid, &name)?;
         Seen::of(fd, pid, &name).map_err(io)
+    }
+
+    /// [`Procfs::same_process`], as the error of opening `path` of `pid`.
+    fn still_the_same(&self, pid: u32, path: &str) -> Result<(), RootError> {
+        self.same_process(pid).map_err(|source| RootError::Reused {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Opens `path` as process `pid` sees it (see the module's rules).
@@ -261,10 +287,7 @@ impl Procfs {
             Mode::empty(),
         )
         .map_err(|e| io(e.into()))?;
-        self.same_process(pid).map_err(|source| RootError::Reused {
-            path: path.to_owned(),
-            source,
-        })?;
+        self.still_the_same(pid, path)?;
         let relative = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
         let relative = if relative.as_os_str().is_empty() {
             Path::new(".")
@@ -438,17 +461,6 @@ impl Seen {
         file.take(want).read_to_end(&mut data).map_err(io)?;
         Ok(data)
     }
-
-    /// Bytes `from..` of a regular file, up to the size it had when it
-    /// was opened (which [`Seen::file`] bounds).
-    pub fn read_from(&self, from: u64) -> Result<Vec<u8>, RootError> {
-        self.read_range(from, u64::MAX)
-    }
-
-    /// The whole regular file (as big as it was when opened).
-    pub fn read(&self) -> Result<Vec<u8>, RootError> {
-        self.read_from(0)
-    }
 }
 
 /// Limits on what the agent reads from an app's filesystem.
@@ -483,11 +495,12 @@ mod tests {
             .unwrap()
             .file(100)
             .unwrap();
-        assert_eq!(seen.read().unwrap(), b"hello world");
-        assert_eq!(seen.read_from(6).unwrap(), b"world");
+        assert_eq!(seen.read_range(0, 100).unwrap(), b"hello world");
+        assert_eq!(seen.read_range(6, 100).unwrap(), b"world");
+        assert_eq!(seen.read_range(6, 2).unwrap(), b"wo");
         // Growth after the open is not read.
         std::fs::write(&path, b"hello world, and more").unwrap();
-        assert_eq!(seen.read().unwrap(), b"hello world");
+        assert_eq!(seen.read_range(0, 100).unwrap(), b"hello world");
         let small = procfs
             .open_seen(pid, path.to_str().unwrap(), Follow::Never)
             .unwrap()
@@ -523,7 +536,7 @@ mod tests {
                 .unwrap()
                 .file(100)
                 .unwrap()
-                .read()
+                .read_range(0, 100)
                 .unwrap(),
             b"secret"
         );

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::*;
-use tracecar_agent::uprobe::attach::{Location, Probe, attach};
-use tracecar_agent::uprobe::events::{
+use tracecar_agent::sys::events::{
     Capture, Config, EVENT_HAS_RETURN, Event, FLAG_PAIRED, Record, capture_kind,
 };
+use tracecar_agent::uprobe::attach::{Location, Probe, attach};
 
 /// What the target's recursive fib() returns.
 fn fib(n: i64) -> i64 {

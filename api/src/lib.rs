@@ -14,6 +14,22 @@ pub mod process;
 pub mod security;
 pub mod uprobe;
 
+/// At most this much of a value someone else chose is quoted in a
+/// message: a pod under review (not validated yet) or a request can carry
+/// megabytes in one string.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `value` quoted for a message: at most [`QUOTED_CHARS`] characters, with
+/// its length in bytes when it was cut.
+pub fn quoted(value: &str) -> String {
+    if value.chars().count() <= QUOTED_CHARS {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(QUOTED_CHARS).collect();
+        format!("{head:?}… ({} bytes)", value.len())
+    }
+}
+
 /// A line of an NDJSON stream that closes it: `{"summary": {…}}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SummaryLine<T> {

@@ -128,7 +128,7 @@ pub struct Features(u8);
 
 /// A feature list with a name that is not a feature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a feature (profile, uprobe, lttng, dotnet, dump)")]
+#[error("{} is not a feature (profile, uprobe, lttng, dotnet, dump)", crate::quoted(.0))]
 pub struct UnknownFeature(pub String);
 
 impl Features {

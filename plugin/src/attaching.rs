@@ -10,9 +10,9 @@ use tracecar_api::security::Profile;
 
 use crate::attach::{self, Attach, Present, Progress};
 use crate::cli::Cli;
+use crate::error::PluginError;
 use crate::exec::{Caller, output_of};
 use crate::output::{Bar, Sink};
-use crate::run::PluginError;
 use crate::target::{KubeFlags, Runtime};
 
 /// What the user asked for.

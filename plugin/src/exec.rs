@@ -5,8 +5,8 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command as Process, Stdio};
 
 use crate::cli::Cli;
+use crate::error::PluginError;
 use crate::output::{Bar, Progress, Sink, save, write_error};
-use crate::run::PluginError;
 use crate::target::{self, KubeFlags, Runtime, Target};
 
 /// The program and its arguments; the builders in [`target`] never make

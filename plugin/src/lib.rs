@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod attaching;
 pub mod cli;
+pub mod error;
 pub mod exec;
 pub mod output;
 pub mod request;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::run::PluginError;
+use crate::error::PluginError;
 
 /// Where the agent's answer goes.
 pub(crate) enum Sink<'a> {

@@ -463,8 +463,9 @@ fn values_from_the_pod_are_echoed_clipped() {
     let huge = "x".repeat(3 << 20);
     doc["metadata"]["annotations"]["tracecar.dev/runtime"] = json!(huge);
     doc["metadata"]["annotations"]["tracecar.dev/sidecar-mode"] = json!(huge);
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!(huge);
     let (_, plan) = inject_checked(&doc);
-    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings.len());
+    assert_eq!(plan.warnings.len(), 3, "{:?}", plan.warnings.len());
     for warning in &plan.warnings {
         assert!(warning.len() < 400, "{} bytes", warning.len());
         assert!(warning.contains("(3145728 bytes)"), "{warning}");

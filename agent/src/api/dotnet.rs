@@ -4,13 +4,13 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use crate::dotnet::counters::{self, CountersFormat};
 use crate::dotnet::port::Port;
 use crate::dotnet::providers::{self, TraceFormat};
 use crate::dotnet::session;
+use crate::params::Query as Params;
 
 /// The diagnostic port of a visible .NET process.
 async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {

@@ -6,10 +6,10 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError};
 use crate::dump;
+use crate::params::Query as Params;
 
 /// The size of the chunks a dump is sent in.
 const CHUNK: usize = 1 << 20;

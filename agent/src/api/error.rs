@@ -44,8 +44,8 @@ impl IntoResponse for ApiError {
 // Domain errors as HTTP answers: what happened (the error's own text) and
 // what to do. Every endpoint maps the same error the same way.
 
-impl From<super::query::SpecError> for ApiError {
-    fn from(e: super::query::SpecError) -> Self {
+impl From<crate::params::SpecError> for ApiError {
+    fn from(e: crate::params::SpecError) -> Self {
         Self::bad_request(e.message, e.hint)
     }
 }
@@ -80,9 +80,9 @@ impl From<crate::memory::Pressure> for ApiError {
     }
 }
 
-impl From<crate::profile::capture::CaptureError> for ApiError {
-    fn from(e: crate::profile::capture::CaptureError) -> Self {
-        use crate::profile::capture::CaptureError;
+impl From<crate::profile::CaptureError> for ApiError {
+    fn from(e: crate::profile::CaptureError) -> Self {
+        use crate::profile::CaptureError;
         match e {
             CaptureError::AnswerMemory { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

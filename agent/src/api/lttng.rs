@@ -8,9 +8,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
+use crate::params::Query as Params;
 use tracecar_api::lttng::Tracepoints;
 
 use crate::lttng::{Lttng, RecordError, RecordFormat, output, spec};

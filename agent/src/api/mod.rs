@@ -1,6 +1,6 @@
 //! The agent's HTTP API, served on a Unix socket. Every endpoint has the
 //! same shape: its spec module parses the query (with the shared parsers
-//! of [`query`]), a pure plan or resolver turns the spec into what to do,
+//! of [`crate::params`]), a pure plan or resolver turns the spec into what to do,
 //! an executor does it on a blocking thread, and the handler here only
 //! translates: query → spec → domain call → response. Domain errors become
 //! HTTP answers through the `From` conversions in [`error`]; captures that
@@ -10,14 +10,14 @@
 //! `/v1/capabilities`, `/v1/processes`), [`profile`] (`/v1/profile`,
 //! `/v1/profile/trigger`, `/debug/pprof/profile`), [`uprobe`]
 //! (`/v1/uprobe`, `/v1/symbols`), [`lttng`] (`/v1/lttng/*`) and
-//! [`dotnet`] (`/v1/dotnet/*`) and [`dump`] (`/v1/dump`).
+//! [`dotnet`] (`/v1/dotnet/*`) and [`dump`] (`/v1/dump`). Every route is
+//! one line of [`routes`].
 
 mod dotnet;
 mod dump;
 pub mod error;
 mod lttng;
 mod profile;
-pub mod query;
 mod stream;
 mod system;
 mod uprobe;
@@ -165,71 +165,134 @@ fn slot(semaphore: &Arc<Semaphore>, full: String) -> Result<OwnedSemaphorePermit
     })
 }
 
-/// Every endpoint, for the 404 hint.
-const ENDPOINTS: &str = "/healthz, /v1/capabilities, /v1/processes, /v1/profile, /v1/profile/trigger, /v1/symbols, /v1/uprobe, /v1/lttng/events, /v1/lttng/record, /v1/lttng/live, /v1/dotnet/trace, /v1/dotnet/counters, /v1/dump, /debug/pprof/profile";
+/// One endpoint: its path, the feature it belongs to (`None` for those
+/// every agent serves) and its handler. [`routes`] is the one table the
+/// router, the 404 hint, the feature gate and the docs test read.
+#[derive(Debug)]
+pub struct Route {
+    /// The path, as routed.
+    pub path: &'static str,
+    /// The feature that serves it; `None` for health, capabilities and
+    /// processes.
+    pub feature: Option<Feature>,
+    handler: axum::routing::MethodRouter<AgentState>,
+}
+
+impl Route {
+    fn new(
+        path: &'static str,
+        feature: Option<Feature>,
+        handler: axum::routing::MethodRouter<AgentState>,
+    ) -> Self {
+        Self {
+            path,
+            feature,
+            handler,
+        }
+    }
+
+    /// The path's first two segments (`/v1/dotnet` of
+    /// `/v1/dotnet/trace`): the prefix the feature gate matches, so that
+    /// a path under a family the agent does not serve gets 403, not 404.
+    fn family(&self) -> &'static str {
+        let end = self
+            .path
+            .match_indices('/')
+            .nth(2)
+            .map_or(self.path.len(), |(i, _)| i);
+        &self.path[..end]
+    }
+}
+
+/// Every endpoint. To add one, add its line here (and its page under
+/// `docs/api/`: a test checks that every path is documented).
+pub fn routes() -> Vec<Route> {
+    use Feature::{Dotnet, Dump, Lttng, Profile, Uprobe};
+    vec![
+        Route::new("/healthz", None, get(|| async { "ok" })),
+        Route::new("/v1/capabilities", None, get(system::capabilities)),
+        Route::new("/v1/processes", None, get(system::processes)),
+        Route::new("/v1/profile", Some(Profile), get(profile::profile)),
+        Route::new("/v1/profile/trigger", Some(Profile), get(profile::trigger)),
+        Route::new(
+            "/debug/pprof/profile",
+            Some(Profile),
+            get(profile::go_pprof),
+        ),
+        Route::new("/v1/symbols", Some(Uprobe), get(uprobe::symbols)),
+        Route::new("/v1/uprobe", Some(Uprobe), get(uprobe::uprobe)),
+        Route::new("/v1/lttng/events", Some(Lttng), get(lttng::events)),
+        Route::new("/v1/lttng/record", Some(Lttng), get(lttng::record)),
+        Route::new("/v1/lttng/live", Some(Lttng), get(lttng::live)),
+        Route::new("/v1/dotnet/trace", Some(Dotnet), get(dotnet::trace)),
+        Route::new("/v1/dotnet/counters", Some(Dotnet), get(dotnet::counters)),
+        Route::new("/v1/dump", Some(Dump), get(dump::dump)),
+    ]
+}
 
 /// The API routes.
 pub fn router(state: AgentState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/capabilities", get(system::capabilities))
-        .route("/v1/processes", get(system::processes))
-        .route("/v1/profile", get(profile::profile))
-        .route("/v1/profile/trigger", get(profile::trigger))
-        .route("/debug/pprof/profile", get(profile::go_pprof))
-        .route("/v1/symbols", get(uprobe::symbols))
-        .route("/v1/uprobe", get(uprobe::uprobe))
-        .route("/v1/lttng/events", get(lttng::events))
-        .route("/v1/lttng/record", get(lttng::record))
-        .route("/v1/lttng/live", get(lttng::live))
-        .route("/v1/dotnet/trace", get(dotnet::trace))
-        .route("/v1/dotnet/counters", get(dotnet::counters))
-        .route("/v1/dump", get(dump::dump))
-        .fallback(|| async {
+    let routes = routes();
+    let gate = Gate {
+        features: state.features,
+        families: routes.iter().map(|r| (r.family(), r.feature)).collect(),
+    };
+    let endpoints = routes.iter().map(|r| r.path).collect::<Vec<_>>().join(", ");
+    let router = routes.into_iter().fold(Router::new(), |router, route| {
+        router.route(route.path, route.handler)
+    });
+    router
+        .fallback(|| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint",
-                format!("endpoints: {ENDPOINTS}"),
+                format!("endpoints: {endpoints}"),
             )
         })
         .layer(axum::middleware::from_fn_with_state(
-            state.features,
+            Arc::new(gate),
             require_feature,
         ))
         .with_state(state)
 }
 
-/// The feature an endpoint belongs to; `None` for those every agent
-/// serves (health, capabilities, processes).
+/// What the feature gate knows: the agent's features and each route's
+/// family with its feature.
+#[derive(Debug)]
+struct Gate {
+    features: Features,
+    families: Vec<(&'static str, Option<Feature>)>,
+}
+
+/// The feature an endpoint belongs to, from [`routes`]; `None` for those
+/// every agent serves (health, capabilities, processes). Paths are matched
+/// by family on whole segments: `/v1/dotnet/other` is the .NET feature's,
+/// `/v1/uprobes` nobody's.
 pub fn feature_for(path: &str) -> Option<Feature> {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    if under("/v1/profile") || under("/debug/pprof") {
-        Some(Feature::Profile)
-    } else if under("/v1/uprobe") || under("/v1/symbols") {
-        Some(Feature::Uprobe)
-    } else if under("/v1/lttng") {
-        Some(Feature::Lttng)
-    } else if under("/v1/dotnet") {
-        Some(Feature::Dotnet)
-    } else if under("/v1/dump") {
-        Some(Feature::Dump)
-    } else {
-        None
-    }
+    let families: Vec<_> = routes().iter().map(|r| (r.family(), r.feature)).collect();
+    feature_in(&families, path)
+}
+
+fn feature_in(families: &[(&'static str, Option<Feature>)], path: &str) -> Option<Feature> {
+    families
+        .iter()
+        .find(|(family, _)| {
+            path.strip_prefix(family)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .and_then(|(_, feature)| *feature)
 }
 
 /// 403 for an endpoint outside the agent's features, naming the
 /// annotation that adds it.
 async fn require_feature(
-    axum::extract::State(features): axum::extract::State<Features>,
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match feature_for(request.uri().path()) {
+    let features = gate.features;
+    match feature_in(&gate.families, request.uri().path()) {
         Some(feature) if !features.contains(feature) => {
             let wanted = features.with(feature).list();
             ApiError::new(

@@ -8,9 +8,9 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::query::Query as Params;
 use super::stream::CancelOnDrop;
 use super::{AgentState, ApiError, blocking};
+use crate::params::Query as Params;
 use crate::profile::{self, Format};
 
 pub(super) async fn profile(

@@ -5,9 +5,9 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::query::Query as Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
+use crate::params::Query as Params;
 use crate::uprobe::{resolve, spec, stream, symbols};
 
 pub(super) async fn symbols(

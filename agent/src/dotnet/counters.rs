@@ -21,7 +21,7 @@ use super::ipc::{Command, ProviderConfig};
 use super::nettrace::Decoder;
 use super::port::{Port, PortError};
 use super::session::{self, Flow, event_json};
-use crate::api::query::{self, Query, SpecError, reject_unknown};
+use crate::params::{self, Query, SpecError, reject_unknown};
 use crate::procfs::Procfs;
 
 /// The runtime's counters.
@@ -57,7 +57,7 @@ pub fn parse(query: &Query) -> Result<CountersSpec, SpecError> {
         query,
         &["pid", "providers", "seconds", "interval", "format"],
     )?;
-    let pid = query::required_pid(query)?;
+    let pid = params::required_pid(query)?;
     let mut providers = vec![RUNTIME_COUNTERS.to_string()];
     for name in query
         .get("providers")
@@ -82,8 +82,8 @@ pub fn parse(query: &Query) -> Result<CountersSpec, SpecError> {
             format!("at most {}", super::providers::MAX_PROVIDERS),
         ));
     }
-    let interval = query::number(query, "interval", 1, 1..=3600)?;
-    let seconds = query::seconds(query, 10, 1..=86_400)?;
+    let interval = params::number(query, "interval", 1, 1..=3600)?;
+    let seconds = params::seconds(query, 10, 1..=86_400)?;
     let format = match query.get("format").map(String::as_str) {
         None | Some("json") => CountersFormat::Json,
         Some("prometheus") => CountersFormat::Prometheus,

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::ipc::ProviderConfig;
-use crate::api::query::{self, SpecError, reject_unknown};
+use crate::params::{self, SpecError, reject_unknown};
 
 /// The runtime's own provider.
 const RUNTIME: &str = super::metadata::RUNTIME;
@@ -201,9 +201,9 @@ pub fn enables_runtime(providers: &[ProviderConfig]) -> bool {
 /// Parses a `/v1/dotnet/trace` query.
 pub fn parse_trace(query: &HashMap<String, String>) -> Result<TraceSpec, SpecError> {
     reject_unknown(query, PARAMETERS)?;
-    let pid = query::required_pid(query)?;
+    let pid = params::required_pid(query)?;
     let providers = parse_providers(query.get("providers").map_or("", String::as_str))?;
-    let seconds = query::seconds(query, 10, 1..=3600)?;
+    let seconds = params::seconds(query, 10, 1..=3600)?;
     let format = match query.get("format").map(String::as_str) {
         None | Some("json") => TraceFormat::Json,
         Some("nettrace") => TraceFormat::Nettrace,
@@ -217,9 +217,9 @@ pub fn parse_trace(query: &HashMap<String, String>) -> Result<TraceSpec, SpecErr
     // Rundown names the methods of stacks (PerfView needs it); it costs a
     // walk of every method at the end, so JSON without stacks skips it
     // unless asked.
-    let rundown = query::boolean(query, "rundown")?.unwrap_or(format == TraceFormat::Nettrace);
-    let buffer_mb = query::number(query, "buffer_mb", 64, 1..=1024)?;
-    let limit = query::optional_number(query, "limit", 1..=10_000_000)?;
+    let rundown = params::boolean(query, "rundown")?.unwrap_or(format == TraceFormat::Nettrace);
+    let buffer_mb = params::number(query, "buffer_mb", 64, 1..=1024)?;
+    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
     if limit.is_some() && format == TraceFormat::Nettrace {
         return Err(SpecError::new(
             "limit= applies to format=json",

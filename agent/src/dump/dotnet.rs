@@ -83,7 +83,7 @@ pub fn take(procfs: &Procfs, spec: &DumpSpec, port: &Port) -> Result<Dump, DumpE
         remove(&dir, &name);
         return Err(DumpError::Failed { hresult });
     }
-    let (file, bytes) = take_file(&dir, &name, &path)?;
+    let (file, bytes) = take_file(&dir, &name, pid, &path)?;
     let limit = u64::from(spec.limit_mb) << 20;
     if bytes > limit {
         return Err(DumpError::TooLarge {

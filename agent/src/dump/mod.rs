@@ -146,41 +146,22 @@ pub enum DumpError {
 }
 
 /// Opens `name` in `dir` (a descriptor resolved inside the app's root)
-/// without following symlinks, checks that it is a regular file, and
-/// unlinks it.
-fn take_file(dir: &OwnedFd, name: &str, path: &str) -> Result<(std::fs::File, u64), DumpError> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-    let unreadable = |why: String| DumpError::Unreadable {
+/// through the resolver ([`crate::rootfs::Seen::beneath`]: never through
+/// a symlink, a regular file, not on FUSE), and unlinks it whatever it
+/// is, so that nothing stays behind.
+fn take_file(
+    dir: &OwnedFd,
+    name: &str,
+    pid: u32,
+    path: &str,
+) -> Result<(std::fs::File, u64), DumpError> {
+    use std::os::fd::AsFd as _;
+    let unreadable = |e: crate::rootfs::RootError| DumpError::Unreadable {
         path: path.to_string(),
-        why,
+        why: e.to_string(),
     };
-    // O_PATH first: nothing is opened for reading (a device, a FIFO)
-    // before fstat says it is a regular file.
-    let found = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    );
-    // Unlink first, whatever it is: nothing stays behind.
-    let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
-    let found = found.map_err(|e| unreadable(e.to_string()))?;
-    let stat = rustix::fs::fstat(&found).map_err(|e| unreadable(e.to_string()))?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err(unreadable(format!(
-            "a {}, not a regular file",
-            crate::rootfs::type_name(FileType::from_raw_mode(stat.st_mode))
-        )));
-    }
-    // The inode that was checked, opened through /proc/self/fd.
-    let fd = rustix::fs::open(
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&found)),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| unreadable(e.to_string()))?;
-    Ok((
-        std::fs::File::from(fd),
-        u64::try_from(stat.st_size).unwrap_or(0),
-    ))
+    let found = crate::rootfs::Seen::beneath(dir.as_fd(), name, pid, path);
+    let _ = rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty());
+    let file = found.and_then(|f| f.file(u64::MAX)).map_err(unreadable)?;
+    Ok((file.reader().map_err(unreadable)?, file.size()))
 }

@@ -1,7 +1,7 @@
 //! `/v1/dump` requests.
 
-use crate::api::query::{self, Query, SpecError, reject_unknown};
 use crate::dotnet::ipc::DumpType;
+use crate::params::{self, Query, SpecError, reject_unknown};
 
 /// A validated `/v1/dump` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub fn kind_name(kind: DumpType) -> &'static str {
 /// `dotnet-dump analyze` needs to walk objects; dotnet-monitor's default).
 pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
     reject_unknown(query, &["pid", "type", "limit_mb"])?;
-    let pid = query::required_pid(query)?;
+    let pid = params::required_pid(query)?;
     let kind = match query.get("type") {
         None => DumpType::Heap,
         Some(raw) => KINDS
@@ -48,7 +48,7 @@ pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
                 )
             })?,
     };
-    let limit_mb = query::number(query, "limit_mb", 4096, 1..=65536)?;
+    let limit_mb = params::number(query, "limit_mb", 4096, 1..=65536)?;
     Ok(DumpSpec {
         pid,
         kind,

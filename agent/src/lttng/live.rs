@@ -23,7 +23,8 @@ use super::command::{self, ChannelPlan};
 use super::mi;
 use super::output::{Sink, babeltrace};
 use super::pretty;
-use super::record::{Lttng, RecordError};
+use super::record::Lttng;
+use super::session::RecordError;
 use super::session::{TraceDir, kill_quietly, open_session};
 use super::spec::RecordSpec;
 

@@ -15,6 +15,6 @@ pub mod sessiond;
 pub mod spec;
 pub mod stderr;
 
-pub use record::{Lttng, RecordError};
-pub use session::{Recording, TraceDir};
+pub use record::Lttng;
+pub use session::{RecordError, Recording, TraceDir};
 pub use spec::{RecordFormat, RecordSpec};

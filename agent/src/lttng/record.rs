@@ -1,5 +1,5 @@
 //! The LTTng side of the agent: the [`Lttng`] facade over the supervised
-//! session daemon, the relay daemon, and recording sessions.
+//! session daemon, and recording sessions.
 //!
 //! A session is destroyed and its trace directory removed on every path:
 //! [`super::session::Session`] and [`TraceDir`] do it when dropped
@@ -15,46 +15,11 @@ use tracecar_api::lttng::Summary;
 use super::cli::{LttngError, run};
 use super::command::{self, ChannelPlan};
 use super::mi::{self, Tracepoint};
-use super::session::{Recording, TraceDir, limit_reached, open_session, process_alive};
+use super::session::{
+    RecordError, Recording, TraceDir, limit_reached, open_session, process_alive,
+};
 use super::sessiond::Sessiond;
 use super::spec::RecordSpec;
-
-/// Why a recording did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// No session daemon answers.
-    #[error("no LTTng session daemon is running")]
-    NoDaemon,
-    /// LTTng refused the event selection or filter.
-    #[error("LTTng refused the request: {0}")]
-    Rejected(String),
-    /// Another LTTng step failed.
-    #[error(transparent)]
-    Lttng(#[from] LttngError),
-    /// The trace directory could not be made.
-    #[error("cannot create the trace directory {path}: {source}")]
-    TraceDir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The client went away.
-    #[error("cancelled")]
-    Cancelled,
-    /// The session daemon answered a rotation with a chunk outside the
-    /// session's own trace directory (not what the agent's own daemon
-    /// does); nothing there is read or removed.
-    #[error("lttng rotate named {path}, outside the session's trace directory; refused")]
-    ForeignChunk {
-        /// What it named.
-        path: PathBuf,
-    },
-    /// babeltrace2 could not be started.
-    #[error("cannot run babeltrace2: {0} (is babeltrace2 installed?)")]
-    Babeltrace(#[source] std::io::Error),
-}
 
 /// The LTTng side of the agent.
 #[derive(Debug)]

@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub use tracecar_api::capabilities::{DirCheck, Fix};
 
-use crate::capabilities::{Check, has_cap};
+use crate::procfs::has_cap;
+use tracecar_api::capabilities::Check;
 
 /// The root session daemon's run directory (`LTTNG_RUNDIR` for root).
 pub const RUN_DIR: &str = "/var/run/lttng";

@@ -1,6 +1,6 @@
 //! `/v1/lttng/*` requests: query parameters → a validated [`RecordSpec`].
 
-use crate::api::query::{self, SpecError, reject_unknown};
+use crate::params::{self, SpecError, reject_unknown};
 
 /// LTTng-UST log levels, most severe first (the numbers LTTng uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,7 +163,7 @@ fn event_pattern(raw: &str) -> Result<String, SpecError> {
 }
 
 /// Parses the `events`, `pid`, `filter` and `loglevel` parameters.
-fn selection(query: &query::Query) -> Result<RecordSpec, SpecError> {
+fn selection(query: &params::Query) -> Result<RecordSpec, SpecError> {
     let events = match query.get("events") {
         Some(raw) => raw
             .split(',')
@@ -171,7 +171,7 @@ fn selection(query: &query::Query) -> Result<RecordSpec, SpecError> {
             .collect::<Result<Vec<_>, _>>()?,
         None => vec!["*".to_owned()],
     };
-    let pids = query::pids(query)?;
+    let pids = params::pids(query)?;
     let filter = match query.get("filter") {
         Some(f) if f.trim().is_empty() || f.len() > MAX_FILTER_LEN || f.contains('\0') => {
             return Err(SpecError::new(
@@ -181,7 +181,7 @@ fn selection(query: &query::Query) -> Result<RecordSpec, SpecError> {
         }
         f => f.cloned(),
     };
-    let only = query::boolean(query, "loglevel_only")?.unwrap_or(false);
+    let only = params::boolean(query, "loglevel_only")?.unwrap_or(false);
     let loglevel = match query.get("loglevel") {
         None if only => {
             return Err(SpecError::new(
@@ -224,7 +224,7 @@ const SESSION_PARAMS: [&str; 6] = [
 ];
 
 /// Parses `/v1/lttng/record`.
-pub fn parse_record(query: &query::Query) -> Result<RecordSpec, SpecError> {
+pub fn parse_record(query: &params::Query) -> Result<RecordSpec, SpecError> {
     reject_unknown(query, &[&SESSION_PARAMS[..], &["format"]].concat())?;
     let format = match query.get("format").map(String::as_str) {
         None | Some("json") => RecordFormat::Json,
@@ -237,7 +237,7 @@ pub fn parse_record(query: &query::Query) -> Result<RecordSpec, SpecError> {
             ));
         }
     };
-    let seconds = query::seconds(query, 10, 1..=3600)?;
+    let seconds = params::seconds(query, 10, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
         format,
@@ -247,9 +247,9 @@ pub fn parse_record(query: &query::Query) -> Result<RecordSpec, SpecError> {
 
 /// Parses `/v1/lttng/live`: the selection of `record`, `seconds` (default
 /// 60) and no `format` (always NDJSON).
-pub fn parse_live(query: &query::Query) -> Result<RecordSpec, SpecError> {
+pub fn parse_live(query: &params::Query) -> Result<RecordSpec, SpecError> {
     reject_unknown(query, &SESSION_PARAMS)?;
-    let seconds = query::seconds(query, 60, 1..=3600)?;
+    let seconds = params::seconds(query, 60, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
         ..selection(query)?
@@ -257,9 +257,9 @@ pub fn parse_live(query: &query::Query) -> Result<RecordSpec, SpecError> {
 }
 
 /// Parses `/v1/lttng/events`: an optional `pid`.
-pub fn parse_events(query: &query::Query) -> Result<Option<Vec<u32>>, SpecError> {
+pub fn parse_events(query: &params::Query) -> Result<Option<Vec<u32>>, SpecError> {
     reject_unknown(query, &["pid"])?;
-    query::pids(query)
+    params::pids(query)
 }
 
 #[cfg(test)]

@@ -19,126 +19,26 @@
 //! again. Threads already blocked when the capture starts are read from
 //! `/proc` (their syscall's stack pointer and the kernel's `wchan`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use perf_event_open::sample::record::Record;
-use perf_event_open::sample::record::sample::{CallChain, Sample};
 
-use super::spec::{BlockFilter, Mode};
+use super::plan::{CaptureError, CapturePlan, Targets};
+use super::ring::{chains, read_rings, sample_user_stack, wanted_task};
+use super::spec::Mode;
 use super::switches::{Drained, Pairing, SwitchRings};
 use crate::memory::{self, Memory};
 use crate::process;
 use crate::procfs::Procfs;
 pub use crate::stacks::Captured;
-use crate::stacks::collect::{Collector, Reason, Site, UserStack};
+use crate::stacks::collect::{Collector, Reason};
 use crate::stacks::kallsyms::Kallsyms;
-use crate::stacks::{Measure, Unwind, period_ns};
-use crate::sys::{self, CpuSampler, SamplingAttrs};
-
-/// Which processes to keep samples of.
-#[derive(Debug, Clone)]
-pub enum Targets {
-    /// Exactly these PIDs.
-    Pids(HashSet<u32>),
-    /// Every process but the agent, its tools and the pause process.
-    Pod,
-}
-
-/// A capture to run.
-#[derive(Debug, Clone)]
-pub struct CapturePlan {
-    /// Whose samples to keep.
-    pub targets: Targets,
-    /// How long.
-    pub duration: Duration,
-    /// Sampling attributes.
-    pub attrs: SamplingAttrs,
-    /// CPUs to sample.
-    pub cpus: Vec<u32>,
-    /// Keep thread IDs apart (for thread-name root frames).
-    pub per_thread: bool,
-    /// How user stacks are walked.
-    pub unwind: Unwind,
-    /// CPU samples, blocked time, or both.
-    pub mode: Mode,
-    /// Which blocks count.
-    pub blocks: BlockFilter,
-    /// How context switches are recorded (`offcpu` and `wall`).
-    pub switch_attrs: SamplingAttrs,
-    /// What rendering will take per frame of the distinct stacks
-    /// ([`crate::stacks::Format::result_bytes_per_frame`]): reserved
-    /// against the memory bound while the capture runs.
-    pub result_bytes_per_frame: u64,
-}
-
-/// Why a capture failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    /// The capture completed, but answering it in the format asked would
-    /// take the agent past [`crate::memory::STOP_PERCENT`] of its limit.
-    #[error(
-        "the profile was captured ({samples} samples in {stacks} distinct stacks, {frames} frames), but not answered as {format}: {pressure}, the mark above which the agent does not go"
-    )]
-    AnswerMemory {
-        /// Samples (or blocks) it held.
-        samples: u64,
-        /// Distinct stacks.
-        stacks: usize,
-        /// Their frames.
-        frames: u64,
-        /// The format asked for.
-        format: &'static str,
-        /// The reading (the answer's bytes are its `reserved`).
-        pressure: crate::memory::Pressure,
-    },
-    /// `perf_event_open` or its ring buffer failed.
-    #[error("cannot open perf events: {0}")]
-    Perf(#[source] std::io::Error),
-    /// The context-switch tracepoint cannot be found or read.
-    #[error(transparent)]
-    Tracepoint(#[from] sys::TracepointError),
-    /// The tracepoint's format lacks a field the agent reads.
-    #[error("sched:sched_switch has no {0} field in its format on this kernel")]
-    Format(&'static str),
-    /// The agent's memory reached [`crate::memory::STOP_PERCENT`] of its
-    /// limit: the capture stopped and its stacks were freed.
-    #[error(
-        "the profile stopped after {:.1} s of {} s, with {samples} samples in {stacks} distinct stacks ({frames} frames): {pressure}, the mark at which a profile stops before the container is OOM-killed",
-        after.as_secs_f64(),
-        planned.as_secs()
-    )]
-    Memory {
-        /// How long it had run.
-        after: Duration,
-        /// How long it was to run.
-        planned: Duration,
-        /// Samples (or blocks) it held.
-        samples: u64,
-        /// Distinct stacks it held.
-        stacks: usize,
-        /// Their frames.
-        frames: u64,
-        /// The reading.
-        pressure: crate::memory::Pressure,
-    },
-}
-
-/// The user and kernel chains of a sample, innermost first.
-pub(super) fn chains(sample: &Sample) -> (&[u64], &[u64]) {
-    let (mut user, mut kernel): (&[u64], &[u64]) = (&[], &[]);
-    for chain in sample.call_chain.iter().flatten() {
-        match chain {
-            CallChain::User(ips) => user = ips,
-            CallChain::Kernel(ips) => kernel = ips,
-            _ => {}
-        }
-    }
-    (user, kernel)
-}
+use crate::stacks::{Measure, period_ns};
+use crate::sys::{self, CpuSampler};
 
 /// Checks that answering `captured` as `format` fits the memory bound
 /// ([`crate::stacks::render::estimate_bytes`], now that names are known).
@@ -156,27 +56,6 @@ pub fn check_answer(
             format: format.name(),
             pressure,
         })
-}
-
-/// Unwinds the user stack of `sample` (frame pointers, or DWARF from its
-/// registers and stack copy).
-pub(super) fn sample_user_stack(collector: &mut Collector, pid: u32, sample: &Sample) -> Vec<u64> {
-    let (user, _) = chains(sample);
-    let regs = sample
-        .user_regs
-        .as_ref()
-        .and_then(|(regs, _)| <[u64; 3]>::try_from(regs.as_slice()).ok());
-    collector.user_stack(
-        pid,
-        &UserStack {
-            site: Site::Body,
-            chain: user,
-            regs,
-            stack: sample.user_stack.as_deref().unwrap_or_default(),
-            top: None,
-            leaf: None,
-        },
-    )
 }
 
 /// Runs a capture until its duration passes or `cancel` is set; stops it
@@ -368,34 +247,6 @@ pub fn run(
         build_ids: collected.build_ids,
         symbol_errors: collected.symbol_errors,
     })
-}
-
-/// Every record in `samplers`' rings, oldest first per ring, to `each`;
-/// the kernel's loss records are counted in `lost` instead. The one ring
-/// reader of CPU profiles and of context-switch tracing.
-pub(super) fn read_rings(samplers: &[CpuSampler], lost: &mut u64, mut each: impl FnMut(Record)) {
-    for s in samplers {
-        let Some(iter) = s.sampler.iter() else {
-            continue;
-        };
-        for (_, record) in iter {
-            match record {
-                Record::LostRecords(l) => *lost += l.lost_records,
-                Record::LostSamples(l) => *lost += l.lost_samples,
-                other => each(other),
-            }
-        }
-    }
-}
-
-/// The PID and TID of a sample, if `wanted` keeps its process (tasks
-/// outside the agent's PID namespace report 0 and are never kept).
-pub(super) fn wanted_task(
-    sample: &Sample,
-    wanted: &mut impl FnMut(u32) -> bool,
-) -> Option<(u32, u32)> {
-    let task = sample.record_id.task.as_ref()?;
-    (task.pid != 0 && wanted(task.pid)).then_some((task.pid, task.tid))
 }
 
 /// Reads the CPU samplers' rings: each sample of a wanted process,

@@ -1,6 +1,6 @@
 //! `/v1/profile` requests: query parameters → a validated [`ProfileSpec`].
 
-use crate::api::query::{self, Query, SpecError, reject_unknown};
+use crate::params::{self, Query, SpecError, reject_unknown};
 
 pub use crate::stacks::{Format, Unwind};
 
@@ -147,25 +147,14 @@ pub struct Sampling {
 /// The query parameters [`Sampling`] reads.
 pub const SAMPLING_PARAMETERS: [&str; 4] = ["hz", "unwind", "kernel", "threads"];
 
-/// Parses `unwind=` (`/v1/profile` and probes with stacks).
-pub fn unwind(query: &Query) -> Result<Unwind, SpecError> {
-    let raw = query.get("unwind").map(String::as_str);
-    Unwind::parse(raw).ok_or_else(|| {
-        SpecError::new(
-            format!("unwind={:?} is not supported", raw.unwrap_or_default()),
-            "use auto, fp or dwarf",
-        )
-    })
-}
-
 /// Parses `hz`, `unwind`, `kernel` and `threads`.
 pub fn sampling(query: &Query) -> Result<Sampling, SpecError> {
-    let unwind = unwind(query)?;
+    let unwind = crate::stacks::unwind_param(query)?;
     Ok(Sampling {
-        hz: query::number(query, "hz", 99, 1..=1000)?,
+        hz: params::number(query, "hz", 99, 1..=1000)?,
         unwind,
-        kernel: query::boolean(query, "kernel")?,
-        threads: query::boolean(query, "threads")?.unwrap_or(false),
+        kernel: params::boolean(query, "kernel")?,
+        threads: params::boolean(query, "threads")?.unwrap_or(false),
     })
 }
 
@@ -212,13 +201,13 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
             "drop hz, or use mode=wall to sample the CPU too",
         ));
     }
-    let min_block_us = query::number(query, "min_block_us", 0, 0..=60_000_000)?;
-    let default_rate = if unwind(query)? == Unwind::Fp {
+    let min_block_us = params::number(query, "min_block_us", 0, 0..=60_000_000)?;
+    let default_rate = if crate::stacks::unwind_param(query)? == Unwind::Fp {
         DEFAULT_RATE.0
     } else {
         DEFAULT_RATE.1
     };
-    let rate = query::number(query, "rate", default_rate, 1..=1_000_000)?;
+    let rate = params::number(query, "rate", default_rate, 1..=1_000_000)?;
     let states = match query.get("state") {
         // A wall profile is every thread's whole time, waiting for a CPU
         // included; an off-CPU profile is the blocking.
@@ -274,8 +263,8 @@ pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
         mode,
         blocks,
         ..ProfileSpec::new(
-            query::pids(query)?,
-            query::seconds(query, 10, 1..=600)?,
+            params::pids(query)?,
+            params::seconds(query, 10, 1..=600)?,
             sampling(query)?,
             format,
         )

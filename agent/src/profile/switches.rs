@@ -14,9 +14,8 @@ use perf_event_open::sample::record::ctx::Switch;
 use perf_event_open::sample::record::sample::Sample;
 
 use super::blocks::{self, Block, LeftAs, Reorder, Tracker};
-use super::capture::{
-    CaptureError, CapturePlan, chains, read_rings, sample_user_stack, wanted_task,
-};
+use super::plan::{CaptureError, CapturePlan};
+use super::ring::{chains, read_rings, sample_user_stack, wanted_task};
 use super::spec::BlockFilter;
 use crate::procfs::Procfs;
 use crate::stacks::Unwind;

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::capture::{self, CapturePlan};
+use super::capture;
+use super::plan::{CaptureError, CapturePlan};
 use super::spec::{Format, ProfileSpec, SAMPLING_PARAMETERS, sampling};
-use crate::api::query::{self, Query, SpecError, reject_unknown};
+use crate::params::{self, Query, SpecError, reject_unknown};
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -39,7 +40,7 @@ pub fn parse(query: &Query) -> Result<TriggerSpec, SpecError> {
         .chain(SAMPLING_PARAMETERS)
         .collect();
     reject_unknown(query, &known)?;
-    let pid = query::required_pid(query)?;
+    let pid = params::required_pid(query)?;
     let cpu_above = match query.get("cpu_above") {
         None => 80.0,
         Some(raw) => match raw.parse::<f64>() {
@@ -52,13 +53,13 @@ pub fn parse(query: &Query) -> Result<TriggerSpec, SpecError> {
             }
         },
     };
-    let seconds = query::seconds(query, 5, 1..=60)?;
+    let seconds = params::seconds(query, 5, 1..=60)?;
     Ok(TriggerSpec {
         pid,
         cpu_above,
         seconds,
-        max: query::number(query, "max", 3, 1..=20)?,
-        timeout: query::number(query, "timeout", 300, 1..=3600)?,
+        max: params::number(query, "max", 3, 1..=20)?,
+        timeout: params::number(query, "timeout", 300, 1..=3600)?,
         profile: ProfileSpec::new(Some(vec![pid]), seconds, sampling(query)?, Format::Folded),
     })
 }
@@ -103,7 +104,7 @@ pub fn run(
     procfs: &Procfs,
     cancel: &Arc<AtomicBool>,
     memory: &crate::memory::Memory,
-) -> Result<TriggerReport, capture::CaptureError> {
+) -> Result<TriggerReport, CaptureError> {
     let poll = Duration::from_millis(500);
     let start = Instant::now();
     let timeout = Duration::from_secs(u64::from(spec.timeout));

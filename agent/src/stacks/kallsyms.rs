@@ -1,5 +1,20 @@
 //! Kernel symbols from `/proc/kallsyms`.
 
+/// Whether `/proc/kallsyms` shows real addresses. Reads only its start:
+/// the whole file is megabytes.
+pub fn readable() -> bool {
+    use std::io::Read as _;
+    let mut head = vec![0u8; 4096];
+    let Ok(n) = std::fs::File::open("/proc/kallsyms").and_then(|mut f| f.read(&mut head)) else {
+        return false;
+    };
+    String::from_utf8_lossy(&head[..n]).lines().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|a| !a.trim_start_matches('0').is_empty())
+    })
+}
+
 /// A sorted kernel symbol table.
 #[derive(Debug, Default)]
 pub struct Kallsyms {

@@ -127,6 +127,17 @@ impl Unwind {
     }
 }
 
+/// Parses `unwind=` (`/v1/profile` and probes with stacks).
+pub fn unwind_param(query: &crate::params::Query) -> Result<Unwind, crate::params::SpecError> {
+    let raw = query.get("unwind").map(String::as_str);
+    Unwind::parse(raw).ok_or_else(|| {
+        crate::params::SpecError::new(
+            format!("unwind={:?} is not supported", raw.unwrap_or_default()),
+            "use auto, fp or dwarf",
+        )
+    })
+}
+
 /// What kind of code a frame is in; renderers use it for colours and
 /// suffixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -345,6 +356,26 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// The processes a profile is of, for titles.
+    pub fn title(&self) -> String {
+        let who: Vec<String> = self
+            .processes
+            .iter()
+            .take(4)
+            .map(|(pid, comm)| format!("{comm} ({pid})"))
+            .collect();
+        let more = self.processes.len().saturating_sub(4);
+        let mut t = if who.is_empty() {
+            "no samples".to_owned()
+        } else {
+            who.join(", ")
+        };
+        if more > 0 {
+            t.push_str(&format!(" and {more} more"));
+        }
+        t
+    }
+
     /// Share of samples whose stacks are truncated.
     pub fn truncated_ratio(&self) -> f64 {
         let truncated: u64 = self

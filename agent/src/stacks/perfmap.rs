@@ -67,6 +67,13 @@ impl PerfMapIndex {
     /// it overlaps. Returns the entries added.
     pub fn extend(&mut self, text: &str) -> Vec<PerfMapEntry> {
         let mut added = Vec::new();
+        self.extend_with(text, |entry| added.push(entry.clone()));
+        added
+    }
+
+    /// [`PerfMapIndex::extend`], handing each entry added to `on_added`
+    /// (nothing is copied for a caller that does not keep them).
+    pub fn extend_with(&mut self, text: &str, mut on_added: impl FnMut(&PerfMapEntry)) {
         for entry in text.lines().filter_map(parse_line) {
             if entry.size == 0 {
                 continue;
@@ -86,10 +93,9 @@ impl PerfMapIndex {
                 }
             }
             self.held += 64 + entry.name.len();
-            added.push(entry.clone());
+            on_added(&entry);
             self.by_start.insert(entry.start, entry);
         }
-        added
     }
 
     /// The symbol containing `addr`.
@@ -244,12 +250,12 @@ impl PerfMapFile {
                 break;
             }
             self.read_len += complete as u64;
-            let new = self
-                .index
-                .extend(&String::from_utf8_lossy(&bytes[..complete]));
-            if keep_added {
-                added.extend(new);
-            }
+            self.index
+                .extend_with(&String::from_utf8_lossy(&bytes[..complete]), |entry| {
+                    if keep_added {
+                        added.push(entry.clone());
+                    }
+                });
         }
         added
     }

@@ -143,26 +143,6 @@ pub fn folded(captured: &Captured, annotate: bool) -> String {
     out
 }
 
-/// The processes a profile is of, for titles.
-pub(super) fn title(captured: &Captured) -> String {
-    let who: Vec<String> = captured
-        .processes
-        .iter()
-        .take(4)
-        .map(|(pid, comm)| format!("{comm} ({pid})"))
-        .collect();
-    let more = captured.processes.len().saturating_sub(4);
-    let mut t = if who.is_empty() {
-        "no samples".to_owned()
-    } else {
-        who.join(", ")
-    };
-    if more > 0 {
-        t.push_str(&format!(" and {more} more"));
-    }
-    t
-}
-
 fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     use inferno::flamegraph::{self, Options, Palette, color::MultiPalette};
     let mut options = Options::default();
@@ -175,7 +155,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     let seconds = captured.duration.as_secs_f64();
     let (title_text, subtitle, empty) = match &captured.measure {
         Measure::Samples { event, hz } => (
-            format!("tracecar: {}", title(captured)),
+            format!("tracecar: {}", captured.title()),
             format!(
                 "{seconds:.1}s at {hz} Hz ({event}), {} samples, {truncated:.1}% truncated stacks, unwind={}{lost}",
                 captured.samples, meta.unwind,
@@ -183,7 +163,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
             "no samples: the target was idle or not running",
         ),
         Measure::Probe { probe, of, .. } => (
-            format!("tracecar: callers of {probe} in {}", title(captured)),
+            format!("tracecar: callers of {probe} in {}", captured.title()),
             format!(
                 "{} calls in {seconds:.1}s, weighted by {of}, {truncated:.1}% truncated stacks, unwind={}{lost}",
                 captured.samples, meta.unwind,
@@ -203,7 +183,7 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
                 } else {
                     "off-CPU"
                 },
-                title(captured)
+                captured.title()
             ),
             format!(
                 "{seconds:.1}s, {blocks} blocks{}, in nanoseconds, {truncated:.1}% truncated stacks, unwind={}{lost}{}",

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::render::title;
 use super::{Captured, Frame, Measure};
 
 /// speedscope's file format, serialized as it is built: frame names are
@@ -96,14 +95,14 @@ pub(super) fn speedscope(captured: &Captured) -> SpeedscopeFile<'_> {
     SpeedscopeFile {
         schema: "https://www.speedscope.app/file-format-schema.json",
         name: match &captured.measure {
-            Measure::Samples { hz, .. } => format!("tracecar: {} at {hz} Hz", title(captured)),
+            Measure::Samples { hz, .. } => format!("tracecar: {} at {hz} Hz", captured.title()),
             Measure::Probe { probe, of, .. } => {
                 format!(
                     "tracecar: callers of {probe} in {}, by {of}",
-                    title(captured)
+                    captured.title()
                 )
             }
-            Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", title(captured)),
+            Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", captured.title()),
         },
         exporter: concat!("tracecar ", env!("CARGO_PKG_VERSION")),
         active_profile_index: 0,

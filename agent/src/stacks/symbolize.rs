@@ -157,15 +157,13 @@ impl ProcessSymbols {
             return;
         }
         for addr in file_backed {
-            let Some(mapping) = self.map_of(addr).cloned() else {
+            let Some(index) = self.maps.iter().position(|m| m.contains(addr)) else {
                 continue;
             };
-            let Some(module) = mapping.path.clone() else {
+            let Some(symbols) = self.module_symbols(procfs, pid, index) else {
                 continue;
             };
-            let Some(symbols) = self.module_symbols(procfs, pid, &mapping, &module) else {
-                continue;
-            };
+            let mapping = &self.maps[index];
             let offset = addr - mapping.start
                 + if mapping.is_file_backed() {
                     mapping.offset
@@ -173,28 +171,27 @@ impl ProcessSymbols {
                     0
                 };
             if let Some(name) = symbols.at_offset(offset) {
-                let frame = Frame::new(
-                    name,
-                    FrameKind::User,
-                    mapping
-                        .file_path()
-                        .map(str::to_owned)
-                        .filter(|p| p.starts_with('/')),
-                );
-                self.named.insert(addr, frame);
+                let module = mapping
+                    .file_path()
+                    .filter(|p| p.starts_with('/'))
+                    .map(str::to_owned);
+                self.named
+                    .insert(addr, Frame::new(name, FrameKind::User, module));
             }
         }
     }
 
-    /// The symbol table of the module `mapping` belongs to, read once
-    /// (the vDSO from the process's memory, files through the resolver).
+    /// The symbol table of the module that mapping `index` belongs to,
+    /// read once (the vDSO from the process's memory, files through the
+    /// resolver).
     fn module_symbols(
         &mut self,
         procfs: &Procfs,
         pid: u32,
-        mapping: &MapEntry,
-        module: &str,
+        index: usize,
     ) -> Option<std::sync::Arc<crate::elf::Symbols>> {
+        let mapping = self.maps.get(index)?;
+        let module = mapping.path.as_deref()?;
         if let Some(known) = self.modules.get(module) {
             return known.clone();
         }
@@ -208,10 +205,9 @@ impl ProcessSymbols {
                 .iter()
                 .filter(|m| m.path.as_deref() == Some(module))
                 .min_by_key(|m| m.offset)
-                .unwrap_or(mapping)
-                .clone();
+                .unwrap_or(mapping);
             procfs
-                .open_mapped(pid, &first)
+                .open_mapped(pid, first)
                 .map_err(crate::elf::ElfError::from)
                 .and_then(|seen| crate::elf::Elf::open(&seen))
                 .and_then(|mut elf| {
@@ -219,16 +215,17 @@ impl ProcessSymbols {
                     crate::elf::Symbols::with_debug(&mut elf, debug.as_mut())
                 })
         };
+        let module = module.to_owned();
         let symbols = match read {
             Ok(symbols) => Some(std::sync::Arc::new(symbols)),
             Err(error) => {
                 self.errors
-                    .entry(module.to_owned())
+                    .entry(module.clone())
                     .or_insert_with(|| error.to_string());
                 None
             }
         };
-        self.modules.insert(module.to_owned(), symbols.clone());
+        self.modules.insert(module, symbols.clone());
         symbols
     }
 

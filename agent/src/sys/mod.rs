@@ -2,6 +2,8 @@
 //! `perf-event-open` crate holds the `unsafe` syscall wrappers; everything
 //! above this module works on plain values.
 
+pub mod events;
+
 use perf_event_open::config::{
     CallChain, Cpu, Opts, Priv, Proc, RegsMask, SampleFormat, SampleOn, Size,
 };
@@ -373,7 +375,7 @@ mod raw {
     // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and
     // arrays of `Capture` (itself integers), with no padding (checked against
     // bpf/events.h by the layout test), so any bit pattern is valid.
-    unsafe impl aya::Pod for crate::uprobe::events::Config {}
+    unsafe impl aya::Pod for crate::sys::events::Config {}
 
     /// Makes the child get SIGTERM when the thread that spawns it exits, so
     /// that a daemon the agent started never outlives a killed agent.

@@ -3,8 +3,8 @@
 //! shared by `args=` and `ret=`. Pure parsing; [`super::decode`] turns
 //! them into BPF captures and captured bytes back into JSON values.
 
-use super::events::{ARG_BYTES, MAX_ARGS};
-use crate::api::query::SpecError;
+use crate::params::SpecError;
+use crate::sys::events::{ARG_BYTES, MAX_ARGS};
 
 /// A value type for `args` and `ret`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl ValueType {
 pub enum Place {
     /// Argument N of the calling convention ([`Abi`]).
     Arg(u8),
-    /// A register by index ([`super::events::REGISTERS`]).
+    /// A register by index ([`crate::sys::events::REGISTERS`]).
     Reg(u8),
 }
 
@@ -108,7 +108,7 @@ impl ArgSpec {
     pub fn label(&self) -> String {
         let base = match self.place {
             Place::Arg(n) => format!("arg{n}"),
-            Place::Reg(r) => super::events::REGISTERS
+            Place::Reg(r) => crate::sys::events::REGISTERS
                 .get(usize::from(r))
                 .copied()
                 .unwrap_or("?")
@@ -182,10 +182,10 @@ pub fn parse_arg(raw: &str, position: usize) -> Result<ArgSpec, SpecError> {
             };
             let place = match name.strip_prefix("arg") {
                 Some(n) => Place::Arg(n.parse::<u8>().map_err(|_| err())?),
-                None => Place::Reg(super::events::register(name).ok_or_else(|| {
+                None => Place::Reg(crate::sys::events::register(name).ok_or_else(|| {
                     SpecError::new(
                         format!("{name:?} is not a register"),
-                        format!("registers: {}", super::events::REGISTERS.join(" ")),
+                        format!("registers: {}", crate::sys::events::REGISTERS.join(" ")),
                     )
                 })?),
             };

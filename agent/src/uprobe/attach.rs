@@ -15,7 +15,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{PerfEvent, UProbe};
 use perf_event_open::count::Counter;
 
-use super::events::{Config, FLAG_PAIRED, PENDING_BYTES, counter};
+use crate::sys::events::{Config, FLAG_PAIRED, PENDING_BYTES, counter};
 
 /// Where to attach in the target file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,17 +177,6 @@ pub const RING_BUDGET_BYTES: u64 = 128 << 20;
 /// The smallest ring a probe is given; below it, it is refused.
 pub const MIN_RING_BYTES: u32 = 1 << 20;
 
-/// Ring bytes held by the probes now.
-static RING_IN_USE: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
-
-/// Ring bytes the probes hold now, agent-wide (kernel memory charged to
-/// the sidecar's cgroup, which [`crate::memory`] counts).
-pub fn ring_bytes_held() -> u64 {
-    *RING_IN_USE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// What a probe asking for `requested` bytes gets when `available` are
 /// left: the largest power of two within both, or `None` below
 /// [`MIN_RING_BYTES`].
@@ -207,9 +196,7 @@ pub struct RingLease(u64);
 impl RingLease {
     /// Takes up to `requested` bytes of the budget.
     pub fn take(requested: u32) -> Result<Self, AttachError> {
-        let mut used = RING_IN_USE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut used = crate::memory::ring_bytes();
         let available = RING_BUDGET_BYTES.saturating_sub(*used);
         let granted = grant(requested, available).ok_or(AttachError::RingBudget {
             in_use: *used,
@@ -227,9 +214,7 @@ impl RingLease {
 
 impl Drop for RingLease {
     fn drop(&mut self) {
-        let mut used = RING_IN_USE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut used = crate::memory::ring_bytes();
         *used = used.saturating_sub(self.0);
     }
 }

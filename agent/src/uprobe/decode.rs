@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use super::events::{
+use super::spec::{Abi, ArgSpec, Place, ValueType};
+use crate::params::SpecError;
+use crate::sys::events::{
     ARG_BYTES, CAPTURES, Capture, DATA_BYTES, MAX_ARGS, RET_CAPTURE, Record, capture_kind, register,
 };
-use super::spec::{Abi, ArgSpec, Place, ValueType};
-use crate::api::query::SpecError;
 
 /// The argument registers of a calling convention, argument 0 first.
 fn argument_register(abi: Abi, n: u8) -> Option<u8> {

@@ -8,10 +8,10 @@ use std::collections::{BTreeSet, HashMap};
 use tracecar_api::uprobe::{CodeVersion, VersionSummary};
 
 use super::attach::{AttachError, Probe, Role};
+use super::host::Host;
 use super::jit::{self, Version};
 use super::resolve::{self, Follow, JitPlan, VersionPlan};
 use super::spec::UprobeSpec;
-use super::stream::Host;
 use crate::procfs::Procfs;
 
 /// A JIT method's version being followed.

@@ -210,7 +210,7 @@ pub enum ResolveError {
     NoBinary,
     /// The captures do not fit the calling convention.
     #[error("{}", .0.message)]
-    Spec(crate::api::query::SpecError),
+    Spec(crate::params::SpecError),
     /// A uretprobe on a Go binary.
     #[error(
         "{0} is a Go binary: uretprobes can crash Go programs (stack moves and goroutine switches break the return trampoline)"

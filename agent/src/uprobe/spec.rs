@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 pub use super::args::{Abi, ArgSpec, Place, TYPES_HINT, ValueType, parse_arg};
-use super::events::MAX_ARGS;
-use crate::api::query::{self, SpecError, number, reject_unknown};
+use crate::params::{self, SpecError, number, reject_unknown};
+use crate::sys::events::MAX_ARGS;
 
 /// Stacks with each event (`stack=user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub struct SymbolsSpec {
 /// Validates `/v1/symbols` query parameters.
 pub fn parse_symbols(query: &HashMap<String, String>) -> Result<SymbolsSpec, SpecError> {
     reject_unknown(query, &["pid", "match", "module", "limit"])?;
-    let pid = query::required_pid(query)?;
+    let pid = params::required_pid(query)?;
     let pattern =
         regex::Regex::new(query.get("match").map_or(".", String::as_str)).map_err(|e| {
             bad(
@@ -177,7 +177,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         "format",
     ];
     reject_unknown(query, &KNOWN)?;
-    let pid = query::one_pid(query)?;
+    let pid = params::one_pid(query)?;
     let chosen: Vec<&str> = ["symbol", "offset", "address"]
         .into_iter()
         .filter(|k| query.contains_key(*k))
@@ -288,7 +288,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     let stack = match query.get("stack").map(String::as_str) {
         None => None,
         Some("user") => Some(StackSpec {
-            unwind: crate::profile::spec::unwind(query)?,
+            unwind: crate::stacks::unwind_param(query)?,
         }),
         Some("kernel" | "both") => {
             return Err(bad(
@@ -321,8 +321,8 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             )
         })?),
     };
-    let limit = query::optional_number(query, "limit", 1..=10_000_000)?;
-    let force = query::boolean(query, "force")?.unwrap_or(false);
+    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
+    let force = params::boolean(query, "force")?.unwrap_or(false);
     let aggregate = match (query.get("aggregate"), query.get("of")) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
@@ -388,7 +388,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     // A flamegraph of callers needs their stacks.
     let stack = match (stack, flame) {
         (None, true) => Some(StackSpec {
-            unwind: crate::profile::spec::unwind(query)?,
+            unwind: crate::stacks::unwind_param(query)?,
         }),
         (stack, _) => stack,
     };
@@ -413,7 +413,7 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         args,
         ret,
         ret_offset,
-        seconds: query::seconds(query, 10, 1..=3600)?,
+        seconds: params::seconds(query, 10, 1..=3600)?,
         limit,
         force,
         rate: number(query, "rate", 100_000, 1..=100_000_000)?,

@@ -14,16 +14,17 @@ use tracecar_api::uprobe::{CodeVersion, ProbeEvent, ProbeSummary};
 
 use super::attach::{self, AttachError, Counts, Location};
 use super::decode::{decode_capture, decode_register};
-use super::events::{
-    Config, EVENT_AFTER_RETURN, EVENT_FRAMELESS, FLAG_PAIRED, FLAG_STACK, RET_CAPTURE, Record,
-    STACK_BYTES,
-};
 use super::follow::{Breakpoints, Tracked, breakpoints_of, code_version};
+use super::host::Host;
 use super::resolve::{Plan, Target};
 use super::spec::{Aggregation, Of, UprobeSpec};
 use crate::procfs::Procfs;
 use crate::stacks::collect::{Collector, Site, UserStack};
 use crate::stacks::{Captured, Measure, Unwind};
+use crate::sys::events::{
+    Config, EVENT_AFTER_RETURN, EVENT_FRAMELESS, FLAG_PAIRED, FLAG_STACK, RET_CAPTURE, Record,
+    STACK_BYTES,
+};
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,36 +80,6 @@ pub fn ring_bytes(config: &Config) -> u32 {
         64 << 20
     } else {
         attach::DEFAULT_RING_BYTES
-    }
-}
-
-/// What [`config`] needs of the machine: the agent's PID namespace (the
-/// BPF program reports PIDs as this namespace sees them) and the CPUs the
-/// rate limit is split over (and breakpoints are put on).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    /// Device of `/proc/self/ns/pid`.
-    pub pidns_dev: u64,
-    /// Inode of `/proc/self/ns/pid`.
-    pub pidns_ino: u64,
-    /// Online CPUs.
-    pub cpus: usize,
-    /// Their numbers.
-    pub cpu_list: Vec<u32>,
-}
-
-impl Host {
-    /// Reads them.
-    pub fn read() -> Self {
-        use std::os::unix::fs::MetadataExt;
-        let ns = std::fs::metadata("/proc/self/ns/pid").ok();
-        let cpu_list = crate::sys::online_cpus();
-        Self {
-            pidns_dev: ns.as_ref().map_or(0, MetadataExt::dev),
-            pidns_ino: ns.as_ref().map_or(0, MetadataExt::ino),
-            cpus: cpu_list.len(),
-            cpu_list,
-        }
     }
 }
 

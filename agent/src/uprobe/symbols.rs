@@ -80,7 +80,7 @@ pub enum SymbolsError {
     },
 }
 
-pub use crate::elf::{ElfFunction, Segment, demangle, file_offset};
+pub use crate::elf::{Segment, demangle, file_offset};
 
 /// The address in the process of a module's file offset.
 pub fn process_address(offset: u64, mappings: &[&MapEntry]) -> Option<u64> {
@@ -297,13 +297,17 @@ mod tests {
     #[test]
     fn own_binary_has_functions_with_offsets() {
         let procfs = Procfs::default();
-        let seen = procfs.open_exe(std::process::id()).unwrap();
-        let mut elf = crate::elf::Elf::open(&seen).unwrap();
-        let functions = elf.functions().unwrap();
-        let f = functions
+        let memory = crate::memory::Memory::new(procfs.clone(), None);
+        let pattern = regex::Regex::new("offsets_follow_segments$").unwrap();
+        let listing = list(&procfs, std::process::id(), &pattern, None, 10, &memory).unwrap();
+        let f = listing
+            .symbols
             .iter()
-            .find(|f| f.name.contains("offsets_follow_segments"))
-            .unwrap_or_else(|| panic!("test function not found among {}", functions.len()));
-        assert!(file_offset(f.svma, elf.segments()).is_some());
+            .find(|f| f.source == SymbolSource::Elf)
+            .unwrap_or_else(|| panic!("test function not found: {listing:?}"));
+        assert!(
+            f.file_offset.is_some() && f.address.is_some() && f.probeable,
+            "{f:?}"
+        );
     }
 }

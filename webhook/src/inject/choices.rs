@@ -1,7 +1,8 @@
 //! The per-pod choices: annotations and config reconciled.
 
-use super::facts::{SHOWN_CHARS, shown};
-use super::{PodFacts, Runtime};
+use super::facts::PodFacts;
+use super::facts::shown;
+use super::runtime::Runtime;
 use std::collections::BTreeSet;
 
 use tracecar_api::security::Features;
@@ -72,12 +73,6 @@ impl Choices {
             }
             Some(Ok(features)) => features,
             Some(Err(e)) => {
-                let e = e.to_string();
-                let e = if e.len() > 4 * SHOWN_CHARS {
-                    shown(&e)
-                } else {
-                    e
-                };
                 warnings.push(format!(
                     "tracecar: {}: {e}; using the config's features ({})",
                     ann::FEATURES,

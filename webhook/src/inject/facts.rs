@@ -1,6 +1,7 @@
 //! What the injection decision reads off a pod, and nothing else.
 
-use super::{LTTNG_PATH, PodContext, Runtime, TMP_PATH};
+use super::model::{LTTNG_PATH, PodContext, TMP_PATH};
+use super::runtime::Runtime;
 use crate::annotations::{self as ann, SIDECAR_NAME, VOLUME_PREFIX};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
@@ -172,21 +173,9 @@ pub(super) fn existing_injection(spec: &PodSpec) -> Option<String> {
     })
 }
 
-/// At most this much of a value from the pod is echoed in a warning (or
-/// kept in a decision): the pod is not validated yet when it is reviewed,
-/// so its strings can be megabytes.
-pub const SHOWN_CHARS: usize = 64;
-
-/// A value from the pod as a warning quotes it: at most [`SHOWN_CHARS`]
-/// characters, with its length when it was cut.
-pub fn shown(value: &str) -> String {
-    if value.chars().count() <= SHOWN_CHARS {
-        format!("{value:?}")
-    } else {
-        let head: String = value.chars().take(SHOWN_CHARS).collect();
-        format!("{head:?}… ({} bytes)", value.len())
-    }
-}
+/// A value from the pod as a warning quotes it: the pod is not validated
+/// yet when it is reviewed, so its strings can be megabytes.
+pub use tracecar_api::quoted as shown;
 
 impl PodFacts {
     /// Bytes of the pod's own strings these facts hold (what caching them

@@ -12,7 +12,10 @@
 //! container and volumes, and [`patch`] writes the operations.
 
 mod choices;
+mod env;
+mod error;
 mod facts;
+mod model;
 mod patch;
 mod runtime;
 mod sidecar;
@@ -22,147 +25,22 @@ pub use runtime::Runtime;
 pub use sidecar::sidecar_container;
 
 use choices::Choices;
+use env::plan_env;
 use patch::{PatchBuilder, json, to_values};
-use runtime::plan_env;
 use sidecar::{mount, pod_volumes, volumes_names};
 
-use json_patch::Patch;
 use k8s_openapi::api::core::v1::Pod;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::annotations::{self as ann, SIDECAR_NAME};
 use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMode};
 
-/// Mount path of the shared temp volume (JIT perf maps live here).
-pub const TMP_PATH: &str = "/tmp";
-/// Mount path of the shared LTTng run directory (session daemon sockets).
-pub const LTTNG_PATH: &str = "/var/run/lttng";
-
-const VOL_TMP: &str = "tracecar-tmp";
-const VOL_LTTNG: &str = "tracecar-lttng";
-const VOL_SYS: &str = "tracecar-sys";
-const VOL_USR_SRC: &str = "tracecar-usr-src";
-const VOL_LIB_MODULES: &str = "tracecar-lib-modules";
-/// The sidecar's own writable space (its root filesystem is read-only):
-/// LTTng traces and core files while they are sent, and the socket's
-/// directory (a `subPath`).
-const VOL_WORK: &str = "tracecar-work";
-/// Where [`VOL_WORK`] is mounted: the agent's default trace and dump
-/// directories are under it.
-pub const WORK_PATH: &str = "/var/lib/tracecar";
-
+pub use error::InjectError;
+pub use model::{
+    Decision, InjectStatus, LTTNG_PATH, Plan, PodContext, SkipReason, TMP_PATH, WORK_PATH,
+};
+use model::{VOL_LTTNG, VOL_TMP};
 pub use tracecar_api::security::MINIMAL_CAPABILITIES;
-
-/// Why a pod was left alone. The label is used in metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
-    /// No `tracecar.dev/inject: "true"`.
-    NotAnnotated,
-    /// Our sidecar or a `tracecar-` volume is already there.
-    AlreadyInjected,
-    /// The namespace is a system, webhook, excluded or not-allowed one.
-    Namespace(NamespaceDecision),
-    /// A kubelet mirror pod: the API server ignores changes to its spec.
-    MirrorPod,
-    /// A Windows pod: the agent is Linux-only.
-    Windows,
-}
-
-impl SkipReason {
-    /// Stable metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NotAnnotated => "not_annotated",
-            Self::AlreadyInjected => "already_injected",
-            Self::Namespace(NamespaceDecision::System) => "system_namespace",
-            Self::Namespace(NamespaceDecision::Webhook) => "webhook_namespace",
-            Self::Namespace(NamespaceDecision::Excluded) => "excluded_namespace",
-            Self::Namespace(NamespaceDecision::NotAllowed | NamespaceDecision::Allowed) => {
-                "namespace_not_allowed"
-            }
-            Self::MirrorPod => "mirror_pod",
-            Self::Windows => "windows",
-        }
-    }
-}
-
-/// What the injector decided for one pod.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    /// Leave the pod alone. `warning` is set when the pod asked for
-    /// injection, so the user learns why it did not happen.
-    Skip {
-        /// Why.
-        reason: SkipReason,
-        /// A message for the AdmissionResponse warnings.
-        warning: Option<String>,
-    },
-    /// Apply `plan.patch`.
-    Inject(Plan),
-}
-
-/// The result of a successful injection decision.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// JSON Patch against the pod (or pod template) document.
-    pub patch: Patch,
-    /// Non-fatal notes for the user (conflicts, overrides).
-    pub warnings: Vec<String>,
-    /// What was injected; also written to `tracecar.dev/status`.
-    pub status: InjectStatus,
-}
-
-/// Content of the `tracecar.dev/status` annotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InjectStatus {
-    /// Injector version.
-    pub version: &'static str,
-    /// The sidecar container name.
-    pub sidecar: &'static str,
-    /// `container` or `native`.
-    pub mode: &'static str,
-    /// `minimal` or `privileged`.
-    pub profile: &'static str,
-    /// What the agent may do (`tracecar.dev/features`, or the config's).
-    pub features: Vec<&'static str>,
-    /// App containers that got the shared mounts.
-    pub containers: Vec<String>,
-    /// Volumes added to the pod.
-    pub volumes: Vec<&'static str>,
-    /// Runtime preset, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<Runtime>,
-}
-
-/// Why a decision could not be made. The webhook fails open on these.
-#[derive(Debug, thiserror::Error)]
-pub enum InjectError {
-    /// The pod has no `spec`.
-    #[error("pod has no spec")]
-    MissingSpec,
-    /// A generated object could not be turned into JSON.
-    #[error("cannot serialize generated {what}: {source}")]
-    Serialize {
-        /// Which object.
-        what: &'static str,
-        /// The serde error.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-/// Extra facts about a pod that are not in its spec.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PodContext<'a> {
-    /// Namespace the pod is created in.
-    pub namespace: &'a str,
-    /// Kind of the workload that owns the pod, when known from outside the
-    /// pod (offline injection of a Job template). Owner references on the
-    /// pod are consulted too.
-    pub owner_kind: Option<&'a str>,
-}
 
 /// Decides what to do with `pod` and builds the patch. Convenience for
 /// one-off use; servers build an [`Injector`] once and reuse it.

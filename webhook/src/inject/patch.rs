@@ -1,6 +1,6 @@
 //! RFC 6902 `add` operations with escaped pointers.
 
-use super::InjectError;
+use super::error::InjectError;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
 use serde::Serialize;

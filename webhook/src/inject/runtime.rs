@@ -1,11 +1,6 @@
 //! Runtime presets (`tracecar.dev/runtime`) and how their environment merges with the user's.
 
-use super::{ContainerFacts, InjectError, PatchBuilder, to_values};
-use k8s_openapi::api::core::v1::EnvVar;
-use std::collections::BTreeSet;
-
 use serde::Serialize;
-use serde_json::Value;
 
 /// Runtime presets selected by `tracecar.dev/runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,57 +68,4 @@ impl Runtime {
             Self::Python => &[("PYTHONPERFSUPPORT", "1", KeepUser)],
         }
     }
-}
-
-pub(super) fn plan_env(
-    b: &mut PatchBuilder,
-    container_path: &[&str],
-    container: &ContainerFacts,
-    runtime: Runtime,
-    warnings: &mut Vec<String>,
-) -> Result<(), InjectError> {
-    let mut new_vars = Vec::new();
-    for &(name, value, merge) in runtime.env() {
-        let Some(existing) = container.preset_env.iter().find(|e| e.name == name) else {
-            new_vars.push(EnvVar {
-                name: name.to_owned(),
-                value: Some(value.to_owned()),
-                ..EnvVar::default()
-            });
-            continue;
-        };
-        match merge {
-            EnvMerge::KeepUser => {}
-            EnvMerge::AppendOptions if existing.from_reference => warnings.push(format!(
-                "tracecar: container {:?} sets {name} from a reference; add {value:?} to it yourself",
-                container.name
-            )),
-            EnvMerge::AppendOptions => {
-                let current = existing.value.as_deref().unwrap_or_default();
-                let present: BTreeSet<&str> = current.split_whitespace().collect();
-                let missing: Vec<&str> = value
-                    .split_whitespace()
-                    .filter(|opt| !present.contains(opt))
-                    .collect();
-                if !missing.is_empty() {
-                    let merged = if current.trim().is_empty() {
-                        missing.join(" ")
-                    } else {
-                        format!("{} {}", current.trim_end(), missing.join(" "))
-                    };
-                    let index = existing.index.to_string();
-                    b.add(
-                        &[container_path, &["env", &index, "value"]].concat(),
-                        Value::String(merged),
-                    );
-                }
-            }
-        }
-    }
-    b.append_all(
-        &[container_path, &["env"]].concat(),
-        container.has_env,
-        to_values("env var", &new_vars)?,
-    );
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The sidecar container and the volumes it shares with the app.
 
-use super::{
+use super::model::{
     LTTNG_PATH, TMP_PATH, VOL_LIB_MODULES, VOL_LTTNG, VOL_SYS, VOL_TMP, VOL_USR_SRC, VOL_WORK,
     WORK_PATH,
 };

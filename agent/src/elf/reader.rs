@@ -1,27 +1,5 @@
-//! ELF files of the app, read a piece at a time and within limits.
-//!
-//! Every ELF file the agent looks into (a process's executable, the
-//! libraries it maps, a binary named by a probe) is the app's: it can be
-//! a gigabyte of sparse file, claim a section larger than itself, or be
-//! truncated while the agent reads it. So this module never maps a file
-//! and never reads one whole:
-//!
-//! - the file is opened by [`crate::rootfs`] (a regular file, checked
-//!   before it is opened for reading, inside the process's root or
-//!   through `/proc/PID/map_files`, never on FUSE);
-//! - only the byte ranges asked for are read, with `pread`, into a
-//!   [`Sparse`] image: the headers first, then the sections a caller
-//!   names, each under [`SECTION_LIMIT`] and all of them under
-//!   [`FILE_LIMIT`];
-//! - `object` parses that image, and any read outside the ranges fetched
-//!   fails as a malformed file would, instead of reading more.
-//!
-//! A file that shrinks while it is read gives a short read: an error for
-//! that file, not a `SIGBUS` in the agent (which an `mmap` would give; the
-//! reason the agent does not let a library such as blazesym open and map
-//! the app's files).
-//!
-//! Only 64-bit little-endian ELF is read (x86-64, the agent's target).
+//! The bounded reader: headers, sections by name, segments, symbols and
+//! notes of one ELF file, read with `pread` into a [`Sparse`] image.
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
@@ -29,6 +7,8 @@ use std::os::unix::fs::FileExt as _;
 use object::elf;
 use object::read::elf::{FileHeader as _, ProgramHeader as _, SectionHeader as _, Sym as _};
 use object::{Endianness, ReadRef};
+
+use super::sparse::Sparse;
 
 /// One section read at most, in bytes (`.symtab`, `.eh_frame`, …): a
 /// symbol table this size names about 350,000 functions.
@@ -81,73 +61,6 @@ pub enum ElfError {
     },
 }
 
-/// The byte ranges of a file that were read, as `object` reads a file:
-/// reads inside them succeed, all others fail.
-#[derive(Debug, Default)]
-pub struct Sparse {
-    len: u64,
-    regions: Vec<(u64, Vec<u8>)>,
-}
-
-impl Sparse {
-    /// An image of a file of `len` bytes with nothing read yet.
-    pub fn new(len: u64) -> Self {
-        Self {
-            len,
-            regions: Vec::new(),
-        }
-    }
-
-    /// The whole of `bytes` (an image already in memory, such as the
-    /// vDSO).
-    pub fn whole(bytes: Vec<u8>) -> Self {
-        Self {
-            len: bytes.len() as u64,
-            regions: vec![(0, bytes)],
-        }
-    }
-
-    /// Bytes held.
-    pub fn held(&self) -> u64 {
-        self.regions.iter().map(|(_, b)| b.len() as u64).sum()
-    }
-
-    /// The longest run of bytes read from `offset` on.
-    fn region(&self, offset: u64) -> Option<&[u8]> {
-        self.regions
-            .iter()
-            .filter_map(|(start, bytes)| {
-                let skip = usize::try_from(offset.checked_sub(*start)?).ok()?;
-                bytes.get(skip..)
-            })
-            .max_by_key(|b| b.len())
-    }
-
-    fn has(&self, range: &Range<u64>) -> bool {
-        self.region(range.start)
-            .is_some_and(|b| b.len() as u64 >= range.end - range.start)
-    }
-}
-
-impl<'a> ReadRef<'a> for &'a Sparse {
-    fn len(self) -> Result<u64, ()> {
-        Ok(self.len)
-    }
-
-    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
-        let size = usize::try_from(size).map_err(|_| ())?;
-        self.region(offset).and_then(|b| b.get(..size)).ok_or(())
-    }
-
-    fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
-        let bytes = self.region(range.start).ok_or(())?;
-        let most = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
-        let bytes = &bytes[..bytes.len().min(most)];
-        let end = bytes.iter().position(|b| *b == delimiter).ok_or(())?;
-        Ok(&bytes[..end])
-    }
-}
-
 /// A loadable segment: `(vaddr, file offset, file size)`.
 pub type Segment = (u64, u64, u64);
 
@@ -164,67 +77,6 @@ pub struct Section {
     pub offset: Option<u64>,
     /// `sh_size`.
     pub size: u64,
-}
-
-/// A function symbol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ElfFunction {
-    /// Demangled name.
-    pub name: String,
-    /// Stated virtual address.
-    pub svma: u64,
-    /// Size in bytes (0 when the symbol does not say).
-    pub size: u64,
-}
-
-/// Demangles Rust and C++ (`_Z…`) names; others are returned as they
-/// are (a C function called `a` is not "signed char").
-pub fn demangle(name: &str) -> String {
-    if let Ok(rust) = rustc_demangle::try_demangle(name) {
-        return format!("{rust:#}");
-    }
-    if name.starts_with("_Z")
-        && let Ok(cpp) = cpp_demangle::Symbol::new(name)
-        && let Ok(text) = cpp.demangle()
-    {
-        return text;
-    }
-    name.to_owned()
-}
-
-/// Where a separate debug file for `build_id` is, in the agent's own
-/// filesystem: `/usr/lib/debug/.build-id/ab/cdef….debug`, the layout
-/// Debian's `-dbg` and `-dbgsym` packages (and Fedora's `debuginfo`)
-/// install. Only the sidecar image's own debug files are read this way:
-/// the app chooses the build ID, which is hex, so it names a file there
-/// and nothing else; `.gnu_debuglink` names and the app's own directories
-/// are never looked at.
-pub fn debug_file_path(build_id: &[u8]) -> Option<String> {
-    if build_id.len() < 2 {
-        return None;
-    }
-    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!(
-        "/usr/lib/debug/.build-id/{}/{}.debug",
-        &hex[..2],
-        &hex[2..]
-    ))
-}
-
-/// The file offset of a stated address, through the loadable segments.
-pub fn file_offset(svma: u64, segments: &[Segment]) -> Option<u64> {
-    segments
-        .iter()
-        .find(|(vaddr, _, size)| *vaddr <= svma && svma < vaddr.saturating_add(*size))
-        .and_then(|(vaddr, offset, _)| (svma - vaddr).checked_add(*offset))
-}
-
-/// The stated address of a file offset, through the loadable segments.
-pub fn stated_address(offset: u64, segments: &[Segment]) -> Option<u64> {
-    segments
-        .iter()
-        .find(|(_, start, size)| *start <= offset && offset < start.saturating_add(*size))
-        .and_then(|(vaddr, start, _)| (offset - start).checked_add(*vaddr))
 }
 
 /// An ELF file being read.
@@ -305,7 +157,7 @@ impl Elf {
                 format!("what {part} adds up to"),
             ));
         }
-        if range.end > self.image.len {
+        if range.end > self.image.file_len() {
             return Err(self.not_elf("a part lies beyond the end of the file"));
         }
         let Some(file) = &self.file else {
@@ -319,7 +171,7 @@ impl Elf {
                 len,
                 source,
             })?;
-        self.image.regions.push((offset, bytes));
+        self.image.add(offset, bytes);
         Ok(())
     }
 
@@ -413,11 +265,6 @@ impl Elf {
             .map(|p| p.p_offset(e)..p.p_offset(e).saturating_add(p.p_filesz(e)))
             .collect();
         Ok(())
-    }
-
-    /// The file, as named in errors.
-    pub fn module(&self) -> &str {
-        &self.module
     }
 
     /// Its sections.
@@ -576,112 +423,21 @@ impl Elf {
         }
         Ok(())
     }
-
-    /// Its function symbols, demangled (every one of them: for a table
-    /// that is looked through once, [`Elf::visit_functions`] holds less).
-    pub fn functions(&mut self) -> Result<Vec<ElfFunction>, ElfError> {
-        let mut functions = Vec::new();
-        self.visit_functions(|svma, size, raw| {
-            functions.push(ElfFunction {
-                svma,
-                size,
-                name: demangle(&String::from_utf8_lossy(raw)),
-            });
-        })?;
-        Ok(functions)
-    }
-}
-
-/// The functions of one module, sorted for naming addresses: addresses,
-/// sizes and raw names packed in one buffer (a name is demangled when it
-/// is looked up), so a table costs about its string bytes plus 24 bytes a
-/// function.
-#[derive(Debug, Default)]
-pub struct Symbols {
-    /// `(stated address, size, where the name starts in names)`, sorted.
-    functions: Vec<(u64, u64, u32)>,
-    names: Vec<u8>,
-    segments: Vec<Segment>,
-}
-
-impl Symbols {
-    /// The functions of `elf`.
-    pub fn of(elf: &mut Elf) -> Result<Self, ElfError> {
-        Self::with_debug(elf, None)
-    }
-
-    /// The functions of `elf` and of its separate debug file, if given
-    /// (the same addresses: a debug file keeps the program's layout).
-    pub fn with_debug(elf: &mut Elf, debug: Option<&mut Elf>) -> Result<Self, ElfError> {
-        let mut functions = Vec::new();
-        let mut names = Vec::new();
-        let mut add = |svma, size, raw: &[u8]| {
-            if let Ok(at) = u32::try_from(names.len()) {
-                functions.push((svma, size, at));
-                names.extend_from_slice(raw);
-                names.push(0);
-            }
-        };
-        elf.visit_functions(&mut add)?;
-        if let Some(debug) = debug {
-            // Best effort: the program's own tables name what they can.
-            let _ = debug.visit_functions(&mut add);
-        }
-        functions.sort_unstable_by_key(|(svma, size, _)| (*svma, std::cmp::Reverse(*size)));
-        // One name per address (a debug file repeats the dynamic symbols).
-        functions.dedup_by_key(|(svma, _, _)| *svma);
-        functions.shrink_to_fit();
-        names.shrink_to_fit();
-        Ok(Self {
-            functions,
-            names,
-            segments: elf.segments().to_vec(),
-        })
-    }
-
-    fn name(&self, at: u32) -> String {
-        let rest = self.names.get(at as usize..).unwrap_or_default();
-        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        demangle(&String::from_utf8_lossy(&rest[..end]))
-    }
-
-    /// The (demangled) name of the function at file offset `offset`: the
-    /// one whose range holds it, else the closest one before it that
-    /// states no size.
-    pub fn at_offset(&self, offset: u64) -> Option<String> {
-        let svma = stated_address(offset, &self.segments)?;
-        let before = self
-            .functions
-            .partition_point(|(start, _, _)| *start <= svma);
-        let candidates = &self.functions[..before];
-        candidates
-            .iter()
-            .rev()
-            .take(64)
-            .find(|(start, size, _)| svma < start.saturating_add(*size))
-            .or_else(|| candidates.last().filter(|(_, size, _)| *size == 0))
-            .map(|(_, _, at)| self.name(*at))
-    }
-
-    /// How many functions.
-    pub fn len(&self) -> usize {
-        self.functions.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.functions.is_empty()
-    }
-
-    /// Bytes held.
-    pub fn held(&self) -> usize {
-        self.functions.capacity() * 24 + self.names.capacity()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elf::{Symbols, demangle, file_offset};
+
+    /// Every function symbol, demangled: `(address, size, name)`.
+    fn functions(elf: &mut Elf) -> Result<Vec<(u64, u64, String)>, ElfError> {
+        let mut all = Vec::new();
+        elf.visit_functions(|svma, size, raw| {
+            all.push((svma, size, demangle(&String::from_utf8_lossy(raw))));
+        })?;
+        Ok(all)
+    }
 
     fn own_exe() -> Elf {
         let file = std::fs::File::open("/proc/self/exe").unwrap();
@@ -694,19 +450,16 @@ mod tests {
         let mut elf = own_exe();
         let held = elf.image.held();
         assert!(held < 1 << 20, "only the headers are read at first: {held}");
-        let functions = elf.functions().unwrap();
-        let me = functions
+        let functions = functions(&mut elf).unwrap();
+        let (svma, size, name) = functions
             .iter()
-            .find(|f| {
-                f.name
-                    .ends_with("functions_are_named_from_the_symbol_table_alone")
-            })
+            .find(|(_, _, name)| name.ends_with("functions_are_named_from_the_symbol_table_alone"))
             .expect("this test's own function");
-        assert!(me.size > 0);
-        let offset = file_offset(me.svma, elf.segments()).unwrap();
+        assert!(*size > 0);
+        let offset = file_offset(*svma, elf.segments()).unwrap();
         assert!(elf.is_code_offset(offset));
         let symbols = Symbols::of(&mut elf).unwrap();
-        assert_eq!(symbols.at_offset(offset + 1).as_ref(), Some(&me.name));
+        assert_eq!(symbols.at_offset(offset + 1).as_ref(), Some(name));
         assert!(symbols.held() < 64 * symbols.len() + (4 << 20));
         assert!(!elf.is_go());
         assert!(elf.build_id().is_some_and(|id| id.len() >= 16));
@@ -739,7 +492,7 @@ mod tests {
         let at = shoff as usize + symtab * 64 + 32;
         bytes[at..at + 8].copy_from_slice(&(SECTION_LIMIT + 8).to_le_bytes());
         elf = open_bytes(&bytes);
-        let error = elf.functions().unwrap_err();
+        let error = functions(&mut elf).unwrap_err();
         assert!(matches!(error, ElfError::TooLarge { .. }), "{error}");
         // Not ELF at all.
         assert!(matches!(
@@ -778,26 +531,8 @@ mod tests {
             .set_len(keep)
             .unwrap();
         assert!(matches!(
-            elf.functions(),
+            functions(&mut elf),
             Err(ElfError::Io { .. } | ElfError::NotElf { .. })
         ));
-    }
-
-    #[test]
-    fn hostile_addresses_do_not_overflow() {
-        // A segment at the top of the address space (found by the elf
-        // fuzz target): the arithmetic is checked, not wrapped or panicking.
-        let segments = [(u64::MAX - 8, 0x1000, 0x1000)];
-        assert_eq!(stated_address(0x1010, &segments), None);
-        assert_eq!(stated_address(0x1004, &segments), Some(u64::MAX - 4));
-        let segments = [(0x1000, u64::MAX - 8, 0x100)];
-        assert_eq!(file_offset(0x1010, &segments), None);
-    }
-
-    #[test]
-    fn demangling() {
-        assert_eq!(demangle("_ZN3foo3barE"), "foo::bar");
-        assert_eq!(demangle("a"), "a");
-        assert_eq!(demangle("main"), "main");
     }
 }

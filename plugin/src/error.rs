@@ -1,0 +1,94 @@
+//! Why a command failed, and the exit code it gives.
+
+use crate::target;
+use tracecar_api::error::ErrorBody;
+
+/// Why a command failed; messages read like the agent's hints.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The target is malformed.
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+    /// kubectl/podman could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// kubectl/podman failed before reaching the agent; `stderr` is what
+    /// it said, `hint` what usually causes that.
+    #[error("{stderr}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Exec {
+        /// Its stderr.
+        stderr: String,
+        /// What to do, when the cause is known.
+        hint: Option<String>,
+    },
+    /// A Deployment has no running pod.
+    #[error("deploy/{name} has no running pod\n  hint: kubectl get pods -l {selector}")]
+    NoRunningPod {
+        /// The Deployment.
+        name: String,
+        /// Its pod selector.
+        selector: String,
+    },
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Agent(ErrorBody),
+    /// The agent's error answer was not its JSON (a proxy, an old agent).
+    #[error("{0}")]
+    AgentText(String),
+    /// The pod's processes do not say which one to trace.
+    #[error("{0}")]
+    Processes(String),
+    /// The pod cannot get an agent.
+    #[error(transparent)]
+    Attach(#[from] crate::attach::AttachError),
+    /// The attached agent did not come up.
+    #[error("{message}\n  hint: {hint}")]
+    NotAttached {
+        /// What happened.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The output file name asks for no known format.
+    #[error("{file}: unknown output format\n  hint: {hint}")]
+    Output {
+        /// The file.
+        file: String,
+        /// The extensions that work.
+        hint: &'static str,
+    },
+    /// Writing the output failed.
+    #[error("cannot write {file}: {source}")]
+    Write {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PluginError {
+    /// The process exit code: 64 (EX_USAGE) for what the user must fix in
+    /// the command line, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Target(_) | Self::Output { .. } => 64,
+            _ => 1,
+        }
+    }
+
+    /// The agent's error body, typed when it is the agent's JSON.
+    pub fn from_agent(body: &[u8]) -> Self {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(error) => Self::Agent(error),
+            Err(_) => Self::AgentText(String::from_utf8_lossy(body).trim().to_owned()),
+        }
+    }
+}
