@@ -27,54 +27,14 @@ Usage: make bench-dotnet   (or: python3 bench/dotnet.py [--rounds N])
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
-AGENT = release("tracecar-agent")
+from common import ROOT, Agent, wait  # noqa: E402
 DOTNET_ROOT = os.environ.get("TRACECAR_DOTNET_ROOT", "/var/cache/tracecar/dotnet-3.1.23")
-
-
-class Agent:
-    def __init__(self, tmp, name):
-        self.socket = os.path.join(tmp, f"{name}.sock")
-        self.process = subprocess.Popen([AGENT, "--log", "warn", "serve", "--socket", self.socket,
-                                         "--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
-        wait(lambda: self.get("/healthz")[0] == 200, 10, "the agent")
-
-    def get(self, path):
-        out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "--unix-socket", self.socket,
-                              f"http://localhost{path}"], capture_output=True)
-        body, _, code = out.stdout.rpartition(b"\n")
-        return int(code or 0), body
-
-    def stream(self, path, stdout=subprocess.PIPE):
-        return subprocess.Popen(["curl", "-sN", "--unix-socket", self.socket, f"http://localhost{path}"],
-                                stdout=stdout)
-
-    def peak_rss_mb(self):
-        for line in open(f"/proc/{self.process.pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-
-
-def wait(cond, timeout, what):
-    deadline = time.time() + timeout
-    while not cond():
-        if time.time() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def build_app(tmp):
@@ -189,7 +149,7 @@ def first_event(agent, dll, runs):
 def rundown(tmp, dll, methods, runs):
     app = start_app(dll, "methods", methods)
     wait(lambda: app.stdout.readline().startswith("methods:"), 300, "the methods to be JIT'd")
-    agent = Agent(tmp, f"rundown-{methods}")
+    agent = Agent(tmp, f"rundown-{methods}", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
     try:
         with_r, without = [], []
         named = 0
@@ -227,7 +187,7 @@ def main():
         raise SystemExit(f"no .NET runtime in {DOTNET_ROOT}: run `make bench-dotnet`, which installs it")
     tmp = tempfile.mkdtemp(prefix="tracecar-bench-dotnet-")
     dll = build_app(tmp)
-    agent = Agent(tmp, "agent")
+    agent = Agent(tmp, "agent", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
     try:
         rates = throughput(agent, dll, [10_000, 50_000, 100_000, 200_000, 400_000], args.seconds)
         costs = overhead(agent, dll, args.rounds, args.seconds)

@@ -17,12 +17,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
-AGENT = release("tracecar-agent")
+from common import ROOT, Agent, wait  # noqa: E402
 WORKLOADS = os.path.join(ROOT, "agent", "tests", "workloads")
 
 
@@ -35,42 +31,27 @@ def build_app(tmp):
     return binary
 
 
-def get(socket, path):
-    out = subprocess.run(["curl", "-s", "--unix-socket", socket, f"http://localhost{path}"],
-                         capture_output=True, text=True)
-    return out.stdout
-
-
-def wait(cond, timeout, what):
-    deadline = time.time() + timeout
-    while not cond():
-        if time.time() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def recording():
     xml = subprocess.run(["lttng", "--no-sessiond", "--mi", "xml", "list"], capture_output=True, text=True).stdout
     return "<name>tracecar-" in xml and "<enabled>true</enabled>" in xml
 
 
-def registered(socket, pid):
+def registered(agent, pid):
     try:
-        listed = json.loads(get(socket, f"/v1/lttng/events?pid={pid}"))
+        listed = json.loads(agent.get(f"/v1/lttng/events?pid={pid}")[1])
     except json.JSONDecodeError:
         return False
     return any(e["event"] == "tracecar_test:tick" for e in listed.get("events", []))
 
 
-def record(socket, app, count, rate, seconds, tmp):
+def record(agent, app, count, rate, seconds, tmp):
     """One recording while the app emits `count` events at `rate`/s (0: as
     fast as it can). Returns (emitted per second, recorded, summary)."""
     target = subprocess.Popen([app, str(count), str(rate), "--exit"], stderr=subprocess.PIPE, text=True)
-    wait(lambda: registered(socket, target.pid), 15, "the app to register")
+    wait(lambda: registered(agent, target.pid), 15, "the app to register")
     out = os.path.join(tmp, "record.ndjson")
-    client = subprocess.Popen(["curl", "-s", "--unix-socket", socket, "-o", out,
-                               f"http://localhost/v1/lttng/record?events=tracecar_test:*&pid={target.pid}"
-                               f"&seconds={seconds}&format=json"])
+    client = agent.background(f"/v1/lttng/record?events=tracecar_test:*&pid={target.pid}"
+                              f"&seconds={seconds}&format=json", out)
     wait(recording, 15, "the session to start")
     target.send_signal(signal.SIGUSR1)
     _, err = target.communicate(timeout=seconds + 60)
@@ -98,24 +79,22 @@ def main():
             raise SystemExit(f"{tool} not found: run `make bench-lttng`, which installs it")
     tmp = tempfile.mkdtemp(prefix="tracecar-bench-lttng-")
     app = build_app(tmp)
-    socket = os.path.join(tmp, "agent.sock")
-    agent = subprocess.Popen([AGENT, "--log", "warn", "serve", "--socket", socket,
-                              "--lttng-trace-dir", os.path.join(tmp, "traces")])
+    agent = Agent(tmp, args=["--lttng-trace-dir", os.path.join(tmp, "traces")])
     rows = []
     latencies = []
     try:
-        wait(lambda: '"running":true' in get(socket, "/v1/capabilities").replace(" ", ""), 20, "lttng-sessiond")
+        wait(lambda: b'"running":true' in agent.get("/v1/capabilities")[1].replace(b" ", b""), 20,
+             "lttng-sessiond")
         for rate in [10_000, 50_000, 100_000, 200_000, 400_000, 0]:
             count = rate * args.seconds if rate else 4_000_000
-            achieved, recorded, summary = record(socket, app, count, rate, args.seconds + 3, tmp)
+            achieved, recorded, summary = record(agent, app, count, rate, args.seconds + 3, tmp)
             rows.append((rate, count, achieved, recorded, summary))
             print(f"rate {rate or 'max'}: {recorded:,}/{count:,} recorded", file=sys.stderr)
         for _ in range(args.latency_runs):
-            _, _, summary = record(socket, app, 100, 0, 1, tmp)
+            _, _, summary = record(agent, app, 100, 0, 1, tmp)
             latencies.append((summary["setup_ms"], summary["teardown_ms"]))
     finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=30)
+        agent.stop()
     version = subprocess.run(["lttng", "--version"], capture_output=True, text=True).stdout.strip()
     print()
     print(f"LTTng benchmark: {version}; one session per rate with the agent's default channel "

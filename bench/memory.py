@@ -37,17 +37,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from target_dir import release  # noqa: E402
-AGENT = release("tracecar-agent")
+from common import AGENT, status_kib  # noqa: E402
 LIMIT_MIB = 256
-
-
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 class Sampler(threading.Thread):

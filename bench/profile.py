@@ -31,66 +31,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
-AGENT = release("tracecar-agent")
-
-
-def rss_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-class Agent:
-    def __init__(self, tmp):
-        self.socket = os.path.join(tmp, "agent.sock")
-        self.proc = subprocess.Popen([AGENT, "--log", "warn", "serve", "--socket", self.socket])
-        for _ in range(100):
-            if self.get("/healthz", check=False) == b"ok":
-                return
-            time.sleep(0.05)
-        raise SystemExit("agent did not start")
-
-    def url(self, path):
-        return ["curl", "-s", "--unix-socket", self.socket, f"http://localhost{path}"]
-
-    def get(self, path, check=True, headers=None):
-        cmd = self.url(path)
-        if headers is not None:
-            cmd += ["-D", headers]
-        r = subprocess.run(cmd, capture_output=True)
-        if check and r.returncode != 0:
-            raise SystemExit(f"curl {path} failed")
-        return r.stdout
-
-    def background(self, path, out):
-        return subprocess.Popen(self.url(path) + ["-o", out])
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=20)
-
-
-# Two-sided 97.5 % quantiles of Student's t, by degrees of freedom, for
-# 95 % confidence intervals (1.96 past the table).
-T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
-        12: 2.18, 15: 2.13, 20: 2.09, 25: 2.06, 30: 2.04, 40: 2.02, 60: 2.00}
-
-
-def t975(df):
-    return next((T975[k] for k in sorted(T975) if k >= df), 1.96)
-
-
-def mean_ci(values):
-    """Mean and 95 % confidence half-width."""
-    m = statistics.mean(values)
-    if len(values) < 2:
-        return m, float("inf")
-    return m, t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+from common import ROOT, Agent, mean_ci, status_kib  # noqa: E402
 
 
 def cpu_seconds(proc, check=True):
@@ -155,7 +96,7 @@ def run_once(config, argv, agent, tmp, query):
     run = Run(target_cpu)
     if config.startswith("tracecar"):
         run.profiler_cpu = proc_cpu(agent.proc.pid) - agent_cpu
-        run.profiler_rss = rss_kib(agent.proc.pid, "VmHWM") / 1024
+        run.profiler_rss = status_kib(agent.proc.pid, "VmHWM") / 1024
     if profiler:
         # perf record stops cleanly on SIGINT; curl (the tracecar client)
         # just goes away, which ends the capture. SIGTERM because a
@@ -250,7 +191,7 @@ def main():
 
 def measure(args, tmp, binary, switches, agent):
     time.sleep(0.5)
-    idle_rss = rss_kib(agent.proc.pid, "VmRSS") / 1024
+    idle_rss = status_kib(agent.proc.pid, "VmRSS") / 1024
 
     # 1. Overhead, interleaved, until every confidence interval is narrow
     # enough. The CPU-bound workload runs one thread; the switching one
@@ -292,7 +233,7 @@ def measure(args, tmp, binary, switches, agent):
     time.sleep(0.5)
     headers = os.path.join(tmp, "headers")
     t0 = time.monotonic()
-    svg = agent.get(f"/v1/profile?pid={w.pid}&seconds={n}&hz=999&format=svg", headers=headers)
+    svg = agent.body(f"/v1/profile?pid={w.pid}&seconds={n}&hz=999&format=svg", headers=headers)
     total = time.monotonic() - t0
     # The agent reports how long opening the events and sampling took
     # (Server-Timing: setup, capture); everything after that, up to the last
@@ -301,7 +242,7 @@ def measure(args, tmp, binary, switches, agent):
     dur = lambda name: float(timing.split(f"{name};dur=")[1].split(",")[0]) / 1000
     tracecar_result = total - dur("setup") - dur("capture")
     tracecar_server = dur("result")
-    peak_rss = rss_kib(agent.proc.pid, "VmHWM") / 1024
+    peak_rss = status_kib(agent.proc.pid, "VmHWM") / 1024
     perf_data = os.path.join(tmp, "ttr.data")
     subprocess.run(["perf", "record", "-q", "-F", "999", "-g", "-p", str(w.pid), "-o", perf_data, "--", "sleep", str(n)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -329,7 +270,7 @@ def measure(args, tmp, binary, switches, agent):
     print(f"| perf script \\| inferno-collapse-perf \\| inferno-flamegraph | {perf_result:.3f} |")
     print(f"| ratio (perf / tracecar) | {perf_result / max(tracecar_result, 0.001):.1f}x |")
     print()
-    print(f"| agent memory | MiB |")
+    print("| agent memory | MiB |")
     print("|---|---|")
     print(f"| idle RSS | {idle_rss:.1f} |")
     print(f"| peak RSS during the {n} s, 999 Hz capture | {peak_rss:.1f} |")

@@ -24,10 +24,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from target_dir import release  # noqa: E402  (cargo's target directory, CARGO_TARGET_DIR included)
-AGENT = release("tracecar-agent")
+from common import ROOT, Agent, wait  # noqa: E402
 
 # name: (query for /v1/uprobe, or None; calls JIT code; label)
 CONFIGS = {
@@ -60,15 +57,6 @@ def go(target):
     return float(out.strip())
 
 
-def wait_for(check, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise Failed(f"timed out waiting for {what}")
-
-
 def run(config, binary, socket, tmp, calls, threads=1):
     query, jit, _ = CONFIGS[config]
     target = start_target(binary, calls, threads, jit)
@@ -79,14 +67,14 @@ def run(config, binary, socket, tmp, calls, threads=1):
     probe = None
     if query:
         if jit:
-            wait_for(lambda: os.path.exists(f"/tmp/perf-{target.pid}.map"), "the JIT copy")
+            wait(lambda: os.path.exists(f"/tmp/perf-{target.pid}.map"), 30, "the JIT copy", Failed)
         # The stream ends when the target exits, with a summary.
         probe = subprocess.Popen(["curl", "-s", "-N", "--unix-socket", socket, "-o", out, "-D", out + ".h",
                                   f"http://localhost/v1/uprobe?pid={target.pid}&{query}"
                                   f"&rate=100000000&seconds=600"])
         # Attached once the agent has answered with headers; every call
         # from here on must be counted.
-        wait_for(lambda: os.path.exists(out + ".h") and os.path.getsize(out + ".h") > 0, "the probe")
+        wait(lambda: os.path.exists(out + ".h") and os.path.getsize(out + ".h") > 0, 30, "the probe", Failed)
         head = open(out + ".h").readline()
         if " 200" not in head:
             probe.wait()
@@ -95,8 +83,8 @@ def run(config, binary, socket, tmp, calls, threads=1):
         probe = subprocess.Popen(["bpftrace", "-o", out, "-e",
                                   f'uprobe:{binary}:calc {{ printf("%d\\n", arg0); }}'],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: os.path.exists(out) and "Attaching" in open(out, errors="replace").read(200),
-                 "bpftrace")
+        wait(lambda: os.path.exists(out) and "Attaching" in open(out, errors="replace").read(200), 30,
+             "bpftrace", Failed)
         time.sleep(0.2)
     seconds = go(target)
     result = {"seconds": seconds}
@@ -153,9 +141,8 @@ def main():
     binary = os.path.join(tmp, "calc_loop")
     subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(ROOT, "bench", "workloads", "calc_loop.c"),
                     "-lpthread"], check=True)
-    socket = os.path.join(tmp, "agent.sock")
-    agent = subprocess.Popen([AGENT, "--log", "warn", "serve", "--socket", socket, "--no-lttng"])
-    wait_for(lambda: os.path.exists(socket), "the agent")
+    agent = Agent(tmp, args=["--no-lttng"])
+    socket = agent.socket
     results = {c: [] for c in CONFIGS}
     two_threads = {}
     failures = []
@@ -175,8 +162,7 @@ def main():
             except Failed as e:
                 failures.append(f"2 threads: {e}")
     finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=20)
+        agent.stop()
     for c, runs in results.items():
         for i, r in enumerate(runs):
             for p in (r or {}).get("problems", []):

@@ -20,7 +20,7 @@ cluster() { printf '    \033[2min a cluster: %s\033[0m\n' "$*"; }
 
 step "Building the release binaries and the images (scripts/images.sh)"
 bash "$ROOT/scripts/images.sh" | sed 's/^/    /'
-cluster "podman build … && podman push <registry>/tracecar/agent:0.1.0 (README: Installing in a cluster)"
+cluster "podman build … && podman push <registry>/tracecar/agent:0.1.0 (docs/install.md: Installing in a cluster)"
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 step "Offline injection of $(realpath --relative-to="$ROOT" "$EXAMPLE")"
@@ -38,7 +38,7 @@ cat <<'TXT'
 
     Open flame.svg and dotnet/dotnet-flame.svg in a browser; the .ndjson and
     .json files are one event per line.
-    Against a real cluster (README: "Installing in a cluster"):
+    Against a real cluster (docs/install.md: "Installing in a cluster"):
       kubectl apply -k manifests/overlays/self-signed      # or overlays/cert-manager
       kubectl patch deploy web -p '{"spec":{"template":{"metadata":{"annotations":{"tracecar.dev/inject":"true"}}}}}'
       kubectl tracecar profile deploy/web --seconds 30 -o flame.svg

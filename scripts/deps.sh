@@ -35,7 +35,7 @@ for what in "${@:-test}"; do
         ;;&
     test | demo | e2e)
         # Building the agent (BPF programs: agent/build.rs), the images and
-        # the podman end-to-end run (README: "Tests").
+        # the podman end-to-end run (docs/testing.md).
         apt_install gcc libc6-dev clang-19 libbpf-dev binutils
         apt_install podman debootstrap runc iptables
         ;;&

@@ -226,6 +226,17 @@ def layers(lib):
     return out
 
 
+def seams(lib):
+    """Module → the top-level modules allowed to import it, from `lib.rs`'s
+    doc lines ``//! - `a` is imported only by `b`, `c`.``."""
+    out = {}
+    for line in open(lib, encoding="utf-8"):
+        m = re.match(r"//!\s+-\s+`(\w+)` is imported only by (.*)", line)
+        if m:
+            out[m.group(1)] = set(re.findall(r"`(\w+)`", m.group(2)))
+    return out
+
+
 def name(module):
     return "::".join(module) or "lib"
 
@@ -241,6 +252,7 @@ def check(src):
         )
     lib = os.path.join(src, "lib.rs")
     order = layers(lib) if os.path.exists(lib) else {}
+    only = seams(lib) if os.path.exists(lib) else {}
     if order:
         tops = {m[0] for m in files if m}
         for top in sorted(tops - set(order)):
@@ -251,6 +263,12 @@ def check(src):
             for target, via in sorted(targets.items()):
                 if not target or target[0] == module[0]:
                     continue
+                allowed = only.get(target[0])
+                if allowed is not None and module[0] not in allowed:
+                    problems.append(
+                        f"{src}: `{name(module)}` imports `{via}`: `{target[0]}` is imported "
+                        f"only by {', '.join(sorted(allowed))}"
+                    )
                 a, b = order.get(module[0]), order.get(target[0])
                 if a is not None and b is not None and b >= a:
                     problems.append(
@@ -267,7 +285,9 @@ def self_test():
 
     with tempfile.TemporaryDirectory() as src:
         sources = {
-            "lib.rs": "//! 1. `low`\n//! 2. `high`\npub mod low;\npub mod high;\npub mod stray;\n",
+            "lib.rs": "//! 1. `low`\n//! 2. `high`\n//! 3. `top`\n//! - `low` is imported only by `high`.\n"
+            "pub mod low;\npub mod high;\npub mod stray;\npub mod top;\n",
+            "top.rs": "use crate::low::a::A;\nuse crate::high::Thing;\n",
             "low/mod.rs": "pub mod a;\nmod b;\nuse crate::high::Thing;\n",
             "low/a.rs": "use super::b::B;\npub struct A;\n",
             "low/b.rs": "pub struct B(super::a::A);\n",
@@ -284,6 +304,7 @@ def self_test():
             "import cycle: low::a → low::b → low::a",
             "module `stray` has no layer",
             "`low` (layer 1) imports `crate::high::Thing` (layer 2)",
+            "`top` imports `crate::low::a::A`: `low` is imported only by high",
         ]
         missing = [w for w in want if not any(w in p for p in found)]
         extra = [p for p in found if not any(w in p for w in want)]

@@ -243,7 +243,7 @@ mod tests {
             pid: 7,
             comm: "dotnet".into(),
             library: None,
-            reason: crate::process::ust_mismatch(crate::process::Runtime::Dotnet, None).unwrap(),
+            reason: crate::process::ust_mismatch(crate::runtime::Runtime::Dotnet, None).unwrap(),
         };
         let check = ust_apps_check(&[dotnet]);
         assert!(!check.ok);

@@ -15,13 +15,19 @@
 //! 4. `elf`: the bounded ELF reader.
 //! 5. `dotnet`: the .NET runtime's diagnostic protocol (IPC, nettrace,
 //!    rundown, sessions).
-//! 6. `stacks`: unwinding, naming and rendering of stacks.
-//! 7. `process`: what runs in the pod, and which runtime each process is.
-//! 8. `profile`, `uprobe`, `lttng`, `dump`: the capture kinds, each
+//! 6. `runtime`: the one seam for language runtimes: detection, and names
+//!    for JIT code (a runtime's own method table, or its perf map).
+//! 7. `stacks`: unwinding, naming and rendering of stacks.
+//! 8. `process`: what runs in the pod, and which runtime each process is.
+//! 9. `profile`, `uprobe`, `lttng`, `dump`: the capture kinds, each
 //!    spec → plan → execute, none importing another.
-//! 9. `capabilities`: what works in this sidecar.
-//! 10. `api`: the HTTP layer: routes, handlers, errors.
-//! 11. `cli`: the agent's command line and start-up.
+//! 10. `capabilities`: what works in this sidecar.
+//! 11. `api`: the HTTP layer: routes, handlers, errors.
+//! 12. `cli`: the agent's command line and start-up.
+//!
+//! Seams, checked the same way:
+//!
+//! - `dotnet` is imported only by `runtime`, `dump`, `api`.
 
 pub mod api;
 pub mod capabilities;
@@ -37,6 +43,7 @@ pub mod process;
 pub mod procfs;
 pub mod profile;
 pub mod rootfs;
+pub mod runtime;
 pub mod stacks;
 pub mod sys;
 pub mod uprobe;

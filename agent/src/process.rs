@@ -1,40 +1,12 @@
 //! The processes of the pod, as `/v1/processes` reports them.
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-pub use tracecar_api::process::{ProcessInfo, Runtime};
+pub use tracecar_api::process::ProcessInfo;
+
+use crate::runtime::{self, Runtime};
 
 use crate::procfs::{CLOCK_TICKS, MapEntry, Procfs};
-
-/// Detects the runtime from the executable's name and mapped libraries;
-/// `is_go` is asked only when nothing else matched (it reads the ELF).
-pub fn detect_runtime(exe: &str, maps: &[MapEntry], is_go: impl FnOnce() -> bool) -> Runtime {
-    let base = Path::new(exe)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let libs: BTreeSet<&str> = maps
-        .iter()
-        .filter_map(|m| m.path.as_deref())
-        .filter_map(|p| p.rsplit('/').next())
-        .collect();
-    let has_lib = |prefix: &str| libs.iter().any(|l| l.starts_with(prefix));
-    if has_lib("libcoreclr.so") || base == "dotnet" {
-        Runtime::Dotnet
-    } else if has_lib("libjvm.so") || base == "java" {
-        Runtime::Java
-    } else if base == "node" || base == "nodejs" || has_lib("libnode.so") {
-        Runtime::Node
-    } else if base.starts_with("python") || has_lib("libpython") {
-        Runtime::Python
-    } else if is_go() {
-        Runtime::Go
-    } else {
-        Runtime::Native
-    }
-}
 
 /// The LTTng-UST library `maps` show (`liblttng-ust.so.0` or `.so.1`).
 pub fn lttng_ust_abi(maps: &[MapEntry]) -> Option<String> {
@@ -100,7 +72,7 @@ pub fn ust_mismatches(
             let maps = procfs.maps(pid).ok()?;
             let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
             // Go detection reads the binary; not needed here.
-            let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || false);
+            let runtime = runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || false);
             let library = lttng_ust_abi(&maps);
             let reason = ust_mismatch(runtime, library.as_deref())?;
             Some(tracecar_api::lttng::UstMismatch {
@@ -125,9 +97,9 @@ pub fn is_go_process(procfs: &Procfs, pid: u32) -> bool {
 
 /// The perf map of `pid` as it sees it (`/tmp/perf-<its own pid>.map`),
 /// when one is there that the agent would read
-/// ([`crate::stacks::perfmap::PerfMapFile`]).
+/// ([`crate::runtime::perfmap::PerfMapFile`]).
 pub fn perf_map_path(procfs: &Procfs, pid: u32) -> Option<String> {
-    let map = crate::stacks::perfmap::PerfMapFile::of(procfs, pid)?;
+    let map = crate::runtime::perfmap::PerfMapFile::of(procfs, pid)?;
     map.open().ok()?;
     Some(map.path().to_owned())
 }
@@ -192,7 +164,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
         let status = procfs.status(pid).unwrap_or_default();
         let maps = procfs.maps(pid).unwrap_or_default();
         let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
-        let runtime = detect_runtime(exe.as_deref().unwrap_or_default(), &maps, || {
+        let runtime = runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || {
             is_go_process(procfs, pid)
         });
         let after = stat.utime + stat.stime;
@@ -211,8 +183,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
             runtime,
             perf_map: perf_map_path(procfs, pid),
             lttng_ust: lttng_ust_abi(&maps),
-            dotnet: (runtime == Runtime::Dotnet)
-                .then(|| crate::dotnet::port::describe(procfs, pid, &maps, ask_until)),
+            dotnet: runtime::dotnet_facts(runtime, procfs, pid, &maps, ask_until),
         });
     }
     Ok(out)
@@ -222,40 +193,6 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
 mod tests {
     use super::*;
     use crate::procfs::parse_maps;
-
-    #[test]
-    fn runtimes_are_detected() {
-        let maps = |lib: &str| parse_maps(&format!("7f00-7f10 r-xp 0 08:01 5 /usr/lib/{lib}\n"));
-        assert_eq!(
-            detect_runtime("/usr/bin/dotnet", &[], || false),
-            Runtime::Dotnet
-        );
-        assert_eq!(
-            detect_runtime("/app/api", &maps("libcoreclr.so"), || false),
-            Runtime::Dotnet
-        );
-        assert_eq!(
-            detect_runtime("/opt/jdk/bin/java", &[], || false),
-            Runtime::Java
-        );
-        assert_eq!(
-            detect_runtime("/x", &maps("libjvm.so"), || false),
-            Runtime::Java
-        );
-        assert_eq!(
-            detect_runtime("/usr/bin/node", &[], || false),
-            Runtime::Node
-        );
-        assert_eq!(
-            detect_runtime("/usr/bin/python3.12", &[], || false),
-            Runtime::Python
-        );
-        assert_eq!(detect_runtime("/app/server", &[], || true), Runtime::Go);
-        assert_eq!(
-            detect_runtime("/app/server", &[], || false),
-            Runtime::Native
-        );
-    }
 
     #[test]
     fn lttng_ust_abi_is_the_librarys_major() {

@@ -306,33 +306,43 @@ pub const SMAPS_BYTES: u64 = 64 << 20;
 /// environment is not read past this.
 pub const SMALL_FILE_BYTES: u64 = 1 << 20;
 
+/// Why `/proc/PID/maps` was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A line longer than the kernel writes.
+    #[error("a line longer than {MAPS_LINE_BYTES} bytes")]
+    LongLine,
+    /// More mappings or path names than the agent holds.
+    #[error("over {MAPS_ENTRIES} mappings or {} MiB of path names; not read", MAPS_PATH_BYTES >> 20)]
+    TooMany,
+}
+
 /// Parses `/proc/PID/maps` from a reader, a line at a time, within
 /// [`MAPS_ENTRIES`], [`MAPS_PATH_BYTES`] and a line length; malformed
 /// lines are skipped.
-pub fn parse_maps_from(mut reader: impl std::io::BufRead) -> Result<Vec<MapEntry>, String> {
+pub fn parse_maps_from(mut reader: impl std::io::BufRead) -> Result<Vec<MapEntry>, MapsError> {
     let mut out = Vec::new();
     let mut path_bytes = 0usize;
     let mut line = Vec::new();
     loop {
         line.clear();
         let read = std::io::Read::take(&mut reader, MAPS_LINE_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| e.to_string())?;
+            .read_until(b'\n', &mut line)?;
         if read == 0 {
             break;
         }
         if line.len() > MAPS_LINE_BYTES {
-            return Err(format!("a line longer than {MAPS_LINE_BYTES} bytes"));
+            return Err(MapsError::LongLine);
         }
         let Ok(entry) = parse_maps_line(&String::from_utf8_lossy(&line)) else {
             continue;
         };
         path_bytes += entry.path.as_ref().map_or(0, String::len);
         if out.len() >= MAPS_ENTRIES || path_bytes > MAPS_PATH_BYTES {
-            return Err(format!(
-                "over {MAPS_ENTRIES} mappings or {} MiB of path names; not read",
-                MAPS_PATH_BYTES >> 20
-            ));
+            return Err(MapsError::TooMany);
         }
         out.push(entry);
     }
@@ -755,6 +765,7 @@ mod tests {
         assert!(
             parse_maps_from(text.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("path names")
         );
         let text: String = (0..MAPS_ENTRIES + 1).map(|i| line(i, "l")).collect();
@@ -764,6 +775,7 @@ mod tests {
         assert!(
             parse_maps_from(endless.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("line")
         );
     }

@@ -467,7 +467,7 @@ impl Seen {
 pub mod limits {
     /// A perf map: 100,000 JIT methods take about 10 MiB; a runtime that
     /// ran for weeks may write far more. It is read a chunk at a time and
-    /// only until its index is full ([`crate::stacks::perfmap::INDEX_BYTES`]),
+    /// only until its index is full ([`crate::runtime::perfmap::INDEX_BYTES`]),
     /// so this bounds only what is opened.
     pub const PERF_MAP_BYTES: u64 = 4 << 30;
     /// An ELF file looked into for symbols, unwind tables or build IDs:

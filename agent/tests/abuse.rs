@@ -98,9 +98,7 @@ fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn a_burst_of_1000_requests_is_answered_and_leaves_nothing() {
-    let Some(_serial) = begin("a_burst_of_1000_requests_is_answered_and_leaves_nothing") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let target = spawn(compile_c(dir.path(), "calls.c", &[]), &[]);
     let agent = Agent::start();
@@ -175,10 +173,7 @@ fn a_burst_of_1000_requests_is_answered_and_leaves_nothing() {
 /// released when they go.
 #[test]
 fn clients_that_never_read_cost_bounded_memory_and_leave_nothing() {
-    let Some(_serial) = begin("clients_that_never_read_cost_bounded_memory_and_leave_nothing")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let target = spawn(compile_c(dir.path(), "calls.c", &[]), &[]);
     let agent = Agent::start();
@@ -284,12 +279,9 @@ impl Target {
 
 #[test]
 fn every_capture_disrupted_at_random_points_leaves_nothing() {
-    let Some(_serial) = begin("every_capture_disrupted_at_random_points_leaves_nothing") else {
-        return;
-    };
+    common::privileged_test!();
     let mut rng = Rng::from_env();
-    let dir = tempfile::tempdir().unwrap();
-    let calls = compile_c(dir.path(), "calls.c", &[]);
+    let Workload { dir, bin: calls } = Workload::c("calls.c", &[]);
     let tp_app = compile_tp_app(dir.path());
     let programs_before = tracecar_programs();
     let mut cases = 0;

@@ -21,9 +21,7 @@ fn attached_agent() -> Agent {
 
 #[test]
 fn perf_maps_in_the_apps_own_tmp_are_read_through_its_root() {
-    let Some(_serial) = begin("perf_maps_in_the_apps_own_tmp_are_read_through_its_root") else {
-        return;
-    };
+    common::privileged_test!();
     // Outside /tmp, which the app's own /tmp hides.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let bin = compile_c(dir.path(), "jit_calls.c", &[]);
@@ -60,10 +58,7 @@ fn perf_maps_in_the_apps_own_tmp_are_read_through_its_root() {
 
 #[test]
 fn a_dotnet_socket_in_the_apps_own_tmp_is_reached_through_its_root() {
-    let Some(_serial) = begin("a_dotnet_socket_in_the_apps_own_tmp_is_reached_through_its_root")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let root = dotnet_root();
     let dotnet = root.join("dotnet");
     // The app's files outside /tmp, which its own /tmp hides.

@@ -85,9 +85,7 @@ fn each_capability_is_needed_under(
 
 #[test]
 fn every_capability_of_profile_is_needed() {
-    let Some(_serial) = begin("every_capability_of_profile_is_needed") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let app = app_of_another_user(dir.path(), "ratios.c");
     let pid = app.pid();
@@ -141,9 +139,7 @@ fn every_capability_of_profile_is_needed() {
 /// the set is shown needed by `every_capability_of_profile_is_needed`.
 #[test]
 fn offcpu_and_wall_need_nothing_beyond_the_profile_set() {
-    let Some(_serial) = begin("offcpu_and_wall_need_nothing_beyond_the_profile_set") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let app = app_of_another_user(dir.path(), "offcpu.c");
     let pid = app.pid();
@@ -173,9 +169,7 @@ fn offcpu_and_wall_need_nothing_beyond_the_profile_set() {
 
 #[test]
 fn every_capability_of_uprobe_is_needed() {
-    let Some(_serial) = begin("every_capability_of_uprobe_is_needed") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Probes need the binary on disk (the kernel attaches to its inode).
@@ -208,9 +202,7 @@ fn every_capability_of_uprobe_is_needed() {
 
 #[test]
 fn every_capability_of_dotnet_is_needed() {
-    let Some(_serial) = begin("every_capability_of_dotnet_is_needed") else {
-        return;
-    };
+    common::privileged_test!();
     let app = spawn_dotnet_as(Some(1000), &["spin"], &[]);
     let pid = app.pid();
     let failures = each_capability_is_needed(Feature::Dotnet, |agent| {
@@ -228,9 +220,7 @@ fn every_capability_of_dotnet_is_needed() {
 /// runtime's diagnostic port (SETUID and SETGID are for that one).
 #[test]
 fn every_capability_of_dump_is_needed() {
-    let Some(_serial) = begin("every_capability_of_dump_is_needed") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let native = app_of_another_user(dir.path(), "dump_app.c");
     let dotnet = spawn_dotnet_as(Some(1000), &["spin"], &[]);
@@ -256,9 +246,7 @@ fn every_capability_of_dump_is_needed() {
 /// app's events are recorded.
 #[test]
 fn every_capability_of_lttng_is_needed() {
-    let Some(_serial) = begin("every_capability_of_lttng_is_needed") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let app = compile_tp_app(dir.path());

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, begin, bounding_set, ndjson, spawn_dotnet, spawn_dotnet_as};
+use common::{Agent, bounding_set, ndjson, spawn_dotnet, spawn_dotnet_as};
 
 fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
@@ -18,9 +18,7 @@ fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 
 #[test]
 fn eventsource_payloads_gc_events_and_counts_are_exact() {
-    let Some(_serial) = begin("eventsource_payloads_gc_events_and_counts_are_exact") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["burst", "300"], &[]);
     let lines = ndjson(&agent.get_ok(&format!(
@@ -60,9 +58,7 @@ fn eventsource_payloads_gc_events_and_counts_are_exact() {
 
 #[test]
 fn nettrace_is_streamed_whole_with_rundown() {
-    let Some(_serial) = begin("nettrace_is_streamed_whole_with_rundown") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["serve"], &[]);
     let body = agent.get_ok(&format!(
@@ -80,9 +76,7 @@ fn nettrace_is_streamed_whole_with_rundown() {
 
 #[test]
 fn a_disconnect_stops_the_session_and_frees_everything() {
-    let Some(_serial) = begin("a_disconnect_stops_the_session_and_frees_everything") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["serve"], &[]);
     let sockets = || {
@@ -130,9 +124,7 @@ fn a_disconnect_stops_the_session_and_frees_everything() {
 
 #[test]
 fn a_process_exiting_mid_trace_gives_a_complete_partial_result() {
-    let Some(_serial) = begin("a_process_exiting_mid_trace_gives_a_complete_partial_result") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     // A clean exit: the runtime ends the stream itself.
     let app = spawn_dotnet(&["burst", "40", "exit"], &[]);
@@ -183,9 +175,7 @@ fn a_process_exiting_mid_trace_gives_a_complete_partial_result() {
 
 #[test]
 fn processes_show_the_runtime_and_its_port() {
-    let Some(_serial) = begin("processes_show_the_runtime_and_its_port") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["spin"], &[("COMPlus_PerfMapEnabled", "1")]);
     let list: Vec<serde_json::Value> =
@@ -209,9 +199,7 @@ fn processes_show_the_runtime_and_its_port() {
 
 #[test]
 fn bad_targets_get_clear_errors() {
-    let Some(_serial) = begin("bad_targets_get_clear_errors") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let error = |path: &str| -> (u16, serde_json::Value) {
         let (code, body) = agent.get(path);
@@ -299,9 +287,7 @@ fn signal(pid: u32, signal: &str) {
 
 #[test]
 fn native_frames_are_named_with_tiered_compilation_off() {
-    let Some(_serial) = begin("native_frames_are_named_with_tiered_compilation_off") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     // Array.Sort(int[]) runs in libcoreclr.so, whose text the runtime
     // patches: one bad address must not leave the module unnamed.
@@ -366,10 +352,7 @@ fn leftovers(pid: u32) -> Vec<String> {
 
 #[test]
 fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
-    let Some(_serial) = begin("dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["spin"], &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -418,10 +401,7 @@ fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
 
 #[test]
 fn a_dotnet_process_without_a_diagnostic_port_is_dumped_with_ptrace() {
-    let Some(_serial) = begin("a_dotnet_process_without_a_diagnostic_port_is_dumped_with_ptrace")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["spin"], &[("COMPlus_EnableDiagnostics", "0")]);
     std::thread::sleep(Duration::from_millis(500));
@@ -464,9 +444,7 @@ fn perf_map_method(name: &str) -> String {
 
 #[test]
 fn rundown_names_match_the_perf_map_for_every_method() {
-    let Some(_serial) = begin("rundown_names_match_the_perf_map_for_every_method") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     // The oracle: no ReadyToRun code (everything is JIT'd), and the
     // runtime's perf map on.
@@ -539,9 +517,7 @@ fn rundown_names_match_the_perf_map_for_every_method() {
 
 #[test]
 fn managed_frames_are_named_without_perf_maps() {
-    let Some(_serial) = begin("managed_frames_are_named_without_perf_maps") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["spin"], &[]);
     std::thread::sleep(Duration::from_millis(500));
@@ -562,9 +538,7 @@ fn managed_frames_are_named_without_perf_maps() {
 
 #[test]
 fn counters_stream_snapshots_and_one_prometheus_scrape() {
-    let Some(_serial) = begin("counters_stream_snapshots_and_one_prometheus_scrape") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["serve"], &[]);
     let snapshots = ndjson(&agent.get_ok(&format!(
@@ -605,9 +579,7 @@ fn counters_stream_snapshots_and_one_prometheus_scrape() {
 
 #[test]
 fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
-    let Some(_serial) = begin("lttng_says_plainly_why_a_dotnet_process_is_not_registered") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     agent.wait_sessiond();
     let app = spawn_dotnet(&["spin"], &[]);
@@ -651,10 +623,7 @@ fn minimal_bounding_set(without: &[&str]) -> String {
 
 #[test]
 fn an_agent_with_the_minimal_profile_reaches_an_app_of_another_user() {
-    let Some(_serial) = begin("an_agent_with_the_minimal_profile_reaches_an_app_of_another_user")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let app = spawn_dotnet_as(Some(1000), &["spin"], &[]);
     let logs = tempfile::tempdir().unwrap();
     let agent = Agent::start_under(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Agent, Running, begin, compile_c, dir_is_empty, readelf_notes, spawn_ready};
+use common::{Agent, Running, compile_c, dir_is_empty, readelf_notes, spawn_ready};
 
 /// Starts the dump workload and waits until its threads exist.
 fn start_app(dir: &Path) -> (Running, std::path::PathBuf) {
@@ -37,9 +37,7 @@ fn assert_running_untraced(pid: u32) {
 
 #[test]
 fn native_core_files_open_in_gdb_with_the_right_backtrace() {
-    let Some(_serial) = begin("native_core_files_open_in_gdb_with_the_right_backtrace") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
     let (app, binary) = start_app(dir.path());
@@ -98,11 +96,7 @@ fn native_core_files_open_in_gdb_with_the_right_backtrace() {
 
 #[test]
 fn a_refused_or_abandoned_native_dump_leaves_nothing_and_the_app_running() {
-    let Some(_serial) =
-        begin("a_refused_or_abandoned_native_dump_leaves_nothing_and_the_app_running")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
     let (app, _) = start_app(dir.path());

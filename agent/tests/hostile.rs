@@ -54,9 +54,7 @@ fn replace(path: &Path) {
 
 #[test]
 fn a_symlinked_perf_map_is_not_followed_into_the_agents_root() {
-    let Some(_serial) = begin("a_symlinked_perf_map_is_not_followed_into_the_agents_root") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let (app, map) = app_with_private_tmp();
     let pid = app.pid();
@@ -112,10 +110,7 @@ fn a_symlinked_perf_map_is_not_followed_into_the_agents_root() {
 
 #[test]
 fn a_huge_sparse_perf_map_and_a_fifo_are_refused_without_reading() {
-    let Some(_serial) = begin("a_huge_sparse_perf_map_and_a_fifo_are_refused_without_reading")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let (app, map) = app_with_private_tmp();
     let pid = app.pid();
@@ -173,9 +168,7 @@ fn a_huge_sparse_perf_map_and_a_fifo_are_refused_without_reading() {
 
 #[test]
 fn a_symlinked_dotnet_socket_is_refused() {
-    let Some(_serial) = begin("a_symlinked_dotnet_socket_is_refused") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let app = spawn_dotnet(&["serve"], &[]);
     let pid = app.pid();
@@ -216,4 +209,9 @@ fn wait_for_dotnet_socket(pid: u32) -> PathBuf {
         assert!(Instant::now() < deadline, "no diagnostic socket for {pid}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_privileged_test_knows_its_own_name() {
+    assert_eq!(common::test_name!(), "a_privileged_test_knows_its_own_name");
 }

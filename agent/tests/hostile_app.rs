@@ -50,11 +50,7 @@ fn claim_uncompressed_size(binary: &Path, name: &str, size: u64) {
 
 #[test]
 fn debug_files_planted_beside_a_binary_neither_hang_nor_feed_a_profile() {
-    let Some(_serial) =
-        begin("debug_files_planted_beside_a_binary_neither_hang_nor_feed_a_profile")
-    else {
-        return;
-    };
+    common::privileged_test!();
     // The binary lives in the shared /tmp, where the app writes anything.
     let planted = tempfile::tempdir_in("/tmp").unwrap();
     let built = compile_c(planted.path(), "planted_spin.c", &[]);
@@ -103,12 +99,8 @@ fn debug_files_planted_beside_a_binary_neither_hang_nor_feed_a_profile() {
 
 #[test]
 fn a_diagnostic_socket_that_never_accepts_does_not_wedge_the_listing() {
-    let Some(_serial) = begin("a_diagnostic_socket_that_never_accepts_does_not_wedge_the_listing")
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let built = compile_c(dir.path(), "never_accepts.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin: built } = Workload::c("never_accepts.c", &[]);
     // Named `dotnet`: the agent asks it about itself.
     let dotnet = dir.path().join("dotnet");
     std::fs::rename(&built, &dotnet).unwrap();
@@ -162,11 +154,7 @@ fn a_diagnostic_socket_that_never_accepts_does_not_wedge_the_listing() {
 
 #[test]
 fn a_fake_runtime_streaming_garbage_gets_an_error_and_does_not_grow_the_agent() {
-    let Some(_serial) =
-        begin("a_fake_runtime_streaming_garbage_gets_an_error_and_does_not_grow_the_agent")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_runtime.py");
     let runtime = spawn_ready(

@@ -16,11 +16,8 @@ use serde_json::Value;
 
 #[test]
 fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
-    let Some(_serial) = begin("c_code_in_anonymous_memory_is_traced_by_breakpoints") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "jit_calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("jit_calls.c", &[]);
     let target = spawn(&bin, &[]);
     // A second process runs the same virtual address: it must not leak in.
     let other = spawn(&bin, &[]);
@@ -95,11 +92,8 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
 
 #[test]
 fn breakpoints_count_every_call_from_every_thread() {
-    let Some(_serial) = begin("breakpoints_count_every_call_from_every_thread") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "jit_calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin } = Workload::c("jit_calls.c", &[]);
     // 100,000 calls on two threads, started after the probe is attached.
     let child = Command::new(&bin)
         .args(["count", "100000", "2"])
@@ -148,11 +142,8 @@ fn breakpoints_count_every_call_from_every_thread() {
 
 #[test]
 fn debug_registers_that_run_out_get_409_naming_their_users() {
-    let Some(_serial) = begin("debug_registers_that_run_out_get_409_naming_their_users") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "jit_calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin } = Workload::c("jit_calls.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();
@@ -192,11 +183,8 @@ fn debug_registers_that_run_out_get_409_naming_their_users() {
 
 #[test]
 fn versions_beyond_the_debug_registers_are_skipped_not_refused() {
-    let Some(_serial) = begin("versions_beyond_the_debug_registers_are_skipped_not_refused") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "jit_calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("jit_calls.c", &[]);
     // Three versions of one method; with ret= each takes two registers.
     let target = spawn(&bin, &["tiers"]);
     let pid = target.pid();
@@ -240,9 +228,7 @@ fn fib(n: i64) -> i64 {
 
 #[test]
 fn dotnet_methods_are_traced_by_name_without_a_restart() {
-    let Some(_serial) = begin("dotnet_methods_are_traced_by_name_without_a_restart") else {
-        return;
-    };
+    common::privileged_test!();
     let mut app = spawn_dotnet(&["seed"], &[]);
     let pid = app.pid();
     let agent = Agent::start();
@@ -316,9 +302,7 @@ fn dotnet_methods_are_traced_by_name_without_a_restart() {
 
 #[test]
 fn node_functions_are_traced_by_name_with_small_integers() {
-    let Some(_serial) = begin("node_functions_are_traced_by_name_with_small_integers") else {
-        return;
-    };
+    common::privileged_test!();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/js_args.js");
     let child = Command::new("node")
         .arg(script)
@@ -362,9 +346,7 @@ fn node_functions_are_traced_by_name_with_small_integers() {
 
 #[test]
 fn java_methods_are_traced_by_name_in_hotspot_registers() {
-    let Some(_serial) = begin("java_methods_are_traced_by_name_in_hotspot_registers") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     compile_java(dir.path(), "JavaArgs");
     let child = Command::new("java")

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Agent, Running, begin, compile_c, compile_tp_app, dir_is_empty, spawn, tracecar_sessions,
+    Agent, Running, Workload, begin, compile_tp_app, dir_is_empty, spawn, tracecar_sessions,
 };
 use serde_json::Value;
 
@@ -120,8 +120,7 @@ impl Lab {
 
 #[test]
 fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
-    let Some(lab) = Lab::start("json_has_exactly_the_emitted_events_in_order_with_their_fields")
-    else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -190,7 +189,7 @@ fn json_has_exactly_the_emitted_events_in_order_with_their_fields() {
 
 #[test]
 fn text_and_ctf_open_with_babeltrace2() {
-    let Some(lab) = Lab::start("text_and_ctf_open_with_babeltrace2") else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -257,11 +256,11 @@ fn text_and_ctf_open_with_babeltrace2() {
 
 #[test]
 fn the_libc_wrapper_gives_malloc_events_with_sizes() {
-    let Some(_guard) = begin("the_libc_wrapper_gives_malloc_events_with_sizes") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let program = compile_c(dir.path(), "mallocs.c", &[]);
+    common::privileged_test!();
+    let Workload {
+        dir: _dir,
+        bin: program,
+    } = Workload::c("mallocs.c", &[]);
     let agent = Agent::start();
     agent.wait_sessiond();
     let child = Command::new(&program)
@@ -304,7 +303,7 @@ fn the_libc_wrapper_gives_malloc_events_with_sizes() {
 
 #[test]
 fn pid_excludes_a_second_application() {
-    let Some(lab) = Lab::start("pid_excludes_a_second_application") else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -341,7 +340,7 @@ fn pid_excludes_a_second_application() {
 
 #[test]
 fn filters_and_log_levels_select_events() {
-    let Some(lab) = Lab::start("filters_and_log_levels_select_events") else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -381,7 +380,7 @@ fn filters_and_log_levels_select_events() {
 
 #[test]
 fn a_disconnect_leaves_no_session_and_no_trace_files() {
-    let Some(lab) = Lab::start("a_disconnect_leaves_no_session_and_no_trace_files") else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -410,9 +409,7 @@ fn a_disconnect_leaves_no_session_and_no_trace_files() {
 
 #[test]
 fn bad_input_gets_4xx_with_lttngs_message() {
-    let Some(_guard) = begin("bad_input_gets_4xx_with_lttngs_message") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     agent.wait_sessiond();
     let error = |path: &str, expected: u16| -> Value {
@@ -445,8 +442,7 @@ fn bad_input_gets_4xx_with_lttngs_message() {
 
 #[test]
 fn a_killed_session_daemon_is_restarted_and_recording_works_again() {
-    let Some(lab) = Lab::start("a_killed_session_daemon_is_restarted_and_recording_works_again")
-    else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let agent = &lab.agent;
@@ -490,11 +486,7 @@ fn a_killed_session_daemon_is_restarted_and_recording_works_again() {
 
 #[test]
 fn leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon() {
-    let Some(_guard) =
-        begin("leftovers_of_a_killed_agent_are_removed_at_start_up_with_an_external_daemon")
-    else {
-        return;
-    };
+    common::privileged_test!();
     // A daemon that is not the agent's: it serves /var/run/lttng already.
     let daemon = ExternalDaemon::start();
     wait_until(Duration::from_secs(10), "the external daemon", || {
@@ -566,8 +558,7 @@ impl Drop for ExternalDaemon {
 
 #[test]
 fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
-    let Some(lab) = Lab::start("live_streams_events_while_they_happen_and_cleans_up_on_disconnect")
-    else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let emitter = lab.emitter(&["50"]);
@@ -635,9 +626,7 @@ fn live_streams_events_while_they_happen_and_cleans_up_on_disconnect() {
 /// last_error carries lttng-sessiond's own message, which is also logged.
 #[test]
 fn an_unusable_run_directory_is_reported_with_owner_mode_fix_and_the_daemons_words() {
-    let Some(_guard) = begin("unusable_run_directory") else {
-        return;
-    };
+    common::privileged_test!();
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let rundir = dir.path().join("rundir");
@@ -728,9 +717,7 @@ fn an_unusable_run_directory_is_reported_with_owner_mode_fix_and_the_daemons_wor
 /// the fake one.
 #[test]
 fn a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced() {
-    let Some(_guard) = begin("a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced") else {
-        return;
-    };
+    common::privileged_test!();
     let planted = std::path::Path::new("/var/run/lttng/lttng-ust-sock-8");
     std::fs::create_dir_all("/var/run/lttng").unwrap();
     let _ = std::fs::remove_file(planted);
@@ -773,8 +760,7 @@ fn a_fake_lttng_ust_sock_planted_before_the_daemon_is_replaced() {
 /// deadline with an error naming the socket, and nothing stays running.
 #[test]
 fn a_client_socket_that_never_answers_does_not_hang_lttng_requests() {
-    let Some(lab) = Lab::start("a_client_socket_that_never_answers_does_not_hang_lttng_requests")
-    else {
+    let Some(lab) = Lab::start(common::test_name!()) else {
         return;
     };
     let socket = "/var/run/lttng/client-lttng-sessiond";

@@ -86,9 +86,7 @@ fn used(agent: &Agent) -> u64 {
 
 #[test]
 fn the_limit_is_read_and_new_work_is_refused_near_it() {
-    let Some(_serial) = common::begin("the_limit_is_read_and_new_work_is_refused_near_it") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let sleeper = common::spawn("sleep", &["600"]);
     let cgroup = Cgroup::new("admit", 1 << 30);
@@ -162,7 +160,7 @@ fn the_limit_is_read_and_new_work_is_refused_near_it() {
 
 #[test]
 fn a_profile_outgrowing_the_limit_stops_with_an_error_instead_of_an_oom_kill() {
-    let test = "a_profile_outgrowing_the_limit_stops_with_an_error_instead_of_an_oom_kill";
+    let test = common::test_name!();
     let Some(_serial) = common::begin(test) else {
         return;
     };
@@ -286,7 +284,7 @@ fn a_profile_outgrowing_the_limit_stops_with_an_error_instead_of_an_oom_kill() {
 /// with 0 OOM kills, and the agent's peak stays far below the limit.
 #[test]
 fn listing_and_symbols_next_to_huge_app_files_stay_within_256_mib() {
-    let test = "listing_and_symbols_next_to_huge_app_files_stay_within_256_mib";
+    let test = common::test_name!();
     let Some(_serial) = common::begin(test) else {
         return;
     };

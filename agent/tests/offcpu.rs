@@ -107,9 +107,7 @@ fn assert_near(what: &str, got: f64, expected: f64, tolerance: f64) {
 
 #[test]
 fn offcpu_attributes_blocked_time_to_the_right_functions() {
-    let Some(_serial) = begin("offcpu_attributes_blocked_time_to_the_right_functions") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), true);
     let workload = start(&bin, &[]);
@@ -220,9 +218,7 @@ fn offcpu_attributes_blocked_time_to_the_right_functions() {
 
 #[test]
 fn wall_puts_on_and_off_cpu_time_side_by_side() {
-    let Some(_serial) = begin("wall_puts_on_and_off_cpu_time_side_by_side") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), true);
     let workload = start(&bin, &[]);
@@ -313,9 +309,7 @@ fn wall_puts_on_and_off_cpu_time_side_by_side() {
 
 #[test]
 fn dwarf_gives_the_full_chain_without_frame_pointers() {
-    let Some(_serial) = begin("dwarf_gives_the_full_chain_without_frame_pointers") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), false);
     let workload = start(&bin, &[]);
@@ -377,9 +371,7 @@ fn dwarf_gives_the_full_chain_without_frame_pointers() {
 
 #[test]
 fn node_blocked_in_a_javascript_function_is_named() {
-    let Some(_serial) = begin("node_blocked_in_a_javascript_function_is_named") else {
-        return;
-    };
+    common::privileged_test!();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/blocked.js");
     let workload = spawn_node(&[
         "--perf-basic-prof",
@@ -425,9 +417,7 @@ fn node_blocked_in_a_javascript_function_is_named() {
 
 #[test]
 fn target_exiting_mid_capture_gives_a_partial_profile() {
-    let Some(_serial) = begin("offcpu target_exiting_mid_capture_gives_a_partial_profile") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), true);
     let agent = Agent::start();
@@ -454,11 +444,8 @@ fn target_exiting_mid_capture_gives_a_partial_profile() {
 
 #[test]
 fn the_rate_cap_bounds_the_agent_and_says_what_it_dropped() {
-    let Some(_serial) = begin("the_rate_cap_bounds_the_agent_and_says_what_it_dropped") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "switches.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("switches.c", &[]);
     // Both threads on one CPU: tens of thousands of switches a second
     // even while profiled, past the 2,000 a second this request keeps.
     let mut taskset = Command::new("taskset");
@@ -493,9 +480,7 @@ fn the_rate_cap_bounds_the_agent_and_says_what_it_dropped() {
 
 #[test]
 fn filters_formats_bad_input_and_disconnects() {
-    let Some(_serial) = begin("filters_formats_bad_input_and_disconnects") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), true);
     let workload = start(&bin, &[]);

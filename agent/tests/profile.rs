@@ -18,11 +18,8 @@ fn folded(agent: &Agent, query: &str) -> Vec<(Vec<String>, u64)> {
 
 #[test]
 fn shares_match_known_cost_ratios() {
-    let Some(_serial) = begin("shares_match_known_cost_ratios") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("ratios.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     let stacks = folded(
@@ -60,9 +57,7 @@ fn shares_match_known_cost_ratios() {
 
 #[test]
 fn dwarf_recovers_chains_that_frame_pointers_cannot() {
-    let Some(_serial) = begin("dwarf_recovers_chains_that_frame_pointers_cannot") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     // Later flags win: no frame pointers, but keep mid() a real caller.
     let bin = compile_c(
@@ -129,11 +124,8 @@ fn dwarf_recovers_chains_that_frame_pointers_cannot() {
 
 #[test]
 fn deleted_binaries_are_still_symbolized() {
-    let Some(_serial) = begin("deleted_binaries_are_still_symbolized") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "ratios.c", &["-O2", "-fomit-frame-pointer"]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("ratios.c", &["-O2", "-fomit-frame-pointer"]);
     let workload = spawn(&bin, &[]);
     std::thread::sleep(Duration::from_millis(200));
     // As after an in-place upgrade: the running binary is gone from disk,
@@ -159,11 +151,8 @@ fn deleted_binaries_are_still_symbolized() {
 
 #[test]
 fn new_threads_are_included_with_their_names() {
-    let Some(_serial) = begin("new_threads_are_included_with_their_names") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "threads.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("threads.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     // The workload creates its threads one second into the capture.
@@ -191,11 +180,8 @@ fn new_threads_are_included_with_their_names() {
 
 #[test]
 fn target_exiting_mid_capture_gives_a_partial_profile() {
-    let Some(_serial) = begin("target_exiting_mid_capture_gives_a_partial_profile") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "short_lived.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("short_lived.c", &[]);
     let agent = Agent::start();
     let mut workload = spawn(&bin, &[]);
     let stacks = folded(
@@ -212,9 +198,7 @@ fn target_exiting_mid_capture_gives_a_partial_profile() {
 
 #[test]
 fn node_jit_frames_are_named_from_the_perf_map() {
-    let Some(_serial) = begin("node_jit_frames_are_named_from_the_perf_map") else {
-        return;
-    };
+    common::privileged_test!();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
     let workload = spawn_node(&["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -244,9 +228,7 @@ fn node_jit_frames_are_named_from_the_perf_map() {
 
 #[test]
 fn java_perf_map_in_0x_format_names_methods() {
-    let Some(_serial) = begin("java_perf_map_in_0x_format_names_methods") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     compile_java(dir.path(), "Hot");
     let workload = spawn("java", &["-cp", dir.path().to_str().unwrap(), "Hot"]);
@@ -282,13 +264,11 @@ fn java_perf_map_in_0x_format_names_methods() {
 /// and has one `Interpreter` entry for the whole template interpreter, so
 /// an interpreted caller of a hot compiled method is named `Interpreter`,
 /// never by its own name (HotSpot has no flag like V8's
-/// `--interpreted-frames-native-stack`). The README says so; this test
+/// `--interpreted-frames-native-stack`). docs/install.md says so; this test
 /// keeps it true.
 #[test]
 fn java_interpreted_frames_show_as_the_interpreter() {
-    let Some(_serial) = begin("java_interpreted_frames_show_as_the_interpreter") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     compile_java(dir.path(), "Interp");
     let child = Command::new("java")
@@ -342,11 +322,8 @@ fn java_interpreted_frames_show_as_the_interpreter() {
 
 #[test]
 fn every_format_is_valid_for_independent_tools() {
-    let Some(_serial) = begin("every_format_is_valid_for_independent_tools") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin } = Workload::c("ratios.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     let base = format!("/v1/profile?pid={}&seconds=2&hz=199", workload.pid());
@@ -447,11 +424,8 @@ fn every_format_is_valid_for_independent_tools() {
 
 #[test]
 fn trigger_mode_catches_cpu_spikes() {
-    let Some(_serial) = begin("trigger_mode_catches_cpu_spikes") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "bursty.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("bursty.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     let report: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
@@ -479,9 +453,7 @@ fn trigger_mode_catches_cpu_spikes() {
 
 #[test]
 fn bad_input_gets_clear_errors() {
-    let Some(_serial) = begin("bad_input_gets_clear_errors") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     for (query, status, needle) in [
         ("pid=999999999", 404, "shareProcessNamespace"),
@@ -506,9 +478,7 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn disconnects_and_limits_release_every_perf_fd() {
-    let Some(_serial) = begin("disconnects_and_limits_release_every_perf_fd") else {
-        return;
-    };
+    common::privileged_test!();
     let agent = Agent::start();
     let long = "/v1/profile?seconds=60&hz=49&format=folded";
     // One capture first, to learn how many events a capture opens; then
@@ -542,12 +512,9 @@ fn disconnects_and_limits_release_every_perf_fd() {
 
 #[test]
 fn processes_capabilities_and_socket() {
-    let Some(_serial) = begin("processes_capabilities_and_socket") else {
-        return;
-    };
+    common::privileged_test!();
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    let Workload { dir: _dir, bin } = Workload::c("ratios.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     let mode = std::fs::metadata(&agent.socket)
@@ -594,9 +561,7 @@ fn processes_capabilities_and_socket() {
 
 #[test]
 fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
-    let Some(_serial) = begin("stale_socket_is_replaced_and_sigterm_shuts_down_cleanly") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     std::fs::write(&socket, b"stale").unwrap();
@@ -629,11 +594,8 @@ fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
 
 #[test]
 fn symbols_list_probeable_functions_with_file_offsets() {
-    let Some(_serial) = begin("symbols_list_probeable_functions_with_file_offsets") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "ratios.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("ratios.c", &[]);
     let workload = spawn(&bin, &[]);
     let agent = Agent::start();
     let pid = workload.pid();
@@ -709,9 +671,7 @@ fn symbols_list_probeable_functions_with_file_offsets() {
 
 #[test]
 fn symbols_from_node_perf_maps_are_probed_with_breakpoints() {
-    let Some(_serial) = begin("symbols_from_node_perf_maps_are_probed_with_breakpoints") else {
-        return;
-    };
+    common::privileged_test!();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workloads/hot.js");
     let workload = spawn_node(&["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -761,11 +721,7 @@ fn symbols_from_node_perf_maps_are_probed_with_breakpoints() {
 
 #[test]
 fn node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp() {
-    let Some(_serial) =
-        begin("node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp")
-    else {
-        return;
-    };
+    common::privileged_test!();
     let cwd = tempfile::tempdir().unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

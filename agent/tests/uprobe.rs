@@ -58,11 +58,8 @@ fn collect(attached: &mut Probe, n: usize) -> Vec<Collected> {
 
 #[test]
 fn entries_and_returns_pair_with_arguments() {
-    let Some(_serial) = begin("entries_and_returns_pair_with_arguments") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let mut attached = attach(
         &bin,
@@ -94,11 +91,8 @@ fn entries_and_returns_pair_with_arguments() {
 
 #[test]
 fn recursion_pairs_each_return_with_its_own_entry() {
-    let Some(_serial) = begin("recursion_pairs_each_return_with_its_own_entry") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let mut attached = attach(
         &bin,
@@ -121,11 +115,8 @@ fn recursion_pairs_each_return_with_its_own_entry() {
 
 #[test]
 fn a_second_process_is_excluded_by_pid() {
-    let Some(_serial) = begin("a_second_process_is_excluded_by_pid") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let traced = spawn(&bin, &[]);
     let other = spawn(&bin, &[]);
     let mut attached = attach(
@@ -165,12 +156,8 @@ fn bpf_fds() -> usize {
 
 #[test]
 fn strings_are_read_through_pointers_and_nothing_stays_attached() {
-    let Some(_serial) = begin("strings_are_read_through_pointers_and_nothing_stays_attached")
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let mut config = int_arg_config();
     config.captures[0] = Capture {
@@ -214,11 +201,8 @@ fn hex_field(v: &serde_json::Value) -> u64 {
 
 #[test]
 fn api_streams_calls_with_arguments_returns_and_a_summary() {
-    let Some(_serial) = begin("api_streams_calls_with_arguments_returns_and_a_summary") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();
@@ -293,11 +277,8 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
 
 #[test]
 fn api_offset_and_address_targets_match_the_symbol() {
-    let Some(_serial) = begin("api_offset_and_address_targets_match_the_symbol") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();
@@ -328,11 +309,8 @@ fn api_offset_and_address_targets_match_the_symbol() {
 
 #[test]
 fn api_refuses_bad_specs_and_go_return_probes() {
-    let Some(_serial) = begin("api_refuses_bad_specs_and_go_return_probes") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();
@@ -423,11 +401,8 @@ fn api_refuses_bad_specs_and_go_return_probes() {
 
 #[test]
 fn api_disconnect_detaches_everything() {
-    let Some(_serial) = begin("api_disconnect_detaches_everything") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
     // Eight probes at once is the limit; a ninth gets 429.
@@ -455,11 +430,8 @@ fn api_disconnect_detaches_everything() {
 
 #[test]
 fn api_histograms_and_rate_limit() {
-    let Some(_serial) = begin("api_histograms_and_rate_limit") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();
@@ -507,11 +479,8 @@ fn api_histograms_and_rate_limit() {
 
 #[test]
 fn nothing_stays_attached_after_the_agent_is_killed() {
-    let Some(_serial) = begin("nothing_stays_attached_after_the_agent_is_killed") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let mut agent = Agent::start();
     let before = tracecar_programs();
@@ -548,11 +517,8 @@ fn nothing_stays_attached_after_the_agent_is_killed() {
 
 #[test]
 fn api_pairs_returns_across_threads() {
-    let Some(_serial) = begin("api_pairs_returns_across_threads") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "threaded_fib.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("threaded_fib.c", &[]);
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
     let (events, summary) = probe_lines(&agent.get_ok(&format!(
@@ -577,11 +543,8 @@ fn api_pairs_returns_across_threads() {
 
 #[test]
 fn ret_str_reads_the_returned_string() {
-    let Some(_serial) = begin("ret_str_reads_the_returned_string") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "calls.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("calls.c", &[]);
     let target = spawn(&bin, &[]);
     let agent = Agent::start();
     // echo(s) returns s: "hello-N", the string it was given.
@@ -618,9 +581,7 @@ fn weight_ending(stacks: &BTreeMap<String, u64>, suffix: &str) -> u64 {
 
 #[test]
 fn callers_flamegraphs_split_by_path() {
-    let Some(_serial) = begin("callers_flamegraphs_split_by_path") else {
-        return;
-    };
+    common::privileged_test!();
     let dir = tempfile::tempdir().unwrap();
     // Frame pointers, and none (DWARF from copied stack bytes).
     for (flags, unwind) in [
@@ -685,11 +646,8 @@ fn callers_flamegraphs_split_by_path() {
 
 #[test]
 fn stacks_come_with_each_event_and_callers_weigh_latency() {
-    let Some(_serial) = begin("stacks_come_with_each_event_and_callers_weigh_latency") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let bin = compile_c(dir.path(), "callers.c", &[]);
+    common::privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("callers.c", &[]);
     let target = spawn(&bin, &[]);
     let pid = target.pid();
     let agent = Agent::start();

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tracecar_agent::procfs::{parse_maps, parse_maps_from, parse_stat, parse_status};
-use tracecar_agent::stacks::perfmap::PerfMapIndex;
+use tracecar_agent::runtime::perfmap::PerfMapIndex;
 
 fuzz_target!(|input: &[u8]| {
     let text = String::from_utf8_lossy(input);

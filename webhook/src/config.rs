@@ -158,7 +158,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML is malformed or has unknown keys.
-    #[error("invalid config {path}: {source} (see README 'Configuration reference')")]
+    #[error("invalid config {path}: {source} (see docs/install.md, 'Configuration reference')")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -191,7 +191,7 @@ impl From<crate::uprobe::resolve::ResolveError> for ApiError {
                     candidates.join("; ")
                 ),
             ),
-            ResolveError::Dotnet { .. } => Self::new(
+            ResolveError::Runtime { .. } => Self::new(
                 StatusCode::BAD_GATEWAY,
                 e.to_string(),
                 "JIT methods of a .NET process are named by its runtime through the diagnostic port: see /v1/processes (dotnet.diagnostic_port) and /v1/capabilities",

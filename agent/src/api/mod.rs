@@ -357,3 +357,70 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}"), "see the agent's log"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pages of `docs/api/`, by file name.
+    fn api_pages() -> Vec<(String, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api");
+        let mut pages: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("a directory entry").path();
+                let text = std::fs::read_to_string(&path).expect("a page");
+                (
+                    path.file_name()
+                        .expect("a name")
+                        .to_string_lossy()
+                        .into_owned(),
+                    text,
+                )
+            })
+            .collect();
+        pages.sort();
+        pages
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let pages = api_pages();
+        let index = &pages
+            .iter()
+            .find(|(name, _)| name == "README.md")
+            .expect("docs/api/README.md")
+            .1;
+        for route in routes() {
+            let quoted = format!("`{}", route.path);
+            let row = index
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", route.path)))
+                .unwrap_or_else(|| panic!("{} is not in docs/api/README.md's table", route.path));
+            let feature = route
+                .feature
+                .map_or("—".to_owned(), |f| format!("`{}`", f.as_str()));
+            assert!(
+                row.contains(&format!("| {feature} |")),
+                "{}: the index says {row:?}, the route table {feature}",
+                route.path
+            );
+            assert!(
+                pages
+                    .iter()
+                    .any(|(name, text)| name != "README.md" && text.contains(&quoted)),
+                "{} is documented on no page of docs/api/",
+                route.path
+            );
+        }
+    }
+
+    #[test]
+    fn families_gate_whole_segments() {
+        assert_eq!(feature_for("/v1/dotnet/other"), Some(Feature::Dotnet));
+        assert_eq!(feature_for("/debug/pprof/heap"), Some(Feature::Profile));
+        assert_eq!(feature_for("/v1/profiles"), None);
+        assert_eq!(feature_for("/v1/processes"), None);
+        assert_eq!(feature_for("/healthz"), None);
+    }
+}

@@ -10,6 +10,8 @@
 //!
 //! No Rust crate speaks this protocol; this is ours.
 
+use super::bytes::{BytesError, Cursor};
+
 /// The header's magic.
 pub const MAGIC: &[u8; 14] = b"DOTNET_IPC_V1\0";
 /// The header's size.
@@ -119,8 +121,14 @@ pub enum IpcError {
         id: u8,
     },
     /// The payload is shorter than what it must contain.
-    #[error("the runtime's answer is truncated: {0}")]
-    Truncated(&'static str),
+    #[error("the runtime's answer is truncated: {what}")]
+    Truncated {
+        /// What the answer was to hold.
+        what: &'static str,
+        /// Where it ran out.
+        #[source]
+        source: BytesError,
+    },
 }
 
 /// The name of the HRESULTs the diagnostics server sends.
@@ -235,10 +243,7 @@ pub fn ok_payload(header: Header, payload: &[u8]) -> Result<&[u8], IpcError> {
     match (header.set, header.id) {
         (SET_SERVER, SERVER_OK) => Ok(payload),
         (SET_SERVER, SERVER_ERROR) => {
-            let hresult = payload
-                .get(..4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or(IpcError::Truncated("error without an HRESULT"))?;
+            let hresult = read(payload, "an error's HRESULT", Cursor::u32)?;
             Err(IpcError::Runtime { hresult })
         }
         (set, id) => Err(IpcError::Unexpected { set, id }),
@@ -248,20 +253,22 @@ pub fn ok_payload(header: Header, payload: &[u8]) -> Result<&[u8], IpcError> {
 /// The u64 an answer starts with (the session id of `CollectTracing` and
 /// `StopTracing`).
 pub fn u64_payload(payload: &[u8]) -> Result<u64, IpcError> {
-    payload
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(IpcError::Truncated("expected a u64"))
+    read(payload, "a u64", Cursor::u64)
 }
 
 /// The HRESULT `CreateCoreDump` answers with (0 is success).
 pub fn hresult_payload(payload: &[u8]) -> Result<u32, IpcError> {
-    payload
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or(IpcError::Truncated("expected an HRESULT"))
+    read(payload, "an HRESULT", Cursor::u32)
+}
+
+/// The first value of `payload`, read by `value`; `what` names it in the
+/// error.
+fn read<'a, T>(
+    payload: &'a [u8],
+    what: &'static str,
+    value: impl FnOnce(&mut Cursor<'a>) -> Result<T, BytesError>,
+) -> Result<T, IpcError> {
+    value(&mut Cursor::new(payload)).map_err(|source| IpcError::Truncated { what, source })
 }
 
 /// What `ProcessInfo`/`ProcessInfo2` answer.
@@ -282,41 +289,21 @@ pub struct ProcessInfo {
 }
 
 /// Reads the strings of an answer.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], IpcError> {
-        if self.0.len() < n {
-            return Err(IpcError::Truncated("ProcessInfo"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn string(&mut self) -> Result<String, IpcError> {
-        let b = self.take(4)?;
-        let units = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let bytes = self.take(units.checked_mul(2).ok_or(IpcError::Truncated("string"))?)?;
-        let wide: Vec<u16> = bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
-        Ok(String::from_utf16_lossy(&wide))
-    }
-}
-
 /// Parses a `ProcessInfo` (`two == false`) or `ProcessInfo2` answer.
 pub fn parse_process_info(payload: &[u8], two: bool) -> Result<ProcessInfo, IpcError> {
-    let mut r = Reader(payload);
-    let pid = u64_payload(r.take(8)?)?;
-    r.take(16)?; // the runtime cookie
-    let command_line = r.string()?;
-    let os = r.string()?;
-    let arch = r.string()?;
+    let what = if two { "ProcessInfo2" } else { "ProcessInfo" };
+    let truncated = |source| IpcError::Truncated { what, source };
+    let mut r = Cursor::new(payload);
+    let pid = r.u64().map_err(truncated)?;
+    r.take(16).map_err(truncated)?; // the runtime cookie
+    let command_line = r.utf16_counted().map_err(truncated)?;
+    let os = r.utf16_counted().map_err(truncated)?;
+    let arch = r.utf16_counted().map_err(truncated)?;
     let (assembly, runtime_version) = if two {
-        (Some(r.string()?), Some(r.string()?))
+        (
+            Some(r.utf16_counted().map_err(truncated)?),
+            Some(r.utf16_counted().map_err(truncated)?),
+        )
     } else {
         (None, None)
     };

@@ -12,6 +12,8 @@
 
 use serde_json::{Map, Value};
 
+use super::bytes::{BytesError, Cursor};
+
 /// The runtime's provider.
 pub const RUNTIME: &str = "Microsoft-Windows-DotNETRuntime";
 /// The runtime's rundown provider.
@@ -88,50 +90,44 @@ pub struct EventMetadata {
     pub fields: Option<Vec<Field>>,
 }
 
-/// Reads a metadata payload.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.0.len() < n {
-            return Err(format!("{n} bytes expected, {} left", self.0.len()));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().map_err(|_| "u64")?))
-    }
-    fn utf16z(&mut self) -> Result<String, String> {
-        let mut units = Vec::new();
-        loop {
-            match self.u16() {
-                Ok(0) => break,
-                Ok(u) => units.push(u),
-                Err(_) => return Err("string not terminated".into()),
-            }
-        }
-        Ok(String::from_utf16_lossy(&units))
-    }
+/// Why an event description or payload cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The bytes end before a value.
+    #[error(transparent)]
+    Bytes(#[from] BytesError),
+    /// A field type this decoder does not know.
+    #[error("unknown field type code {0}")]
+    UnknownType(u32),
+    /// Objects nested deeper than [`MAX_DEPTH`].
+    #[error("fields nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// More fields than [`MAX_FIELDS`] in one object.
+    #[error("{0} fields in one object, more than {MAX_FIELDS}")]
+    TooManyFields(u32),
+    /// A V2 field whose size cannot hold its own size.
+    #[error("a field description of {0} bytes, under 4")]
+    FieldSize(u32),
+    /// A payload field that cannot be decoded.
+    #[error("field {name}: {source}")]
+    Field {
+        /// The field.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<MetadataError>,
+    },
 }
+
+/// How deep objects nest in an event description at most.
+pub const MAX_DEPTH: u32 = 8;
+/// Fields of one object at most.
+pub const MAX_FIELDS: u32 = 1024;
 
 const TYPE_OBJECT: u32 = 1;
 const TYPE_ARRAY: u32 = 19;
 
-fn type_of(code: u32) -> Result<FieldType, String> {
+fn type_of(code: u32) -> Result<FieldType, MetadataError> {
     Ok(match code {
         3 => FieldType::Bool,
         4 => FieldType::Char,
@@ -149,18 +145,18 @@ fn type_of(code: u32) -> Result<FieldType, String> {
         16 => FieldType::DateTime,
         17 => FieldType::Guid,
         18 => FieldType::String,
-        other => return Err(format!("unknown field type code {other}")),
+        other => return Err(MetadataError::UnknownType(other)),
     })
 }
 
 /// V1 field descriptions: a count, then (type code, [nested], name).
-fn v1_fields(b: &mut Bytes<'_>, depth: u32) -> Result<Vec<Field>, String> {
-    if depth > 8 {
-        return Err("fields nested too deep".into());
+fn v1_fields(b: &mut Cursor<'_>, depth: u32) -> Result<Vec<Field>, MetadataError> {
+    if depth > MAX_DEPTH {
+        return Err(MetadataError::TooDeep);
     }
     let count = b.u32()?;
-    if count > 1024 {
-        return Err(format!("{count} fields"));
+    if count > MAX_FIELDS {
+        return Err(MetadataError::TooManyFields(count));
     }
     let mut fields = Vec::new();
     for _ in 0..count {
@@ -177,19 +173,22 @@ fn v1_fields(b: &mut Bytes<'_>, depth: u32) -> Result<Vec<Field>, String> {
 }
 
 /// V2 field descriptions (nettrace 5's V2Params tag): each is sized.
-fn v2_fields(b: &mut Bytes<'_>, depth: u32) -> Result<Vec<Field>, String> {
-    if depth > 8 {
-        return Err("fields nested too deep".into());
+fn v2_fields(b: &mut Cursor<'_>, depth: u32) -> Result<Vec<Field>, MetadataError> {
+    if depth > MAX_DEPTH {
+        return Err(MetadataError::TooDeep);
     }
     let count = b.u32()?;
-    if count > 1024 {
-        return Err(format!("{count} fields"));
+    if count > MAX_FIELDS {
+        return Err(MetadataError::TooManyFields(count));
     }
     let mut fields = Vec::new();
     for _ in 0..count {
-        let size = b.u32()? as usize;
-        let body = b.take(size.checked_sub(4).ok_or("field size under 4")?)?;
-        let mut f = Bytes(body);
+        let size = b.u32()?;
+        let body = b.take(
+            usize::try_from(size.checked_sub(4).ok_or(MetadataError::FieldSize(size))?)
+                .unwrap_or(usize::MAX),
+        )?;
+        let mut f = Cursor::new(body);
         let name = f.utf16z()?;
         let code = f.u32()?;
         let ty = v2_type(&mut f, code, depth)?;
@@ -198,7 +197,7 @@ fn v2_fields(b: &mut Bytes<'_>, depth: u32) -> Result<Vec<Field>, String> {
     Ok(fields)
 }
 
-fn v2_type(f: &mut Bytes<'_>, code: u32, depth: u32) -> Result<FieldType, String> {
+fn v2_type(f: &mut Cursor<'_>, code: u32, depth: u32) -> Result<FieldType, MetadataError> {
     Ok(match code {
         TYPE_OBJECT => FieldType::Object(v2_fields(f, depth + 1)?),
         TYPE_ARRAY => {
@@ -210,8 +209,8 @@ fn v2_type(f: &mut Bytes<'_>, code: u32, depth: u32) -> Result<FieldType, String
 }
 
 /// Parses one metadata record's payload.
-pub fn parse(payload: &[u8]) -> Result<EventMetadata, String> {
-    let mut b = Bytes(payload);
+pub fn parse(payload: &[u8]) -> Result<EventMetadata, MetadataError> {
+    let mut b = Cursor::new(payload);
     let metadata_id = b.u32()?;
     let provider = b.utf16z()?;
     let event_id = b.u32()?;
@@ -219,18 +218,18 @@ pub fn parse(payload: &[u8]) -> Result<EventMetadata, String> {
     let keywords = b.u64()?;
     let version = b.u32()?;
     let level = b.u32()?;
-    let mut fields = if b.0.is_empty() {
+    let mut fields = if b.remaining() == 0 {
         Vec::new()
     } else {
         v1_fields(&mut b, 0)?
     };
     // nettrace 5: tags (opcode, V2 params) after the V1 fields.
-    while b.0.len() >= 5 {
+    while b.remaining() >= 5 {
         let len = b.u32()? as usize;
         let kind = b.u8()?;
         let body = b.take(len)?;
         if kind == 2 {
-            fields = v2_fields(&mut Bytes(body), 0)?;
+            fields = v2_fields(&mut Cursor::new(body), 0)?;
         }
     }
     let mut m = EventMetadata {
@@ -469,28 +468,31 @@ pub fn builtin(provider: &str, id: u32) -> Option<(&'static str, Vec<Field>)> {
 /// Decodes `payload` by `fields`. Fields past the payload's end are
 /// absent (an older version of the event); bytes past the last field are
 /// ignored (a newer one).
-pub fn decode(fields: &[Field], payload: &[u8]) -> Result<Map<String, Value>, String> {
-    let mut b = Bytes(payload);
+pub fn decode(fields: &[Field], payload: &[u8]) -> Result<Map<String, Value>, MetadataError> {
+    let mut b = Cursor::new(payload);
     decode_into(fields, &mut b, 0)
 }
 
 fn decode_into(
     fields: &[Field],
-    b: &mut Bytes<'_>,
+    b: &mut Cursor<'_>,
     depth: u32,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, MetadataError> {
     let mut out = Map::new();
     for f in fields {
-        if b.0.is_empty() && depth == 0 {
+        if b.remaining() == 0 && depth == 0 {
             break;
         }
-        let v = value(&f.ty, b, depth).map_err(|e| format!("field {}: {e}", f.name))?;
+        let v = value(&f.ty, b, depth).map_err(|e| MetadataError::Field {
+            name: f.name.clone(),
+            source: Box::new(e),
+        })?;
         out.insert(f.name.clone(), v);
     }
     Ok(out)
 }
 
-fn value(ty: &FieldType, b: &mut Bytes<'_>, depth: u32) -> Result<Value, String> {
+fn value(ty: &FieldType, b: &mut Cursor<'_>, depth: u32) -> Result<Value, MetadataError> {
     Ok(match ty {
         T::Bool => Value::Bool(b.u32()? != 0),
         T::Char => Value::String(String::from_utf16_lossy(&[b.u16()?])),

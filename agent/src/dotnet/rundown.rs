@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 
 use super::ipc::{Command, ProviderConfig};
 use super::metadata::{self, RUNTIME};
-use super::nettrace::Decoder;
-use super::port::Port;
+use super::nettrace::{Decoder, NettraceError};
+use super::port::{Port, PortError};
 use super::session::{self, Flow};
 use crate::procfs::Procfs;
 
@@ -162,11 +162,31 @@ impl MethodTable {
     }
 }
 
+/// Why the runtime did not name its methods.
+#[derive(Debug, thiserror::Error)]
+pub enum RundownError {
+    /// The diagnostic port cannot be reached, or refused the session.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// The runtime's event stream cannot be decoded.
+    #[error("the runtime's method events cannot be decoded: {0}")]
+    Stream(#[source] NettraceError),
+    /// The session failed before any method was named.
+    #[error("the rundown session failed: {0}")]
+    Session(String),
+    /// The worker thread panicked.
+    #[error("the rundown worker panicked")]
+    Panicked,
+    /// The session stopped before the runtime accepted it.
+    #[error("the method-load session stopped before it started")]
+    NotStarted,
+}
+
 /// A background session collecting method names for one process.
 #[derive(Debug)]
 pub struct Rundown {
     stop: Arc<AtomicBool>,
-    worker: std::thread::JoinHandle<Result<MethodTable, String>>,
+    worker: std::thread::JoinHandle<Result<MethodTable, RundownError>>,
 }
 
 impl Rundown {
@@ -179,17 +199,15 @@ impl Rundown {
     }
 
     /// Stops the session and returns what it named (after the rundown).
-    pub fn finish(self) -> Result<MethodTable, String> {
+    pub fn finish(self) -> Result<MethodTable, RundownError> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.worker
-            .join()
-            .map_err(|_| "the rundown worker panicked".to_string())?
+        self.worker.join().map_err(|_| RundownError::Panicked)?
     }
 }
 
 /// The methods of a .NET process that have code now: a rundown session
 /// started and stopped at once.
-pub fn current(procfs: &Procfs, pid: u32) -> Result<MethodTable, String> {
+pub fn current(procfs: &Procfs, pid: u32) -> Result<MethodTable, RundownError> {
     Rundown::start(procfs, pid).finish()
 }
 
@@ -206,7 +224,7 @@ pub struct Follower {
 impl Follower {
     /// Starts following `pid`; returns once the runtime has accepted the
     /// session (or why it did not).
-    pub fn start(procfs: &Procfs, pid: u32) -> Result<Self, String> {
+    pub fn start(procfs: &Procfs, pid: u32) -> Result<Self, RundownError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (procfs, flag) = (procfs.clone(), stop.clone());
         let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -221,11 +239,11 @@ impl Follower {
             }),
             Ok(Err(e)) => {
                 let _ = worker.join();
-                Err(e)
+                Err(e.into())
             }
             Err(_) => {
                 let _ = worker.join();
-                Err("the method-load session stopped before it started".to_string())
+                Err(RundownError::NotStarted)
             }
         }
     }
@@ -249,13 +267,13 @@ fn follow(
     procfs: &Procfs,
     pid: u32,
     stop: &AtomicBool,
-    started: &std::sync::mpsc::Sender<Result<(), String>>,
+    started: &std::sync::mpsc::Sender<Result<(), PortError>>,
     loads: &std::sync::mpsc::Sender<Method>,
 ) {
     let port = match Port::find(procfs, pid) {
         Ok(port) => port,
         Err(e) => {
-            let _ = started.send(Err(e.to_string()));
+            let _ = started.send(Err(e));
             return;
         }
     };
@@ -277,7 +295,7 @@ fn follow(
         session::Window::seconds(Duration::from_secs(86_400)),
         stop,
         |result| {
-            let _ = started.send(result.map(drop).map_err(|e| e.to_string()));
+            let _ = started.send(result.map(drop));
         },
         |bytes| {
             decoder.feed(bytes);
@@ -318,8 +336,8 @@ fn command() -> Command {
     }
 }
 
-fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, String> {
-    let port = Port::find(procfs, pid).map_err(|e| e.to_string())?;
+fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, RundownError> {
+    let port = Port::find(procfs, pid)?;
     let mut decoder = Decoder::new();
     let mut table = MethodTable::default();
     let mut failed = None;
@@ -331,7 +349,7 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
         // Until the profile ends (finish), at most a day.
         session::Window::seconds(Duration::from_secs(86_400)),
         stop,
-        |started| start_error = started.err().map(|e| e.to_string()),
+        |started| start_error = started.err(),
         |bytes| {
             decoder.feed(bytes);
             loop {
@@ -346,7 +364,7 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        failed.get_or_insert_with(|| e.to_string());
+                        failed.get_or_insert(e);
                         return Flow::Failed;
                     }
                 }
@@ -355,9 +373,12 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
         },
     );
     if let Some(e) = start_error {
-        return Err(e);
+        return Err(e.into());
     }
-    if let Some(e) = failed.or(ended.and_then(|e| e.error)) {
+    let error = failed
+        .map(RundownError::Stream)
+        .or(ended.and_then(|e| e.error).map(RundownError::Session));
+    if let Some(e) = error {
         if table.is_empty() {
             return Err(e);
         }

@@ -122,7 +122,7 @@ impl Sessiond {
                 Ok(ran_for) if ran_for > MAX_BACKOFF => backoff = Duration::from_millis(500),
                 Ok(_) => backoff = (backoff * 2).min(MAX_BACKOFF),
                 Err(e) => {
-                    let e = with_directory_facts(e, procfs);
+                    let e = with_directory_facts(&e, procfs);
                     tracing::error!(error = %e, "cannot start lttng-sessiond");
                     self.update(|s| s.last_error = Some(e));
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -133,7 +133,7 @@ impl Sessiond {
     }
 
     /// Runs one daemon until it exits; returns how long it ran.
-    fn run_child(&self, on_ready: &dyn Fn()) -> Result<Duration, String> {
+    fn run_child(&self, on_ready: &dyn Fn()) -> Result<Duration, StartError> {
         let mut command = Command::new("lttng-sessiond");
         command
             .args(command::sessiond())
@@ -145,9 +145,7 @@ impl Sessiond {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         crate::sys::terminate_with_parent(&mut command);
         let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("lttng-sessiond: {e} (is lttng-tools installed?)"))?;
+        let mut child = command.spawn().map_err(StartError::Spawn)?;
         let pid = child.id();
         // What the daemon said last, once it and its helpers are gone.
         let stderr = child
@@ -164,7 +162,11 @@ impl Sessiond {
             crate::sys::kill_process_group(pid);
             let _ = child.wait();
             self.update(|s| s.pid = None);
-            return Err(format!("lttng-sessiond (pid {pid}) {why}{}", said()));
+            return Err(StartError::NotAnswering {
+                pid,
+                why,
+                said: said(),
+            });
         }
         tracing::info!(pid, "lttng-sessiond started");
         self.update(|s| s.running = true);
@@ -190,7 +192,8 @@ impl Sessiond {
 
 /// Adds to a start failure what is wrong with the daemon's directories, if
 /// anything: facts from [`rundir`], not a guess.
-fn with_directory_facts(error: String, procfs: &Procfs) -> String {
+fn with_directory_facts(error: &StartError, procfs: &Procfs) -> String {
+    let error = error.to_string();
     let status = procfs.status(std::process::id()).unwrap_or_default();
     let facts: Vec<String> = rundir::checks(&rundir::Creds::of(&status))
         .into_iter()
@@ -204,17 +207,46 @@ fn with_directory_facts(error: String, procfs: &Procfs) -> String {
     }
 }
 
+/// Why a daemon the agent started is not serving.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// It could not be started.
+    #[error("lttng-sessiond: {0} (is lttng-tools installed?)")]
+    Spawn(#[source] std::io::Error),
+    /// It started, then exited or stayed silent; `said` is its last stderr.
+    #[error("lttng-sessiond (pid {pid}) {why}{said}")]
+    NotAnswering {
+        /// Its PID.
+        pid: u32,
+        /// What it did instead.
+        why: NoAnswer,
+        /// What it said last.
+        said: String,
+    },
+}
+
+/// What a fresh daemon did instead of answering.
+#[derive(Debug, thiserror::Error)]
+enum NoAnswer {
+    /// It exited.
+    #[error("exited at start ({0})")]
+    Exited(std::process::ExitStatus),
+    /// It ran, silent, until the deadline.
+    #[error("did not answer within {START_TIMEOUT:?}")]
+    Silent,
+}
+
 /// Waits until the fresh daemon answers; otherwise says why not.
-fn wait_answering(child: &mut Child) -> Result<(), String> {
+fn wait_answering(child: &mut Child) -> Result<(), NoAnswer> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(exit)) = child.try_wait() {
-            return Err(format!("exited at start ({exit})"));
+            return Err(NoAnswer::Exited(exit));
         }
         if answers() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("did not answer within {START_TIMEOUT:?}"))
+    Err(NoAnswer::Silent)
 }

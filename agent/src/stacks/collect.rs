@@ -97,8 +97,9 @@ struct ProcessState {
     comm: String,
     symbols: ProcessSymbols,
     threads: HashMap<u32, String>,
-    /// For a .NET process: the session naming its managed methods.
-    rundown: Option<crate::dotnet::rundown::Rundown>,
+    /// For a runtime that names its own code: the session naming its
+    /// methods.
+    methods: Option<crate::runtime::MethodsDuring>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -234,7 +235,7 @@ impl Collector {
 
     /// Names managed code of `pid` with this method table from now on
     /// (probes follow the runtime's method loads and hand them in).
-    pub fn set_managed(&mut self, pid: u32, table: crate::dotnet::rundown::MethodTable) {
+    pub fn set_managed(&mut self, pid: u32, table: crate::runtime::Methods) {
         self.state(pid).symbols.set_managed(table);
     }
 
@@ -358,17 +359,17 @@ impl Collector {
     pub fn finish(mut self) -> Collected {
         self.symbolize_pending();
         for (pid, state) in &mut self.procs {
-            if let Some(rundown) = state.rundown.take() {
-                match rundown.finish() {
+            if let Some(methods) = state.methods.take() {
+                match methods.finish() {
                     Ok(table) => {
                         tracing::debug!(
                             pid,
                             methods = table.len(),
-                            "managed methods named by rundown"
+                            "managed methods named by the runtime"
                         );
                         state.symbols.set_managed(table);
                     }
-                    Err(e) => state.symbols.note_error("[dotnet rundown]", e),
+                    Err(e) => state.symbols.note_error("[runtime methods]", e.to_string()),
                 }
             }
         }
@@ -492,15 +493,16 @@ fn state_of<'a>(
 ) -> &'a mut ProcessState {
     procs.entry(pid).or_insert_with(|| {
         let symbols = ProcessSymbols::new(procfs, pid);
-        let rundown = (rundown && symbols.is_dotnet())
-            .then(|| crate::dotnet::rundown::Rundown::start(procfs, pid));
+        let methods = rundown
+            .then(|| crate::runtime::MethodsDuring::start(symbols.runtime(), procfs, pid))
+            .flatten();
         ProcessState {
             comm: procfs
                 .stat(pid)
                 .map_or_else(|_| format!("pid-{pid}"), |s| s.comm),
             symbols,
             threads: HashMap::new(),
-            rundown,
+            methods,
         }
     })
 }

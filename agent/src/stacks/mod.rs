@@ -13,7 +13,6 @@
 pub mod aggregate;
 pub mod collect;
 pub mod kallsyms;
-pub mod perfmap;
 pub mod pprof;
 pub mod render;
 mod speedscope;

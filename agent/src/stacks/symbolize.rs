@@ -14,9 +14,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::perfmap::PerfMapFile;
 use super::{Frame, FrameKind};
 use crate::procfs::{MapEntry, Procfs};
+use crate::runtime::perfmap::PerfMapFile;
 
 pub use crate::elf::demangle;
 
@@ -41,7 +41,7 @@ pub struct ProcessSymbols {
     /// read; the reason is in `errors`).
     modules: HashMap<String, Option<std::sync::Arc<crate::elf::Symbols>>>,
     /// Managed methods named by the .NET runtime (rundown).
-    managed: Option<crate::dotnet::rundown::MethodTable>,
+    managed: Option<crate::runtime::Methods>,
 }
 
 impl std::fmt::Debug for ProcessSymbols {
@@ -229,14 +229,14 @@ impl ProcessSymbols {
         symbols
     }
 
-    /// Whether the process runs CoreCLR.
-    pub fn is_dotnet(&self) -> bool {
-        crate::dotnet::port::is_dotnet(&self.maps)
+    /// The process's runtime, as its mapped libraries tell.
+    pub fn runtime(&self) -> crate::runtime::Runtime {
+        crate::runtime::of_maps(&self.maps)
     }
 
     /// Names managed code (JIT and ReadyToRun) with the runtime's own
     /// method table; these names win over perf-map and ELF names.
-    pub fn set_managed(&mut self, table: crate::dotnet::rundown::MethodTable) {
+    pub fn set_managed(&mut self, table: crate::runtime::Methods) {
         self.managed = Some(table);
     }
 

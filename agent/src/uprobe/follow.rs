@@ -53,7 +53,7 @@ pub(super) fn code_version(version: &Version) -> CodeVersion {
 pub(super) struct Breakpoints {
     pub(super) pid: u32,
     pub(super) key: String,
-    pub(super) runtime: crate::process::Runtime,
+    pub(super) runtime: crate::runtime::Runtime,
     pub(super) returns: bool,
     pub(super) cpus: Vec<u32>,
     pub(super) versions: Vec<Tracked>,
@@ -61,7 +61,7 @@ pub(super) struct Breakpoints {
     pub(super) sites: HashMap<u64, usize>,
     pub(super) follow: Follow,
     /// For .NET: every method the runtime named, for stacks.
-    pub(super) table: Option<crate::dotnet::rundown::MethodTable>,
+    pub(super) table: Option<crate::runtime::Methods>,
 }
 
 impl Breakpoints {
@@ -229,9 +229,9 @@ impl Breakpoints {
                     self.unprobe(probe, i, "its code now belongs to another method");
                 }
             }
-            Follow::Dotnet(follower) => {
-                for method in follower.loaded() {
-                    let version = resolve::dotnet_version(&method);
+            Follow::Runtime(loads) => {
+                for method in loads.loaded() {
+                    let version = resolve::runtime_version(&method);
                     if let Some(table) = &mut self.table {
                         table.insert(method);
                         table_changed = true;

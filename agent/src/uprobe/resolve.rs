@@ -10,10 +10,10 @@ use super::jit::{self, Version};
 use super::spec::{Abi, TargetSpec, UprobeSpec};
 use super::symbols::{self, file_offset};
 use crate::elf::{Elf, ElfError};
-use crate::process::{self, Runtime};
 use crate::procfs::{MapEntry, Procfs};
 use crate::rootfs::{self, Seen};
-use crate::stacks::perfmap::PerfMapFile;
+use crate::runtime::perfmap::PerfMapFile;
+use crate::runtime::{self, MethodLoads, Methods, Runtime, RuntimeError};
 
 /// Debug registers per CPU on x86-64: breakpoints at most, per CPU.
 pub const DEBUG_REGISTERS: usize = 4;
@@ -46,8 +46,8 @@ pub enum Follow {
     Nothing,
     /// The process's perf map, re-read as it grows.
     PerfMap(PerfMapFile),
-    /// The .NET runtime's method-load events.
-    Dotnet(crate::dotnet::rundown::Follower),
+    /// The runtime's method-load events.
+    Runtime(MethodLoads),
 }
 
 /// JIT code to probe with breakpoints.
@@ -67,7 +67,7 @@ pub struct JitPlan {
     /// How new versions are found.
     pub follow: Follow,
     /// For .NET: every method the runtime named (for stacks).
-    pub table: Option<crate::dotnet::rundown::MethodTable>,
+    pub table: Option<Methods>,
 }
 
 /// What a probe attaches to.
@@ -158,13 +158,14 @@ pub enum ResolveError {
     /// No JIT method has the name.
     #[error(transparent)]
     Jit(#[from] jit::FindError),
-    /// The .NET runtime's method table could not be read.
-    #[error("cannot read pid {pid}'s method table from its .NET runtime: {error}")]
-    Dotnet {
+    /// The runtime's method table could not be read.
+    #[error("cannot read pid {pid}'s method table from its runtime ({source})")]
+    Runtime {
         /// The process.
         pid: u32,
         /// Why.
-        error: String,
+        #[source]
+        source: RuntimeError,
     },
     /// The method's code could not be read.
     #[error("cannot read the code at {address:#x} in pid {pid}: {source}")]
@@ -414,22 +415,24 @@ fn runtime_of(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> Runtime {
         .exe(pid)
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    process::detect_runtime(&exe, maps, || false)
+    runtime::detect(&exe, maps, || false)
 }
 
 /// The JIT versions a process's runtime names now, and how to follow new
 /// ones: the .NET runtime's own method table for .NET (its perf map, when
 /// enabled, names the same code), the perf map for every other runtime.
 fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersions, ResolveError> {
-    if runtime == Runtime::Dotnet {
-        let dotnet = |error: String| ResolveError::Dotnet { pid, error };
-        // Follow first, then take the table: nothing compiled in between
-        // is missed.
-        let follower = crate::dotnet::rundown::Follower::start(procfs, pid).map_err(dotnet)?;
-        let table = crate::dotnet::rundown::current(procfs, pid).map_err(dotnet)?;
+    let failed = |source| ResolveError::Runtime { pid, source };
+    // Follow first, then take the table: nothing compiled in between is
+    // missed.
+    if let Some(loads) = MethodLoads::start(runtime, procfs, pid) {
+        let loads = loads.map_err(failed)?;
+        let table = runtime::methods_now(runtime, procfs, pid)
+            .unwrap_or_else(|| Ok(Methods::default()))
+            .map_err(failed)?;
         return Ok(JitVersions {
-            versions: table.methods().map(dotnet_version).collect(),
-            follow: Follow::Dotnet(follower),
+            versions: table.methods().map(runtime_version).collect(),
+            follow: Follow::Runtime(loads),
             table: Some(table),
         });
     }
@@ -450,11 +453,11 @@ fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersio
 struct JitVersions {
     versions: Vec<Version>,
     follow: Follow,
-    table: Option<crate::dotnet::rundown::MethodTable>,
+    table: Option<Methods>,
 }
 
-/// A version named by the .NET runtime.
-pub fn dotnet_version(method: &crate::dotnet::rundown::Method) -> Version {
+/// A version named by the runtime itself.
+pub fn runtime_version(method: &runtime::Method) -> Version {
     Version {
         start: method.start,
         size: u64::from(method.size),
@@ -465,7 +468,7 @@ pub fn dotnet_version(method: &crate::dotnet::rundown::Method) -> Version {
 }
 
 /// A version named by a perf map.
-pub fn perf_map_version(entry: &crate::stacks::perfmap::PerfMapEntry) -> Version {
+pub fn perf_map_version(entry: &crate::runtime::perfmap::PerfMapEntry) -> Version {
     Version {
         start: entry.start,
         size: entry.size,

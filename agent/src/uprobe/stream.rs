@@ -336,12 +336,12 @@ pub fn stream(
         .stack
         .map(|s| Collector::new(procfs, s.unwind, false, flame));
     if let (Some(collector), Some(pid)) = (&mut collector, spec.pid) {
-        // .NET frames in stacks: the runtime's method table.
+        // Managed frames in stacks: the runtime's own method table.
         let table = match &breakpoints {
             Some(Breakpoints { table: Some(t), .. }) => Some(t.clone()),
-            _ if spec.stack.is_some() && is_dotnet(procfs, pid) => {
-                crate::dotnet::rundown::current(procfs, pid).ok()
-            }
+            _ if spec.stack.is_some() => procfs.maps(pid).ok().and_then(|maps| {
+                crate::runtime::methods_now(crate::runtime::of_maps(&maps), procfs, pid)?.ok()
+            }),
             _ => None,
         };
         if let Some(table) = table {
@@ -507,12 +507,6 @@ pub fn stream(
     let mut line = serde_json::to_vec(&SummaryLine { summary }).unwrap_or_default();
     line.push(b'\n');
     let _ = send(line);
-}
-
-fn is_dotnet(procfs: &Procfs, pid: u32) -> bool {
-    procfs
-        .maps(pid)
-        .is_ok_and(|m| crate::dotnet::port::is_dotnet(&m))
 }
 
 fn probe_name(plan: &Plan) -> String {

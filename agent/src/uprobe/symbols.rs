@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::procfs::{MapEntry, Procfs};
-use crate::stacks::perfmap::PerfMapFile;
+use crate::runtime::perfmap::PerfMapFile;
 
 /// Where a symbol was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -45,6 +45,50 @@ pub fn begin(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     privileged(test).then(serial)
 }
 
+/// Starts a privileged test named after the function it is in: returns
+/// from it (a skip, with the reason printed) without root, else holds the
+/// guard that keeps the binary's privileged tests one at a time until the
+/// test ends.
+macro_rules! privileged_test {
+    () => {
+        let Some(_serial) = $crate::common::begin($crate::common::test_name!()) else {
+            return;
+        };
+    };
+}
+pub(crate) use privileged_test;
+
+/// The name of the function it is in (a test's own name, for skips and
+/// labels), without typing it again.
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        path.rsplit("::").next().unwrap_or(path)
+    }};
+}
+pub(crate) use test_name;
+
+/// A C workload of `tests/workloads`, compiled into a temporary directory
+/// of its own (removed when `dir` is dropped): the one way tests build
+/// their targets. `let Workload { dir, bin } = Workload::c("calls.c", &[]);`
+pub struct Workload {
+    /// The directory, for the binary and whatever else the test puts there.
+    pub dir: tempfile::TempDir,
+    /// The compiled binary.
+    pub bin: PathBuf,
+}
+
+impl Workload {
+    /// Compiles `source` with the tests' flags and `extra`.
+    pub fn c(source: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bin = compile_c(dir.path(), source, extra);
+        Self { dir, bin }
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Running {
     pub child: Child,

@@ -102,12 +102,14 @@ impl Choices {
         };
 
         let runtime = facts.runtime.as_deref().and_then(|value| {
-            let runtime = Runtime::parse(value);
+            let runtime = super::runtime::preset(value);
             if runtime.is_none() {
+                let presets: Vec<&str> = super::runtime::PRESETS.iter().map(|r| r.name()).collect();
                 warnings.push(format!(
-                    "tracecar: {}={} is not dotnet|node|java|python; no runtime preset applied",
+                    "tracecar: {}={} is not {}; no runtime preset applied",
                     ann::RUNTIME,
-                    shown(value)
+                    shown(value),
+                    presets.join("|")
                 ));
             }
             runtime

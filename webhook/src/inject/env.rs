@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::InjectError;
 use super::facts::ContainerFacts;
 use super::patch::{PatchBuilder, to_values};
-use super::runtime::{EnvMerge, Runtime};
+use super::runtime::{EnvMerge, Runtime, preset_env};
 
 pub(super) fn plan_env(
     b: &mut PatchBuilder,
@@ -20,7 +20,7 @@ pub(super) fn plan_env(
     warnings: &mut Vec<String>,
 ) -> Result<(), InjectError> {
     let mut new_vars = Vec::new();
-    for &(name, value, merge) in runtime.env() {
+    for &(name, value, merge) in preset_env(runtime) {
         let Some(existing) = container.preset_env.iter().find(|e| e.name == name) else {
             new_vars.push(EnvVar {
                 name: name.to_owned(),

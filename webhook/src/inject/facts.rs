@@ -1,7 +1,7 @@
 //! What the injection decision reads off a pod, and nothing else.
 
 use super::model::{LTTNG_PATH, PodContext, TMP_PATH};
-use super::runtime::Runtime;
+use super::runtime::{PRESETS, preset_env};
 use crate::annotations::{self as ann, SIDECAR_NAME, VOLUME_PREFIX};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
@@ -99,9 +99,9 @@ impl PodFacts {
 impl ContainerFacts {
     pub(super) fn observe(container: &Container) -> Self {
         let env = container.env.as_deref().unwrap_or_default();
-        let preset_env = Runtime::ALL
+        let preset_env = PRESETS
             .iter()
-            .flat_map(|r| r.env().iter().map(|(name, _, _)| *name))
+            .flat_map(|r| preset_env(*r).iter().map(|(name, _, _)| *name))
             .filter_map(|name| {
                 // The API server keeps the last of duplicate names.
                 let (index, var) = env.iter().enumerate().rfind(|(_, v)| v.name == name)?;

@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 
-use super::metadata::{self, EventMetadata};
+use super::bytes::{BytesError, Cursor};
+use super::metadata::{self, EventMetadata, MetadataError};
 
 const MAGIC: &[u8] = b"Nettrace";
 const SERIALIZATION: &[u8] = b"!FastSerialization.1";
@@ -74,6 +75,18 @@ pub enum NettraceError {
         version: u32,
         /// The oldest reader it allows.
         min: u32,
+    },
+    /// The stream ends inside a value, or a value is too long.
+    #[error("corrupt nettrace stream: {0}")]
+    Bytes(#[from] BytesError),
+    /// An event description that cannot be read.
+    #[error("corrupt nettrace stream at byte {offset}: event metadata: {source}")]
+    Metadata {
+        /// Where the metadata event starts.
+        offset: u64,
+        /// Why.
+        #[source]
+        source: MetadataError,
     },
     /// Bytes that break the format.
     #[error("corrupt nettrace stream at byte {offset}: {what}")]
@@ -152,72 +165,21 @@ pub struct Decoder {
     events: u64,
 }
 
-/// Reads little-endian values from a slice, with the stream offset for
-/// errors.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    base: u64,
+/// What nettrace adds to the shared byte cursor: errors at the cursor's
+/// offset, and its 32-bit variable-length integers.
+trait NettraceCursor {
+    /// A corrupt-stream error at the cursor's offset.
+    fn corrupt(&self, what: impl Into<String>) -> NettraceError;
+    /// A variable-length integer that must fit 32 bits.
+    fn varint32(&mut self) -> Result<u32, NettraceError>;
 }
 
-impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8], base: u64) -> Self {
-        Self {
-            bytes,
-            pos: 0,
-            base,
-        }
-    }
-
+impl NettraceCursor for Cursor<'_> {
     fn corrupt(&self, what: impl Into<String>) -> NettraceError {
         NettraceError::Corrupt {
-            offset: self.base + self.pos as u64,
+            offset: self.offset(),
             what: what.into(),
         }
-    }
-
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], NettraceError> {
-        if self.remaining() < n {
-            return Err(self.corrupt(format!("{n} bytes expected, {} left", self.remaining())));
-        }
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, NettraceError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, NettraceError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, NettraceError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, NettraceError> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    fn varint(&mut self, max_bytes: u32) -> Result<u64, NettraceError> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let b = self.u8()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.corrupt("variable-length integer too long"))
     }
 
     fn varint32(&mut self) -> Result<u32, NettraceError> {
@@ -365,7 +327,7 @@ impl Decoder {
         }
         // The whole object must be buffered: its size is known once the
         // type header and (for blocks) the block size are.
-        let mut c = Cursor::new(&self.buf, self.base);
+        let mut c = Cursor::at(&self.buf, self.base);
         if c.u8()? != TAG_BEGIN {
             return Err(c.corrupt(format!("expected an object, found tag {tag}")));
         }
@@ -408,7 +370,7 @@ impl Decoder {
                 pid,
                 processors,
             });
-            let used = c.pos;
+            let used = c.position();
             self.consume(used);
             return Ok(true);
         }
@@ -419,17 +381,17 @@ impl Decoder {
         if size > MAX_BLOCK {
             return Err(c.corrupt(format!("block of {size} bytes")));
         }
-        let pad = padding(self.base + c.pos as u64);
+        let pad = padding(self.base + c.position() as u64);
         if c.remaining() < pad + size + 1 {
             return Ok(false);
         }
         c.take(pad)?;
-        let start = c.pos;
+        let start = c.position();
         c.take(size)?;
         if c.u8()? != TAG_END {
             return Err(c.corrupt(format!("{} not closed", ty.name)));
         }
-        let used = c.pos;
+        let used = c.position();
         let block_base = self.base + start as u64;
         let block = self.buf[start..start + size].to_vec();
         self.consume(used);
@@ -451,7 +413,7 @@ impl Decoder {
     }
 
     fn blobs(&mut self, block: &[u8], base: u64, is_metadata: bool) -> Result<(), NettraceError> {
-        let mut c = Cursor::new(block, base);
+        let mut c = Cursor::at(block, base);
         let header_len = usize::from(c.u16()?);
         if header_len < 4 {
             return Err(c.corrupt("block header shorter than its fields"));
@@ -468,11 +430,14 @@ impl Decoder {
             };
             let payload = c.take(h.payload_len as usize)?;
             if !compressed {
-                let pad = padding(base + c.pos as u64);
+                let pad = padding(base + c.position() as u64);
                 c.take(pad.min(c.remaining()))?;
             }
             if is_metadata {
-                let m = metadata::parse(payload).map_err(|what| c.corrupt(what))?;
+                let m = metadata::parse(payload).map_err(|source| NettraceError::Metadata {
+                    offset: c.offset(),
+                    source,
+                })?;
                 self.metadata_bytes += payload.len();
                 if self.metadata_bytes > self.limits.metadata_bytes {
                     return Err(c.corrupt(format!(
@@ -533,7 +498,7 @@ impl Decoder {
     }
 
     fn stack_block(&mut self, block: &[u8], base: u64) -> Result<(), NettraceError> {
-        let mut c = Cursor::new(block, base);
+        let mut c = Cursor::at(block, base);
         let first = c.u32()?;
         let count = c.u32()?;
         let width = match self.trace.map_or(8, |t| t.pointer_size) {
@@ -566,7 +531,7 @@ impl Decoder {
     }
 
     fn sequence_point(&mut self, block: &[u8], base: u64) -> Result<(), NettraceError> {
-        let mut c = Cursor::new(block, base);
+        let mut c = Cursor::at(block, base);
         c.u64()?; // timestamp
         let threads = c.u32()?;
         for _ in 0..threads {

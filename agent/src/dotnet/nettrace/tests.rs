@@ -6,7 +6,7 @@ use crate::dotnet::metadata;
 
 #[test]
 fn varints_and_padding() {
-    let mut c = Cursor::new(&[0xAC, 0x02, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], 0);
+    let mut c = Cursor::new(&[0xAC, 0x02, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     assert_eq!(c.varint32().unwrap(), 300);
     assert_eq!(c.varint32().unwrap(), 5);
     assert!(c.varint32().is_err(), "six bytes for a u32");
