@@ -68,23 +68,51 @@ pub fn report(
         .unwrap_or_else(|_| "unknown".to_owned());
     let status = procfs.status(std::process::id()).unwrap_or_default();
     let cap_eff = status.cap_eff.unwrap_or(0);
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".to_owned());
+    let lttng = lttng_checks(procfs, sessiond, mode, &status);
+    Report {
+        kernel,
+        mode: mode.clone(),
+        features: features.iter().collect(),
+        btf: btf_check(),
+        perf_events: perf_checks(),
+        kallsyms: kallsyms_check(),
+        bpf: bpf_check(cap_eff),
+        uprobes: uprobes_check(cap_eff),
+        tracefs: tracefs_check(),
+        lttng_tools: lttng_tools_check(),
+        lttng_sessiond: lttng.sessiond,
+        lttng_rundir: lttng.rundir,
+        lttng_shm: lttng.shm,
+        lttng_ust_apps: lttng.ust_apps,
+        capabilities: capability_names(cap_eff)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        memory: Some(memory.report()),
+    }
+}
 
-    let btf = if Path::new("/sys/kernel/btf/vmlinux").exists() {
+/// BTF, for BPF type information.
+fn btf_check() -> Check {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
         Check::ok("/sys/kernel/btf/vmlinux present")
     } else {
         Check::fail(
             "no /sys/kernel/btf/vmlinux",
             "a kernel built with CONFIG_DEBUG_INFO_BTF (or the /sys hostPath mount) is needed for BPF type info",
         )
-    };
+    }
+}
 
+/// Which perf events open.
+fn perf_checks() -> Vec<(String, Check)> {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
     let perf_hint = format!(
         "perf_event_open failed (perf_event_paranoid={paranoid}): the sidecar needs CAP_PERFMON and seccompProfile Unconfined (tracecar.dev/profile: minimal gives both)"
     );
-    let perf_events = sys::PERF_PROBES
+    sys::PERF_PROBES
         .iter()
         .map(|&(name, probe)| {
             let check = match probe() {
@@ -97,36 +125,48 @@ pub fn report(
             };
             (name.to_owned(), check)
         })
-        .collect();
+        .collect()
+}
 
-    let kallsyms = if crate::stacks::kallsyms::readable() {
+/// Whether kernel frames can be named.
+fn kallsyms_check() -> Check {
+    if crate::stacks::kallsyms::readable() {
         Check::ok("/proc/kallsyms has addresses")
     } else {
         Check::fail(
             "/proc/kallsyms addresses are hidden",
             "kernel frames need CAP_SYSLOG or kernel.kptr_restrict=0; profiles use kernel=false until then",
         )
-    };
+    }
+}
 
-    let bpf = if has_cap(cap_eff, "BPF") || has_cap(cap_eff, "SYS_ADMIN") {
+/// CAP_BPF (or CAP_SYS_ADMIN), for BPF programs.
+fn bpf_check(cap_eff: u64) -> Check {
+    if has_cap(cap_eff, "BPF") || has_cap(cap_eff, "SYS_ADMIN") {
         Check::ok("CAP_BPF (or CAP_SYS_ADMIN) is effective")
     } else {
         Check::fail(
             "neither CAP_BPF nor CAP_SYS_ADMIN is effective",
             "add the BPF capability (the minimal profile does) for uprobes",
         )
-    };
+    }
+}
 
-    let uprobes = if has_cap(cap_eff, "SYS_ADMIN") {
+/// CAP_SYS_ADMIN, which uprobe perf events need.
+fn uprobes_check(cap_eff: u64) -> Check {
+    if has_cap(cap_eff, "SYS_ADMIN") {
         Check::ok("CAP_SYS_ADMIN is effective")
     } else {
         Check::fail(
             "CAP_SYS_ADMIN is not effective",
             "Linux requires CAP_SYS_ADMIN for uprobe perf events since 2025 (\"perf: require CAP_SYS_ADMIN for uprobes\"); the minimal profile adds it",
         )
-    };
+    }
+}
 
-    let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+/// tracefs, where uprobe events are created.
+fn tracefs_check() -> Check {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
         .find(|d| Path::new(d).join("uprobe_events").exists())
         .map_or_else(
@@ -137,8 +177,11 @@ pub fn report(
                 )
             },
             |d| Check::ok(format!("{d}/uprobe_events")),
-        );
+        )
+}
 
+/// The LTTng tools on PATH.
+fn lttng_tools_check() -> Check {
     let tools: Vec<(&str, Option<String>)> = ["lttng", "lttng-sessiond", "babeltrace2"]
         .iter()
         .map(|t| (*t, on_path(t)))
@@ -148,7 +191,7 @@ pub fn report(
         .filter(|(_, p)| p.is_none())
         .map(|(t, _)| *t)
         .collect();
-    let lttng_tools = if missing.is_empty() {
+    if missing.is_empty() {
         Check::ok(
             tools
                 .iter()
@@ -161,10 +204,27 @@ pub fn report(
             format!("not found: {}", missing.join(", ")),
             "install lttng-tools and babeltrace2 in the agent image",
         )
-    };
+    }
+}
 
-    let [mut lttng_rundir, mut lttng_shm] = rundir::checks(&rundir::Creds::of(&status));
-    let (lttng_sessiond, lttng_ust_apps) = match mode {
+/// The LTTng checks of the report.
+struct LttngChecks {
+    sessiond: SessiondCheck,
+    rundir: DirCheck,
+    shm: DirCheck,
+    ust_apps: Check,
+}
+
+/// The session daemon, its directories and the apps' LTTng-UST; in an
+/// attached agent, what it cannot do.
+fn lttng_checks(
+    procfs: &Procfs,
+    sessiond: Option<DaemonStatus>,
+    mode: &Mode,
+    status: &crate::procfs::Status,
+) -> LttngChecks {
+    let [mut lttng_rundir, mut lttng_shm] = rundir::checks(&rundir::Creds::of(status));
+    let (sessiond, ust_apps) = match mode {
         Mode::Sidecar => (
             sessiond_check(sessiond, &[&lttng_rundir, &lttng_shm]),
             ust_apps_check(&crate::process::ust_mismatches(procfs, None)),
@@ -183,26 +243,11 @@ pub fn report(
             )
         }
     };
-    Report {
-        kernel,
-        mode: mode.clone(),
-        features: features.iter().collect(),
-        btf,
-        perf_events,
-        kallsyms,
-        bpf,
-        uprobes,
-        tracefs,
-        lttng_tools,
-        lttng_sessiond,
-        lttng_rundir,
-        lttng_shm,
-        lttng_ust_apps,
-        capabilities: capability_names(cap_eff)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        memory: Some(memory.report()),
+    LttngChecks {
+        sessiond,
+        rundir: lttng_rundir,
+        shm: lttng_shm,
+        ust_apps,
     }
 }
 

@@ -111,6 +111,38 @@ pub fn boolean(query: &Query, key: &str) -> Result<Option<bool>, SpecError> {
     }
 }
 
+/// A parameter that names one of `choices` (`(value, meaning, what it
+/// parses to)`); the first choice when absent. The error lists every
+/// value with its meaning.
+pub fn one_of<T: Copy>(
+    query: &Query,
+    key: &str,
+    choices: &[(&str, &str, T)],
+) -> Result<T, SpecError> {
+    let Some(raw) = query.get(key) else {
+        return choices.first().map(|c| c.2).ok_or_else(|| {
+            SpecError::new(
+                format!("{key}= has no choices"),
+                "this is a bug in the agent",
+            )
+        });
+    };
+    choices
+        .iter()
+        .find(|(name, _, _)| name == raw)
+        .map(|c| c.2)
+        .ok_or_else(|| {
+            let listed: Vec<String> = choices
+                .iter()
+                .map(|(name, meaning, _)| format!("{key}={name} ({meaning})"))
+                .collect();
+            SpecError::new(
+                format!("{key}={raw:?} is not supported"),
+                format!("use {}", listed.join(", ")),
+            )
+        })
+}
+
 /// Parses a PID or a comma list of PIDs.
 pub fn parse_pids(raw: &str) -> Result<Vec<u32>, SpecError> {
     let pids: Result<Vec<u32>, _> = raw
@@ -197,6 +229,19 @@ mod tests {
         assert!(number(&query(&[("hz", "x")]), "hz", 99, 1..=1000).is_err());
         assert_eq!(seconds(&query(&[("seconds", "3")]), 10, 1..=60), Ok(3));
         assert_eq!(optional_number(&query(&[]), "limit", 1..=5), Ok(None));
+    }
+
+    #[test]
+    fn choices_default_to_the_first_and_list_every_one() {
+        let choices = [("json", "NDJSON", 1), ("ctf", "a trace", 2)];
+        assert_eq!(one_of(&query(&[]), "format", &choices), Ok(1));
+        assert_eq!(
+            one_of(&query(&[("format", "ctf")]), "format", &choices),
+            Ok(2)
+        );
+        let e = one_of(&query(&[("format", "xml")]), "format", &choices).unwrap_err();
+        assert_eq!(e.message, "format=\"xml\" is not supported");
+        assert_eq!(e.hint, "use format=json (NDJSON), format=ctf (a trace)");
     }
 
     #[test]

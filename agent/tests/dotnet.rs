@@ -223,10 +223,10 @@ fn bad_targets_get_clear_errors() {
 
     // A runtime that does not answer: stopped.
     let app = spawn_dotnet(&["spin"], &[]);
-    signal(app.pid(), "STOP");
+    common::signal(app.pid(), "STOP");
     let started = Instant::now();
     let (code, e) = error(&format!("/v1/dotnet/trace?pid={}&providers=gc", app.pid()));
-    signal(app.pid(), "CONT");
+    common::signal(app.pid(), "CONT");
     assert_eq!(code, 502, "{e}");
     assert!(
         e["error"].as_str().unwrap().contains("does not answer"),
@@ -274,15 +274,6 @@ fn bad_targets_get_clear_errors() {
         e["hint"].as_str().unwrap().contains("does not follow"),
         "{e}"
     );
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
@@ -357,16 +348,9 @@ fn dotnet_dumps_open_with_one_prstatus_per_thread_and_leave_nothing() {
     let app = spawn_dotnet(&["spin"], &[]);
     let dir = tempfile::tempdir().unwrap();
     for kind in ["mini", "heap", "full"] {
-        let core = dir.path().join(format!("core.{kind}"));
         let before = threads(app.pid());
-        let (code, body) = agent.get(&format!("/v1/dump?pid={}&type={kind}", app.pid()));
-        assert_eq!(
-            code,
-            200,
-            "{kind}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        );
-        std::fs::write(&core, &body).unwrap();
+        let core = agent.dump_to(dir.path(), app.pid(), kind);
+        let body = std::fs::read(&core).unwrap();
         assert!(body.starts_with(b"\x7fELF"), "{kind}");
         let text = common::readelf_notes(&core);
         // The runtime starts threads lazily (tiering, the finalizer):

@@ -43,15 +43,7 @@ fn native_core_files_open_in_gdb_with_the_right_backtrace() {
     let (app, binary) = start_app(dir.path());
     let pid = app.pid();
     for kind in ["heap", "full"] {
-        let core = dir.path().join(format!("core.{kind}"));
-        let (code, body) = agent.get(&format!("/v1/dump?pid={pid}&type={kind}"));
-        assert_eq!(
-            code,
-            200,
-            "{kind}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        );
-        std::fs::write(&core, &body).unwrap();
+        let core = agent.dump_to(dir.path(), pid, kind);
         assert_running_untraced(pid);
         let notes = readelf_notes(&core);
         assert_eq!(notes.matches("NT_PRSTATUS").count(), 4, "{kind}: {notes}");

@@ -84,14 +84,7 @@ fn a_symlinked_perf_map_is_not_followed_into_the_agents_root() {
             "the refusal is reported: {}",
             refused(&listing)
         );
-        let processes: serde_json::Value =
-            serde_json::from_slice(&agent.get_ok("/v1/processes")).unwrap();
-        let entry = processes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["pid"] == pid)
-            .expect("the app is listed");
+        let entry = agent.process(pid);
         assert!(entry["perf_map"].is_null(), "{entry}");
     }
 

@@ -40,14 +40,7 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
     assert_eq!(summary["mechanism"], "breakpoint", "{summary}");
     assert_eq!(summary["method"], "jitted_calc(int)");
     assert_eq!(events.len(), 200);
-    let args: Vec<i64> = events
-        .iter()
-        .map(|e| e["args"][0].as_i64().unwrap())
-        .collect();
-    assert!(
-        args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
-        "consecutive arguments: {args:?}"
-    );
+    common::assert_consecutive_args(&events);
     for e in &events {
         assert_eq!(e["pid"], pid, "only the probed process: {e}");
         assert_eq!(
@@ -109,10 +102,7 @@ fn breakpoints_count_every_call_from_every_thread() {
         dir.path(),
         "out",
     );
-    Command::new("kill")
-        .args(["-USR1", &pid.to_string()])
-        .status()
-        .unwrap();
+    common::signal(pid, "USR1");
     let mut made = String::new();
     use std::io::Read as _;
     let mut stdout = target.child.stdout.take().unwrap();

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Agent, Running, Workload, begin, compile_tp_app, dir_is_empty, spawn, tracecar_sessions,
+    Agent, Running, Workload, begin, compile_tp_app, dir_is_empty, signal, spawn,
+    tracecar_sessions, wait_until,
 };
 use serde_json::Value;
 
@@ -21,14 +22,6 @@ fn sessions_xml() -> String {
         .output()
         .expect("lttng runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Waits until `pid` offers `event` through the agent.
@@ -63,14 +56,6 @@ fn record_while_emitting(agent: &Agent, path: &str, emitters: &[u32]) -> (u16, V
         }
         request.join().unwrap()
     })
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 fn ndjson(body: &[u8]) -> (Vec<Value>, Value) {

@@ -203,14 +203,7 @@ fn node_jit_frames_are_named_from_the_perf_map() {
     let workload = spawn_node(&["--perf-basic-prof", script]);
     std::thread::sleep(Duration::from_millis(1500));
     let agent = Agent::start();
-    let processes: serde_json::Value =
-        serde_json::from_slice(&agent.get_ok("/v1/processes")).unwrap();
-    let entry = processes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"] == workload.pid())
-        .expect("node is listed");
+    let entry = agent.process(workload.pid());
     assert_eq!(entry["runtime"], "node");
     assert!(
         entry["perf_map"]
@@ -579,11 +572,7 @@ fn stale_socket_is_replaced_and_sigterm_shuts_down_cleanly() {
         })
     });
     assert!(ok, "socket not created");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(child.id(), "TERM");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(!socket.exists(), "socket left behind");

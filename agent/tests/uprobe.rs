@@ -214,14 +214,7 @@ fn api_streams_calls_with_arguments_returns_and_a_summary() {
     assert_eq!(summary["events"], 50);
     assert_eq!(summary["lost"], 0);
     assert_eq!(summary["stopped"], "limit");
-    let args: Vec<i64> = events
-        .iter()
-        .map(|e| e["args"][0].as_i64().unwrap())
-        .collect();
-    assert!(
-        args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
-        "in order: {args:?}"
-    );
+    common::assert_consecutive_args(&events);
     for e in &events {
         assert_eq!(
             e["ret"].as_i64().unwrap(),

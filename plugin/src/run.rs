@@ -3,7 +3,10 @@
 //! answers, [`crate::exec`] reaches the sidecar through kubectl or podman,
 //! and [`crate::output`] writes files and progress.
 
-use crate::cli::{Cli, Command};
+use crate::cli::{
+    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, LttngArgs, ProfileArgs,
+    TraceArgs,
+};
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
 use crate::output::{Bar, Sink, as_is, print_rendered};
@@ -27,27 +30,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         })
     };
     match &cli.command {
-        Command::Attach {
-            target,
-            target_container,
-            profile,
-            features,
-            image,
-            timeout,
-            print,
-        } => {
-            let pod = exec::resolve(cli.runtime, &flags, &target::parse(target)?)?;
-            let options = crate::attaching::Options {
-                target_container: target_container.as_deref(),
-                profile: tracecar_api::security::Profile::parse(profile)
-                    .unwrap_or(tracecar_api::security::Profile::Minimal),
-                features: *features,
-                image,
-                timeout: std::time::Duration::from_secs(*timeout),
-                print: *print,
-            };
-            crate::attaching::attach(cli, &flags, &pod, &options)?;
-        }
+        Command::Attach(args) => attach(cli, &flags, args)?,
         Command::Ps { target } => {
             print_rendered(
                 &call(target)?.body("/v1/processes")?,
@@ -60,197 +43,249 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             println!("pod {}: agent reachable", caller.pod);
             print_rendered(&body, request::status_lines);
         }
-        Command::Profile {
-            target,
-            seconds,
-            hz,
-            pid,
-            unwind,
-            mode,
-            min_block_us,
-            state,
-            rate,
-            threads,
-            output,
-        } => {
-            let format = format_of(
-                output,
-                request::profile_format(output),
-                ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
-            )?;
-            let path = request::profile_path(
-                &request::Profile {
-                    seconds: *seconds,
-                    hz: *hz,
-                    pid: pid.as_deref(),
-                    unwind: unwind.as_deref(),
-                    mode: mode.as_deref(),
-                    min_block_us: *min_block_us,
-                    state: state.as_deref(),
-                    rate: *rate,
-                    threads: *threads,
-                },
-                format,
-            );
-            call(target)?.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
-            eprintln!("wrote {output}");
-        }
-        Command::Trace {
-            target,
-            symbol,
-            address,
-            module,
-            args,
-            ret,
-            pid,
-            seconds,
-            limit,
-            stack,
-            unwind,
-            abi,
-            output,
-            of,
-            json,
-        } => {
-            let flame = match output {
-                None => None,
-                Some(file) => Some((
-                    format_of(
-                        file,
-                        request::profile_format(file),
-                        ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
-                    )?,
-                    of.as_str(),
-                )),
-            };
-            let caller = call(target)?;
-            let pid = match pid {
-                Some(pid) => pid.clone(),
-                None => request::only_app_pid(&caller.body("/v1/processes")?)
-                    .map_err(PluginError::Processes)?
-                    .to_string(),
-            };
-            let path = request::trace_path(&request::Trace {
-                symbol: symbol.as_deref(),
-                address: address.as_deref(),
-                module: module.as_deref(),
-                args: args.as_deref(),
-                ret: ret.as_deref(),
-                pid: &pid,
-                seconds: *seconds,
-                limit: *limit,
-                stack: *stack,
-                unwind: unwind.as_deref(),
-                abi: abi.as_deref(),
-                flame,
-            });
-            if let Some(file) = output {
-                caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
-                eprintln!("wrote {file}");
-                return Ok(());
-            }
-            let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
-            let pretty = |line: &str| request::trace_line(name, line);
-            let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
-            caller.get(&path, Sink::Lines(render), Bar::None)?;
-        }
-        Command::Lttng {
-            target,
-            events,
-            pid,
-            filter,
-            loglevel,
-            seconds,
-            output,
-            list,
-            live,
-        } => {
-            let caller = call(target)?;
-            if *list {
-                let path = request::lttng_events_path(pid.as_deref());
-                print_rendered(&caller.body(&path)?, request::tracepoint_lines);
-                return Ok(());
-            }
-            let session = request::Session {
-                events: events.as_deref(),
-                pid: pid.as_deref(),
-                filter: filter.as_deref(),
-                loglevel: loglevel.as_deref(),
-                seconds: *seconds,
-            };
-            if *live {
-                let path = request::lttng_live_path(&session);
-                return caller.get(&path, Sink::Lines(&as_is), Bar::None);
-            }
-            let format = format_of(
-                output,
-                request::lttng_format(output),
-                ".tar.gz (CTF), .json/.ndjson or .txt",
-            )?;
-            let path = request::lttng_record_path(&session, format);
-            caller.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
-            eprintln!("wrote {output}");
-        }
-        Command::DotnetTrace {
-            target,
-            pid,
-            providers,
-            seconds,
-            output,
-        } => {
-            let caller = call(target)?;
-            let pid = pid_or_only_app(&caller, pid.as_deref())?;
-            let format = match output.as_deref() {
-                None => None,
-                Some(file) => Some(format_of(
-                    file,
-                    request::dotnet_trace_format(file),
-                    ".nettrace (PerfView, TraceEvent) or .json/.ndjson",
-                )?),
-            };
-            let path = request::dotnet_trace_path(&pid, providers, *seconds, format);
-            match (output, format) {
-                (Some(file), Some(_)) => {
-                    caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
-                    eprintln!("wrote {file}");
-                }
-                _ => caller.get(&path, Sink::Lines(&as_is), Bar::None)?,
-            }
-        }
-        Command::Counters {
-            target,
-            pid,
-            providers,
-            seconds,
-            interval,
-            prometheus,
-        } => {
-            let caller = call(target)?;
-            let pid = pid_or_only_app(&caller, pid.as_deref())?;
-            let path = request::counters_path(
-                &pid,
-                providers.as_deref(),
-                *seconds,
-                *interval,
-                *prometheus,
-            );
-            caller.get(&path, Sink::Lines(&as_is), Bar::None)?;
-        }
-        Command::Dump {
-            target,
-            pid,
-            kind,
-            output,
-        } => {
-            let caller = call(target)?;
-            let pid = pid_or_only_app(&caller, pid.as_deref())?;
-            let path = request::dump_path(&pid, kind.as_deref());
-            caller.get(&path, Sink::File(output), Bar::Bytes)?;
-            eprintln!("wrote {output}");
-        }
+        Command::Profile(args) => profile(&call, args)?,
+        Command::Trace(args) => trace(&call, args)?,
+        Command::Lttng(args) => lttng(&call, args)?,
+        Command::DotnetTrace(args) => dotnet_trace(&call, args)?,
+        Command::Counters(args) => counters(&call, args)?,
+        Command::Dump(args) => dump(&call, args)?,
     }
     Ok(())
 }
+
+/// `attach`.
+fn attach(cli: &Cli, flags: &KubeFlags, args: &AttachArgs) -> Result<(), PluginError> {
+    let AttachArgs {
+        target,
+        target_container,
+        profile,
+        features,
+        image,
+        timeout,
+        print,
+    } = args;
+    let pod = exec::resolve(cli.runtime, flags, &target::parse(target)?)?;
+    let options = crate::attaching::Options {
+        target_container: target_container.as_deref(),
+        profile: tracecar_api::security::Profile::parse(profile)
+            .unwrap_or(tracecar_api::security::Profile::Minimal),
+        features: *features,
+        image,
+        timeout: std::time::Duration::from_secs(*timeout),
+        print: *print,
+    };
+    crate::attaching::attach(cli, flags, &pod, &options)?;
+    Ok(())
+}
+
+/// `profile`.
+fn profile<'a>(call: &Call<'a>, args: &ProfileArgs) -> Result<(), PluginError> {
+    let ProfileArgs {
+        target,
+        seconds,
+        hz,
+        pid,
+        unwind,
+        mode,
+        min_block_us,
+        state,
+        rate,
+        threads,
+        output,
+    } = args;
+    let format = format_of(
+        output,
+        request::profile_format(output),
+        ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
+    )?;
+    let path = request::profile_path(
+        &request::Profile {
+            seconds: *seconds,
+            hz: *hz,
+            pid: pid.as_deref(),
+            unwind: unwind.as_deref(),
+            mode: mode.as_deref(),
+            min_block_us: *min_block_us,
+            state: state.as_deref(),
+            rate: *rate,
+            threads: *threads,
+        },
+        format,
+    );
+    call(target)?.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
+    eprintln!("wrote {output}");
+    Ok(())
+}
+
+/// `trace`.
+fn trace<'a>(call: &Call<'a>, args: &TraceArgs) -> Result<(), PluginError> {
+    let TraceArgs {
+        target,
+        symbol,
+        address,
+        module,
+        args,
+        ret,
+        pid,
+        seconds,
+        limit,
+        stack,
+        unwind,
+        abi,
+        output,
+        of,
+        json,
+    } = args;
+    let flame = match output {
+        None => None,
+        Some(file) => Some((
+            format_of(
+                file,
+                request::profile_format(file),
+                ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
+            )?,
+            of.as_str(),
+        )),
+    };
+    let caller = call(target)?;
+    let pid = match pid {
+        Some(pid) => pid.clone(),
+        None => request::only_app_pid(&caller.body("/v1/processes")?)
+            .map_err(PluginError::Processes)?
+            .to_string(),
+    };
+    let path = request::trace_path(&request::Trace {
+        symbol: symbol.as_deref(),
+        address: address.as_deref(),
+        module: module.as_deref(),
+        args: args.as_deref(),
+        ret: ret.as_deref(),
+        pid: &pid,
+        seconds: *seconds,
+        limit: *limit,
+        stack: *stack,
+        unwind: unwind.as_deref(),
+        abi: abi.as_deref(),
+        flame,
+    });
+    if let Some(file) = output {
+        caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
+        eprintln!("wrote {file}");
+        return Ok(());
+    }
+    let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
+    let pretty = |line: &str| request::trace_line(name, line);
+    let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
+    caller.get(&path, Sink::Lines(render), Bar::None)?;
+    Ok(())
+}
+
+/// `lttng`.
+fn lttng<'a>(call: &Call<'a>, args: &LttngArgs) -> Result<(), PluginError> {
+    let LttngArgs {
+        target,
+        events,
+        pid,
+        filter,
+        loglevel,
+        seconds,
+        output,
+        list,
+        live,
+    } = args;
+    let caller = call(target)?;
+    if *list {
+        let path = request::lttng_events_path(pid.as_deref());
+        print_rendered(&caller.body(&path)?, request::tracepoint_lines);
+        return Ok(());
+    }
+    let session = request::Session {
+        events: events.as_deref(),
+        pid: pid.as_deref(),
+        filter: filter.as_deref(),
+        loglevel: loglevel.as_deref(),
+        seconds: *seconds,
+    };
+    if *live {
+        let path = request::lttng_live_path(&session);
+        return caller.get(&path, Sink::Lines(&as_is), Bar::None);
+    }
+    let format = format_of(
+        output,
+        request::lttng_format(output),
+        ".tar.gz (CTF), .json/.ndjson or .txt",
+    )?;
+    let path = request::lttng_record_path(&session, format);
+    caller.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
+    eprintln!("wrote {output}");
+    Ok(())
+}
+
+/// `dotnet-trace`.
+fn dotnet_trace<'a>(call: &Call<'a>, args: &DotnetTraceArgs) -> Result<(), PluginError> {
+    let DotnetTraceArgs {
+        target,
+        pid,
+        providers,
+        seconds,
+        output,
+    } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    let format = match output.as_deref() {
+        None => None,
+        Some(file) => Some(format_of(
+            file,
+            request::dotnet_trace_format(file),
+            ".nettrace (PerfView, TraceEvent) or .json/.ndjson",
+        )?),
+    };
+    let path = request::dotnet_trace_path(&pid, providers, *seconds, format);
+    match (output, format) {
+        (Some(file), Some(_)) => {
+            caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
+            eprintln!("wrote {file}");
+        }
+        _ => caller.get(&path, Sink::Lines(&as_is), Bar::None)?,
+    }
+    Ok(())
+}
+
+/// `counters`.
+fn counters<'a>(call: &Call<'a>, args: &CountersArgs) -> Result<(), PluginError> {
+    let CountersArgs {
+        target,
+        pid,
+        providers,
+        seconds,
+        interval,
+        prometheus,
+    } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    let path = request::counters_path(&pid, providers.as_deref(), *seconds, *interval, *prometheus);
+    caller.get(&path, Sink::Lines(&as_is), Bar::None)?;
+    Ok(())
+}
+
+/// `dump`.
+fn dump<'a>(call: &Call<'a>, args: &DumpArgs) -> Result<(), PluginError> {
+    let DumpArgs {
+        target,
+        pid,
+        kind,
+        output,
+    } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    let path = request::dump_path(&pid, kind.as_deref());
+    caller.get(&path, Sink::File(output), Bar::Bytes)?;
+    eprintln!("wrote {output}");
+    Ok(())
+}
+
+/// Reaches the agent of a target's pod.
+type Call<'a> = dyn Fn(&str) -> Result<Caller<'a>, PluginError> + 'a;
 
 /// `--pid`, or the pod's only app process.
 fn pid_or_only_app(caller: &Caller<'_>, pid: Option<&str>) -> Result<String, PluginError> {

@@ -110,6 +110,15 @@ impl From<crate::profile::CaptureError> for ApiError {
     }
 }
 
+impl From<crate::profile::ProfileError> for ApiError {
+    fn from(e: crate::profile::ProfileError) -> Self {
+        match e {
+            crate::profile::ProfileError::Capture(e) => e.into(),
+            crate::profile::ProfileError::Render(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::stacks::render::RenderError> for ApiError {
     fn from(e: crate::stacks::render::RenderError) -> Self {
         Self::internal(e.to_string(), "try format=folded")

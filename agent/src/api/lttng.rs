@@ -3,11 +3,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 
+use super::answer::Answer;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use crate::params::Query as Params;
@@ -46,7 +45,7 @@ fn check_visible(state: &AgentState, pids: Option<&[u32]>) -> Result<(), ApiErro
 pub(super) async fn events(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let pids = spec::parse_events(&query)?;
     check_visible(&state, pids.as_deref())?;
     let lttng = lttng_of(&state)?;
@@ -69,13 +68,13 @@ pub(super) async fn events(
         events: found,
         incompatible,
     };
-    Ok(Json(body).into_response())
+    Answer::json(&body)
 }
 
 pub(super) async fn live(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let spec = spec::parse_live(&query)?;
     check_visible(&state, spec.pids.as_deref())?;
     let lttng = lttng_of(&state)?;
@@ -89,20 +88,18 @@ pub(super) async fn live(
         );
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    Ok(Answer::stream("application/x-ndjson", body))
 }
 
 pub(super) async fn record(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let spec = spec::parse_record(&query)?;
     check_visible(&state, spec.pids.as_deref())?;
     let lttng = lttng_of(&state)?;
     let permit = state.capture_slot()?;
     let format = spec.format;
-    // Ready once the session is recorded (the headers carry its summary),
-    // then the output streams; the trace directory goes with `recording`.
     let (summary, body) = ready_then_stream(16, permit, move |ready, chunks, cancel| {
         let mut recording = match lttng.record(&spec, &cancel) {
             Ok(recording) => recording,
@@ -111,45 +108,24 @@ pub(super) async fn record(
         let summary = recording.summary.clone();
         tracing::info!(session = %summary.session, discarded = summary.discarded.discarded_events, "recorded");
         ready.send(Ok(summary));
-        let send = |chunk: Vec<u8>| chunks.send(chunk);
-        let written = match format {
-            RecordFormat::Json => output::write_json(&mut recording, send),
-            RecordFormat::Text => output::write_text(&recording, send),
-            RecordFormat::Ctf => output::write_ctf(&recording, send),
-        };
-        if let Err(e) = written {
+        if let Err(e) = output::write(&mut recording, format, |chunk| chunks.send(chunk)) {
             tracing::warn!(session = %recording.summary.session, error = %e, "output stopped");
         }
     })
     .await?;
-    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
-    let headers = response.headers_mut();
     let timing = format!(
         "setup;dur={:.1}, teardown;dur={:.1}",
         summary.setup_ms, summary.teardown_ms
     );
-    for (name, value) in [
-        ("server-timing", timing),
-        (
+    let answer = Answer::stream(format.content_type(), body)
+        .header("server-timing", timing)
+        .header(
             "x-tracecar-discarded-events",
-            summary.discarded.discarded_events.to_string(),
-        ),
-        (
-            "x-tracecar-lost-packets",
-            summary.discarded.lost_packets.to_string(),
-        ),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    }
-    if format == RecordFormat::Ctf
-        && let Ok(value) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}.tar.gz\"",
-            summary.session
-        ))
-    {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+            summary.discarded.discarded_events,
+        )
+        .header("x-tracecar-lost-packets", summary.discarded.lost_packets);
+    Ok(match format {
+        RecordFormat::Ctf => answer.file_name(format!("{}.tar.gz", summary.session)),
+        RecordFormat::Json | RecordFormat::Text => answer,
+    })
 }

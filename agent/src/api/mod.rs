@@ -13,6 +13,7 @@
 //! [`dotnet`] (`/v1/dotnet/*`) and [`dump`] (`/v1/dump`). Every route is
 //! one line of [`routes`].
 
+mod answer;
 mod dotnet;
 mod dump;
 pub mod error;

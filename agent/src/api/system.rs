@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 
+use super::answer::Answer;
 use super::{AgentState, ApiError, blocking};
 use crate::{capabilities, process};
 
-pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Response, ApiError> {
+pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Answer, ApiError> {
     let report = blocking(move || {
         let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
         capabilities::report(
@@ -21,10 +20,10 @@ pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Resp
         )
     })
     .await?;
-    Ok(Json(report).into_response())
+    Answer::json(&report)
 }
 
-pub(super) async fn processes(State(state): State<AgentState>) -> Result<Response, ApiError> {
+pub(super) async fn processes(State(state): State<AgentState>) -> Result<Answer, ApiError> {
     let mode = match state.mode {
         tracecar_api::capabilities::Mode::Sidecar => "sidecar",
         tracecar_api::capabilities::Mode::Attached { .. } => "attached",
@@ -37,9 +36,5 @@ pub(super) async fn processes(State(state): State<AgentState>) -> Result<Respons
     })
     .await?
     .map_err(|e| ApiError::internal(format!("cannot read /proc: {e}"), "is /proc mounted?"))?;
-    Ok((
-        [(tracecar_api::capabilities::MODE_HEADER, mode)],
-        Json(list),
-    )
-        .into_response())
+    Ok(Answer::json(&list)?.header(tracecar_api::capabilities::MODE_HEADER, mode))
 }

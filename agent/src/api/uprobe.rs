@@ -1,10 +1,8 @@
 //! `/v1/uprobe` and `/v1/symbols`.
 
-use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 
+use super::answer::Answer;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use crate::params::Query as Params;
@@ -13,7 +11,7 @@ use crate::uprobe::{resolve, spec, stream, symbols};
 pub(super) async fn symbols(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let spec = spec::parse_symbols(&query)?;
     let permit = state.read_slot()?;
     let (procfs, memory) = (state.procfs(), state.memory.clone());
@@ -31,20 +29,19 @@ pub(super) async fn symbols(
         listing
     })
     .await??;
-    Ok(Json(serde_json::json!({
+    Answer::json(&serde_json::json!({
         "pid": pid,
         "total": listing.total,
         "truncated": listing.total > listing.symbols.len(),
         "symbols": listing.symbols,
         "refused": listing.refused,
     }))
-    .into_response())
 }
 
 pub(super) async fn uprobe(
     State(state): State<AgentState>,
     Query(query): Query<Params>,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let spec = spec::parse(&query)?;
     // Before resolving: naming a .NET method starts sessions in its runtime.
     let permit = state.probe_slot()?;
@@ -67,5 +64,5 @@ pub(super) async fn uprobe(
         );
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok(Answer::stream(content_type, body))
 }

@@ -36,6 +36,16 @@ pub enum CountersFormat {
     Prometheus,
 }
 
+impl CountersFormat {
+    /// The answer's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/x-ndjson",
+            Self::Prometheus => "text/plain; version=0.0.4",
+        }
+    }
+}
+
 /// A validated `/v1/dotnet/counters` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountersSpec {
@@ -84,16 +94,14 @@ pub fn parse(query: &Query) -> Result<CountersSpec, SpecError> {
     }
     let interval = params::number(query, "interval", 1, 1..=3600)?;
     let seconds = params::seconds(query, 10, 1..=86_400)?;
-    let format = match query.get("format").map(String::as_str) {
-        None | Some("json") => CountersFormat::Json,
-        Some("prometheus") => CountersFormat::Prometheus,
-        Some(other) => {
-            return Err(SpecError::new(
-                format!("format={other:?}"),
-                "format=json (NDJSON snapshots) or format=prometheus (one scrape)",
-            ));
-        }
-    };
+    let format = params::one_of(
+        query,
+        "format",
+        &[
+            ("json", "NDJSON snapshots", CountersFormat::Json),
+            ("prometheus", "one scrape", CountersFormat::Prometheus),
+        ],
+    )?;
     Ok(CountersSpec {
         pid,
         providers,
@@ -211,6 +219,22 @@ pub fn metric_name(provider: &str, counter: &str) -> String {
         out.insert(0, '_');
     }
     out
+}
+
+/// One snapshot as `format` sends it: a JSON line, or the Prometheus
+/// text exposition.
+pub fn encode(
+    snapshot: &CounterSnapshot,
+    format: CountersFormat,
+) -> Result<Vec<u8>, serde_json::Error> {
+    Ok(match format {
+        CountersFormat::Json => {
+            let mut line = serde_json::to_vec(snapshot)?;
+            line.push(b'\n');
+            line
+        }
+        CountersFormat::Prometheus => prometheus(snapshot).into_bytes(),
+    })
 }
 
 /// A snapshot in the Prometheus text exposition format (every counter a

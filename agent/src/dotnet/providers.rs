@@ -50,6 +50,16 @@ pub enum TraceFormat {
     Json,
 }
 
+impl TraceFormat {
+    /// The answer's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Nettrace => "application/octet-stream",
+            Self::Json => "application/x-ndjson",
+        }
+    }
+}
+
 /// A validated `/v1/dotnet/trace` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceSpec {
@@ -204,16 +214,18 @@ pub fn parse_trace(query: &HashMap<String, String>) -> Result<TraceSpec, SpecErr
     let pid = params::required_pid(query)?;
     let providers = parse_providers(query.get("providers").map_or("", String::as_str))?;
     let seconds = params::seconds(query, 10, 1..=3600)?;
-    let format = match query.get("format").map(String::as_str) {
-        None | Some("json") => TraceFormat::Json,
-        Some("nettrace") => TraceFormat::Nettrace,
-        Some(other) => {
-            return Err(SpecError::new(
-                format!("format={other:?}"),
-                "format=json (NDJSON) or format=nettrace (for PerfView, TraceEvent)",
-            ));
-        }
-    };
+    let format = params::one_of(
+        query,
+        "format",
+        &[
+            ("json", "NDJSON", TraceFormat::Json),
+            (
+                "nettrace",
+                "for PerfView, TraceEvent",
+                TraceFormat::Nettrace,
+            ),
+        ],
+    )?;
     // Rundown names the methods of stacks (PerfView needs it); it costs a
     // walk of every method at the end, so JSON without stacks skips it
     // unless asked.

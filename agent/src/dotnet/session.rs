@@ -268,32 +268,13 @@ pub fn run(
     ready: impl FnOnce(Result<u64, PortError>),
     mut consume: impl FnMut(&[u8]) -> Flow,
 ) -> Option<Ended> {
-    let (mut stream, payload) = match port.request(procfs, command, ANSWER_TIMEOUT) {
-        Ok(answer) => answer,
+    let (mut stream, session) = match start(procfs, port, command) {
+        Ok(started) => started,
         Err(e) => {
             ready(Err(e));
             return None;
         }
     };
-    let session = match super::ipc::u64_payload(&payload) {
-        Ok(id) => id,
-        Err(source) => {
-            ready(Err(PortError::Ipc {
-                pid: port.pid,
-                source,
-            }));
-            return None;
-        }
-    };
-    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
-        let _ = port.stop_within(procfs, session, ANSWER_TIMEOUT);
-        ready(Err(PortError::Dead {
-            pid: port.pid,
-            path: port.path.clone(),
-            source: e,
-        }));
-        return None;
-    }
     ready(Ok(session));
     tracing::info!(pid = port.pid, session, "EventPipe session started");
 
@@ -371,20 +352,63 @@ pub fn run(
     drop(stream);
     let stop_error =
         stopper.and_then(|s: std::thread::JoinHandle<Option<String>>| s.join().ok().flatten());
+    Some(ended(
+        procfs,
+        port,
+        session,
+        stopped.map(|(why, _)| why),
+        error.or(stop_error),
+        started,
+    ))
+}
+
+/// Asks the runtime for the session; its stream (polled every [`POLL`])
+/// and id.
+fn start(
+    procfs: &Procfs,
+    port: &Port,
+    command: &Command,
+) -> Result<(std::os::unix::net::UnixStream, u64), PortError> {
+    let (stream, payload) = port.request(procfs, command, ANSWER_TIMEOUT)?;
+    let session = super::ipc::u64_payload(&payload).map_err(|source| PortError::Ipc {
+        pid: port.pid,
+        source,
+    })?;
+    if let Err(e) = stream.set_read_timeout(Some(POLL)) {
+        let _ = port.stop_within(procfs, session, ANSWER_TIMEOUT);
+        return Err(PortError::Dead {
+            pid: port.pid,
+            path: port.path.clone(),
+            source: e,
+        });
+    }
+    Ok((stream, session))
+}
+
+/// How the session ended: why (ours, or the process's exit, or the
+/// runtime's own stop) and what went wrong.
+fn ended(
+    procfs: &Procfs,
+    port: &Port,
+    session: u64,
+    stopped: Option<Stop>,
+    error: Option<String>,
+    started: Instant,
+) -> Ended {
     let why = match stopped {
-        Some((why, _)) => why.name().to_string(),
+        Some(why) => why.name().to_string(),
         // The stream ended without our stop: the process exited (or was
         // killed), or someone stopped the session.
         None if !alive(procfs, port.pid) => "process exited".to_string(),
         None => "stopped by the runtime".to_string(),
     };
     tracing::info!(pid = port.pid, session, stopped = %why, "EventPipe session ended");
-    Some(Ended {
+    Ended {
         session,
         why,
-        error: error.or(stop_error),
+        error,
         seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    })
+    }
 }
 
 /// Runs the session `spec` asks for: answers `ready` once the runtime has

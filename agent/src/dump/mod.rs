@@ -68,6 +68,34 @@ pub struct Dump {
     pub fallback: Option<String>,
 }
 
+/// The size of the chunks a dump is sent in.
+const CHUNK: usize = 1 << 20;
+
+impl Dump {
+    /// Sends the file in chunks of [`CHUNK`] until it ends or `send`
+    /// answers `false` (the client is gone). A read error ends it early:
+    /// the body is then short of its `Content-Length`, so the client sees
+    /// a broken transfer, not a short file.
+    pub fn send(mut self, pid: u32, mut send: impl FnMut(Vec<u8>) -> bool) {
+        use std::io::Read as _;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match self.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !send(buf[..n].to_vec()) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "reading the dump failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Why a dump could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {

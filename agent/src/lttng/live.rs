@@ -19,13 +19,13 @@ use tracecar_api::SummaryLine;
 use tracecar_api::lttng::LiveSummary;
 
 use super::cli::{LttngError, run};
-use super::command::{self, ChannelPlan};
+use super::command;
 use super::mi;
 use super::output::{Sink, babeltrace};
 use super::pretty;
 use super::record::Lttng;
 use super::session::RecordError;
-use super::session::{TraceDir, kill_quietly, open_session};
+use super::session::{TraceDir, kill_quietly};
 use super::spec::RecordSpec;
 
 /// How often a live session's chunk is closed and read.
@@ -53,22 +53,9 @@ impl Lttng {
         mut send: impl Sink,
     ) {
         let began = Instant::now();
-        let opened = (|| {
-            if !self.sessiond.status().running {
-                return Err(RecordError::NoDaemon);
-            }
-            let name = self.next_session_name();
-            let trace = TraceDir(self.trace_root.join(&name));
-            std::fs::create_dir_all(&self.trace_root).map_err(|source| RecordError::TraceDir {
-                path: self.trace_root.clone(),
-                source,
-            })?;
-            let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
-            let session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
-            Ok((session, trace))
-        })();
+        let opened = self.open(spec);
         let (mut session, trace) = match opened {
-            Ok(opened) => opened,
+            Ok((session, trace, _)) => (session, trace),
             Err(e) => return ready(Err(e)),
         };
         ready(Ok(()));

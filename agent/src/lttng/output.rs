@@ -33,6 +33,20 @@ pub(super) fn babeltrace(
     }
 }
 
+/// Writes `recording` as `format`: the one choice of writer for
+/// `/v1/lttng/record`.
+pub fn write(
+    recording: &mut Recording,
+    format: super::RecordFormat,
+    send: impl Sink,
+) -> std::io::Result<()> {
+    match format {
+        super::RecordFormat::Json => write_json(recording, send),
+        super::RecordFormat::Text => write_text(recording, send),
+        super::RecordFormat::Ctf => write_ctf(recording, send),
+    }
+}
+
 /// Writes NDJSON events, then `{"summary": …}`.
 pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Result<()> {
     let mut events = 0u64;

@@ -16,7 +16,7 @@ use super::cli::{LttngError, run};
 use super::command::{self, ChannelPlan};
 use super::mi::{self, Tracepoint};
 use super::session::{
-    RecordError, Recording, TraceDir, limit_reached, open_session, process_alive,
+    RecordError, Recording, Session, TraceDir, limit_reached, open_session, process_alive,
 };
 use super::sessiond::Sessiond;
 use super::spec::RecordSpec;
@@ -119,12 +119,16 @@ impl Lttng {
         )
     }
 
-    /// Records one session for `spec.seconds`, or until `cancel` is set.
-    pub fn record(&self, spec: &RecordSpec, cancel: &AtomicBool) -> Result<Recording, RecordError> {
+    /// Opens a session of `spec` named after this agent, with its trace
+    /// directory under the trace root; refused when no daemon runs. Both
+    /// are removed when dropped.
+    pub(super) fn open(
+        &self,
+        spec: &RecordSpec,
+    ) -> Result<(Session, TraceDir, ChannelPlan), RecordError> {
         if !self.sessiond.status().running {
             return Err(RecordError::NoDaemon);
         }
-        let began = Instant::now();
         let name = self.next_session_name();
         let trace = TraceDir(self.trace_root.join(&name));
         std::fs::create_dir_all(&self.trace_root).map_err(|source| RecordError::TraceDir {
@@ -132,7 +136,15 @@ impl Lttng {
             source,
         })?;
         let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
-        let mut session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
+        let session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
+        Ok((session, trace, plan))
+    }
+
+    /// Records one session for `spec.seconds`, or until `cancel` is set.
+    pub fn record(&self, spec: &RecordSpec, cancel: &AtomicBool) -> Result<Recording, RecordError> {
+        let began = Instant::now();
+        let (mut session, trace, plan) = self.open(spec)?;
+        let name = session.name.clone();
         let setup = began.elapsed();
         tracing::info!(session = %name, setup_ms = setup.as_millis(), "recording");
 

@@ -190,40 +190,10 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
             )
         }
         (Entry::Directory { uid, gid, mode }, Access::Denied) => {
-            let who = format!(
-                "the agent (uid {}, gid {}, groups {:?}) cannot create files in it",
-                creds.euid, creds.egid, creds.groups
-            );
-            // Root is refused only for want of DAC_OVERRIDE.
-            let lacks_override = creds.euid == 0 && !has_cap(creds.cap_eff, "DAC_OVERRIDE");
-            out.missing_capability = lacks_override.then(|| "DAC_OVERRIDE".to_owned());
-            let detail = format!(
-                "{what}; {who}{}",
-                if lacks_override {
-                    " without CAP_DAC_OVERRIDE"
-                } else {
-                    ""
-                }
-            );
-            if mode & 0o020 != 0 && !creds.in_group(*gid) {
-                fail(
-                    &mut out,
-                    detail,
-                    format!(
-                        "it is writable for group {gid}, which the sidecar lacks: set the pod's securityContext.fsGroup (Kubernetes then makes the emptyDir group-writable for that group and gives the group to every container, the sidecar too)"
-                    ),
-                    Some(Fix::FsGroup),
-                );
-            } else {
-                fail(
-                    &mut out,
-                    detail,
-                    format!(
-                        "it belongs to uid {uid} with mode {mode:04o}, as a container runtime leaves a volume it gave to the first container that mounted it (podman), or an app image's own {path} copied into the volume: {empty_dir_hint}; or set the pod's securityContext.fsGroup so that it is group-writable for the sidecar; granting CAP_DAC_OVERRIDE also works, but lets the agent bypass every file permission"
-                    ),
-                    Some(Fix::EmptyDir),
-                );
-            }
+            let (detail, hint, fix, missing) =
+                denied(&what, &path, (*uid, *gid, *mode), creds, &empty_dir_hint);
+            out.missing_capability = missing;
+            fail(&mut out, detail, hint, Some(fix));
         }
         (Entry::Directory { .. }, Access::Writable) => {
             match observed.wait_shm.iter().find(|o| o.uid != creds.euid) {
@@ -244,6 +214,52 @@ pub fn assess(observed: &Observed, creds: &Creds) -> DirCheck {
         }
     }
     out
+}
+
+/// Why the agent cannot create files in a directory `(uid, gid, mode)`,
+/// what to do, the fix and the capability it lacks: the detail, the
+/// hint, the fix, and the missing capability.
+fn denied(
+    what: &str,
+    path: &str,
+    (uid, gid, mode): (u32, u32, u32),
+    creds: &Creds,
+    empty_dir_hint: &str,
+) -> (String, String, Fix, Option<String>) {
+    let who = format!(
+        "the agent (uid {}, gid {}, groups {:?}) cannot create files in it",
+        creds.euid, creds.egid, creds.groups
+    );
+    // Root is refused only for want of DAC_OVERRIDE.
+    let lacks_override = creds.euid == 0 && !has_cap(creds.cap_eff, "DAC_OVERRIDE");
+    let missing = lacks_override.then(|| "DAC_OVERRIDE".to_owned());
+    let detail = format!(
+        "{what}; {who}{}",
+        if lacks_override {
+            " without CAP_DAC_OVERRIDE"
+        } else {
+            ""
+        }
+    );
+    if mode & 0o020 != 0 && !creds.in_group(gid) {
+        (
+            detail,
+            format!(
+                "it is writable for group {gid}, which the sidecar lacks: set the pod's securityContext.fsGroup (Kubernetes then makes the emptyDir group-writable for that group and gives the group to every container, the sidecar too)"
+            ),
+            Fix::FsGroup,
+            missing,
+        )
+    } else {
+        (
+            detail,
+            format!(
+                "it belongs to uid {uid} with mode {mode:04o}, as a container runtime leaves a volume it gave to the first container that mounted it (podman), or an app image's own {path} copied into the volume: {empty_dir_hint}; or set the pod's securityContext.fsGroup so that it is group-writable for the sidecar; granting CAP_DAC_OVERRIDE also works, but lets the agent bypass every file permission"
+            ),
+            Fix::EmptyDir,
+            missing,
+        )
+    }
 }
 
 /// Reads what is at `path` and whether the agent can write it. Follows no

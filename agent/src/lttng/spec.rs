@@ -226,17 +226,15 @@ const SESSION_PARAMS: [&str; 6] = [
 /// Parses `/v1/lttng/record`.
 pub fn parse_record(query: &params::Query) -> Result<RecordSpec, SpecError> {
     reject_unknown(query, &[&SESSION_PARAMS[..], &["format"]].concat())?;
-    let format = match query.get("format").map(String::as_str) {
-        None | Some("json") => RecordFormat::Json,
-        Some("text") => RecordFormat::Text,
-        Some("ctf") => RecordFormat::Ctf,
-        Some(other) => {
-            return Err(SpecError::new(
-                format!("format={other:?} is not supported"),
-                "format is json (NDJSON), text (babeltrace2) or ctf (.tar.gz for Trace Compass)",
-            ));
-        }
-    };
+    let format = params::one_of(
+        query,
+        "format",
+        &[
+            ("json", "NDJSON", RecordFormat::Json),
+            ("text", "babeltrace2", RecordFormat::Text),
+            ("ctf", ".tar.gz for Trace Compass", RecordFormat::Ctf),
+        ],
+    )?;
     let seconds = params::seconds(query, 10, 1..=3600)?;
     Ok(RecordSpec {
         seconds,

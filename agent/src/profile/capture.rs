@@ -67,39 +67,22 @@ pub fn run(
     cancel: &Arc<AtomicBool>,
     memory: &Memory,
 ) -> Result<Captured, CaptureError> {
-    let (cpu_samplers, event) = if plan.mode.samples_cpu() {
-        sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?
-    } else {
-        (Vec::new(), "sched_switch")
-    };
-    // With context switches traced, one thread drains every ring, a wall
-    // profile's CPU samplers included.
-    let (samplers, rings) = if plan.mode.records_blocks() {
-        (Vec::new(), Some(SwitchRings::open(plan, cpu_samplers)?))
-    } else {
-        (cpu_samplers, None)
-    };
-    let agent = std::process::id();
-    let wanted_by = || {
-        let mut keep: HashMap<u32, bool> = HashMap::new();
-        move |pid: u32| -> bool {
-            *keep.entry(pid).or_insert_with(|| match &plan.targets {
-                Targets::Pids(set) => set.contains(&pid),
-                Targets::Pod => !process::is_infrastructure(procfs, pid, agent),
-            })
-        }
-    };
-    let mut wanted = wanted_by();
-    let mut collector = Collector::new(procfs, plan.unwind, plan.per_thread, true);
-    let mut lost = 0u64;
+    let (samplers, rings, event) = open(plan)?;
     // A wall profile's CPU sample weighs its period in nanoseconds.
     let sample_weight = if plan.mode == Mode::Wall {
         u64::try_from(period_ns(u32::try_from(plan.attrs.hz).unwrap_or(u32::MAX))).unwrap_or(1)
     } else {
         1
     };
-    let on_cpu = (plan.mode == Mode::Wall).then_some(Reason::OnCpu);
-
+    let mut state = State {
+        collector: Collector::new(procfs, plan.unwind, plan.per_thread, true),
+        pairing: rings
+            .as_ref()
+            .map(|_| Pairing::new(plan.blocks, sample_weight)),
+        lost: 0,
+        cancelled: false,
+        pressure: None,
+    };
     let started = SystemTime::now();
     let start = Instant::now();
     if let Some(rings) = &rings {
@@ -108,145 +91,249 @@ pub fn run(
     for s in &samplers {
         s.counter.enable().map_err(CaptureError::Perf)?;
     }
-    let start_ns = sys::monotonic_ns();
-    let mut pairing = rings
-        .as_ref()
-        .map(|_| Pairing::new(plan.blocks, sample_weight));
-    // Context switches fill rings fast: their own thread drains them
-    // every 5 ms from now on, and this one pairs what it read every
-    // 20 ms. A CPU profile alone reads its rings every 100 ms.
-    let tick = Duration::from_millis(if rings.is_some() { 20 } else { 100 });
-    let stop = AtomicBool::new(false);
-    let queued = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<Drained>();
-    let mut cancelled = false;
-    let mut pressure = None;
-    let mut checked = Instant::now();
-    std::thread::scope(|scope| {
-        if let Some(rings) = rings {
-            let wanted = wanted_by();
-            let (stop, queued) = (&stop, &queued);
-            scope.spawn(move || {
-                rings.run(Duration::from_millis(5), stop, queued, wanted, &tx);
-            });
-        } else {
-            drop(tx);
-        }
-        if let Some(pairing) = pairing.as_mut() {
-            let pids: Vec<u32> = match &plan.targets {
-                Targets::Pids(set) => set.iter().copied().collect(),
-                Targets::Pod => procfs.pids().unwrap_or_default(),
-            };
-            let pids: Vec<u32> = pids.into_iter().filter(|p| wanted(*p)).collect();
-            pairing.snapshot_blocked(procfs, pids.into_iter(), start_ns);
-        }
-        // Read while the capture runs, not before it. Blocked stacks are
-        // named by their kernel function even without kernel frames shown.
-        if plan.attrs.kernel || pairing.is_some() {
-            collector.set_kallsyms(Kallsyms::load());
-        }
-        loop {
-            let elapsed = start.elapsed();
-            let done = elapsed >= plan.duration;
-            if !done {
-                std::thread::sleep(tick.min(plan.duration - elapsed));
-            }
-            if cancel.load(Ordering::Relaxed) {
-                cancelled = true;
-            }
-            if checked.elapsed() >= memory::CHECK_EVERY {
-                checked = Instant::now();
-                let reserved = collector
-                    .frames()
-                    .saturating_mul(plan.result_bytes_per_frame);
-                pressure = memory.check(reserved).err();
-            }
-            let last = done || cancelled || pressure.is_some();
-            if last {
-                stop.store(true, Ordering::Relaxed);
-                for s in &samplers {
-                    let _ = s.counter.disable();
-                }
-            }
-            read_cpu_samples(
-                &samplers,
-                &mut wanted,
-                &mut collector,
-                &mut lost,
-                sample_weight,
-                on_cpu.as_ref(),
-            );
-            if let Some(pairing) = pairing.as_mut() {
-                // On the last round, wait for the drain that ends it.
-                let next = |wait: bool| {
-                    if wait {
-                        rx.recv().ok()
-                    } else {
-                        rx.try_recv().ok()
-                    }
-                };
-                while let Some(drained) = next(last && !pairing.ended()) {
-                    queued.fetch_sub(drained.bytes, Ordering::Relaxed);
-                    pairing.take(drained, &mut collector, plan.attrs.kernel);
-                }
-            }
-            // Name new addresses while the processes still exist.
-            collector.symbolize_pending();
-            if last {
-                break;
-            }
-        }
-    });
+    let recording = Recording {
+        plan,
+        procfs,
+        cancel,
+        memory,
+        start,
+        start_ns: sys::monotonic_ns(),
+        sample_weight,
+    };
+    recording.record(&samplers, rings, &mut state);
     let duration = start.elapsed();
     let ended = Instant::now();
     drop(samplers);
-    let samples = collector.samples();
-    if let Some(pressure) = pressure {
-        let (stacks, frames) = (collector.distinct_stacks(), collector.frames());
-        drop(collector);
-        drop(pairing);
-        sys::release_free_memory();
-        return Err(CaptureError::Memory {
-            after: duration,
-            planned: plan.duration,
-            samples,
-            stacks,
-            frames,
-            pressure,
+    state.finish(plan, event, started, duration, (start, ended))
+}
+
+/// Opens the CPU samplers and, for blocked time, the context-switch
+/// rings (which then drain the CPU samplers too); the event name.
+fn open(
+    plan: &CapturePlan,
+) -> Result<(Vec<CpuSampler>, Option<SwitchRings>, &'static str), CaptureError> {
+    let (cpu_samplers, event) = if plan.mode.samples_cpu() {
+        sys::open_cpu_samplers(&plan.cpus, plan.attrs).map_err(CaptureError::Perf)?
+    } else {
+        (Vec::new(), "sched_switch")
+    };
+    // With context switches traced, one thread drains every ring, a wall
+    // profile's CPU samplers included.
+    Ok(if plan.mode.records_blocks() {
+        (
+            Vec::new(),
+            Some(SwitchRings::open(plan, cpu_samplers)?),
+            event,
+        )
+    } else {
+        (cpu_samplers, None, event)
+    })
+}
+
+/// What a capture holds while it runs.
+struct State {
+    collector: Collector,
+    pairing: Option<Pairing>,
+    lost: u64,
+    cancelled: bool,
+    pressure: Option<crate::memory::Pressure>,
+}
+
+/// Which processes' samples a capture keeps, asked once per PID.
+struct Wanted<'a> {
+    plan: &'a CapturePlan,
+    procfs: &'a Procfs,
+    agent: u32,
+    keep: HashMap<u32, bool>,
+}
+
+impl<'a> Wanted<'a> {
+    fn new(plan: &'a CapturePlan, procfs: &'a Procfs) -> Self {
+        Self {
+            plan,
+            procfs,
+            agent: std::process::id(),
+            keep: HashMap::new(),
+        }
+    }
+
+    /// Whether `pid`'s samples are kept.
+    fn keeps(&mut self, pid: u32) -> bool {
+        let (plan, procfs, agent) = (self.plan, self.procfs, self.agent);
+        *self.keep.entry(pid).or_insert_with(|| match &plan.targets {
+            Targets::Pids(set) => set.contains(&pid),
+            Targets::Pod => !process::is_infrastructure(procfs, pid, agent),
+        })
+    }
+}
+
+/// What a running capture reads from.
+struct Recording<'a> {
+    plan: &'a CapturePlan,
+    procfs: &'a Procfs,
+    cancel: &'a Arc<AtomicBool>,
+    memory: &'a Memory,
+    start: Instant,
+    start_ns: u64,
+    sample_weight: u64,
+}
+
+impl<'a> Recording<'a> {
+    /// Reads the rings until the duration passes, the client goes or the
+    /// memory bound is reached; the switch rings drain on a thread of
+    /// their own.
+    fn record(&self, samplers: &[CpuSampler], rings: Option<SwitchRings>, state: &mut State) {
+        let plan = self.plan;
+        let mut kept = Wanted::new(plan, self.procfs);
+        let mut wanted = |pid| kept.keeps(pid);
+        let on_cpu = (plan.mode == Mode::Wall).then_some(Reason::OnCpu);
+        // Context switches fill rings fast: their own thread drains them
+        // every 5 ms from now on, and this one pairs what it read every
+        // 20 ms. A CPU profile alone reads its rings every 100 ms.
+        let tick = Duration::from_millis(if rings.is_some() { 20 } else { 100 });
+        let stop = AtomicBool::new(false);
+        let queued = AtomicUsize::new(0);
+        let (tx, rx) = mpsc::channel::<Drained>();
+        let mut checked = Instant::now();
+        std::thread::scope(|scope| {
+            if let Some(rings) = rings {
+                let mut kept = Wanted::new(plan, self.procfs);
+                let (stop, queued) = (&stop, &queued);
+                scope.spawn(move || {
+                    let wanted = |pid| kept.keeps(pid);
+                    rings.run(Duration::from_millis(5), stop, queued, wanted, &tx);
+                });
+            } else {
+                drop(tx);
+            }
+            if let Some(pairing) = state.pairing.as_mut() {
+                let pids: Vec<u32> = match &plan.targets {
+                    Targets::Pids(set) => set.iter().copied().collect(),
+                    Targets::Pod => self.procfs.pids().unwrap_or_default(),
+                };
+                let pids: Vec<u32> = pids.into_iter().filter(|p| wanted(*p)).collect();
+                pairing.snapshot_blocked(self.procfs, pids.into_iter(), self.start_ns);
+            }
+            // Read while the capture runs, not before it. Blocked stacks are
+            // named by their kernel function even without kernel frames shown.
+            if plan.attrs.kernel || state.pairing.is_some() {
+                state.collector.set_kallsyms(Kallsyms::load());
+            }
+            loop {
+                let elapsed = self.start.elapsed();
+                let done = elapsed >= plan.duration;
+                if !done {
+                    std::thread::sleep(tick.min(plan.duration - elapsed));
+                }
+                if self.cancel.load(Ordering::Relaxed) {
+                    state.cancelled = true;
+                }
+                if checked.elapsed() >= memory::CHECK_EVERY {
+                    checked = Instant::now();
+                    let reserved = state
+                        .collector
+                        .frames()
+                        .saturating_mul(plan.result_bytes_per_frame);
+                    state.pressure = self.memory.check(reserved).err();
+                }
+                let last = done || state.cancelled || state.pressure.is_some();
+                if last {
+                    stop.store(true, Ordering::Relaxed);
+                    for s in samplers {
+                        let _ = s.counter.disable();
+                    }
+                }
+                read_cpu_samples(
+                    samplers,
+                    &mut wanted,
+                    &mut state.collector,
+                    &mut state.lost,
+                    self.sample_weight,
+                    on_cpu.as_ref(),
+                );
+                if let Some(pairing) = state.pairing.as_mut() {
+                    // On the last round, wait for the drain that ends it.
+                    let next = |wait: bool| {
+                        if wait {
+                            rx.recv().ok()
+                        } else {
+                            rx.try_recv().ok()
+                        }
+                    };
+                    while let Some(drained) = next(last && !pairing.ended()) {
+                        queued.fetch_sub(drained.bytes, Ordering::Relaxed);
+                        pairing.take(drained, &mut state.collector, plan.attrs.kernel);
+                    }
+                }
+                // Name new addresses while the processes still exist.
+                state.collector.symbolize_pending();
+                if last {
+                    break;
+                }
+            }
         });
     }
-    let measure = match pairing {
-        Some(pairing) => {
-            let counts = pairing.counts();
-            lost += counts.lost;
-            Measure::Time {
-                mode: plan.mode.name(),
-                hz: (plan.mode == Mode::Wall)
-                    .then(|| u32::try_from(plan.attrs.hz).unwrap_or(u32::MAX)),
-                blocks: counts.blocks,
-                throttled: counts.throttled,
-            }
+}
+
+impl State {
+    /// The captured profile, or the memory error that stopped it (its
+    /// stacks freed first).
+    fn finish(
+        mut self,
+        plan: &CapturePlan,
+        event: &'static str,
+        started: SystemTime,
+        duration: Duration,
+        sampling: (Instant, Instant),
+    ) -> Result<Captured, CaptureError> {
+        let samples = self.collector.samples();
+        if let Some(pressure) = self.pressure {
+            let (stacks, frames) = (self.collector.distinct_stacks(), self.collector.frames());
+            drop(self.collector);
+            drop(self.pairing);
+            sys::release_free_memory();
+            return Err(CaptureError::Memory {
+                after: duration,
+                planned: plan.duration,
+                samples,
+                stacks,
+                frames,
+                pressure,
+            });
         }
-        None => Measure::Samples {
-            event,
-            hz: u32::try_from(plan.attrs.hz).unwrap_or(u32::MAX),
-        },
-    };
-    // .NET: the runtime's rundown names the managed frames.
-    let collected = collector.finish();
-    Ok(Captured {
-        stacks: collected.stacks,
-        samples,
-        lost,
-        processes: collected.processes,
-        started,
-        duration,
-        cancelled,
-        measure,
-        sampling: (start, ended),
-        build_ids: collected.build_ids,
-        symbol_errors: collected.symbol_errors,
-    })
+        let measure = match self.pairing {
+            Some(pairing) => {
+                let counts = pairing.counts();
+                self.lost += counts.lost;
+                Measure::Time {
+                    mode: plan.mode.name(),
+                    hz: (plan.mode == Mode::Wall)
+                        .then(|| u32::try_from(plan.attrs.hz).unwrap_or(u32::MAX)),
+                    blocks: counts.blocks,
+                    throttled: counts.throttled,
+                }
+            }
+            None => Measure::Samples {
+                event,
+                hz: u32::try_from(plan.attrs.hz).unwrap_or(u32::MAX),
+            },
+        };
+        // .NET: the runtime's rundown names the managed frames.
+        let collected = self.collector.finish();
+        Ok(Captured {
+            stacks: collected.stacks,
+            samples,
+            lost: self.lost,
+            processes: collected.processes,
+            started,
+            duration,
+            cancelled: self.cancelled,
+            measure,
+            sampling,
+            build_ids: collected.build_ids,
+            symbol_errors: collected.symbol_errors,
+        })
+    }
 }
 
 /// Reads the CPU samplers' rings: each sample of a wanted process,

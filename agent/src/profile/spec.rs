@@ -249,15 +249,7 @@ pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
         "rate",
     ];
     reject_unknown(query, &KNOWN)?;
-    let format = match query.get("format") {
-        None => Format::Svg,
-        Some(f) => Format::parse(f).ok_or_else(|| {
-            SpecError::new(
-                format!("format={f:?} is not supported"),
-                format!("use {}", Format::NAMES),
-            )
-        })?,
-    };
+    let format = crate::stacks::format_param(query)?.unwrap_or(Format::Svg);
     let (mode, blocks) = mode_and_filter(query)?;
     Ok(ProfileSpec {
         mode,

@@ -358,21 +358,7 @@ impl Collector {
     /// stack, merges them, and reads the build IDs of the modules in them.
     pub fn finish(mut self) -> Collected {
         self.symbolize_pending();
-        for (pid, state) in &mut self.procs {
-            if let Some(methods) = state.methods.take() {
-                match methods.finish() {
-                    Ok(table) => {
-                        tracing::debug!(
-                            pid,
-                            methods = table.len(),
-                            "managed methods named by the runtime"
-                        );
-                        state.symbols.set_managed(table);
-                    }
-                    Err(e) => state.symbols.note_error("[runtime methods]", e.to_string()),
-                }
-            }
-        }
+        self.name_runtime_methods();
         let Self {
             procfs,
             per_thread,
@@ -381,74 +367,18 @@ impl Collector {
             raw,
             ..
         } = self;
-        // Each distinct frame is made once and shared by the stacks that
-        // hold it: the named stacks hold a pointer per frame.
-        let mut roots_of: HashMap<(u32, Option<u32>), Frame> = HashMap::new();
-        let mut user_frames: HashMap<(u32, u64), Frame> = HashMap::new();
-        let mut kernel_frames: HashMap<u64, Frame> = HashMap::new();
-        // Leaves are interned by what they say: many blocks, few names.
-        let mut leaves: std::collections::HashSet<Frame> = std::collections::HashSet::new();
-        let named = raw.into_iter().filter_map(|(stack, (count, weight))| {
-            let state = procs.get(&stack.pid)?;
-            let mut roots = vec![
-                roots_of
-                    .entry((stack.pid, None))
-                    .or_insert_with(|| Frame::new(state.comm.clone(), FrameKind::Root, None))
-                    .clone(),
-            ];
-            if per_thread {
-                roots.push(
-                    roots_of
-                        .entry((stack.pid, Some(stack.tid)))
-                        .or_insert_with(|| {
-                            let name = state.threads.get(&stack.tid).cloned();
-                            Frame::new(name.unwrap_or_default(), FrameKind::Root, None)
-                        })
-                        .clone(),
-                );
-            }
-            let user = stack
-                .user
-                .iter()
-                .rev()
-                .map(|ip| {
-                    user_frames
-                        .entry((stack.pid, *ip))
-                        .or_insert_with(|| state.symbols.frame(*ip))
-                        .clone()
-                })
-                .collect();
-            let kernel = stack
-                .kernel
-                .iter()
-                .rev()
-                .map(|ip| {
-                    kernel_frames
-                        .entry(*ip)
-                        .or_insert_with(|| kernel_frame(&kallsyms, *ip))
-                        .clone()
-                })
-                .chain(stack.reason.as_ref().map(|r| {
-                    let leaf = reason_frame(&kallsyms, r);
-                    match leaves.get(&leaf) {
-                        Some(shared) => shared.clone(),
-                        None => {
-                            leaves.insert(leaf.clone());
-                            leaf
-                        }
-                    }
-                }))
-                .collect();
-            Some(NamedStack {
-                pid: stack.pid,
-                roots,
-                user,
-                kernel,
-                user_depth: stack.user.len(),
-                count,
-                weight,
-            })
-        });
+        let mut frames = Frames {
+            procs: &procs,
+            kallsyms: &kallsyms,
+            per_thread,
+            roots_of: HashMap::new(),
+            user_frames: HashMap::new(),
+            kernel_frames: HashMap::new(),
+            leaves: std::collections::HashSet::new(),
+        };
+        let named = raw
+            .into_iter()
+            .filter_map(|(stack, (count, weight))| frames.name(&stack, count, weight));
         let stacks = aggregate(named, usize::from(MAX_STACK_FRAMES));
         // Build IDs for pprof, read now, while the processes exist.
         let mut build_ids = BTreeMap::new();
@@ -479,6 +409,106 @@ impl Collector {
                 })
                 .collect(),
         }
+    }
+
+    /// Ends the runtimes' method sessions: their names win over perf maps
+    /// and ELF symbols from now on.
+    fn name_runtime_methods(&mut self) {
+        for (pid, state) in &mut self.procs {
+            if let Some(methods) = state.methods.take() {
+                match methods.finish() {
+                    Ok(table) => {
+                        tracing::debug!(
+                            pid,
+                            methods = table.len(),
+                            "managed methods named by the runtime"
+                        );
+                        state.symbols.set_managed(table);
+                    }
+                    Err(e) => state.symbols.note_error("[runtime methods]", e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Names the raw stacks' addresses. Each distinct frame is made once and
+/// shared by the stacks that hold it: the named stacks hold a pointer per
+/// frame.
+struct Frames<'a> {
+    procs: &'a HashMap<u32, ProcessState>,
+    kallsyms: &'a Kallsyms,
+    per_thread: bool,
+    roots_of: HashMap<(u32, Option<u32>), Frame>,
+    user_frames: HashMap<(u32, u64), Frame>,
+    kernel_frames: HashMap<u64, Frame>,
+    /// Leaves are interned by what they say: many blocks, few names.
+    leaves: std::collections::HashSet<Frame>,
+}
+
+impl Frames<'_> {
+    /// `stack` with its frames named; `None` for a process never seen.
+    fn name(&mut self, stack: &RawStack, count: u64, weight: u64) -> Option<NamedStack> {
+        let state = self.procs.get(&stack.pid)?;
+        let mut roots = vec![
+            self.roots_of
+                .entry((stack.pid, None))
+                .or_insert_with(|| Frame::new(state.comm.clone(), FrameKind::Root, None))
+                .clone(),
+        ];
+        if self.per_thread {
+            roots.push(
+                self.roots_of
+                    .entry((stack.pid, Some(stack.tid)))
+                    .or_insert_with(|| {
+                        let name = state.threads.get(&stack.tid).cloned();
+                        Frame::new(name.unwrap_or_default(), FrameKind::Root, None)
+                    })
+                    .clone(),
+            );
+        }
+        let user = stack
+            .user
+            .iter()
+            .rev()
+            .map(|ip| {
+                self.user_frames
+                    .entry((stack.pid, *ip))
+                    .or_insert_with(|| state.symbols.frame(*ip))
+                    .clone()
+            })
+            .collect();
+        let kallsyms = self.kallsyms;
+        let mut kernel: Vec<Frame> = stack
+            .kernel
+            .iter()
+            .rev()
+            .map(|ip| {
+                self.kernel_frames
+                    .entry(*ip)
+                    .or_insert_with(|| kernel_frame(kallsyms, *ip))
+                    .clone()
+            })
+            .collect();
+        if let Some(r) = &stack.reason {
+            let leaf = reason_frame(kallsyms, r);
+            kernel.push(match self.leaves.get(&leaf) {
+                Some(shared) => shared.clone(),
+                None => {
+                    self.leaves.insert(leaf.clone());
+                    leaf
+                }
+            });
+        }
+        Some(NamedStack {
+            pid: stack.pid,
+            roots,
+            user,
+            kernel,
+            user_depth: stack.user.len(),
+            count,
+            weight,
+        })
     }
 }
 

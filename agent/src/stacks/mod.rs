@@ -126,6 +126,24 @@ impl Unwind {
     }
 }
 
+/// Parses `format=` of a stack answer (`/v1/profile`, and probes'
+/// flamegraphs); `None` when absent.
+pub fn format_param(
+    query: &crate::params::Query,
+) -> Result<Option<Format>, crate::params::SpecError> {
+    query
+        .get("format")
+        .map(|f| {
+            Format::parse(f).ok_or_else(|| {
+                crate::params::SpecError::new(
+                    format!("format={f:?} is not supported"),
+                    format!("use {}", Format::NAMES),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// Parses `unwind=` (`/v1/profile` and probes with stacks).
 pub fn unwind_param(query: &crate::params::Query) -> Result<Unwind, crate::params::SpecError> {
     let raw = query.get("unwind").map(String::as_str);

@@ -361,6 +361,12 @@ struct Strings {
     index: HashMap<String, i64>,
 }
 
+impl Default for Strings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Strings {
     fn new() -> Self {
         Self {
@@ -394,75 +400,32 @@ pub fn pprof_profile(
     captured: &Captured,
     build_id: impl Fn(u32, &str) -> Option<String>,
 ) -> pprof::Profile {
-    let mut strings = Strings::new();
+    let mut t = Tables::default();
     let sample_types: Vec<pprof::ValueType> = captured
         .measure
         .sample_types()
         .into_iter()
         .map(|(kind, unit)| pprof::ValueType {
-            r#type: strings.id(&kind),
-            unit: strings.id(unit),
+            r#type: t.strings.id(&kind),
+            unit: t.strings.id(unit),
         })
         .collect();
-    let mut mappings: HashMap<String, u64> = HashMap::new();
-    let mut mapping_list = Vec::new();
-    let mut functions: HashMap<String, u64> = HashMap::new();
-    let mut function_list = Vec::new();
-    let mut locations: HashMap<(String, Option<String>), u64> = HashMap::new();
-    let mut location_list = Vec::new();
+    let pid_key = t.strings.id("pid");
+    let comm_key = t.strings.id("comm");
     let mut samples = Vec::new();
-    let pid_key = strings.id("pid");
-    let comm_key = strings.id("comm");
-
     for stack in &captured.stacks {
-        let mut ids = Vec::new();
         // pprof lists the leaf first.
-        for frame in stack
+        let ids = stack
             .frames
             .iter()
             .rev()
             .filter(|f| f.kind != FrameKind::Root)
-        {
-            let key = (frame.name.clone(), frame.module.clone());
-            let next_id = location_list.len() as u64 + 1;
-            let id = *locations.entry(key).or_insert_with(|| {
-                let mapping_id = frame.module.as_ref().map_or(0, |module| {
-                    let next = mapping_list.len() as u64 + 1;
-                    *mappings.entry(module.clone()).or_insert_with(|| {
-                        mapping_list.push(pprof::Mapping {
-                            id: next,
-                            filename: strings.id(module),
-                            build_id: build_id(stack.pid, module).map_or(0, |b| strings.id(&b)),
-                            has_functions: true,
-                            ..pprof::Mapping::default()
-                        });
-                        next
-                    })
-                });
-                let next_fn = function_list.len() as u64 + 1;
-                let function_id = *functions.entry(frame.name.clone()).or_insert_with(|| {
-                    let name = strings.id(&frame.name);
-                    function_list.push(pprof::Function {
-                        id: next_fn,
-                        name,
-                        system_name: name,
-                        ..pprof::Function::default()
-                    });
-                    next_fn
-                });
-                location_list.push(pprof::Location {
-                    id: next_id,
-                    mapping_id,
-                    line: vec![pprof::Line {
-                        function_id,
-                        ..pprof::Line::default()
-                    }],
-                    ..pprof::Location::default()
-                });
-                next_id
-            });
-            ids.push(id);
-        }
+            .map(|frame| {
+                t.location(frame, || {
+                    frame.module.as_deref().and_then(|m| build_id(stack.pid, m))
+                })
+            })
+            .collect();
         let comm = captured
             .processes
             .get(&stack.pid)
@@ -479,7 +442,7 @@ pub fn pprof_profile(
                 },
                 pprof::Label {
                     key: comm_key,
-                    str: strings.id(&comm),
+                    str: t.strings.id(&comm),
                     ..pprof::Label::default()
                 },
             ],
@@ -487,15 +450,15 @@ pub fn pprof_profile(
     }
     let ((period_kind, period_unit), period) = captured.measure.period();
     let period_type = pprof::ValueType {
-        r#type: strings.id(&period_kind),
-        unit: strings.id(period_unit),
+        r#type: t.strings.id(&period_kind),
+        unit: t.strings.id(period_unit),
     };
     pprof::Profile {
         sample_type: sample_types,
         sample: samples,
-        mapping: mapping_list,
-        location: location_list,
-        function: function_list,
+        mapping: t.mappings,
+        location: t.locations,
+        function: t.functions,
         time_nanos: captured
             .started
             .duration_since(UNIX_EPOCH)
@@ -503,8 +466,84 @@ pub fn pprof_profile(
         duration_nanos: captured.duration.as_nanos() as i64,
         period_type: Some(period_type),
         period,
-        string_table: strings.table,
+        string_table: t.strings.table,
         ..pprof::Profile::default()
+    }
+}
+
+/// A pprof profile's tables, each entry made once: strings, mappings
+/// (one per module), functions (one per name) and locations (one per
+/// name and module).
+#[derive(Default)]
+struct Tables {
+    strings: Strings,
+    mapping_ids: HashMap<String, u64>,
+    mappings: Vec<pprof::Mapping>,
+    function_ids: HashMap<String, u64>,
+    functions: Vec<pprof::Function>,
+    location_ids: HashMap<(String, Option<String>), u64>,
+    locations: Vec<pprof::Location>,
+}
+
+impl Tables {
+    /// The location of `frame`, made on first sight; `build_id` is asked
+    /// once per module.
+    fn location(&mut self, frame: &Frame, build_id: impl FnOnce() -> Option<String>) -> u64 {
+        let key = (frame.name.clone(), frame.module.clone());
+        if let Some(id) = self.location_ids.get(&key) {
+            return *id;
+        }
+        let mapping_id = frame
+            .module
+            .as_deref()
+            .map_or(0, |module| self.mapping(module, build_id));
+        let function_id = self.function(&frame.name);
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(pprof::Location {
+            id,
+            mapping_id,
+            line: vec![pprof::Line {
+                function_id,
+                ..pprof::Line::default()
+            }],
+            ..pprof::Location::default()
+        });
+        self.location_ids.insert(key, id);
+        id
+    }
+
+    fn mapping(&mut self, module: &str, build_id: impl FnOnce() -> Option<String>) -> u64 {
+        if let Some(id) = self.mapping_ids.get(module) {
+            return *id;
+        }
+        let id = self.mappings.len() as u64 + 1;
+        let filename = self.strings.id(module);
+        let build_id = build_id().map_or(0, |b| self.strings.id(&b));
+        self.mappings.push(pprof::Mapping {
+            id,
+            filename,
+            build_id,
+            has_functions: true,
+            ..pprof::Mapping::default()
+        });
+        self.mapping_ids.insert(module.to_owned(), id);
+        id
+    }
+
+    fn function(&mut self, name: &str) -> u64 {
+        if let Some(id) = self.function_ids.get(name) {
+            return *id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        let name_id = self.strings.id(name);
+        self.functions.push(pprof::Function {
+            id,
+            name: name_id,
+            system_name: name_id,
+            ..pprof::Function::default()
+        });
+        self.function_ids.insert(name.to_owned(), id);
+        id
     }
 }
 

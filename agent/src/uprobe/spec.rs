@@ -154,30 +154,69 @@ pub fn parse_symbols(query: &HashMap<String, String>) -> Result<SymbolsSpec, Spe
     })
 }
 
+/// The parameters `/v1/uprobe` takes.
+const KNOWN: [&str; 18] = [
+    "symbol",
+    "offset",
+    "address",
+    "binary",
+    "module",
+    "pid",
+    "args",
+    "ret",
+    "seconds",
+    "limit",
+    "force",
+    "rate",
+    "aggregate",
+    "of",
+    "stack",
+    "unwind",
+    "abi",
+    "format",
+];
+
 /// Validates `/v1/uprobe` query parameters.
 pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
-    const KNOWN: [&str; 18] = [
-        "symbol",
-        "offset",
-        "address",
-        "binary",
-        "module",
-        "pid",
-        "args",
-        "ret",
-        "seconds",
-        "limit",
-        "force",
-        "rate",
-        "aggregate",
-        "of",
-        "stack",
-        "unwind",
-        "abi",
-        "format",
-    ];
     reject_unknown(query, &KNOWN)?;
     let pid = params::one_pid(query)?;
+    let target = target(query, pid)?;
+    let args = args(query)?;
+    let (ret, ret_offset) = ret(query)?;
+    let stack = stack(query)?;
+    let abi = abi(query)?;
+    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
+    let force = params::boolean(query, "force")?.unwrap_or(false);
+    let aggregate = aggregate(query, &args, ret, ret_offset)?;
+    let flame = matches!(aggregate, Some((Aggregation::Flame, _)));
+    // A flamegraph of callers needs their stacks.
+    let stack = match (stack, flame) {
+        (None, true) => Some(StackSpec {
+            unwind: crate::stacks::unwind_param(query)?,
+        }),
+        (stack, _) => stack,
+    };
+    let format = format(query, flame)?;
+    Ok(UprobeSpec {
+        target,
+        pid,
+        args,
+        ret,
+        ret_offset,
+        seconds: params::seconds(query, 10, 1..=3600)?,
+        limit,
+        force,
+        rate: number(query, "rate", 100_000, 1..=100_000_000)?,
+        aggregate,
+        stack,
+        abi,
+        format,
+    })
+}
+
+/// `symbol=`, `offset=` or `address=` (exactly one), with `module=`,
+/// `binary=` and `pid=` as each needs them.
+fn target(query: &HashMap<String, String>, pid: Option<u32>) -> Result<TargetSpec, SpecError> {
     let chosen: Vec<&str> = ["symbol", "offset", "address"]
         .into_iter()
         .filter(|k| query.contains_key(*k))
@@ -252,6 +291,11 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             ));
         }
     }
+    Ok(target)
+}
+
+/// `args=`: the captures, at most [`MAX_ARGS`].
+fn args(query: &HashMap<String, String>) -> Result<Vec<ArgSpec>, SpecError> {
     let args = match query.get("args") {
         None => Vec::new(),
         Some(list) => list
@@ -264,9 +308,15 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
     if args.len() > MAX_ARGS {
         return Err(bad(format!("{} args requested", args.len()), "at most 6"));
     }
+    Ok(args)
+}
+
+/// `ret=TYPE` or `ret=ret+OFF:TYPE`: the return value's type, and the
+/// offset read at when it is a pointer.
+fn ret(query: &HashMap<String, String>) -> Result<(Option<ValueType>, Option<i32>), SpecError> {
     // Memory types are read at the returned pointer; `ret+OFF:TYPE` reads
     // at the returned pointer plus OFF (a field of a returned object).
-    let (ret, ret_offset) = match query.get("ret") {
+    Ok(match query.get("ret") {
         None => (None, None),
         Some(raw) => {
             let not_a_type = || {
@@ -284,7 +334,12 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             };
             (Some(ValueType::parse(ty).ok_or_else(not_a_type)?), offset)
         }
-    };
+    })
+}
+
+/// `stack=user` with its `unwind=`; `unwind=` alone is refused unless a
+/// flamegraph asks for stacks.
+fn stack(query: &HashMap<String, String>) -> Result<Option<StackSpec>, SpecError> {
     let stack = match query.get("stack").map(String::as_str) {
         None => None,
         Some("user") => Some(StackSpec {
@@ -312,7 +367,12 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             "add stack=user (or aggregate=flame)",
         ));
     }
-    let abi = match query.get("abi") {
+    Ok(stack)
+}
+
+/// `abi=`: how arguments are passed, when not the platform's.
+fn abi(query: &HashMap<String, String>) -> Result<Option<Abi>, SpecError> {
+    Ok(match query.get("abi") {
         None => None,
         Some(raw) => Some(Abi::parse(raw).ok_or_else(|| {
             bad(
@@ -320,10 +380,18 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
                 "use sysv (C, C++, Rust, .NET), java (HotSpot) or v8 (Node)",
             )
         })?),
-    };
-    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
-    let force = params::boolean(query, "force")?.unwrap_or(false);
-    let aggregate = match (query.get("aggregate"), query.get("of")) {
+    })
+}
+
+/// `aggregate=` with `of=`: a histogram or a flamegraph of callers, of a
+/// captured number, the return value, the latency or the calls.
+fn aggregate(
+    query: &HashMap<String, String>,
+    args: &[ArgSpec],
+    ret: Option<ValueType>,
+    ret_offset: Option<i32>,
+) -> Result<Option<(Aggregation, Of)>, SpecError> {
+    Ok(match (query.get("aggregate"), query.get("of")) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
             return Err(bad(
@@ -383,45 +451,21 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
             };
             Some((kind, of))
         }
-    };
-    let flame = matches!(aggregate, Some((Aggregation::Flame, _)));
-    // A flamegraph of callers needs their stacks.
-    let stack = match (stack, flame) {
-        (None, true) => Some(StackSpec {
-            unwind: crate::stacks::unwind_param(query)?,
-        }),
-        (stack, _) => stack,
-    };
-    let format = match query.get("format") {
-        None => crate::stacks::Format::Svg,
-        Some(_) if !flame => {
-            return Err(bad(
-                "format= is for aggregate=flame",
-                "events stream as NDJSON; add aggregate=flame&of=count for a flamegraph",
-            ));
-        }
-        Some(f) => crate::stacks::Format::parse(f).ok_or_else(|| {
-            bad(
-                format!("format={f:?} is not supported"),
-                format!("use {}", crate::stacks::Format::NAMES),
-            )
-        })?,
-    };
-    Ok(UprobeSpec {
-        target,
-        pid,
-        args,
-        ret,
-        ret_offset,
-        seconds: params::seconds(query, 10, 1..=3600)?,
-        limit,
-        force,
-        rate: number(query, "rate", 100_000, 1..=100_000_000)?,
-        aggregate,
-        stack,
-        abi,
-        format,
     })
+}
+
+/// `format=`, for flamegraphs only.
+fn format(
+    query: &HashMap<String, String>,
+    flame: bool,
+) -> Result<crate::stacks::Format, SpecError> {
+    if query.contains_key("format") && !flame {
+        return Err(bad(
+            "format= is for aggregate=flame",
+            "events stream as NDJSON; add aggregate=flame&of=count for a flamegraph",
+        ));
+    }
+    Ok(crate::stacks::format_param(query)?.unwrap_or(crate::stacks::Format::Svg))
 }
 
 #[cfg(test)]

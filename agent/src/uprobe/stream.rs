@@ -116,6 +116,34 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// What the session does every 200 ms: checks that the process is
+    /// still there (`false` when it is gone), follows new versions of a
+    /// JIT method (and the runtime's new names for stacks), and names a
+    /// flamegraph's new addresses while the process lives.
+    fn look_around(
+        &mut self,
+        probe: &mut attach::Probe,
+        procfs: &Procfs,
+        since: f64,
+        flame: bool,
+    ) -> bool {
+        if let Some(pid) = self.spec.pid
+            && procfs.stat(pid).is_err()
+        {
+            return false;
+        }
+        if let Some(b) = &mut self.breakpoints
+            && b.follow(probe, procfs, since)
+            && let (Some(c), Some(t)) = (&mut self.collector, &b.table)
+        {
+            c.set_managed(b.pid, t.clone());
+        }
+        if flame && let Some(c) = &mut self.collector {
+            c.symbolize_pending();
+        }
+        true
+    }
+
     /// Where the probed function is in `pid` (uprobes); named, the first
     /// time, as the request named it.
     fn leaf_address(&mut self, procfs: &Procfs, pid: u32) -> Option<u64> {
@@ -295,72 +323,19 @@ pub fn stream(
     ready: impl FnOnce(Result<(), AttachError>),
     mut send: impl FnMut(Vec<u8>) -> bool,
 ) {
-    let host = Host::read();
-    let config = config(spec, &plan, &host);
-    let mut probe = match attach::load(config, ring_bytes(&config)) {
-        Ok(p) => p,
+    let (mut probe, breakpoints) = match attach_target(spec, &mut plan) {
+        Ok(attached) => attached,
         Err(e) => {
             ready(Err(e));
             return;
         }
     };
-    let mut breakpoints = None;
-    let attached = match &mut plan.target {
-        Target::Uprobe(target) => probe.attach_uprobe(
-            &target.file.via(),
-            &Location::Offset(target.offset),
-            spec.pid,
-        ),
-        Target::Breakpoint(jit) => {
-            let planned = jit.versions.len();
-            let mut b = breakpoints_of(jit, spec, &host);
-            let mut result = Ok(());
-            // The planned versions; the skipped ones follow them in the
-            // list, unprobed.
-            for index in 0..planned {
-                if let Err(e) = b.probe(&mut probe, index) {
-                    result = Err(e);
-                    break;
-                }
-            }
-            breakpoints = Some(b);
-            result
-        }
-    };
-    if let Err(e) = attached {
-        ready(Err(e));
-        return;
-    }
-    let flame = matches!(spec.aggregate, Some((Aggregation::Flame, _)));
-    let mut collector = spec
-        .stack
-        .map(|s| Collector::new(procfs, s.unwind, false, flame));
-    if let (Some(collector), Some(pid)) = (&mut collector, spec.pid) {
-        // Managed frames in stacks: the runtime's own method table.
-        let table = match &breakpoints {
-            Some(Breakpoints { table: Some(t), .. }) => Some(t.clone()),
-            _ if spec.stack.is_some() => procfs.maps(pid).ok().and_then(|maps| {
-                crate::runtime::methods_now(crate::runtime::of_maps(&maps), procfs, pid)?.ok()
-            }),
-            _ => None,
-        };
-        if let Some(table) = table {
-            collector.set_managed(pid, table);
-        }
-    }
+    let collector = collector_for(spec, procfs, breakpoints.as_ref());
     ready(Ok(()));
     let started = SystemTime::now();
     let start = Instant::now();
     let deadline = Duration::from_secs(u64::from(spec.seconds));
-    let mut output = match spec.aggregate {
-        Some((Aggregation::Histogram(kind), of)) => {
-            Output::Histogram(super::hist::Histogram::new(kind), of)
-        }
-        Some((Aggregation::Flame, of)) => Output::Flame(of),
-        None => Output::Events {
-            batch: String::new(),
-        },
-    };
+    let mut output = Output::for_spec(spec);
     let mut session = Session {
         spec,
         plan: &plan,
@@ -369,6 +344,68 @@ pub fn stream(
         breakpoints,
         sent: 0,
     };
+    let stopped = pump(
+        spec,
+        procfs,
+        cancel,
+        &mut probe,
+        &mut session,
+        &mut output,
+        &mut send,
+        (start, deadline),
+    );
+    let counts = probe.counts();
+    let pending = if spec.ret.is_some() {
+        probe.pending()
+    } else {
+        0
+    };
+    // Detach before the summary, so "done" means nothing is attached.
+    drop(probe);
+    let ended = Instant::now();
+    if stopped != Stopped::Disconnected {
+        let _ = output.flush(&mut send);
+    }
+    let summary = summary(
+        &plan,
+        &session,
+        counts,
+        pending,
+        stopped,
+        start.elapsed().as_secs_f64(),
+    );
+    let ran = Ran {
+        started,
+        sampling: (start, ended),
+        sent: session.sent,
+        lost: counts.lost,
+        cancelled: stopped == Stopped::Disconnected,
+    };
+    end(
+        spec,
+        &plan,
+        session.collector.take(),
+        output,
+        summary,
+        &ran,
+        &mut send,
+    );
+}
+
+/// Hands the ring buffer's records to the session until the client goes,
+/// the limit or the deadline is reached, or the process exits; returns
+/// why it stopped.
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    spec: &UprobeSpec,
+    procfs: &Procfs,
+    cancel: &Arc<AtomicBool>,
+    probe: &mut attach::Probe,
+    session: &mut Session<'_>,
+    output: &mut Output,
+    send: &mut impl FnMut(Vec<u8>) -> bool,
+    (start, deadline): (Instant, Duration),
+) -> Stopped {
     let mut last_follow = Instant::now();
     // Records are handled where they lie in the ring buffer; lines go out
     // in batches, one write per read of the buffer (or per 256 KiB).
@@ -390,13 +427,13 @@ pub fn stream(
         }
         let mut stop = None;
         probe.drain_while(|bytes| {
-            stop = take(&mut session, &mut output, &mut send, bytes);
+            stop = take(session, output, send, bytes);
             stop.is_none()
         });
         if let Some(stop) = stop {
             break stop;
         }
-        if !output.flush(&mut send) {
+        if !output.flush(send) {
             break Stopped::Disconnected;
         }
         if start.elapsed() >= deadline {
@@ -404,19 +441,9 @@ pub fn stream(
         }
         if last_follow.elapsed() >= Duration::from_millis(200) {
             last_follow = Instant::now();
-            if let Some(pid) = spec.pid
-                && procfs.stat(pid).is_err()
-            {
+            let flame = matches!(output, Output::Flame(_));
+            if !session.look_around(probe, procfs, start.elapsed().as_secs_f64(), flame) {
                 break Stopped::Exited;
-            }
-            if let Some(b) = &mut session.breakpoints
-                && b.follow(&mut probe, procfs, start.elapsed().as_secs_f64())
-                && let (Some(c), Some(t)) = (&mut session.collector, &b.table)
-            {
-                c.set_managed(b.pid, t.clone());
-            }
-            if let (Some(c), Output::Flame(_)) = (&mut session.collector, &output) {
-                c.symbolize_pending();
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -425,33 +452,27 @@ pub fn stream(
     if matches!(stopped, Stopped::Seconds | Stopped::Exited) {
         let mut stop = None;
         probe.drain_while(|bytes| {
-            stop = take(&mut session, &mut output, &mut send, bytes);
+            stop = take(session, output, send, bytes);
             stop.is_none()
         });
         if let Some(stop) = stop {
             stopped = stop;
         }
     }
-    let counts = probe.counts();
-    let pending = if spec.ret.is_some() {
-        probe.pending()
-    } else {
-        0
-    };
-    // Detach before the summary, so "done" means nothing is attached.
-    drop(probe);
-    let ended = Instant::now();
-    if stopped != Stopped::Disconnected {
-        let _ = output.flush(&mut send);
-    }
-    let summary = summary(
-        &plan,
-        &session,
-        counts,
-        pending,
-        stopped,
-        start.elapsed().as_secs_f64(),
-    );
+    stopped
+}
+
+/// Sends what comes after the events: the histogram, or the callers'
+/// flamegraph (its summary then goes to the log), and the summary line.
+fn end(
+    spec: &UprobeSpec,
+    plan: &Plan,
+    collector: Option<Collector>,
+    output: Output,
+    summary: ProbeSummary,
+    ran: &Ran,
+    send: &mut impl FnMut(Vec<u8>) -> bool,
+) {
     match output {
         Output::Events { .. } => {}
         Output::Histogram(h, of) => {
@@ -463,50 +484,143 @@ pub fn stream(
             let _ = send(format!("{doc}\n").into_bytes());
         }
         Output::Flame(of) => {
-            let Some(collector) = session.collector.take() else {
-                return;
-            };
-            let collected = collector.finish();
-            let captured = Captured {
-                stacks: collected.stacks,
-                samples: session.sent,
-                lost: counts.lost,
-                processes: collected.processes,
-                started,
-                duration: ended.duration_since(start),
-                cancelled: stopped == Stopped::Disconnected,
-                measure: Measure::Probe {
-                    probe: probe_name(&plan),
-                    of: of_name(spec, of),
-                    unit: match of {
-                        Of::Count => "count",
-                        Of::Latency => "nanoseconds",
-                        Of::Arg(_) | Of::Ret => "value",
-                    },
-                },
-                sampling: (start, ended),
-                build_ids: collected.build_ids,
-                symbol_errors: collected.symbol_errors,
-            };
-            let meta = crate::stacks::render::RenderMeta {
-                seconds: spec.seconds,
-                unwind: spec.stack.map_or(Unwind::Auto, |s| s.unwind).name(),
-                kernel: false,
-            };
-            match crate::stacks::render::render(&captured, spec.format, &meta) {
-                Ok(bytes) => {
+            if let Some(collector) = collector {
+                if let Some(bytes) = flamegraph(spec, plan, collector, of, ran) {
                     let _ = send(bytes);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot render the callers' flamegraph"),
+                // The summary goes to the log: the body is the flamegraph.
+                tracing::info!(summary = ?summary, "probe flamegraph done");
             }
-            // The summary goes to the log: the body is the flamegraph.
-            tracing::info!(summary = ?summary, "probe flamegraph done");
             return;
         }
     }
-    let mut line = serde_json::to_vec(&SummaryLine { summary }).unwrap_or_default();
-    line.push(b'\n');
-    let _ = send(line);
+    match serde_json::to_vec(&SummaryLine { summary }) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            let _ = send(line);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot serialize the probe's summary"),
+    }
+}
+
+/// Loads the programs and attaches them: one uprobe, or breakpoints on
+/// each planned version of a JIT method (the skipped ones follow them in
+/// the list, unprobed).
+fn attach_target(
+    spec: &UprobeSpec,
+    plan: &mut Plan,
+) -> Result<(attach::Probe, Option<Breakpoints>), AttachError> {
+    let host = Host::read();
+    let config = config(spec, plan, &host);
+    let mut probe = attach::load(config, ring_bytes(&config))?;
+    let breakpoints = match &mut plan.target {
+        Target::Uprobe(target) => {
+            probe.attach_uprobe(
+                &target.file.via(),
+                &Location::Offset(target.offset),
+                spec.pid,
+            )?;
+            None
+        }
+        Target::Breakpoint(jit) => {
+            let planned = jit.versions.len();
+            let mut b = breakpoints_of(jit, spec, &host);
+            for index in 0..planned {
+                b.probe(&mut probe, index)?;
+            }
+            Some(b)
+        }
+    };
+    Ok((probe, breakpoints))
+}
+
+/// The stack collector of a probe with stacks (or a callers'
+/// flamegraph), naming managed frames with the runtime's own method table.
+fn collector_for(
+    spec: &UprobeSpec,
+    procfs: &Procfs,
+    breakpoints: Option<&Breakpoints>,
+) -> Option<Collector> {
+    let flame = matches!(spec.aggregate, Some((Aggregation::Flame, _)));
+    let mut collector = Collector::new(procfs, spec.stack?.unwind, false, flame);
+    if let Some(pid) = spec.pid {
+        let table = match breakpoints {
+            Some(Breakpoints { table: Some(t), .. }) => Some(t.clone()),
+            _ => procfs.maps(pid).ok().and_then(|maps| {
+                crate::runtime::methods_now(crate::runtime::of_maps(&maps), procfs, pid)?.ok()
+            }),
+        };
+        if let Some(table) = table {
+            collector.set_managed(pid, table);
+        }
+    }
+    Some(collector)
+}
+
+/// How a probe session ran, for its flamegraph.
+struct Ran {
+    started: SystemTime,
+    sampling: (Instant, Instant),
+    sent: u64,
+    lost: u64,
+    cancelled: bool,
+}
+
+/// The callers' flamegraph of a probe, rendered; `None` (logged) when it
+/// cannot be.
+fn flamegraph(
+    spec: &UprobeSpec,
+    plan: &Plan,
+    collector: Collector,
+    of: Of,
+    ran: &Ran,
+) -> Option<Vec<u8>> {
+    let (start, ended) = ran.sampling;
+    let collected = collector.finish();
+    let captured = Captured {
+        stacks: collected.stacks,
+        samples: ran.sent,
+        lost: ran.lost,
+        processes: collected.processes,
+        started: ran.started,
+        duration: ended.duration_since(start),
+        cancelled: ran.cancelled,
+        measure: Measure::Probe {
+            probe: probe_name(plan),
+            of: of_name(spec, of),
+            unit: match of {
+                Of::Count => "count",
+                Of::Latency => "nanoseconds",
+                Of::Arg(_) | Of::Ret => "value",
+            },
+        },
+        sampling: ran.sampling,
+        build_ids: collected.build_ids,
+        symbol_errors: collected.symbol_errors,
+    };
+    let meta = crate::stacks::render::RenderMeta {
+        seconds: spec.seconds,
+        unwind: spec.stack.map_or(Unwind::Auto, |s| s.unwind).name(),
+        kernel: false,
+    };
+    crate::stacks::render::render(&captured, spec.format, &meta)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot render the callers' flamegraph"))
+        .ok()
+}
+
+impl Output {
+    /// What a probe session writes: events, a histogram or a flamegraph.
+    fn for_spec(spec: &UprobeSpec) -> Self {
+        match spec.aggregate {
+            Some((Aggregation::Histogram(kind), of)) => {
+                Self::Histogram(super::hist::Histogram::new(kind), of)
+            }
+            Some((Aggregation::Flame, of)) => Self::Flame(of),
+            None => Self::Events {
+                batch: String::new(),
+            },
+        }
+    }
 }
 
 fn probe_name(plan: &Plan) -> String {

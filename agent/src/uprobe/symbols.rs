@@ -117,9 +117,6 @@ pub fn list(
     limit: usize,
     memory: &crate::memory::Memory,
 ) -> Result<Listing, SymbolsError> {
-    let mut refused = Vec::new();
-    let mut total = 0usize;
-    let mut out: Vec<SymbolInfo> = Vec::new();
     let maps = procfs
         .maps(pid)
         .map_err(|_| crate::procfs::PidNotVisible(pid))?;
@@ -142,13 +139,59 @@ pub fn list(
             mapped: modules.iter().map(|p| basename(p).to_owned()).collect(),
         });
     }
+    let mut found = Found {
+        pattern,
+        limit,
+        listing: Listing {
+            symbols: Vec::new(),
+            total: 0,
+            refused: Vec::new(),
+        },
+    };
     for path in wanted {
+        found.module(procfs, pid, &maps, path, memory)?;
+    }
+    if module.is_none()
+        && let Some(map) = PerfMapFile::of(procfs, pid)
+    {
+        found.perf_map(map, &maps);
+    }
+    let mut listing = found.listing;
+    listing.symbols.sort_by(by_name);
+    listing.symbols.truncate(limit);
+    Ok(listing)
+}
+
+/// What a listing has found so far.
+struct Found<'a> {
+    pattern: &'a regex::Regex,
+    limit: usize,
+    listing: Listing,
+}
+
+impl Found<'_> {
+    /// Counts a match and keeps it if it is among the first `limit`.
+    fn push(&mut self, info: SymbolInfo) {
+        self.listing.total += 1;
+        self.listing.symbols.push(info);
+        keep_first(&mut self.listing.symbols, self.limit);
+    }
+
+    /// The functions of the mapped module `path` that match.
+    fn module(
+        &mut self,
+        procfs: &Procfs,
+        pid: u32,
+        maps: &[MapEntry],
+        path: &str,
+        memory: &crate::memory::Memory,
+    ) -> Result<(), SymbolsError> {
         let mappings: Vec<&MapEntry> = maps
             .iter()
             .filter(|m| m.path.as_deref() == Some(path))
             .collect();
         let Some(first) = mappings.iter().min_by_key(|m| m.offset) else {
-            continue;
+            return Ok(());
         };
         let opened = procfs
             .open_mapped(pid, first)
@@ -156,24 +199,24 @@ pub fn list(
             .and_then(|seen| crate::elf::Elf::open(&seen));
         let mut elf = match opened {
             Ok(elf) => elf,
-            Err(crate::elf::ElfError::NotElf { .. }) => continue,
-            Err(crate::elf::ElfError::Root(e)) if e.is_missing() => continue,
+            Err(crate::elf::ElfError::NotElf { .. }) => return Ok(()),
+            Err(crate::elf::ElfError::Root(e)) if e.is_missing() => return Ok(()),
             Err(e) => {
-                refused.push(e.to_string());
-                continue;
+                self.listing.refused.push(e.to_string());
+                return Ok(());
             }
         };
         // The tables are read whole: only if the agent's memory allows.
         memory.check(elf.symbol_bytes().saturating_mul(2))?;
         let segments = elf.segments().to_vec();
+        let pattern = self.pattern;
         let read = elf.visit_functions(|svma, size, raw| {
             let name = demangle(&String::from_utf8_lossy(raw));
             if !pattern.is_match(&name) {
                 return;
             }
-            total += 1;
             let offset = file_offset(svma, &segments);
-            out.push(SymbolInfo {
+            self.push(SymbolInfo {
                 address: offset.and_then(|o| process_address(o, &mappings)),
                 name,
                 size,
@@ -183,25 +226,25 @@ pub fn list(
                 probeable: offset.is_some(),
                 mechanism: offset.map(|_| "uprobe"),
             });
-            keep_first(&mut out, limit);
         });
         if let Err(e) = read {
-            refused.push(e.to_string());
+            self.listing.refused.push(e.to_string());
         }
+        Ok(())
     }
-    if module.is_none()
-        && let Some(mut map) = PerfMapFile::of(procfs, pid)
-    {
+
+    /// The JIT perf map's entries that match.
+    fn perf_map(&mut self, mut map: PerfMapFile, maps: &[MapEntry]) {
         map.refresh();
         if let Some(why) = map.refused() {
-            refused.push(why.to_owned());
+            self.listing.refused.push(why.to_owned());
         }
+        let pattern = self.pattern;
         for entry in map.index().entries().filter(|e| pattern.is_match(&e.name)) {
-            let mapping = crate::procfs::mapping_at(&maps, entry.start);
+            let mapping = crate::procfs::mapping_at(maps, entry.start);
             let backing = mapping.filter(|m| m.is_uprobe_capable());
-            let code = crate::procfs::is_code_at(&maps, entry.start);
-            total += 1;
-            out.push(SymbolInfo {
+            let code = crate::procfs::is_code_at(maps, entry.start);
+            self.push(SymbolInfo {
                 name: entry.name.clone(),
                 address: Some(entry.start),
                 size: entry.size,
@@ -215,16 +258,8 @@ pub fn list(
                     (true, None) => Some("breakpoint"),
                 },
             });
-            keep_first(&mut out, limit);
         }
     }
-    out.sort_by(by_name);
-    out.truncate(limit);
-    Ok(Listing {
-        symbols: out,
-        total,
-        refused,
-    })
 }
 
 fn by_name(a: &SymbolInfo, b: &SymbolInfo) -> std::cmp::Ordering {

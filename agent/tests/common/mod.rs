@@ -89,6 +89,39 @@ impl Workload {
     }
 }
 
+/// Polls `cond` every 25 ms until it holds; fails the test after
+/// `timeout`, naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sends the signal `name` (`USR1`, `TERM`, …) to `pid`; fails the test
+/// if `kill` does.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Fails the test unless the events' first arguments count up by one
+/// (modulo 1000), as the workloads call their probed function.
+pub fn assert_consecutive_args(events: &[serde_json::Value]) {
+    let args: Vec<i64> = events
+        .iter()
+        .map(|e| e["args"][0].as_i64().expect("a numeric first argument"))
+        .collect();
+    assert!(
+        args.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
+        "consecutive arguments: {args:?}"
+    );
+}
+
 /// A child process killed when dropped.
 pub struct Running {
     pub child: Child,
@@ -370,6 +403,35 @@ impl Agent {
         let (code, body) = self.get(path);
         assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
         body
+    }
+
+    /// `pid`'s entry in `/v1/processes`; fails the test when it is not
+    /// listed.
+    pub fn process(&self, pid: u32) -> serde_json::Value {
+        let processes: serde_json::Value =
+            serde_json::from_slice(&self.get_ok("/v1/processes")).expect("the listing is JSON");
+        processes
+            .as_array()
+            .expect("the listing is an array")
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid} is not listed: {processes}"))
+            .clone()
+    }
+
+    /// A dump of `pid` of `kind` written to `dir/core.KIND`; fails the
+    /// test unless the agent answers 200.
+    pub fn dump_to(&self, dir: &Path, pid: u32, kind: &str) -> PathBuf {
+        let core = dir.join(format!("core.{kind}"));
+        let (code, body) = self.get(&format!("/v1/dump?pid={pid}&type={kind}"));
+        assert_eq!(
+            code,
+            200,
+            "{kind}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        std::fs::write(&core, &body).expect("the core file is written");
+        core
     }
 
     /// A curl that runs in the background (killed to simulate a client

@@ -165,6 +165,35 @@ pub struct Decoder {
     events: u64,
 }
 
+/// The `Trace` object's fields, after its type header; `None` until it
+/// is all buffered.
+fn trace_object(c: &mut Cursor<'_>) -> Result<Option<TraceInfo>, NettraceError> {
+    const TRACE_LEN: usize = 16 + 8 + 8 + 4 + 4 + 4 + 4;
+    if c.remaining() < TRACE_LEN + 1 {
+        return Ok(None);
+    }
+    c.take(16)?; // SYSTEMTIME of sync_time
+    let sync_time = c.u64()?;
+    let frequency = c.u64()?;
+    let pointer_size = c.u32()?;
+    let pid = c.u32()?;
+    let processors = c.u32()?;
+    c.u32()?; // expected sampling rate
+    if c.u8()? != TAG_END {
+        return Err(c.corrupt("Trace object not closed"));
+    }
+    if frequency == 0 || !matches!(pointer_size, 4 | 8) {
+        return Err(c.corrupt("Trace object with a zero clock or an odd pointer size"));
+    }
+    Ok(Some(TraceInfo {
+        frequency,
+        sync_time,
+        pointer_size,
+        pid,
+        processors,
+    }))
+}
+
 /// What nettrace adds to the shared byte cursor: errors at the cursor's
 /// offset, and its 32-bit variable-length integers.
 trait NettraceCursor {
@@ -346,30 +375,10 @@ impl Decoder {
             });
         }
         if ty.name == "Trace" {
-            const TRACE_LEN: usize = 16 + 8 + 8 + 4 + 4 + 4 + 4;
-            if c.remaining() < TRACE_LEN + 1 {
+            let Some(trace) = trace_object(&mut c)? else {
                 return Ok(false);
-            }
-            c.take(16)?; // SYSTEMTIME of sync_time
-            let sync_time = c.u64()?;
-            let frequency = c.u64()?;
-            let pointer_size = c.u32()?;
-            let pid = c.u32()?;
-            let processors = c.u32()?;
-            c.u32()?; // expected sampling rate
-            if c.u8()? != TAG_END {
-                return Err(c.corrupt("Trace object not closed"));
-            }
-            if frequency == 0 || !matches!(pointer_size, 4 | 8) {
-                return Err(c.corrupt("Trace object with a zero clock or an odd pointer size"));
-            }
-            self.trace = Some(TraceInfo {
-                frequency,
-                sync_time,
-                pointer_size,
-                pid,
-                processors,
-            });
+            };
+            self.trace = Some(trace);
             let used = c.position();
             self.consume(used);
             return Ok(true);
