@@ -403,12 +403,16 @@ def agent_logs(name):
 
 
 def wait_status(name, ready):
-    """`kubectl tracecar status` once `ready(capabilities)` holds."""
+    """`kubectl tracecar status` once `ready(capabilities)` holds: the
+    status is read after the capabilities say ready, never before (a status
+    read first can show the session daemon still starting)."""
     deadline = time.time() + 60
     while True:
         status = plugin(name, "status", check=False)
         if status.returncode == 0 and ready(agent_json(name, "/v1/capabilities")):
-            return status.stdout
+            status = plugin(name, "status", check=False)
+            if status.returncode == 0:
+                return status.stdout
         if time.time() > deadline:
             raise AssertionError(f"agent not ready:\n{status.stdout}{status.stderr}\n{agent_logs(name)}")
         time.sleep(0.5)
