@@ -59,3 +59,23 @@ pub(super) fn preset_env(runtime: Runtime) -> &'static [(&'static str, &'static 
         Runtime::Python => &[("PYTHONPERFSUPPORT", "1", KeepUser)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_the_runtimes_with_environment() {
+        assert_eq!(preset(" dotnet "), Some(Runtime::Dotnet));
+        assert_eq!(preset("python"), Some(Runtime::Python));
+        // Detected runtimes with nothing to set are not presets.
+        for name in ["go", "native", "Dotnet", ""] {
+            assert_eq!(preset(name), None, "{name:?}");
+        }
+        for runtime in PRESETS {
+            assert!(!preset_env(runtime).is_empty(), "{runtime:?}");
+        }
+        assert!(preset_env(Runtime::Go).is_empty());
+        assert!(preset_env(Runtime::Native).is_empty());
+    }
+}
