@@ -11,6 +11,7 @@ help:
 	@echo "make images          build tracecar/agent, tracecar/webhook, tracecar/sample-app, tracecar/dotnet-sample with podman"
 	@echo "make e2e             webhook → patched pod → podman kube play → kubectl-tracecar checks"
 	@echo "make target-dir      images and e2e with CARGO_TARGET_DIR outside the checkout"
+	@echo "make outside         one release build outside the checkout: every e2e scenario, manifests, the demo"
 	@echo "make fuzz            every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 	@echo "make bench-memory    the agent's memory peaks: a 600 s 1000 Hz profile of 1,000 threads, 4 captures, 8 unread probes"
 	@echo "make bench-webhook   webhook benchmark against a bare TLS+HTTP ceiling"

@@ -6,8 +6,9 @@ use tracecar_api::security::Features;
 
 pub use tracecar_api::capabilities::{Check, DaemonStatus, DirCheck, Mode, Report, SessiondCheck};
 
+use crate::caps::{capability_names, has_cap};
 use crate::lttng::rundir;
-use crate::procfs::{Procfs, capability_names, has_cap};
+use crate::procfs::Procfs;
 use crate::sys;
 
 fn sessiond_check(status: Option<DaemonStatus>, dirs: &[&DirCheck]) -> SessiondCheck {

@@ -5,9 +5,9 @@
 //! and no two files import each other: `scripts/layers.py` checks both in
 //! `make lint` (it reads the numbered lines below).
 //!
-//! 1. `sys`, `params`: the one place with `unsafe` and raw kernel
+//! 1. `sys`, `params`, `caps`: the one place with `unsafe` and raw kernel
 //!    interfaces (with the `repr(C)` mirror of `bpf/events.h`); the
-//!    request-parameter parsers every spec shares.
+//!    request-parameter parsers every spec shares; capability names.
 //! 2. `procfs`, `child`: `/proc` parsers and readers; children run with a
 //!    deadline.
 //! 3. `rootfs`, `memory`: the one resolver of paths the app controls; the
@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod capabilities;
+pub mod caps;
 pub mod child;
 pub mod cli;
 pub mod dotnet;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use tracecar_api::capabilities::{DirCheck, Fix};
 
-use crate::procfs::has_cap;
+use crate::caps::has_cap;
 use tracecar_api::capabilities::Check;
 
 /// The root session daemon's run directory (`LTTNG_RUNDIR` for root).
