@@ -428,16 +428,25 @@ mod tests {
     #[test]
     fn this_process_holds_its_own_anonymous_memory() {
         let memory = this_process(1 << 40);
-        let before = memory.used();
-        assert!(before > 0);
-        // 64 MiB touched: counted.
-        let block = std::hint::black_box(vec![1u8; 64 << 20]);
-        let after = memory.used();
-        assert!(
-            after >= before + (60 << 20),
-            "{before} then {after} with {} more bytes",
-            block.len()
-        );
+        // 64 MiB touched: counted. Other tests of this binary allocate and
+        // free meanwhile, so a try where they freed more is taken again
+        // (five at most).
+        let mut tries = Vec::new();
+        let (after, block) = loop {
+            let before = memory.used();
+            assert!(before > 0);
+            let block = std::hint::black_box(vec![1u8; 64 << 20]);
+            let after = memory.used();
+            if after >= before + (60 << 20) {
+                break (after, block);
+            }
+            tries.push((before, after));
+            assert!(
+                tries.len() < 5,
+                "(before, after) with {} more bytes: {tries:?}",
+                block.len()
+            );
+        };
         assert_eq!(memory.limit().map(|l| l.source), Some(Source::Configured));
         assert!(memory.admit().is_ok());
         let tight = this_process(after);

@@ -222,6 +222,8 @@ fn profile_parameters_are_checked_before_anything_runs() {
     assert_eq!(hint(&e), "seconds must be between 1 and 600");
     let e = server.error("/v1/profile?sconds=5", 400);
     assert!(hint(&e).starts_with("parameters are pid, seconds"), "{e}");
+    let e = server.error("/v1/profile?seconds=5&seconds=9", 400);
+    assert_eq!(hint(&e), "send seconds= once");
     let e = server.error("/v1/profile?format=png", 400);
     assert!(hint(&e).contains("speedscope"), "{e}");
     let e = server.error("/v1/profile?kernel=maybe", 400);

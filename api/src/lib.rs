@@ -1,7 +1,8 @@
 //! tracecar's wire types: the JSON the agent's API answers with, which the
 //! agent serializes and `kubectl tracecar` reads, so that the two cannot
 //! drift apart; and the capability profiles the sidecar runs with, which
-//! the webhook injects (and an attach will request).
+//! the webhook injects (and an attach will request); and the requests,
+//! which the plugin writes and the agent reads.
 //!
 //! Plain data only: no I/O, no logic beyond formatting helpers.
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod lttng;
 pub mod presets;
 pub mod process;
+pub mod request;
 pub mod security;
 pub mod uprobe;
 

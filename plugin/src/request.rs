@@ -1,46 +1,21 @@
 //! Agent requests and what comes back: pure functions from command options
-//! to a request path, from a file name to a format, and from the agent's
-//! answers to terminal lines.
+//! to a typed request (`tracecar_api::request`, which writes the path), from
+//! a file name to a format, and from the agent's answers to terminal lines.
 
 use serde_json::Value;
 use tracecar_api::SummaryLine;
 use tracecar_api::capabilities::Report;
 use tracecar_api::lttng::Tracepoints;
 use tracecar_api::process::ProcessInfo;
+use tracecar_api::request::{
+    CountersRequest, DotnetTraceRequest, DumpRequest, LttngEventsRequest, LttngLiveRequest,
+    LttngRecordRequest, ProfileRequest, Request as _, UprobeRequest,
+};
 use tracecar_api::uprobe::ProbeEvent;
 
-/// What a query value may keep as it is: RFC 3986's unreserved characters
-/// and `:`, `,` and `*`, which the agent's parameters use (`events=app:*`,
-/// `args=int,str`); everything else is percent-encoded.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b':')
-    .remove(b',')
-    .remove(b'*');
-
-/// Percent-encodes a query value.
-pub fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
-}
-
-/// `PATH?k=v&…` with the values encoded; `None` values are left out.
-pub fn path(endpoint: &str, params: &[(&str, Option<String>)]) -> String {
-    let query: Vec<String> = params
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if query.is_empty() {
-        endpoint.to_owned()
-    } else {
-        format!("{endpoint}?{}", query.join("&"))
-    }
-}
-
-fn some(value: Option<&str>) -> Option<String> {
-    value.map(str::to_owned)
+/// An option's value as request text.
+fn text(value: Option<impl ToString>) -> Option<String> {
+    value.map(|v| v.to_string())
 }
 
 /// What `kubectl tracecar profile` asks for.
@@ -68,21 +43,20 @@ pub struct Profile<'a> {
 
 /// `/v1/profile` for `kubectl tracecar profile`.
 pub fn profile_path(profile: &Profile<'_>, format: OutputFormat) -> String {
-    path(
-        "/v1/profile",
-        &[
-            ("seconds", Some(profile.seconds.to_string())),
-            ("hz", profile.hz.map(|h| h.to_string())),
-            ("pid", some(profile.pid)),
-            ("unwind", some(profile.unwind)),
-            ("mode", some(profile.mode)),
-            ("min_block_us", profile.min_block_us.map(|m| m.to_string())),
-            ("state", some(profile.state)),
-            ("rate", profile.rate.map(|r| r.to_string())),
-            ("threads", profile.threads.then(|| "true".to_owned())),
-            ("format", Some(format.agent.to_owned())),
-        ],
-    )
+    ProfileRequest {
+        pid: text(profile.pid),
+        seconds: text(Some(profile.seconds)),
+        hz: text(profile.hz),
+        unwind: text(profile.unwind),
+        kernel: None,
+        threads: profile.threads.then(|| "true".to_owned()),
+        format: text(Some(format.agent)),
+        mode: text(profile.mode),
+        min_block_us: text(profile.min_block_us),
+        state: text(profile.state),
+        rate: text(profile.rate),
+    }
+    .path()
 }
 
 /// What `kubectl tracecar trace` asks for.
@@ -116,28 +90,24 @@ pub struct Trace<'a> {
 
 /// `/v1/uprobe` for `kubectl tracecar trace`.
 pub fn trace_path(trace: &Trace<'_>) -> String {
-    path(
-        "/v1/uprobe",
-        &[
-            ("symbol", some(trace.symbol)),
-            ("address", some(trace.address)),
-            ("module", some(trace.module)),
-            ("args", some(trace.args)),
-            ("ret", some(trace.ret)),
-            ("pid", Some(trace.pid.to_owned())),
-            ("seconds", Some(trace.seconds.to_string())),
-            ("limit", trace.limit.map(|l| l.to_string())),
-            (
-                "stack",
-                (trace.stack && trace.flame.is_none()).then(|| "user".to_owned()),
-            ),
-            ("unwind", some(trace.unwind)),
-            ("abi", some(trace.abi)),
-            ("aggregate", trace.flame.map(|_| "flame".to_owned())),
-            ("of", trace.flame.map(|(_, of)| of.to_owned())),
-            ("format", trace.flame.map(|(f, _)| f.agent.to_owned())),
-        ],
-    )
+    UprobeRequest {
+        symbol: text(trace.symbol),
+        address: text(trace.address),
+        module: text(trace.module),
+        pid: text(Some(trace.pid)),
+        args: text(trace.args),
+        ret: text(trace.ret),
+        seconds: text(Some(trace.seconds)),
+        limit: text(trace.limit),
+        stack: (trace.stack && trace.flame.is_none()).then(|| "user".to_owned()),
+        unwind: text(trace.unwind),
+        abi: text(trace.abi),
+        aggregate: trace.flame.map(|_| "flame".to_owned()),
+        of: text(trace.flame.map(|(_, of)| of)),
+        format: text(trace.flame.map(|(f, _)| f.agent)),
+        ..UprobeRequest::default()
+    }
+    .path()
 }
 
 /// What `kubectl tracecar lttng` records.
@@ -155,33 +125,34 @@ pub struct Session<'a> {
     pub seconds: u32,
 }
 
-impl Session<'_> {
-    fn params(&self) -> Vec<(&'static str, Option<String>)> {
-        vec![
-            ("events", some(self.events)),
-            ("pid", some(self.pid)),
-            ("filter", some(self.filter)),
-            ("loglevel", some(self.loglevel)),
-            ("seconds", Some(self.seconds.to_string())),
-        ]
-    }
-}
-
 /// `/v1/lttng/events` for `kubectl tracecar lttng --list`.
 pub fn lttng_events_path(pid: Option<&str>) -> String {
-    path("/v1/lttng/events", &[("pid", some(pid))])
+    LttngEventsRequest { pid: text(pid) }.path()
 }
 
 /// `/v1/lttng/live` for `kubectl tracecar lttng --live`.
 pub fn lttng_live_path(session: &Session<'_>) -> String {
-    path("/v1/lttng/live", &session.params())
+    live_request(session).path()
+}
+
+fn live_request(session: &Session<'_>) -> LttngLiveRequest {
+    LttngLiveRequest {
+        events: text(session.events),
+        pid: text(session.pid),
+        filter: text(session.filter),
+        loglevel: text(session.loglevel),
+        loglevel_only: None,
+        seconds: text(Some(session.seconds)),
+    }
 }
 
 /// `/v1/lttng/record` for `kubectl tracecar lttng -o FILE`.
 pub fn lttng_record_path(session: &Session<'_>, format: OutputFormat) -> String {
-    let mut params = session.params();
-    params.push(("format", Some(format.agent.to_owned())));
-    path("/v1/lttng/record", &params)
+    LttngRecordRequest {
+        format: text(Some(format.agent)),
+        ..live_request(session).into()
+    }
+    .path()
 }
 
 /// `/v1/dotnet/trace` for `kubectl tracecar dotnet-trace`.
@@ -191,15 +162,14 @@ pub fn dotnet_trace_path(
     seconds: u32,
     format: Option<OutputFormat>,
 ) -> String {
-    path(
-        "/v1/dotnet/trace",
-        &[
-            ("pid", Some(pid.to_owned())),
-            ("providers", Some(providers.to_owned())),
-            ("seconds", Some(seconds.to_string())),
-            ("format", format.map(|f| f.agent.to_owned())),
-        ],
-    )
+    DotnetTraceRequest {
+        pid: text(Some(pid)),
+        providers: text(Some(providers)),
+        seconds: text(Some(seconds)),
+        format: text(format.map(|f| f.agent)),
+        ..DotnetTraceRequest::default()
+    }
+    .path()
 }
 
 /// `/v1/dotnet/trace` format from `-o NAME`: `.nettrace`, `.json`/`.ndjson`.
@@ -222,24 +192,24 @@ pub fn counters_path(
     interval: u32,
     prometheus: bool,
 ) -> String {
-    path(
-        "/v1/dotnet/counters",
-        &[
-            ("pid", Some(pid.to_owned())),
-            ("providers", some(providers)),
-            ("seconds", Some(seconds.to_string())),
-            ("interval", Some(interval.to_string())),
-            ("format", prometheus.then(|| "prometheus".to_owned())),
-        ],
-    )
+    CountersRequest {
+        pid: text(Some(pid)),
+        providers: text(providers),
+        seconds: text(Some(seconds)),
+        interval: text(Some(interval)),
+        format: prometheus.then(|| "prometheus".to_owned()),
+    }
+    .path()
 }
 
 /// `/v1/dump` for `kubectl tracecar dump`.
 pub fn dump_path(pid: &str, kind: Option<&str>) -> String {
-    path(
-        "/v1/dump",
-        &[("pid", Some(pid.to_owned())), ("type", some(kind))],
-    )
+    DumpRequest {
+        pid: text(Some(pid)),
+        r#type: text(kind),
+        limit_mb: None,
+    }
+    .path()
 }
 
 /// A format the output file's name asks for.
@@ -447,23 +417,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_encode_values_and_skip_absent_ones() {
-        assert_eq!(
-            path(
-                "/v1/lttng/record",
-                &[
-                    ("events", Some("app:*,x:y".into())),
-                    ("filter", Some("size > 4 && a == \"b\"".into())),
-                    ("pid", None),
-                    ("seconds", Some("10".into())),
-                ]
-            ),
-            "/v1/lttng/record?events=app:*,x:y&filter=size%20%3E%204%20%26%26%20a%20%3D%3D%20%22b%22&seconds=10"
-        );
-        assert_eq!(path("/v1/processes", &[("pid", None)]), "/v1/processes");
-    }
-
-    #[test]
     fn output_names_pick_formats() {
         let agent = |f: Option<OutputFormat>| f.map(|f| f.agent);
         assert_eq!(agent(profile_format("flame.svg")), Some("svg"));
@@ -517,7 +470,7 @@ mod tests {
         };
         assert_eq!(
             trace_path(&trace),
-            "/v1/uprobe?symbol=calc&args=long&ret=long&pid=7&seconds=10&limit=20"
+            "/v1/uprobe?symbol=calc&pid=7&args=long&ret=long&seconds=10&limit=20"
         );
         let stacks = Trace {
             stack: true,
@@ -526,7 +479,7 @@ mod tests {
         };
         assert_eq!(
             trace_path(&stacks),
-            "/v1/uprobe?symbol=calc&args=long&ret=long&pid=7&seconds=10&limit=20&stack=user&unwind=dwarf"
+            "/v1/uprobe?symbol=calc&pid=7&args=long&ret=long&seconds=10&limit=20&stack=user&unwind=dwarf"
         );
         let flame = Trace {
             symbol: Some("FibonacciProvider.calculateFibonacciValue"),
@@ -540,7 +493,7 @@ mod tests {
         };
         assert_eq!(
             trace_path(&flame),
-            "/v1/uprobe?symbol=FibonacciProvider.calculateFibonacciValue&ret=int&pid=7&seconds=10&abi=sysv&aggregate=flame&of=latency&format=svg"
+            "/v1/uprobe?symbol=FibonacciProvider.calculateFibonacciValue&pid=7&ret=int&seconds=10&aggregate=flame&of=latency&abi=sysv&format=svg"
         );
         let session = Session {
             events: Some("app:*"),
@@ -580,7 +533,7 @@ mod tests {
         };
         assert_eq!(
             profile_path(&wall, svg),
-            "/v1/profile?seconds=5&mode=wall&min_block_us=100&state=S,D&threads=true&format=svg"
+            "/v1/profile?seconds=5&threads=true&format=svg&mode=wall&min_block_us=100&state=S,D"
         );
     }
 

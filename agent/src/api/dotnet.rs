@@ -1,15 +1,16 @@
 //! `/v1/dotnet/trace` and `/v1/dotnet/counters`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use tracecar_api::request::{CountersRequest, DotnetTraceRequest};
 
 use super::answer::Answer;
+use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use crate::dotnet::counters;
 use crate::dotnet::port::Port;
-use crate::dotnet::providers::{self, TraceFormat};
 use crate::dotnet::session;
-use crate::params::Query as Params;
+use crate::dotnet::spec::{self, TraceFormat};
 
 /// The diagnostic port of `pid`, once it is visible.
 async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
@@ -20,9 +21,9 @@ async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
 
 pub(super) async fn trace(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<DotnetTraceRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = providers::parse_trace(&query)?;
+    let spec = spec::parse_trace(&request)?;
     let pid = spec.pid;
     let port = port_of(&state, pid).await?;
     let permit = state.capture_slot()?;
@@ -48,9 +49,9 @@ pub(super) async fn trace(
 
 pub(super) async fn counters(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<CountersRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = counters::parse(&query)?;
+    let spec = spec::parse_counters(&request)?;
     let port = port_of(&state, spec.pid).await?;
     let permit = state.capture_slot()?;
     let procfs = state.procfs();

@@ -1,18 +1,19 @@
 //! `/v1/dump`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use tracecar_api::request::DumpRequest;
 
 use super::answer::Answer;
+use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError};
 use crate::dump;
-use crate::params::Query as Params;
 
 pub(super) async fn dump(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<DumpRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = dump::spec::parse(&query)?;
+    let spec = dump::spec::parse(&request)?;
     state.procfs.check_visible(&[spec.pid])?;
     let permit = state.capture_slot()?;
     let procfs = state.procfs();

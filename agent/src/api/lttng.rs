@@ -3,14 +3,15 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::answer::Answer;
+use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
-use crate::params::Query as Params;
 use tracecar_api::lttng::Tracepoints;
+use tracecar_api::request::{LttngEventsRequest, LttngLiveRequest, LttngRecordRequest};
 
 use crate::lttng::{Lttng, RecordError, RecordFormat, output, spec};
 
@@ -44,9 +45,9 @@ fn check_visible(state: &AgentState, pids: Option<&[u32]>) -> Result<(), ApiErro
 
 pub(super) async fn events(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<LttngEventsRequest>,
 ) -> Result<Answer, ApiError> {
-    let pids = spec::parse_events(&query)?;
+    let pids = spec::parse_events(&request)?;
     check_visible(&state, pids.as_deref())?;
     let lttng = lttng_of(&state)?;
     let procfs = state.procfs();
@@ -73,9 +74,9 @@ pub(super) async fn events(
 
 pub(super) async fn live(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<LttngLiveRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = spec::parse_live(&query)?;
+    let spec = spec::parse_live(&request)?;
     check_visible(&state, spec.pids.as_deref())?;
     let lttng = lttng_of(&state)?;
     let permit = state.capture_slot()?;
@@ -93,9 +94,9 @@ pub(super) async fn live(
 
 pub(super) async fn record(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<LttngRecordRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = spec::parse_record(&query)?;
+    let spec = spec::parse_record(&request)?;
     check_visible(&state, spec.pids.as_deref())?;
     let lttng = lttng_of(&state)?;
     let permit = state.capture_slot()?;

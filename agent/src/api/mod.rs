@@ -17,6 +17,7 @@ mod answer;
 mod dotnet;
 mod dump;
 pub mod error;
+mod extract;
 mod lttng;
 mod profile;
 mod stream;
@@ -412,6 +413,50 @@ mod tests {
                     .any(|(name, text)| name != "README.md" && text.contains(&quoted)),
                 "{} is documented on no page of docs/api/",
                 route.path
+            );
+        }
+    }
+
+    /// Every parameter of every request, on the page of its endpoint
+    /// (as `` `name` `` or `name=`).
+    #[test]
+    fn every_parameter_is_documented() {
+        use tracecar_api::request::*;
+        fn fields<R: Request>() -> (&'static str, &'static [&'static str]) {
+            (R::PATH, R::FIELDS)
+        }
+        let pages = api_pages();
+        for ((path, names), page) in [
+            (fields::<ProfileRequest>(), "profile.md"),
+            (fields::<TriggerRequest>(), "profile.md"),
+            (fields::<SymbolsRequest>(), "uprobe.md"),
+            (fields::<UprobeRequest>(), "uprobe.md"),
+            (fields::<LttngEventsRequest>(), "lttng.md"),
+            (fields::<LttngRecordRequest>(), "lttng.md"),
+            (fields::<LttngLiveRequest>(), "lttng.md"),
+            (fields::<DotnetTraceRequest>(), "dotnet.md"),
+            (fields::<CountersRequest>(), "dotnet.md"),
+            (fields::<DumpRequest>(), "dump.md"),
+        ] {
+            let text = &pages
+                .iter()
+                .find(|(name, _)| name == page)
+                .unwrap_or_else(|| panic!("docs/api/{page}"))
+                .1;
+            assert!(
+                text.contains(&format!("`{path}")),
+                "{path} is not on {page}"
+            );
+            let missing: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|name| {
+                    !text.contains(&format!("`{name}`")) && !text.contains(&format!("{name}="))
+                })
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{path}: {missing:?} not on docs/api/{page}"
             );
         }
     }

@@ -3,38 +3,37 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use tracecar_api::request::{ProfileRequest, TriggerRequest};
 
 use super::answer::Answer;
+use super::extract::Params;
 use super::stream::CancelOnDrop;
 use super::{AgentState, ApiError, blocking};
-use crate::params::Query as Params;
 use crate::profile::{self, Format};
 
 pub(super) async fn profile(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<ProfileRequest>,
 ) -> Result<Answer, ApiError> {
-    run_profile(state, profile::spec::parse(&query)?).await
+    run_profile(state, profile::spec::parse(&request)?).await
 }
 
 /// net/http/pprof's path: 30 s by default, always gzipped pprof.
 pub(super) async fn go_pprof(
     State(state): State<AgentState>,
-    Query(mut query): Query<Params>,
+    Params(mut request): Params<ProfileRequest>,
 ) -> Result<Answer, ApiError> {
-    query
-        .entry("seconds".to_owned())
-        .or_insert_with(|| "30".to_owned());
-    query.insert("format".to_owned(), "pprof".to_owned());
-    run_profile(state, profile::spec::parse(&query)?).await
+    request.seconds.get_or_insert_with(|| "30".to_owned());
+    request.format = Some("pprof".to_owned());
+    run_profile(state, profile::spec::parse(&request)?).await
 }
 
 pub(super) async fn trigger(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<TriggerRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = profile::trigger::parse(&query)?;
+    let spec = profile::trigger::parse(&request)?;
     let procfs = state.procfs();
     let (plan, _) = profile::plan_here(&spec.profile, &procfs)?;
     let permit = state.capture_slot()?;

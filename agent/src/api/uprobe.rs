@@ -1,18 +1,19 @@
 //! `/v1/uprobe` and `/v1/symbols`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+use tracecar_api::request::{SymbolsRequest, UprobeRequest};
 
 use super::answer::Answer;
+use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
-use crate::params::Query as Params;
 use crate::uprobe::{resolve, spec, stream, symbols};
 
 pub(super) async fn symbols(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<SymbolsRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = spec::parse_symbols(&query)?;
+    let spec = spec::parse_symbols(&request)?;
     let permit = state.read_slot()?;
     let (procfs, memory) = (state.procfs(), state.memory.clone());
     let pid = spec.pid;
@@ -40,9 +41,9 @@ pub(super) async fn symbols(
 
 pub(super) async fn uprobe(
     State(state): State<AgentState>,
-    Query(query): Query<Params>,
+    Params(request): Params<UprobeRequest>,
 ) -> Result<Answer, ApiError> {
-    let spec = spec::parse(&query)?;
+    let spec = spec::parse(&request)?;
     // Before resolving: naming a .NET method starts sessions in its runtime.
     let permit = state.probe_slot()?;
     let procfs = state.procfs();

@@ -21,95 +21,8 @@ use super::ipc::{Command, ProviderConfig};
 use super::nettrace::Decoder;
 use super::port::{Port, PortError};
 use super::session::{self, Flow, event_json};
-use crate::params::{self, Query, SpecError, reject_unknown};
+use super::spec::{CountersFormat, CountersSpec};
 use crate::procfs::Procfs;
-
-/// The runtime's counters.
-pub const RUNTIME_COUNTERS: &str = "System.Runtime";
-
-/// What to answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountersFormat {
-    /// NDJSON snapshots for `seconds`.
-    Json,
-    /// The first complete snapshot in the Prometheus text format.
-    Prometheus,
-}
-
-impl CountersFormat {
-    /// The answer's content type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Json => "application/x-ndjson",
-            Self::Prometheus => "text/plain; version=0.0.4",
-        }
-    }
-}
-
-/// A validated `/v1/dotnet/counters` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CountersSpec {
-    /// The process.
-    pub pid: u32,
-    /// EventCounter providers (`System.Runtime` first).
-    pub providers: Vec<String>,
-    /// How long to stream (JSON).
-    pub seconds: u32,
-    /// The runtime's measuring interval.
-    pub interval: u32,
-    /// What to answer with.
-    pub format: CountersFormat,
-}
-
-/// Parses a `/v1/dotnet/counters` query.
-pub fn parse(query: &Query) -> Result<CountersSpec, SpecError> {
-    reject_unknown(
-        query,
-        &["pid", "providers", "seconds", "interval", "format"],
-    )?;
-    let pid = params::required_pid(query)?;
-    let mut providers = vec![RUNTIME_COUNTERS.to_string()];
-    for name in query
-        .get("providers")
-        .map_or("", String::as_str)
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        if name.len() > 256 || name.chars().any(|c| c.is_control() || c == ':' || c == '=') {
-            return Err(SpecError::new(
-                format!("{name:?} is not an EventCounters provider name"),
-                "providers=Name,… (EventSource names; System.Runtime is always on)",
-            ));
-        }
-        if !providers.iter().any(|p| p == name) {
-            providers.push(name.to_string());
-        }
-    }
-    if providers.len() > super::providers::MAX_PROVIDERS {
-        return Err(SpecError::new(
-            format!("{} providers", providers.len()),
-            format!("at most {}", super::providers::MAX_PROVIDERS),
-        ));
-    }
-    let interval = params::number(query, "interval", 1, 1..=3600)?;
-    let seconds = params::seconds(query, 10, 1..=86_400)?;
-    let format = params::one_of(
-        query,
-        "format",
-        &[
-            ("json", "NDJSON snapshots", CountersFormat::Json),
-            ("prometheus", "one scrape", CountersFormat::Prometheus),
-        ],
-    )?;
-    Ok(CountersSpec {
-        pid,
-        providers,
-        seconds,
-        interval,
-        format,
-    })
-}
 
 /// Groups counter events into snapshots.
 #[derive(Debug, Default)]
@@ -420,7 +333,6 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::spec::query_of as q;
 
     fn mean(name: &str, value: f64) -> Map<String, Value> {
         let payload = serde_json::json!({"": {"Payload": {
@@ -512,30 +424,5 @@ mod tests {
             "{text}"
         );
         assert_eq!(metric_name("3rd.Party", "x-y"), "_3rd_party_x_y");
-    }
-
-    #[test]
-    fn counters_queries() {
-        let s = parse(&q(&[
-            ("pid", "4"),
-            ("providers", "My.Source, System.Runtime"),
-        ]))
-        .unwrap();
-        assert_eq!(s.providers, ["System.Runtime", "My.Source"]);
-        assert_eq!(
-            (s.interval, s.seconds, s.format),
-            (1, 10, CountersFormat::Json)
-        );
-        let p = parse(&q(&[
-            ("pid", "4"),
-            ("format", "prometheus"),
-            ("interval", "5"),
-        ]))
-        .unwrap();
-        assert_eq!((p.format, p.interval), (CountersFormat::Prometheus, 5));
-        assert!(parse(&q(&[("pid", "4"), ("providers", "A:1")])).is_err());
-        assert!(parse(&q(&[("pid", "4"), ("interval", "0")])).is_err());
-        assert!(parse(&q(&[("pid", "4"), ("format", "xml")])).is_err());
-        assert!(parse(&q(&[])).is_err());
     }
 }

@@ -12,3 +12,4 @@ pub mod port;
 pub mod providers;
 pub mod rundown;
 pub mod session;
+pub mod spec;

@@ -12,10 +12,8 @@
 //!   the keywords and the highest level; two different filter strings for
 //!   one provider are an error.
 
-use std::collections::HashMap;
-
 use super::ipc::ProviderConfig;
-use crate::params::{self, SpecError, reject_unknown};
+use crate::params::SpecError;
 
 /// The runtime's own provider.
 const RUNTIME: &str = super::metadata::RUNTIME;
@@ -40,54 +38,6 @@ pub const PRESETS: &[(&str, &str)] = &[
 
 /// The most providers one session enables.
 pub const MAX_PROVIDERS: usize = 32;
-
-/// What `/v1/dotnet/trace` answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TraceFormat {
-    /// The nettrace stream as the runtime writes it.
-    Nettrace,
-    /// NDJSON: one decoded event per line, then a summary.
-    Json,
-}
-
-impl TraceFormat {
-    /// The answer's content type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Nettrace => "application/octet-stream",
-            Self::Json => "application/x-ndjson",
-        }
-    }
-}
-
-/// A validated `/v1/dotnet/trace` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceSpec {
-    /// The .NET process.
-    pub pid: u32,
-    /// What to enable.
-    pub providers: Vec<ProviderConfig>,
-    /// How long to trace.
-    pub seconds: u32,
-    /// What to answer with.
-    pub format: TraceFormat,
-    /// Whether to ask for rundown (method and module names) at the end.
-    pub rundown: bool,
-    /// The runtime's session buffer, in MiB.
-    pub buffer_mb: u32,
-    /// At most this many events (JSON only).
-    pub limit: Option<u32>,
-}
-
-const PARAMETERS: &[&str] = &[
-    "pid",
-    "providers",
-    "seconds",
-    "format",
-    "rundown",
-    "buffer_mb",
-    "limit",
-];
 
 fn spec_error(message: String) -> SpecError {
     SpecError::new(
@@ -208,51 +158,9 @@ pub fn enables_runtime(providers: &[ProviderConfig]) -> bool {
     providers.iter().any(|p| p.name == RUNTIME)
 }
 
-/// Parses a `/v1/dotnet/trace` query.
-pub fn parse_trace(query: &HashMap<String, String>) -> Result<TraceSpec, SpecError> {
-    reject_unknown(query, PARAMETERS)?;
-    let pid = params::required_pid(query)?;
-    let providers = parse_providers(query.get("providers").map_or("", String::as_str))?;
-    let seconds = params::seconds(query, 10, 1..=3600)?;
-    let format = params::one_of(
-        query,
-        "format",
-        &[
-            ("json", "NDJSON", TraceFormat::Json),
-            (
-                "nettrace",
-                "for PerfView, TraceEvent",
-                TraceFormat::Nettrace,
-            ),
-        ],
-    )?;
-    // Rundown names the methods of stacks (PerfView needs it); it costs a
-    // walk of every method at the end, so JSON without stacks skips it
-    // unless asked.
-    let rundown = params::boolean(query, "rundown")?.unwrap_or(format == TraceFormat::Nettrace);
-    let buffer_mb = params::number(query, "buffer_mb", 64, 1..=1024)?;
-    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
-    if limit.is_some() && format == TraceFormat::Nettrace {
-        return Err(SpecError::new(
-            "limit= applies to format=json",
-            "a nettrace stream is cut only by seconds=",
-        ));
-    }
-    Ok(TraceSpec {
-        pid,
-        providers,
-        seconds,
-        format,
-        rundown,
-        buffer_mb,
-        limit,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::spec::query_of as q;
 
     #[test]
     fn dotnet_trace_syntax() {
@@ -312,44 +220,5 @@ mod tests {
         }
         let many: Vec<String> = (0..40).map(|i| format!("P{i}")).collect();
         assert!(parse_providers(&many.join(",")).is_err());
-    }
-
-    #[test]
-    fn trace_queries() {
-        let s = parse_trace(&q(&[("pid", "7"), ("providers", "gc")])).unwrap();
-        assert_eq!(
-            (s.pid, s.seconds, s.format, s.rundown),
-            (7, 10, TraceFormat::Json, false)
-        );
-        let n = parse_trace(&q(&[
-            ("pid", "7"),
-            ("providers", "gc"),
-            ("format", "nettrace"),
-            ("seconds", "3"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            (n.format, n.rundown, n.seconds),
-            (TraceFormat::Nettrace, true, 3)
-        );
-        assert!(
-            parse_trace(&q(&[("providers", "gc")])).is_err(),
-            "pid is required"
-        );
-        assert!(
-            parse_trace(&q(&[("pid", "7")])).is_err(),
-            "providers is required"
-        );
-        assert!(parse_trace(&q(&[("pid", "7"), ("providers", "gc"), ("format", "csv")])).is_err());
-        assert!(parse_trace(&q(&[("pid", "7"), ("providers", "gc"), ("x", "1")])).is_err());
-        assert!(
-            parse_trace(&q(&[
-                ("pid", "7"),
-                ("providers", "gc"),
-                ("format", "nettrace"),
-                ("limit", "5")
-            ]))
-            .is_err()
-        );
     }
 }

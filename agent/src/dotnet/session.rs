@@ -22,7 +22,7 @@ use super::ipc::Command;
 use super::metadata;
 use super::nettrace::{Decoder, Event, TraceInfo};
 use super::port::{ANSWER_TIMEOUT, Port, PortError};
-use super::providers::{TraceFormat, TraceSpec};
+use super::spec::{TraceFormat, TraceSpec};
 use crate::procfs::Procfs;
 
 /// How long the runtime may take to finish its stream after the stop

@@ -1,7 +1,9 @@
 //! `/v1/dump` requests.
 
+use tracecar_api::request::DumpRequest;
+
 use crate::dotnet::ipc::DumpType;
-use crate::params::{self, Query, SpecError, reject_unknown};
+use crate::params::{self, SpecError};
 
 /// A validated `/v1/dump` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,23 +34,22 @@ pub fn kind_name(kind: DumpType) -> &'static str {
 
 /// Parses a `/v1/dump` query. `type` defaults to `heap` (what
 /// `dotnet-dump analyze` needs to walk objects; dotnet-monitor's default).
-pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
-    reject_unknown(query, &["pid", "type", "limit_mb"])?;
-    let pid = params::required_pid(query)?;
-    let kind = match query.get("type") {
+pub fn parse(request: &DumpRequest) -> Result<DumpSpec, SpecError> {
+    let pid = params::required_pid(request.pid())?;
+    let kind = match request.r#type.as_deref() {
         None => DumpType::Heap,
         Some(raw) => KINDS
             .iter()
-            .find(|(n, _)| n == raw)
+            .find(|(n, _)| *n == raw)
             .map(|(_, k)| *k)
             .ok_or_else(|| {
                 SpecError::new(
-                    format!("type={raw:?}"),
+                    format!("type={} is not a dump type", tracecar_api::quoted(raw)),
                     "type=mini, heap (the default), triage or full",
                 )
             })?,
     };
-    let limit_mb = params::number(query, "limit_mb", 4096, 1..=65536)?;
+    let limit_mb = params::number(request.limit_mb(), 4096, 1..=65536)?;
     Ok(DumpSpec {
         pid,
         kind,
@@ -59,17 +60,20 @@ pub fn parse(query: &Query) -> Result<DumpSpec, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::spec::query_of as q;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<DumpSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse(&r))
+    }
 
     #[test]
     fn dump_queries() {
-        let s = parse(&q(&[("pid", "3")])).unwrap();
+        let s = q(&[("pid", "3")]).unwrap();
         assert_eq!((s.pid, s.kind, s.limit_mb), (3, DumpType::Heap, 4096));
-        let f = parse(&q(&[("pid", "3"), ("type", "full"), ("limit_mb", "10")])).unwrap();
+        let f = q(&[("pid", "3"), ("type", "full"), ("limit_mb", "10")]).unwrap();
         assert_eq!((f.kind, f.limit_mb), (DumpType::Full, 10));
         assert_eq!(kind_name(DumpType::Triage), "triage");
-        assert!(parse(&q(&[("pid", "3"), ("type", "huge")])).is_err());
-        assert!(parse(&q(&[("type", "full")])).is_err());
-        assert!(parse(&q(&[("pid", "3"), ("limit_mb", "0")])).is_err());
+        assert!(q(&[("pid", "3"), ("type", "huge")]).is_err());
+        assert!(q(&[("type", "full")]).is_err());
+        assert!(q(&[("pid", "3"), ("limit_mb", "0")]).is_err());
     }
 }

@@ -1,6 +1,9 @@
 //! `/v1/lttng/*` requests: query parameters → a validated [`RecordSpec`].
 
-use crate::params::{self, SpecError, reject_unknown};
+use tracecar_api::quoted;
+use tracecar_api::request::{LttngEventsRequest, LttngLiveRequest, LttngRecordRequest};
+
+use crate::params::{self, SpecError};
 
 /// LTTng-UST log levels, most severe first (the numbers LTTng uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,27 +165,28 @@ fn event_pattern(raw: &str) -> Result<String, SpecError> {
     Ok(raw.to_owned())
 }
 
-/// Parses the `events`, `pid`, `filter` and `loglevel` parameters.
-fn selection(query: &params::Query) -> Result<RecordSpec, SpecError> {
-    let events = match query.get("events") {
+/// Parses the `events`, `pid`, `filter` and `loglevel` parameters, which
+/// `live` shares (its request converts into `record`'s).
+fn selection(query: &LttngRecordRequest) -> Result<RecordSpec, SpecError> {
+    let events = match query.events.as_deref() {
         Some(raw) => raw
             .split(',')
             .map(|p| event_pattern(p.trim()))
             .collect::<Result<Vec<_>, _>>()?,
         None => vec!["*".to_owned()],
     };
-    let pids = params::pids(query)?;
-    let filter = match query.get("filter") {
+    let pids = params::pids(query.pid())?;
+    let filter = match query.filter.as_deref() {
         Some(f) if f.trim().is_empty() || f.len() > MAX_FILTER_LEN || f.contains('\0') => {
             return Err(SpecError::new(
                 "filter must be a non-empty LTTng filter expression",
                 "e.g. filter=size > 4096 && $ctx.procname == \"app\" (URL-encoded)",
             ));
         }
-        f => f.cloned(),
+        f => f.map(str::to_owned),
     };
-    let only = params::boolean(query, "loglevel_only")?.unwrap_or(false);
-    let loglevel = match query.get("loglevel") {
+    let only = params::boolean(query.loglevel_only())?.unwrap_or(false);
+    let loglevel = match query.loglevel.as_deref() {
         None if only => {
             return Err(SpecError::new(
                 "loglevel_only needs loglevel",
@@ -193,7 +197,7 @@ fn selection(query: &params::Query) -> Result<RecordSpec, SpecError> {
         Some(raw) => {
             let level = Level::parse(raw).ok_or_else(|| {
                 SpecError::new(
-                    format!("loglevel={raw:?} is not an LTTng log level"),
+                    format!("loglevel={} is not an LTTng log level", quoted(raw)),
                     "EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG_SYSTEM … DEBUG_LINE, DEBUG, or 0–14",
                 )
             })?;
@@ -213,75 +217,72 @@ fn selection(query: &params::Query) -> Result<RecordSpec, SpecError> {
     })
 }
 
-/// Parameters of `/v1/lttng/live`; `record` also takes `format`.
-const SESSION_PARAMS: [&str; 6] = [
-    "events",
-    "pid",
-    "filter",
-    "loglevel",
-    "loglevel_only",
-    "seconds",
-];
-
 /// Parses `/v1/lttng/record`.
-pub fn parse_record(query: &params::Query) -> Result<RecordSpec, SpecError> {
-    reject_unknown(query, &[&SESSION_PARAMS[..], &["format"]].concat())?;
+pub fn parse_record(request: &LttngRecordRequest) -> Result<RecordSpec, SpecError> {
     let format = params::one_of(
-        query,
-        "format",
+        request.format(),
         &[
             ("json", "NDJSON", RecordFormat::Json),
             ("text", "babeltrace2", RecordFormat::Text),
             ("ctf", ".tar.gz for Trace Compass", RecordFormat::Ctf),
         ],
     )?;
-    let seconds = params::seconds(query, 10, 1..=3600)?;
+    let seconds = params::number(request.seconds(), 10, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
         format,
-        ..selection(query)?
+        ..selection(request)?
     })
 }
 
 /// Parses `/v1/lttng/live`: the selection of `record`, `seconds` (default
 /// 60) and no `format` (always NDJSON).
-pub fn parse_live(query: &params::Query) -> Result<RecordSpec, SpecError> {
-    reject_unknown(query, &SESSION_PARAMS)?;
-    let seconds = params::seconds(query, 60, 1..=3600)?;
+pub fn parse_live(request: &LttngLiveRequest) -> Result<RecordSpec, SpecError> {
+    let seconds = params::number(request.seconds(), 60, 1..=3600)?;
     Ok(RecordSpec {
         seconds,
-        ..selection(query)?
+        ..selection(&LttngRecordRequest::from(request.clone()))?
     })
 }
 
 /// Parses `/v1/lttng/events`: an optional `pid`.
-pub fn parse_events(query: &params::Query) -> Result<Option<Vec<u32>>, SpecError> {
-    reject_unknown(query, &["pid"])?;
-    params::pids(query)
+pub fn parse_events(request: &LttngEventsRequest) -> Result<Option<Vec<u32>>, SpecError> {
+    params::pids(request.pid())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::spec::query_of;
+
+    fn record(pairs: &[(&str, &str)]) -> Result<RecordSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse_record(&r))
+    }
+
+    fn live(pairs: &[(&str, &str)]) -> Result<RecordSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse_live(&r))
+    }
+
+    fn events(pairs: &[(&str, &str)]) -> Result<Option<Vec<u32>>, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse_events(&r))
+    }
 
     #[test]
     fn defaults_record_everything_for_ten_seconds_as_json() {
-        let spec = parse_record(&query_of(&[])).expect("valid");
+        let spec = record(&[]).expect("valid");
         assert_eq!(spec, RecordSpec::default());
         assert_eq!(spec.events, ["*"]);
     }
 
     #[test]
     fn a_full_request_parses() {
-        let spec = parse_record(&query_of(&[
+        let spec = record(&[
             ("events", "app:tick, lttng_ust_libc:*"),
             ("pid", "42"),
             ("filter", "seq >= 3"),
             ("loglevel", "info"),
             ("seconds", "3600"),
             ("format", "ctf"),
-        ]))
+        ])
         .expect("valid");
         assert_eq!(spec.events, ["app:tick", "lttng_ust_libc:*"]);
         assert_eq!(spec.pids, Some(vec![42]));
@@ -293,12 +294,12 @@ mod tests {
 
     #[test]
     fn live_takes_the_selection_but_no_format() {
-        let spec = parse_live(&query_of(&[("events", "app:*"), ("pid", "3")])).expect("valid");
+        let spec = live(&[("events", "app:*"), ("pid", "3")]).expect("valid");
         assert_eq!(spec.seconds, 60);
         assert_eq!(spec.events, ["app:*"]);
         assert_eq!(spec.pids, Some(vec![3]));
-        assert!(parse_live(&query_of(&[("format", "json")])).is_err());
-        assert!(parse_live(&query_of(&[("seconds", "0")])).is_err());
+        assert!(live(&[("format", "json")]).is_err());
+        assert!(live(&[("seconds", "0")]).is_err());
     }
 
     #[test]
@@ -312,8 +313,7 @@ mod tests {
             assert_eq!(Level::parse(name), Some(level));
             assert_eq!(level.name(), name);
         }
-        let only = parse_record(&query_of(&[("loglevel", "ERR"), ("loglevel_only", "true")]))
-            .expect("valid");
+        let only = record(&[("loglevel", "ERR"), ("loglevel_only", "true")]).expect("valid");
         assert_eq!(only.loglevel, Some(LogLevel::Only(Level::Err)));
     }
 
@@ -332,13 +332,10 @@ mod tests {
             vec![("format", "xml")],
             vec![("bogus", "1")],
         ] {
-            let err = parse_record(&query_of(&query)).expect_err("invalid");
+            let err = record(&query).expect_err("invalid");
             assert!(!err.hint.is_empty(), "{query:?}");
         }
-        assert!(parse_events(&query_of(&[("pid", "x")])).is_err());
-        assert_eq!(
-            parse_events(&query_of(&[("pid", "7")])).expect("valid"),
-            Some(vec![7])
-        );
+        assert!(events(&[("pid", "x")]).is_err());
+        assert_eq!(events(&[("pid", "7")]).expect("valid"), Some(vec![7]));
     }
 }

@@ -1,6 +1,8 @@
 //! `/v1/profile` requests: query parameters → a validated [`ProfileSpec`].
 
-use crate::params::{self, Query, SpecError, reject_unknown};
+use tracecar_api::request::ProfileRequest;
+
+use crate::params::{self, Param, SpecError};
 
 pub use crate::stacks::{Format, Unwind};
 
@@ -144,17 +146,27 @@ pub struct Sampling {
     pub threads: bool,
 }
 
-/// The query parameters [`Sampling`] reads.
-pub const SAMPLING_PARAMETERS: [&str; 4] = ["hz", "unwind", "kernel", "threads"];
+/// The parameters [`Sampling`] reads, which `/v1/profile` and
+/// `/v1/profile/trigger` share.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingParams<'a> {
+    /// Samples per second.
+    pub hz: Param<'a>,
+    /// How user stacks are walked.
+    pub unwind: Param<'a>,
+    /// Kernel frames.
+    pub kernel: Param<'a>,
+    /// Thread names as root frames.
+    pub threads: Param<'a>,
+}
 
 /// Parses `hz`, `unwind`, `kernel` and `threads`.
-pub fn sampling(query: &Query) -> Result<Sampling, SpecError> {
-    let unwind = crate::stacks::unwind_param(query)?;
+pub fn sampling(params: SamplingParams<'_>) -> Result<Sampling, SpecError> {
     Ok(Sampling {
-        hz: params::number(query, "hz", 99, 1..=1000)?,
-        unwind,
-        kernel: params::boolean(query, "kernel")?,
-        threads: params::boolean(query, "threads")?.unwrap_or(false),
+        hz: params::number(params.hz, 99, 1..=1000)?,
+        unwind: crate::stacks::unwind_param(params.unwind)?,
+        kernel: params::boolean(params.kernel)?,
+        threads: params::boolean(params.threads)?.unwrap_or(false),
     })
 }
 
@@ -177,38 +189,42 @@ impl ProfileSpec {
 
 /// Parses `mode`, `min_block_us`, `state` and `rate`; the last three only
 /// where blocks are recorded, and `hz` only where the CPU is sampled.
-fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
-    let raw = query.get("mode").map(String::as_str);
+fn mode_and_filter(request: &ProfileRequest) -> Result<(Mode, BlockFilter), SpecError> {
+    let raw = request.mode.as_deref();
     let mode = Mode::parse(raw).ok_or_else(|| {
         SpecError::new(
-            format!("mode={:?} is not supported", raw.unwrap_or_default()),
+            format!(
+                "mode={} is not supported",
+                tracecar_api::quoted(raw.unwrap_or_default())
+            ),
             "use cpu, offcpu or wall",
         )
     })?;
     if !mode.records_blocks()
-        && let Some(key) = ["min_block_us", "state", "rate"]
+        && let Some(key) = [request.min_block_us(), request.state(), request.rate()]
             .into_iter()
-            .find(|k| query.contains_key(*k))
+            .find(Param::is_set)
+            .map(|p| p.name)
     {
         return Err(SpecError::new(
             format!("{key} applies to blocked time, which mode=cpu does not record"),
             "add mode=offcpu or mode=wall",
         ));
     }
-    if !mode.samples_cpu() && query.contains_key("hz") {
+    if !mode.samples_cpu() && request.hz.is_some() {
         return Err(SpecError::new(
             "hz does not apply to mode=offcpu: every block is recorded, not sampled",
             "drop hz, or use mode=wall to sample the CPU too",
         ));
     }
-    let min_block_us = params::number(query, "min_block_us", 0, 0..=60_000_000)?;
-    let default_rate = if crate::stacks::unwind_param(query)? == Unwind::Fp {
+    let min_block_us = params::number(request.min_block_us(), 0, 0..=60_000_000)?;
+    let default_rate = if crate::stacks::unwind_param(request.unwind())? == Unwind::Fp {
         DEFAULT_RATE.0
     } else {
         DEFAULT_RATE.1
     };
-    let rate = params::number(query, "rate", default_rate, 1..=1_000_000)?;
-    let states = match query.get("state") {
+    let rate = params::number(request.rate(), default_rate, 1..=1_000_000)?;
+    let states = match request.state.as_deref() {
         // A wall profile is every thread's whole time, waiting for a CPU
         // included; an off-CPU profile is the blocking.
         None if mode == Mode::Wall => States {
@@ -218,7 +234,7 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
         None => States::default(),
         Some(raw) => States::parse(raw).ok_or_else(|| {
             SpecError::new(
-                format!("state={raw:?} is not supported"),
+                format!("state={} is not supported", tracecar_api::quoted(raw)),
                 "use S (sleeping), D (uninterruptible), R (preempted) or a list such as S,D",
             )
         })?,
@@ -233,56 +249,38 @@ fn mode_and_filter(query: &Query) -> Result<(Mode, BlockFilter), SpecError> {
     ))
 }
 
-/// Validates `/v1/profile` query parameters.
-pub fn parse(query: &Query) -> Result<ProfileSpec, SpecError> {
-    const KNOWN: [&str; 11] = [
-        "pid",
-        "seconds",
-        "hz",
-        "unwind",
-        "kernel",
-        "threads",
-        "format",
-        "mode",
-        "min_block_us",
-        "state",
-        "rate",
-    ];
-    reject_unknown(query, &KNOWN)?;
-    let format = crate::stacks::format_param(query)?.unwrap_or(Format::Svg);
-    let (mode, blocks) = mode_and_filter(query)?;
+/// Validates a `/v1/profile` request.
+pub fn parse(request: &ProfileRequest) -> Result<ProfileSpec, SpecError> {
+    let format = crate::stacks::format_param(request.format())?.unwrap_or(Format::Svg);
+    let (mode, blocks) = mode_and_filter(request)?;
     Ok(ProfileSpec {
         mode,
         blocks,
         ..ProfileSpec::new(
-            params::pids(query)?,
-            params::seconds(query, 10, 1..=600)?,
-            sampling(query)?,
+            params::pids(request.pid())?,
+            params::number(request.seconds(), 10, 1..=600)?,
+            sampling(SamplingParams {
+                hz: request.hz(),
+                unwind: request.unwind(),
+                kernel: request.kernel(),
+                threads: request.threads(),
+            })?,
             format,
         )
     })
-}
-
-/// A query map from pairs, for tests.
-#[cfg(test)]
-pub(crate) fn query_of(pairs: &[(&str, &str)]) -> Query {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Query {
-        query_of(pairs)
+    fn q(pairs: &[(&str, &str)]) -> Result<ProfileSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse(&r))
     }
 
     #[test]
     fn defaults() {
-        let spec = parse(&q(&[])).unwrap();
+        let spec = q(&[]).unwrap();
         assert_eq!(spec.pids, None);
         assert_eq!((spec.seconds, spec.hz), (10, 99));
         assert_eq!(spec.unwind, Unwind::Auto);
@@ -296,36 +294,36 @@ mod tests {
 
     #[test]
     fn off_cpu_requests() {
-        let spec = parse(&q(&[
+        let spec = q(&[
             ("mode", "wall"),
             ("min_block_us", "250"),
             ("state", "D"),
             ("rate", "500"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(spec.blocks.rate, 500);
         assert_eq!(spec.mode, Mode::Wall);
         assert_eq!(spec.blocks.min_block_ns, 250_000);
         assert!(spec.blocks.states.uninterruptible);
         assert!(!spec.blocks.states.sleeping && !spec.blocks.states.preempted);
-        let spec = parse(&q(&[("mode", "offcpu"), ("state", "S,D,R")])).unwrap();
+        let spec = q(&[("mode", "offcpu"), ("state", "S,D,R")]).unwrap();
         assert_eq!(spec.mode, Mode::OffCpu);
         assert!(spec.blocks.states.preempted);
         assert_eq!(
-            parse(&q(&[("mode", "offcpu")])).unwrap().blocks.states,
+            q(&[("mode", "offcpu")]).unwrap().blocks.states,
             States::default()
         );
         assert!(!States::default().preempted);
-        let wall = parse(&q(&[("mode", "wall")])).unwrap().blocks;
+        let wall = q(&[("mode", "wall")]).unwrap().blocks;
         assert!(wall.states.sleeping && wall.states.uninterruptible && wall.states.preempted);
         assert_eq!(wall.rate, DEFAULT_RATE.1, "auto copies stacks");
-        let fp = parse(&q(&[("mode", "offcpu"), ("unwind", "fp")])).unwrap();
+        let fp = q(&[("mode", "offcpu"), ("unwind", "fp")]).unwrap();
         assert_eq!(fp.blocks.rate, DEFAULT_RATE.0);
     }
 
     #[test]
     fn full_request() {
-        let spec = parse(&q(&[
+        let spec = q(&[
             ("pid", "7, 9"),
             ("seconds", "30"),
             ("hz", "999"),
@@ -333,7 +331,7 @@ mod tests {
             ("kernel", "false"),
             ("threads", "true"),
             ("format", "pprof"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(spec.pids, Some(vec![7, 9]));
         assert_eq!((spec.seconds, spec.hz), (30, 999));
@@ -366,7 +364,7 @@ mod tests {
             &[("rate", "10")],
             &[("mode", "wall"), ("rate", "0")],
         ] {
-            let err = parse(&q(pairs))
+            let err = q(pairs)
                 .err()
                 .unwrap_or_else(|| panic!("{pairs:?} accepted"));
             assert!(!err.hint.is_empty(), "{pairs:?}");

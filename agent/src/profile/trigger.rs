@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use super::capture;
 use super::plan::{CaptureError, CapturePlan};
-use super::spec::{Format, ProfileSpec, SAMPLING_PARAMETERS, sampling};
-use crate::params::{self, Query, SpecError, reject_unknown};
+use tracecar_api::request::TriggerRequest;
+
+use super::spec::{Format, ProfileSpec, SamplingParams, sampling};
+use crate::params::{self, SpecError};
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -34,33 +36,34 @@ pub struct TriggerSpec {
 /// folded profile of the watched process for `seconds`, sampled as `hz`,
 /// `unwind`, `kernel` and `threads` say. `format` is accepted and has no
 /// effect: the report always holds folded stacks.
-pub fn parse(query: &Query) -> Result<TriggerSpec, SpecError> {
-    let known: Vec<&str> = ["pid", "cpu_above", "seconds", "max", "timeout", "format"]
-        .into_iter()
-        .chain(SAMPLING_PARAMETERS)
-        .collect();
-    reject_unknown(query, &known)?;
-    let pid = params::required_pid(query)?;
-    let cpu_above = match query.get("cpu_above") {
+pub fn parse(request: &TriggerRequest) -> Result<TriggerSpec, SpecError> {
+    let pid = params::required_pid(request.pid())?;
+    let cpu_above = match request.cpu_above.as_deref() {
         None => 80.0,
         Some(raw) => match raw.parse::<f64>() {
             Ok(v) if v > 0.0 && v <= 10_000.0 => v,
             _ => {
                 return Err(SpecError::new(
-                    format!("cpu_above={raw:?} is out of range"),
+                    format!("cpu_above={} is out of range", tracecar_api::quoted(raw)),
                     "a percentage of one CPU, e.g. cpu_above=80",
                 ));
             }
         },
     };
-    let seconds = params::seconds(query, 5, 1..=60)?;
+    let seconds = params::number(request.seconds(), 5, 1..=60)?;
+    let sampling = sampling(SamplingParams {
+        hz: request.hz(),
+        unwind: request.unwind(),
+        kernel: request.kernel(),
+        threads: request.threads(),
+    })?;
     Ok(TriggerSpec {
         pid,
         cpu_above,
         seconds,
-        max: params::number(query, "max", 3, 1..=20)?,
-        timeout: params::number(query, "timeout", 300, 1..=3600)?,
-        profile: ProfileSpec::new(Some(vec![pid]), seconds, sampling(query)?, Format::Folded),
+        max: params::number(request.max(), 3, 1..=20)?,
+        timeout: params::number(request.timeout(), 300, 1..=3600)?,
+        profile: ProfileSpec::new(Some(vec![pid]), seconds, sampling, Format::Folded),
     })
 }
 
@@ -163,11 +166,13 @@ pub fn run(
 mod tests {
     use super::*;
 
-    use crate::profile::spec::query_of as q;
+    fn q(pairs: &[(&str, &str)]) -> Result<TriggerSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse(&r))
+    }
 
     #[test]
     fn parses_with_defaults() {
-        let spec = parse(&q(&[("pid", "7")])).unwrap();
+        let spec = q(&[("pid", "7")]).unwrap();
         assert_eq!(spec.pid, 7);
         assert!((spec.cpu_above - 80.0).abs() < f64::EPSILON);
         assert_eq!((spec.seconds, spec.max, spec.timeout), (5, 3, 300));
@@ -175,7 +180,7 @@ mod tests {
         // The plan for each capture comes from the trigger's own spec.
         assert_eq!(spec.profile.seconds, spec.seconds);
         assert_eq!(spec.profile.format, Format::Folded);
-        let spec = parse(&q(&[("pid", "7"), ("seconds", "2"), ("hz", "49")])).unwrap();
+        let spec = q(&[("pid", "7"), ("seconds", "2"), ("hz", "49")]).unwrap();
         assert_eq!((spec.profile.seconds, spec.profile.hz), (2, 49));
     }
 
@@ -190,7 +195,7 @@ mod tests {
             &[("pid", "7"), ("hz", "0")],
             &[("pid", "7"), ("bogus", "1")],
         ] {
-            assert!(parse(&q(pairs)).is_err(), "{pairs:?}");
+            assert!(q(pairs).is_err(), "{pairs:?}");
         }
     }
 }

@@ -129,14 +129,14 @@ impl Unwind {
 /// Parses `format=` of a stack answer (`/v1/profile`, and probes'
 /// flamegraphs); `None` when absent.
 pub fn format_param(
-    query: &crate::params::Query,
+    format: crate::params::Param<'_>,
 ) -> Result<Option<Format>, crate::params::SpecError> {
-    query
-        .get("format")
+    format
+        .value
         .map(|f| {
             Format::parse(f).ok_or_else(|| {
                 crate::params::SpecError::new(
-                    format!("format={f:?} is not supported"),
+                    format!("format={} is not supported", tracecar_api::quoted(f)),
                     format!("use {}", Format::NAMES),
                 )
             })
@@ -145,11 +145,13 @@ pub fn format_param(
 }
 
 /// Parses `unwind=` (`/v1/profile` and probes with stacks).
-pub fn unwind_param(query: &crate::params::Query) -> Result<Unwind, crate::params::SpecError> {
-    let raw = query.get("unwind").map(String::as_str);
-    Unwind::parse(raw).ok_or_else(|| {
+pub fn unwind_param(unwind: crate::params::Param<'_>) -> Result<Unwind, crate::params::SpecError> {
+    Unwind::parse(unwind.value).ok_or_else(|| {
         crate::params::SpecError::new(
-            format!("unwind={:?} is not supported", raw.unwrap_or_default()),
+            format!(
+                "unwind={} is not supported",
+                tracecar_api::quoted(unwind.value.unwrap_or_default())
+            ),
             "use auto, fp or dwarf",
         )
     })

@@ -2,10 +2,11 @@
 //! [`UprobeSpec`] or [`SymbolsSpec`]. [`super::decode`] turns the argument
 //! types into BPF captures and captured bytes back into JSON values.
 
-use std::collections::HashMap;
-
 pub use super::args::{Abi, ArgSpec, Place, TYPES_HINT, ValueType, parse_arg};
-use crate::params::{self, SpecError, number, reject_unknown};
+use tracecar_api::quoted;
+use tracecar_api::request::{SymbolsRequest, UprobeRequest};
+
+use crate::params::{self, SpecError, number};
 use crate::sys::events::MAX_ARGS;
 
 /// Stacks with each event (`stack=user`).
@@ -135,64 +136,39 @@ pub struct SymbolsSpec {
     pub limit: usize,
 }
 
-/// Validates `/v1/symbols` query parameters.
-pub fn parse_symbols(query: &HashMap<String, String>) -> Result<SymbolsSpec, SpecError> {
-    reject_unknown(query, &["pid", "match", "module", "limit"])?;
-    let pid = params::required_pid(query)?;
-    let pattern =
-        regex::Regex::new(query.get("match").map_or(".", String::as_str)).map_err(|e| {
-            bad(
-                format!("match is not a valid regular expression: {e}"),
-                "e.g. match=^calc$ or match=Parse",
-            )
-        })?;
+/// Validates a `/v1/symbols` request.
+pub fn parse_symbols(query: &SymbolsRequest) -> Result<SymbolsSpec, SpecError> {
+    let pid = params::required_pid(query.pid())?;
+    let pattern = regex::Regex::new(query.r#match.as_deref().unwrap_or(".")).map_err(|e| {
+        bad(
+            format!("match is not a valid regular expression: {e}"),
+            "e.g. match=^calc$ or match=Parse",
+        )
+    })?;
     Ok(SymbolsSpec {
         pid,
         pattern,
-        module: query.get("module").cloned(),
-        limit: number(query, "limit", 1000, 1..=100_000)? as usize,
+        module: query.module.clone(),
+        limit: number(query.limit(), 1000, 1..=100_000)? as usize,
     })
 }
 
-/// The parameters `/v1/uprobe` takes.
-const KNOWN: [&str; 18] = [
-    "symbol",
-    "offset",
-    "address",
-    "binary",
-    "module",
-    "pid",
-    "args",
-    "ret",
-    "seconds",
-    "limit",
-    "force",
-    "rate",
-    "aggregate",
-    "of",
-    "stack",
-    "unwind",
-    "abi",
-    "format",
-];
-
-/// Validates `/v1/uprobe` query parameters.
-pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
-    reject_unknown(query, &KNOWN)?;
-    let pid = params::one_pid(query)?;
+/// Validates a `/v1/uprobe` request.
+pub fn parse(query: &UprobeRequest) -> Result<UprobeSpec, SpecError> {
+    let pid = params::one_pid(query.pid())?;
     let target = target(query, pid)?;
     let args = args(query)?;
     let (ret, ret_offset) = ret(query)?;
     let stack = stack(query)?;
     let abi = abi(query)?;
-    let limit = params::optional_number(query, "limit", 1..=10_000_000)?;
-    let force = params::boolean(query, "force")?.unwrap_or(false);
+    let limit = params::optional_number(query.limit(), 1..=10_000_000)?;
+    let force = params::boolean(query.force())?.unwrap_or(false);
     let aggregate = aggregate(query, &args, ret, ret_offset)?;
     let flame = matches!(aggregate, Some((Aggregation::Flame, _)));
     // A flamegraph of callers needs their stacks.
     let stack = match (stack, flame) {
         (None, true) => Some(StackSpec {
-            unwind: crate::stacks::unwind_param(query)?,
+            unwind: crate::stacks::unwind_param(query.unwind())?,
         }),
         (stack, _) => stack,
     };
@@ -203,10 +179,10 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
         args,
         ret,
         ret_offset,
-        seconds: params::seconds(query, 10, 1..=3600)?,
+        seconds: params::number(query.seconds(), 10, 1..=3600)?,
         limit,
         force,
-        rate: number(query, "rate", 100_000, 1..=100_000_000)?,
+        rate: number(query.rate(), 100_000, 1..=100_000_000)?,
         aggregate,
         stack,
         abi,
@@ -216,27 +192,28 @@ pub fn parse(query: &HashMap<String, String>) -> Result<UprobeSpec, SpecError> {
 
 /// `symbol=`, `offset=` or `address=` (exactly one), with `module=`,
 /// `binary=` and `pid=` as each needs them.
-fn target(query: &HashMap<String, String>, pid: Option<u32>) -> Result<TargetSpec, SpecError> {
-    let chosen: Vec<&str> = ["symbol", "offset", "address"]
+fn target(query: &UprobeRequest, pid: Option<u32>) -> Result<TargetSpec, SpecError> {
+    let chosen: Vec<&str> = [query.symbol(), query.offset(), query.address()]
         .into_iter()
-        .filter(|k| query.contains_key(*k))
+        .filter(|p| p.is_set())
+        .map(|p| p.name)
         .collect();
     let target = match chosen.as_slice() {
         ["symbol"] => TargetSpec::Symbol {
-            name: query.get("symbol").cloned().unwrap_or_default(),
-            module: query.get("module").cloned(),
-            binary: query.get("binary").cloned(),
+            name: query.symbol.clone().unwrap_or_default(),
+            module: query.module.clone(),
+            binary: query.binary.clone(),
         },
         ["offset"] => {
-            let raw = query.get("offset").map_or("", String::as_str);
+            let raw = query.offset.as_deref().unwrap_or_default();
             TargetSpec::Offset {
                 offset: hex(raw).ok_or_else(|| {
                     bad(
-                        format!("offset={raw:?} is not a number"),
+                        format!("offset={} is not a number", quoted(raw)),
                         "e.g. offset=0x1920",
                     )
                 })?,
-                binary: query.get("binary").cloned().ok_or_else(|| {
+                binary: query.binary.clone().ok_or_else(|| {
                     bad(
                         "offset= needs binary=PATH",
                         "name the file the offset is in",
@@ -245,7 +222,7 @@ fn target(query: &HashMap<String, String>, pid: Option<u32>) -> Result<TargetSpe
             }
         }
         ["address"] => {
-            let raw = query.get("address").map_or("", String::as_str);
+            let raw = query.address.as_deref().unwrap_or_default();
             if pid.is_none() {
                 return Err(bad(
                     "address= needs pid=P",
@@ -254,7 +231,7 @@ fn target(query: &HashMap<String, String>, pid: Option<u32>) -> Result<TargetSpe
             }
             TargetSpec::Address(hex(raw).ok_or_else(|| {
                 bad(
-                    format!("address={raw:?} is not a number"),
+                    format!("address={} is not a number", quoted(raw)),
                     "e.g. address=0x7f3a10001920",
                 )
             })?)
@@ -295,8 +272,8 @@ fn target(query: &HashMap<String, String>, pid: Option<u32>) -> Result<TargetSpe
 }
 
 /// `args=`: the captures, at most [`MAX_ARGS`].
-fn args(query: &HashMap<String, String>) -> Result<Vec<ArgSpec>, SpecError> {
-    let args = match query.get("args") {
+fn args(query: &UprobeRequest) -> Result<Vec<ArgSpec>, SpecError> {
+    let args = match query.args.as_deref() {
         None => Vec::new(),
         Some(list) => list
             .split(',')
@@ -313,15 +290,15 @@ fn args(query: &HashMap<String, String>) -> Result<Vec<ArgSpec>, SpecError> {
 
 /// `ret=TYPE` or `ret=ret+OFF:TYPE`: the return value's type, and the
 /// offset read at when it is a pointer.
-fn ret(query: &HashMap<String, String>) -> Result<(Option<ValueType>, Option<i32>), SpecError> {
+fn ret(query: &UprobeRequest) -> Result<(Option<ValueType>, Option<i32>), SpecError> {
     // Memory types are read at the returned pointer; `ret+OFF:TYPE` reads
     // at the returned pointer plus OFF (a field of a returned object).
-    Ok(match query.get("ret") {
+    Ok(match query.ret.as_deref() {
         None => (None, None),
         Some(raw) => {
             let not_a_type = || {
                 bad(
-                    format!("ret={raw:?} is not TYPE or ret+OFF:TYPE"),
+                    format!("ret={} is not TYPE or ret+OFF:TYPE", quoted(raw)),
                     TYPES_HINT,
                 )
             };
@@ -330,7 +307,7 @@ fn ret(query: &HashMap<String, String>) -> Result<(Option<ValueType>, Option<i32
                     let (off, ty) = rest.split_once(':').ok_or_else(not_a_type)?;
                     (Some(off.parse::<i32>().map_err(|_| not_a_type())?), ty)
                 }
-                None => (None, raw.as_str()),
+                None => (None, raw),
             };
             (Some(ValueType::parse(ty).ok_or_else(not_a_type)?), offset)
         }
@@ -339,11 +316,11 @@ fn ret(query: &HashMap<String, String>) -> Result<(Option<ValueType>, Option<i32
 
 /// `stack=user` with its `unwind=`; `unwind=` alone is refused unless a
 /// flamegraph asks for stacks.
-fn stack(query: &HashMap<String, String>) -> Result<Option<StackSpec>, SpecError> {
-    let stack = match query.get("stack").map(String::as_str) {
+fn stack(query: &UprobeRequest) -> Result<Option<StackSpec>, SpecError> {
+    let stack = match query.stack.as_deref() {
         None => None,
         Some("user") => Some(StackSpec {
-            unwind: crate::stacks::unwind_param(query)?,
+            unwind: crate::stacks::unwind_param(query.unwind())?,
         }),
         Some("kernel" | "both") => {
             return Err(bad(
@@ -353,15 +330,12 @@ fn stack(query: &HashMap<String, String>) -> Result<Option<StackSpec>, SpecError
         }
         Some(other) => {
             return Err(bad(
-                format!("stack={other:?} is not supported"),
+                format!("stack={} is not supported", quoted(other)),
                 "use stack=user",
             ));
         }
     };
-    if query.contains_key("unwind")
-        && stack.is_none()
-        && query.get("aggregate").map(String::as_str) != Some("flame")
-    {
+    if query.unwind.is_some() && stack.is_none() && query.aggregate.as_deref() != Some("flame") {
         return Err(bad(
             "unwind= is for stacks",
             "add stack=user (or aggregate=flame)",
@@ -371,12 +345,12 @@ fn stack(query: &HashMap<String, String>) -> Result<Option<StackSpec>, SpecError
 }
 
 /// `abi=`: how arguments are passed, when not the platform's.
-fn abi(query: &HashMap<String, String>) -> Result<Option<Abi>, SpecError> {
-    Ok(match query.get("abi") {
+fn abi(query: &UprobeRequest) -> Result<Option<Abi>, SpecError> {
+    Ok(match query.abi.as_deref() {
         None => None,
         Some(raw) => Some(Abi::parse(raw).ok_or_else(|| {
             bad(
-                format!("abi={raw:?} is not supported"),
+                format!("abi={} is not supported", quoted(raw)),
                 "use sysv (C, C++, Rust, .NET), java (HotSpot) or v8 (Node)",
             )
         })?),
@@ -386,12 +360,12 @@ fn abi(query: &HashMap<String, String>) -> Result<Option<Abi>, SpecError> {
 /// `aggregate=` with `of=`: a histogram or a flamegraph of callers, of a
 /// captured number, the return value, the latency or the calls.
 fn aggregate(
-    query: &HashMap<String, String>,
+    query: &UprobeRequest,
     args: &[ArgSpec],
     ret: Option<ValueType>,
     ret_offset: Option<i32>,
 ) -> Result<Option<(Aggregation, Of)>, SpecError> {
-    Ok(match (query.get("aggregate"), query.get("of")) {
+    Ok(match (query.aggregate.as_deref(), query.of.as_deref()) {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
             return Err(bad(
@@ -402,11 +376,11 @@ fn aggregate(
         (Some(kind), Some(of)) => {
             let kind = Aggregation::parse(kind).ok_or_else(|| {
                 bad(
-                    format!("aggregate={kind:?}"),
+                    format!("aggregate={}", quoted(kind)),
                     "use count, log2, linear:STEP or flame",
                 )
             })?;
-            let of = match of.as_str() {
+            let of = match of {
                 "count" if kind == Aggregation::Flame => Of::Count,
                 "count" => {
                     return Err(bad(
@@ -433,7 +407,10 @@ fn aggregate(
                         .strip_prefix("arg")
                         .and_then(|n| n.parse().ok())
                         .ok_or_else(|| {
-                            bad(format!("of={other:?}"), "use of=argN, of=ret or of=latency")
+                            bad(
+                                format!("of={}", quoted(other)),
+                                "use of=argN, of=ret or of=latency",
+                            )
                         })?;
                     let position = args
                         .iter()
@@ -455,40 +432,35 @@ fn aggregate(
 }
 
 /// `format=`, for flamegraphs only.
-fn format(
-    query: &HashMap<String, String>,
-    flame: bool,
-) -> Result<crate::stacks::Format, SpecError> {
-    if query.contains_key("format") && !flame {
+fn format(query: &UprobeRequest, flame: bool) -> Result<crate::stacks::Format, SpecError> {
+    if query.format.is_some() && !flame {
         return Err(bad(
             "format= is for aggregate=flame",
             "events stream as NDJSON; add aggregate=flame&of=count for a flamegraph",
         ));
     }
-    Ok(crate::stacks::format_param(query)?.unwrap_or(crate::stacks::Format::Svg))
+    Ok(crate::stacks::format_param(query.format())?.unwrap_or(crate::stacks::Format::Svg))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::spec::query_of as q;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<UprobeSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse(&r))
+    }
 
     #[test]
     fn stacks_flames_and_string_returns() {
-        let spec = parse(&q(&[
-            ("symbol", "readline"),
-            ("pid", "7"),
-            ("ret", "str:80"),
-        ]))
-        .unwrap();
+        let spec = q(&[("symbol", "readline"), ("pid", "7"), ("ret", "str:80")]).unwrap();
         assert_eq!(spec.ret, Some(ValueType::Str(80)));
-        let spec = parse(&q(&[
+        let spec = q(&[
             ("symbol", "malloc"),
             ("pid", "7"),
             ("args", "u64"),
             ("aggregate", "flame"),
             ("of", "arg0"),
-        ]))
+        ])
         .unwrap();
         // A flamegraph implies user stacks, walked as unwind= says.
         assert_eq!(
@@ -499,7 +471,7 @@ mod tests {
         );
         assert_eq!(spec.aggregate.map(|a| a.1), Some(Of::Arg(0)));
         assert_eq!(spec.format, crate::stacks::Format::Svg);
-        let spec = parse(&q(&[
+        let spec = q(&[
             ("symbol", "calc"),
             ("pid", "7"),
             ("stack", "user"),
@@ -508,7 +480,7 @@ mod tests {
             ("of", "count"),
             ("format", "pprof"),
             ("abi", "java"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(
             spec.stack.map(|s| s.unwind),
@@ -516,7 +488,7 @@ mod tests {
         );
         assert_eq!(spec.format, crate::stacks::Format::Pprof);
         assert_eq!(spec.abi, Some(Abi::Java));
-        let hint = parse(&q(&[("symbol", "calc"), ("pid", "7"), ("stack", "kernel")]))
+        let hint = q(&[("symbol", "calc"), ("pid", "7"), ("stack", "kernel")])
             .err()
             .map(|e| e.hint)
             .unwrap_or_default();
@@ -525,9 +497,9 @@ mod tests {
 
     #[test]
     fn targets_are_exclusive_and_complete() {
-        assert!(parse(&q(&[("symbol", "calc"), ("pid", "7")])).is_ok());
-        assert!(parse(&q(&[("offset", "0x1920"), ("binary", "/app/x")])).is_ok());
-        assert!(parse(&q(&[("address", "0x7f00"), ("pid", "7")])).is_ok());
+        assert!(q(&[("symbol", "calc"), ("pid", "7")]).is_ok());
+        assert!(q(&[("offset", "0x1920"), ("binary", "/app/x")]).is_ok());
+        assert!(q(&[("address", "0x7f00"), ("pid", "7")]).is_ok());
         for pairs in [
             &[][..],
             &[("symbol", "calc"), ("offset", "0x10"), ("pid", "7")],
@@ -574,7 +546,7 @@ mod tests {
                 ("args", "int,int,int,int,int,int,int"),
             ],
         ] {
-            assert!(parse(&q(pairs)).is_err(), "{pairs:?}");
+            assert!(q(pairs).is_err(), "{pairs:?}");
         }
     }
 }
