@@ -140,9 +140,9 @@ impl From<crate::uprobe::symbols::SymbolsError> for ApiError {
     }
 }
 
-impl From<crate::uprobe::resolve::ResolveError> for ApiError {
-    fn from(e: crate::uprobe::resolve::ResolveError) -> Self {
-        use crate::uprobe::resolve::ResolveError;
+impl From<crate::uprobe::plan::ResolveError> for ApiError {
+    fn from(e: crate::uprobe::plan::ResolveError) -> Self {
+        use crate::uprobe::plan::ResolveError;
         match e {
             ResolveError::NotVisible(e) => e.into(),
             ResolveError::Module(e) => e.into(),

@@ -10,7 +10,8 @@ use tracecar_api::uprobe::{CodeVersion, VersionSummary};
 use super::attach::{AttachError, Probe, Role};
 use super::host::Host;
 use super::jit::{self, Version};
-use super::resolve::{self, Follow, JitPlan, VersionPlan};
+use super::plan::{self, Follow, JitPlan, VersionPlan};
+use super::resolve;
 use super::spec::UprobeSpec;
 use crate::procfs::Procfs;
 
@@ -158,7 +159,7 @@ impl Breakpoints {
                         .filter(|(i, t)| *i != index && t.breakpoints > 0)
                         .min_by_key(|(_, t)| {
                             (
-                                resolve::tier_rank(t.plan.version.tier.as_deref()),
+                                plan::tier_rank(t.plan.version.tier.as_deref()),
                                 t.since.to_bits(),
                             )
                         })
@@ -198,12 +199,9 @@ impl Breakpoints {
                 // Only what the runtime appended since the last look; the
                 // process's maps are read only when it named this method.
                 let added = map.refresh_added();
-                let candidates: Vec<Version> = jit::new_versions(
-                    &self.key,
-                    added.iter().map(resolve::perf_map_version),
-                    &known,
-                )
-                .collect();
+                let candidates: Vec<Version> =
+                    jit::new_versions(&self.key, added.iter().map(plan::perf_map_version), &known)
+                        .collect();
                 if !candidates.is_empty() {
                     let maps = procfs.maps(self.pid).unwrap_or_default();
                     new.extend(
@@ -231,7 +229,7 @@ impl Breakpoints {
             }
             Follow::Runtime(loads) => {
                 for method in loads.loaded() {
-                    let version = resolve::runtime_version(&method);
+                    let version = plan::runtime_version(&method);
                     if let Some(table) = &mut self.table {
                         table.insert(method);
                         table_changed = true;

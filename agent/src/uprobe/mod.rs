@@ -10,6 +10,7 @@ pub mod follow;
 pub mod hist;
 pub mod host;
 pub mod jit;
+pub mod plan;
 pub mod resolve;
 pub mod spec;
 pub mod stream;

@@ -1,233 +1,30 @@
-//! Resolving a probe request (the plan): the symbol, offset or address it
-//! names becomes either a file and an offset for a uprobe (file-backed
-//! code, read as the process sees it), or the compiled versions of a JIT
-//! method for hardware breakpoints (code in anonymous memory, named by the
-//! process's perf map or the .NET runtime), with their entry and return
-//! sites, within the CPU's debug registers.
+//! Resolving a probe request: the facts half. The symbol, offset or
+//! address a request names becomes either a file and an offset for a
+//! uprobe (file-backed code, read as the process sees it), or the compiled
+//! versions of a JIT method for hardware breakpoints (code in anonymous
+//! memory, named by the process's perf map or the .NET runtime), with their
+//! entry and return sites, within the CPU's debug registers.
+//!
+//! This file reads (the maps, the executable, the ELF file, the runtime's
+//! JIT versions, a method's code); every decision is a pure function of
+//! `plan.rs`, asked in turn, so each fact is read only on the path that
+//! needs it.
 
-use super::decode::Captures;
-use super::jit::{self, Version};
-use super::spec::{Abi, TargetSpec, UprobeSpec};
-use super::symbols::{self, file_offset};
+use super::jit;
+use super::plan::{
+    self, AtAddress, BinaryChoice, Follow, JitPlan, Plan, ResolveError, ResolvedTarget, Target,
+    VersionPlan,
+};
+use super::spec::{TargetSpec, UprobeSpec};
+use super::symbols::file_offset;
 use crate::elf::{Elf, ElfError};
 use crate::procfs::{MapEntry, Procfs};
 use crate::rootfs::{self, Seen};
 use crate::runtime::perfmap::PerfMapFile;
-use crate::runtime::{self, MethodLoads, Methods, Runtime, RuntimeError};
+use crate::runtime::{self, MethodLoads, Methods, Runtime};
 
-/// Debug registers per CPU on x86-64: breakpoints at most, per CPU.
-pub const DEBUG_REGISTERS: usize = 4;
 /// Bytes of one method's code read to find its sites, at most.
 const MAX_CODE_BYTES: u64 = 1 << 20;
-
-/// One version of a JIT method with the sites to put breakpoints on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionPlan {
-    /// The version.
-    pub version: Version,
-    /// Where calls enter it.
-    pub entry: u64,
-    /// Its `ret` instructions (with `ret=`).
-    pub returns: Vec<u64>,
-}
-
-impl VersionPlan {
-    /// Debug registers it takes.
-    pub fn registers(&self) -> usize {
-        1 + self.returns.len()
-    }
-}
-
-/// How the agent learns of a method's new versions during a session.
-#[derive(Debug, Default)]
-pub enum Follow {
-    /// It does not (an address).
-    #[default]
-    Nothing,
-    /// The process's perf map, re-read as it grows.
-    PerfMap(PerfMapFile),
-    /// The runtime's method-load events.
-    Runtime(MethodLoads),
-}
-
-/// JIT code to probe with breakpoints.
-#[derive(Debug)]
-pub struct JitPlan {
-    /// The process.
-    pub pid: u32,
-    /// The method ([`jit::MethodName::key`]), or the address asked for.
-    pub name: String,
-    /// The process's runtime.
-    pub runtime: Runtime,
-    /// Versions to probe now, best first; those that did not fit in the
-    /// debug registers are in `skipped`.
-    pub versions: Vec<VersionPlan>,
-    /// Versions left out: no register left for them.
-    pub skipped: Vec<Version>,
-    /// How new versions are found.
-    pub follow: Follow,
-    /// For .NET: every method the runtime named (for stacks).
-    pub table: Option<Methods>,
-}
-
-/// What a probe attaches to.
-#[derive(Debug)]
-pub enum Target {
-    /// File-backed code: a uprobe (and a uretprobe for returns).
-    Uprobe(ResolvedTarget),
-    /// JIT code: execute breakpoints on each version.
-    Breakpoint(Box<JitPlan>),
-}
-
-impl Target {
-    /// `uprobe` or `breakpoint`.
-    pub fn mechanism(&self) -> &'static str {
-        match self {
-            Self::Uprobe(_) => "uprobe",
-            Self::Breakpoint(_) => "breakpoint",
-        }
-    }
-}
-
-/// A resolved request: what to attach to, and what to capture there.
-#[derive(Debug)]
-pub struct Plan {
-    /// The probe point(s).
-    pub target: Target,
-    /// `argN`'s calling convention.
-    pub abi: Abi,
-    /// The BPF captures.
-    pub captures: Captures,
-}
-
-/// A probe point: the file, opened as the process sees it, and the offset.
-#[derive(Debug, Clone)]
-pub struct ResolvedTarget {
-    /// The file the kernel attaches to: the inode that was checked and
-    /// read, given to the kernel as `/proc/self/fd/N` ([`Seen::via`]).
-    pub file: std::sync::Arc<Seen>,
-    /// Whether it is a Go binary (no uretprobes there).
-    pub go: bool,
-    /// The module as the process names it.
-    pub module: String,
-    /// File offset.
-    pub offset: u64,
-}
-
-/// A request that cannot be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// The PID is not in the pod.
-    #[error(transparent)]
-    NotVisible(#[from] crate::procfs::PidNotVisible),
-    /// The file cannot be read, or is refused (not a regular file, too
-    /// large).
-    #[error("cannot read the binary: {0}")]
-    Binary(#[from] crate::rootfs::RootError),
-    /// The file is not an ELF object.
-    #[error("{0} is not an ELF file")]
-    NotElf(String),
-    /// A part of the file the agent would need is over its limits, or
-    /// could not be read.
-    #[error("cannot read the binary: {0}")]
-    Elf(ElfError),
-    /// No such symbol.
-    #[error("no function {name:?} in {module}")]
-    UnknownSymbol {
-        /// Requested.
-        name: String,
-        /// Searched.
-        module: String,
-        /// Closest names.
-        closest: Vec<String>,
-    },
-    /// `module=` is not mapped.
-    #[error(transparent)]
-    Module(#[from] symbols::SymbolsError),
-    /// The offset is not in executable code.
-    #[error("offset {offset:#x} is outside the executable segments of {module}")]
-    OffsetOutsideText {
-        /// Requested.
-        offset: u64,
-        /// The file.
-        module: String,
-    },
-    /// The address is not in executable memory.
-    #[error("address {0:#x} is not in executable memory (heap, stack or data)")]
-    NotCode(u64),
-    /// No JIT method has the name.
-    #[error(transparent)]
-    Jit(#[from] jit::FindError),
-    /// The runtime's method table could not be read.
-    #[error("cannot read pid {pid}'s method table from its runtime ({source})")]
-    Runtime {
-        /// The process.
-        pid: u32,
-        /// Why.
-        #[source]
-        source: RuntimeError,
-    },
-    /// The method's code could not be read.
-    #[error("cannot read the code at {address:#x} in pid {pid}: {source}")]
-    Code {
-        /// The process.
-        pid: u32,
-        /// Where.
-        address: u64,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `ret=` on JIT code with no known code range.
-    #[error(
-        "{address:#x} is JIT code that no perf map or runtime names, so its returns cannot be found"
-    )]
-    NoCodeRange {
-        /// The address.
-        address: u64,
-    },
-    /// `ret=` on a method without a `ret` instruction.
-    #[error("{name} has no ret instruction (it leaves through a tail call or never returns)")]
-    NoReturns {
-        /// The method.
-        name: String,
-    },
-    /// One version of the method needs more breakpoints than a CPU has.
-    #[error(
-        "{name} needs {needed} breakpoints (its entry and {} returns), and x86-64 has {DEBUG_REGISTERS} debug registers",
-        needed - 1
-    )]
-    RegisterBudget {
-        /// The method.
-        name: String,
-        /// Breakpoints one version needs.
-        needed: usize,
-    },
-    /// The address is not mapped at all.
-    #[error("address {0:#x} is not mapped in the process")]
-    Unmapped(u64),
-    /// Neither a process nor a file to look the symbol up in.
-    #[error("symbol= without pid= needs binary=PATH")]
-    NoBinary,
-    /// The captures do not fit the calling convention.
-    #[error("{}", .0.message)]
-    Spec(crate::params::SpecError),
-    /// A uretprobe on a Go binary.
-    #[error(
-        "{0} is a Go binary: uretprobes can crash Go programs (stack moves and goroutine switches break the return trampoline)"
-    )]
-    GoReturnProbe(String),
-}
-
-impl From<ElfError> for ResolveError {
-    fn from(e: ElfError) -> Self {
-        match e {
-            ElfError::Root(e) => Self::Binary(e),
-            ElfError::NotElf { module, .. } => Self::NotElf(module),
-            e => Self::Elf(e),
-        }
-    }
-}
 
 /// A binary as `pid` sees it (the agent's own root without a pid),
 /// symlinks followed inside that root, and its ELF headers.
@@ -302,14 +99,7 @@ pub fn check_offset(elf: &Elf, offset: u64, module: &str) -> Result<(), ResolveE
 /// Resolves the request: the probe point(s) and the captures.
 pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<Plan, ResolveError> {
     let target = resolve_target(spec, procfs)?;
-    let abi = spec.abi.unwrap_or(match &target {
-        Target::Breakpoint(jit) => match jit.runtime {
-            Runtime::Java => Abi::Java,
-            Runtime::Node => Abi::V8,
-            _ => Abi::Sysv,
-        },
-        Target::Uprobe(_) => Abi::Sysv,
-    });
+    let abi = spec.abi.unwrap_or_else(|| plan::default_abi(&target));
     let captures = super::decode::plan(&spec.args, spec.ret, spec.ret_offset, abi)
         .map_err(ResolveError::Spec)?;
     Ok(Plan {
@@ -321,12 +111,10 @@ pub fn resolve(spec: &UprobeSpec, procfs: &Procfs) -> Result<Plan, ResolveError>
 
 fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveError> {
     let maps = match spec.pid {
-        Some(pid) => Some(
-            procfs
-                .maps(pid)
-                .map_err(|_| crate::procfs::PidNotVisible(pid))?,
-        ),
-        None => None,
+        Some(pid) => procfs
+            .maps(pid)
+            .map_err(|_| crate::procfs::PidNotVisible(pid))?,
+        None => Vec::new(),
     };
     let resolved = match &spec.target {
         TargetSpec::Symbol {
@@ -334,38 +122,25 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
             module,
             binary,
         } => {
-            let module_path = match (module, binary, spec.pid) {
-                (_, Some(b), _) => b.clone(),
-                (Some(m), None, Some(pid)) => {
-                    let maps = maps.as_deref().unwrap_or_default();
-                    mapped_path(maps, m).ok_or_else(|| symbols::SymbolsError::ModuleNotMapped {
-                        pid,
-                        module: m.clone(),
-                        mapped: mapped_modules(maps),
-                    })?
-                }
-                (None, None, Some(pid)) => procfs
-                    .exe(pid)
-                    .map(|p| crate::procfs::without_deleted(&p.display().to_string()).to_owned())
-                    .map_err(|_| crate::procfs::PidNotVisible(pid))?,
-                (_, None, None) => return Err(ResolveError::NoBinary),
-            };
-            let (file, mut elf) = open_binary(procfs, spec.pid, &module_path)?;
-            match find_symbol(&mut elf, name, &module_path) {
+            let path =
+                match plan::binary_for(module.as_deref(), binary.as_deref(), spec.pid, &maps)? {
+                    BinaryChoice::Path(path) => path,
+                    BinaryChoice::Executable => executable(procfs, spec.pid)?,
+                };
+            let (file, mut elf) = open_binary(procfs, spec.pid, &path)?;
+            match find_symbol(&mut elf, name, &path) {
                 Ok(offset) => ResolvedTarget {
                     go: elf.is_go(),
                     file,
-                    module: module_path,
+                    module: path,
                     offset,
                 },
                 // Not in the executable: a JIT method of the process?
                 Err(ResolveError::UnknownSymbol { closest, .. })
-                    if module.is_none() && binary.is_none() =>
+                    if plan::may_be_jit(&spec.target) =>
                 {
-                    let (Some(pid), Some(maps)) = (spec.pid, maps.as_deref()) else {
-                        return Err(ResolveError::NoBinary);
-                    };
-                    return jit_by_name(spec, procfs, pid, maps, name, &module_path, closest)
+                    let pid = spec.pid.ok_or(ResolveError::NoBinary)?;
+                    return jit_by_name(spec, procfs, pid, &maps, name, &path, closest)
                         .map(|jit| Target::Breakpoint(Box::new(jit)));
                 }
                 Err(e) => return Err(e),
@@ -381,32 +156,38 @@ fn resolve_target(spec: &UprobeSpec, procfs: &Procfs) -> Result<Target, ResolveE
                 offset: *offset,
             }
         }
-        TargetSpec::Address(address) => {
-            let maps = maps.unwrap_or_default();
-            let map: &MapEntry = crate::procfs::mapping_at(&maps, *address)
-                .ok_or(ResolveError::Unmapped(*address))?;
-            if !map.is_exec() {
-                return Err(ResolveError::NotCode(*address));
-            }
-            if !map.is_uprobe_capable() {
+        TargetSpec::Address(address) => match plan::at_address(&maps, *address)? {
+            AtAddress::Jit => {
                 let pid = spec.pid.ok_or(ResolveError::NoBinary)?;
                 return jit_by_address(spec, procfs, pid, &maps, *address)
                     .map(|jit| Target::Breakpoint(Box::new(jit)));
             }
-            let module = map.path.clone().unwrap_or_default();
-            let (file, elf) = open_binary(procfs, spec.pid, map.file_path().unwrap_or_default())?;
-            ResolvedTarget {
-                go: elf.is_go(),
-                file,
-                offset: address - map.start + map.offset,
+            AtAddress::File {
+                path,
                 module,
+                offset,
+            } => {
+                let (file, elf) = open_binary(procfs, spec.pid, &path)?;
+                ResolvedTarget {
+                    go: elf.is_go(),
+                    file,
+                    offset,
+                    module,
+                }
             }
-        }
+        },
     };
-    if spec.ret.is_some() && !spec.force && resolved.go {
-        return Err(ResolveError::GoReturnProbe(resolved.module));
-    }
+    plan::check_return_probe(spec, &resolved)?;
     Ok(Target::Uprobe(resolved))
+}
+
+/// The executable of `pid`, as the process names it.
+fn executable(procfs: &Procfs, pid: Option<u32>) -> Result<String, ResolveError> {
+    let pid = pid.ok_or(ResolveError::NoBinary)?;
+    procfs
+        .exe(pid)
+        .map(|p| crate::procfs::without_deleted(&p.display().to_string()).to_owned())
+        .map_err(|_| crate::procfs::PidNotVisible(pid).into())
 }
 
 /// The runtime of `pid`.
@@ -431,7 +212,7 @@ fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersio
             .unwrap_or_else(|| Ok(Methods::default()))
             .map_err(failed)?;
         return Ok(JitVersions {
-            versions: table.methods().map(runtime_version).collect(),
+            versions: table.methods().map(plan::runtime_version).collect(),
             follow: Follow::Runtime(loads),
             table: Some(table),
         });
@@ -441,7 +222,7 @@ fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersio
     };
     map.refresh();
     Ok(JitVersions {
-        versions: map.index().entries().map(perf_map_version).collect(),
+        versions: map.index().entries().map(plan::perf_map_version).collect(),
         follow: Follow::PerfMap(map),
         table: None,
     })
@@ -451,54 +232,21 @@ fn jit_versions(procfs: &Procfs, pid: u32, runtime: Runtime) -> Result<JitVersio
 /// what it compiles next, and (.NET) its whole method table.
 #[derive(Debug, Default)]
 struct JitVersions {
-    versions: Vec<Version>,
+    versions: Vec<jit::Version>,
     follow: Follow,
     table: Option<Methods>,
 }
 
-/// A version named by the runtime itself.
-pub fn runtime_version(method: &runtime::Method) -> Version {
-    Version {
-        start: method.start,
-        size: u64::from(method.size),
-        name: method.name.clone(),
-        tier: method.tier.map(str::to_owned),
-        source: jit::Source::DotnetRuntime,
-    }
-}
-
-/// A version named by a perf map.
-pub fn perf_map_version(entry: &crate::runtime::perfmap::PerfMapEntry) -> Version {
-    Version {
-        start: entry.start,
-        size: entry.size,
-        name: entry.name.clone(),
-        tier: jit::parse_name(&entry.name).tier,
-        source: jit::Source::PerfMap,
-    }
-}
-
-/// How recent a tier is: later tiers replace earlier ones, so when the
-/// debug registers do not fit every version, the most optimized go first.
-pub(crate) fn tier_rank(tier: Option<&str>) -> u8 {
-    match tier {
-        Some("OptimizedTier1" | "Optimized" | "optimized") => 3,
-        Some("maglev" | "baseline") => 2,
-        Some("QuickJitted" | "MinOptJitted" | "interpreted") => 1,
-        _ => 0,
-    }
-}
-
-/// The entry and return sites of one version, read from its code.
+/// The entry and return sites of one version: its code read from the
+/// process where [`plan::needs_code`] says so, then [`plan::sites`].
 pub fn version_sites(
     procfs: &Procfs,
     pid: u32,
     runtime: Runtime,
-    version: &Version,
+    version: &jit::Version,
     returns: bool,
 ) -> Result<VersionPlan, ResolveError> {
-    let needs_code = returns || runtime == Runtime::Java;
-    let code = if needs_code {
+    let code = if plan::needs_code(runtime, returns) {
         procfs
             .read_memory(
                 pid,
@@ -513,58 +261,7 @@ pub fn version_sites(
     } else {
         Vec::new()
     };
-    let entry = if runtime == Runtime::Java {
-        super::disasm::java_verified_entry(&code, version.start)
-    } else {
-        version.start
-    };
-    let returns = if returns {
-        let found = super::disasm::returns(&code, version.start);
-        if found.is_empty() {
-            return Err(ResolveError::NoReturns {
-                name: version.name.clone(),
-            });
-        }
-        found
-    } else {
-        Vec::new()
-    };
-    Ok(VersionPlan {
-        version: version.clone(),
-        entry,
-        returns,
-    })
-}
-
-/// Plans breakpoints on `versions` of method `name`, the most optimized
-/// first, as many as the debug registers hold.
-fn plan_versions(
-    procfs: &Procfs,
-    pid: u32,
-    runtime: Runtime,
-    name: &str,
-    mut versions: Vec<Version>,
-    returns: bool,
-) -> Result<(Vec<VersionPlan>, Vec<Version>), ResolveError> {
-    versions.sort_by_key(|v| std::cmp::Reverse((tier_rank(v.tier.as_deref()), v.start)));
-    let mut planned: Vec<VersionPlan> = Vec::new();
-    let mut skipped = Vec::new();
-    for version in versions {
-        let sites = version_sites(procfs, pid, runtime, &version, returns)?;
-        let used: usize = planned.iter().map(VersionPlan::registers).sum();
-        if sites.registers() > DEBUG_REGISTERS && planned.is_empty() {
-            return Err(ResolveError::RegisterBudget {
-                name: name.to_owned(),
-                needed: sites.registers(),
-            });
-        }
-        if used + sites.registers() <= DEBUG_REGISTERS {
-            planned.push(sites);
-        } else {
-            skipped.push(version);
-        }
-    }
-    Ok((planned, skipped))
+    plan::sites(version, runtime, &code, returns)
 }
 
 /// A JIT method of `pid` by name, with breakpoints on its versions.
@@ -590,25 +287,16 @@ fn jit_by_name(
     let method = match jit::find(name, code) {
         Ok(method) => method,
         Err(jit::FindError::Unknown { closest, .. }) if !elf_closest.is_empty() => {
-            let mut all = closest;
-            all.extend(elf_closest);
-            all.truncate(5);
-            return Err(ResolveError::UnknownSymbol {
-                name: name.to_owned(),
-                module: format!("{exe} or the process's JIT code"),
-                closest: all,
-            });
+            return Err(plan::unknown_anywhere(name, exe, closest, elf_closest));
         }
         Err(e) => return Err(e.into()),
     };
-    let (versions, skipped) = plan_versions(
-        procfs,
-        pid,
-        runtime,
-        &method.key,
-        method.versions,
-        spec.ret.is_some(),
-    )?;
+    let returns = spec.ret.is_some();
+    let candidates = plan::by_preference(method.versions)
+        .iter()
+        .map(|v| version_sites(procfs, pid, runtime, v, returns))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (versions, skipped) = plan::pack(&method.key, candidates)?;
     Ok(JitPlan {
         pid,
         name: method.key,
@@ -632,65 +320,18 @@ fn jit_by_address(
     let runtime = runtime_of(procfs, pid, maps);
     // Names are a courtesy here; an address works without them.
     let known = jit_versions(procfs, pid, runtime).unwrap_or_default();
-    let named = known
-        .versions
-        .into_iter()
-        .filter(|v| v.start <= address && address < v.start + v.size.max(1))
-        .min_by_key(|v| v.size);
-    let version = match named {
-        // Probing inside a method: its returns are still its returns.
-        Some(v) => Version {
-            start: address,
-            size: v.size - (address - v.start),
-            ..v
-        },
-        None if spec.ret.is_some() => return Err(ResolveError::NoCodeRange { address }),
-        None => Version {
-            start: address,
-            size: 0,
-            name: format!("{address:#x}"),
-            tier: None,
-            source: jit::Source::PerfMap,
-        },
-    };
-    let name = version.name.clone();
-    let mut sites = version_sites(procfs, pid, runtime, &version, spec.ret.is_some())?;
-    // The address asked for is the entry, whatever the runtime.
-    sites.entry = address;
-    if sites.registers() > DEBUG_REGISTERS {
-        return Err(ResolveError::RegisterBudget {
-            name,
-            needed: sites.registers(),
-        });
-    }
+    let returns = spec.ret.is_some();
+    let version = plan::version_at(known.versions, address, returns)?;
+    let sites = version_sites(procfs, pid, runtime, &version, returns)?;
     Ok(JitPlan {
         pid,
         name: format!("{address:#x}"),
         runtime,
-        versions: vec![sites],
+        versions: vec![plan::at_exactly(sites, address)?],
         skipped: Vec::new(),
         follow: Follow::Nothing,
         table: known.table,
     })
-}
-
-/// Basenames of the executable modules a process maps.
-fn mapped_modules(maps: &[MapEntry]) -> Vec<String> {
-    let mut names: Vec<String> = maps
-        .iter()
-        .filter(|m| m.is_exec() && m.is_file_backed())
-        .filter_map(|m| m.path.as_deref()?.rsplit('/').next().map(str::to_owned))
-        .collect();
-    names.dedup();
-    names
-}
-
-/// The full path of a mapped module named by basename or path.
-fn mapped_path(maps: &[MapEntry], module: &str) -> Option<String> {
-    maps.iter()
-        .filter_map(|m| m.path.as_deref())
-        .find(|p| *p == module || p.rsplit('/').next() == Some(module))
-        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::attach::{self, AttachError, Counts, Location};
 use super::decode::{decode_capture, decode_register};
 use super::follow::{Breakpoints, Tracked, breakpoints_of, code_version};
 use super::host::Host;
-use super::resolve::{Plan, Target};
+use super::plan::{Plan, Target};
 use super::spec::{Aggregation, Of, UprobeSpec};
 use crate::procfs::Procfs;
 use crate::stacks::collect::{Collector, Site, UserStack};

@@ -109,81 +109,64 @@ impl Injector {
     /// Decides from the observed facts alone. Equal facts give equal
     /// decisions, which is what lets the server cache them.
     pub fn plan(&self, facts: &PodFacts) -> Result<Decision, InjectError> {
-        let config = &self.config;
-        if !facts.opted_in {
-            return Ok(skip(SkipReason::NotAnnotated, None));
+        if let Some(skipped) = skipped(facts, &self.config)? {
+            return Ok(skipped);
         }
-        if !facts.has_spec {
-            return Err(InjectError::MissingSpec);
-        }
-        if facts.mirror {
-            return Ok(skip(
-                SkipReason::MirrorPod,
-                Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
-            ));
-        }
-        if facts.windows {
-            return Ok(skip(
-                SkipReason::Windows,
-                Some("tracecar: not injected: Windows pods are not supported".to_owned()),
-            ));
-        }
-        match config.namespace_decision(&facts.namespace) {
-            NamespaceDecision::Allowed => {}
-            decision => {
-                let why = match decision {
-                    NamespaceDecision::System => "is a Kubernetes system namespace",
-                    NamespaceDecision::Webhook => "is the webhook's own namespace",
-                    NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
-                    _ => "is not in the injector's namespaces allow-list",
-                };
-                return Ok(skip(
-                    SkipReason::Namespace(decision),
-                    Some(format!(
-                        "tracecar: not injected: namespace {:?} {why}",
-                        facts.namespace
-                    )),
-                ));
-            }
-        }
-        if let Some(what) = &facts.existing_injection {
-            // Our own earlier output (reinvocation) is silent; anything else
-            // is a clash the user should hear about.
-            let warning = (!facts.has_status).then(|| {
-                format!(
-                    "tracecar: not injected: {what} already exists; treating the pod as injected"
-                )
-            });
-            return Ok(skip(SkipReason::AlreadyInjected, warning));
-        }
-
         let mut warnings = Vec::new();
-        let choices = Choices::read(facts, config, &mut warnings);
+        let choices = Choices::read(facts, &self.config, &mut warnings);
         let mut b = PatchBuilder::default();
-
-        // shareProcessNamespace: the whole point of the sidecar.
-        match (facts.host_pid, facts.share_process_namespace) {
-            (true, _) => warnings.push(
-                "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
-            ),
-            (_, Some(true)) => {}
-            (_, shared) => {
-                if shared == Some(false) {
-                    warnings.push(
-                        "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
-                    );
-                }
-                b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
-            }
-        }
-
+        share_process_namespace(&mut b, facts, &mut warnings);
         b.append_all(
             &["spec", "volumes"],
             facts.has_volumes,
             self.volumes.clone(),
         );
+        let mounted = self.app_containers(&mut b, facts, &choices, &mut warnings)?;
+        let sidecar = self.sidecar(&choices)?;
+        match choices.mode {
+            SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
+            SidecarMode::Native => b.append_all(
+                &["spec", "initContainers"],
+                facts.has_init_containers,
+                vec![sidecar],
+            ),
+        }
+        let status = InjectStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            sidecar: SIDECAR_NAME,
+            mode: choices.mode.as_str(),
+            profile: choices.profile.as_str(),
+            features: choices.features.names(),
+            containers: mounted,
+            volumes: volumes_names(),
+            runtime: choices.runtime,
+        };
+        let status_json =
+            serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
+                what: "status annotation",
+                source,
+            })?;
+        b.add(
+            &["metadata", "annotations", ann::STATUS],
+            Value::String(status_json),
+        );
+        Ok(Decision::Inject(Plan {
+            patch: b.finish(),
+            warnings,
+            status,
+        }))
+    }
 
-        // App containers: shared mounts and runtime environment.
+    /// The selected app containers get the shared mounts (unless they
+    /// mount those paths already) and the runtime preset's environment;
+    /// answers their names.
+    fn app_containers(
+        &self,
+        b: &mut PatchBuilder,
+        facts: &PodFacts,
+        choices: &Choices,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<String>, InjectError> {
         let mut mounted = Vec::new();
         for (index, container) in facts.containers.iter().enumerate() {
             if !choices.selects(&container.name) {
@@ -211,55 +194,99 @@ impl Injector {
                 mounts,
             );
             if let Some(runtime) = choices.runtime {
-                plan_env(&mut b, &base, container, runtime, &mut warnings)?;
+                plan_env(b, &base, container, runtime, warnings)?;
             }
             mounted.push(container.name.clone());
         }
+        Ok(mounted)
+    }
 
-        // The sidecar.
-        // Pre-rendered for the config's features; rendered here for others.
-        let sidecar = if choices.features == config.default_features() {
-            self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone()
+    /// The sidecar's JSON: pre-rendered for the config's features,
+    /// rendered here for others.
+    fn sidecar(&self, choices: &Choices) -> Result<Value, InjectError> {
+        if choices.features == self.config.default_features() {
+            Ok(self.sidecars[Self::sidecar_index(choices.profile, choices.mode)].clone())
         } else {
             json(
                 "sidecar",
-                &sidecar_container(config, choices.profile, choices.mode, choices.features),
-            )?
-        };
-        match choices.mode {
-            SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
-            SidecarMode::Native => b.append_all(
-                &["spec", "initContainers"],
-                facts.has_init_containers,
-                vec![sidecar],
-            ),
+                &sidecar_container(
+                    &self.config,
+                    choices.profile,
+                    choices.mode,
+                    choices.features,
+                ),
+            )
         }
+    }
+}
 
-        let status = InjectStatus {
-            version: env!("CARGO_PKG_VERSION"),
-            sidecar: SIDECAR_NAME,
-            mode: choices.mode.as_str(),
-            profile: choices.profile.as_str(),
-            features: choices.features.names(),
-            containers: mounted,
-            volumes: volumes_names(),
-            runtime: choices.runtime,
-        };
-        let status_json =
-            serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
-                what: "status annotation",
-                source,
-            })?;
-        b.add(
-            &["metadata", "annotations", ann::STATUS],
-            Value::String(status_json),
-        );
+/// Why the pod is left alone, if it is: not opted in, a mirror or Windows
+/// pod, a namespace the config excludes, or injected already. A pod
+/// without a spec is an error.
+fn skipped(facts: &PodFacts, config: &InjectConfig) -> Result<Option<Decision>, InjectError> {
+    if !facts.opted_in {
+        return Ok(Some(skip(SkipReason::NotAnnotated, None)));
+    }
+    if !facts.has_spec {
+        return Err(InjectError::MissingSpec);
+    }
+    if facts.mirror {
+        return Ok(Some(skip(
+            SkipReason::MirrorPod,
+            Some("tracecar: mirror (static) pods cannot be mutated; add the sidecar to the static manifest instead".to_owned()),
+        )));
+    }
+    if facts.windows {
+        return Ok(Some(skip(
+            SkipReason::Windows,
+            Some("tracecar: not injected: Windows pods are not supported".to_owned()),
+        )));
+    }
+    match config.namespace_decision(&facts.namespace) {
+        NamespaceDecision::Allowed => {}
+        decision => {
+            let why = match decision {
+                NamespaceDecision::System => "is a Kubernetes system namespace",
+                NamespaceDecision::Webhook => "is the webhook's own namespace",
+                NamespaceDecision::Excluded => "is in the injector's excludeNamespaces",
+                _ => "is not in the injector's namespaces allow-list",
+            };
+            return Ok(Some(skip(
+                SkipReason::Namespace(decision),
+                Some(format!(
+                    "tracecar: not injected: namespace {:?} {why}",
+                    facts.namespace
+                )),
+            )));
+        }
+    }
+    if let Some(what) = &facts.existing_injection {
+        // Our own earlier output (reinvocation) is silent; anything else
+        // is a clash the user should hear about.
+        let warning = (!facts.has_status).then(|| {
+            format!("tracecar: not injected: {what} already exists; treating the pod as injected")
+        });
+        return Ok(Some(skip(SkipReason::AlreadyInjected, warning)));
+    }
+    Ok(None)
+}
 
-        Ok(Decision::Inject(Plan {
-            patch: b.finish(),
-            warnings,
-            status,
-        }))
+/// `shareProcessNamespace: true`, the whole point of the sidecar, unless
+/// `hostPID` (they are exclusive) or it is set already.
+fn share_process_namespace(b: &mut PatchBuilder, facts: &PodFacts, warnings: &mut Vec<String>) {
+    match (facts.host_pid, facts.share_process_namespace) {
+        (true, _) => warnings.push(
+            "tracecar: hostPID is set, so shareProcessNamespace is left unset (they are exclusive); the sidecar sees host PIDs".to_owned(),
+        ),
+        (_, Some(true)) => {}
+        (_, shared) => {
+            if shared == Some(false) {
+                warnings.push(
+                    "tracecar: shareProcessNamespace was false; set to true because the pod opted in to tracecar".to_owned(),
+                );
+            }
+            b.add(&["spec", "shareProcessNamespace"], Value::Bool(true));
+        }
     }
 }
 
