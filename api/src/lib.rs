@@ -4,7 +4,8 @@
 //! the webhook injects (and an attach will request); and the requests,
 //! which the plugin writes and the agent reads.
 //!
-//! Plain data only: no I/O, no logic beyond formatting helpers.
+//! Plain data only: no I/O, no logic beyond formatting helpers and the
+//! requests' encoding and decoding (names checked, values left as text).
 
 pub mod capabilities;
 pub mod dotnet;

@@ -153,37 +153,7 @@ impl Caller<'_> {
         });
         let mut error_body = Vec::new();
         // A body read into memory is the agent's error when curl says so.
-        let mut memory = None;
-        let written = match (stdout, sink) {
-            (None, _) => Ok(()),
-            (Some(mut out), Sink::Memory(buffer)) => {
-                let read = out
-                    .read_to_end(buffer)
-                    .map(drop)
-                    .map_err(|e| write_error("stdout", e));
-                memory = Some(buffer);
-                read
-            }
-            (Some(out), Sink::File(file)) => save(out, file, &progress, &mut error_body),
-            (Some(out), Sink::Lines(render)) => {
-                let mut result = Ok(());
-                for line in BufReader::new(out).lines() {
-                    match line {
-                        Ok(line) if line.starts_with(r#"{"error""#) => {
-                            error_body = line.into_bytes()
-                        }
-                        Ok(line) => {
-                            println!("{}", crate::output::terminal_safe(&render(&line)))
-                        }
-                        Err(e) => {
-                            result = Err(write_error("stdout", e));
-                            break;
-                        }
-                    }
-                }
-                result
-            }
-        };
+        let (written, memory) = read_body(stdout, sink, &progress, &mut error_body);
         if let Some(progress) = progress {
             progress.finish();
         }
@@ -225,6 +195,38 @@ impl Caller<'_> {
             ))
         } else {
             None
+        }
+    }
+}
+
+/// Reads the agent's answer from curl's stdout into `sink`. An error line
+/// in a stream or a file goes to `error_body`; a body kept in memory is
+/// handed back, as it is the agent's error when curl says so.
+fn read_body<'a>(
+    stdout: Option<std::process::ChildStdout>,
+    sink: Sink<'a>,
+    progress: &Option<Progress>,
+    error_body: &mut Vec<u8>,
+) -> (Result<(), PluginError>, Option<&'a mut Vec<u8>>) {
+    match (stdout, sink) {
+        (None, _) => (Ok(()), None),
+        (Some(mut out), Sink::Memory(buffer)) => {
+            let read = out
+                .read_to_end(buffer)
+                .map(drop)
+                .map_err(|e| write_error("stdout", e));
+            (read, Some(buffer))
+        }
+        (Some(out), Sink::File(file)) => (save(out, file, progress, error_body), None),
+        (Some(out), Sink::Lines(render)) => {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(line) if line.starts_with(r#"{"error""#) => *error_body = line.into_bytes(),
+                    Ok(line) => println!("{}", crate::output::terminal_safe(&render(&line))),
+                    Err(e) => return (Err(write_error("stdout", e)), None),
+                }
+            }
+            (Ok(()), None)
         }
     }
 }
