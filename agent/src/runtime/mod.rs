@@ -2,7 +2,7 @@
 //! the agent knows of a process's runtime comes from here, and `stacks/`,
 //! `uprobe/` and `process.rs` ask only this module:
 //!
-//! - which runtime a process runs ([`detect`], [`of_maps`]);
+//! - which runtime a process runs ([`detect`], [`of_process`], [`of_maps`]);
 //! - what `/v1/processes` says of it beyond that ([`dotnet_facts`]);
 //! - names for its JIT-compiled code: the runtime's own method table where
 //!   the runtime gives one ([`methods_now`], [`MethodsDuring`] for the
@@ -34,9 +34,24 @@ pub enum RuntimeError {
     Dotnet(#[from] crate::dotnet::rundown::RundownError),
 }
 
+/// What a process's executable says of its runtime when its name and
+/// mapped libraries do not: read from its ELF file only then
+/// ([`inspect_exe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExeKind {
+    /// A Go binary.
+    Go,
+    /// CoreCLR linked into the executable: a single-file .NET app, which
+    /// maps no `libcoreclr.so`.
+    Coreclr,
+    /// Nothing known, or not read.
+    Other,
+}
+
 /// Detects the runtime from the executable's name and mapped libraries;
-/// `is_go` is asked only when nothing else matched (it reads the ELF).
-pub fn detect(exe: &str, maps: &[MapEntry], is_go: impl FnOnce() -> bool) -> Runtime {
+/// `inspect` (which reads the executable's ELF file) is asked only when
+/// nothing else matched.
+pub fn detect(exe: &str, maps: &[MapEntry], inspect: impl FnOnce() -> ExeKind) -> Runtime {
     let base = Path::new(exe)
         .file_name()
         .and_then(|n| n.to_str())
@@ -55,18 +70,46 @@ pub fn detect(exe: &str, maps: &[MapEntry], is_go: impl FnOnce() -> bool) -> Run
         Runtime::Node
     } else if base.starts_with("python") || has_lib("libpython") {
         Runtime::Python
-    } else if is_go() {
-        Runtime::Go
     } else {
-        Runtime::Native
+        match inspect() {
+            ExeKind::Go => Runtime::Go,
+            ExeKind::Coreclr => Runtime::Dotnet,
+            ExeKind::Other => Runtime::Native,
+        }
     }
 }
 
 /// The runtime `maps` show, for code that has no executable path at hand:
 /// only what the mapped libraries tell (a .NET host named `dotnet` maps
-/// `libcoreclr.so` too).
+/// `libcoreclr.so` too). A single-file .NET app needs [`of_process`].
 pub fn of_maps(maps: &[MapEntry]) -> Runtime {
-    detect("", maps, || false)
+    detect("", maps, || ExeKind::Other)
+}
+
+/// The runtime of `pid`: its executable's name and mapped libraries, then
+/// its executable's ELF file ([`inspect_exe`]) when those do not tell.
+pub fn of_process(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> Runtime {
+    let exe = procfs
+        .exe(pid)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    detect(&exe, maps, || inspect_exe(procfs, pid))
+}
+
+/// What the executable of `pid` is, from its ELF file opened through the
+/// resolver: its section names (Go) and its dynamic symbols (CoreCLR's
+/// exports: [`crate::dotnet::port::links_coreclr`]); nothing else is read.
+pub fn inspect_exe(procfs: &Procfs, pid: u32) -> ExeKind {
+    let Ok(mut elf) = crate::elf::Elf::open_exe(procfs, pid) else {
+        return ExeKind::Other;
+    };
+    if elf.is_go() {
+        ExeKind::Go
+    } else if crate::dotnet::port::links_coreclr(&mut elf) {
+        ExeKind::Coreclr
+    } else {
+        ExeKind::Other
+    }
 }
 
 /// What `/v1/processes` says of a runtime beyond its name: for .NET, its
@@ -167,20 +210,46 @@ mod tests {
     #[test]
     fn runtimes_are_detected() {
         let maps = |lib: &str| parse_maps(&format!("7f00-7f10 r-xp 0 08:01 5 /usr/lib/{lib}\n"));
-        assert_eq!(detect("/usr/bin/dotnet", &[], || false), Runtime::Dotnet);
         assert_eq!(
-            detect("/app/api", &maps("libcoreclr.so"), || false),
+            detect("/usr/bin/dotnet", &[], || ExeKind::Other),
             Runtime::Dotnet
         );
-        assert_eq!(detect("/opt/jdk/bin/java", &[], || false), Runtime::Java);
-        assert_eq!(detect("/x", &maps("libjvm.so"), || false), Runtime::Java);
-        assert_eq!(detect("/usr/bin/node", &[], || false), Runtime::Node);
         assert_eq!(
-            detect("/usr/bin/python3.12", &[], || false),
+            detect("/app/api", &maps("libcoreclr.so"), || ExeKind::Other),
+            Runtime::Dotnet
+        );
+        assert_eq!(
+            detect("/opt/jdk/bin/java", &[], || ExeKind::Other),
+            Runtime::Java
+        );
+        assert_eq!(
+            detect("/x", &maps("libjvm.so"), || ExeKind::Other),
+            Runtime::Java
+        );
+        assert_eq!(
+            detect("/usr/bin/node", &[], || ExeKind::Other),
+            Runtime::Node
+        );
+        assert_eq!(
+            detect("/usr/bin/python3.12", &[], || ExeKind::Other),
             Runtime::Python
         );
-        assert_eq!(detect("/app/server", &[], || true), Runtime::Go);
-        assert_eq!(detect("/app/server", &[], || false), Runtime::Native);
+        assert_eq!(detect("/app/server", &[], || ExeKind::Go), Runtime::Go);
+        assert_eq!(
+            detect("/app/server", &[], || ExeKind::Other),
+            Runtime::Native
+        );
+        // A single-file .NET app: no libcoreclr.so, CoreCLR in the
+        // executable.
+        assert_eq!(
+            detect("/app/shop", &maps("libstdc++.so.6"), || ExeKind::Coreclr),
+            Runtime::Dotnet
+        );
+        // The ELF file is read only when nothing else told.
+        assert_eq!(
+            detect("/usr/bin/node", &[], || panic!("read for nothing")),
+            Runtime::Node
+        );
     }
 
     #[test]

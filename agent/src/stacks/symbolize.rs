@@ -42,6 +42,8 @@ pub struct ProcessSymbols {
     modules: HashMap<String, Option<std::sync::Arc<crate::elf::Symbols>>>,
     /// Managed methods named by the .NET runtime (rundown).
     managed: Option<crate::runtime::Methods>,
+    /// The process's runtime.
+    runtime: crate::runtime::Runtime,
 }
 
 impl std::fmt::Debug for ProcessSymbols {
@@ -75,8 +77,10 @@ impl ProcessSymbols {
     /// What is known of `pid` now; its perf map is tracked even if the
     /// runtime has not written it yet.
     pub fn new(procfs: &Procfs, pid: u32) -> Self {
+        let maps = procfs.maps(pid).unwrap_or_default();
         Self {
-            maps: procfs.maps(pid).unwrap_or_default(),
+            runtime: crate::runtime::of_process(procfs, pid, &maps),
+            maps,
             perf_map: PerfMapFile::of(procfs, pid),
             unwinder: None,
             pending: HashSet::new(),
@@ -229,9 +233,9 @@ impl ProcessSymbols {
         symbols
     }
 
-    /// The process's runtime, as its mapped libraries tell.
+    /// The process's runtime, as seen when it was first met.
     pub fn runtime(&self) -> crate::runtime::Runtime {
-        crate::runtime::of_maps(&self.maps)
+        self.runtime
     }
 
     /// Names managed code (JIT and ReadyToRun) with the runtime's own

@@ -192,11 +192,7 @@ fn executable(procfs: &Procfs, pid: Option<u32>) -> Result<String, ResolveError>
 
 /// The runtime of `pid`.
 fn runtime_of(procfs: &Procfs, pid: u32, maps: &[MapEntry]) -> Runtime {
-    let exe = procfs
-        .exe(pid)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    runtime::detect(&exe, maps, || false)
+    runtime::of_process(procfs, pid, maps)
 }
 
 /// The JIT versions a process's runtime names now, and how to follow new

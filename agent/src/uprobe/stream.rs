@@ -547,7 +547,12 @@ fn collector_for(
         let table = match breakpoints {
             Some(Breakpoints { table: Some(t), .. }) => Some(t.clone()),
             _ => procfs.maps(pid).ok().and_then(|maps| {
-                crate::runtime::methods_now(crate::runtime::of_maps(&maps), procfs, pid)?.ok()
+                crate::runtime::methods_now(
+                    crate::runtime::of_process(procfs, pid, &maps),
+                    procfs,
+                    pid,
+                )?
+                .ok()
             }),
         };
         if let Some(table) = table {

@@ -613,22 +613,73 @@ pub fn samples_with(folded: &[(Vec<String>, u64)], name: &str) -> u64 {
         .sum()
 }
 
-/// The .NET Core 3.1 runtime `scripts/deps.sh` unpacks
-/// (`TRACECAR_DOTNET_ROOT` overrides).
+/// Which .NET the tests run the sample app on (`TRACECAR_DOTNET`, set by
+/// `make unit` for each run of the .NET tests): a framework-dependent app
+/// on 3.1.23 (the default), 8.0.4 or 10.0.0, or `single-file`, the app run
+/// inside a single-file, self-contained .NET 10 executable through a
+/// startup hook (no libcoreclr.so there). `scripts/deps.sh test` unpacks
+/// them all into /var/cache/tracecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dotnet {
+    /// A framework-dependent app on this `Microsoft.NETCore.App` version.
+    Framework(&'static str),
+    /// Inside the single-file .NET 10 app.
+    SingleFile,
+}
+
+impl Dotnet {
+    /// The flavor `TRACECAR_DOTNET` names (`3.1`, `8`, `10`,
+    /// `single-file`); 3.1 when unset.
+    pub fn chosen() -> Self {
+        match std::env::var("TRACECAR_DOTNET").as_deref() {
+            Err(_) | Ok("" | "3.1") => Self::Framework("3.1.23"),
+            Ok("8") => Self::Framework("8.0.4"),
+            Ok("10") => Self::Framework("10.0.0"),
+            Ok("single-file") => Self::SingleFile,
+            Ok(other) => panic!("TRACECAR_DOTNET={other:?}: use 3.1, 8, 10 or single-file"),
+        }
+    }
+
+    /// The runtime's version, as the runtime reports it (`None` for the
+    /// single-file app, whose patch version is its own).
+    pub fn version(self) -> Option<&'static str> {
+        match self {
+            Self::Framework(version) => Some(version),
+            Self::SingleFile => None,
+        }
+    }
+
+    /// Whether the runtime is a `libcoreclr.so` of its own (not linked
+    /// into the executable).
+    pub fn maps_libcoreclr(self) -> bool {
+        matches!(self, Self::Framework(_))
+    }
+
+    /// Whether the runtime answers `ProcessInfo2` (.NET 5 and later).
+    pub fn has_process_info2(self) -> bool {
+        self != Self::Framework("3.1.23")
+    }
+}
+
+/// The runtime directory `scripts/deps.sh` unpacks for the chosen .NET
+/// (`TRACECAR_DOTNET_ROOT` overrides a framework's).
 pub fn dotnet_root() -> PathBuf {
-    let root = std::env::var_os("TRACECAR_DOTNET_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/tracecar/dotnet-3.1.23"));
+    let root = match Dotnet::chosen() {
+        Dotnet::Framework(version) => std::env::var_os("TRACECAR_DOTNET_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("/var/cache/tracecar/dotnet-{version}"))),
+        Dotnet::SingleFile => PathBuf::from("/var/cache/tracecar/dotnet-single-file-10"),
+    };
     assert!(
-        root.join("dotnet").is_file(),
+        root.is_dir(),
         "no .NET runtime at {}: run scripts/deps.sh test",
         root.display()
     );
     root
 }
 
-/// The .NET sample app (`tests/dotnet-app/App.cs`) compiled with mcs,
-/// once per test binary.
+/// The .NET sample app (`tests/dotnet-app/App.cs`) compiled with mcs for
+/// the chosen .NET, once per test binary; `Hook.dll` is beside it.
 pub fn dotnet_app() -> PathBuf {
     static APP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     APP.get_or_init(|| {
@@ -642,6 +693,7 @@ pub fn dotnet_app() -> PathBuf {
         let status = Command::new("bash")
             .arg(&script)
             .arg(&dir)
+            .arg(Dotnet::chosen().version().unwrap_or("10.0.0"))
             .stdout(Stdio::null())
             .status()
             .expect("bash runs");
@@ -707,14 +759,26 @@ pub fn spawn_dotnet(args: &[&str], env: &[(&str, &str)]) -> DotnetApp {
 pub fn spawn_dotnet_as(uid: Option<u32>, args: &[&str], env: &[(&str, &str)]) -> DotnetApp {
     use std::os::unix::process::CommandExt as _;
     let root = dotnet_root();
-    let mut command = Command::new(root.join("dotnet"));
+    let app = dotnet_app();
+    let mut command = match Dotnet::chosen() {
+        Dotnet::Framework(_) => {
+            let mut command = Command::new(root.join("dotnet"));
+            command.arg(&app).args(args).env("DOTNET_ROOT", &root);
+            command
+        }
+        Dotnet::SingleFile => {
+            let mut command = Command::new(root.join("officeagent-mcp"));
+            command
+                .env("DOTNET_STARTUP_HOOKS", app.with_file_name("Hook.dll"))
+                .env("TRACECAR_HOOK_APP", &app)
+                .env("TRACECAR_HOOK_ARGS", args.join(" "));
+            command
+        }
+    };
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
     let mut child = command
-        .arg(dotnet_app())
-        .args(args)
-        .env("DOTNET_ROOT", &root)
         .env("DOTNET_SYSTEM_GLOBALIZATION_INVARIANT", "1")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -813,4 +877,14 @@ pub fn tracecar_sessions() -> usize {
     String::from_utf8_lossy(&out.stdout)
         .matches("<name>tracecar-")
         .count()
+}
+
+/// Whether an ELF file has a full symbol table (`.symtab`), not only its
+/// dynamic exports.
+pub fn elf_has_symtab(elf: &[u8]) -> bool {
+    use object::{Object as _, ObjectSection as _};
+    object::File::parse(elf).is_ok_and(|file| {
+        file.sections()
+            .any(|s| s.name().is_ok_and(|n| n == ".symtab"))
+    })
 }
