@@ -77,11 +77,12 @@ strip --strip-all -o "$CONTEXT/tracecar-webhook" "$TARGET/release/tracecar-webho
 cp "$TARGET/sample-app/sample-app" "$CONTEXT/sample-app"
 # The .NET sample's own context: the runtime and App.dll.
 DOTNET_CONTEXT=$TARGET/images-dotnet
-DOTNET_RUNTIME=$CACHE/dotnet-3.1.23
+DOTNET_VERSION=8.0.4
+DOTNET_RUNTIME=$CACHE/dotnet-$DOTNET_VERSION
 [ -x "$DOTNET_RUNTIME/dotnet" ] || { echo "images: no .NET runtime in $DOTNET_RUNTIME (scripts/deps.sh e2e)" >&2; exit 1; }
 rm -rf "$DOTNET_CONTEXT" && mkdir -p "$DOTNET_CONTEXT"
 cp -a "$DOTNET_RUNTIME" "$DOTNET_CONTEXT/dotnet"
-bash tests/dotnet-app/build.sh "$DOTNET_CONTEXT/app"
+bash tests/dotnet-app/build.sh "$DOTNET_CONTEXT/app" "$DOTNET_VERSION"
 
 build() {
     local tag=$1 file=$2

@@ -21,8 +21,8 @@ the kubectl plugin.
 
 The flow runs with the default `minimal` profile and with
 `tracecar.dev/profile: privileged`. The `dotnet` scenario plays
-manifests/examples/dotnet-deployment.yaml (the .NET sample on .NET Core
-3.1): `ps` shows `dotnet 3.1.23`; a profile names
+manifests/examples/dotnet-deployment.yaml (the .NET sample on .NET 8.0.4):
+`ps` shows `dotnet 8.0.4`; a profile names
 `Tracecar.Sample.Work.HotLoop` with no perf map in /tmp; the seed's two
 method traces on JIT code by breakpoint (exact fib(n) returns; string
 arguments and returns read as UTF-16, with the caller in the stack); a
@@ -624,10 +624,10 @@ def check_dotnet(name, out):
     for line in ps.splitlines():
         say(line)
     app = [l for l in ps.splitlines() if "App.dll" in l]
-    assert len(app) == 1 and "dotnet 3.1.23" in app[0], f"the .NET app is not listed with its version:\n{ps}"
+    assert len(app) == 1 and "dotnet 8.0.4" in app[0], f"the .NET app is not listed with its version:\n{ps}"
     pid = int(app[0].split()[0])
     cluster(f"kubectl tracecar ps {name}")
-    # The 3.1 runtime's LTTng provider needs liblttng-ust.so.0, which the
+    # The 8.0 runtime's LTTng provider needs liblttng-ust.so.0, which the
     # sidecar's LTTng 2.13 cannot serve: the status says so, and what to use.
     ust = agent_json(name, "/v1/capabilities")["lttng_ust_apps"]
     assert not ust["ok"] and f"pid {pid} (" in ust["detail"] and "/v1/dotnet/trace" in ust["hint"], ust
