@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-""".NET benchmark, against the .NET Core 3.1 runtime (scripts/deps.sh) and
-the sample app (tests/dotnet-app/App.cs), through the agent's release
-binary:
+""".NET benchmark, against the .NET Core 3.1.23, .NET 8.0.4 and .NET 10.0.0
+runtimes (scripts/deps.sh) and the sample app (tests/dotnet-app/App.cs),
+through the agent's release binary; every measurement runs on each runtime
+in turn and the tables show them side by side:
 
 1. Event throughput: the app emits its EventSource's Request events at a
    fixed rate (`App.dll paced N`) while one /v1/dotnet/trace session
@@ -22,7 +23,7 @@ binary:
    and the agent's peak RSS (VmHWM) after a 1-second /v1/profile, which
    takes the rundown and builds its method table.
 
-Usage: make bench-dotnet   (or: python3 bench/dotnet.py [--rounds N])
+Usage: make bench-dotnet   (or: python3 bench/dotnet.py [--rounds N] [--runtimes 3.1.23,8.0.4,10.0.0])
 """
 import argparse
 import json
@@ -34,18 +35,26 @@ import tempfile
 import time
 
 from common import ROOT, Agent, wait  # noqa: E402
-DOTNET_ROOT = os.environ.get("TRACECAR_DOTNET_ROOT", "/var/cache/tracecar/dotnet-3.1.23")
+RUNTIMES = ["3.1.23", "8.0.4", "10.0.0"]
 
 
-def build_app(tmp):
-    subprocess.run(["bash", os.path.join(ROOT, "tests", "dotnet-app", "build.sh"), tmp], check=True,
-                   stdout=subprocess.DEVNULL)
-    return os.path.join(tmp, "App.dll")
+class Dotnet:
+    """One runtime (as scripts/deps.sh unpacks it) and the app built for it."""
+
+    def __init__(self, tmp, version):
+        self.version = version
+        self.root = f"/var/cache/tracecar/dotnet-{version}"
+        if not os.access(os.path.join(self.root, "dotnet"), os.X_OK):
+            raise SystemExit(f"no .NET runtime in {self.root}: run `make bench-dotnet`, which installs it")
+        out = os.path.join(tmp, f"app-{version}")
+        subprocess.run(["bash", os.path.join(ROOT, "tests", "dotnet-app", "build.sh"), out, version], check=True,
+                       stdout=subprocess.DEVNULL)
+        self.dll = os.path.join(out, "App.dll")
 
 
-def start_app(dll, *args):
-    env = dict(os.environ, DOTNET_ROOT=DOTNET_ROOT, DOTNET_SYSTEM_GLOBALIZATION_INVARIANT="1")
-    app = subprocess.Popen([os.path.join(DOTNET_ROOT, "dotnet"), dll, *map(str, args)],
+def start_app(net, *args):
+    env = dict(os.environ, DOTNET_ROOT=net.root, DOTNET_SYSTEM_GLOBALIZATION_INVARIANT="1")
+    app = subprocess.Popen([os.path.join(net.root, "dotnet"), net.dll, *map(str, args)],
                            stdout=subprocess.PIPE, text=True, env=env)
     app.stdout.readline()  # "tracecar sample (.NET): MODE"
     # The diagnostic socket exists once the runtime is up.
@@ -66,10 +75,10 @@ def ndjson(body):
     return [json.loads(l) for l in body.splitlines() if l.strip()]
 
 
-def throughput(agent, dll, rates, seconds):
+def throughput(agent, net, rates, seconds):
     rows = []
     for rate in rates:
-        app = start_app(dll, "paced", rate)
+        app = start_app(net, "paced", rate)
         try:
             code, body = agent.get(f"/v1/dotnet/trace?pid={app.pid}&providers=Tracecar-Sample"
                                    f"&seconds={seconds}&format=json")
@@ -80,7 +89,7 @@ def throughput(agent, dll, rates, seconds):
             gaps = sum(1 for a, b in zip(ids, ids[1:]) if b != a + 1)
             span = (lines[-1]["ts_ns"] - lines[0]["ts_ns"]) / 1e9 if len(lines) > 1 else 0
             rows.append((rate, len(ids), len(ids) / span if span else 0, summary["dropped"], gaps))
-            print(f"throughput {rate:,}/s: {len(ids):,} events, dropped {summary['dropped']}", file=sys.stderr)
+            print(f"{net.version} throughput {rate:,}/s: {len(ids):,} events, dropped {summary['dropped']}", file=sys.stderr)
         finally:
             stop_app(app)
     return rows
@@ -99,8 +108,8 @@ def rate_while(app, seconds, attach):
     return statistics.mean(inner)
 
 
-def overhead(agent, dll, rounds, seconds):
-    app = start_app(dll, "rate")
+def overhead(agent, net, rounds, seconds):
+    app = start_app(net, "rate")
     pid = app.pid
     modes = {
         "none": None,
@@ -120,15 +129,15 @@ def overhead(agent, dll, rounds, seconds):
                 if mode == "none":
                     base = value
                 results[mode].append(value / base)
-            print(f"overhead round {r + 1}: " + ", ".join(f"{m} {results[m][-1]:.3f}" for m in modes),
+            print(f"{net.version} overhead round {r + 1}: " + ", ".join(f"{m} {results[m][-1]:.3f}" for m in modes),
                   file=sys.stderr)
     finally:
         stop_app(app)
     return {m: (statistics.median(v), min(v), max(v)) for m, v in results.items()}
 
 
-def first_event(agent, dll, runs):
-    app = start_app(dll, "paced", 1000)
+def first_event(agent, net, runs):
+    app = start_app(net, "paced", 1000)
     times = []
     try:
         for _ in range(runs):
@@ -146,10 +155,10 @@ def first_event(agent, dll, runs):
     return times
 
 
-def rundown(tmp, dll, methods, runs):
-    app = start_app(dll, "methods", methods)
+def rundown(tmp, net, methods, runs):
+    app = start_app(net, "methods", methods)
     wait(lambda: app.stdout.readline().startswith("methods:"), 300, "the methods to be JIT'd")
-    agent = Agent(tmp, f"rundown-{methods}", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
+    agent = Agent(tmp, f"rundown-{net.version}-{methods}", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
     try:
         with_r, without = [], []
         named = 0
@@ -178,54 +187,65 @@ def rundown(tmp, dll, methods, runs):
         stop_app(app)
 
 
+def measure(tmp, net, args):
+    """Every measurement on one runtime."""
+    agent = Agent(tmp, f"agent-{net.version}", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
+    try:
+        rates = throughput(agent, net, [10_000, 50_000, 100_000, 200_000, 400_000], args.seconds)
+        costs = overhead(agent, net, args.rounds, args.seconds)
+        firsts = first_event(agent, net, 10)
+    finally:
+        agent.stop()
+    rundowns = [rundown(tmp, net, n, 3) for n in (0, 50_000)]
+    return {"rates": rates, "costs": costs, "firsts": firsts, "rundowns": rundowns}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3, help="overhead rounds (each: none, perf, cpu-sampling)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per overhead window and per rate")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated runtime versions")
     args = parser.parse_args()
-    if not os.access(os.path.join(DOTNET_ROOT, "dotnet"), os.X_OK):
-        raise SystemExit(f"no .NET runtime in {DOTNET_ROOT}: run `make bench-dotnet`, which installs it")
     tmp = tempfile.mkdtemp(prefix="tracecar-bench-dotnet-")
-    dll = build_app(tmp)
-    agent = Agent(tmp, "agent", ["--no-lttng", "--dump-dir", os.path.join(tmp, "dumps")])
-    try:
-        rates = throughput(agent, dll, [10_000, 50_000, 100_000, 200_000, 400_000], args.seconds)
-        costs = overhead(agent, dll, args.rounds, args.seconds)
-        firsts = first_event(agent, dll, 10)
-    finally:
-        agent.stop()
-    rundowns = [rundown(tmp, dll, n, 3) for n in (0, 50_000)]
+    nets = [Dotnet(tmp, v) for v in args.runtimes.split(",") if v]
+    results = {net.version: measure(tmp, net, args) for net in nets}
 
     print()
-    print(f".NET benchmark: .NET Core 3.1.23, {os.cpu_count()} CPUs, the agent's release build")
+    print(f".NET benchmark: .NET {', '.join(results)} side by side, {os.cpu_count()} CPUs, "
+          "the agent's release build")
     print()
     print(f"EventSource throughput ({args.seconds} s sessions, format=json):")
     print()
-    print("| target rate (events/s) | delivered | delivered rate (events/s) | dropped (runtime) | id gaps |")
-    print("|---|---|---|---|---|")
-    for rate, n, achieved, dropped, gaps in rates:
-        print(f"| {rate:,} | {n:,} | {achieved:,.0f} | {dropped} | {gaps} |")
+    print("| runtime | target rate (events/s) | delivered | delivered rate (events/s) | dropped (runtime) | id gaps |")
+    print("|---|---|---|---|---|---|")
+    for version, res in results.items():
+        for rate, n, achieved, dropped, gaps in res["rates"]:
+            print(f"| {version} | {rate:,} | {n:,} | {achieved:,.0f} | {dropped} | {gaps} |")
     print()
     print(f"Overhead on the app (hot-loop rounds/s as a ratio to the unattached rate of the same round; "
           f"median, min-max of {args.rounds} rounds of {args.seconds} s):")
     print()
-    print("| attached | rounds/s ratio | min | max |")
-    print("|---|---|---|---|")
-    for mode, (median, low, high) in costs.items():
-        print(f"| {mode} | {median:.3f} | {low:.3f} | {high:.3f} |")
+    print("| attached | " + " | ".join(f"{v} ratio (min-max)" for v in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for mode in next(iter(results.values()))["costs"]:
+        cells = [f"{r['costs'][mode][0]:.3f} ({r['costs'][mode][1]:.3f}-{r['costs'][mode][2]:.3f})"
+                 for r in results.values()]
+        print(f"| {mode} | " + " | ".join(cells) + " |")
     print()
-    print(f"Time from request to first event ({len(firsts)} sessions): median {statistics.median(firsts):.0f} ms, "
-          f"max {max(firsts):.0f} ms")
+    print("Time from request to first event (10 sessions each): " + "; ".join(
+        f"{v}: median {statistics.median(r['firsts']):.0f} ms, max {max(r['firsts']):.0f} ms"
+        for v, r in results.items()))
     print()
     print("Rundown (a 1-second session with rundown=true against rundown=false; agent peak RSS after a "
           "1-second /v1/profile):")
     print()
-    print("| dynamic methods JIT'd | methods in the rundown | time the rundown adds (ms) | agent peak RSS before "
-          "→ after the profile (MB) |")
-    print("|---|---|---|---|")
-    for r in rundowns:
-        print(f"| {r['methods']:,} | {r['named']:,} | {r['rundown_ms']:.0f} | {r['rss_before']:.1f} → "
-              f"{r['rss_after']:.1f} |")
+    print("| runtime | dynamic methods JIT'd | methods in the rundown | time the rundown adds (ms) | agent peak RSS "
+          "before → after the profile (MB) |")
+    print("|---|---|---|---|---|")
+    for version, res in results.items():
+        for r in res["rundowns"]:
+            print(f"| {version} | {r['methods']:,} | {r['named']:,} | {r['rundown_ms']:.0f} | {r['rss_before']:.1f} → "
+                  f"{r['rss_after']:.1f} |")
 
 
 if __name__ == "__main__":

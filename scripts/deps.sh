@@ -137,7 +137,7 @@ install_current_dotnets() {
 }
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac
-    case $what in test | demo | e2e) install_current_dotnets ;; esac
+    case $what in test | demo | e2e | bench) install_current_dotnets ;; esac
 done
 
 # speedscope's published file-format schema, from its npm package.

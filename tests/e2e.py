@@ -27,7 +27,8 @@ manifests/examples/dotnet-deployment.yaml (the .NET sample on .NET 8.0.4):
 method traces on JIT code by breakpoint (exact fib(n) returns; string
 arguments and returns read as UTF-16, with the caller in the stack); a
 trace of the app's EventSource has consecutive Request events with their exact values,
-none dropped; counters; a dump that readelf accepts with one NT_PRSTATUS
+none dropped; counters; first-chance exceptions with their stacks and a
+summary by throw site; a dump that readelf accepts with one NT_PRSTATUS
 per thread, nothing left in /tmp. With --demo OUT it runs `minimal` and
 `dotnet`, says what it does and what the cluster equivalent is, and leaves
 flame.svg, uprobe.ndjson, lttng.json and the pod YAML in OUT, and the .NET
@@ -706,6 +707,18 @@ def check_dotnet(name, out):
         f.write(counters)
     say(f"{len(snapshots)} snapshots of {len(names)} System.Runtime counters")
     cluster(f"kubectl tracecar counters {name}")
+
+    step("First-chance exceptions with their stacks (kubectl tracecar exceptions)")
+    # The app throws (and catches) one exception every 50 requests.
+    thrown = plugin(name, "exceptions", "--seconds", "4", "--limit", "3").stdout
+    assert thrown.count("System.InvalidOperationException: tracecar exception ") == 3, thrown
+    assert thrown.count("   at Tracecar.Sample.Thrower.Fail(int32)") == 3, thrown
+    summary = plugin(name, "exceptions", "--seconds", "3", "--summary").stdout
+    assert "System.InvalidOperationException at Tracecar.Sample.Thrower.Fail(int32)" in summary, summary
+    with open(os.path.join(out, "exceptions.txt"), "w") as f:
+        f.write(thrown + summary)
+    say(f"3 exceptions with their stacks; {summary.splitlines()[0]}")
+    cluster(f"kubectl tracecar exceptions {name} --summary")
 
     step("A dump written by the runtime (kubectl tracecar dump)")
     core = os.path.join(out, "core.dotnet")

@@ -174,6 +174,58 @@ fn a_process_exiting_mid_trace_gives_a_complete_partial_result() {
 }
 
 #[test]
+fn exceptions_are_seen_as_thrown_with_their_stacks() {
+    common::privileged_test!();
+    let agent = Agent::start();
+    // 20 a second, each "tracecar exception I" from Thrower.Fail(I),
+    // called by Thrower.Run.
+    let app = spawn_dotnet(&["throw", "20"], &[]);
+    let lines = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/exceptions?pid={}&seconds=2",
+        app.pid()
+    )));
+    let (last, thrown) = lines.split_last().unwrap();
+    let summary = &last["summary"];
+    assert!(thrown.len() >= 10, "{} exceptions: {summary}", thrown.len());
+    let first: u64 = thrown[0]["message"]
+        .as_str()
+        .and_then(|m| m.strip_prefix("tracecar exception "))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("{}", thrown[0]));
+    for (i, e) in thrown.iter().enumerate() {
+        assert_eq!(e["pid"], app.pid());
+        assert_eq!(e["type"], "System.InvalidOperationException", "{e}");
+        assert_eq!(
+            e["message"],
+            format!("tracecar exception {}", first + i as u64),
+            "consecutive, none missed: {e}"
+        );
+        assert_eq!(e["hresult"], "0x80131509", "{e}");
+        assert_eq!(e["stack"][0], "Tracecar.Sample.Thrower.Fail(int32)", "{e}");
+        assert_eq!(e["stack"][1], "Tracecar.Sample.Thrower.Run(int32)", "{e}");
+    }
+    assert_eq!(summary["exceptions"], thrown.len(), "{summary}");
+    assert_eq!(summary["dropped"], 0, "{summary}");
+    assert_eq!(
+        summary["by_site"],
+        serde_json::json!([{
+            "type": "System.InvalidOperationException",
+            "site": "Tracecar.Sample.Thrower.Fail(int32)",
+            "count": thrown.len(),
+        }])
+    );
+    // The summary alone, cut at a limit.
+    let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/dotnet/exceptions?pid={}&seconds=30&format=summary&limit=5",
+        app.pid()
+    )))
+    .unwrap();
+    assert_eq!(doc["exceptions"], 5, "{doc}");
+    assert_eq!(doc["stopped"], "limit", "{doc}");
+    assert_eq!(doc["by_site"][0]["count"], 5, "{doc}");
+}
+
+#[test]
 fn processes_show_the_runtime_and_its_port() {
     common::privileged_test!();
     let agent = Agent::start();

@@ -49,6 +49,61 @@ pub struct TraceSummary {
     pub error: Option<String>,
 }
 
+/// One line of `/v1/dotnet/exceptions?format=json`: an exception as it was
+/// thrown (first chance: before any handler ran).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionEvent {
+    /// CLOCK_MONOTONIC when it was thrown, in nanoseconds.
+    pub ts_ns: u64,
+    /// The process.
+    pub pid: u32,
+    /// The throwing thread.
+    pub tid: u64,
+    /// The exception's type (`System.InvalidOperationException`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its message.
+    pub message: String,
+    /// Its HRESULT, in hex.
+    pub hresult: String,
+    /// The managed stack where it was thrown, innermost frame first, named
+    /// by the runtime (`[unknown] 0x…` for code it did not name).
+    pub stack: Vec<String>,
+}
+
+/// Where exceptions of one type were thrown, and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThrowSite {
+    /// The exception's type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The innermost managed frame (empty when the stack had none).
+    pub site: String,
+    /// Exceptions of that type thrown there.
+    pub count: u64,
+}
+
+/// The last line of `/v1/dotnet/exceptions` (json), or its whole answer
+/// (summary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExceptionsSummary {
+    /// Exceptions seen.
+    pub exceptions: u64,
+    /// By type and throw site, the most frequent first.
+    pub by_site: Vec<ThrowSite>,
+    /// Events the runtime dropped (sequence-number gaps).
+    pub dropped: u64,
+    /// Why the session ended (as `/v1/dotnet/trace`'s summary).
+    pub stopped: String,
+    /// Whether the stream ended properly.
+    pub complete: bool,
+    /// How long the session ran.
+    pub seconds: f64,
+    /// An error that ended the stream early, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What `/v1/processes` says about a .NET process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DotnetInfo {

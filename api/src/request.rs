@@ -341,6 +341,19 @@ requests! {
         limit,
     }
 
+    /// `/v1/dotnet/exceptions`: first-chance exceptions of a .NET process,
+    /// with their managed stacks.
+    ExceptionsRequest at "/v1/dotnet/exceptions" {
+        /// The process.
+        pid,
+        /// How long.
+        seconds,
+        /// Stop after this many exceptions.
+        limit,
+        /// `json` (one line per exception, then a summary) or `summary`.
+        format,
+    }
+
     /// `/v1/dotnet/counters`: EventCounters of a .NET process.
     CountersRequest at "/v1/dotnet/counters" {
         /// The process.

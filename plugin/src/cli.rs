@@ -71,6 +71,9 @@ pub enum Command {
     DotnetTrace(DotnetTraceArgs),
     /// .NET EventCounters (System.Runtime and more), like dotnet-counters.
     Counters(CountersArgs),
+    /// .NET first-chance exceptions as they are thrown, with their
+    /// managed stacks; or a summary by type and throw site.
+    Exceptions(ExceptionsArgs),
     /// A core file: written by the runtime for .NET, taken with ptrace for
     /// any other process (gdb opens it).
     Dump(DumpArgs),
@@ -275,6 +278,25 @@ pub struct CountersArgs {
     /// One scrape in the Prometheus text format.
     #[arg(long)]
     pub prometheus: bool,
+}
+
+/// The arguments of `exceptions`.
+#[derive(Debug, clap::Args)]
+pub struct ExceptionsArgs {
+    /// POD, pod/POD or deploy/NAME.
+    pub target: String,
+    /// The .NET process (default: the pod's only app process).
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// How long to watch.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u32,
+    /// Stop after this many exceptions.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Only the counts by type and throw site, at the end.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 /// The arguments of `dump`.

@@ -8,8 +8,8 @@ use tracecar_api::capabilities::Report;
 use tracecar_api::lttng::Tracepoints;
 use tracecar_api::process::ProcessInfo;
 use tracecar_api::request::{
-    CountersRequest, DotnetTraceRequest, DumpRequest, LttngEventsRequest, LttngLiveRequest,
-    LttngRecordRequest, ProfileRequest, Request as _, UprobeRequest,
+    CountersRequest, DotnetTraceRequest, DumpRequest, ExceptionsRequest, LttngEventsRequest,
+    LttngLiveRequest, LttngRecordRequest, ProfileRequest, Request as _, UprobeRequest,
 };
 use tracecar_api::uprobe::ProbeEvent;
 
@@ -200,6 +200,50 @@ pub fn counters_path(
         format: prometheus.then(|| "prometheus".to_owned()),
     }
     .path()
+}
+
+/// `/v1/dotnet/exceptions` for `kubectl tracecar exceptions`.
+pub fn exceptions_path(pid: &str, seconds: u32, limit: Option<u32>, summary: bool) -> String {
+    ExceptionsRequest {
+        pid: text(Some(pid)),
+        seconds: text(Some(seconds)),
+        limit: text(limit),
+        format: summary.then(|| "summary".to_owned()),
+    }
+    .path()
+}
+
+/// One `/v1/dotnet/exceptions` line for a terminal, as .NET prints an
+/// exception (`Type: message` and `   at Frame` lines); the summary as
+/// `# N exceptions` and one `count  Type at site` line per site.
+pub fn exception_lines(line: &str) -> String {
+    use tracecar_api::dotnet::{ExceptionEvent, ExceptionsSummary};
+    let summary = serde_json::from_str::<SummaryLine<ExceptionsSummary>>(line)
+        .map(|l| l.summary)
+        .or_else(|_| serde_json::from_str::<ExceptionsSummary>(line));
+    if let Ok(summary) = summary {
+        let mut out = format!(
+            "# {} exceptions in {} s ({})",
+            summary.exceptions, summary.seconds, summary.stopped
+        );
+        for site in &summary.by_site {
+            out.push_str(&format!(
+                "\n{:>8}  {} at {}",
+                site.count, site.kind, site.site
+            ));
+        }
+        return out;
+    }
+    match serde_json::from_str::<ExceptionEvent>(line) {
+        Ok(e) => {
+            let mut out = format!("{}: {} (tid {})", e.kind, e.message, e.tid);
+            for frame in &e.stack {
+                out.push_str(&format!("\n   at {frame}"));
+            }
+            out
+        }
+        Err(_) => line.to_owned(),
+    }
 }
 
 /// `/v1/dump` for `kubectl tracecar dump`.
@@ -415,6 +459,26 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exceptions_read_like_dotnet_prints_them() {
+        assert_eq!(
+            exceptions_path("7", 30, Some(5), true),
+            "/v1/dotnet/exceptions?pid=7&seconds=30&limit=5&format=summary"
+        );
+        let line = r#"{"ts_ns":1,"pid":7,"tid":8,"type":"System.InvalidOperationException","message":"boom","hresult":"0x80131509","stack":["App.Fail(int32)","App.Run()"]}"#;
+        assert_eq!(
+            exception_lines(line),
+            "System.InvalidOperationException: boom (tid 8)\n   at App.Fail(int32)\n   at App.Run()"
+        );
+        let summary = r#"{"exceptions":3,"by_site":[{"type":"E","site":"App.Fail(int32)","count":3}],"dropped":0,"stopped":"seconds","complete":true,"seconds":2.0}"#;
+        let expected = "# 3 exceptions in 2 s (seconds)\n       3  E at App.Fail(int32)";
+        assert_eq!(exception_lines(summary), expected);
+        assert_eq!(
+            exception_lines(&format!(r#"{{"summary":{summary}}}"#)),
+            expected
+        );
+    }
 
     #[test]
     fn output_names_pick_formats() {

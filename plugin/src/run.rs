@@ -4,8 +4,8 @@
 //! and [`crate::output`] writes files and progress.
 
 use crate::cli::{
-    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, LttngArgs, ProfileArgs,
-    TraceArgs,
+    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, LttngArgs,
+    ProfileArgs, TraceArgs,
 };
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
@@ -48,6 +48,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         Command::Lttng(args) => lttng(&call, args)?,
         Command::DotnetTrace(args) => dotnet_trace(&call, args)?,
         Command::Counters(args) => counters(&call, args)?,
+        Command::Exceptions(args) => exceptions(&call, args)?,
         Command::Dump(args) => dump(&call, args)?,
     }
     Ok(())
@@ -265,6 +266,27 @@ fn counters<'a>(call: &Call<'a>, args: &CountersArgs) -> Result<(), PluginError>
     let pid = pid_or_only_app(&caller, pid.as_deref())?;
     let path = request::counters_path(&pid, providers.as_deref(), *seconds, *interval, *prometheus);
     caller.get(&path, Sink::Lines(&as_is), Bar::None)?;
+    Ok(())
+}
+
+/// `exceptions`.
+fn exceptions<'a>(call: &Call<'a>, args: &ExceptionsArgs) -> Result<(), PluginError> {
+    let ExceptionsArgs {
+        target,
+        pid,
+        seconds,
+        limit,
+        summary,
+    } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    let path = request::exceptions_path(&pid, *seconds, *limit, *summary);
+    let bar = if *summary {
+        Bar::Seconds(*seconds)
+    } else {
+        Bar::None
+    };
+    caller.get(&path, Sink::Lines(&request::exception_lines), bar)?;
     Ok(())
 }
 

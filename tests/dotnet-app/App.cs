@@ -3,7 +3,8 @@
 //
 //   App.dll serve          requests forever: Fibonacci, Echo, the seed's two
 //                          methods (below), one EventSource event per
-//                          request, and a hot loop (HotLoop)
+//                          request, and a hot loop (HotLoop); every 50th
+//                          request throws (and catches) Thrower's exception
 //   App.dll burst N [exit] when a session enables Tracecar-Sample, emits N
 //                          Request events with known values, then GC.Collect(),
 //                          then Done(N); with "exit", exits right after
@@ -14,6 +15,10 @@
 //   App.dll paced N        emits N Request events a second, forever
 //   App.dll rate           the hot loop, printing how many rounds of it ran
 //                          each second (the bench's measure of overhead)
+//   App.dll throw N        throws N InvalidOperationException a second,
+//                          "tracecar exception I" for I = 0, 1, …, from
+//                          Thrower.Fail(int) called by Thrower.Run(), and
+//                          catches each
 //   App.dll seed           the seed's two traced methods, on instances:
 //                          FibonacciProvider.calculateFibonacciValue(i % 30)
 //                          and EchoProvider.calculateEchoValue("req-" + i),
@@ -84,6 +89,16 @@ namespace Tracecar.Sample
                 sink += seedFib.calculateFibonacciValue(i % 30);
                 sink += seedEcho.calculateEchoValue("seed-" + i).Length;
                 SampleEvents.Log.Request(i, echo, fib);
+                if (i % 50 == 0)
+                {
+                    try
+                    {
+                        Thrower.Fail(i);
+                    }
+                    catch (InvalidOperationException)
+                    {
+                    }
+                }
                 HotLoop(2000000);
                 Thread.Sleep(5);
             }
@@ -183,6 +198,31 @@ namespace Tracecar.Sample
         }
     }
 
+    public static class Thrower
+    {
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static void Fail(int i)
+        {
+            throw new InvalidOperationException("tracecar exception " + i);
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static void Run(int perSecond)
+        {
+            for (int i = 0; ; i++)
+            {
+                try
+                {
+                    Fail(i);
+                }
+                catch (InvalidOperationException)
+                {
+                }
+                Thread.Sleep(1000 / Math.Max(perSecond, 1));
+            }
+        }
+    }
+
     public static class Program
     {
         public static int Main(string[] args)
@@ -200,8 +240,9 @@ namespace Tracecar.Sample
                 case "paced": Work.Paced(count); break;
                 case "rate": Work.Rate(); break;
                 case "seed": Seed.Demo.Run(); break;
+                case "throw": Thrower.Run(count); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N");
                     return 2;
             }
             return 0;

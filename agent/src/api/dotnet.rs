@@ -1,16 +1,16 @@
-//! `/v1/dotnet/trace` and `/v1/dotnet/counters`.
+//! `/v1/dotnet/trace`, `/v1/dotnet/counters` and `/v1/dotnet/exceptions`.
 
 use axum::extract::State;
-use tracecar_api::request::{CountersRequest, DotnetTraceRequest};
+use tracecar_api::request::{CountersRequest, DotnetTraceRequest, ExceptionsRequest};
 
 use super::answer::Answer;
 use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
-use crate::dotnet::counters;
 use crate::dotnet::port::Port;
 use crate::dotnet::session;
 use crate::dotnet::spec::{self, TraceFormat};
+use crate::dotnet::{counters, exceptions};
 
 /// The diagnostic port of `pid`, once it is visible.
 async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
@@ -45,6 +45,29 @@ pub(super) async fn trace(
         TraceFormat::Nettrace => answer.file_name(format!("dotnet-{pid}.nettrace")),
         TraceFormat::Json => answer,
     })
+}
+
+pub(super) async fn exceptions(
+    State(state): State<AgentState>,
+    Params(request): Params<ExceptionsRequest>,
+) -> Result<Answer, ApiError> {
+    let spec = spec::parse_exceptions(&request)?;
+    let port = port_of(&state, spec.pid).await?;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs();
+    let format = spec.format;
+    let (session, body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
+        exceptions::stream(
+            &procfs,
+            &port,
+            &spec,
+            &cancel,
+            |started| ready.send(started),
+            |chunk| chunks.send(chunk),
+        );
+    })
+    .await?;
+    Ok(Answer::stream(format.content_type(), body).header("x-tracecar-session", session))
 }
 
 pub(super) async fn counters(

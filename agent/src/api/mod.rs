@@ -228,6 +228,11 @@ pub fn routes() -> Vec<Route> {
         Route::new("/v1/lttng/live", Some(Lttng), get(lttng::live)),
         Route::new("/v1/dotnet/trace", Some(Dotnet), get(dotnet::trace)),
         Route::new("/v1/dotnet/counters", Some(Dotnet), get(dotnet::counters)),
+        Route::new(
+            "/v1/dotnet/exceptions",
+            Some(Dotnet),
+            get(dotnet::exceptions),
+        ),
         Route::new("/v1/dump", Some(Dump), get(dump::dump)),
     ]
 }
@@ -436,6 +441,7 @@ mod tests {
             (fields::<LttngLiveRequest>(), "lttng.md"),
             (fields::<DotnetTraceRequest>(), "dotnet.md"),
             (fields::<CountersRequest>(), "dotnet.md"),
+            (fields::<ExceptionsRequest>(), "dotnet.md"),
             (fields::<DumpRequest>(), "dump.md"),
         ] {
             let text = &pages

@@ -5,6 +5,7 @@
 
 pub mod bytes;
 pub mod counters;
+pub mod exceptions;
 pub mod ipc;
 pub mod metadata;
 pub mod nettrace;

@@ -1,10 +1,10 @@
 //! The `/v1/dotnet/*` specs: a typed request (`tracecar_api::request`) →
-//! a validated [`TraceSpec`] or [`CountersSpec`]. The provider syntax is
+//! a validated [`TraceSpec`], [`CountersSpec`] or [`ExceptionsSpec`]. The provider syntax is
 //! in `providers`; the sessions that execute a spec are `session` and
 //! `counters`.
 
 use tracecar_api::quoted;
-use tracecar_api::request::{CountersRequest, DotnetTraceRequest};
+use tracecar_api::request::{CountersRequest, DotnetTraceRequest, ExceptionsRequest};
 
 use super::ipc::ProviderConfig;
 use super::providers::{MAX_PROVIDERS, parse_providers};
@@ -170,6 +170,62 @@ pub fn parse_counters(request: &CountersRequest) -> Result<CountersSpec, SpecErr
     })
 }
 
+/// What `/v1/dotnet/exceptions` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionsFormat {
+    /// NDJSON: one line per exception as it is thrown, then a summary.
+    Json,
+    /// One JSON document at the end: counts by type and throw site.
+    Summary,
+}
+
+impl ExceptionsFormat {
+    /// The answer's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/x-ndjson",
+            Self::Summary => "application/json",
+        }
+    }
+}
+
+/// A validated `/v1/dotnet/exceptions` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionsSpec {
+    /// The process.
+    pub pid: u32,
+    /// How long to watch.
+    pub seconds: u32,
+    /// Stop after this many exceptions.
+    pub limit: Option<u32>,
+    /// What to answer with.
+    pub format: ExceptionsFormat,
+}
+
+/// Validates a `/v1/dotnet/exceptions` request.
+pub fn parse_exceptions(request: &ExceptionsRequest) -> Result<ExceptionsSpec, SpecError> {
+    Ok(ExceptionsSpec {
+        pid: params::required_pid(request.pid())?,
+        seconds: params::number(request.seconds(), 10, 1..=3600)?,
+        limit: params::optional_number(request.limit(), 1..=10_000_000)?,
+        format: params::one_of(
+            request.format(),
+            &[
+                (
+                    "json",
+                    "NDJSON, one line per exception",
+                    ExceptionsFormat::Json,
+                ),
+                (
+                    "summary",
+                    "counts by type and throw site",
+                    ExceptionsFormat::Summary,
+                ),
+            ],
+        )?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +236,30 @@ mod tests {
 
     fn counters(pairs: &[(&str, &str)]) -> Result<CountersSpec, SpecError> {
         params::from_pairs(pairs).and_then(|r| parse_counters(&r))
+    }
+
+    fn exceptions(pairs: &[(&str, &str)]) -> Result<ExceptionsSpec, SpecError> {
+        params::from_pairs(pairs).and_then(|r| parse_exceptions(&r))
+    }
+
+    #[test]
+    fn exceptions_queries() {
+        let s = exceptions(&[("pid", "4")]).unwrap();
+        assert_eq!(
+            (s.pid, s.seconds, s.limit, s.format),
+            (4, 10, None, ExceptionsFormat::Json)
+        );
+        let s = exceptions(&[("pid", "4"), ("format", "summary"), ("limit", "3")]).unwrap();
+        assert_eq!((s.format, s.limit), (ExceptionsFormat::Summary, Some(3)));
+        for bad in [
+            &[][..],
+            &[("pid", "4"), ("format", "xml")],
+            &[("pid", "4"), ("seconds", "0")],
+            &[("pid", "4"), ("limit", "0")],
+            &[("pid", "4"), ("type", "x")],
+        ] {
+            assert!(exceptions(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

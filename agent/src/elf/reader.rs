@@ -492,7 +492,10 @@ mod tests {
         let mut elf = Elf::from_file(file, len, libc.into()).unwrap();
         assert!(elf.exports_any(&["no_such_symbol", "malloc"]).unwrap());
         assert!(elf.exports_any(&["environ"]).unwrap());
-        assert!(!elf.exports_any(&["coreclr_initialize", "g_dacTable"]).unwrap());
+        assert!(
+            !elf.exports_any(&["coreclr_initialize", "g_dacTable"])
+                .unwrap()
+        );
         // An executable imports libc's functions without exporting them.
         assert!(!own_exe().exports_any(&["malloc"]).unwrap());
     }
