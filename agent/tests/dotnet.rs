@@ -226,6 +226,64 @@ fn exceptions_are_seen_as_thrown_with_their_stacks() {
 }
 
 #[test]
+fn allocations_and_lock_contention_are_profiled_from_the_runtime() {
+    common::privileged_test!();
+    let agent = Agent::start();
+    let weights = |pid: u32, mode: &str| {
+        common::parse_folded(&String::from_utf8_lossy(&agent.get_ok(&format!(
+            "/v1/profile?pid={pid}&mode={mode}&seconds=3&format=folded"
+        ))))
+    };
+    // 10,000 byte[1000] a second from Allocator.Allocate: about 10 MB/s
+    // (each array 1,024 bytes with its header), in ticks of ~100 KB.
+    let app = spawn_dotnet(&["alloc"], &[]);
+    let folded = weights(app.pid(), "alloc");
+    let total: u64 = folded.iter().map(|(_, w)| w).sum();
+    let allocate: u64 = folded
+        .iter()
+        .filter(|(s, _)| {
+            s.ends_with(&[
+                "Tracecar.Sample.Allocator.Allocate(int32)".to_owned(),
+                "[System.Byte[]]".to_owned(),
+            ])
+        })
+        .map(|(_, w)| w)
+        .sum();
+    assert!(
+        allocate * 10 > total * 9,
+        "{allocate} of {total} bytes: {folded:?}"
+    );
+    assert!(
+        (15_000_000..45_000_000).contains(&allocate),
+        "{allocate} bytes in 3 s at about 10 MB/s"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/profile?pid={}&mode=alloc&seconds=1&format=json",
+        app.pid()
+    )))
+    .unwrap();
+    assert_eq!(doc["meta"]["what"], "alloc", "{}", doc["meta"]);
+    assert_eq!(doc["meta"]["unit"], "bytes", "{}", doc["meta"]);
+    // One thread holds a lock 20 ms at a time, the other waits for it in
+    // Contender.Wait: nearly all of its 3 s (under Monitor.Enter's own
+    // managed frames on .NET 9 and later).
+    let app = spawn_dotnet(&["contend"], &[]);
+    let folded = weights(app.pid(), "contention");
+    let waited = common::samples_with(&folded, "Tracecar.Sample.Contender.Wait()");
+    assert!(
+        (1_500_000_000..3_500_000_000).contains(&waited),
+        "{waited} ns waited in Contender.Wait: {folded:?}"
+    );
+    // Not a .NET process: said so.
+    let sleeper = common::spawn("sleep", &["60"]);
+    let (code, body) = agent.get(&format!(
+        "/v1/profile?pid={}&mode=alloc&seconds=1",
+        sleeper.pid()
+    ));
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
 fn processes_show_the_runtime_and_its_port() {
     common::privileged_test!();
     let agent = Agent::start();
@@ -506,7 +564,8 @@ fn perf_map_method(name: &str) -> String {
 /// can follow another on the same line, or after a NUL. Each entry starts
 /// at `[0x]ADDR SIZE `, wherever it is.
 fn perf_map_entries(text: &str) -> std::collections::HashMap<u64, (u64, String)> {
-    let start = regex::Regex::new(r"(?:^|[\n\x00 ])(?:0x)?([0-9a-f]{6,16}) ([0-9a-f]+) ").unwrap();
+    let start =
+        regex::Regex::new(r"(?:^|[\n\x00 ])(?:0x)?([0-9a-fA-F]{6,16}) ([0-9a-fA-F]+) ").unwrap();
     let found: Vec<_> = start.captures_iter(text).collect();
     let mut out = std::collections::HashMap::new();
     for (i, c) in found.iter().enumerate() {

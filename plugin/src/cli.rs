@@ -132,8 +132,10 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub unwind: Option<String>,
     /// cpu (where CPU time goes), offcpu (where threads block, and
-    /// for how long) or wall (both, in time).
-    #[arg(long, value_parser = ["cpu", "offcpu", "wall"])]
+    /// for how long), wall (both, in time), or for one .NET process
+    /// alloc (what allocates, in bytes) or contention (where threads
+    /// wait for locks, in time).
+    #[arg(long, value_parser = ["cpu", "offcpu", "wall", "alloc", "contention"])]
     pub mode: Option<String>,
     /// offcpu/wall: drop blocks shorter than this many microseconds.
     #[arg(long)]

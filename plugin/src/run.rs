@@ -99,6 +99,13 @@ fn profile<'a>(call: &Call<'a>, args: &ProfileArgs) -> Result<(), PluginError> {
         request::profile_format(output),
         ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
     )?;
+    let caller = call(target)?;
+    // The runtime's own profiles are of one process: the pod's only app
+    // process unless --pid names one.
+    let pid = match (mode.as_deref(), pid) {
+        (Some("alloc" | "contention"), None) => Some(pid_or_only_app(&caller, None)?),
+        (_, pid) => pid.clone(),
+    };
     let path = request::profile_path(
         &request::Profile {
             seconds: *seconds,
@@ -113,7 +120,7 @@ fn profile<'a>(call: &Call<'a>, args: &ProfileArgs) -> Result<(), PluginError> {
         },
         format,
     );
-    call(target)?.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
+    caller.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
     eprintln!("wrote {output}");
     Ok(())
 }

@@ -19,6 +19,11 @@
 //                          "tracecar exception I" for I = 0, 1, …, from
 //                          Thrower.Fail(int) called by Thrower.Run(), and
 //                          catches each
+//   App.dll alloc          allocates 10,000 byte[1000] a second in
+//                          Allocator.Allocate(), called by Allocator.Run()
+//   App.dll contend        two threads take one lock: one holds it 20 ms at
+//                          a time (Contender.Hold), the other waits for it
+//                          in Contender.Wait()
 //   App.dll seed           the seed's two traced methods, on instances:
 //                          FibonacciProvider.calculateFibonacciValue(i % 30)
 //                          and EchoProvider.calculateEchoValue("req-" + i),
@@ -223,6 +228,70 @@ namespace Tracecar.Sample
         }
     }
 
+    public static class Allocator
+    {
+        static byte[][] kept = new byte[64][];
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static byte[] Allocate(int i)
+        {
+            var block = new byte[1000];
+            block[i % 1000] = 1;
+            kept[i % kept.Length] = block;
+            return block;
+        }
+
+        public static void Run()
+        {
+            for (int i = 0; ; i++)
+            {
+                Allocate(i);
+                if (i % 100 == 99)
+                {
+                    Thread.Sleep(10);
+                }
+            }
+        }
+    }
+
+    public static class Contender
+    {
+        static readonly object gate = new object();
+        static long sink;
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static void Hold()
+        {
+            for (;;)
+            {
+                lock (gate)
+                {
+                    Thread.Sleep(20);
+                }
+                Thread.Sleep(1);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static void Wait()
+        {
+            for (;;)
+            {
+                lock (gate)
+                {
+                    sink++;
+                }
+                Thread.Sleep(1);
+            }
+        }
+
+        public static void Run()
+        {
+            new Thread(Hold) { IsBackground = true }.Start();
+            Wait();
+        }
+    }
+
     public static class Program
     {
         public static int Main(string[] args)
@@ -241,8 +310,10 @@ namespace Tracecar.Sample
                 case "rate": Work.Rate(); break;
                 case "seed": Seed.Demo.Run(); break;
                 case "throw": Thrower.Run(count); break;
+                case "alloc": Allocator.Run(); break;
+                case "contend": Contender.Run(); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N | alloc | contend");
                     return 2;
             }
             return 0;

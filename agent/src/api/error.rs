@@ -115,6 +115,26 @@ impl From<crate::profile::ProfileError> for ApiError {
         match e {
             crate::profile::ProfileError::Capture(e) => e.into(),
             crate::profile::ProfileError::Render(e) => e.into(),
+            e @ crate::profile::ProfileError::NotReported { .. } => Self::bad_request(
+                e.to_string(),
+                "mode=alloc and mode=contention need a .NET process (GET /v1/processes shows each one's runtime); use mode=cpu, or /v1/uprobe on malloc for native allocations",
+            ),
+            crate::profile::ProfileError::Runtime(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for ApiError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        use crate::dotnet::profiles::ProfileError as P;
+        use crate::runtime::RuntimeError as R;
+        match e {
+            R::DotnetProfile(P::Port(e)) => e.into(),
+            e => Self::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                e.to_string(),
+                "the runtime's event session failed; see the agent's log, and retry",
+            ),
         }
     }
 }

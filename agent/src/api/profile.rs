@@ -50,6 +50,9 @@ pub(super) async fn trigger(
 }
 
 async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<Answer, ApiError> {
+    if spec.mode.from_runtime() {
+        return reported_profile(state, spec).await;
+    }
     let received = std::time::Instant::now();
     let procfs = state.procfs();
     let (plan, meta) = profile::plan_here(&spec, &procfs)?;
@@ -73,14 +76,40 @@ async fn run_profile(state: AgentState, spec: profile::ProfileSpec) -> Result<An
         profiled.capture.as_secs_f64() * 1000.0,
         ended.elapsed().as_secs_f64() * 1000.0
     );
-    // Every format says when nothing was sampled (SVG and JSON in the
-    // body); folded text has no place for it, and is empty then.
-    let answer = Answer::bytes(format.content_type(), profiled.body)
-        .header("server-timing", timing)
-        .header("x-tracecar-samples", profiled.samples);
-    Ok(if format == Format::Pprof {
+    Ok(profile_answer(format, profiled.body, profiled.samples).header("server-timing", timing))
+}
+
+/// `mode=alloc|contention`: what the process's runtime reports, in the
+/// same formats.
+async fn reported_profile(
+    state: AgentState,
+    spec: profile::ProfileSpec,
+) -> Result<Answer, ApiError> {
+    state
+        .procfs
+        .check_visible(spec.pids.as_deref().unwrap_or_default())?;
+    let permit = state.capture_slot()?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let procfs = state.procfs();
+    let format = spec.format;
+    let profiled = blocking(move || {
+        let result = profile::reported::reported(&spec, &procfs, &cancel);
+        drop(permit);
+        result
+    })
+    .await??;
+    Ok(profile_answer(format, profiled.body, profiled.samples))
+}
+
+/// A rendered profile as the answer. Every format says when nothing was
+/// sampled (SVG and JSON in the body); folded text has no place for it,
+/// and is empty then.
+fn profile_answer(format: Format, body: Vec<u8>, samples: u64) -> Answer {
+    let answer = Answer::bytes(format.content_type(), body).header("x-tracecar-samples", samples);
+    if format == Format::Pprof {
         answer.file_name("profile.pb.gz")
     } else {
         answer
-    })
+    }
 }

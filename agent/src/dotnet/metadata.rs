@@ -396,6 +396,20 @@ pub fn builtin(provider: &str, id: u32) -> Option<(&'static str, Vec<Field>)> {
                 clr,
             ]),
         ),
+        (RUNTIME, 81) => (
+            "ContentionStart",
+            fields(&[
+                ("ContentionFlags", T::U8),
+                clr,
+                ("LockID", T::U64),
+                ("AssociatedObjectID", T::U64),
+                ("LockOwnerThreadID", T::U64),
+            ]),
+        ),
+        (RUNTIME, 91) => (
+            "ContentionStop",
+            fields(&[("ContentionFlags", T::U8), clr, ("DurationNs", T::F64)]),
+        ),
         (RUNTIME, 80) => (
             "ExceptionThrown",
             fields(&[

@@ -10,6 +10,7 @@ pub mod ipc;
 pub mod metadata;
 pub mod nettrace;
 pub mod port;
+pub mod profiles;
 pub mod providers;
 pub mod rundown;
 pub mod session;

@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod capture;
 pub mod plan;
+pub mod reported;
 mod ring;
 pub mod spec;
 mod switches;
@@ -31,6 +32,20 @@ pub enum ProfileError {
     /// The answer could not be rendered.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The process's runtime reports no such events (`mode=alloc` and
+    /// `mode=contention` are .NET's).
+    #[error("mode={mode} profiles what a .NET runtime reports, and pid {pid} runs {runtime:?}")]
+    NotReported {
+        /// The process.
+        pid: u32,
+        /// The mode asked for.
+        mode: &'static str,
+        /// Its runtime.
+        runtime: crate::runtime::Runtime,
+    },
+    /// The runtime's session failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 /// A profile, rendered.

@@ -40,6 +40,12 @@ pub enum Mode {
     /// Both, in nanoseconds, each leaf marked `[on-cpu]` or with the
     /// kernel function the thread blocked in.
     Wall,
+    /// .NET allocations: the runtime's allocation ticks (one about every
+    /// 100 KB allocated) with their stacks, weighted by bytes.
+    Alloc,
+    /// .NET lock contention: each wait for a monitor with its stack,
+    /// weighted by the nanoseconds waited.
+    Contention,
 }
 
 impl Mode {
@@ -49,6 +55,8 @@ impl Mode {
             None | Some("cpu") => Self::Cpu,
             Some("offcpu") => Self::OffCpu,
             Some("wall") => Self::Wall,
+            Some("alloc") => Self::Alloc,
+            Some("contention") => Self::Contention,
             Some(_) => return None,
         })
     }
@@ -59,17 +67,26 @@ impl Mode {
             Self::Cpu => "cpu",
             Self::OffCpu => "offcpu",
             Self::Wall => "wall",
+            Self::Alloc => "alloc",
+            Self::Contention => "contention",
         }
     }
 
     /// Whether blocks are recorded (context switches are traced).
     pub fn records_blocks(self) -> bool {
-        self != Self::Cpu
+        matches!(self, Self::OffCpu | Self::Wall)
     }
 
     /// Whether CPU samples are taken.
     pub fn samples_cpu(self) -> bool {
-        self != Self::OffCpu
+        matches!(self, Self::Cpu | Self::Wall)
+    }
+
+    /// Whether the profile is of events a language runtime reports with
+    /// their stacks (.NET's, through its diagnostic port), not of perf
+    /// samples.
+    pub fn from_runtime(self) -> bool {
+        matches!(self, Self::Alloc | Self::Contention)
     }
 }
 
@@ -197,7 +214,7 @@ fn mode_and_filter(request: &ProfileRequest) -> Result<(Mode, BlockFilter), Spec
                 "mode={} is not supported",
                 tracecar_api::quoted(raw.unwrap_or_default())
             ),
-            "use cpu, offcpu or wall",
+            "use cpu, offcpu, wall, alloc (.NET) or contention (.NET)",
         )
     })?;
     if !mode.records_blocks()
@@ -207,14 +224,34 @@ fn mode_and_filter(request: &ProfileRequest) -> Result<(Mode, BlockFilter), Spec
             .map(|p| p.name)
     {
         return Err(SpecError::new(
-            format!("{key} applies to blocked time, which mode=cpu does not record"),
+            format!(
+                "{key} applies to blocked time, which mode={} does not record",
+                mode.name()
+            ),
             "add mode=offcpu or mode=wall",
         ));
     }
     if !mode.samples_cpu() && request.hz.is_some() {
         return Err(SpecError::new(
-            "hz does not apply to mode=offcpu: every block is recorded, not sampled",
+            format!(
+                "hz does not apply to mode={}: the events are recorded, not sampled",
+                mode.name()
+            ),
             "drop hz, or use mode=wall to sample the CPU too",
+        ));
+    }
+    if mode.from_runtime()
+        && let Some(key) = [request.unwind(), request.kernel(), request.threads()]
+            .into_iter()
+            .find(Param::is_set)
+            .map(|p| p.name)
+    {
+        return Err(SpecError::new(
+            format!(
+                "{key} does not apply to mode={}: the runtime walks the managed stack itself",
+                mode.name()
+            ),
+            format!("drop {key}"),
         ));
     }
     let min_block_us = params::number(request.min_block_us(), 0, 0..=60_000_000)?;
@@ -253,6 +290,19 @@ fn mode_and_filter(request: &ProfileRequest) -> Result<(Mode, BlockFilter), Spec
 pub fn parse(request: &ProfileRequest) -> Result<ProfileSpec, SpecError> {
     let format = crate::stacks::format_param(request.format())?.unwrap_or(Format::Svg);
     let (mode, blocks) = mode_and_filter(request)?;
+    if mode.from_runtime() {
+        // The runtime of one process reports them.
+        params::required_pid(request.pid()).map_err(|e| {
+            SpecError::new(
+                format!(
+                    "mode={} profiles one .NET process: {}",
+                    mode.name(),
+                    e.message
+                ),
+                e.hint,
+            )
+        })?;
+    }
     Ok(ProfileSpec {
         mode,
         blocks,
@@ -322,6 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn runtime_modes_take_one_process() {
+        let spec = q(&[("mode", "alloc"), ("pid", "7"), ("format", "pprof")]).unwrap();
+        assert_eq!((spec.mode, spec.pids), (Mode::Alloc, Some(vec![7])));
+        assert!(spec.mode.from_runtime() && !spec.mode.samples_cpu());
+        let e = q(&[("mode", "contention")]).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("mode=contention profiles one .NET process"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn full_request() {
         let spec = q(&[
             ("pid", "7, 9"),
@@ -363,6 +426,11 @@ mod tests {
             &[("state", "S")],
             &[("rate", "10")],
             &[("mode", "wall"), ("rate", "0")],
+            &[("mode", "alloc")],
+            &[("mode", "alloc"), ("pid", "1,2")],
+            &[("mode", "alloc"), ("pid", "1"), ("hz", "99")],
+            &[("mode", "contention"), ("pid", "1"), ("unwind", "fp")],
+            &[("mode", "contention"), ("pid", "1"), ("state", "S")],
         ] {
             let err = q(pairs)
                 .err()

@@ -15,6 +15,18 @@ pub(super) fn facts(
     port::describe(procfs, pid, maps, deadline)
 }
 
+pub(super) fn reported(
+    procfs: &Procfs,
+    pid: u32,
+    what: crate::dotnet::profiles::Kind,
+    seconds: u32,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<crate::dotnet::profiles::NamedSample>, RuntimeError> {
+    Ok(crate::dotnet::profiles::profile(
+        procfs, pid, what, seconds, cancel,
+    )?)
+}
+
 pub(super) fn methods_now(procfs: &Procfs, pid: u32) -> Result<Methods, RuntimeError> {
     Ok(rundown::current(procfs, pid)?)
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 pub use tracecar_api::dotnet::DotnetInfo;
 pub use tracecar_api::process::Runtime;
 
+pub use crate::dotnet::profiles::{Kind as Reported, NamedSample};
 pub use crate::dotnet::rundown::{Method, MethodTable as Methods};
 use crate::procfs::{MapEntry, Procfs};
 
@@ -32,6 +33,26 @@ pub enum RuntimeError {
     /// The .NET runtime's rundown or method-load session failed.
     #[error(transparent)]
     Dotnet(#[from] crate::dotnet::rundown::RundownError),
+    /// The .NET runtime's own profile (allocations, contention) failed.
+    #[error(transparent)]
+    DotnetProfile(#[from] crate::dotnet::profiles::ProfileError),
+}
+
+/// What a runtime reports itself, with the stacks it walked, for
+/// `seconds` (or until `cancel`): .NET's allocation ticks or lock
+/// contentions. `None` for a runtime that reports none.
+pub fn reported(
+    runtime: Runtime,
+    procfs: &Procfs,
+    pid: u32,
+    what: Reported,
+    seconds: u32,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Option<Result<Vec<NamedSample>, RuntimeError>> {
+    match runtime {
+        Runtime::Dotnet => Some(dotnet::reported(procfs, pid, what, seconds, cancel)),
+        _ => None,
+    }
 }
 
 /// What a process's executable says of its runtime when its name and

@@ -270,6 +270,13 @@ pub enum Measure {
         /// Switch-outs dropped by the agent's rate cap.
         throttled: u64,
     },
+    /// Events a language runtime reported with their stacks: .NET's
+    /// allocation ticks (`alloc`, weight = bytes) or lock contentions
+    /// (`contention`, weight = nanoseconds waited).
+    Runtime {
+        /// `alloc` or `contention`.
+        what: &'static str,
+    },
 }
 
 impl Measure {
@@ -288,6 +295,20 @@ impl Measure {
                 (self.time_kind().0.to_owned(), "count"),
                 (self.time_kind().1.to_owned(), "nanoseconds"),
             ],
+            Self::Runtime { .. } => {
+                let (count, weight, unit) = self.runtime_kind();
+                vec![(count.to_owned(), "count"), (weight.to_owned(), unit)]
+            }
+        }
+    }
+
+    /// A runtime profile's (count, weight, unit) sample type names:
+    /// pprof's `alloc_samples`/`alloc_space` in bytes, or
+    /// `contentions`/`delay` in nanoseconds, as Go names them.
+    fn runtime_kind(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Runtime { what: "alloc" } => ("alloc_samples", "alloc_space", "bytes"),
+            _ => ("contentions", "delay", "nanoseconds"),
         }
     }
 
@@ -309,7 +330,7 @@ impl Measure {
                 vec![count, count.saturating_mul(period_ns(*hz))]
             }
             Self::Probe { of, .. } if of == "count" => vec![count],
-            Self::Probe { .. } | Self::Time { .. } => vec![count, weight],
+            Self::Probe { .. } | Self::Time { .. } | Self::Runtime { .. } => vec![count, weight],
         }
     }
 
@@ -323,6 +344,7 @@ impl Measure {
             } => of.clone(),
             Self::Probe { unit, .. } => (*unit).to_owned(),
             Self::Time { .. } => "nanoseconds".to_owned(),
+            Self::Runtime { .. } => self.runtime_kind().2.to_owned(),
         }
     }
 
@@ -336,6 +358,10 @@ impl Measure {
                 (self.time_kind().1.to_owned(), "nanoseconds"),
                 hz.map_or(1, period_ns),
             ),
+            Self::Runtime { .. } => {
+                let (_, weight, unit) = self.runtime_kind();
+                ((weight.to_owned(), unit), 1)
+            }
         }
     }
 }

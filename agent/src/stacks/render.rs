@@ -198,6 +198,28 @@ fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
             ),
             "nothing recorded: no thread of the target blocked or ran",
         ),
+        Measure::Runtime { what } => (
+            format!(
+                "tracecar: .NET {} of {}",
+                if *what == "alloc" {
+                    "allocations"
+                } else {
+                    "lock contention"
+                },
+                captured.title()
+            ),
+            format!(
+                "{seconds:.1}s, {} {}, in {}, stacks from the runtime",
+                captured.samples,
+                if *what == "alloc" {
+                    "allocation ticks (one about every 100 KB)"
+                } else {
+                    "contentions"
+                },
+                captured.measure.weight_name(),
+            ),
+            "nothing recorded: the runtime reported no such event",
+        ),
     };
     options.title = title_text;
     options.subtitle = Some(subtitle);
@@ -260,6 +282,11 @@ enum MeasureMeta<'a> {
         throttled: u64,
         unit: &'a str,
     },
+    Runtime {
+        runtime: &'a str,
+        what: &'a str,
+        unit: String,
+    },
 }
 
 impl<'a> From<&'a Measure> for MeasureMeta<'a> {
@@ -278,6 +305,11 @@ impl<'a> From<&'a Measure> for MeasureMeta<'a> {
                 blocks: *blocks,
                 throttled: *throttled,
                 unit: "nanoseconds",
+            },
+            Measure::Runtime { what } => Self::Runtime {
+                runtime: "dotnet",
+                what,
+                unit: measure.weight_name(),
             },
         }
     }

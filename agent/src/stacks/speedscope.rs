@@ -74,7 +74,8 @@ pub(super) fn speedscope(captured: &Captured) -> SpeedscopeFile<'_> {
     // "none".
     let unit = match &captured.measure {
         Measure::Probe { unit, .. } if *unit == "nanoseconds" => "nanoseconds",
-        Measure::Time { .. } => "nanoseconds",
+        Measure::Time { .. } | Measure::Runtime { what: "contention" } => "nanoseconds",
+        Measure::Runtime { .. } => "bytes",
         _ => "none",
     };
     let profiles = per_pid
@@ -103,6 +104,7 @@ pub(super) fn speedscope(captured: &Captured) -> SpeedscopeFile<'_> {
                 )
             }
             Measure::Time { mode, .. } => format!("tracecar: {mode} time of {}", captured.title()),
+            Measure::Runtime { what } => format!("tracecar: .NET {what} of {}", captured.title()),
         },
         exporter: concat!("tracecar ", env!("CARGO_PKG_VERSION")),
         active_profile_index: 0,
