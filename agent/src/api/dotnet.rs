@@ -7,10 +7,11 @@ use super::answer::Answer;
 use super::extract::Params;
 use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
-use crate::dotnet::port::Port;
+use crate::dotnet::port::{Port, PortError};
 use crate::dotnet::session;
 use crate::dotnet::spec::{self, TraceFormat};
 use crate::dotnet::{counters, exceptions};
+use crate::procfs::Procfs;
 
 /// The diagnostic port of `pid`, once it is visible.
 async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
@@ -19,27 +20,51 @@ async fn port_of(state: &AgentState, pid: u32) -> Result<Port, ApiError> {
     Ok(blocking(move || Port::find(&procfs, pid)).await??)
 }
 
+/// What a session executor is handed: the process's port, the cancel
+/// flag, and where to say it started and to send its chunks.
+type SessionRun = Box<
+    dyn FnOnce(
+            &Procfs,
+            &Port,
+            &std::sync::atomic::AtomicBool,
+            Box<dyn FnOnce(Result<u64, PortError>) + '_>,
+            Box<dyn FnMut(Vec<u8>) -> bool + '_>,
+        ) + Send,
+>;
+
+/// Runs an EventPipe session executor on `pid`'s port, on a blocking
+/// thread holding a capture slot: the runtime's session id, and the body
+/// of what it sends.
+async fn session_body(
+    state: &AgentState,
+    pid: u32,
+    run: SessionRun,
+) -> Result<(u64, axum::body::Body), ApiError> {
+    let port = port_of(state, pid).await?;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs();
+    ready_then_stream(64, permit, move |ready, chunks, cancel| {
+        run(
+            &procfs,
+            &port,
+            &cancel,
+            Box::new(|started| ready.send(started)),
+            Box::new(|chunk| chunks.send(chunk)),
+        );
+    })
+    .await
+}
+
 pub(super) async fn trace(
     State(state): State<AgentState>,
     Params(request): Params<DotnetTraceRequest>,
 ) -> Result<Answer, ApiError> {
     let spec = spec::parse_trace(&request)?;
-    let pid = spec.pid;
-    let port = port_of(&state, pid).await?;
-    let permit = state.capture_slot()?;
-    let procfs = state.procfs();
-    let format = spec.format;
-    let (session, body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
-        session::trace(
-            &procfs,
-            &port,
-            &spec,
-            &cancel,
-            |started| ready.send(started),
-            |chunk| chunks.send(chunk),
-        );
-    })
-    .await?;
+    let (pid, format) = (spec.pid, spec.format);
+    let run: SessionRun = Box::new(move |procfs, port, cancel, ready, send| {
+        session::trace(procfs, port, &spec, cancel, ready, send);
+    });
+    let (session, body) = session_body(&state, pid, run).await?;
     let answer = Answer::stream(format.content_type(), body).header("x-tracecar-session", session);
     Ok(match format {
         TraceFormat::Nettrace => answer.file_name(format!("dotnet-{pid}.nettrace")),
@@ -52,21 +77,11 @@ pub(super) async fn exceptions(
     Params(request): Params<ExceptionsRequest>,
 ) -> Result<Answer, ApiError> {
     let spec = spec::parse_exceptions(&request)?;
-    let port = port_of(&state, spec.pid).await?;
-    let permit = state.capture_slot()?;
-    let procfs = state.procfs();
-    let format = spec.format;
-    let (session, body) = ready_then_stream(64, permit, move |ready, chunks, cancel| {
-        exceptions::stream(
-            &procfs,
-            &port,
-            &spec,
-            &cancel,
-            |started| ready.send(started),
-            |chunk| chunks.send(chunk),
-        );
-    })
-    .await?;
+    let (pid, format) = (spec.pid, spec.format);
+    let run: SessionRun = Box::new(move |procfs, port, cancel, ready, send| {
+        exceptions::stream(procfs, port, &spec, cancel, ready, send);
+    });
+    let (session, body) = session_body(&state, pid, run).await?;
     Ok(Answer::stream(format.content_type(), body).header("x-tracecar-session", session))
 }
 

@@ -325,36 +325,15 @@ fn send_json(value: &impl serde::Serialize, send: &mut impl FnMut(Vec<u8>) -> bo
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
-    }
+    use crate::dotnet::rundown::{fields_of as fields, table_of};
 
     #[test]
     fn exceptions_are_named_and_counted_by_site() {
-        let mut methods = MethodTable::default();
-        for (start, name) in [(0x1000, "Fail"), (0x2000, "Run"), (0x3000, "DispatchEx")] {
-            methods.add_event(
-                "MethodLoadVerbose",
-                &fields(&[
-                    ("MethodStartAddress", start.into()),
-                    ("MethodSize", 0x100.into()),
-                    (
-                        "MethodNamespace",
-                        if name == "DispatchEx" {
-                            "System.Runtime.EH"
-                        } else {
-                            "App.Thrower"
-                        }
-                        .into(),
-                    ),
-                    ("MethodName", name.into()),
-                    ("MethodSignature", "void  (int32)".into()),
-                ]),
-            );
-        }
+        let methods = table_of(&[
+            (0x1000, "App.Thrower", "Fail"),
+            (0x2000, "App.Thrower", "Run"),
+            (0x3000, "System.Runtime.EH", "DispatchEx"),
+        ]);
         let thrown = fields(&[
             ("ExceptionType", "System.InvalidOperationException".into()),
             ("ExceptionMessage", "boom".into()),
@@ -377,8 +356,8 @@ mod tests {
         assert_eq!(
             e.stack,
             [
-                "App.Thrower.Fail(int32)",
-                "App.Thrower.Run(int32)",
+                "App.Thrower.Fail()",
+                "App.Thrower.Run()",
                 "[unknown] 0x9000"
             ]
         );
@@ -390,7 +369,7 @@ mod tests {
         let by = sites.by_site();
         assert_eq!(
             (by[0].count, by[0].site.as_str()),
-            (2, "App.Thrower.Fail(int32)")
+            (2, "App.Thrower.Fail()")
         );
         assert_eq!((by[1].count, by[1].site.as_str()), (1, ""));
     }

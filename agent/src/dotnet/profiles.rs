@@ -268,28 +268,10 @@ pub fn profile(
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
-    }
+    use crate::dotnet::rundown::{fields_of as fields, table_of};
 
     fn table() -> MethodTable {
-        let mut methods = MethodTable::default();
-        for (start, name) in [(0x1000, "Allocate"), (0x2000, "Main")] {
-            methods.add_event(
-                "MethodLoadVerbose",
-                &fields(&[
-                    ("MethodStartAddress", start.into()),
-                    ("MethodSize", 0x100.into()),
-                    ("MethodNamespace", "App".into()),
-                    ("MethodName", name.into()),
-                    ("MethodSignature", "void  ()".into()),
-                ]),
-            );
-        }
-        methods
+        table_of(&[(0x1000, "App", "Allocate"), (0x2000, "App", "Main")])
     }
 
     #[test]

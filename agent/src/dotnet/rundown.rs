@@ -387,16 +387,40 @@ fn collect(procfs: &Procfs, pid: u32, stop: &AtomicBool) -> Result<MethodTable, 
     Ok(table)
 }
 
+/// Event fields from pairs, for tests.
+#[cfg(test)]
+pub(crate) fn fields_of(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect()
+}
+
+/// A method table of `(start, namespace, name)`, each method 0x100 bytes
+/// of `void ()`, for tests.
+#[cfg(test)]
+pub(crate) fn table_of(methods: &[(u64, &str, &str)]) -> MethodTable {
+    let mut table = MethodTable::default();
+    for (start, namespace, name) in methods {
+        table.add_event(
+            "MethodLoadVerbose",
+            &fields_of(&[
+                ("MethodStartAddress", (*start).into()),
+                ("MethodSize", 0x100.into()),
+                ("MethodNamespace", (*namespace).into()),
+                ("MethodName", (*name).into()),
+                ("MethodSignature", "void  ()".into()),
+            ]),
+        );
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), v.clone()))
-            .collect()
-    }
+    use super::fields_of as fields;
 
     fn load(table: &mut MethodTable, event: &str, start: u64, size: u64, name: &str) {
         table.add_event(
