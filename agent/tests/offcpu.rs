@@ -517,7 +517,10 @@ fn filters_formats_bad_input_and_disconnects() {
         assert!(String::from_utf8_lossy(&svg).contains("nanoseconds"));
     }
     for (query, needle) in [
-        ("mode=offcpu-ish", "cpu, offcpu or wall"),
+        (
+            "mode=offcpu-ish",
+            "cpu, offcpu, wall, alloc (.NET) or contention (.NET)",
+        ),
         ("mode=offcpu&state=X", "S (sleeping)"),
         ("mode=offcpu&min_block_us=-5", "min_block_us"),
         ("mode=offcpu&hz=99", "mode=wall"),

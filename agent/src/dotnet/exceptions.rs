@@ -38,6 +38,10 @@ use crate::procfs::Procfs;
 /// How long an exception waits for the methods of its stack to be named.
 pub const HOLD: Duration = Duration::from_millis(500);
 
+/// Exceptions waiting at most: past it the oldest goes out as named as it
+/// is (an app throwing from code not named yet cannot grow the queue).
+const MAX_WAITING: usize = 10_000;
+
 /// The frames of the runtime's own exception dispatch.
 const DISPATCH: &str = "System.Runtime.EH.";
 
@@ -160,7 +164,8 @@ impl Queue {
         let mut out = Vec::new();
         while let Some(front) = self.waiting.front() {
             let named = front.stack.iter().all(|ip| methods.lookup(*ip).is_some());
-            if !(all || named || front.arrived.elapsed() >= HOLD) {
+            let full = self.waiting.len() > MAX_WAITING;
+            if !(all || named || full || front.arrived.elapsed() >= HOLD) {
                 break;
             }
             let Some(t) = self.waiting.pop_front() else {
@@ -413,5 +418,11 @@ mod tests {
             ..thrown(vec![0x9000])
         });
         assert_eq!(queue.ready(7, &methods, false).len(), 1);
+        // A queue past its bound lets the oldest go at once.
+        for _ in 0..MAX_WAITING + 2 {
+            queue.waiting.push_back(thrown(vec![0x9000]));
+        }
+        assert_eq!(queue.ready(7, &methods, false).len(), 2);
+        assert_eq!(queue.waiting.len(), MAX_WAITING);
     }
 }

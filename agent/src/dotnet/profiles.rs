@@ -72,25 +72,19 @@ pub enum ProfileError {
     },
 }
 
-/// One reported event: its thread, stack (innermost first) and weight,
-/// and for allocations the type.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// The thread.
-    pub tid: u64,
-    /// Instruction pointers, innermost first.
-    pub stack: Vec<u64>,
-    /// Bytes or nanoseconds.
-    pub weight: u64,
-    /// The allocated type (the leaf, marked).
-    pub label: Option<String>,
-}
+/// A stack (instruction pointers, innermost first) and, for allocations,
+/// the type allocated: what samples are counted by.
+type StackKey = (Vec<u64>, Option<String>);
 
-/// Pairs what the runtime sends into samples.
+/// Pairs what the runtime sends into samples, counted by stack as they
+/// come (a long allocation profile sends millions of ticks over a few
+/// thousand stacks): memory grows with the distinct stacks, not the
+/// events.
 #[derive(Debug, Default)]
 pub struct Samples {
     kind: Option<Kind>,
-    samples: Vec<Sample>,
+    /// Stack → (events, weight).
+    by_stack: HashMap<StackKey, (u64, u64)>,
     /// Contention started, by thread: when and with which stack.
     waiting: HashMap<u64, (u64, Vec<u64>)>,
 }
@@ -115,44 +109,43 @@ impl Samples {
     ) {
         let u = |k: &str| fields.get(k).and_then(Value::as_u64);
         match (self.kind, event) {
-            (Some(Kind::Alloc), "GCAllocationTick") => self.samples.push(Sample {
-                tid,
-                stack,
+            (Some(Kind::Alloc), "GCAllocationTick") => {
                 // V2 and later carry the 64-bit amount.
-                weight: u("AllocationAmount64")
+                let bytes = u("AllocationAmount64")
                     .or_else(|| u("AllocationAmount"))
-                    .unwrap_or_default(),
-                label: fields
+                    .unwrap_or_default();
+                let label = fields
                     .get("TypeName")
                     .and_then(Value::as_str)
                     .filter(|t| !t.is_empty())
-                    .map(str::to_owned),
-            }),
+                    .map(str::to_owned);
+                self.count((stack, label), bytes);
+            }
             (Some(Kind::Contention), "ContentionStart") => {
                 self.waiting.insert(tid, (ts_ns, stack));
             }
             (Some(Kind::Contention), "ContentionStop") => {
                 if let Some((start, stack)) = self.waiting.remove(&tid) {
-                    self.samples.push(Sample {
-                        tid,
-                        stack,
-                        weight: ts_ns.saturating_sub(start),
-                        label: None,
-                    });
+                    self.count((stack, None), ts_ns.saturating_sub(start));
                 }
             }
             _ => {}
         }
     }
 
-    /// The samples, their stacks named from `methods`, outermost frame
-    /// first, an allocation's type last (`[System.Byte[]]`).
+    fn count(&mut self, key: StackKey, weight: u64) {
+        let entry = self.by_stack.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.saturating_add(weight);
+    }
+
+    /// The samples by stack, named from `methods`, outermost frame first,
+    /// an allocation's type last (`[System.Byte[]]`), in no given order.
     pub fn named(self, methods: &MethodTable) -> Vec<NamedSample> {
-        self.samples
+        self.by_stack
             .into_iter()
-            .map(|sample| {
-                let mut frames: Vec<String> = sample
-                    .stack
+            .map(|((stack, label), (count, weight))| {
+                let mut frames: Vec<String> = stack
                     .iter()
                     .rev()
                     .map(|ip| {
@@ -161,23 +154,26 @@ impl Samples {
                             .map_or_else(|| format!("[unknown] {ip:#x}"), |(m, _)| m.name.clone())
                     })
                     .collect();
-                frames.extend(sample.label.map(|t| format!("[{t}]")));
+                frames.extend(label.map(|t| format!("[{t}]")));
                 NamedSample {
                     frames,
-                    weight: sample.weight,
+                    count,
+                    weight,
                 }
             })
             .collect()
     }
 }
 
-/// A sample with its stack named.
+/// The samples of one stack, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedSample {
     /// Outermost first; `[unknown] 0x…` for code the runtime did not
     /// name; an allocation's type last, in brackets.
     pub frames: Vec<String>,
-    /// Bytes or nanoseconds.
+    /// Events with this stack.
+    pub count: u64,
+    /// Their bytes or nanoseconds, summed.
     pub weight: u64,
 }
 
@@ -284,13 +280,8 @@ mod tests {
                 ("TypeName", "System.Byte[]".into()),
             ])
         };
-        samples.add(
-            "GCAllocationTick",
-            1,
-            10,
-            &tick(100_000),
-            vec![0x1010, 0x2010],
-        );
+        let main = vec![0x1010, 0x2010];
+        samples.add("GCAllocationTick", 1, 10, &tick(100_000), main.clone());
         samples.add(
             "GCAllocationTick",
             1,
@@ -298,26 +289,23 @@ mod tests {
             &tick(100_500),
             vec![0x1020, 0x9000],
         );
+        samples.add("GCAllocationTick", 2, 25, &tick(100_001), main);
         samples.add("GCHeapStats", 1, 30, &tick(9), vec![]);
-        let named = samples.named(&table());
+        let mut named = samples.named(&table());
+        named.sort_by_key(|n| n.weight);
+        let frames = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             named,
             [
                 NamedSample {
-                    frames: vec![
-                        "App.Main()".into(),
-                        "App.Allocate()".into(),
-                        "[System.Byte[]]".into()
-                    ],
-                    weight: 100_000,
+                    frames: frames(&["[unknown] 0x9000", "App.Allocate()", "[System.Byte[]]"]),
+                    count: 1,
+                    weight: 100_500,
                 },
                 NamedSample {
-                    frames: vec![
-                        "[unknown] 0x9000".into(),
-                        "App.Allocate()".into(),
-                        "[System.Byte[]]".into()
-                    ],
-                    weight: 100_500,
+                    frames: frames(&["App.Main()", "App.Allocate()", "[System.Byte[]]"]),
+                    count: 2,
+                    weight: 200_001,
                 },
             ]
         );
@@ -334,6 +322,6 @@ mod tests {
         let named = samples.named(&table());
         assert_eq!(named.len(), 1, "thread 5 still waits; 6 never started");
         assert_eq!(named[0].frames, ["App.Allocate()"]);
-        assert_eq!(named[0].weight, 3_000);
+        assert_eq!((named[0].count, named[0].weight), (1, 3_000));
     }
 }

@@ -69,12 +69,14 @@ pub fn captured(
     samples: Vec<NamedSample>,
     started: (SystemTime, Instant),
 ) -> Captured {
-    let count = samples.len() as u64;
+    let count = samples.iter().map(|s| s.count).sum();
+    // Stacks that differ only in addresses the runtime did not name, or
+    // in code versions, have one name: merged here.
     let mut by_stack: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
     for sample in samples {
         let entry = by_stack.entry(sample.frames).or_default();
-        entry.0 += 1;
-        entry.1 += sample.weight;
+        entry.0 += sample.count;
+        entry.1 = entry.1.saturating_add(sample.weight);
     }
     let root = Frame::new(comm, FrameKind::Root, None);
     let frame = |name: String| {
@@ -122,6 +124,7 @@ mod tests {
     fn samples_aggregate_by_stack_under_the_process() {
         let sample = |frames: &[&str], weight| NamedSample {
             frames: frames.iter().map(|f| (*f).to_owned()).collect(),
+            count: 1,
             weight,
         };
         let captured = captured(
