@@ -440,4 +440,84 @@ impl Captured {
     pub fn total_weight(&self) -> u64 {
         self.stacks.iter().map(|s| s.weight).sum()
     }
+
+    /// A flamegraph's title, subtitle (what was measured, how much, how
+    /// stacks were walked: `unwind`) and what it says when it is empty.
+    pub fn flamegraph_titles(&self, unwind: &str) -> (String, String, &'static str) {
+        let lost = if self.lost > 0 {
+            format!(", {} lost", self.lost)
+        } else {
+            String::new()
+        };
+        let truncated = self.truncated_ratio() * 100.0;
+        let seconds = self.duration.as_secs_f64();
+        match &self.measure {
+            Measure::Samples { event, hz } => (
+                format!("tracecar: {}", self.title()),
+                format!(
+                    "{seconds:.1}s at {hz} Hz ({event}), {} samples, {truncated:.1}% truncated stacks, unwind={}{lost}",
+                    self.samples, unwind,
+                ),
+                "no samples: the target was idle or not running",
+            ),
+            Measure::Probe { probe, of, .. } => (
+                format!("tracecar: callers of {probe} in {}", self.title()),
+                format!(
+                    "{} calls in {seconds:.1}s, weighted by {of}, {truncated:.1}% truncated stacks, unwind={}{lost}",
+                    self.samples, unwind,
+                ),
+                "no calls: the probed function did not run",
+            ),
+            Measure::Time {
+                mode,
+                hz,
+                blocks,
+                throttled,
+            } => (
+                format!(
+                    "tracecar: {} time of {}",
+                    if *mode == "wall" {
+                        "wall-clock"
+                    } else {
+                        "off-CPU"
+                    },
+                    self.title()
+                ),
+                format!(
+                    "{seconds:.1}s, {blocks} blocks{}, in nanoseconds, {truncated:.1}% truncated stacks, unwind={}{lost}{}",
+                    hz.map(|hz| format!(" and CPU samples at {hz} Hz"))
+                        .unwrap_or_default(),
+                    unwind,
+                    if *throttled > 0 {
+                        format!(", {throttled} blocks over the rate cap not recorded")
+                    } else {
+                        String::new()
+                    },
+                ),
+                "nothing recorded: no thread of the target blocked or ran",
+            ),
+            Measure::Runtime { what } => (
+                format!(
+                    "tracecar: .NET {} of {}",
+                    if *what == "alloc" {
+                        "allocations"
+                    } else {
+                        "lock contention"
+                    },
+                    self.title()
+                ),
+                format!(
+                    "{seconds:.1}s, {} {}, in {}, stacks from the runtime",
+                    self.samples,
+                    if *what == "alloc" {
+                        "allocation ticks (one about every 100 KB)"
+                    } else {
+                        "contentions"
+                    },
+                    self.measure.weight_name(),
+                ),
+                "nothing recorded: the runtime reported no such event",
+            ),
+        }
+    }
 }
