@@ -2,7 +2,7 @@
 //! the agent knows of a process's runtime comes from here, and `stacks/`,
 //! `uprobe/` and `process.rs` ask only this module:
 //!
-//! - which runtime a process runs ([`detect`], [`of_process`], [`of_maps`]);
+//! - which runtime a process runs ([`detect`], [`of_process`]);
 //! - what `/v1/processes` says of it beyond that ([`dotnet_facts`]);
 //! - names for its JIT-compiled code: the runtime's own method table where
 //!   the runtime gives one ([`methods_now`], [`MethodsDuring`] for the
@@ -98,13 +98,6 @@ pub fn detect(exe: &str, maps: &[MapEntry], inspect: impl FnOnce() -> ExeKind) -
             ExeKind::Other => Runtime::Native,
         }
     }
-}
-
-/// The runtime `maps` show, for code that has no executable path at hand:
-/// only what the mapped libraries tell (a .NET host named `dotnet` maps
-/// `libcoreclr.so` too). A single-file .NET app needs [`of_process`].
-pub fn of_maps(maps: &[MapEntry]) -> Runtime {
-    detect("", maps, || ExeKind::Other)
 }
 
 /// The runtime of `pid`: its executable's name and mapped libraries, then
@@ -290,7 +283,7 @@ mod tests {
         }
         assert!(names_own_code(Runtime::Dotnet));
         let maps = parse_maps("7f00-7f10 r-xp 0 08:01 5 /usr/share/dotnet/libcoreclr.so\n");
-        assert_eq!(of_maps(&maps), Runtime::Dotnet);
-        assert_eq!(of_maps(&[]), Runtime::Native);
+        assert_eq!(detect("", &maps, || ExeKind::Other), Runtime::Dotnet);
+        assert_eq!(detect("", &[], || ExeKind::Other), Runtime::Native);
     }
 }

@@ -524,7 +524,12 @@ fn state_of<'a>(
     procs.entry(pid).or_insert_with(|| {
         let symbols = ProcessSymbols::new(procfs, pid);
         let methods = rundown
-            .then(|| crate::runtime::MethodsDuring::start(symbols.runtime(), procfs, pid))
+            .then(|| {
+                // Only a capture that names managed code asks which
+                // runtime it is (a single-file app's ELF file is read).
+                let runtime = crate::runtime::of_process(procfs, pid, symbols.maps());
+                crate::runtime::MethodsDuring::start(runtime, procfs, pid)
+            })
             .flatten();
         ProcessState {
             comm: procfs

@@ -42,8 +42,6 @@ pub struct ProcessSymbols {
     modules: HashMap<String, Option<std::sync::Arc<crate::elf::Symbols>>>,
     /// Managed methods named by the .NET runtime (rundown).
     managed: Option<crate::runtime::Methods>,
-    /// The process's runtime.
-    runtime: crate::runtime::Runtime,
 }
 
 impl std::fmt::Debug for ProcessSymbols {
@@ -77,10 +75,8 @@ impl ProcessSymbols {
     /// What is known of `pid` now; its perf map is tracked even if the
     /// runtime has not written it yet.
     pub fn new(procfs: &Procfs, pid: u32) -> Self {
-        let maps = procfs.maps(pid).unwrap_or_default();
         Self {
-            runtime: crate::runtime::of_process(procfs, pid, &maps),
-            maps,
+            maps: procfs.maps(pid).unwrap_or_default(),
             perf_map: PerfMapFile::of(procfs, pid),
             unwinder: None,
             pending: HashSet::new(),
@@ -233,9 +229,10 @@ impl ProcessSymbols {
         symbols
     }
 
-    /// The process's runtime, as seen when it was first met.
-    pub fn runtime(&self) -> crate::runtime::Runtime {
-        self.runtime
+    /// The process's mappings, as seen when it was first met (or last
+    /// refreshed for an unmapped address).
+    pub fn maps(&self) -> &[crate::procfs::MapEntry] {
+        &self.maps
     }
 
     /// Names managed code (JIT and ReadyToRun) with the runtime's own
