@@ -28,6 +28,7 @@ Usage: make bench-dotnet   (or: python3 bench/dotnet.py [--rounds N] [--runtimes
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,8 +67,10 @@ def start_app(net, *args):
 def stop_app(app):
     app.kill()
     app.wait()
+    # What a killed runtime leaves in /tmp: its diagnostic socket and
+    # debugger pipes.
     for f in os.listdir("/tmp"):
-        if f.startswith(f"dotnet-diagnostic-{app.pid}-"):
+        if f.startswith((f"dotnet-diagnostic-{app.pid}-", f"clr-debug-pipe-{app.pid}-")):
             os.unlink(os.path.join("/tmp", f))
 
 
@@ -207,8 +210,11 @@ def main():
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated runtime versions")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="tracecar-bench-dotnet-")
-    nets = [Dotnet(tmp, v) for v in args.runtimes.split(",") if v]
-    results = {net.version: measure(tmp, net, args) for net in nets}
+    try:
+        nets = [Dotnet(tmp, v) for v in args.runtimes.split(",") if v]
+        results = {net.version: measure(tmp, net, args) for net in nets}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(f".NET benchmark: .NET {', '.join(results)} side by side, {os.cpu_count()} CPUs, "

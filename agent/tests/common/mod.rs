@@ -137,6 +137,35 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_runtime_leftovers(self.pid());
+    }
+}
+
+/// Removes what a killed runtime leaves in /tmp under its pid: perf maps
+/// and jitdumps (Node's `--perf-basic-prof`, .NET's `PerfMapEnabled`), and
+/// the .NET diagnostic socket and debugger pipes, which a runtime removes
+/// only when it exits on its own. A suite that leaves them fills /tmp run
+/// after run.
+pub fn remove_runtime_leftovers(pid: u32) {
+    let exact = [
+        format!("perf-{pid}.map"),
+        format!("perfinfo-{pid}.map"),
+        format!("jit-{pid}.dump"),
+    ];
+    let prefixes = [
+        format!("dotnet-diagnostic-{pid}-"),
+        format!("clr-debug-pipe-{pid}-"),
+    ];
+    let Ok(dir) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if exact.iter().any(|e| *e == name) || prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -679,35 +708,64 @@ pub fn dotnet_root() -> PathBuf {
 }
 
 /// The .NET sample app (`tests/dotnet-app/App.cs`) compiled with mcs for
-/// the chosen .NET, once per test binary; `Hook.dll` is beside it.
+/// the chosen .NET; `Hook.dll` is beside it. The build lands in a /tmp
+/// directory named by a hash of its sources and the runtime version, so
+/// runs reuse it and the suite leaves one directory per source version,
+/// not one per test binary.
 pub fn dotnet_app() -> PathBuf {
+    use std::hash::{Hash as _, Hasher as _};
     static APP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     APP.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("tracecar-dotnet-app")
-            .tempdir()
-            .unwrap()
-            .keep();
-        // The build the image uses too: App.dll and its runtimeconfig.
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dotnet-app/build.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg(&dir)
-            .arg(Dotnet::chosen().version().unwrap_or("10.0.0"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("bash runs");
-        assert!(
-            status.success(),
-            "tests/dotnet-app/build.sh failed (apt install mono-mcs)"
-        );
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dotnet-app");
+        let version = Dotnet::chosen().version().unwrap_or("10.0.0");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        version.hash(&mut hasher);
+        for name in ["build.sh", "App.cs", "Hook.cs"] {
+            std::fs::read(sources.join(name))
+                .expect("tests/dotnet-app is readable")
+                .hash(&mut hasher);
+        }
+        let dir = PathBuf::from(format!("/tmp/tracecar-dotnet-app-{:016x}", hasher.finish()));
+        if !dir.join("App.runtimeconfig.json").is_file() {
+            // Built beside, then renamed: a concurrent test binary sees
+            // either no directory or a whole one.
+            let building = tempfile::Builder::new()
+                .prefix("tracecar-dotnet-app-building")
+                .tempdir()
+                .unwrap();
+            // The build the image uses too: App.dll and its runtimeconfig.
+            let status = Command::new("bash")
+                .arg(sources.join("build.sh"))
+                .arg(building.path())
+                .arg(version)
+                .stdout(Stdio::null())
+                .status()
+                .expect("bash runs");
+            assert!(
+                status.success(),
+                "tests/dotnet-app/build.sh failed (apt install mono-mcs)"
+            );
+            // An app run as another user reads it.
+            std::fs::set_permissions(
+                building.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+            if std::fs::rename(building.path(), &dir).is_err() {
+                assert!(
+                    dir.join("App.runtimeconfig.json").is_file(),
+                    "{} could not be built",
+                    dir.display()
+                );
+            }
+        }
         dir.join("App.dll")
     })
     .clone()
 }
 
-/// The .NET sample app; killed when dropped, and the diagnostic socket a
-/// killed runtime leaves in /tmp removed.
+/// The .NET sample app; killed when dropped, and what the killed runtime
+/// leaves in /tmp removed (see [`Running`]).
 pub struct DotnetApp {
     running: Running,
     stdin: Option<std::process::ChildStdin>,
@@ -731,20 +789,6 @@ impl DotnetApp {
     pub fn kill(&mut self) {
         let _ = self.running.child.kill();
         let _ = self.running.child.wait();
-    }
-}
-
-impl Drop for DotnetApp {
-    fn drop(&mut self) {
-        self.kill();
-        let prefix = format!("dotnet-diagnostic-{}-", self.pid());
-        if let Ok(dir) = std::fs::read_dir("/tmp") {
-            for entry in dir.filter_map(Result::ok) {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
     }
 }
 
