@@ -760,6 +760,206 @@ fn counters_stream_snapshots_and_one_prometheus_scrape() {
 }
 
 #[test]
+fn counters_read_the_apps_meters_with_exact_values() {
+    common::privileged_test!();
+    if Dotnet::chosen() == Dotnet::Framework("3.1.23") {
+        // System.Diagnostics.Metrics came with .NET 6; the .NET 8, 10 and
+        // single-file runs of this test read meters.
+        return;
+    }
+    let agent = Agent::start();
+    let mut app = spawn_dotnet(&["meter"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // The answer starts once the runtime's first values came: the
+    // metrics session is on, so what the app records from now is read.
+    let (mut client, out) = agent.stream_attached(
+        &format!(
+            "/v1/dotnet/counters?pid={}&seconds=5&interval=1&providers=Tracecar.Sample",
+            app.pid()
+        ),
+        dir.path(),
+        "counters",
+    );
+    for _ in 0..3 {
+        app.send_line();
+    }
+    client.child.wait().unwrap();
+    let snapshots = ndjson(&std::fs::read(&out).unwrap());
+    assert!(snapshots.len() >= 3, "{snapshots:?}");
+    let series = |name: &str| -> Vec<&serde_json::Value> {
+        snapshots
+            .iter()
+            .filter_map(|s| s["counters"]["Tracecar.Sample"].get(name))
+            .collect()
+    };
+    // The counter: +10 per line, tagged, each increment in one interval.
+    let requests = series("sample.requests{route=/a}");
+    assert!(!requests.is_empty(), "{snapshots:?}");
+    let increments: f64 = requests.iter().map(|v| v["value"].as_f64().unwrap()).sum();
+    assert_eq!(increments, 30.0, "{requests:?}");
+    assert_eq!(requests[0]["kind"], "sum");
+    assert_eq!(requests[0]["unit"], "{request}");
+    assert_eq!(requests[0]["tags"]["route"], "/a");
+    assert_eq!(requests.last().unwrap()["total"], 30.0);
+    // The histogram: three measurements of 42 ms.
+    let latency = series("sample.latency");
+    let count: u64 = latency.iter().map(|v| v["count"].as_u64().unwrap()).sum();
+    assert_eq!(count, 3, "{latency:?}");
+    let measured = latency.iter().find(|v| v["count"] != 0).unwrap();
+    assert_eq!(measured["kind"], "histogram");
+    assert_eq!(measured["unit"], "ms");
+    for quantile in ["0.5", "0.95", "0.99"] {
+        assert_eq!(measured["quantiles"][quantile], 42.0, "{measured}");
+    }
+    assert_eq!(measured["value"], 42.0);
+    // The up-down counter's value, and the observable gauge.
+    assert_eq!(series("sample.inflight").last().unwrap()["value"], 3.0);
+    let queue = series("sample.queue");
+    assert!(!queue.is_empty(), "{snapshots:?}");
+    assert!(
+        queue
+            .iter()
+            .all(|v| v["value"] == 1234.0 && v["kind"] == "gauge")
+    );
+    // The runtime's EventCounters still come beside them.
+    assert!(
+        snapshots[0]["counters"]["System.Runtime"]
+            .get("working-set")
+            .is_some()
+    );
+    // One scrape: the histogram as quantiles with _count and _sum. The
+    // app records while the scrape's session runs (a meter records nothing
+    // while no session listens).
+    let pid = app.pid();
+    let text = std::thread::scope(|scope| {
+        let scrape = scope.spawn(|| {
+            agent.get_ok(&format!(
+                "/v1/dotnet/counters?pid={pid}&format=prometheus&providers=Tracecar.Sample"
+            ))
+        });
+        while !scrape.is_finished() {
+            std::thread::sleep(Duration::from_millis(200));
+            app.send_line();
+        }
+        String::from_utf8(scrape.join().unwrap()).unwrap()
+    });
+    let labels = format!("pid=\"{}\",provider=\"Tracecar.Sample\"", app.pid());
+    for line in [
+        "# TYPE tracecar_sample_sample_queue gauge".to_string(),
+        format!("tracecar_sample_sample_queue{{{labels}}} 1234"),
+        format!("tracecar_sample_sample_latency{{{labels},quantile=\"0.95\"}} 42"),
+        format!("tracecar_sample_sample_requests{{{labels},route=\"/a\"}} "),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&line)),
+            "{line} in {text}"
+        );
+    }
+    let count = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "tracecar_sample_sample_latency_count{{{labels}}} "
+            ))
+        })
+        .expect("the histogram's count");
+    assert!(count.parse::<u64>().unwrap() >= 1, "{text}");
+}
+
+#[test]
+fn counters_read_the_runtime_meter_of_dotnet_9_and_later() {
+    common::privileged_test!();
+    if Dotnet::chosen()
+        .version()
+        .is_some_and(|v| !v.starts_with("10."))
+    {
+        // The System.Runtime meter came with .NET 9.
+        return;
+    }
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["serve"], &[]);
+    let snapshots = ndjson(&agent.get_ok(&format!(
+        "/v1/dotnet/counters?pid={}&seconds=3&interval=1",
+        app.pid()
+    )));
+    let runtime = &snapshots[snapshots.len() / 2]["counters"]["System.Runtime"];
+    // EventCounters and the meter's instruments, side by side.
+    assert!(runtime.get("working-set").is_some(), "{runtime}");
+    // The meter's: bytes, where the EventCounter says MB.
+    let working_set = &runtime["dotnet.process.memory.working_set"];
+    assert_eq!(working_set["unit"], "By", "{runtime}");
+    assert!(
+        working_set["value"].as_f64().unwrap() > 10e6,
+        "{working_set}"
+    );
+    assert!(runtime["dotnet.assembly.count"]["value"].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn gcdump_counts_a_known_heap_by_type() {
+    common::privileged_test!();
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["hold", "1000"], &[]);
+    // The objects exist once the app says so.
+    std::thread::sleep(Duration::from_millis(500));
+    let report: serde_json::Value = serde_json::from_slice(
+        &agent.get_ok(&format!("/v1/dotnet/gcdump?pid={}&format=json", app.pid())),
+    )
+    .unwrap();
+    assert_eq!(report["complete"], true, "{}", report["missing_events"]);
+    let of = |name: &str| {
+        report["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in the heap"))
+            .clone()
+    };
+    // 1,000 objects of two longs: 16 bytes of fields after the object
+    // header and method table pointer (8 bytes each on x64).
+    let held = of("Tracecar.Sample.Held");
+    assert_eq!(held["count"], 1000);
+    assert_eq!(held["bytes"], 1000 * 32);
+    // The array holding them: header, method table, length (padded to 8),
+    // and 1,000 references.
+    let array = of("Tracecar.Sample.Held[]");
+    assert_eq!(array["count"], 1);
+    assert_eq!(array["bytes"], 24 + 1000 * 8);
+    let types = report["types"].as_array().unwrap();
+    let objects: u64 = types.iter().map(|t| t["count"].as_u64().unwrap()).sum();
+    assert_eq!(report["objects"], objects);
+    assert!(types.iter().any(|t| t["name"] == "System.String"));
+    // Most bytes first.
+    assert!(
+        types
+            .windows(2)
+            .all(|w| w[0]["bytes"].as_u64() >= w[1]["bytes"].as_u64())
+    );
+    // The table, and pprof with the objects and bytes of each type.
+    let table =
+        String::from_utf8(agent.get_ok(&format!("/v1/dotnet/gcdump?pid={}", app.pid()))).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_end().ends_with("1,000  Tracecar.Sample.Held")
+                && l.trim_start().starts_with("32,000")),
+        "{table}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gz = agent.get_ok(&format!("/v1/dotnet/gcdump?pid={}&format=pprof", app.pid()));
+    let text = common::decode_pprof(dir.path(), &gz);
+    for needle in [
+        "string_table: \"inuse_space\"",
+        "string_table: \"inuse_objects\"",
+        "string_table: \"Tracecar.Sample.Held\"",
+        "value: 1000\n  value: 32000\n",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
 fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
     common::privileged_test!();
     let agent = Agent::start();

@@ -503,7 +503,7 @@ fn filters_formats_bad_input_and_disconnects() {
         let gz = agent.get_ok(&format!(
             "/v1/profile?pid={pid}&seconds=1&mode={mode}&format=pprof"
         ));
-        let text = decode_pprof(dir.path(), &gz);
+        let text = common::decode_pprof(dir.path(), &gz);
         assert!(
             text.contains(&format!("\"{kind}\"")),
             "{mode}: no {kind} in {text}"
@@ -551,30 +551,4 @@ fn filters_formats_bad_input_and_disconnects() {
         "{} perf fds still open after the client left",
         agent.perf_fds()
     );
-}
-
-/// Decodes a gzipped pprof profile with protoc against pprof's own
-/// `profile.proto`.
-fn decode_pprof(dir: &Path, gz: &[u8]) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
-    let proto_dir = "/usr/share/gocode/src/github.com/google/pprof/proto";
-    let mut child = Command::new("protoc")
-        .args([
-            &format!("--proto_path={proto_dir}"),
-            "--decode=perftools.profiles.Profile",
-            "profile.proto",
-        ])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("protoc runs");
-    child.stdin.take().unwrap().write_all(&raw).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "protoc could not decode the profile");
-    String::from_utf8(out.stdout).unwrap()
 }

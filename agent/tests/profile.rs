@@ -738,13 +738,13 @@ fn node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp() {
         named * 10 > hot * 8,
         "the interpreted caller is named in {named} of {hot} samples: {stacks:?}"
     );
-    let pid = workload.pid();
+    // The perf map is in /tmp (and removed with the workload)…
+    let map = format!("/tmp/perf-{}.map", workload.pid());
+    assert!(std::path::Path::new(&map).exists());
     drop(workload);
-    // Nothing in the app's working directory (Node 20's --perf-basic-prof
-    // left isolate-*-v8.log there); the perf map is in /tmp.
+    assert!(!std::path::Path::new(&map).exists());
+    // …and nothing is in the app's working directory (Node 20's
+    // --perf-basic-prof left isolate-*-v8.log there).
     let stray: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
     assert!(stray.is_empty(), "{stray:?}");
-    let map = format!("/tmp/perf-{pid}.map");
-    assert!(std::path::Path::new(&map).exists());
-    let _ = std::fs::remove_file(map);
 }

@@ -125,18 +125,41 @@ pub struct DotnetInfo {
     pub assembly: Option<String>,
 }
 
-/// One counter's value in a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One counter's value in a snapshot: an EventCounter, or one time
+/// series of a `System.Diagnostics.Metrics` instrument.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CounterValue {
-    /// The mean over the interval (`mean` counters) or the increment
-    /// during it (`sum` counters).
+    /// `mean`: the mean over the interval (EventCounters); `sum`: the
+    /// increment during it (incrementing EventCounters, metrics'
+    /// counters); `gauge`: the last value (observable gauges, up-down
+    /// counters); `histogram`: the mean of the interval's measurements
+    /// (0 when none), with `quantiles`, `count` and `sum`.
     pub value: f64,
-    /// `mean` or `sum`.
+    /// `mean`, `sum`, `gauge` or `histogram`.
     pub kind: String,
-    /// The unit the counter declares (`MB`, `%`, …), if any.
+    /// The unit the counter declares (`MB`, `%`, `ms`, …), if any.
     pub unit: String,
-    /// The counter's display name.
+    /// The counter's display name (an instrument's name for metrics).
     pub display: String,
+    /// A metric's tags (`route=/a`); its key in the snapshot is then
+    /// `name{route=/a}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// A metrics counter's total since the runtime's metrics session
+    /// began (.NET 8 and later): a meter records nothing while no session
+    /// listens, and a shared session may have begun before this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// A histogram's quantiles over the interval (`"0.5"`, `"0.95"`,
+    /// `"0.99"` → value).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quantiles: std::collections::BTreeMap<String, f64>,
+    /// A histogram's number of measurements in the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// A histogram's sum of measurements in the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
 }
 
 /// One line of `/v1/dotnet/counters`: every counter of one interval.
@@ -148,7 +171,58 @@ pub struct CounterSnapshot {
     pub pid: u32,
     /// The interval the runtime measured, in seconds.
     pub interval_s: f64,
-    /// Provider → counter name → value.
+    /// Provider (an EventSource or a Meter) → counter name → value.
     pub counters:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, CounterValue>>,
+    /// Values left out because the snapshot already held
+    /// `MAX_SERIES` of them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// What the runtime's metrics source said went wrong during the
+    /// interval (another tool's session with another interval, a series
+    /// limit reached, an instrument's callback that threw).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One type in a heap walk: its live objects and their bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapType {
+    /// The type's name as the runtime gives it (`System.String`,
+    /// `App.Order[]`).
+    pub name: String,
+    /// Live objects.
+    pub count: u64,
+    /// Their bytes (each object's size as the GC sees it: header and
+    /// method table pointer included).
+    pub bytes: u64,
+}
+
+/// `/v1/dotnet/gcdump` as JSON: what the GC heap held after the full GC
+/// the walk ran, by type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeapReport {
+    /// The process.
+    pub pid: u32,
+    /// The number of the GC that walked the heap.
+    pub gc: u32,
+    /// Live objects.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// By type, most bytes first.
+    pub types: Vec<HeapType>,
+    /// Whether every event of the walk arrived (no gap in the runtime's
+    /// numbered bulk events, nothing dropped or unreadable).
+    pub complete: bool,
+    /// Bulk events missing from the runtime's numbered sequence.
+    pub missing_events: u64,
+    /// Events the runtime dropped during the session.
+    pub dropped: u64,
+    /// How long the session ran, in seconds.
+    pub seconds: f64,
 }

@@ -368,6 +368,16 @@ requests! {
         format,
     }
 
+    /// `/v1/dotnet/gcdump`: what a .NET process's GC heap holds, by type.
+    GcdumpRequest at "/v1/dotnet/gcdump" {
+        /// The process.
+        pid,
+        /// How long to wait for the heap walk.
+        seconds,
+        /// `table`, `json` or `pprof`.
+        format,
+    }
+
     /// `/v1/dump`: a core file of a process.
     DumpRequest at "/v1/dump" {
         /// The process.

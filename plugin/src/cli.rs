@@ -69,11 +69,15 @@ pub enum Command {
     Lttng(LttngArgs),
     /// .NET runtime events through the runtime's diagnostic port (EventPipe).
     DotnetTrace(DotnetTraceArgs),
-    /// .NET EventCounters (System.Runtime and more), like dotnet-counters.
+    /// .NET EventCounters and meters (System.Runtime and more), like
+    /// dotnet-counters.
     Counters(CountersArgs),
     /// .NET first-chance exceptions as they are thrown, with their
     /// managed stacks; or a summary by type and throw site.
     Exceptions(ExceptionsArgs),
+    /// What a .NET process's GC heap holds by type (count, bytes), like
+    /// dotnet-gcdump report; -o writes pprof (.pb.gz) or JSON.
+    Gcdump(GcdumpArgs),
     /// A core file: written by the runtime for .NET, taken with ptrace for
     /// any other process (gdb opens it).
     Dump(DumpArgs),
@@ -268,7 +272,8 @@ pub struct CountersArgs {
     /// The .NET process (default: the pod's only app process).
     #[arg(long)]
     pub pid: Option<String>,
-    /// More EventCounters providers (comma list).
+    /// More EventCounters sources or meters (comma list), e.g.
+    /// Microsoft.AspNetCore.Hosting,MyApp.
     #[arg(long)]
     pub providers: Option<String>,
     /// How long to stream.
@@ -299,6 +304,23 @@ pub struct ExceptionsArgs {
     /// Only the counts by type and throw site, at the end.
     #[arg(long)]
     pub summary: bool,
+}
+
+/// The arguments of `gcdump`.
+#[derive(Debug, clap::Args)]
+pub struct GcdumpArgs {
+    /// POD, pod/POD or deploy/NAME.
+    pub target: String,
+    /// The .NET process (default: the pod's only app process).
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// How long to wait for the heap walk (the full GC it runs).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u32,
+    /// .pb.gz/.pprof (inuse_space by type, for go tool pprof), .json, or
+    /// .txt (the table); without it, the table on the terminal.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
 }
 
 /// The arguments of `dump`.

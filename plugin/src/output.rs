@@ -118,6 +118,9 @@ pub(crate) enum Bar {
     Seconds(u32),
     /// Bytes received so far (dumps).
     Bytes,
+    /// Time waited for an answer whose length is not known (this says
+    /// what the agent is doing).
+    Waiting(&'static str),
 }
 
 /// A progress bar: time remaining for captures of known length, or bytes
@@ -134,6 +137,22 @@ impl Progress {
         match bar {
             Bar::None => None,
             Bar::Seconds(seconds) => Some(Self::capture(seconds)),
+            Bar::Waiting(what) => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                if let Ok(style) =
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                {
+                    bar.set_style(style);
+                }
+                bar.set_message(what);
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Some(Self {
+                    done: Arc::new(AtomicBool::new(true)),
+                    ticker: None,
+                    bar,
+                    bytes: false,
+                })
+            }
             Bar::Bytes => {
                 let bar = indicatif::ProgressBar::new_spinner();
                 if let Ok(style) = indicatif::ProgressStyle::with_template(

@@ -8,8 +8,9 @@ use tracecar_api::capabilities::Report;
 use tracecar_api::lttng::Tracepoints;
 use tracecar_api::process::ProcessInfo;
 use tracecar_api::request::{
-    CountersRequest, DotnetTraceRequest, DumpRequest, ExceptionsRequest, LttngEventsRequest,
-    LttngLiveRequest, LttngRecordRequest, ProfileRequest, Request as _, UprobeRequest,
+    CountersRequest, DotnetTraceRequest, DumpRequest, ExceptionsRequest, GcdumpRequest,
+    LttngEventsRequest, LttngLiveRequest, LttngRecordRequest, ProfileRequest, Request as _,
+    UprobeRequest,
 };
 use tracecar_api::uprobe::ProbeEvent;
 
@@ -282,6 +283,31 @@ pub fn profile_format(file: &str) -> Option<OutputFormat> {
     Some(OutputFormat { agent })
 }
 
+/// `/v1/dotnet/gcdump` format from `-o NAME`: `.pprof`/`.pb.gz`,
+/// `.json`, `.txt` (the table).
+pub fn gcdump_format(file: &str) -> Option<OutputFormat> {
+    let agent = if file.ends_with(".pprof") || file.ends_with(".pb.gz") || file.ends_with(".pb") {
+        "pprof"
+    } else if file.ends_with(".json") {
+        "json"
+    } else if file.ends_with(".txt") {
+        "table"
+    } else {
+        return None;
+    };
+    Some(OutputFormat { agent })
+}
+
+/// `/v1/dotnet/gcdump` for `kubectl tracecar gcdump`.
+pub fn gcdump_path(pid: &str, seconds: u32, format: Option<OutputFormat>) -> String {
+    GcdumpRequest {
+        pid: text(Some(pid)),
+        seconds: text(Some(seconds)),
+        format: format.map(|f| f.agent.to_owned()),
+    }
+    .path()
+}
+
 /// `/v1/lttng/record` format from `-o NAME`: `.tar.gz`/`.tgz` (CTF),
 /// `.json`/`.ndjson`, `.txt`/`.log` (babeltrace2 text).
 pub fn lttng_format(file: &str) -> Option<OutputFormat> {
@@ -459,6 +485,21 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gcdump_files_pick_the_format() {
+        assert_eq!(
+            gcdump_path("7", 30, None),
+            "/v1/dotnet/gcdump?pid=7&seconds=30"
+        );
+        assert_eq!(
+            gcdump_path("7", 60, gcdump_format("heap.pb.gz")),
+            "/v1/dotnet/gcdump?pid=7&seconds=60&format=pprof"
+        );
+        assert_eq!(gcdump_format("heap.json").unwrap().agent, "json");
+        assert_eq!(gcdump_format("heap.txt").unwrap().agent, "table");
+        assert!(gcdump_format("heap.gcdump").is_none());
+    }
 
     #[test]
     fn exceptions_read_like_dotnet_prints_them() {

@@ -4,8 +4,8 @@
 //! and [`crate::output`] writes files and progress.
 
 use crate::cli::{
-    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, LttngArgs,
-    ProfileArgs, TraceArgs,
+    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, GcdumpArgs,
+    LttngArgs, ProfileArgs, TraceArgs,
 };
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
@@ -49,6 +49,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         Command::DotnetTrace(args) => dotnet_trace(&call, args)?,
         Command::Counters(args) => counters(&call, args)?,
         Command::Exceptions(args) => exceptions(&call, args)?,
+        Command::Gcdump(args) => gcdump(&call, args)?,
         Command::Dump(args) => dump(&call, args)?,
     }
     Ok(())
@@ -294,6 +295,40 @@ fn exceptions<'a>(call: &Call<'a>, args: &ExceptionsArgs) -> Result<(), PluginEr
         Bar::None
     };
     caller.get(&path, Sink::Lines(&request::exception_lines), bar)?;
+    Ok(())
+}
+
+/// `gcdump`.
+fn gcdump<'a>(call: &Call<'a>, args: &GcdumpArgs) -> Result<(), PluginError> {
+    let GcdumpArgs {
+        target,
+        pid,
+        seconds,
+        output,
+    } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    let bar = Bar::Waiting("walking the heap (a full GC in the app)");
+    match output {
+        Some(file) => {
+            let format = format_of(
+                file,
+                request::gcdump_format(file),
+                ".pb.gz/.pprof (pprof), .json or .txt (the table)",
+            )?;
+            caller.get(
+                &request::gcdump_path(&pid, *seconds, Some(format)),
+                Sink::File(file),
+                bar,
+            )?;
+            eprintln!("wrote {file}");
+        }
+        None => caller.get(
+            &request::gcdump_path(&pid, *seconds, None),
+            Sink::Lines(&as_is),
+            bar,
+        )?,
+    }
     Ok(())
 }
 

@@ -24,6 +24,14 @@
 //   App.dll contend        two threads take one lock: one holds it 20 ms at
 //                          a time (Contender.Hold), the other waits for it
 //                          in Contender.Wait()
+//   App.dll meter          the app's own meter, Tracecar.Sample (.NET 6 and
+//                          later): on each line on stdin, the counter
+//                          sample.requests{route=/a} +10, the histogram
+//                          sample.latency (ms) records 42 and the up-down
+//                          counter sample.inflight +1; the observable gauge
+//                          sample.queue always reads 1234
+//   App.dll hold N         keeps N Tracecar.Sample.Held objects (and the
+//                          array holding them) alive, then spins
 //   App.dll seed           the seed's two traced methods, on instances:
 //                          FibonacciProvider.calculateFibonacciValue(i % 30)
 //                          and EchoProvider.calculateEchoValue("req-" + i),
@@ -31,7 +39,9 @@
 //                          then as fast as it can (so that the runtime
 //                          tiers calculateEchoValue up while it is traced)
 using System;
+using System.Collections.Generic;
 using System.Diagnostics.Tracing;
+using System.Reflection;
 using System.Reflection.Emit;
 using System.Runtime.CompilerServices;
 using System.Threading;
@@ -292,6 +302,79 @@ namespace Tracecar.Sample
         }
     }
 
+    // System.Diagnostics.Metrics through reflection: mcs compiles against
+    // Mono's profile, which has no Meter.
+    public static class Metered
+    {
+        static int queue = 1234;
+
+        public static int Queue() { return queue; }
+
+        static MethodInfo Find(Type type, string name, int parameters, Type second)
+        {
+            foreach (MethodInfo m in type.GetMethods())
+            {
+                ParameterInfo[] p = m.GetParameters();
+                if (m.Name == name && p.Length == parameters
+                    && (second == null || p[1].ParameterType == second
+                        || (p[1].ParameterType.IsGenericType && second.IsGenericTypeDefinition
+                            && p[1].ParameterType.GetGenericTypeDefinition() == second)))
+                {
+                    return m;
+                }
+            }
+            throw new MissingMethodException(type.Name, name);
+        }
+
+        public static void Run()
+        {
+            Type meterType = Type.GetType("System.Diagnostics.Metrics.Meter, System.Diagnostics.DiagnosticSource", true);
+            object meter = Activator.CreateInstance(meterType, new object[] { "Tracecar.Sample" });
+            object requests = Find(meterType, "CreateCounter", 3, typeof(string)).MakeGenericMethod(typeof(long))
+                .Invoke(meter, new object[] { "sample.requests", "{request}", "requests served" });
+            object latency = Find(meterType, "CreateHistogram", 3, typeof(string)).MakeGenericMethod(typeof(double))
+                .Invoke(meter, new object[] { "sample.latency", "ms", "request latency" });
+            object inflight = Find(meterType, "CreateUpDownCounter", 3, typeof(string)).MakeGenericMethod(typeof(long))
+                .Invoke(meter, new object[] { "sample.inflight", "{request}", "requests in flight" });
+            Func<int> observe = Queue;
+            Find(meterType, "CreateObservableGauge", 4, typeof(Func<>)).MakeGenericMethod(typeof(int))
+                .Invoke(meter, new object[] { "sample.queue", observe, "{item}", "queue length" });
+            MethodInfo add = Find(requests.GetType(), "Add", 2, typeof(KeyValuePair<string, object>));
+            MethodInfo record = Find(latency.GetType(), "Record", 1, null);
+            MethodInfo change = Find(inflight.GetType(), "Add", 1, null);
+            var route = new KeyValuePair<string, object>("route", "/a");
+            while (Console.ReadLine() != null)
+            {
+                add.Invoke(requests, new object[] { 10L, route });
+                record.Invoke(latency, new object[] { 42.0 });
+                change.Invoke(inflight, new object[] { 1L });
+            }
+            Thread.Sleep(Timeout.Infinite);
+        }
+    }
+
+    public sealed class Held
+    {
+        public long A;
+        public long B;
+    }
+
+    public static class Holder
+    {
+        static Held[] held;
+
+        public static void Run(int count)
+        {
+            held = new Held[count];
+            for (int i = 0; i < count; i++)
+            {
+                held[i] = new Held { A = i };
+            }
+            Console.WriteLine("held: " + held.Length);
+            Work.Spin();
+        }
+    }
+
     public static class Program
     {
         public static int Main(string[] args)
@@ -312,8 +395,10 @@ namespace Tracecar.Sample
                 case "throw": Thrower.Run(count); break;
                 case "alloc": Allocator.Run(); break;
                 case "contend": Contender.Run(); break;
+                case "meter": Metered.Run(); break;
+                case "hold": Holder.Run(count); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N | alloc | contend");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N | alloc | contend | meter | hold N");
                     return 2;
             }
             return 0;

@@ -1,7 +1,10 @@
-//! `/v1/dotnet/trace`, `/v1/dotnet/counters` and `/v1/dotnet/exceptions`.
+//! `/v1/dotnet/trace`, `/v1/dotnet/counters`, `/v1/dotnet/exceptions` and
+//! `/v1/dotnet/gcdump`.
 
 use axum::extract::State;
-use tracecar_api::request::{CountersRequest, DotnetTraceRequest, ExceptionsRequest};
+use tracecar_api::request::{
+    CountersRequest, DotnetTraceRequest, ExceptionsRequest, GcdumpRequest,
+};
 
 use super::answer::Answer;
 use super::extract::Params;
@@ -9,8 +12,8 @@ use super::stream::ready_then_stream;
 use super::{AgentState, ApiError, blocking};
 use crate::dotnet::port::{Port, PortError};
 use crate::dotnet::session;
-use crate::dotnet::spec::{self, TraceFormat};
-use crate::dotnet::{counters, exceptions};
+use crate::dotnet::spec::{self, GcdumpFormat, TraceFormat};
+use crate::dotnet::{counters, exceptions, gcdump};
 use crate::procfs::Procfs;
 
 /// The diagnostic port of `pid`, once it is visible.
@@ -112,4 +115,53 @@ pub(super) async fn counters(
     })
     .await?;
     Ok(Answer::stream(format.content_type(), body))
+}
+
+pub(super) async fn gcdump(
+    State(state): State<AgentState>,
+    Params(request): Params<GcdumpRequest>,
+) -> Result<Answer, ApiError> {
+    let spec = spec::parse_gcdump(&request)?;
+    let port = port_of(&state, spec.pid).await?;
+    let permit = state.capture_slot()?;
+    let procfs = state.procfs();
+    let (pid, format) = (spec.pid, spec.format);
+    // Answered once the walk is added up: its errors are the answer's.
+    let ((), body) = ready_then_stream(2, permit, move |ready, chunks, cancel| {
+        let comm = procfs
+            .stat(pid)
+            .map_or_else(|_| format!("pid-{pid}"), |s| s.comm);
+        let encoded = gcdump::collect(&procfs, &port, &spec, &cancel)
+            .map_err(ApiError::from)
+            .and_then(|report| {
+                Ok(match format {
+                    GcdumpFormat::Table => gcdump::table(&report).into_bytes(),
+                    GcdumpFormat::Json => serde_json::to_vec(&report).map_err(|e| {
+                        ApiError::internal(
+                            format!("the report could not be serialized: {e}"),
+                            "this is a bug in the agent",
+                        )
+                    })?,
+                    GcdumpFormat::Pprof => crate::profile::heap::pprof(&report, &comm)?,
+                })
+            });
+        match encoded {
+            Ok(bytes) => {
+                ready.send(Ok(()));
+                chunks.send(bytes);
+            }
+            Err(e) => ready.send(Err(e)),
+        }
+    })
+    .await?;
+    let content_type = match format {
+        GcdumpFormat::Table => "text/plain; charset=utf-8",
+        GcdumpFormat::Json => "application/json",
+        GcdumpFormat::Pprof => crate::stacks::Format::Pprof.content_type(),
+    };
+    let answer = Answer::stream(content_type, body);
+    Ok(match format {
+        GcdumpFormat::Pprof => answer.file_name(format!("heap-{pid}.pb.gz")),
+        GcdumpFormat::Table | GcdumpFormat::Json => answer,
+    })
 }

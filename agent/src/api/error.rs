@@ -352,6 +352,20 @@ impl From<crate::dotnet::counters::CountersError> for ApiError {
     }
 }
 
+impl From<crate::dotnet::gcdump::GcdumpError> for ApiError {
+    fn from(e: crate::dotnet::gcdump::GcdumpError) -> Self {
+        use crate::dotnet::gcdump::GcdumpError as G;
+        match e {
+            G::Port(e) => e.into(),
+            G::Unfinished { .. } => Self::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                e.to_string(),
+                "the runtime walks the heap during the full GC the session starts; a large heap or a busy runtime takes longer: retry with a longer seconds= (up to 600)",
+            ),
+        }
+    }
+}
+
 /// The hint for `/proc/PID` files the kernel refuses the agent: another
 /// user's process, without the capabilities to look inside it.
 const DENIED_PROC: &str = "the agent lacks CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH for this process of another user: check the pod's tracecar.dev/features (each feature grants what it needs) and GET /v1/capabilities";

@@ -233,6 +233,7 @@ pub fn routes() -> Vec<Route> {
             Some(Dotnet),
             get(dotnet::exceptions),
         ),
+        Route::new("/v1/dotnet/gcdump", Some(Dotnet), get(dotnet::gcdump)),
         Route::new("/v1/dump", Some(Dump), get(dump::dump)),
     ]
 }
@@ -442,6 +443,7 @@ mod tests {
             (fields::<DotnetTraceRequest>(), "dotnet.md"),
             (fields::<CountersRequest>(), "dotnet.md"),
             (fields::<ExceptionsRequest>(), "dotnet.md"),
+            (fields::<GcdumpRequest>(), "dotnet.md"),
             (fields::<DumpRequest>(), "dump.md"),
         ] {
             let text = &pages

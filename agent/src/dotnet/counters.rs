@@ -1,9 +1,18 @@
-//! `/v1/dotnet/counters`: EventCounters (`System.Runtime` and any
-//! provider named), like dotnet-counters, as NDJSON snapshots or one
-//! Prometheus scrape.
+//! `/v1/dotnet/counters`: EventCounters and `System.Diagnostics.Metrics`
+//! instruments (`System.Runtime` and any provider or meter named), like
+//! dotnet-counters, as NDJSON snapshots or one Prometheus scrape.
 //!
-//! The runtime sends one `EventCounters` event per counter per interval.
-//! [`Snapshots`] (pure) groups them: a counter seen again starts the next
+//! Each name asked for is enabled both as an EventCounters source and as
+//! a Meter, as dotnet-counters does, and answers as whichever it is (the
+//! `System.Runtime` meter of .NET 9 and later besides the runtime's
+//! EventCounters). The meters are read through the runtime's metrics
+//! EventSource in its shared session (`SessionId=SHARED` with a
+//! `ClientId` of our own), so that dotnet-monitor or a second request can
+//! read them at the same time; a session with another interval is
+//! refused by the runtime, and the answer says so ([`parse`]).
+//!
+//! The runtime sends one event per counter or time series per interval.
+//! [`Snapshots`] (pure) groups them: a series seen again starts the next
 //! snapshot. The 3.1 runtime also polls its counters a few milliseconds
 //! after each interval (a second timer; `IntervalSec` ≈ 0.005): such a
 //! short poll is folded into the interval before it — increments of `sum`
@@ -11,11 +20,12 @@
 //! each snapshot covers one requested interval and no increment is lost.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tracecar_api::dotnet::{CounterSnapshot, CounterValue};
+use tracecar_api::quoted;
 
 use super::ipc::{Command, ProviderConfig};
 use super::nettrace::Decoder;
@@ -24,12 +34,236 @@ use super::session::{self, Flow, event_json};
 use super::spec::{CountersFormat, CountersSpec};
 use crate::procfs::Procfs;
 
-/// Groups counter events into snapshots.
+/// The runtime's `System.Diagnostics.Metrics` EventSource (.NET 6 and
+/// later), which publishes the instruments of the meters it is asked for.
+pub const METRICS_SOURCE: &str = "System.Diagnostics.Metrics";
+
+/// Its `TimeSeriesValues` keyword: the values, and the errors about them.
+const METRICS_VALUES: u64 = 0x2;
+
+/// Values one snapshot holds at most; more are counted in `dropped`. The
+/// runtime's own limit is 1,000 metric series by default, and the app
+/// controls what its runtime sends.
+pub const MAX_SERIES: usize = 4096;
+
+/// Warnings one snapshot holds at most.
+const MAX_WARNINGS: usize = 16;
+
+/// One value the runtime published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The EventSource or the Meter.
+    pub provider: String,
+    /// The counter's name, or an instrument's with its tags:
+    /// `name{k=v,…}`.
+    pub key: String,
+    /// The value.
+    pub value: CounterValue,
+    /// The interval an EventCounter says it measured (none for metrics).
+    pub interval: Option<f64>,
+}
+
+/// What one event of a counters session carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Published {
+    /// A value.
+    Reading(Box<Reading>),
+    /// Something the metrics source says went wrong.
+    Warning(String),
+    /// Nothing the answer shows.
+    Nothing,
+}
+
+/// Reads one event of a counters session: an `EventCounters` payload, a
+/// value of one of `meters`, or a metrics error meant for `client` (this
+/// session's `ClientId`) or for every session.
+pub fn parse(
+    event: &str,
+    provider: &str,
+    fields: &Map<String, Value>,
+    meters: &[String],
+    client: &str,
+) -> Published {
+    if event == "EventCounters" {
+        return eventcounter(provider, fields)
+            .map_or(Published::Nothing, |r| Published::Reading(Box::new(r)));
+    }
+    if provider != METRICS_SOURCE {
+        return Published::Nothing;
+    }
+    let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+    let warning = |text: String| Published::Warning(bounded(&text));
+    match event {
+        "CounterRateValuePublished"
+        | "UpDownCounterRateValuePublished"
+        | "GaugeValuePublished"
+        | "HistogramValuePublished" => {
+            if !meters.iter().any(|m| m == s("meterName")) {
+                // Another client's meter, in a shared session.
+                return Published::Nothing;
+            }
+            metric(event, fields).map_or(Published::Nothing, |r| Published::Reading(Box::new(r)))
+        }
+        "MultipleSessionsConfiguredIncorrectlyError" if s("clientId") == client => {
+            warning(format!(
+                "another tool reads this app's metrics every {} s (MaxHistograms {}, MaxTimeSeries {}): \
+             the runtime shares one metrics session, so ask interval={} to read them too",
+                s("expectedRefreshInterval"),
+                s("expectedMaxHistograms"),
+                s("expectedMaxTimeSeries"),
+                s("expectedRefreshInterval"),
+            ))
+        }
+        "MultipleSessionsNotSupportedError" => warning(format!(
+            "another tool holds this app's metrics session ({}) and does not share it: \
+             no metrics until it stops",
+            quoted(s("runningSessionId"))
+        )),
+        "TimeSeriesLimitReached" => warning(
+            "the runtime's limit on metric series is reached: new series are not published"
+                .to_string(),
+        ),
+        "HistogramLimitReached" => warning(
+            "the runtime's limit on histograms is reached: new histograms are not published"
+                .to_string(),
+        ),
+        "ObservableInstrumentCallbackError" | "Error" => warning(format!(
+            "the app's metrics source reported: {}",
+            quoted(s("errorMessage"))
+        )),
+        _ => Published::Nothing,
+    }
+}
+
+/// A warning's text, at most 400 bytes.
+fn bounded(text: &str) -> String {
+    if text.len() <= 400 {
+        return text.to_string();
+    }
+    let mut end = 400;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// An `EventCounters` payload: `{"Payload": {...}}`, under a field named
+/// `""` on .NET Core 3.1.
+fn eventcounter(provider: &str, fields: &Map<String, Value>) -> Option<Reading> {
+    let payload = fields
+        .get("Payload")
+        .or_else(|| fields.values().find_map(|v| v.get("Payload")))?
+        .as_object()?;
+    let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or_default();
+    let f = |k: &str| payload.get(k).and_then(Value::as_f64);
+    let name = s("Name");
+    if name.is_empty() {
+        return None;
+    }
+    let (kind, value) = match s("CounterType") {
+        "Sum" => ("sum", f("Increment")?),
+        _ => ("mean", f("Mean")?),
+    };
+    Some(Reading {
+        provider: provider.to_string(),
+        key: name.to_string(),
+        value: CounterValue {
+            value,
+            kind: kind.to_string(),
+            unit: s("DisplayUnits").to_string(),
+            display: s("DisplayName").to_string(),
+            ..CounterValue::default()
+        },
+        interval: Some(f("IntervalSec").unwrap_or(0.0)),
+    })
+}
+
+/// A finite number the metrics source sent as text (it sends `""` when it
+/// has none).
+fn number(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// One time series of an instrument, from its `…Published` event.
+fn metric(event: &str, fields: &Map<String, Value>) -> Option<Reading> {
+    let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+    let name = s("instrumentName");
+    if name.is_empty() {
+        return None;
+    }
+    let mut value = CounterValue {
+        unit: s("unit").to_string(),
+        display: name.to_string(),
+        tags: tags(s("tags")),
+        ..CounterValue::default()
+    };
+    match event {
+        "CounterRateValuePublished" => {
+            value.kind = "sum".into();
+            value.value = number(s("rate"))?;
+            value.total = number(s("value"));
+        }
+        "UpDownCounterRateValuePublished" => {
+            value.kind = "gauge".into();
+            // `value` (.NET 8 and later) is the counter's current value;
+            // before, only the change over the interval was sent.
+            value.value = number(s("value")).or_else(|| number(s("rate")))?;
+        }
+        "GaugeValuePublished" => {
+            value.kind = "gauge".into();
+            value.value = number(s("lastValue"))?;
+        }
+        _ => {
+            value.kind = "histogram".into();
+            value.quantiles = s("quantiles")
+                .split(';')
+                .filter_map(|q| {
+                    let (quantile, v) = q.split_once('=')?;
+                    Some((quantile.trim().to_string(), number(v)?))
+                })
+                .collect();
+            value.count = fields.get("count").and_then(Value::as_u64);
+            value.sum = fields
+                .get("sum")
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite());
+            value.value = match (value.count, value.sum) {
+                (Some(count), Some(sum)) if count > 0 => sum / count as f64,
+                _ => 0.0,
+            };
+        }
+    }
+    let key = if value.tags.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{}}}", s("tags"))
+    };
+    Some(Reading {
+        provider: s("meterName").to_string(),
+        key,
+        value,
+        interval: None,
+    })
+}
+
+/// `k=v,k2=v2` as the metrics source formats tags.
+fn tags(text: &str) -> BTreeMap<String, String> {
+    text.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (t.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Groups counter values into snapshots.
 #[derive(Debug, Default)]
 pub struct Snapshots {
     pid: u32,
     interval: f64,
     current: Option<CounterSnapshot>,
+    warnings: Vec<String>,
 }
 
 impl Snapshots {
@@ -39,74 +273,70 @@ impl Snapshots {
         Self {
             pid,
             interval,
-            current: None,
+            ..Self::default()
         }
     }
 
-    /// Takes one `EventCounters` payload; returns the previous snapshot
-    /// when this counter starts a new one.
-    pub fn add(
-        &mut self,
-        ts_ns: u64,
-        provider: &str,
-        fields: &Map<String, Value>,
-    ) -> Option<CounterSnapshot> {
-        // The payload is {"Payload": {...}}, under a field named "" on
-        // .NET Core 3.1.
-        let payload = fields
-            .get("Payload")
-            .or_else(|| fields.values().find_map(|v| v.get("Payload")))?
-            .as_object()?;
-        let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or_default();
-        let f = |k: &str| payload.get(k).and_then(Value::as_f64);
-        let name = s("Name").to_string();
-        if name.is_empty() {
-            return None;
-        }
-        let (kind, value) = match s("CounterType") {
-            "Sum" => ("sum", f("Increment")?),
-            _ => ("mean", f("Mean")?),
-        };
-        let interval = f("IntervalSec").unwrap_or(0.0);
+    /// Takes one value; returns the previous snapshot when this value
+    /// starts a new one (its series was in it already).
+    pub fn add(&mut self, ts_ns: u64, reading: Reading) -> Option<CounterSnapshot> {
+        let Reading {
+            provider,
+            key,
+            value,
+            interval,
+        } = reading;
         let repeats = self.current.as_ref().is_some_and(|c| {
             c.counters
-                .get(provider)
-                .is_some_and(|p| p.contains_key(&name))
+                .get(&provider)
+                .is_some_and(|p| p.contains_key(&key))
         });
-        if repeats && interval < self.interval / 2.0 {
+        if repeats && interval.is_some_and(|i| i < self.interval / 2.0) {
             // A short extra poll: part of the interval before.
-            if kind == "sum"
+            if value.kind == "sum"
                 && let Some(v) = self
                     .current
                     .as_mut()
-                    .and_then(|c| c.counters.get_mut(provider))
-                    .and_then(|p| p.get_mut(&name))
+                    .and_then(|c| c.counters.get_mut(&provider))
+                    .and_then(|p| p.get_mut(&key))
             {
-                v.value += value;
+                v.value += value.value;
             }
             return None;
         }
         let done = if repeats { self.current.take() } else { None };
+        let measured = interval.unwrap_or(self.interval);
         let current = self.current.get_or_insert_with(|| CounterSnapshot {
             ts_ns,
             pid: self.pid,
-            interval_s: (interval * 1000.0).round() / 1000.0,
+            interval_s: (measured * 1000.0).round() / 1000.0,
             counters: BTreeMap::new(),
+            dropped: 0,
+            warnings: std::mem::take(&mut self.warnings),
         });
-        current
-            .counters
-            .entry(provider.to_string())
-            .or_default()
-            .insert(
-                name,
-                CounterValue {
-                    value,
-                    kind: kind.to_string(),
-                    unit: s("DisplayUnits").to_string(),
-                    display: s("DisplayName").to_string(),
-                },
-            );
+        let held: usize = current.counters.values().map(BTreeMap::len).sum();
+        if held >= MAX_SERIES {
+            current.dropped += 1;
+        } else {
+            current
+                .counters
+                .entry(provider)
+                .or_default()
+                .insert(key, value);
+        }
         done
+    }
+
+    /// Takes a warning: it goes into the snapshot being filled, or the
+    /// next one.
+    pub fn warn(&mut self, warning: String) {
+        let list = match &mut self.current {
+            Some(current) => &mut current.warnings,
+            None => &mut self.warnings,
+        };
+        if list.len() < MAX_WARNINGS && !list.contains(&warning) {
+            list.push(warning);
+        }
     }
 
     /// Whether a snapshot is being filled (some value has come).
@@ -150,52 +380,150 @@ pub fn encode(
     })
 }
 
-/// A snapshot in the Prometheus text exposition format (every counter a
-/// gauge: a mean, or the increment over the interval).
+/// A Prometheus label name from a metric's tag: `[a-zA-Z0-9_]`, and the
+/// labels the exposition sets itself left to them.
+fn label_name(tag: &str) -> String {
+    let mut out: String = tag
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if out.is_empty()
+        || out.starts_with(|c: char| c.is_ascii_digit())
+        || matches!(out.as_str(), "pid" | "provider" | "quantile")
+        || out.starts_with("__")
+    {
+        out.insert_str(0, "tag_");
+    }
+    out
+}
+
+/// A label value, escaped.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A snapshot in the Prometheus text exposition format. Every value is a
+/// gauge: a mean, the increment over the interval, a last value; a
+/// histogram is its quantiles (label `quantile`) with `_count` and `_sum`
+/// over the interval. A metric's tags are labels. Series of one metric
+/// name are grouped under one `# TYPE`, as the format requires.
 pub fn prometheus(snapshot: &CounterSnapshot) -> String {
-    let mut out = String::new();
+    // Metric name → (help, lines).
+    let mut families: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let interval = snapshot.interval_s;
     for (provider, counters) in &snapshot.counters {
-        for (name, v) in counters {
+        for (key, v) in counters {
+            let name = key.split('{').next().unwrap_or(key);
             let metric = metric_name(provider, name);
-            let what = if v.kind == "sum" {
-                format!("increment over {}s", snapshot.interval_s)
-            } else {
-                format!("mean over {}s", snapshot.interval_s)
+            let what = match v.kind.as_str() {
+                "sum" => format!("increment over {interval}s"),
+                "mean" => format!("mean over {interval}s"),
+                "histogram" => format!("quantiles over {interval}s"),
+                _ => "last value".to_string(),
             };
             let unit = if v.unit.is_empty() {
                 String::new()
             } else {
                 format!(", {}", v.unit)
             };
-            let help = format!("{} ({what}{unit})", v.display)
-                .replace('\\', "\\\\")
-                .replace('\n', " ");
-            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
-            out.push_str(&format!(
-                "{metric}{{pid=\"{}\",provider=\"{}\"}} {}\n",
+            let help = |text: String| text.replace('\\', "\\\\").replace('\n', " ");
+            let mut labels = format!(
+                "pid=\"{}\",provider=\"{}\"",
                 snapshot.pid,
-                provider.replace('\\', "\\\\").replace('"', "\\\""),
-                v.value
-            ));
+                label_value(provider)
+            );
+            for (tag, value) in &v.tags {
+                labels.push_str(&format!(",{}=\"{}\"", label_name(tag), label_value(value)));
+            }
+            let mut line = |family: String, help: String, line: String| {
+                families
+                    .entry(family)
+                    .or_insert_with(|| (help, Vec::new()))
+                    .1
+                    .push(line);
+            };
+            if v.kind == "histogram" {
+                for (quantile, value) in &v.quantiles {
+                    line(
+                        metric.clone(),
+                        help(format!("{} ({what}{unit})", v.display)),
+                        format!(
+                            "{metric}{{{labels},quantile=\"{}\"}} {value}",
+                            label_value(quantile)
+                        ),
+                    );
+                }
+                line(
+                    format!("{metric}_count"),
+                    help(format!("{} (measurements over {interval}s)", v.display)),
+                    format!("{metric}_count{{{labels}}} {}", v.count.unwrap_or(0)),
+                );
+                line(
+                    format!("{metric}_sum"),
+                    help(format!("{} (sum over {interval}s{unit})", v.display)),
+                    format!("{metric}_sum{{{labels}}} {}", v.sum.unwrap_or(0.0)),
+                );
+            } else {
+                line(
+                    metric.clone(),
+                    help(format!("{} ({what}{unit})", v.display)),
+                    format!("{metric}{{{labels}}} {}", v.value),
+                );
+            }
+        }
+    }
+    let mut out = String::new();
+    for (metric, (help, lines)) in families {
+        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
+        for line in lines {
+            out.push_str(&line);
+            out.push('\n');
         }
     }
     out
 }
 
-fn command(spec: &CountersSpec) -> Command {
+/// A `ClientId` for the runtime's shared metrics session: unique to this
+/// agent and request.
+fn client_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "tracecar-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The session: each name as an EventCounters source, and all of them as
+/// meters of the shared metrics session.
+fn command(spec: &CountersSpec, client: &str) -> Command {
+    let mut providers: Vec<ProviderConfig> = spec
+        .providers
+        .iter()
+        .map(|name| ProviderConfig {
+            name: name.clone(),
+            keywords: u64::MAX,
+            level: 5,
+            filter: Some(format!("EventCounterIntervalSec={}", spec.interval)),
+        })
+        .collect();
+    providers.push(ProviderConfig {
+        name: METRICS_SOURCE.to_string(),
+        keywords: METRICS_VALUES,
+        level: 5,
+        filter: Some(format!(
+            "SessionId=SHARED;ClientId={client};Metrics={};RefreshInterval={}",
+            spec.providers.join(","),
+            spec.interval
+        )),
+    });
     Command::CollectTracing {
         buffer_mb: 16,
         rundown: false,
-        providers: spec
-            .providers
-            .iter()
-            .map(|name| ProviderConfig {
-                name: name.clone(),
-                keywords: u64::MAX,
-                level: 5,
-                filter: Some(format!("EventCounterIntervalSec={}", spec.interval)),
-            })
-            .collect(),
+        providers,
     }
 }
 
@@ -241,6 +569,7 @@ pub fn stream(
 ) {
     let mut decoder = Decoder::new();
     let mut snapshots = Snapshots::new(spec.pid, f64::from(spec.interval));
+    let client = client_id();
     let mut sent = 0u32;
     // Answered by the first of the two closures below that can.
     let ready = std::cell::RefCell::new(Some(ready));
@@ -260,7 +589,7 @@ pub fn stream(
     let ended = session::run(
         procfs,
         port,
-        &command(spec),
+        &command(spec, &client),
         window,
         cancel,
         |started| {
@@ -280,11 +609,27 @@ pub fn stream(
                     // Nothing more can be read from this stream.
                     Err(_) => return Flow::Failed,
                 };
-                if event.metadata.name != "EventCounters" {
+                if event.metadata.name != "EventCounters"
+                    && event.metadata.provider != METRICS_SOURCE
+                {
                     continue;
                 }
                 let json = event_json(&event, decoder.trace(), spec.pid);
-                let done = snapshots.add(json.ts_ns, &json.provider, &json.fields);
+                let reading = match parse(
+                    &json.event,
+                    &json.provider,
+                    &json.fields,
+                    &spec.providers,
+                    &client,
+                ) {
+                    Published::Reading(reading) => *reading,
+                    Published::Warning(warning) => {
+                        snapshots.warn(warning);
+                        continue;
+                    }
+                    Published::Nothing => continue,
+                };
+                let done = snapshots.add(json.ts_ns, reading);
                 if !answered && snapshots.has_values() {
                     answered = true;
                     flow = Flow::Produced;
@@ -334,6 +679,10 @@ pub fn stream(
 mod tests {
     use super::*;
 
+    fn ec(provider: &str, fields: Map<String, Value>) -> Reading {
+        eventcounter(provider, &fields).unwrap()
+    }
+
     fn mean(name: &str, value: f64) -> Map<String, Value> {
         let payload = serde_json::json!({"": {"Payload": {
             "Name": name, "DisplayName": name.to_uppercase(), "Mean": value,
@@ -355,13 +704,16 @@ mod tests {
     #[test]
     fn a_short_extra_poll_is_folded_into_its_interval() {
         let mut s = Snapshots::new(9, 1.0);
-        s.add(10, "System.Runtime", &sum("alloc-rate", 1000.0));
+        s.add(10, ec("System.Runtime", sum("alloc-rate", 1000.0)));
         assert!(
-            s.add(15, "System.Runtime", &sum_over("alloc-rate", 40.0, 0.005))
-                .is_none()
+            s.add(
+                15,
+                ec("System.Runtime", sum_over("alloc-rate", 40.0, 0.005))
+            )
+            .is_none()
         );
         let done = s
-            .add(1010, "System.Runtime", &sum("alloc-rate", 900.0))
+            .add(1010, ec("System.Runtime", sum("alloc-rate", 900.0)))
             .unwrap();
         assert_eq!(done.counters["System.Runtime"]["alloc-rate"].value, 1040.0);
         assert_eq!(
@@ -374,19 +726,20 @@ mod tests {
     fn counters_group_into_one_snapshot_per_interval() {
         let mut s = Snapshots::new(9, 1.0);
         assert!(
-            s.add(10, "System.Runtime", &mean("working-set", 26.0))
+            s.add(10, ec("System.Runtime", mean("working-set", 26.0)))
                 .is_none()
         );
         assert!(
-            s.add(11, "System.Runtime", &sum("gen-0-gc-count", 2.0))
+            s.add(11, ec("System.Runtime", sum("gen-0-gc-count", 2.0)))
                 .is_none()
         );
         assert!(
-            s.add(12, "My.Source", &mean("working-set", 1.0)).is_none(),
+            s.add(12, ec("My.Source", mean("working-set", 1.0)))
+                .is_none(),
             "another provider"
         );
         let first = s
-            .add(1000, "System.Runtime", &mean("working-set", 27.0))
+            .add(1000, ec("System.Runtime", mean("working-set", 27.0)))
             .unwrap();
         assert_eq!(first.ts_ns, 10);
         assert_eq!(first.interval_s, 1.0);
@@ -400,15 +753,15 @@ mod tests {
         assert_eq!(second.counters["System.Runtime"]["working-set"].value, 27.0);
         assert!(s.finish().is_none());
         // Not a counter payload.
-        assert!(s.add(1, "P", &Map::new()).is_none());
+        assert!(eventcounter("P", &Map::new()).is_none());
         assert!(s.finish().is_none());
     }
 
     #[test]
     fn prometheus_text() {
         let mut s = Snapshots::new(9, 1.0);
-        s.add(10, "System.Runtime", &mean("cpu-usage", 12.5));
-        s.add(11, "System.Runtime", &sum("gen-0-gc-count", 3.0));
+        s.add(10, ec("System.Runtime", mean("cpu-usage", 12.5)));
+        s.add(11, ec("System.Runtime", sum("gen-0-gc-count", 3.0)));
         let text = prometheus(&s.finish().unwrap());
         assert!(
             text.contains("# TYPE system_runtime_cpu_usage gauge\n"),
@@ -424,5 +777,228 @@ mod tests {
             "{text}"
         );
         assert_eq!(metric_name("3rd.Party", "x-y"), "_3rd_party_x_y");
+    }
+
+    fn published(event: &str, fields: serde_json::Value) -> Published {
+        let meters = ["Tracecar.Sample".to_string()];
+        parse(
+            event,
+            METRICS_SOURCE,
+            fields.as_object().unwrap(),
+            &meters,
+            "tracecar-1-0",
+        )
+    }
+
+    fn reading(event: &str, fields: serde_json::Value) -> Reading {
+        match published(event, fields) {
+            Published::Reading(reading) => *reading,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn series(extra: serde_json::Value) -> serde_json::Value {
+        let mut fields = serde_json::json!({"sessionId": "SHARED", "meterName": "Tracecar.Sample",
+            "meterVersion": "", "instrumentName": "sample.requests", "unit": "{request}", "tags": ""});
+        fields
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        fields
+    }
+
+    #[test]
+    fn metrics_values_are_read_from_their_text() {
+        let counter = reading(
+            "CounterRateValuePublished",
+            series(serde_json::json!({"tags": "route=/a,code=200", "rate": "30", "value": "130"})),
+        );
+        assert_eq!(counter.provider, "Tracecar.Sample");
+        assert_eq!(counter.key, "sample.requests{route=/a,code=200}");
+        assert_eq!(counter.value.kind, "sum");
+        assert_eq!(counter.value.value, 30.0);
+        assert_eq!(counter.value.total, Some(130.0));
+        assert_eq!(counter.value.tags["route"], "/a");
+        assert_eq!(counter.value.tags["code"], "200");
+        assert_eq!(counter.interval, None);
+        let histogram = reading(
+            "HistogramValuePublished",
+            series(
+                serde_json::json!({"instrumentName": "sample.latency", "unit": "ms",
+                "quantiles": "0.5=42;0.95=42;0.99=50.5", "count": 4, "sum": 176.0}),
+            ),
+        );
+        assert_eq!(histogram.key, "sample.latency");
+        assert_eq!(histogram.value.kind, "histogram");
+        assert_eq!(histogram.value.quantiles["0.99"], 50.5);
+        assert_eq!(histogram.value.count, Some(4));
+        assert_eq!(histogram.value.value, 44.0, "the mean");
+        let gauge = reading(
+            "GaugeValuePublished",
+            series(serde_json::json!({"lastValue": "1234"})),
+        );
+        assert_eq!(
+            (gauge.value.kind.as_str(), gauge.value.value),
+            ("gauge", 1234.0)
+        );
+        let updown = reading(
+            "UpDownCounterRateValuePublished",
+            series(serde_json::json!({"rate": "1", "value": "3"})),
+        );
+        assert_eq!(
+            (updown.value.kind.as_str(), updown.value.value),
+            ("gauge", 3.0)
+        );
+        // No value yet, not a number, another client's meter: nothing.
+        for (event, extra) in [
+            (
+                "CounterRateValuePublished",
+                serde_json::json!({"rate": "", "value": ""}),
+            ),
+            (
+                "GaugeValuePublished",
+                serde_json::json!({"lastValue": "NaN"}),
+            ),
+            (
+                "GaugeValuePublished",
+                serde_json::json!({"meterName": "Other", "lastValue": "1"}),
+            ),
+        ] {
+            assert_eq!(published(event, series(extra)), Published::Nothing);
+        }
+    }
+
+    #[test]
+    fn metrics_errors_become_warnings_for_this_client_only() {
+        let mismatch = |client: &str| {
+            published(
+                "MultipleSessionsConfiguredIncorrectlyError",
+                serde_json::json!({"clientId": client, "expectedMaxHistograms": "20",
+                    "actualMaxHistograms": "20", "expectedMaxTimeSeries": "1000",
+                    "actualMaxTimeSeries": "1000", "expectedRefreshInterval": "5",
+                    "actualRefreshInterval": "1"}),
+            )
+        };
+        match mismatch("tracecar-1-0") {
+            Published::Warning(w) => assert!(w.contains("ask interval=5"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(mismatch("dotnet-monitor"), Published::Nothing);
+        let long = "x".repeat(10_000);
+        match published(
+            "Error",
+            serde_json::json!({"sessionId": "SHARED", "errorMessage": long}),
+        ) {
+            Published::Warning(w) => assert!(w.len() < 600, "{}", w.len()),
+            other => panic!("{other:?}"),
+        }
+        // Warnings go into the snapshot being filled, each once.
+        let mut s = Snapshots::new(9, 1.0);
+        s.warn("early".into());
+        s.add(10, ec("System.Runtime", mean("working-set", 26.0)));
+        s.warn("late".into());
+        s.warn("late".into());
+        assert_eq!(s.finish().unwrap().warnings, ["early", "late"]);
+    }
+
+    #[test]
+    fn metrics_series_group_into_snapshots_without_folding() {
+        let mut s = Snapshots::new(9, 1.0);
+        let gauge = |v: &str| {
+            reading(
+                "GaugeValuePublished",
+                series(serde_json::json!({"lastValue": v})),
+            )
+        };
+        assert!(s.add(10, gauge("1")).is_none());
+        // No IntervalSec: a metric seen again a moment later is the next
+        // interval, not a short poll.
+        let first = s.add(20, gauge("2")).unwrap();
+        assert_eq!(first.interval_s, 1.0);
+        assert_eq!(
+            first.counters["Tracecar.Sample"]["sample.requests"].value,
+            1.0
+        );
+        assert_eq!(
+            s.finish().unwrap().counters["Tracecar.Sample"]["sample.requests"].value,
+            2.0
+        );
+    }
+
+    #[test]
+    fn a_snapshot_holds_at_most_max_series() {
+        let mut s = Snapshots::new(9, 1.0);
+        for i in 0..MAX_SERIES + 5 {
+            let name = format!("c{i}");
+            assert!(s.add(1, ec("P", mean(&name, 1.0))).is_none());
+        }
+        let done = s.finish().unwrap();
+        assert_eq!(done.counters["P"].len(), MAX_SERIES);
+        assert_eq!(done.dropped, 5);
+    }
+
+    #[test]
+    fn prometheus_histograms_and_tags() {
+        let mut s = Snapshots::new(9, 1.0);
+        for tags in ["route=/b", "route=/a", "pid=x"] {
+            s.add(
+                1,
+                reading(
+                    "CounterRateValuePublished",
+                    series(serde_json::json!({"tags": tags, "rate": "10", "value": "10"})),
+                ),
+            );
+        }
+        // A name whose metric name sorts between the series above.
+        s.add(
+            1,
+            reading(
+                "GaugeValuePublished",
+                series(
+                    serde_json::json!({"instrumentName": "sample.requests_x", "lastValue": "1"}),
+                ),
+            ),
+        );
+        s.add(
+            1,
+            reading(
+                "HistogramValuePublished",
+                series(
+                    serde_json::json!({"instrumentName": "sample.latency", "unit": "ms",
+                    "quantiles": "0.5=42;0.95=42", "count": 3, "sum": 126.0}),
+                ),
+            ),
+        );
+        let text = prometheus(&s.finish().unwrap());
+        // One TYPE per metric, its series together under it.
+        assert_eq!(
+            text.matches("# TYPE tracecar_sample_sample_requests gauge\n")
+                .count(),
+            1,
+            "{text}"
+        );
+        let family: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# TYPE tracecar_sample_sample_requests gauge")
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .collect();
+        assert_eq!(family.len(), 3, "{text}");
+        assert!(family.contains(&"tracecar_sample_sample_requests{pid=\"9\",provider=\"Tracecar.Sample\",route=\"/a\"} 10"), "{text}");
+        // A tag named like a label the exposition sets.
+        assert!(text.contains(",tag_pid=\"x\"} 10"), "{text}");
+        assert!(text.contains("tracecar_sample_sample_latency{pid=\"9\",provider=\"Tracecar.Sample\",quantile=\"0.95\"} 42\n"), "{text}");
+        assert!(
+            text.contains(
+                "tracecar_sample_sample_latency_count{pid=\"9\",provider=\"Tracecar.Sample\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tracecar_sample_sample_latency_sum{pid=\"9\",provider=\"Tracecar.Sample\"} 126\n"
+            ),
+            "{text}"
+        );
     }
 }

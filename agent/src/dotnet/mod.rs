@@ -6,6 +6,7 @@
 pub mod bytes;
 pub mod counters;
 pub mod exceptions;
+pub mod gcdump;
 pub mod ipc;
 pub mod metadata;
 pub mod nettrace;

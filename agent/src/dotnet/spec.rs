@@ -4,7 +4,9 @@
 //! `counters`.
 
 use tracecar_api::quoted;
-use tracecar_api::request::{CountersRequest, DotnetTraceRequest, ExceptionsRequest};
+use tracecar_api::request::{
+    CountersRequest, DotnetTraceRequest, ExceptionsRequest, GcdumpRequest,
+};
 
 use super::ipc::ProviderConfig;
 use super::providers::{MAX_PROVIDERS, parse_providers};
@@ -136,10 +138,15 @@ pub fn parse_counters(request: &CountersRequest) -> Result<CountersSpec, SpecErr
         .map(str::trim)
         .filter(|n| !n.is_empty())
     {
-        if name.len() > 256 || name.chars().any(|c| c.is_control() || c == ':' || c == '=') {
+        // `;` and `=` would end the metrics filter's `Metrics=` list.
+        if name.len() > 256
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == ':' || c == '=' || c == ';')
+        {
             return Err(SpecError::new(
-                format!("{} is not an EventCounters provider name", quoted(name)),
-                "providers=Name,… (EventSource names; System.Runtime is always on)",
+                format!("{} is not an EventSource or Meter name", quoted(name)),
+                "providers=Name,… (EventSource or Meter names; System.Runtime is always on)",
             ));
         }
         if !providers.iter().any(|p| p == name) {
@@ -226,9 +233,69 @@ pub fn parse_exceptions(request: &ExceptionsRequest) -> Result<ExceptionsSpec, S
     })
 }
 
+/// What `/v1/dotnet/gcdump` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcdumpFormat {
+    /// Text: bytes, count and type, most bytes first.
+    Table,
+    /// The report as JSON.
+    Json,
+    /// A gzipped pprof profile (`inuse_objects`, `inuse_space`).
+    Pprof,
+}
+
+/// A validated `/v1/dotnet/gcdump` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcdumpSpec {
+    /// The process.
+    pub pid: u32,
+    /// How long to wait for the heap walk.
+    pub seconds: u32,
+    /// What to answer with.
+    pub format: GcdumpFormat,
+}
+
+/// Validates a `/v1/dotnet/gcdump` request.
+pub fn parse_gcdump(request: &GcdumpRequest) -> Result<GcdumpSpec, SpecError> {
+    Ok(GcdumpSpec {
+        pid: params::required_pid(request.pid())?,
+        seconds: params::number(request.seconds(), 30, 1..=600)?,
+        format: params::one_of(
+            request.format(),
+            &[
+                ("table", "bytes, count and type", GcdumpFormat::Table),
+                ("json", "the report as JSON", GcdumpFormat::Json),
+                (
+                    "pprof",
+                    "inuse_objects and inuse_space by type",
+                    GcdumpFormat::Pprof,
+                ),
+            ],
+        )?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gcdump_queries() {
+        let gcdump =
+            |pairs: &[(&str, &str)]| params::from_pairs(pairs).and_then(|r| parse_gcdump(&r));
+        let s = gcdump(&[("pid", "4")]).unwrap();
+        assert_eq!((s.pid, s.seconds, s.format), (4, 30, GcdumpFormat::Table));
+        let s = gcdump(&[("pid", "4"), ("format", "pprof"), ("seconds", "600")]).unwrap();
+        assert_eq!((s.format, s.seconds), (GcdumpFormat::Pprof, 600));
+        for bad in [
+            &[][..],
+            &[("pid", "4"), ("format", "gcdump")],
+            &[("pid", "4"), ("seconds", "601")],
+            &[("pid", "4"), ("limit", "1")],
+        ] {
+            assert!(gcdump(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn trace(pairs: &[(&str, &str)]) -> Result<TraceSpec, SpecError> {
         params::from_pairs(pairs).and_then(|r| parse_trace(&r))

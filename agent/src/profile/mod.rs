@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod capture;
+pub mod heap;
 pub mod plan;
 pub mod reported;
 mod ring;

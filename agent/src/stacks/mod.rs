@@ -272,9 +272,10 @@ pub enum Measure {
     },
     /// Events a language runtime reported with their stacks: .NET's
     /// allocation ticks (`alloc`, weight = bytes) or lock contentions
-    /// (`contention`, weight = nanoseconds waited).
+    /// (`contention`, weight = nanoseconds waited); or what its heap
+    /// holds by type (`heap`, weight = bytes, count = objects).
     Runtime {
-        /// `alloc` or `contention`.
+        /// `alloc`, `contention` or `heap`.
         what: &'static str,
     },
 }
@@ -303,11 +304,13 @@ impl Measure {
     }
 
     /// A runtime profile's (count, weight, unit) sample type names:
-    /// pprof's `alloc_samples`/`alloc_space` in bytes, or
-    /// `contentions`/`delay` in nanoseconds, as Go names them.
+    /// pprof's `alloc_samples`/`alloc_space` in bytes,
+    /// `inuse_objects`/`inuse_space` in bytes, or `contentions`/`delay` in
+    /// nanoseconds, as Go names them.
     fn runtime_kind(&self) -> (&'static str, &'static str, &'static str) {
         match self {
             Self::Runtime { what: "alloc" } => ("alloc_samples", "alloc_space", "bytes"),
+            Self::Runtime { what: "heap" } => ("inuse_objects", "inuse_space", "bytes"),
             _ => ("contentions", "delay", "nanoseconds"),
         }
     }

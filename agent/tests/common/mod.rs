@@ -932,3 +932,29 @@ pub fn elf_has_symtab(elf: &[u8]) -> bool {
             .any(|s| s.name().is_ok_and(|n| n == ".symtab"))
     })
 }
+
+/// Decodes a gzipped pprof profile with protoc against pprof's own
+/// `profile.proto`.
+pub fn decode_pprof(dir: &Path, gz: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .unwrap();
+    let proto_dir = "/usr/share/gocode/src/github.com/google/pprof/proto";
+    let mut child = Command::new("protoc")
+        .args([
+            &format!("--proto_path={proto_dir}"),
+            "--decode=perftools.profiles.Profile",
+            "profile.proto",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("protoc runs");
+    child.stdin.take().unwrap().write_all(&raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "protoc could not decode the profile");
+    String::from_utf8(out.stdout).unwrap()
+}
