@@ -41,9 +41,9 @@ for what in "${@:-test}"; do
         ;;&
     test)
         # Agent tests: C workloads, protoc + pprof's profile.proto to decode
-        # pprof output independently, real JIT runtimes, and gdb to open
-        # native core files.
-        apt_install protobuf-compiler golang-github-google-pprof-dev bpftool gdb
+        # pprof output independently, real JIT runtimes, gdb to open
+        # native core files, gdb and strace as another process's debugger.
+        apt_install protobuf-compiler golang-github-google-pprof-dev bpftool gdb strace
         command -v node >/dev/null || apt_install nodejs
         command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
         ;;&

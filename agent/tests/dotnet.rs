@@ -960,6 +960,93 @@ fn gcdump_counts_a_known_heap_by_type() {
 }
 
 #[test]
+fn stacks_show_every_thread_now_with_managed_and_native_frames() {
+    common::privileged_test!();
+    let agent = Agent::start();
+    let app = spawn_dotnet(&["spin"], &[]);
+    // Past the hot loop's on-stack replacement window (as the profile
+    // test): its frames settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let stacks: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/stacks?pid={}&format=json", app.pid())))
+            .unwrap();
+    let threads = stacks["threads"].as_array().unwrap();
+    let listed = std::fs::read_dir(format!("/proc/{}/task", app.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(threads.len(), listed, "{stacks}");
+    assert!(stacks["naming_error"].is_null(), "{stacks}");
+    let names = |t: &serde_json::Value| -> Vec<String> {
+        t["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The main thread: the hot loop, its managed callers in order, then
+    // the runtime's native frames that called Main.
+    let main = threads
+        .iter()
+        .find(|t| t["tid"] == app.pid())
+        .expect("the main thread");
+    let frames = names(main);
+    let at = |name: &str| frames.iter().position(|f| f == name);
+    let hot = at("Tracecar.Sample.Work.HotLoop(int32)").unwrap_or_else(|| panic!("{frames:?}"));
+    let spin = at("Tracecar.Sample.Work.Spin()").unwrap_or_else(|| panic!("{frames:?}"));
+    assert!(hot < spin, "{frames:?}");
+    // The runtime's native code (named in libcoreclr.so; the single-file
+    // app's executable has no symbols), down to libc's start of main.
+    let native_below = main["frames"].as_array().unwrap()[spin..].iter().any(|f| {
+        f["module"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("libcoreclr.so") || m.ends_with("officeagent-mcp"))
+    });
+    assert!(native_below, "no runtime frame under Spin: {main}");
+    assert!(
+        frames[spin..].iter().any(|f| f == "__libc_start_main"),
+        "{frames:?}"
+    );
+    assert_eq!(main["state"], "running", "{main}");
+    // A waiting thread: a kernel wait, and native frames (libc) on top.
+    let waiting = threads
+        .iter()
+        .find(|t| t["state"] == "sleeping" && !t["frames"].as_array().unwrap().is_empty())
+        .expect("a sleeping thread");
+    assert!(waiting["blocked_in"].is_string(), "{waiting}");
+    assert!(
+        waiting["frames"][0]["module"]
+            .as_str()
+            .is_some_and(|m| m.contains("libc.so") || m.contains("officeagent-mcp")),
+        "{waiting}"
+    );
+    // The threads run again: the hot loop keeps burning CPU.
+    let utime = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(11)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = utime(app.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(utime(app.pid()) > before + 20, "the app is still stopped");
+    // The text: one block per thread, the hot loop under the main thread.
+    let text = String::from_utf8(agent.get_ok(&format!("/v1/stacks?pid={}", app.pid()))).unwrap();
+    assert!(text.contains(&format!("\nThread {} ", app.pid())), "{text}");
+    assert!(
+        text.contains("\n    Tracecar.Sample.Work.HotLoop(int32)  [App.dll]\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\nThread ").count(), listed, "{text}");
+}
+
+#[test]
 fn lttng_says_plainly_why_a_dotnet_process_is_not_registered() {
     common::privileged_test!();
     let agent = Agent::start();

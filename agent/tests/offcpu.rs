@@ -552,3 +552,156 @@ fn filters_formats_bad_input_and_disconnects() {
         agent.perf_fds()
     );
 }
+
+#[test]
+fn stacks_now_put_each_thread_in_its_function_and_let_it_run() {
+    common::privileged_test!();
+    let dir = tempfile::tempdir().unwrap();
+    // No frame pointers: the stacks come from DWARF through libc.
+    let bin = build(dir.path(), false);
+    let workload = start(&bin, &[]);
+    let agent = Agent::start();
+    let pid = workload.pid();
+    let stacks: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/stacks?pid={pid}&format=json")))
+            .unwrap();
+    let thread = |name: &str| -> (String, Vec<String>) {
+        let t = stacks["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no thread {name}: {stacks}"));
+        let frames = t["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect();
+        (t["state"].as_str().unwrap().to_owned(), frames)
+    };
+    // Each thread in its own function, under the thread's start routine.
+    for (name, function, state) in [
+        ("busy", "busy_loop", Some("running")),
+        ("stuck", "stuck_forever", Some("sleeping")),
+        ("sleeper", "sleep_loop", None),
+        ("reader", "read_loop", None),
+    ] {
+        let (got, frames) = thread(name);
+        let at = frames
+            .iter()
+            .position(|f| f == function)
+            .unwrap_or_else(|| panic!("{name}: {function} not in {frames:?}"));
+        assert!(
+            frames[at..].iter().any(|f| f == "start_thread"),
+            "{name}: {frames:?}"
+        );
+        if let Some(state) = state {
+            assert_eq!(got, state, "{name}");
+        }
+    }
+    // A blocked thread's innermost frame is libc's read, over the kernel
+    // wait it is in.
+    let stuck = stacks["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "stuck")
+        .unwrap();
+    assert!(stuck["blocked_in"].is_string(), "{stuck}");
+    assert!(
+        stuck["frames"][0]["module"]
+            .as_str()
+            .is_some_and(|m| m.contains("libc.so")),
+        "{stuck}"
+    );
+    // Every thread runs again, and none is left traced.
+    let traced = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("status"))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+            })
+            .count()
+    };
+    assert_eq!(traced(pid), 0);
+    let state = common::status_field(pid, "State");
+    assert!(
+        !state.starts_with('t') && !state.starts_with('T'),
+        "{state}"
+    );
+
+    // A thread another debugger traces is shown with why; the others
+    // still have their stacks.
+    let busy_tid = stacks["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "busy")
+        .unwrap()["tid"]
+        .as_u64()
+        .unwrap();
+    // strace -p TID traces that one thread.
+    let tracer = Command::new("strace")
+        .args(["-q", "-o", "/dev/null", "-p", &busy_tid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (apt install strace)");
+    let tracer = Running { child: tracer };
+    assert!(
+        agent.wait_for(Duration::from_secs(10), |_| traced(pid) == 1),
+        "strace did not attach"
+    );
+    let again: serde_json::Value =
+        serde_json::from_slice(&agent.get_ok(&format!("/v1/stacks?pid={pid}&format=json")))
+            .unwrap();
+    let threads = again["threads"].as_array().unwrap();
+    let refused: Vec<&serde_json::Value> =
+        threads.iter().filter(|t| t["error"].is_string()).collect();
+    assert_eq!(refused.len(), 1, "{again}");
+    assert_eq!(refused[0]["tid"], busy_tid);
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not stopped: Operation not permitted"),
+        "{again}"
+    );
+    assert!(
+        threads
+            .iter()
+            .filter(|t| t["tid"] != busy_tid)
+            .all(|t| !t["frames"].as_array().unwrap().is_empty()),
+        "{again}"
+    );
+    drop(tracer);
+    // The whole process traced by another debugger: 403, saying so.
+    let gdb = Command::new("gdb")
+        .args([
+            "-q",
+            "-batch",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "shell sleep 10",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gdb = Running { child: gdb };
+    let all = threads.len();
+    assert!(
+        agent.wait_for(Duration::from_secs(20), |_| traced(pid) == all),
+        "gdb did not attach"
+    );
+    let (code, body) = agent.get(&format!("/v1/stacks?pid={pid}"));
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("another debugger"));
+    drop(gdb);
+}

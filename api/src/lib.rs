@@ -15,6 +15,7 @@ pub mod presets;
 pub mod process;
 pub mod request;
 pub mod security;
+pub mod stacks;
 pub mod uprobe;
 
 /// At most this much of a value someone else chose is quoted in a

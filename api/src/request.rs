@@ -205,6 +205,14 @@ requests! {
         rate,
     }
 
+    /// `/v1/stacks`: every thread's stack right now.
+    StacksRequest at "/v1/stacks" {
+        /// The process.
+        pid,
+        /// `text` or `json`.
+        format,
+    }
+
     /// `/v1/profile/trigger`: profiles taken when a process's CPU use
     /// crosses a threshold.
     TriggerRequest at "/v1/profile/trigger" {

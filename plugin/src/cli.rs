@@ -65,6 +65,9 @@ pub enum Command {
     /// Stream calls of a function: arguments, return value, latency, and
     /// the calling stack; or write its callers as a flamegraph (-o).
     Trace(TraceArgs),
+    /// Every thread's stack right now (managed and native frames), like
+    /// dotnet-stack, for any process.
+    Stacks(StacksArgs),
     /// Record an LTTng session into a file whose name picks the format.
     Lttng(LttngArgs),
     /// .NET runtime events through the runtime's diagnostic port (EventPipe).
@@ -304,6 +307,19 @@ pub struct ExceptionsArgs {
     /// Only the counts by type and throw site, at the end.
     #[arg(long)]
     pub summary: bool,
+}
+
+/// The arguments of `stacks`.
+#[derive(Debug, clap::Args)]
+pub struct StacksArgs {
+    /// POD, pod/POD or deploy/NAME.
+    pub target: String,
+    /// The process (default: the pod's only app process).
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The arguments of `gcdump`.

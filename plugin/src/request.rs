@@ -10,7 +10,7 @@ use tracecar_api::process::ProcessInfo;
 use tracecar_api::request::{
     CountersRequest, DotnetTraceRequest, DumpRequest, ExceptionsRequest, GcdumpRequest,
     LttngEventsRequest, LttngLiveRequest, LttngRecordRequest, ProfileRequest, Request as _,
-    UprobeRequest,
+    StacksRequest, UprobeRequest,
 };
 use tracecar_api::uprobe::ProbeEvent;
 
@@ -283,6 +283,15 @@ pub fn profile_format(file: &str) -> Option<OutputFormat> {
     Some(OutputFormat { agent })
 }
 
+/// `/v1/stacks` for `kubectl tracecar stacks`.
+pub fn stacks_path(pid: &str, json: bool) -> String {
+    StacksRequest {
+        pid: text(Some(pid)),
+        format: json.then(|| "json".to_owned()),
+    }
+    .path()
+}
+
 /// `/v1/dotnet/gcdump` format from `-o NAME`: `.pprof`/`.pb.gz`,
 /// `.json`, `.txt` (the table).
 pub fn gcdump_format(file: &str) -> Option<OutputFormat> {
@@ -485,6 +494,12 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacks_paths() {
+        assert_eq!(stacks_path("7", false), "/v1/stacks?pid=7");
+        assert_eq!(stacks_path("7", true), "/v1/stacks?pid=7&format=json");
+    }
 
     #[test]
     fn gcdump_files_pick_the_format() {

@@ -5,7 +5,7 @@
 
 use crate::cli::{
     AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, GcdumpArgs,
-    LttngArgs, ProfileArgs, TraceArgs,
+    LttngArgs, ProfileArgs, StacksArgs, TraceArgs,
 };
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
@@ -50,6 +50,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         Command::Counters(args) => counters(&call, args)?,
         Command::Exceptions(args) => exceptions(&call, args)?,
         Command::Gcdump(args) => gcdump(&call, args)?,
+        Command::Stacks(args) => stacks(&call, args)?,
         Command::Dump(args) => dump(&call, args)?,
     }
     Ok(())
@@ -295,6 +296,19 @@ fn exceptions<'a>(call: &Call<'a>, args: &ExceptionsArgs) -> Result<(), PluginEr
         Bar::None
     };
     caller.get(&path, Sink::Lines(&request::exception_lines), bar)?;
+    Ok(())
+}
+
+/// `stacks`.
+fn stacks<'a>(call: &Call<'a>, args: &StacksArgs) -> Result<(), PluginError> {
+    let StacksArgs { target, pid, json } = args;
+    let caller = call(target)?;
+    let pid = pid_or_only_app(&caller, pid.as_deref())?;
+    caller.get(
+        &request::stacks_path(&pid, *json),
+        Sink::Lines(&as_is),
+        Bar::None,
+    )?;
     Ok(())
 }
 

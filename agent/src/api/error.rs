@@ -366,6 +366,30 @@ impl From<crate::dotnet::gcdump::GcdumpError> for ApiError {
     }
 }
 
+impl From<crate::profile::now::StacksError> for ApiError {
+    fn from(e: crate::profile::now::StacksError) -> Self {
+        use crate::profile::now::StacksError as S;
+        use axum::http::StatusCode;
+        match &e {
+            S::Threads { pid, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                format!("pid {pid} may have exited; GET /v1/processes"),
+            ),
+            S::NotStopped { refused: true, .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                e.to_string(),
+                "the agent needs CAP_SYS_PTRACE (the webhook's profiles have it), and the process must not be traced by another debugger",
+            ),
+            S::NotStopped { .. } => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "the process or its threads exited, or none stopped within 2 s: retry",
+            ),
+        }
+    }
+}
+
 /// The hint for `/proc/PID` files the kernel refuses the agent: another
 /// user's process, without the capabilities to look inside it.
 const DENIED_PROC: &str = "the agent lacks CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH for this process of another user: check the pod's tracecar.dev/features (each feature grants what it needs) and GET /v1/capabilities";

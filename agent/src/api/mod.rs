@@ -216,6 +216,7 @@ pub fn routes() -> Vec<Route> {
         Route::new("/v1/processes", None, get(system::processes)),
         Route::new("/v1/profile", Some(Profile), get(profile::profile)),
         Route::new("/v1/profile/trigger", Some(Profile), get(profile::trigger)),
+        Route::new("/v1/stacks", Some(Profile), get(profile::stacks)),
         Route::new(
             "/debug/pprof/profile",
             Some(Profile),
@@ -435,6 +436,7 @@ mod tests {
         for ((path, names), page) in [
             (fields::<ProfileRequest>(), "profile.md"),
             (fields::<TriggerRequest>(), "profile.md"),
+            (fields::<StacksRequest>(), "profile.md"),
             (fields::<SymbolsRequest>(), "uprobe.md"),
             (fields::<UprobeRequest>(), "uprobe.md"),
             (fields::<LttngEventsRequest>(), "lttng.md"),

@@ -1,10 +1,11 @@
-//! `/v1/profile`, `/debug/pprof/profile` and `/v1/profile/trigger`.
+//! `/v1/profile`, `/debug/pprof/profile`, `/v1/profile/trigger` and
+//! `/v1/stacks`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::extract::State;
-use tracecar_api::request::{ProfileRequest, TriggerRequest};
+use tracecar_api::request::{ProfileRequest, StacksRequest, TriggerRequest};
 
 use super::answer::Answer;
 use super::extract::Params;
@@ -27,6 +28,25 @@ pub(super) async fn go_pprof(
     request.seconds.get_or_insert_with(|| "30".to_owned());
     request.format = Some("pprof".to_owned());
     run_profile(state, profile::spec::parse(&request)?).await
+}
+
+pub(super) async fn stacks(
+    State(state): State<AgentState>,
+    Params(request): Params<StacksRequest>,
+) -> Result<Answer, ApiError> {
+    use profile::now::{self, StacksFormat};
+    let spec = now::parse(&request)?;
+    state.procfs.check_visible(&[spec.pid])?;
+    // One at a time with the captures: it stops the app's threads.
+    let _permit = state.capture_slot()?;
+    let procfs = state.procfs();
+    let stacks = blocking(move || now::take(&procfs, &spec)).await??;
+    Ok(match spec.format {
+        StacksFormat::Json => Answer::json(&stacks)?,
+        StacksFormat::Text => {
+            Answer::bytes(spec.format.content_type(), now::text(&stacks).into_bytes())
+        }
+    })
 }
 
 pub(super) async fn trigger(

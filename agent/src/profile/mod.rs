@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod capture;
 pub mod heap;
+pub mod now;
 pub mod plan;
 pub mod reported;
 mod ring;

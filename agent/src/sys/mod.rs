@@ -3,6 +3,9 @@
 //! above this module works on plain values.
 
 pub mod events;
+/// ptrace for `/v1/stacks`: its requests and `waitpid` are `unsafe` calls.
+#[allow(unsafe_code)]
+pub mod ptrace;
 
 use perf_event_open::config::{
     CallChain, Cpu, Opts, Priv, Proc, RegsMask, SampleFormat, SampleOn, Size,
@@ -369,7 +372,8 @@ mod tests {
 
 /// The marker aya needs to copy our structs into BPF maps, the
 /// `pre_exec` hook that sets the parent-death signal for daemons the agent
-/// supervises, and `malloc_trim`: the only `unsafe` in the agent.
+/// supervises, and `malloc_trim`: with [`ptrace`], the only `unsafe` in
+/// the agent.
 #[allow(unsafe_code)]
 mod raw {
     // SAFETY: `Config` is `#[repr(C)]`, `Copy`, and made only of integers and

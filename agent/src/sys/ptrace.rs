@@ -20,11 +20,14 @@ pub struct Registers {
     pub ip: u64,
 }
 
-/// Threads stopped with ptrace until this is dropped.
+/// Threads stopped with ptrace until this is dropped. Not `Send`: the
+/// kernel takes ptrace requests for a tracee only from the thread that
+/// seized it, so the detach must run there.
 #[derive(Debug, Default)]
 pub struct Stopped {
     /// Seized threads, and the signal each is to get back on detach.
     seized: Vec<(i32, i32)>,
+    _same_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Stopped {
