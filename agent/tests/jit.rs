@@ -217,6 +217,57 @@ fn fib(n: i64) -> i64 {
 }
 
 #[test]
+fn dotnet_inlined_method_says_it_has_no_code_and_where_it_is_called() {
+    common::privileged_test!();
+    // Tiered compilation off: Run is compiled optimized at its first call,
+    // with Add inlined, and Add never gets code of its own.
+    let app = spawn_dotnet(
+        &["inline"],
+        &[
+            ("COMPlus_TieredCompilation", "0"),
+            ("DOTNET_TieredCompilation", "0"),
+        ],
+    );
+    let pid = app.pid();
+    let agent = Agent::start();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = agent.get(&format!(
+        "/v1/uprobe?pid={pid}&symbol=Tracecar.Sample.Inlined.Add&args=arg0:int&limit=1"
+    ));
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 404, "{error}");
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("Tracecar.Sample.Inlined.Add (in ")
+            && message.contains("App.dll) has no code of its own"),
+        "{error}"
+    );
+    let hint = error["hint"].as_str().unwrap();
+    assert!(
+        hint.starts_with(
+            "probe a caller that has code (where it is inlined): Tracecar.Sample.Inlined.Run;"
+        ),
+        "{error}"
+    );
+    // The caller it names can be probed (Run loops forever: no call comes
+    // in a second, but the breakpoint is on its code).
+    let (_, summary) = probe_lines(&agent.get_ok(&format!(
+        "/v1/uprobe?pid={pid}&symbol=Tracecar.Sample.Inlined.Run&limit=1&seconds=1"
+    )));
+    assert_eq!(summary["mechanism"], "breakpoint", "{summary}");
+    // A name no assembly declares keeps the closest names.
+    let (code, body) = agent.get(&format!(
+        "/v1/uprobe?pid={pid}&symbol=Tracecar.Sample.Inlined.Subtract&limit=1"
+    ));
+    assert_eq!(code, 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("closest names"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[test]
 fn dotnet_methods_are_traced_by_name_without_a_restart() {
     common::privileged_test!();
     let mut app = spawn_dotnet(&["seed"], &[]);

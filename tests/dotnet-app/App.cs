@@ -30,6 +30,10 @@
 //                          sample.latency (ms) records 42 and the up-down
 //                          counter sample.inflight +1; the observable gauge
 //                          sample.queue always reads 1234
+//   App.dll inline         calls Inlined.Add(int, int), a method small
+//                          enough to inline, from Inlined.Run() in a loop
+//                          (with tiered compilation off, Run is compiled
+//                          optimized at once and Add never has code)
 //   App.dll hold N         keeps N Tracecar.Sample.Held objects (and the
 //                          array holding them) alive, then spins
 //   App.dll seed           the seed's two traced methods, on instances:
@@ -353,6 +357,26 @@ namespace Tracecar.Sample
         }
     }
 
+    public static class Inlined
+    {
+        static long total;
+
+        public static int Add(int a, int b) { return a + b; }
+
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public static void Run()
+        {
+            for (int i = 0; ; i++)
+            {
+                total += Add(i, 1);
+                if (i % 1000 == 0)
+                {
+                    Thread.Sleep(1);
+                }
+            }
+        }
+    }
+
     public sealed class Held
     {
         public long A;
@@ -397,8 +421,9 @@ namespace Tracecar.Sample
                 case "contend": Contender.Run(); break;
                 case "meter": Metered.Run(); break;
                 case "hold": Holder.Run(count); break;
+                case "inline": Inlined.Run(); break;
                 default:
-                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N | alloc | contend | meter | hold N");
+                    Console.Error.WriteLine("modes: serve | spin | sort | burst N [exit] | methods N | paced N | rate | seed | throw N | alloc | contend | meter | hold N | inline");
                     return 2;
             }
             return 0;

@@ -197,6 +197,32 @@ impl From<crate::uprobe::plan::ResolveError> for ApiError {
                 e.to_string(),
                 "give the address of an instruction: a function in /v1/symbols, or JIT code named in the process's perf map",
             ),
+            ResolveError::NoCodeOfItsOwn {
+                ref compiled_callers,
+                ref other_callers,
+                ..
+            } => {
+                let instead = if compiled_callers.is_empty() && other_callers.is_empty() {
+                    "no method of its assembly calls it directly".to_owned()
+                } else if compiled_callers.is_empty() {
+                    format!(
+                        "its callers have no code yet either: {}",
+                        other_callers.join(", ")
+                    )
+                } else {
+                    format!(
+                        "probe a caller that has code (where it is inlined): {}",
+                        compiled_callers.join(", ")
+                    )
+                };
+                Self::new(
+                    StatusCode::NOT_FOUND,
+                    e.to_string(),
+                    format!(
+                        "{instead}; or restart the app with DOTNET_JitNoInline=1 (COMPlus_JitNoInline=1 on 3.1), or mark the method [MethodImpl(MethodImplOptions.NoInlining)]"
+                    ),
+                )
+            }
             ResolveError::Jit(crate::uprobe::jit::FindError::Unknown { ref closest, .. }) => {
                 Self::new(
                     StatusCode::NOT_FOUND,

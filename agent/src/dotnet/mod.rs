@@ -3,6 +3,7 @@
 //! specs ([`providers`]), the port of a process ([`port`]) and the
 //! sessions the API runs over it ([`session`]).
 
+pub mod assembly;
 pub mod bytes;
 pub mod counters;
 pub mod exceptions;

@@ -136,6 +136,12 @@ impl MethodTable {
         self.methods.insert(method.start, method);
     }
 
+    /// The files of the modules the runtime named (assemblies as it
+    /// loaded them).
+    pub fn module_paths(&self) -> impl Iterator<Item = &str> {
+        self.modules.values().map(String::as_str)
+    }
+
     /// The method whose code holds `addr`, and its module's file.
     pub fn lookup(&self, addr: u64) -> Option<(&Method, Option<&str>)> {
         let (_, m) = self.methods.range(..=addr).next_back()?;

@@ -160,6 +160,33 @@ pub fn methods_now(
     }
 }
 
+/// A method an app declares that has no compiled code of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCode {
+    /// `Namespace.Type.Method`.
+    pub method: String,
+    /// The file that declares it.
+    pub module: String,
+    /// The methods whose code calls it (where the JIT inlines it).
+    pub callers: Vec<String>,
+}
+
+/// Why `name` picks no compiled method of `pid`, when the app declares
+/// it: `None` when no assembly of the app has such a method (or for a
+/// runtime that does not name its own code).
+pub fn without_code(
+    runtime: Runtime,
+    procfs: &Procfs,
+    pid: u32,
+    table: &Methods,
+    name: &str,
+) -> Option<NoCode> {
+    match runtime {
+        Runtime::Dotnet => dotnet::without_code(procfs, pid, table, name),
+        _ => None,
+    }
+}
+
 /// A session that names the methods a process compiles while it runs (a
 /// capture's length), and those that have code at its end.
 #[derive(Debug)]

@@ -156,6 +156,22 @@ pub enum ResolveError {
     /// The address is not in executable memory.
     #[error("address {0:#x} is not in executable memory (heap, stack or data)")]
     NotCode(u64),
+    /// The app declares the method, but it has no compiled code.
+    #[error(
+        "{method} (in {module}) has no code of its own in pid {pid}: the JIT inlined it into its callers, or it has not run yet"
+    )]
+    NoCodeOfItsOwn {
+        /// `Namespace.Type.Method`.
+        method: String,
+        /// The assembly that declares it.
+        module: String,
+        /// The process.
+        pid: u32,
+        /// Its callers that have code: where it is inlined, if it is.
+        compiled_callers: Vec<String>,
+        /// Its callers without code yet.
+        other_callers: Vec<String>,
+    },
     /// No JIT method has the name.
     #[error(transparent)]
     Jit(#[from] jit::FindError),
@@ -328,6 +344,33 @@ pub fn default_abi(target: &Target) -> Abi {
             _ => Abi::Sysv,
         },
         Target::Uprobe(_) => Abi::Sysv,
+    }
+}
+
+/// A method the app declares without compiled code: its callers split
+/// into those that have code (`compiled` names every compiled method,
+/// `Namespace.Type.Method(params)`) and the others, five of each at most.
+pub fn no_code_of_its_own(
+    pid: u32,
+    declared: crate::runtime::NoCode,
+    compiled: &std::collections::BTreeSet<String>,
+) -> ResolveError {
+    let has_code = |caller: &String| {
+        compiled.iter().any(|name| {
+            name.strip_prefix(caller.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('('))
+        })
+    };
+    let (mut compiled_callers, mut other_callers): (Vec<String>, Vec<String>) =
+        declared.callers.into_iter().partition(has_code);
+    compiled_callers.truncate(5);
+    other_callers.truncate(5);
+    ResolveError::NoCodeOfItsOwn {
+        method: declared.method,
+        module: declared.module,
+        pid,
+        compiled_callers,
+        other_callers,
     }
 }
 
@@ -664,6 +707,31 @@ mod tests {
         );
         assert!(needs_code(Runtime::Java, false) && needs_code(Runtime::Dotnet, true));
         assert!(!needs_code(Runtime::Node, false));
+    }
+
+    #[test]
+    fn a_method_without_code_names_its_callers_that_have_code() {
+        let compiled: std::collections::BTreeSet<String> =
+            ["App.Run()", "App.Other(int32)", "App.RunFast(int32)"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+        let declared = crate::runtime::NoCode {
+            method: "App.Add".into(),
+            module: "/app/App.dll".into(),
+            callers: vec!["App.Run".into(), "App.Run2".into(), "App.RunFast".into()],
+        };
+        match no_code_of_its_own(7, declared, &compiled) {
+            ResolveError::NoCodeOfItsOwn {
+                compiled_callers,
+                other_callers,
+                ..
+            } => {
+                assert_eq!(compiled_callers, ["App.Run", "App.RunFast"]);
+                assert_eq!(other_callers, ["App.Run2"]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

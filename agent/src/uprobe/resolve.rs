@@ -282,8 +282,19 @@ fn jit_by_name(
         .filter(|v| crate::procfs::is_code_at(maps, v.start));
     let method = match jit::find(name, code) {
         Ok(method) => method,
-        Err(jit::FindError::Unknown { closest, .. }) if !elf_closest.is_empty() => {
-            return Err(plan::unknown_anywhere(name, exe, closest, elf_closest));
+        Err(jit::FindError::Unknown { closest, symbol }) => {
+            // A method the app declares, without code: say so, and where
+            // it is called from.
+            if let Some(table) = &table
+                && let Some(declared) = runtime::without_code(runtime, procfs, pid, table, name)
+            {
+                let compiled = table.methods().map(|m| m.name.clone()).collect();
+                return Err(plan::no_code_of_its_own(pid, declared, &compiled));
+            }
+            if !elf_closest.is_empty() {
+                return Err(plan::unknown_anywhere(name, exe, closest, elf_closest));
+            }
+            return Err(jit::FindError::Unknown { closest, symbol }.into());
         }
         Err(e) => return Err(e.into()),
     };
