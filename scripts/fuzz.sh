@@ -25,7 +25,7 @@ jobs=${FUZZ_JOBS:-$(nproc)}
 run_one() {
     local target=$1 log="$scratch/$1.log" max_len=4096
     mkdir -p "$scratch/$target"
-    case $target in nettrace | elf) max_len=65536 ;; esac
+    case $target in nettrace | elf | assembly) max_len=65536 ;; esac
     if cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 >"$log" 2>&1; then

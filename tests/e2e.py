@@ -474,6 +474,9 @@ def check_processes(name):
         say(line)
     app = [l.split() for l in ps.splitlines() if "sample-app" in l]
     assert len(app) == 1, f"sample-app not listed once:\n{ps}"
+    # The curl that kubectl tracecar runs in the sidecar (kubectl exec; no
+    # child of the agent) is the agent's own, not the app's.
+    assert "curl" not in ps, f"the sidecar's own curl is listed:\n{ps}"
     cluster(f"kubectl tracecar ps {name}")
     return int(app[0][0])
 
@@ -517,6 +520,9 @@ def check_wall(name, out):
                  if leaf(s) == "[on-cpu]" and any(f["name"] == "fib" for f in s["frames"]))
     slept = sum(s["weight"] for s in profile["stacks"] if "nanosleep" in leaf(s))
     assert profile["meta"]["mode"] == "wall" and total > 0, profile["meta"]
+    # Only the app: not the curl that kubectl tracecar runs in the sidecar.
+    roots = {s["frames"][0]["name"] for s in profile["stacks"]}
+    assert "curl" not in roots and "curl" not in json.dumps(profile["meta"]), (roots, profile["meta"])
     assert on_fib > 0 and slept > 0, [(leaf(s), s["weight"]) for s in profile["stacks"][:10]]
     say(f"{total / 1e9:.2f} s of the app's threads: {100 * on_fib / total:.0f}% running fib(), "
         f"{100 * slept / total:.0f}% asleep in nanosleep (the ~1 ms usleep per request)")

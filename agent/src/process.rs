@@ -57,15 +57,17 @@ pub fn ust_mismatches(
     procfs: &Procfs,
     pids: Option<&[u32]>,
 ) -> Vec<tracecar_api::lttng::UstMismatch> {
-    let agent = std::process::id();
     let all = match pids {
         Some(p) => p.to_vec(),
-        None => procfs
-            .pids()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|&pid| !is_infrastructure(procfs, pid, agent))
-            .collect(),
+        None => {
+            let own = Own::of(procfs);
+            procfs
+                .pids()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&pid| !own.has(procfs, pid))
+                .collect()
+        }
     };
     all.into_iter()
         .filter_map(|pid| {
@@ -132,6 +134,53 @@ pub fn is_infrastructure(procfs: &Procfs, pid: u32, agent_pid: u32) -> bool {
     false
 }
 
+/// What tells the agent's own processes from the app's: the agent, its
+/// descendants and the pod's pause process ([`is_infrastructure`]), and
+/// whatever runs in the agent's own container, such as the `curl` that
+/// `kubectl tracecar` runs there through `kubectl exec`, which is no
+/// descendant of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Own {
+    agent: u32,
+    /// The agent's container (its mount namespace), when the pod's other
+    /// processes are in other containers.
+    container: Option<u64>,
+}
+
+impl Own {
+    /// The agent's own, looked up now.
+    pub fn of(procfs: &Procfs) -> Self {
+        Self {
+            agent: std::process::id(),
+            container: own_container(
+                procfs.mount_namespace(std::process::id()).ok(),
+                procfs.mount_namespace(1).ok(),
+            ),
+        }
+    }
+
+    /// Whether `pid` is the agent's own, not the app's.
+    pub fn has(&self, procfs: &Procfs, pid: u32) -> bool {
+        is_infrastructure(procfs, pid, self.agent)
+            || self
+                .container
+                .is_some_and(|own| procfs.mount_namespace(pid).ok() == Some(own))
+    }
+}
+
+/// The agent's container, by its mount namespace `own`, when it is not
+/// that of PID 1 (`init`) of the PID namespace the agent sees: in a pod,
+/// PID 1 is the pause process (or, attached with `--target`, the app's
+/// first process), in a container of its own; on a host (the agent run as
+/// the tests run it) PID 1 is the host's init, in the agent's namespace,
+/// and there is no container to leave out.
+pub fn own_container(own: Option<u64>, init: Option<u64>) -> Option<u64> {
+    match (own, init) {
+        (Some(own), Some(init)) if own != init => Some(own),
+        _ => None,
+    }
+}
+
 /// How long a listing may spend asking .NET runtimes about themselves in
 /// all: a fake runtime that never answers costs a second, and a pod of
 /// them cannot hold the listing longer than this.
@@ -139,11 +188,11 @@ pub const ASK_RUNTIMES_FOR: Duration = Duration::from_secs(5);
 
 /// Lists the pod's processes, measuring CPU use over `interval`.
 pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessInfo>> {
-    let agent = std::process::id();
+    let own = Own::of(procfs);
     let pids: Vec<u32> = procfs
         .pids()?
         .into_iter()
-        .filter(|&pid| !is_infrastructure(procfs, pid, agent))
+        .filter(|&pid| !own.has(procfs, pid))
         .collect();
     let cpu_ticks = |pid: u32| procfs.stat(pid).ok().map(|s| s.utime + s.stime);
     let before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
@@ -226,6 +275,20 @@ mod tests {
         // An app's first process, named to hide.
         assert!(!is_pod_init(7, "pause", 0));
         assert!(!is_pod_init(1, "app", 0));
+    }
+
+    #[test]
+    fn the_agents_container_is_left_out_only_in_a_pod() {
+        // In a pod: the pause process is in a container of its own.
+        assert_eq!(own_container(Some(5), Some(9)), Some(5));
+        // On a host (the tests): init is in the agent's namespace.
+        assert_eq!(own_container(Some(5), Some(5)), None);
+        // Unreadable namespaces tell nothing.
+        assert_eq!(own_container(Some(5), None), None);
+        assert_eq!(own_container(None, Some(9)), None);
+        let procfs = Procfs::default();
+        let own = Own::of(&procfs);
+        assert!(own.has(&procfs, std::process::id()));
     }
 
     #[test]

@@ -524,6 +524,19 @@ impl Procfs {
         std::fs::read_link(self.path(pid, "exe"))
     }
 
+    /// The mount namespace `pid` is in (the inode of `/proc/PID/ns/mnt`,
+    /// which needs ptrace access to read): each container of a pod has
+    /// its own.
+    pub fn mount_namespace(&self, pid: u32) -> std::io::Result<u64> {
+        let link = std::fs::read_link(self.path(pid, "ns/mnt"))?;
+        parse_namespace(&link.to_string_lossy()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a namespace link: {}", link.display()),
+            )
+        })
+    }
+
     /// A thread's name.
     pub fn thread_comm(&self, pid: u32, tid: u32) -> std::io::Result<String> {
         let path = self
@@ -582,6 +595,11 @@ impl Procfs {
     }
 }
 
+/// The inode of a namespace link's target (`mnt:[4026531841]`).
+pub fn parse_namespace(target: &str) -> Option<u64> {
+    target.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every Linux
 /// architecture tracecar supports.
 pub const CLOCK_TICKS: u64 = 100;
@@ -589,6 +607,17 @@ pub const CLOCK_TICKS: u64 = 100;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_links() {
+        assert_eq!(parse_namespace("mnt:[4026531841]"), Some(4_026_531_841));
+        assert_eq!(parse_namespace("mnt:[x]"), None);
+        assert_eq!(parse_namespace("/tmp/x"), None);
+        let own = Procfs::default()
+            .mount_namespace(std::process::id())
+            .unwrap();
+        assert!(own > 0);
+    }
 
     #[test]
     fn syscall_lines() {

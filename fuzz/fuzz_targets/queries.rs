@@ -40,6 +40,15 @@ fuzz_target!(|raw: &[u8]| {
         let _ = dotnet::spec::parse_counters(&request);
     }
     if let Ok(request) = decode(raw) {
+        let _ = dotnet::spec::parse_exceptions(&request);
+    }
+    if let Ok(request) = decode(raw) {
+        let _ = dotnet::spec::parse_gcdump(&request);
+    }
+    if let Ok(request) = decode(raw) {
+        let _ = profile::now::parse(&request);
+    }
+    if let Ok(request) = decode(raw) {
         let _ = dump::spec::parse(&request);
     }
 });

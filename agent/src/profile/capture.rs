@@ -143,7 +143,8 @@ struct State {
 struct Wanted<'a> {
     plan: &'a CapturePlan,
     procfs: &'a Procfs,
-    agent: u32,
+    /// The agent's own processes, left out of pod-wide captures.
+    own: process::Own,
     keep: HashMap<u32, bool>,
 }
 
@@ -152,17 +153,17 @@ impl<'a> Wanted<'a> {
         Self {
             plan,
             procfs,
-            agent: std::process::id(),
+            own: process::Own::of(procfs),
             keep: HashMap::new(),
         }
     }
 
     /// Whether `pid`'s samples are kept.
     fn keeps(&mut self, pid: u32) -> bool {
-        let (plan, procfs, agent) = (self.plan, self.procfs, self.agent);
+        let (plan, procfs, own) = (self.plan, self.procfs, self.own);
         *self.keep.entry(pid).or_insert_with(|| match &plan.targets {
             Targets::Pids(set) => set.contains(&pid),
-            Targets::Pod => !process::is_infrastructure(procfs, pid, agent),
+            Targets::Pod => !own.has(procfs, pid),
         })
     }
 }
