@@ -56,12 +56,14 @@ lint:
 
 # The .NET tests run on .NET Core 3.1 with the rest, then again on .NET 8,
 # .NET 10 and a single-file .NET 10 app (TRACECAR_DOTNET: agent/tests/common).
+# The LTTng check runs on 3.1 only: every runtime links the same
+# LTTng-UST 2.12 library (.so.0), which the sidecar's 2.13 refuses alike.
 DOTNETS = 8 10 single-file
 unit:
 	cargo test --workspace --locked
 	@for v in $(DOTNETS); do \
 		echo "== .NET tests on $$v"; \
-		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test dotnet || exit 1; \
+		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test dotnet -- --skip lttng_says_plainly || exit 1; \
 		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test jit -- dotnet || exit 1; \
 	done
 
