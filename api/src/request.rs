@@ -205,6 +205,13 @@ requests! {
         rate,
     }
 
+    /// `/debug/pprof/profile` on the agent's profiles listener
+    /// (`--profiles-listen`): what a scraper sends, and nothing else.
+    ScrapeRequest at "/debug/pprof/profile" {
+        /// Capture length (30 s when absent, as Go's).
+        seconds,
+    }
+
     /// `/v1/stacks`: every thread's stack right now.
     StacksRequest at "/v1/stacks" {
         /// The process.

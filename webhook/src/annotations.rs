@@ -17,6 +17,22 @@ pub const FEATURES: &str = "tracecar.dev/features";
 pub const SIDECAR_MODE: &str = "tracecar.dev/sidecar-mode";
 /// Written by the injector: JSON record of what was injected.
 pub const STATUS: &str = "tracecar.dev/status";
+
+/// Grafana's scrape annotations for CPU profiles (Alloy's
+/// `pyroscope.scrape` with the k8s-monitoring chart's discovery): set on
+/// pods whose sidecar serves profiles (`profilesPort`), unless the pod
+/// has its own.
+pub const SCRAPE_CPU: &str = "profiles.grafana.com/cpu.scrape";
+
+/// The port Grafana's scraper reads CPU profiles from, by name.
+pub const SCRAPE_CPU_PORT_NAME: &str = "profiles.grafana.com/cpu.port_name";
+
+/// The prefix of Grafana's CPU scrape annotations: a pod with one of its
+/// own keeps them as they are.
+pub const SCRAPE_CPU_PREFIX: &str = "profiles.grafana.com/cpu.";
+
+/// The sidecar's container port for profiles (`profilesPort`).
+pub const PPROF_PORT_NAME: &str = "tracecar-pprof";
 /// Set by the kubelet on mirror (static) pods.
 pub const MIRROR: &str = "kubernetes.io/config.mirror";
 

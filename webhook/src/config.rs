@@ -114,6 +114,12 @@ pub struct InjectConfig {
     /// tolerates nodes without them (an empty directory is created);
     /// `""` skips the check but some runtimes then fail on a missing path.
     pub kernel_source_host_path_type: String,
+    /// Serve profiles (and only profiles) on this TCP port of the sidecar,
+    /// `/debug/pprof/profile?seconds=N`, for Parca, Grafana Alloy and
+    /// `go tool pprof` to scrape (pods with the `profile` feature). The
+    /// sidecar gets the container port `tracecar-pprof`, and the pod
+    /// Grafana's scrape annotations unless it has its own. Off when absent.
+    pub profiles_port: Option<u16>,
 }
 
 impl Default for InjectConfig {
@@ -141,6 +147,7 @@ impl Default for InjectConfig {
             socket_path: tracecar_api::security::AGENT_SOCKET.to_owned(),
             work_size_limit: "2Gi".to_owned(),
             kernel_source_host_path_type: "DirectoryOrCreate".to_owned(),
+            profiles_port: None,
         }
     }
 }
@@ -268,6 +275,9 @@ impl InjectConfig {
         }
         if !self.socket_path.starts_with('/') {
             return Err(ConfigError::Invalid("socketPath must be absolute"));
+        }
+        if self.profiles_port == Some(0) {
+            return Err(ConfigError::Invalid("profilesPort must be 1-65535"));
         }
         if !matches!(
             self.kernel_source_host_path_type.as_str(),

@@ -397,6 +397,66 @@ fn privileged_profile_by_annotation_and_its_override_switch() {
 }
 
 #[test]
+fn a_profiles_port_serves_scrapers_and_says_so_to_grafanas() {
+    let config = InjectConfig {
+        profiles_port: Some(6060),
+        ..InjectConfig::default()
+    };
+    let (pod, _) = inject_checked_with(&fixture("minimal.yaml"), &config);
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(
+        sidecar["ports"],
+        json!([{"name": "tracecar-pprof", "containerPort": 6060, "protocol": "TCP"}])
+    );
+    let env = sidecar["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "TRACECAR_PROFILES_LISTEN", "value": "0.0.0.0:6060"})),
+        "{env:?}"
+    );
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["profiles.grafana.com/cpu.scrape"], "true");
+    assert_eq!(
+        annotations["profiles.grafana.com/cpu.port_name"],
+        "tracecar-pprof"
+    );
+    // A pod with scrape annotations of its own (its app serves pprof)
+    // keeps them.
+    let mut own = fixture("minimal.yaml");
+    own["metadata"]["annotations"]["profiles.grafana.com/cpu.port"] = json!("8080");
+    own["metadata"]["annotations"]["profiles.grafana.com/cpu.scrape"] = json!("true");
+    let (pod, _) = inject_checked_with(&own, &config);
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["profiles.grafana.com/cpu.port"], "8080");
+    assert!(
+        annotations
+            .get("profiles.grafana.com/cpu.port_name")
+            .is_none()
+    );
+    // Without the profile feature: no listener, no port, no annotation.
+    let mut no_profile = fixture("minimal.yaml");
+    no_profile["metadata"]["annotations"]["tracecar.dev/features"] = json!("dotnet");
+    let (pod, _) = inject_checked_with(&no_profile, &config);
+    assert!(
+        container(&pod, "containers", "tracecar")
+            .get("ports")
+            .is_none()
+    );
+    assert!(
+        pod["metadata"]["annotations"]
+            .get("profiles.grafana.com/cpu.scrape")
+            .is_none()
+    );
+    // Off by default, and port 0 is refused.
+    let (pod, _) = inject_checked(&fixture("minimal.yaml"));
+    assert!(
+        container(&pod, "containers", "tracecar")
+            .get("ports")
+            .is_none()
+    );
+    assert!(InjectConfig::from_yaml("profilesPort: 0\n").is_err());
+}
+
+#[test]
 fn features_are_capped_by_the_configs_ceiling() {
     let ceiling = InjectConfig {
         features: vec!["profile".into(), "dotnet".into()],

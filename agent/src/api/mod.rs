@@ -265,6 +265,37 @@ pub fn router(state: AgentState) -> Router {
         .with_state(state)
 }
 
+/// The profiles listener's one route (`--profiles-listen`): a scraper on
+/// the network (Parca, Grafana Alloy's `pyroscope.scrape`, `go tool
+/// pprof`) gets `/debug/pprof/profile` and nothing else: no process list,
+/// probe, trace, dump or LTTng endpoint is reachable there. It needs the
+/// `profile` feature, as on the socket.
+pub fn profiles_router(state: AgentState) -> Router {
+    let gate = Gate {
+        features: state.features,
+        families: vec![(SCRAPE_PATH, Some(Feature::Profile))],
+    };
+    Router::new()
+        .route(SCRAPE_PATH, get(profile::scrape))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this listener serves only profiles",
+                format!(
+                    "GET {SCRAPE_PATH}?seconds=N (gzipped pprof); the rest of the API is on the agent's Unix socket"
+                ),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(gate),
+            require_feature,
+        ))
+        .with_state(state)
+}
+
+/// Where scrapers ask for a profile, as Go's `net/http/pprof` serves it.
+pub const SCRAPE_PATH: &str = "/debug/pprof/profile";
+
 /// What the feature gate knows: the agent's features and each route's
 /// family with its feature.
 #[derive(Debug)]
@@ -437,6 +468,7 @@ mod tests {
             (fields::<ProfileRequest>(), "profile.md"),
             (fields::<TriggerRequest>(), "profile.md"),
             (fields::<StacksRequest>(), "profile.md"),
+            (fields::<ScrapeRequest>(), "profile.md"),
             (fields::<SymbolsRequest>(), "uprobe.md"),
             (fields::<UprobeRequest>(), "uprobe.md"),
             (fields::<LttngEventsRequest>(), "lttng.md"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::extract::State;
-use tracecar_api::request::{ProfileRequest, StacksRequest, TriggerRequest};
+use tracecar_api::request::{ProfileRequest, ScrapeRequest, StacksRequest, TriggerRequest};
 
 use super::answer::Answer;
 use super::extract::Params;
@@ -27,6 +27,21 @@ pub(super) async fn go_pprof(
 ) -> Result<Answer, ApiError> {
     request.seconds.get_or_insert_with(|| "30".to_owned());
     request.format = Some("pprof".to_owned());
+    run_profile(state, profile::spec::parse(&request)?).await
+}
+
+/// `/debug/pprof/profile` on the profiles listener: Go's convention and
+/// nothing more (`seconds=`; any other parameter is refused by its
+/// request type): a CPU profile of the pod's processes, gzipped pprof.
+pub(super) async fn scrape(
+    State(state): State<AgentState>,
+    Params(request): Params<ScrapeRequest>,
+) -> Result<Answer, ApiError> {
+    let request = ProfileRequest {
+        seconds: Some(request.seconds.unwrap_or_else(|| "30".to_owned())),
+        format: Some("pprof".to_owned()),
+        ..ProfileRequest::default()
+    };
     run_profile(state, profile::spec::parse(&request)?).await
 }
 

@@ -28,6 +28,8 @@ pub struct PodFacts {
     pub(super) has_volumes: bool,
     pub(super) has_init_containers: bool,
     pub(super) containers: Vec<ContainerFacts>,
+    /// The pod has Grafana's CPU scrape annotations of its own.
+    pub(super) scrape_annotated: bool,
 }
 
 /// What the injector needs to know about one app container.
@@ -67,6 +69,8 @@ impl PodFacts {
             opted_in,
             has_spec: true,
             mirror: annotation(ann::MIRROR).is_some(),
+            scrape_annotated: annotations
+                .is_some_and(|a| a.keys().any(|k| k.starts_with(ann::SCRAPE_CPU_PREFIX))),
             windows: is_windows(spec),
             namespace: ctx.namespace.to_owned(),
             existing_injection: existing_injection(spec),

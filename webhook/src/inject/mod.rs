@@ -150,6 +150,22 @@ impl Injector {
             &["metadata", "annotations", ann::STATUS],
             Value::String(status_json),
         );
+        // The sidecar serves profiles on TCP: Grafana's scraper finds them.
+        if self.config.profiles_port.is_some()
+            && choices
+                .features
+                .contains(tracecar_api::security::Feature::Profile)
+            && !facts.scrape_annotated
+        {
+            b.add(
+                &["metadata", "annotations", ann::SCRAPE_CPU],
+                Value::String("true".to_owned()),
+            );
+            b.add(
+                &["metadata", "annotations", ann::SCRAPE_CPU_PORT_NAME],
+                Value::String(ann::PPROF_PORT_NAME.to_owned()),
+            );
+        }
         Ok(Decision::Inject(Plan {
             patch: b.finish(),
             warnings,

@@ -5,8 +5,8 @@ use super::model::{
     WORK_PATH,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HostPathVolumeSource, Probe,
-    ResourceFieldSelector, ResourceRequirements, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    HostPathVolumeSource, Probe, ResourceFieldSelector, ResourceRequirements, Volume, VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -124,6 +124,18 @@ pub fn sidecar_container(
             ..EnvVar::default()
         });
     }
+    // Profiles on TCP for scrapers (`profilesPort`), only with the
+    // profile feature.
+    let pprof_port = config
+        .profiles_port
+        .filter(|_| features.contains(tracecar_api::security::Feature::Profile));
+    if let Some(port) = pprof_port {
+        env.push(EnvVar {
+            name: "TRACECAR_PROFILES_LISTEN".to_owned(),
+            value: Some(format!("0.0.0.0:{port}")),
+            ..EnvVar::default()
+        });
+    }
     let mut mounts = vec![
         mount(VOL_TMP, TMP_PATH, false),
         mount(VOL_LTTNG, LTTNG_PATH, false),
@@ -162,6 +174,14 @@ pub fn sidecar_container(
                 .to_vec(),
         ),
         env: Some(env),
+        ports: pprof_port.map(|port| {
+            vec![ContainerPort {
+                name: Some(crate::annotations::PPROF_PORT_NAME.to_owned()),
+                container_port: i32::from(port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            }]
+        }),
         resources: Some(ResourceRequirements {
             requests: quantities(&config.resources.requests),
             limits: quantities(&config.resources.limits),
