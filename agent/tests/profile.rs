@@ -826,7 +826,8 @@ fn the_profiles_listener_serves_profiles_and_nothing_else() {
             .args(["tool", "pprof", "-top", "-seconds", "2"])
             .arg(format!("{base}/debug/pprof/profile"))
             .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
+            // Built once by scripts/deps.sh.
+            .env("GOCACHE", "/var/cache/tracecar/go-build")
             .env("HOME", dir.path())
             .env("PPROF_TMPDIR", dir.path())
             .output()
