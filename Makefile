@@ -58,13 +58,15 @@ lint:
 # .NET 10 and a single-file .NET 10 app (TRACECAR_DOTNET: agent/tests/common).
 # The LTTng check runs on 3.1 only: every runtime links the same
 # LTTng-UST 2.12 library (.so.0), which the sidecar's 2.13 refuses alike.
+# --workspace as in the first run: with -p the dependencies' features
+# unify differently, and the agent and its tests are built again.
 DOTNETS = 8 10 single-file
 unit:
 	cargo test --workspace --locked
 	@for v in $(DOTNETS); do \
 		echo "== .NET tests on $$v"; \
-		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test dotnet -- --skip lttng_says_plainly || exit 1; \
-		TRACECAR_DOTNET=$$v cargo test --locked -p tracecar-agent --test jit -- dotnet || exit 1; \
+		TRACECAR_DOTNET=$$v cargo test --locked --workspace --test dotnet -- --skip lttng_says_plainly || exit 1; \
+		TRACECAR_DOTNET=$$v cargo test --locked --workspace --test jit -- dotnet || exit 1; \
 	done
 
 manifests:
@@ -81,14 +83,14 @@ demo-check:
 	fi
 
 # Every cargo-fuzz target for FUZZ_SECONDS (default 60) each; see
-# scripts/fuzz.sh. `make test` runs them for 20 s each (fuzz-smoke).
+# scripts/fuzz.sh. `make test` runs them for 10 s each (fuzz-smoke).
 fuzz:
 	@bash scripts/deps.sh fuzz
 	@bash scripts/fuzz.sh
 
 fuzz-smoke:
 	@bash scripts/deps.sh fuzz
-	@FUZZ_SECONDS=20 bash scripts/fuzz.sh
+	@FUZZ_SECONDS=10 bash scripts/fuzz.sh
 
 bench-memory:
 	@bash scripts/deps.sh bench

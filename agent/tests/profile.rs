@@ -770,22 +770,14 @@ fn the_profiles_listener_serves_profiles_and_nothing_else() {
         &dir.path().join("agent.log"),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let get = |path: &str| -> (u16, Vec<u8>) {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
-            .arg(format!("{base}{path}"))
-            .output()
-            .expect("curl runs");
-        let mut body = out.stdout;
-        let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-        let code = String::from_utf8_lossy(&body[split..]).trim().parse().unwrap_or(0);
-        body.truncate(split);
-        (code, body)
-    };
+    let get = |path: &str| common::curl(&["--max-time", "20"], &format!("{base}{path}"));
     // The agent is up once the listener answers.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while get("/").0 == 0 {
-        assert!(std::time::Instant::now() < deadline, "no listener on {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listener on {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A scrape: gzipped pprof of the pod's processes (the workload's

@@ -74,3 +74,31 @@ pub fn healthy_report() -> Report {
         }),
     }
 }
+
+/// A heap walk of 1,000 `App.Held` (32 bytes each) and the array holding
+/// them.
+pub fn heap_report(pid: u32) -> crate::dotnet::HeapReport {
+    use crate::dotnet::{HeapReport, HeapType};
+    HeapReport {
+        pid,
+        gc: 3,
+        objects: 1001,
+        bytes: 40_024,
+        types: vec![
+            HeapType {
+                name: "App.Held".into(),
+                count: 1000,
+                bytes: 32_000,
+            },
+            HeapType {
+                name: "App.Held[]".into(),
+                count: 1,
+                bytes: 8024,
+            },
+        ],
+        complete: true,
+        missing_events: 0,
+        dropped: 0,
+        seconds: 0.2,
+    }
+}

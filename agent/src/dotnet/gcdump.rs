@@ -567,28 +567,7 @@ mod tests {
 
     #[test]
     fn the_table_reads_like_dotnet_gcdump_report() {
-        let report = HeapReport {
-            pid: 7,
-            gc: 3,
-            objects: 1001,
-            bytes: 40_024,
-            types: vec![
-                HeapType {
-                    name: "App.Held".into(),
-                    count: 1000,
-                    bytes: 32_000,
-                },
-                HeapType {
-                    name: "App.Held[]".into(),
-                    count: 1,
-                    bytes: 8024,
-                },
-            ],
-            complete: true,
-            missing_events: 0,
-            dropped: 0,
-            seconds: 0.2,
-        };
+        let report = tracecar_api::fixtures::heap_report(7);
         assert_eq!(
             table(&report),
             "# pid 7: 1,001 objects, 40,024 bytes, 2 types (GC #3)\n\

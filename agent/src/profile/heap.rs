@@ -60,32 +60,10 @@ pub fn pprof(report: &HeapReport, comm: &str) -> Result<Vec<u8>, RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracecar_api::dotnet::HeapType;
 
     #[test]
     fn each_type_is_one_stack_of_its_objects_and_bytes() {
-        let report = HeapReport {
-            pid: 7,
-            gc: 3,
-            objects: 1001,
-            bytes: 40_024,
-            types: vec![
-                HeapType {
-                    name: "App.Held".into(),
-                    count: 1000,
-                    bytes: 32_000,
-                },
-                HeapType {
-                    name: "App.Held[]".into(),
-                    count: 1,
-                    bytes: 8024,
-                },
-            ],
-            complete: true,
-            missing_events: 0,
-            dropped: 0,
-            seconds: 0.2,
-        };
+        let report = tracecar_api::fixtures::heap_report(7);
         let captured = captured(&report, "app", (SystemTime::now(), Instant::now()));
         assert_eq!(
             captured.measure.sample_types(),

@@ -339,6 +339,25 @@ impl Drop for Agent {
     }
 }
 
+/// GET `url` with curl and `args`: the status (0 when nothing answered)
+/// and the body.
+pub fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let mut body = output.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
 impl Agent {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -410,22 +429,10 @@ impl Agent {
     }
 
     fn curl(&self, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        let output = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}"])
-            .args(extra)
-            .arg("--unix-socket")
-            .arg(&self.socket)
-            .arg(format!("http://localhost{path}"))
-            .output()
-            .expect("curl runs");
-        let mut body = output.stdout;
-        let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-        let code = String::from_utf8_lossy(&body[split..])
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        body.truncate(split);
-        (code, body)
+        let socket = self.socket.to_string_lossy();
+        let mut args = extra.to_vec();
+        args.extend(["--unix-socket", &socket]);
+        curl(&args, &format!("http://localhost{path}"))
     }
 
     pub fn get_ok(&self, path: &str) -> Vec<u8> {
