@@ -25,10 +25,16 @@ pub struct Registers {
 /// seized it, so the detach must run there.
 #[derive(Debug, Default)]
 pub struct Stopped {
-    /// Seized threads, and the signal each is to get back on detach.
-    seized: Vec<(i32, i32)>,
+    /// Seized threads, the signal each is to get back on detach, and
+    /// whether it was seen stopped.
+    seized: Vec<(i32, i32, bool)>,
     _same_thread: std::marker::PhantomData<*const ()>,
 }
+
+/// How long a thread that did not stop in time is waited for once more
+/// before it is detached: the kernel detaches only a stopped tracee, and
+/// the interrupt stays pending until the thread leaves what it is in.
+const LATE_STOP: Duration = Duration::from_secs(1);
 
 impl Stopped {
     /// Seizes and interrupts each of `tids`, and waits (until `deadline`)
@@ -46,7 +52,7 @@ impl Stopped {
             };
             match seize_and_interrupt(raw) {
                 Ok(()) => {
-                    stopped.seized.push((raw, 0));
+                    stopped.seized.push((raw, 0, false));
                     pending.push(raw);
                 }
                 Err(e) => results.push((tid, Err(e))),
@@ -56,8 +62,9 @@ impl Stopped {
             let tid = raw.unsigned_abs();
             let result = match wait_stop(raw, deadline) {
                 Ok(signal) => {
-                    if let Some(entry) = stopped.seized.iter_mut().find(|(t, _)| *t == raw) {
+                    if let Some(entry) = stopped.seized.iter_mut().find(|(t, ..)| *t == raw) {
                         entry.1 = signal;
+                        entry.2 = true;
                     }
                     registers(raw)
                 }
@@ -71,7 +78,14 @@ impl Stopped {
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        for (tid, signal) in self.seized.drain(..) {
+        let late = Instant::now() + LATE_STOP;
+        for (tid, mut signal, stopped) in self.seized.drain(..) {
+            if !stopped {
+                // Detaching needs the stop the interrupt asked for; a
+                // thread still seized after this agent thread is gone is
+                // detached by the kernel then.
+                signal = wait_stop(tid, late).unwrap_or(0);
+            }
             // SAFETY: PTRACE_DETACH takes a tid and a signal number as the
             // data argument; no memory is passed.
             unsafe {
