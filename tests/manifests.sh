@@ -34,9 +34,11 @@ kubectl kustomize "$work/manifests/overlays/self-signed" | python3 -c '
 import base64, sys, yaml
 docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
 mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
-bundle = base64.b64decode(mwc["webhooks"][0]["clientConfig"]["caBundle"])
 ca = open(sys.argv[1], "rb").read()
-assert bundle == ca, "caBundle is not the generated ca.crt"
+assert len(mwc["webhooks"]) == 3, [w["name"] for w in mwc["webhooks"]]
+for hook in mwc["webhooks"]:
+    bundle = base64.b64decode(hook["clientConfig"]["caBundle"])
+    assert bundle == ca, f"{hook['name']}: caBundle is not the generated ca.crt"
 ' "$work/manifests/overlays/self-signed/certs/ca.crt" && echo "ok   self-signed caBundle = ca.crt" || failed=1
 
 # Every injected pod and workload, in every mode the fixtures cover.

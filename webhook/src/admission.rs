@@ -14,7 +14,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::inject::{Decision, InjectError, Injector, PodContext, PodFacts};
+use crate::inject::{Decision, InjectError, Injector, PodContext, PodFacts, PodSecurityLevel};
 
 /// What happened to one review, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +138,16 @@ impl Reviewer {
     /// Reviews one request. Never fails: internal errors allow the pod
     /// unchanged.
     pub fn review(&self, request: &AdmissionRequest<Pod>) -> (ReviewResponse, Outcome) {
+        self.review_in(request, None)
+    }
+
+    /// [`Self::review`] of a pod whose namespace enforces `pod_security`
+    /// (the review came through that level's webhook entry).
+    pub fn review_in(
+        &self,
+        request: &AdmissionRequest<Pod>,
+        pod_security: Option<PodSecurityLevel>,
+    ) -> (ReviewResponse, Outcome) {
         let is_pod_create = request.operation == Operation::Create
             && request.resource.group.is_empty()
             && request.resource.resource == "pods"
@@ -162,6 +172,7 @@ impl Reviewer {
                         .or(pod.metadata.namespace.as_deref())
                         .unwrap_or("default"),
                     owner_kind: None,
+                    pod_security,
                 };
                 self.rendered(PodFacts::observe(pod, ctx))
             }
@@ -235,18 +246,29 @@ fn render(decision: Result<Decision, InjectError>) -> Result<Rendered, String> {
             patch: None,
             warnings: warning.into_iter().collect(),
         }),
-        Decision::Inject(plan) => {
-            let json = patch_json(&plan.patch).map_err(|e| e.to_string())?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(json);
-            let literal = serde_json::to_string(&b64).map_err(|e| e.to_string())?;
-            let patch = RawValue::from_string(literal).map_err(|e| e.to_string())?;
-            Ok(Rendered {
-                outcome: Outcome::Injected,
-                patch: Some(patch),
-                warnings: plan.warnings,
-            })
-        }
+        Decision::Inject(plan) => Ok(Rendered {
+            outcome: Outcome::Injected,
+            patch: Some(encoded(&plan.patch)?),
+            warnings: plan.warnings,
+        }),
+        Decision::Decline {
+            reason,
+            warning,
+            patch,
+        } => Ok(Rendered {
+            outcome: Outcome::Skipped(reason.label()),
+            patch: Some(encoded(&patch)?),
+            warnings: vec![warning],
+        }),
     }
+}
+
+/// A patch as the AdmissionResponse carries it: base64 of its JSON.
+fn encoded(patch: &json_patch::Patch) -> Result<Box<RawValue>, String> {
+    let json = patch_json(patch).map_err(|e| e.to_string())?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+    let literal = serde_json::to_string(&b64).map_err(|e| e.to_string())?;
+    RawValue::from_string(literal).map_err(|e| e.to_string())
 }
 
 fn patch_json(patch: &json_patch::Patch) -> Result<Vec<u8>, serde_json::Error> {

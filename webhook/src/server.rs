@@ -84,6 +84,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/mutate/podsecurity/{level}", post(mutate_pod_security))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -96,7 +97,40 @@ struct ErrorBody {
     error: String,
 }
 
+/// `/mutate/podsecurity/LEVEL`: the webhook entry for namespaces that
+/// enforce PodSecurity `baseline` or `restricted` (its `namespaceSelector`
+/// matches `pod-security.kubernetes.io/enforce`): opted-in pods there are
+/// left without the sidecar, which the level would reject, and told why.
+async fn mutate_pod_security(
+    State(state): State<AppState>,
+    axum::extract::Path(level): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    match crate::inject::PodSecurityLevel::parse(&level) {
+        Some(level) => review(state, body, Some(level)).await,
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorBody {
+                error: format!(
+                    "no PodSecurity level {:?}: /mutate/podsecurity/baseline or /mutate/podsecurity/restricted",
+                    level.chars().take(32).collect::<String>()
+                ),
+            }),
+        )
+            .into_response(),
+    }
+}
+
 async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    review(state, body, None).await
+}
+
+/// Reviews one AdmissionReview body.
+async fn review(
+    state: AppState,
+    body: Bytes,
+    pod_security: Option<crate::inject::PodSecurityLevel>,
+) -> Response {
     let Ok(_turn) = state.reviews.clone().acquire_owned().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -115,7 +149,7 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    let (response, outcome) = state.reviewer.review(&request);
+    let (response, outcome) = state.reviewer.review_in(&request, pod_security);
     state.metrics.observe(&outcome, started.elapsed());
     tracing::debug!(
         uid = %request.uid,

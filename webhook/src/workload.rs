@@ -222,6 +222,7 @@ fn inject_object(
     let ctx = PodContext {
         namespace: &namespace,
         owner_kind: Some(kind.as_str()),
+        pod_security: None,
     };
     let decision = injector
         .decide(&pod, ctx)
@@ -233,6 +234,10 @@ fn inject_object(
         Decision::Skip { warning, .. } => {
             out.warnings
                 .extend(warning.map(|w| format!("{object}: {w}")));
+            Ok(false)
+        }
+        Decision::Decline { warning, .. } => {
+            out.warnings.push(format!("{object}: {warning}"));
             Ok(false)
         }
         Decision::Inject(plan) => {

@@ -54,6 +54,36 @@ fn create_returns_a_base64_json_patch() {
 }
 
 #[test]
+fn a_podsecurity_namespace_gets_the_status_and_a_warning_not_the_sidecar() {
+    use tracecar_webhook::inject::PodSecurityLevel;
+    let pod = fixture("minimal.yaml");
+    let request =
+        admission::parse(&serde_json::to_vec(&review(Some(&pod), "CREATE", "shop")).unwrap())
+            .expect("parses");
+    let (response, outcome) = reviewer(0).review_in(&request, Some(PodSecurityLevel::Baseline));
+    let response = serde_json::to_value(&response).unwrap();
+    assert_eq!(outcome, Outcome::Skipped("podsecurity_baseline"));
+    assert_eq!(response["response"]["allowed"], true);
+    let warnings = response["response"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("PodSecurity baseline"),
+        "{warnings:?}"
+    );
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &decoded_patch(&response)).unwrap();
+    assert_eq!(patched["spec"], pod["spec"]);
+    assert!(
+        patched["metadata"]["annotations"]["tracecar.dev/status"]
+            .as_str()
+            .unwrap()
+            .contains("\"injected\":false")
+    );
+}
+
+#[test]
 fn dry_run_gets_the_same_patch() {
     let pod = fixture("minimal.yaml");
     let mut dry = review(Some(&pod), "CREATE", "default");

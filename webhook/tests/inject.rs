@@ -457,6 +457,50 @@ fn a_profiles_port_serves_scrapers_and_says_so_to_grafanas() {
 }
 
 #[test]
+fn a_namespace_enforcing_baseline_or_restricted_gets_no_sidecar_and_is_told_why() {
+    use tracecar_webhook::inject::{self, PodContext, PodSecurityLevel};
+    for level in [PodSecurityLevel::Baseline, PodSecurityLevel::Restricted] {
+        let ctx = PodContext {
+            namespace: "shop",
+            owner_kind: None,
+            pod_security: Some(level),
+        };
+        let doc = fixture("minimal.yaml");
+        let decision =
+            inject::decide(&typed(&doc), ctx, &InjectConfig::default()).expect("decision");
+        let Decision::Decline {
+            reason,
+            warning,
+            patch,
+        } = decision
+        else {
+            panic!("expected a decline, got {decision:?}");
+        };
+        assert_eq!(reason, SkipReason::PodSecurity(level));
+        assert!(
+            warning.contains(&format!("enforces PodSecurity {}", level.as_str()))
+                && warning.contains("pod-security.kubernetes.io/enforce=privileged"),
+            "{warning}"
+        );
+        // Only the status annotation: no sidecar, no volume, nothing the
+        // level would reject.
+        let mut pod = doc.clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        assert_eq!(pod["spec"], doc["spec"]);
+        let status = status(&pod);
+        assert_eq!(status["injected"], false);
+        assert!(status["reason"].as_str().unwrap().contains(level.as_str()));
+        assert!(
+            status["fix"]
+                .as_str()
+                .unwrap()
+                .contains("kubectl tracecar attach")
+        );
+    }
+    assert_eq!(PodSecurityLevel::parse("privileged"), None);
+}
+
+#[test]
 fn features_are_capped_by_the_configs_ceiling() {
     let ceiling = InjectConfig {
         features: vec!["profile".into(), "dotnet".into()],

@@ -148,6 +148,31 @@ async fn admission_review_over_https_patches_the_pod() {
         "tracecar"
     );
 
+    // The PodSecurity entries' paths: the pod is left as it is, but for
+    // the status annotation; an unknown level is a 404.
+    let r = client
+        .post(format!("{}/mutate/podsecurity/restricted", server.url))
+        .json(&review(Some(&fixture("minimal.yaml")), "CREATE", "default"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("PodSecurity restricted"),
+        "{body}"
+    );
+    let r = client
+        .post(format!("{}/mutate/podsecurity/privileged", server.url))
+        .json(&review(Some(&fixture("minimal.yaml")), "CREATE", "default"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
     for path in ["/healthz", "/readyz"] {
         let r = client
             .get(format!("{}{path}", server.url))

@@ -30,6 +30,9 @@ pub struct PodFacts {
     pub(super) containers: Vec<ContainerFacts>,
     /// The pod has Grafana's CPU scrape annotations of its own.
     pub(super) scrape_annotated: bool,
+    /// The PodSecurity level its namespace enforces, when it rejects the
+    /// sidecar.
+    pub(super) pod_security: Option<super::model::PodSecurityLevel>,
 }
 
 /// What the injector needs to know about one app container.
@@ -73,6 +76,7 @@ impl PodFacts {
                 .is_some_and(|a| a.keys().any(|k| k.starts_with(ann::SCRAPE_CPU_PREFIX))),
             windows: is_windows(spec),
             namespace: ctx.namespace.to_owned(),
+            pod_security: ctx.pod_security,
             existing_injection: existing_injection(spec),
             has_status: annotation(ann::STATUS).is_some(),
             profile: annotation(ann::PROFILE),

@@ -37,7 +37,8 @@ use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMod
 
 pub use error::InjectError;
 pub use model::{
-    Decision, InjectStatus, LTTNG_PATH, Plan, PodContext, SkipReason, TMP_PATH, WORK_PATH,
+    Decision, InjectStatus, LTTNG_PATH, Plan, PodContext, PodSecurityLevel, SkipReason, TMP_PATH,
+    WORK_PATH,
 };
 use model::{VOL_LTTNG, VOL_TMP};
 pub use tracecar_api::security::MINIMAL_CAPABILITIES;
@@ -276,6 +277,9 @@ fn skipped(facts: &PodFacts, config: &InjectConfig) -> Result<Option<Decision>, 
             )));
         }
     }
+    if let Some(level) = facts.pod_security {
+        return Ok(Some(declined_by_pod_security(level)?));
+    }
     if let Some(what) = &facts.existing_injection {
         // Our own earlier output (reinvocation) is silent; anything else
         // is a clash the user should hear about.
@@ -285,6 +289,34 @@ fn skipped(facts: &PodFacts, config: &InjectConfig) -> Result<Option<Decision>, 
         return Ok(Some(skip(SkipReason::AlreadyInjected, warning)));
     }
     Ok(None)
+}
+
+/// A pod in a namespace that enforces `level`: the sidecar would have the
+/// API server reject the pod after our mutation (a Deployment would stop
+/// creating pods), so it is left without it, and says why in its status
+/// annotation and in a warning.
+fn declined_by_pod_security(level: PodSecurityLevel) -> Result<Decision, InjectError> {
+    let why = format!(
+        "not injected: the namespace enforces PodSecurity {level} (pod-security.kubernetes.io/enforce), which rejects the sidecar's hostPath volumes and capabilities; the pod runs without it",
+        level = level.as_str()
+    );
+    let fix = "to trace it, label the namespace pod-security.kubernetes.io/enforce=privileged, or attach the agent to the running pod (kubectl tracecar attach; ephemeral containers are checked against the same level)";
+    let status = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "injected": false,
+        "reason": why,
+        "fix": fix,
+    });
+    let mut b = PatchBuilder::default();
+    b.add(
+        &["metadata", "annotations", ann::STATUS],
+        Value::String(status.to_string()),
+    );
+    Ok(Decision::Decline {
+        reason: SkipReason::PodSecurity(level),
+        warning: format!("tracecar: {why}; {fix}"),
+        patch: b.finish(),
+    })
 }
 
 /// `shareProcessNamespace: true`, the whole point of the sidecar, unless

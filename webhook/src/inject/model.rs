@@ -38,6 +38,38 @@ pub enum SkipReason {
     MirrorPod,
     /// A Windows pod: the agent is Linux-only.
     Windows,
+    /// The namespace enforces a PodSecurity level the injected pod would
+    /// break (the API server validates it after our mutation).
+    PodSecurity(PodSecurityLevel),
+}
+
+/// A PodSecurity level that rejects the sidecar (hostPath volumes,
+/// capabilities beyond the default set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PodSecurityLevel {
+    /// `baseline`.
+    Baseline,
+    /// `restricted`.
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    /// From `pod-security.kubernetes.io/enforce`'s value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "baseline" => Some(Self::Baseline),
+            "restricted" => Some(Self::Restricted),
+            _ => None,
+        }
+    }
+
+    /// As the label says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Restricted => "restricted",
+        }
+    }
 }
 
 impl SkipReason {
@@ -54,6 +86,8 @@ impl SkipReason {
             }
             Self::MirrorPod => "mirror_pod",
             Self::Windows => "windows",
+            Self::PodSecurity(PodSecurityLevel::Baseline) => "podsecurity_baseline",
+            Self::PodSecurity(PodSecurityLevel::Restricted) => "podsecurity_restricted",
         }
     }
 }
@@ -71,6 +105,16 @@ pub enum Decision {
     },
     /// Apply `plan.patch`.
     Inject(Plan),
+    /// Leave the pod without the sidecar, with `warning`, and `patch`: the
+    /// `tracecar.dev/status` annotation that says why and what to do.
+    Decline {
+        /// Why.
+        reason: SkipReason,
+        /// A message for the AdmissionResponse warnings.
+        warning: String,
+        /// The status annotation.
+        patch: Patch,
+    },
 }
 
 /// The result of a successful injection decision.
@@ -116,4 +160,8 @@ pub struct PodContext<'a> {
     /// pod (offline injection of a Job template). Owner references on the
     /// pod are consulted too.
     pub owner_kind: Option<&'a str>,
+    /// The PodSecurity level the namespace enforces, when it would reject
+    /// the sidecar (learnt from which webhook entry the review came
+    /// through: `/mutate/podsecurity/LEVEL`).
+    pub pod_security: Option<PodSecurityLevel>,
 }

@@ -22,6 +22,7 @@ pub fn decide_in(doc: &Value, namespace: &str, config: &InjectConfig) -> Decisio
     let ctx = PodContext {
         namespace,
         owner_kind: None,
+        pod_security: None,
     };
     inject::decide(&typed(doc), ctx, config).expect("decision")
 }
