@@ -23,20 +23,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-use tracecar_api::dotnet::{CounterSnapshot, CounterValue};
-use tracecar_api::quoted;
+use tracecar_api::dotnet::CounterSnapshot;
 
 use super::ipc::{Command, ProviderConfig};
 use super::nettrace::Decoder;
 use super::port::{Port, PortError};
+pub use super::prometheus::{metric_name, prometheus};
+pub use super::readings::{METRICS_SOURCE, Published, Reading, parse};
 use super::session::{self, Flow, event_json};
 use super::spec::{CountersFormat, CountersSpec};
 use crate::procfs::Procfs;
-
-/// The runtime's `System.Diagnostics.Metrics` EventSource (.NET 6 and
-/// later), which publishes the instruments of the meters it is asked for.
-pub const METRICS_SOURCE: &str = "System.Diagnostics.Metrics";
 
 /// Its `TimeSeriesValues` keyword: the values, and the errors about them.
 const METRICS_VALUES: u64 = 0x2;
@@ -48,214 +44,6 @@ pub const MAX_SERIES: usize = 4096;
 
 /// Warnings one snapshot holds at most.
 const MAX_WARNINGS: usize = 16;
-
-/// One value the runtime published.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    /// The EventSource or the Meter.
-    pub provider: String,
-    /// The counter's name, or an instrument's with its tags:
-    /// `name{k=v,…}`.
-    pub key: String,
-    /// The value.
-    pub value: CounterValue,
-    /// The interval an EventCounter says it measured (none for metrics).
-    pub interval: Option<f64>,
-}
-
-/// What one event of a counters session carries.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Published {
-    /// A value.
-    Reading(Box<Reading>),
-    /// Something the metrics source says went wrong.
-    Warning(String),
-    /// Nothing the answer shows.
-    Nothing,
-}
-
-/// Reads one event of a counters session: an `EventCounters` payload, a
-/// value of one of `meters`, or a metrics error meant for `client` (this
-/// session's `ClientId`) or for every session.
-pub fn parse(
-    event: &str,
-    provider: &str,
-    fields: &Map<String, Value>,
-    meters: &[String],
-    client: &str,
-) -> Published {
-    if event == "EventCounters" {
-        return eventcounter(provider, fields)
-            .map_or(Published::Nothing, |r| Published::Reading(Box::new(r)));
-    }
-    if provider != METRICS_SOURCE {
-        return Published::Nothing;
-    }
-    let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
-    let warning = |text: String| Published::Warning(bounded(&text));
-    match event {
-        "CounterRateValuePublished"
-        | "UpDownCounterRateValuePublished"
-        | "GaugeValuePublished"
-        | "HistogramValuePublished" => {
-            if !meters.iter().any(|m| m == s("meterName")) {
-                // Another client's meter, in a shared session.
-                return Published::Nothing;
-            }
-            metric(event, fields).map_or(Published::Nothing, |r| Published::Reading(Box::new(r)))
-        }
-        "MultipleSessionsConfiguredIncorrectlyError" if s("clientId") == client => {
-            warning(format!(
-                "another tool reads this app's metrics every {} s (MaxHistograms {}, MaxTimeSeries {}): \
-             the runtime shares one metrics session, so ask interval={} to read them too",
-                s("expectedRefreshInterval"),
-                s("expectedMaxHistograms"),
-                s("expectedMaxTimeSeries"),
-                s("expectedRefreshInterval"),
-            ))
-        }
-        "MultipleSessionsNotSupportedError" => warning(format!(
-            "another tool holds this app's metrics session ({}) and does not share it: \
-             no metrics until it stops",
-            quoted(s("runningSessionId"))
-        )),
-        "TimeSeriesLimitReached" => warning(
-            "the runtime's limit on metric series is reached: new series are not published"
-                .to_string(),
-        ),
-        "HistogramLimitReached" => warning(
-            "the runtime's limit on histograms is reached: new histograms are not published"
-                .to_string(),
-        ),
-        "ObservableInstrumentCallbackError" | "Error" => warning(format!(
-            "the app's metrics source reported: {}",
-            quoted(s("errorMessage"))
-        )),
-        _ => Published::Nothing,
-    }
-}
-
-/// A warning's text, at most 400 bytes.
-fn bounded(text: &str) -> String {
-    if text.len() <= 400 {
-        return text.to_string();
-    }
-    let mut end = 400;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// An `EventCounters` payload: `{"Payload": {...}}`, under a field named
-/// `""` on .NET Core 3.1.
-fn eventcounter(provider: &str, fields: &Map<String, Value>) -> Option<Reading> {
-    let payload = fields
-        .get("Payload")
-        .or_else(|| fields.values().find_map(|v| v.get("Payload")))?
-        .as_object()?;
-    let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or_default();
-    let f = |k: &str| payload.get(k).and_then(Value::as_f64);
-    let name = s("Name");
-    if name.is_empty() {
-        return None;
-    }
-    let (kind, value) = match s("CounterType") {
-        "Sum" => ("sum", f("Increment")?),
-        _ => ("mean", f("Mean")?),
-    };
-    Some(Reading {
-        provider: provider.to_string(),
-        key: name.to_string(),
-        value: CounterValue {
-            value,
-            kind: kind.to_string(),
-            unit: s("DisplayUnits").to_string(),
-            display: s("DisplayName").to_string(),
-            ..CounterValue::default()
-        },
-        interval: Some(f("IntervalSec").unwrap_or(0.0)),
-    })
-}
-
-/// A finite number the metrics source sent as text (it sends `""` when it
-/// has none).
-fn number(text: &str) -> Option<f64> {
-    text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
-}
-
-/// One time series of an instrument, from its `…Published` event.
-fn metric(event: &str, fields: &Map<String, Value>) -> Option<Reading> {
-    let s = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
-    let name = s("instrumentName");
-    if name.is_empty() {
-        return None;
-    }
-    let mut value = CounterValue {
-        unit: s("unit").to_string(),
-        display: name.to_string(),
-        tags: tags(s("tags")),
-        ..CounterValue::default()
-    };
-    match event {
-        "CounterRateValuePublished" => {
-            value.kind = "sum".into();
-            value.value = number(s("rate"))?;
-            value.total = number(s("value"));
-        }
-        "UpDownCounterRateValuePublished" => {
-            value.kind = "gauge".into();
-            // `value` (.NET 8 and later) is the counter's current value;
-            // before, only the change over the interval was sent.
-            value.value = number(s("value")).or_else(|| number(s("rate")))?;
-        }
-        "GaugeValuePublished" => {
-            value.kind = "gauge".into();
-            value.value = number(s("lastValue"))?;
-        }
-        _ => {
-            value.kind = "histogram".into();
-            value.quantiles = s("quantiles")
-                .split(';')
-                .filter_map(|q| {
-                    let (quantile, v) = q.split_once('=')?;
-                    Some((quantile.trim().to_string(), number(v)?))
-                })
-                .collect();
-            value.count = fields.get("count").and_then(Value::as_u64);
-            value.sum = fields
-                .get("sum")
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite());
-            value.value = match (value.count, value.sum) {
-                (Some(count), Some(sum)) if count > 0 => sum / count as f64,
-                _ => 0.0,
-            };
-        }
-    }
-    let key = if value.tags.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{}}}", s("tags"))
-    };
-    Some(Reading {
-        provider: s("meterName").to_string(),
-        key,
-        value,
-        interval: None,
-    })
-}
-
-/// `k=v,k2=v2` as the metrics source formats tags.
-fn tags(text: &str) -> BTreeMap<String, String> {
-    text.split(',')
-        .filter(|t| !t.is_empty())
-        .map(|t| match t.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (t.to_string(), String::new()),
-        })
-        .collect()
-}
 
 /// Groups counter values into snapshots.
 #[derive(Debug, Default)]
@@ -350,20 +138,6 @@ impl Snapshots {
     }
 }
 
-/// A Prometheus metric name: `provider_counter` in lowercase, with every
-/// other character an underscore.
-pub fn metric_name(provider: &str, counter: &str) -> String {
-    let raw = format!("{provider}_{counter}").to_ascii_lowercase();
-    let mut out: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
 /// One snapshot as `format` sends it: a JSON line, or the Prometheus
 /// text exposition.
 pub fn encode(
@@ -378,112 +152,6 @@ pub fn encode(
         }
         CountersFormat::Prometheus => prometheus(snapshot).into_bytes(),
     })
-}
-
-/// A Prometheus label name from a metric's tag: `[a-zA-Z0-9_]`, and the
-/// labels the exposition sets itself left to them.
-fn label_name(tag: &str) -> String {
-    let mut out: String = tag
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if out.is_empty()
-        || out.starts_with(|c: char| c.is_ascii_digit())
-        || matches!(out.as_str(), "pid" | "provider" | "quantile")
-        || out.starts_with("__")
-    {
-        out.insert_str(0, "tag_");
-    }
-    out
-}
-
-/// A label value, escaped.
-fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// A snapshot in the Prometheus text exposition format. Every value is a
-/// gauge: a mean, the increment over the interval, a last value; a
-/// histogram is its quantiles (label `quantile`) with `_count` and `_sum`
-/// over the interval. A metric's tags are labels. Series of one metric
-/// name are grouped under one `# TYPE`, as the format requires.
-pub fn prometheus(snapshot: &CounterSnapshot) -> String {
-    // Metric name → (help, lines).
-    let mut families: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    let interval = snapshot.interval_s;
-    for (provider, counters) in &snapshot.counters {
-        for (key, v) in counters {
-            let name = key.split('{').next().unwrap_or(key);
-            let metric = metric_name(provider, name);
-            let what = match v.kind.as_str() {
-                "sum" => format!("increment over {interval}s"),
-                "mean" => format!("mean over {interval}s"),
-                "histogram" => format!("quantiles over {interval}s"),
-                _ => "last value".to_string(),
-            };
-            let unit = if v.unit.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", v.unit)
-            };
-            let help = |text: String| text.replace('\\', "\\\\").replace('\n', " ");
-            let mut labels = format!(
-                "pid=\"{}\",provider=\"{}\"",
-                snapshot.pid,
-                label_value(provider)
-            );
-            for (tag, value) in &v.tags {
-                labels.push_str(&format!(",{}=\"{}\"", label_name(tag), label_value(value)));
-            }
-            let mut line = |family: String, help: String, line: String| {
-                families
-                    .entry(family)
-                    .or_insert_with(|| (help, Vec::new()))
-                    .1
-                    .push(line);
-            };
-            if v.kind == "histogram" {
-                for (quantile, value) in &v.quantiles {
-                    line(
-                        metric.clone(),
-                        help(format!("{} ({what}{unit})", v.display)),
-                        format!(
-                            "{metric}{{{labels},quantile=\"{}\"}} {value}",
-                            label_value(quantile)
-                        ),
-                    );
-                }
-                line(
-                    format!("{metric}_count"),
-                    help(format!("{} (measurements over {interval}s)", v.display)),
-                    format!("{metric}_count{{{labels}}} {}", v.count.unwrap_or(0)),
-                );
-                line(
-                    format!("{metric}_sum"),
-                    help(format!("{} (sum over {interval}s{unit})", v.display)),
-                    format!("{metric}_sum{{{labels}}} {}", v.sum.unwrap_or(0.0)),
-                );
-            } else {
-                line(
-                    metric.clone(),
-                    help(format!("{} ({what}{unit})", v.display)),
-                    format!("{metric}{{{labels}}} {}", v.value),
-                );
-            }
-        }
-    }
-    let mut out = String::new();
-    for (metric, (help, lines)) in families {
-        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
-        for line in lines {
-            out.push_str(&line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// A `ClientId` for the runtime's shared metrics session: unique to this
@@ -678,6 +346,8 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dotnet::readings::eventcounter;
+    use serde_json::{Map, Value};
 
     fn ec(provider: &str, fields: Map<String, Value>) -> Reading {
         eventcounter(provider, &fields).unwrap()
