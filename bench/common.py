@@ -104,3 +104,36 @@ def mean_ci(values):
     if len(values) < 2:
         return m, float("inf")
     return m, t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def cpu_seconds(proc, check=True):
+    """Waits for `proc` and returns its user + system CPU time (wait4), and
+    its peak RSS in MiB."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"workload {proc.args} exited with {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def proc_cpu(pid):
+    """A process's user + system CPU seconds so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_rss(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def start_waiting(argv):
+    """Starts a workload that waits for a byte on stdin."""
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def go(w):
+    w.stdin.write("g")
+    w.stdin.flush()
+    w.stdin.close()

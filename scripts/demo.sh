@@ -4,7 +4,8 @@
 # HTTPS → mutated pod → podman kube play → kubectl tracecar (podman mode) —
 # and leaves the results in demo-out/: pod.yaml (as mutated), flame.svg,
 # uprobe.ndjson, lttng.json, and for the .NET pod demo-out/dotnet/:
-# dotnet-flame.svg, dotnet-trace.ndjson, counters.ndjson, seed-trace.txt
+# dotnet-flame.svg, dotnet-trace.ndjson, counters.ndjson, exceptions.txt,
+# stacks.txt, heap.txt and heap.pb.gz, seed-trace.txt
 # (the seed's two method traces on JIT code); then the same app without the
 # sidecar, with the agent attached while it runs, into demo-out/attach/.
 # Every step prints what it does and the equivalent command against a real
@@ -46,6 +47,8 @@ cat <<'TXT'
       kubectl tracecar lttng deploy/web --events 'sample_app:*' --seconds 10 -o trace.tar.gz
       kubectl tracecar dotnet-trace deploy/orders --providers gc,Tracecar-Sample -o trace.nettrace
       kubectl tracecar counters deploy/orders
+      kubectl tracecar stacks deploy/orders
+      kubectl tracecar gcdump deploy/orders -o heap.pb.gz
       kubectl tracecar dump deploy/orders -o core
       kubectl tracecar trace deploy/orders --symbol FibonacciProvider::calculateFibonacciValue --args arg1:int --ret int
       kubectl tracecar attach web-6d9f        # a pod without the sidecar: the agent as an ephemeral container

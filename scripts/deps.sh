@@ -149,10 +149,23 @@ install_go() {
         touch "$DOTNET_CACHE/go-build/.pprof"
     fi
 }
+# OpenTelemetry's own protobuf definitions (and the protobuf runtime they
+# need), in a directory of their own: the tests decode what the agent
+# pushes with them.
+install_otel_proto() {
+    local root=$DOTNET_CACHE/otel-proto
+    [ -e "$root/.complete" ] && return 0
+    echo "deps: opentelemetry-proto (PyPI) into $root"
+    rm -rf "$root.tmp"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$root.tmp" \
+        opentelemetry-proto==1.45.2
+    touch "$root.tmp/.complete"
+    rm -rf "$root" && mv "$root.tmp" "$root"
+}
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac
     case $what in test | demo | e2e | bench) install_current_dotnets ;; esac
-    case $what in test) install_go ;; esac
+    case $what in test) install_go && install_otel_proto ;; esac
 done
 
 # speedscope's published file-format schema, from its npm package.

@@ -74,6 +74,7 @@ profiles) for a look after a failure.
 import argparse
 import dataclasses
 import base64
+import gzip
 import json
 import re
 import os
@@ -96,6 +97,7 @@ PLUGIN = release("kubectl-tracecar")
 EXAMPLE = os.path.join(ROOT, "manifests", "examples", "deployment.yaml")
 DOTNET_EXAMPLE = os.path.join(ROOT, "manifests", "examples", "dotnet-deployment.yaml")
 SERVICE = "tracecar-webhook.tracecar-system.svc"
+PROFILES_PORT = 6060
 os.environ["CONTAINERS_CONF"] = os.environ.get("CONTAINERS_CONF",
                                                os.path.join(ROOT, "tests", "podman", "containers.conf"))
 
@@ -237,6 +239,10 @@ class Webhook:
         # The privileged scenario asks for its profile by annotation, which
         # the shipped config (rightly) does not allow.
         config["allowProfileOverride"] = True
+        # Profiles on a port, and short continuous windows for the pods
+        # that ask for them.
+        config["profilesPort"] = PROFILES_PORT
+        config["continuousWindowSeconds"] = 3
         self.config = os.path.join(tmp, "config.yaml")
         yaml.safe_dump(config, open(self.config, "w"))
         sock = socket.socket()
@@ -275,6 +281,8 @@ def admission_review(scenario):
                     namespace=deploy["metadata"].get("namespace", "default"))
     if scenario.profile == "privileged":
         metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/profile": "privileged"})
+    if scenario.full:
+        metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/continuous": "cpu"})
     spec = json.loads(json.dumps(template["spec"]))
     if scenario.pod_security:
         spec["securityContext"] = dict(spec.get("securityContext", {}), **scenario.pod_security)
@@ -508,6 +516,37 @@ def check_profile(name, out, pid):
     check_wall(name, out)
 
 
+def check_continuous(name, out):
+    step("Continuous profiling: the last window on the profiles port (tracecar.dev/continuous)")
+    url = f"http://127.0.0.1:{PROFILES_PORT}/debug/pprof/window"
+    deadline = time.time() + 30
+    while True:
+        # From inside the pod's network namespace, as a scraper reaches it.
+        got = subprocess.run(["podman", "exec", f"{name}-tracecar", "curl", "-s", "-w", "\n%{http_code}", url],
+                             capture_output=True, check=True)
+        body, _, code = got.stdout.rpartition(b"\n")
+        if code == b"200":
+            break
+        assert code == b"503" and time.time() < deadline, (code, body[:300])
+        time.sleep(0.5)
+    raw = gzip.decompress(body)
+    # The pod's identity (pprof comments) and the app's code.
+    for needle in [f"k8s.pod.name={name}", "k8s.namespace.name=default", "service.name=web",
+                   "k8s.container.name=app", "fib"]:
+        assert needle.encode() in raw, f"{needle} is not in the window"
+    with open(os.path.join(out, "window.pb.gz"), "wb") as f:
+        f.write(body)
+    # Only profiles on that port.
+    other = subprocess.run(["podman", "exec", f"{name}-tracecar", "curl", "-s", "-o", "/dev/null", "-w",
+                            "%{http_code}", f"http://127.0.0.1:{PROFILES_PORT}/v1/processes"],
+                           capture_output=True, text=True, check=True).stdout
+    assert other == "404", other
+    say(f"wrote window.pb.gz: {len(body)} bytes of gzipped pprof, labelled k8s.pod.name={name}, "
+        "service.name=web, k8s.namespace.name=default")
+    cluster(f"go tool pprof -comments http://POD_IP:{PROFILES_PORT}/debug/pprof/window, "
+            "or Grafana Alloy and Parca (docs/install.md, Scraping profiles)")
+
+
 def check_wall(name, out):
     step("Running and waiting side by side (kubectl tracecar profile --mode wall)")
     path = os.path.join(out, "wall.json")
@@ -726,6 +765,40 @@ def check_dotnet(name, out):
     say(f"3 exceptions with their stacks; {summary.splitlines()[0]}")
     cluster(f"kubectl tracecar exceptions {name} --summary")
 
+    step("Every thread's stack now, managed and native (kubectl tracecar stacks)")
+    # The main thread runs Work.Serve: its hot loop, or a 5 ms sleep.
+    for _ in range(5):
+        stacks = json.loads(plugin(name, "stacks", "--json").stdout)
+        main = next(t for t in stacks["threads"] if t["tid"] == pid)
+        frames = [f["name"] for f in main["frames"]]
+        if "Tracecar.Sample.Work.Serve()" in frames:
+            break
+    assert "Tracecar.Sample.Work.Serve()" in frames, frames
+    # Every thread stopped, but one that exited meanwhile (the runtime's
+    # tiering and thread-pool threads come and go).
+    errors = [t["error"] for t in stacks["threads"] if t.get("error")]
+    assert all("No such process" in e for e in errors), errors
+    text = plugin(name, "stacks").stdout
+    assert f"\nThread {pid} " in text, text
+    with open(os.path.join(out, "stacks.txt"), "w") as f:
+        f.write(text)
+    say(f"{len(stacks['threads'])} threads, stopped {stacks['stopped_us']} µs; the main thread in "
+        f"{frames[0]}, under Tracecar.Sample.Work.Serve()")
+    cluster(f"kubectl tracecar stacks {name}")
+
+    step("What the GC heap holds, by type (kubectl tracecar gcdump)")
+    table = plugin(name, "gcdump").stdout
+    assert table.startswith(f"# pid {pid}: "), table[:300]
+    assert "  System.String\n" in table, table[:1000]
+    heap = os.path.join(out, "heap.pb.gz")
+    plugin(name, "gcdump", "-o", heap)
+    with open(heap, "rb") as f:
+        assert f.read(2) == b"\x1f\x8b", "not gzipped pprof"
+    with open(os.path.join(out, "heap.txt"), "w") as f:
+        f.write(table)
+    say(table.splitlines()[0].lstrip("# ") + "; heap.pb.gz for go tool pprof")
+    cluster(f"kubectl tracecar gcdump {name} -o heap.pb.gz")
+
     step("A dump written by the runtime (kubectl tracecar dump)")
     core = os.path.join(out, "core.dotnet")
     before = len(in_sidecar(name, "ls", f"/proc/{pid}/task").split())
@@ -756,6 +829,7 @@ def check_pod(scenario, name, out, empty_dirs):
     pid = check_processes(name)
     if scenario.full:
         check_profile(name, out, pid)
+        check_continuous(name, out)
         check_uprobes(name, out, pid)
     check_lttng(name, out, pid)
     if scenario.full:

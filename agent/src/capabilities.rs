@@ -90,6 +90,7 @@ pub fn report(
             .map(str::to_owned)
             .collect(),
         memory: Some(memory.report()),
+        continuous: None,
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API on a Unix socket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Exit 0 if the agent on the socket answers `/healthz`, 1 otherwise:
     /// the sidecar's startup and readiness probes (exec, no TCP port).
     Health(HealthArgs),
@@ -141,6 +141,76 @@ pub struct ServeArgs {
     /// stops at 85% (503), rather than the container being OOM-killed.
     #[arg(long, env = "TRACECAR_MEMORY_LIMIT", value_name = "BYTES", value_parser = crate::memory::parse_quantity)]
     pub memory_limit: Option<u64>,
+    /// Profile the pod all the time, in windows: `cpu`, `offcpu`, or
+    /// `cpu,offcpu` (the webhook sets it from `tracecar.dev/continuous`).
+    /// The last completed window of each mode is at /debug/pprof/window.
+    #[arg(long, env = "TRACECAR_CONTINUOUS", value_name = "MODES")]
+    pub continuous: Option<String>,
+    /// Samples per second of continuous CPU profiling.
+    #[arg(long, env = "TRACECAR_CONTINUOUS_HZ", default_value_t = crate::profile::continuous::DEFAULT_HZ)]
+    pub continuous_hz: u32,
+    /// Length of a continuous profiling window, in seconds.
+    #[arg(long, env = "TRACECAR_CONTINUOUS_WINDOW", value_name = "SECONDS", default_value_t = crate::profile::continuous::DEFAULT_WINDOW_SECONDS)]
+    pub continuous_window: u32,
+    /// Push every continuous window as OTLP profiles (HTTP, protobuf) to
+    /// this OpenTelemetry Collector base URL (`http://otel-collector:4318`;
+    /// the agent adds `/v1development/profiles`).
+    #[arg(long, env = "TRACECAR_PUSH_OTLP", value_name = "URL")]
+    pub push_otlp: Option<String>,
+    /// Push every continuous window to this Pyroscope base URL
+    /// (`http://pyroscope:4040`; the agent adds `/ingest`).
+    #[arg(long, env = "TRACECAR_PUSH_PYROSCOPE", value_name = "URL")]
+    pub push_pyroscope: Option<String>,
+    /// Windows each push destination holds while its backend cannot take
+    /// them; the oldest are dropped (and counted) beyond.
+    #[arg(long, env = "TRACECAR_PUSH_QUEUE", value_name = "WINDOWS", default_value_t = crate::push::DEFAULT_QUEUE)]
+    pub push_queue: u32,
+    /// A directory with the push's `headers` (`Name: value` lines),
+    /// `ca.crt`, `tls.crt` and `tls.key`, each optional: the Secret the
+    /// webhook mounts.
+    #[arg(long, env = "TRACECAR_PUSH_SECRET_DIR", value_name = "DIR")]
+    pub push_secret_dir: Option<PathBuf>,
+    /// Who the agent profiles, written into continuous profiles.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// The pod's identity (the webhook sets these; see [`crate::identity`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IdentityArgs {
+    /// The pod's name (Downward API `metadata.name`, which every sidecar
+    /// has as `POD_NAME`).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The pod's namespace (Downward API `metadata.namespace`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// The node (Downward API `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The service the pod belongs to.
+    #[arg(long, env = "TRACECAR_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// The owning workload, `KIND/NAME`.
+    #[arg(long, env = "TRACECAR_WORKLOAD", value_name = "KIND/NAME")]
+    pub workload: Option<String>,
+    /// The app containers, comma-separated.
+    #[arg(long, env = "TRACECAR_APP_CONTAINERS", value_name = "LIST")]
+    pub app_containers: Option<String>,
+}
+
+impl IdentityArgs {
+    /// As the agent's [`crate::identity::Identity`].
+    pub fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity {
+            service: self.service_name.clone(),
+            namespace: self.pod_namespace.clone(),
+            pod: self.pod_name.clone(),
+            node: self.node_name.clone(),
+            containers: self.app_containers.clone(),
+            workload: self.workload.clone(),
+        }
+    }
 }
 
 fn parse_features(list: &str) -> Result<Features, String> {
@@ -159,6 +229,9 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting cannot be honoured.
+    #[error("{0}")]
+    Config(String),
     /// The server failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -176,7 +249,7 @@ impl CliError {
     /// Exit code: 64 for what the user must fix in the configuration.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Bind { .. } => 64,
+            Self::Bind { .. } | Self::Config(_) => 64,
             Self::Serve(_) | Self::Unhealthy { .. } => 1,
         }
     }
@@ -187,6 +260,14 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
+    // Settings first: a pod whose continuous profiling cannot run stops
+    // here, before anything is bound or started.
+    let continuous = args
+        .continuous
+        .as_deref()
+        .map(|modes| continuous_spec(&args, modes))
+        .transpose()?;
+    let push = push_spec(&args)?;
     let bind_error = |what: String| move |source| CliError::Bind { what, source };
     let unix =
         api::bind_socket(&args.socket).map_err(bind_error(args.socket.display().to_string()))?;
@@ -204,6 +285,21 @@ pub async fn serve(
             u32::try_from(crate::sys::online_cpus().len()).unwrap_or(1),
         ));
     }
+    let continuous = match continuous {
+        Some(spec) => {
+            let identity = args.identity.identity();
+            let pushers = match push {
+                Some((push, client)) => crate::push::start(&push, &client, identity.attributes()),
+                None => Vec::new(),
+            };
+            let (with, running) = state
+                .with_continuous(&spec, &identity, pushers)
+                .map_err(CliError::Serve)?;
+            state = with;
+            Some(running)
+        }
+        None => None,
+    };
     let profiles = api::profiles_router(state.clone());
     let router = api::router(state);
     tracing::info!(socket = %args.socket.display(), "agent listening");
@@ -227,12 +323,66 @@ pub async fn serve(
     for server in tcp {
         let _ = server.await;
     }
+    // Stops the windows and waits for their threads.
+    drop(continuous);
     let _ = std::fs::remove_file(&args.socket);
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(CliError::Serve(e)),
         Err(e) => Err(CliError::Serve(std::io::Error::other(e))),
     }
+}
+
+/// What `--continuous MODES` runs, with the rate and window of `args`.
+fn continuous_spec(
+    args: &ServeArgs,
+    modes: &str,
+) -> Result<crate::profile::continuous::ContinuousSpec, CliError> {
+    if !args.features.contains(Feature::Profile) {
+        return Err(CliError::Config(format!(
+            "--continuous {modes} needs the profile feature, and this agent has {}",
+            args.features.list()
+        )));
+    }
+    let spec = crate::profile::continuous::parse(modes, args.continuous_hz, args.continuous_window)
+        .map_err(|e| CliError::Config(format!("--continuous: {}; {}", e.message, e.hint)))?;
+    tracing::info!(
+        modes,
+        hz = args.continuous_hz,
+        window_seconds = args.continuous_window,
+        "continuous profiling"
+    );
+    Ok(spec)
+}
+
+/// Where continuous windows are pushed (`--push-*`), with the client that
+/// carries the Secret's credentials; `None` when nowhere.
+fn push_spec(
+    args: &ServeArgs,
+) -> Result<Option<(crate::push::PushSpec, reqwest::Client)>, CliError> {
+    let spec = crate::push::parse(
+        args.push_otlp.as_deref(),
+        args.push_pyroscope.as_deref(),
+        args.push_queue,
+    )
+    .map_err(|e| CliError::Config(e.to_string()))?;
+    if spec.destinations.is_empty() {
+        return Ok(None);
+    }
+    if args.continuous.is_none() {
+        return Err(CliError::Config(
+            "--push-otlp and --push-pyroscope send continuous windows: add --continuous".to_owned(),
+        ));
+    }
+    let credentials = match &args.push_secret_dir {
+        Some(dir) => crate::push::credentials(dir).map_err(|e| CliError::Config(e.to_string()))?,
+        None => crate::push::Credentials::default(),
+    };
+    let client = crate::push::client(credentials).map_err(|e| CliError::Config(e.to_string()))?;
+    for destination in &spec.destinations {
+        tracing::info!(destination = destination.kind.name(), url = %destination.url, "pushing windows");
+    }
+    Ok(Some((spec, client)))
 }
 
 /// Serves `router` on the TCP address `addr` until `stop` changes.

@@ -5,9 +5,10 @@
 //! and no two files import each other: `scripts/layers.py` checks both in
 //! `make lint` (it reads the numbered lines below).
 //!
-//! 1. `sys`, `params`, `caps`: the one place with `unsafe` and raw kernel
-//!    interfaces (with the `repr(C)` mirror of `bpf/events.h`); the
-//!    request-parameter parsers every spec shares; capability names.
+//! 1. `sys`, `params`, `caps`, `identity`: the one place with `unsafe` and
+//!    raw kernel interfaces (with the `repr(C)` mirror of `bpf/events.h`);
+//!    the request-parameter parsers every spec shares; capability names;
+//!    the pod's Kubernetes identity.
 //! 2. `procfs`, `child`: `/proc` parsers and readers; children run with a
 //!    deadline.
 //! 3. `rootfs`, `memory`: the one resolver of paths the app controls; the
@@ -21,9 +22,11 @@
 //! 8. `process`: what runs in the pod, and which runtime each process is.
 //! 9. `profile`, `uprobe`, `lttng`, `dump`: the capture kinds, each
 //!    spec → plan → execute, none importing another.
-//! 10. `capabilities`: what works in this sidecar.
-//! 11. `api`: the HTTP layer: routes, handlers, errors.
-//! 12. `cli`: the agent's command line and start-up.
+//! 10. `push`: continuous windows sent to the backends users run (OTLP,
+//!     Pyroscope).
+//! 11. `capabilities`: what works in this sidecar.
+//! 12. `api`: the HTTP layer: routes, handlers, errors.
+//! 13. `cli`: the agent's command line and start-up.
 //!
 //! Seams, checked the same way:
 //!
@@ -37,12 +40,14 @@ pub mod cli;
 pub mod dotnet;
 pub mod dump;
 pub mod elf;
+pub mod identity;
 pub mod lttng;
 pub mod memory;
 pub mod params;
 pub mod process;
 pub mod procfs;
 pub mod profile;
+pub mod push;
 pub mod rootfs;
 pub mod runtime;
 pub mod stacks;

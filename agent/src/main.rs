@@ -41,7 +41,7 @@ fn main() {
         .enable_all()
         .build()
         .map_err(cli::CliError::Serve)
-        .and_then(|rt| rt.block_on(cli::serve(args, shutdown_signal())));
+        .and_then(|rt| rt.block_on(cli::serve(*args, shutdown_signal())));
     if let Err(error) = result {
         eprintln!("error: {error}");
         std::process::exit(error.exit_code());

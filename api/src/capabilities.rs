@@ -206,6 +206,63 @@ pub struct Report {
     /// The memory bound (absent from agents before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryCheck>,
+    /// Continuous profiling and its pushes, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousReport>,
+}
+
+/// Continuous profiling (`tracecar.dev/continuous`): its windows so far,
+/// and where they are pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousReport {
+    /// One entry per mode.
+    pub modes: Vec<ContinuousMode>,
+    /// One entry per backend windows are pushed to.
+    #[serde(default)]
+    pub push: Vec<PushReport>,
+}
+
+/// The windows of one mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousMode {
+    /// `cpu` or `offcpu`.
+    pub mode: String,
+    /// A window's length.
+    pub window_seconds: u32,
+    /// Samples per second (CPU windows).
+    pub hz: u32,
+    /// Windows completed.
+    pub completed: u64,
+    /// Windows not started because the agent's memory was near its limit.
+    pub skipped: u64,
+    /// Windows that failed.
+    pub failed: u64,
+    /// The last failure or skip, until a window completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What happened to the windows pushed to one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushReport {
+    /// `otlp` or `pyroscope`.
+    pub destination: String,
+    /// Where it sends (without the query).
+    pub url: String,
+    /// Windows waiting to be sent.
+    pub queued: u64,
+    /// Windows the backend took.
+    pub sent: u64,
+    /// Windows dropped, oldest first, while the backend could not take
+    /// them.
+    pub dropped: u64,
+    /// Windows the backend refused, not sent again.
+    pub rejected: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// The last failure, until a window is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 fn all_features() -> Vec<crate::security::Feature> {

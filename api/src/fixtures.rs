@@ -72,6 +72,7 @@ pub fn healthy_report() -> Report {
             admit_percent: 70,
             stop_percent: 85,
         }),
+        continuous: None,
     }
 }
 

@@ -212,6 +212,14 @@ requests! {
         seconds,
     }
 
+    /// `/debug/pprof/window`: the last completed window of continuous
+    /// profiling (`tracecar.dev/continuous`), on the socket and on the
+    /// profiles listener.
+    WindowRequest at "/debug/pprof/window" {
+        /// `cpu` (the default) or `offcpu`.
+        mode,
+    }
+
     /// `/v1/stacks`: every thread's stack right now.
     StacksRequest at "/v1/stacks" {
         /// The process.

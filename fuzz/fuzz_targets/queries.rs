@@ -49,6 +49,9 @@ fuzz_target!(|raw: &[u8]| {
         let _ = profile::now::parse(&request);
     }
     if let Ok(request) = decode(raw) {
+        let _ = profile::continuous::parse_window(&request);
+    }
+    if let Ok(request) = decode(raw) {
         let _ = dump::spec::parse(&request);
     }
 });

@@ -488,6 +488,43 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
             out.push_str(&format!("      hint: {hint}\n"));
         }
     }
+    if let Some(continuous) = &report.continuous {
+        for m in &continuous.modes {
+            out.push_str(&format!(
+                "continuous {} every {} s{}: {} windows, {} skipped, {} failed{}\n",
+                m.mode,
+                m.window_seconds,
+                if m.mode == "cpu" {
+                    format!(" at {} Hz", m.hz)
+                } else {
+                    String::new()
+                },
+                m.completed,
+                m.skipped,
+                m.failed,
+                m.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        for p in &continuous.push {
+            out.push_str(&format!(
+                "push {} {}: {} sent, {} queued, {} dropped, {} rejected, {} retries{}\n",
+                p.destination,
+                p.url,
+                p.sent,
+                p.queued,
+                p.dropped,
+                p.rejected,
+                p.retries,
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last: {e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     Some(out)
 }
 
@@ -783,5 +820,38 @@ mod tests {
         report.features = vec![tracecar_api::security::Feature::Profile];
         let status = status_lines(&serde_json::to_vec(&report).unwrap()).unwrap_or_default();
         assert!(status.contains("features profile\n"), "{status}");
+        assert!(!status.contains("continuous"), "{status}");
+        use tracecar_api::capabilities::{ContinuousMode, ContinuousReport, PushReport};
+        report.continuous = Some(ContinuousReport {
+            modes: vec![ContinuousMode {
+                mode: "cpu".into(),
+                window_seconds: 15,
+                hz: 19,
+                completed: 40,
+                skipped: 1,
+                failed: 0,
+                last_error: None,
+            }],
+            push: vec![PushReport {
+                destination: "otlp".into(),
+                url: "http://c:4318/v1development/profiles".into(),
+                queued: 4,
+                sent: 30,
+                dropped: 6,
+                rejected: 0,
+                retries: 12,
+                last_error: Some("connection refused".into()),
+            }],
+        });
+        let status = status_lines(&serde_json::to_vec(&report).unwrap()).unwrap_or_default();
+        assert!(
+            status
+                .contains("continuous cpu every 15 s at 19 Hz: 40 windows, 1 skipped, 0 failed\n"),
+            "{status}"
+        );
+        assert!(
+            status.contains("push otlp http://c:4318/v1development/profiles: 30 sent, 4 queued, 6 dropped, 0 rejected, 12 retries (last: connection refused)\n"),
+            "{status}"
+        );
     }
 }

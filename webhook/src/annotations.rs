@@ -15,6 +15,11 @@ pub const PROFILE: &str = "tracecar.dev/profile";
 pub const FEATURES: &str = "tracecar.dev/features";
 /// `container|native`: where the sidecar goes.
 pub const SIDECAR_MODE: &str = "tracecar.dev/sidecar-mode";
+/// `cpu`, `offcpu` or `cpu,offcpu`: the agent profiles the pod all the
+/// time, in windows (the config's `continuousHz` and
+/// `continuousWindowSeconds`), and serves the last one at
+/// `/debug/pprof/window`. Needs the `profile` feature.
+pub const CONTINUOUS: &str = "tracecar.dev/continuous";
 /// Written by the injector: JSON record of what was injected.
 pub const STATUS: &str = "tracecar.dev/status";
 

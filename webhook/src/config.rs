@@ -70,6 +70,44 @@ impl Default for ResourceSpec {
     }
 }
 
+/// Where pods with continuous profiling push their windows: the cluster's
+/// backends, one config for every pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// OpenTelemetry Collector base URL for OTLP profiles over HTTP
+    /// (`http://otel-collector.observability:4318`).
+    pub otlp: Option<String>,
+    /// Pyroscope base URL for its ingest API
+    /// (`http://pyroscope.observability:4040`).
+    pub pyroscope: Option<String>,
+    /// A Secret in each pod's namespace with the push's `headers`,
+    /// `ca.crt`, `tls.crt` and `tls.key` (each optional), mounted
+    /// read-only into the sidecar; a pod whose namespace lacks it starts
+    /// without them.
+    pub secret_name: Option<String>,
+    /// Windows each destination holds while its backend cannot take them.
+    pub queue: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            otlp: None,
+            pyroscope: None,
+            secret_name: None,
+            queue: 4,
+        }
+    }
+}
+
+impl PushConfig {
+    /// Whether windows go anywhere.
+    pub fn is_on(&self) -> bool {
+        self.otlp.is_some() || self.pyroscope.is_some()
+    }
+}
+
 /// The injector configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -120,6 +158,14 @@ pub struct InjectConfig {
     /// sidecar gets the container port `tracecar-pprof`, and the pod
     /// Grafana's scrape annotations unless it has its own. Off when absent.
     pub profiles_port: Option<u16>,
+    /// Samples per second of continuous CPU profiling, in pods annotated
+    /// `tracecar.dev/continuous` (1-1000; default 19).
+    pub continuous_hz: u32,
+    /// Length of a continuous profiling window, in seconds (1-600;
+    /// default 15).
+    pub continuous_window_seconds: u32,
+    /// Where continuous windows are pushed; nowhere by default.
+    pub push: PushConfig,
 }
 
 impl Default for InjectConfig {
@@ -148,6 +194,9 @@ impl Default for InjectConfig {
             work_size_limit: "2Gi".to_owned(),
             kernel_source_host_path_type: "DirectoryOrCreate".to_owned(),
             profiles_port: None,
+            continuous_hz: 19,
+            continuous_window_seconds: 15,
+            push: PushConfig::default(),
         }
     }
 }
@@ -180,6 +229,17 @@ pub enum ConfigError {
 
 /// Whether `text` is a Kubernetes quantity: digits with an optional
 /// fraction, then an optional suffix (binary, decimal or exponent).
+/// A DNS-1123 subdomain: what a Secret's name must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 fn is_quantity(text: &str) -> bool {
     let number_end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -278,6 +338,38 @@ impl InjectConfig {
         }
         if self.profiles_port == Some(0) {
             return Err(ConfigError::Invalid("profilesPort must be 1-65535"));
+        }
+        if !(1..=1000).contains(&self.continuous_hz) {
+            return Err(ConfigError::Invalid("continuousHz must be 1-1000"));
+        }
+        if !(1..=600).contains(&self.continuous_window_seconds) {
+            return Err(ConfigError::Invalid(
+                "continuousWindowSeconds must be 1-600",
+            ));
+        }
+        let base_url = |url: &str| {
+            (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.contains(['?', '#', ' '])
+        };
+        if !self.push.otlp.as_deref().is_none_or(base_url)
+            || !self.push.pyroscope.as_deref().is_none_or(base_url)
+        {
+            return Err(ConfigError::Invalid(
+                "push.otlp and push.pyroscope must be http:// or https:// base URLs, without a query",
+            ));
+        }
+        if !(1..=64).contains(&self.push.queue) {
+            return Err(ConfigError::Invalid("push.queue must be 1-64"));
+        }
+        if !self
+            .push
+            .secret_name
+            .as_deref()
+            .is_none_or(is_dns_subdomain)
+        {
+            return Err(ConfigError::Invalid(
+                "push.secretName must be a Secret's name (lowercase letters, digits, '-' and '.')",
+            ));
         }
         if !matches!(
             self.kernel_source_host_path_type.as_str(),

@@ -728,6 +728,141 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 #[test]
+fn continuous_profiling_is_set_with_the_pods_identity() {
+    let config =
+        InjectConfig::from_yaml("continuousHz: 49\ncontinuousWindowSeconds: 30\n").unwrap();
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/continuous"] = json!("cpu, offcpu, gpu");
+    doc["metadata"]["labels"] =
+        json!({"app": "legacy", "app.kubernetes.io/name": "web", "pod-template-hash": "7d9f8b6c5"});
+    doc["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f8b6c5",
+        "uid": "0c0c0c0c-0000-0000-0000-000000000000", "controller": true
+    }]);
+    let (pod, plan) = inject_checked_with(&doc, &config);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("\"gpu\" is not cpu|offcpu")),
+        "{:?}",
+        plan.warnings
+    );
+    let sidecar = container(&pod, "containers", "tracecar");
+    for (name, value) in [
+        ("TRACECAR_CONTINUOUS", "cpu,offcpu"),
+        ("TRACECAR_CONTINUOUS_HZ", "49"),
+        ("TRACECAR_CONTINUOUS_WINDOW", "30"),
+        ("TRACECAR_APP_CONTAINERS", "app"),
+        ("TRACECAR_SERVICE_NAME", "web"),
+        ("TRACECAR_WORKLOAD", "Deployment/web"),
+    ] {
+        assert_eq!(env_value(sidecar, name), Some(value), "{name}");
+    }
+    // The pod's name, namespace and node: the Downward API's.
+    let env = sidecar["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "POD_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "{env:?}"
+    );
+    assert_eq!(status(&pod)["continuous"], json!(["cpu", "offcpu"]));
+
+    // A StatefulSet's pod, named after it; no app label.
+    doc["metadata"]["labels"] = json!({});
+    doc["metadata"]["ownerReferences"][0]["kind"] = json!("StatefulSet");
+    doc["metadata"]["ownerReferences"][0]["name"] = json!("db");
+    let (pod, _) = inject_checked_with(&doc, &config);
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(
+        env_value(sidecar, "TRACECAR_WORKLOAD"),
+        Some("StatefulSet/db")
+    );
+    assert_eq!(env_value(sidecar, "TRACECAR_SERVICE_NAME"), Some("db"));
+
+    // Without the profile feature: nothing runs, and the pod is told.
+    doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("dotnet");
+    let (pod, plan) = inject_checked_with(&doc, &config);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("needs the profile feature")),
+        "{:?}",
+        plan.warnings
+    );
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(env_value(sidecar, "TRACECAR_CONTINUOUS"), None);
+    assert!(status(&pod).get("continuous").is_none());
+    // Without the annotation, none of it.
+    let (pod, _) = inject_checked(&fixture("minimal.yaml"));
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(env_value(sidecar, "TRACECAR_CONTINUOUS"), None);
+    assert!(InjectConfig::from_yaml("continuousHz: 0\n").is_err());
+    assert!(InjectConfig::from_yaml("continuousWindowSeconds: 601\n").is_err());
+}
+
+#[test]
+fn pods_that_push_get_the_backends_and_the_secret() {
+    let config = InjectConfig::from_yaml(
+        "push:\n  otlp: http://otel-collector.obs:4318\n  pyroscope: https://pyroscope.obs\n  secretName: tracecar-push\n  queue: 8\n",
+    )
+    .unwrap();
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/continuous"] = json!("cpu");
+    let (pod, _) = inject_checked_with(&doc, &config);
+    let sidecar = container(&pod, "containers", "tracecar");
+    for (name, value) in [
+        ("TRACECAR_PUSH_OTLP", "http://otel-collector.obs:4318"),
+        ("TRACECAR_PUSH_PYROSCOPE", "https://pyroscope.obs"),
+        ("TRACECAR_PUSH_QUEUE", "8"),
+        ("TRACECAR_PUSH_SECRET_DIR", "/etc/tracecar/push"),
+    ] {
+        assert_eq!(env_value(sidecar, name), Some(value), "{name}");
+    }
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tracecar-push")
+        .expect("the push Secret's volume");
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "tracecar-push", "optional": true, "defaultMode": 0o400})
+    );
+    assert!(
+        sidecar["volumeMounts"].as_array().unwrap().contains(&json!(
+            {"name": "tracecar-push", "mountPath": "/etc/tracecar/push", "readOnly": true}
+        )),
+        "{sidecar}"
+    );
+    assert!(
+        status(&pod)["volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tracecar-push"))
+    );
+    // Without continuous profiling, nothing to push: no Secret either.
+    let (pod, _) = inject_checked_with(&fixture("minimal.yaml"), &config);
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert_eq!(env_value(sidecar, "TRACECAR_PUSH_OTLP"), None);
+    assert!(
+        !pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "tracecar-push")
+    );
+    for bad in [
+        "push:\n  otlp: collector:4318\n",
+        "push:\n  otlp: http://c/?x=1\n",
+        "push:\n  queue: 0\n",
+        "push:\n  secretName: Bad_Name\n",
+        "push:\n  endpoint: http://c\n",
+    ] {
+        assert!(InjectConfig::from_yaml(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn features_choose_the_sidecars_capabilities() {
     let mut doc = fixture("minimal.yaml");
     doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("profile");

@@ -392,6 +392,28 @@ impl From<crate::dotnet::gcdump::GcdumpError> for ApiError {
     }
 }
 
+impl From<crate::profile::continuous::WindowError> for ApiError {
+    fn from(e: crate::profile::continuous::WindowError) -> Self {
+        use crate::profile::continuous::WindowError as W;
+        match &e {
+            W::Off { mode, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                format!(
+                    "annotate the pod template with tracecar.dev/continuous: \"{mode}\" and roll the pods out again; /debug/pprof/profile?seconds=N takes a profile now"
+                ),
+            ),
+            W::NotYet { window_seconds, .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+                format!(
+                    "a window completes every {window_seconds} s once the agent runs: retry then"
+                ),
+            ),
+        }
+    }
+}
+
 impl From<crate::profile::now::StacksError> for ApiError {
     fn from(e: crate::profile::now::StacksError) -> Self {
         use crate::profile::now::StacksError as S;

@@ -60,6 +60,8 @@ pub struct AgentState {
     mode: tracecar_api::capabilities::Mode,
     features: Features,
     memory: Arc<crate::memory::Memory>,
+    windows: Arc<crate::profile::continuous::Windows>,
+    pushers: Vec<Arc<crate::push::Pusher>>,
 }
 
 impl Default for AgentState {
@@ -81,6 +83,8 @@ impl AgentState {
             mode: tracecar_api::capabilities::Mode::Sidecar,
             features: Features::all(),
             memory: Arc::new(crate::memory::Memory::new(procfs, None)),
+            windows: Arc::default(),
+            pushers: Vec::new(),
         }
     }
 
@@ -108,6 +112,57 @@ impl AgentState {
     pub fn with_dump_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.dump_dir = dir;
         self
+    }
+
+    /// Runs continuous profiling (`spec`'s windows, with the pod's
+    /// `identity` in each), serves its last windows at
+    /// `/debug/pprof/window`, and offers each to `pushers`. It runs until
+    /// the returned guard is dropped; call this after
+    /// [`Self::with_memory_limit`], whose bound the windows keep.
+    pub fn with_continuous(
+        mut self,
+        spec: &crate::profile::continuous::ContinuousSpec,
+        identity: &crate::identity::Identity,
+        pushers: Vec<Arc<crate::push::Pusher>>,
+    ) -> std::io::Result<(Self, crate::profile::continuous::Running)> {
+        use crate::profile::continuous;
+        let windows = Arc::new(continuous::Windows::new(Some(spec)));
+        let context = continuous::Context {
+            procfs: self.procfs.clone(),
+            memory: self.memory.clone(),
+            comments: identity.comments(),
+            sinks: pushers
+                .iter()
+                .map(|p| p.clone() as Arc<dyn continuous::Sink>)
+                .collect(),
+        };
+        let running = continuous::start(spec, &context, &windows)?;
+        self.windows = windows;
+        self.pushers = pushers;
+        Ok((self, running))
+    }
+
+    /// Continuous profiling's windows and pushes, for `/v1/capabilities`.
+    fn continuous_report(&self) -> Option<tracecar_api::capabilities::ContinuousReport> {
+        let modes = self.windows.report()?;
+        let push = self
+            .pushers
+            .iter()
+            .map(|p| {
+                let tally = p.queue.tally();
+                tracecar_api::capabilities::PushReport {
+                    destination: p.destination.kind.name().to_owned(),
+                    url: p.destination.url.clone(),
+                    queued: p.queue.len() as u64,
+                    sent: tally.sent,
+                    dropped: tally.dropped,
+                    rejected: tally.rejected,
+                    retries: tally.retries,
+                    last_error: tally.last_error,
+                }
+            })
+            .collect();
+        Some(tracecar_api::capabilities::ContinuousReport { modes, push })
     }
 
     /// Serves `/v1/lttng/*` with this LTTng side.
@@ -222,6 +277,7 @@ pub fn routes() -> Vec<Route> {
             Some(Profile),
             get(profile::go_pprof),
         ),
+        Route::new(WINDOW_PATH, Some(Profile), get(profile::window)),
         Route::new("/v1/symbols", Some(Uprobe), get(uprobe::symbols)),
         Route::new("/v1/uprobe", Some(Uprobe), get(uprobe::uprobe)),
         Route::new("/v1/lttng/events", Some(Lttng), get(lttng::events)),
@@ -265,24 +321,28 @@ pub fn router(state: AgentState) -> Router {
         .with_state(state)
 }
 
-/// The profiles listener's one route (`--profiles-listen`): a scraper on
+/// The profiles listener's routes (`--profiles-listen`): a scraper on
 /// the network (Parca, Grafana Alloy's `pyroscope.scrape`, `go tool
-/// pprof`) gets `/debug/pprof/profile` and nothing else: no process list,
-/// probe, trace, dump or LTTng endpoint is reachable there. It needs the
-/// `profile` feature, as on the socket.
+/// pprof`) gets `/debug/pprof/profile` and `/debug/pprof/window` and
+/// nothing else: no process list, probe, trace, dump or LTTng endpoint is
+/// reachable there. They need the `profile` feature, as on the socket.
 pub fn profiles_router(state: AgentState) -> Router {
     let gate = Gate {
         features: state.features,
-        families: vec![(SCRAPE_PATH, Some(Feature::Profile))],
+        families: vec![
+            (SCRAPE_PATH, Some(Feature::Profile)),
+            (WINDOW_PATH, Some(Feature::Profile)),
+        ],
     };
     Router::new()
         .route(SCRAPE_PATH, get(profile::scrape))
+        .route(WINDOW_PATH, get(profile::window))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "this listener serves only profiles",
                 format!(
-                    "GET {SCRAPE_PATH}?seconds=N (gzipped pprof); the rest of the API is on the agent's Unix socket"
+                    "GET {SCRAPE_PATH}?seconds=N or {WINDOW_PATH} (gzipped pprof); the rest of the API is on the agent's Unix socket"
                 ),
             )
         })
@@ -295,6 +355,9 @@ pub fn profiles_router(state: AgentState) -> Router {
 
 /// Where scrapers ask for a profile, as Go's `net/http/pprof` serves it.
 pub const SCRAPE_PATH: &str = "/debug/pprof/profile";
+
+/// Where the last completed window of continuous profiling is.
+pub const WINDOW_PATH: &str = "/debug/pprof/window";
 
 /// What the feature gate knows: the agent's features and each route's
 /// family with its feature.
@@ -469,6 +532,7 @@ mod tests {
             (fields::<TriggerRequest>(), "profile.md"),
             (fields::<StacksRequest>(), "profile.md"),
             (fields::<ScrapeRequest>(), "profile.md"),
+            (fields::<WindowRequest>(), "profile.md"),
             (fields::<SymbolsRequest>(), "uprobe.md"),
             (fields::<UprobeRequest>(), "uprobe.md"),
             (fields::<LttngEventsRequest>(), "lttng.md"),

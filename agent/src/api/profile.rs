@@ -1,11 +1,13 @@
-//! `/v1/profile`, `/debug/pprof/profile`, `/v1/profile/trigger` and
-//! `/v1/stacks`.
+//! `/v1/profile`, `/debug/pprof/profile`, `/debug/pprof/window`,
+//! `/v1/profile/trigger` and `/v1/stacks`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::extract::State;
-use tracecar_api::request::{ProfileRequest, ScrapeRequest, StacksRequest, TriggerRequest};
+use tracecar_api::request::{
+    ProfileRequest, ScrapeRequest, StacksRequest, TriggerRequest, WindowRequest,
+};
 
 use super::answer::Answer;
 use super::extract::Params;
@@ -43,6 +45,31 @@ pub(super) async fn scrape(
         ..ProfileRequest::default()
     };
     run_profile(state, profile::spec::parse(&request)?).await
+}
+
+/// The last completed window of continuous profiling, as it was rendered
+/// (gzipped pprof with the pod's identity in its comments).
+pub(super) async fn window(
+    State(state): State<AgentState>,
+    Params(request): Params<WindowRequest>,
+) -> Result<Answer, ApiError> {
+    let mode = profile::continuous::parse_window(&request)?;
+    let window = state.windows.last(mode)?;
+    let started = window
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(
+        profile_answer(Format::Pprof, window.pprof.to_vec(), window.samples)
+            .header(
+                "x-tracecar-window-start",
+                format!("{:.3}", started.as_secs_f64()),
+            )
+            .header(
+                "x-tracecar-window-seconds",
+                format!("{:.3}", window.duration.as_secs_f64()),
+            ),
+    )
 }
 
 pub(super) async fn stacks(

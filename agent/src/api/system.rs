@@ -11,13 +11,15 @@ use crate::{capabilities, process};
 pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Answer, ApiError> {
     let report = blocking(move || {
         let sessiond = state.lttng.as_ref().map(|l| l.sessiond().status());
-        capabilities::report(
+        let mut report = capabilities::report(
             &state.procfs,
             sessiond,
             &state.mode,
             state.features,
             &state.memory,
-        )
+        );
+        report.continuous = state.continuous_report();
+        report
     })
     .await?;
     Answer::json(&report)

@@ -190,12 +190,19 @@ impl<'a> Recording<'a> {
         let on_cpu = (plan.mode == Mode::Wall).then_some(Reason::OnCpu);
         // Context switches fill rings fast: their own thread drains them
         // every 5 ms from now on, and this one pairs what it read every
-        // 20 ms. A CPU profile alone reads its rings every 100 ms.
-        let tick = Duration::from_millis(if rings.is_some() { 20 } else { 100 });
+        // 20 ms. A CPU profile alone reads its rings every 100 ms, and one
+        // at 50 Hz or less (continuous profiling's) every 500 ms: its
+        // smallest ring (64 stack copies) holds three seconds of it.
+        let tick = Duration::from_millis(match (rings.is_some(), plan.attrs.hz) {
+            (true, _) => 20,
+            (false, hz) if hz <= 50 => 500,
+            (false, _) => 100,
+        });
         let stop = AtomicBool::new(false);
         let queued = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<Drained>();
         let mut checked = Instant::now();
+        let mut checked_frames = 0;
         std::thread::scope(|scope| {
             if let Some(rings) = rings {
                 let mut kept = Wanted::new(plan, self.procfs);
@@ -218,7 +225,7 @@ impl<'a> Recording<'a> {
             // Read while the capture runs, not before it. Blocked stacks are
             // named by their kernel function even without kernel frames shown.
             if plan.attrs.kernel || state.pairing.is_some() {
-                state.collector.set_kallsyms(Kallsyms::load());
+                state.collector.set_kallsyms(Kallsyms::shared());
             }
             loop {
                 let elapsed = self.start.elapsed();
@@ -229,12 +236,18 @@ impl<'a> Recording<'a> {
                 if self.cancel.load(Ordering::Relaxed) {
                     state.cancelled = true;
                 }
-                if checked.elapsed() >= memory::CHECK_EVERY {
+                // A capture that has not grown since its last look has
+                // nothing new to weigh: it looks again once it has (or
+                // every few seconds), which keeps a low-rate capture from
+                // walking /proc five times a second.
+                let frames = state.collector.frames();
+                if checked.elapsed() >= memory::CHECK_EVERY
+                    && (frames >= checked_frames + memory::CHECK_FRAMES
+                        || checked.elapsed() >= memory::CHECK_IDLE)
+                {
                     checked = Instant::now();
-                    let reserved = state
-                        .collector
-                        .frames()
-                        .saturating_mul(plan.result_bytes_per_frame);
+                    checked_frames = frames;
+                    let reserved = frames.saturating_mul(plan.result_bytes_per_frame);
                     state.pressure = self.memory.check(reserved).err();
                 }
                 let last = done || state.cancelled || state.pressure.is_some();

@@ -53,6 +53,7 @@ pub fn pprof(report: &HeapReport, comm: &str) -> Result<Vec<u8>, RenderError> {
             seconds: 0,
             unwind: "runtime",
             kernel: false,
+            comments: Vec::new(),
         },
     )
 }

@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod capture;
+pub mod continuous;
 pub mod heap;
 pub mod now;
 pub mod plan;

@@ -174,6 +174,7 @@ pub fn plan(
         seconds: spec.seconds,
         unwind: spec.unwind.name(),
         kernel,
+        comments: Vec::new(),
     };
     Ok((plan, meta))
 }

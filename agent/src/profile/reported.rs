@@ -51,6 +51,7 @@ pub fn reported(
             seconds: spec.seconds,
             unwind: "runtime",
             kernel: false,
+            comments: Vec::new(),
         },
     )?;
     Ok(Profiled {

@@ -304,11 +304,7 @@ impl Pairing {
         for pid in pids {
             let maps = procfs.maps(pid).unwrap_or_default();
             for tid in procfs.tids(pid).unwrap_or_default() {
-                let Some(state) = procfs
-                    .thread_stat(pid, tid)
-                    .ok()
-                    .and_then(|s| LeftAs::from_letter(s.state))
-                else {
+                let Some((state, wchan)) = blocked_in(procfs, pid, tid) else {
                     continue;
                 };
                 let (sp, pc) = procfs
@@ -321,7 +317,6 @@ impl Pairing {
                     .map(|m| (m.end - sp).min(SNAPSHOT_STACK_BYTES))
                     .and_then(|len| procfs.read_memory(pid, sp, len as usize).ok())
                     .unwrap_or_default();
-                let wchan = procfs.thread_wchan(pid, tid);
                 // No BP register without stopping the thread: look for the
                 // frame-pointer chain in the stack itself.
                 let (bp, chain) =
@@ -443,4 +438,27 @@ fn add_block(collector: &mut Collector, block: Block<Kept>, kernel: bool) {
             collector.add_with_reason(block.pid, block.tid, user, &[], block.ns, Some(reason));
         }
     }
+}
+
+/// Whether thread `tid` of `pid` is blocked, and the kernel function it
+/// waits in. `stat` and `wchan` are two reads: a thread that wakes between
+/// them shows `S` and then no function. Both are read again (three times
+/// at most) until they agree; a thread found running is not blocked, and
+/// one that stays blocked with no function named keeps `None` (its leaf
+/// is then its state, `[sleeping]`).
+fn blocked_in(procfs: &Procfs, pid: u32, tid: u32) -> Option<(LeftAs, Option<String>)> {
+    let state = || {
+        procfs
+            .thread_stat(pid, tid)
+            .ok()
+            .and_then(|s| LeftAs::from_letter(s.state))
+    };
+    for _ in 0..3 {
+        let blocked = state()?;
+        if let Some(function) = procfs.thread_wchan(pid, tid) {
+            return Some((blocked, Some(function)));
+        }
+    }
+    // Still blocked after the last read, with nothing named.
+    state().map(|s| (s, None))
 }

@@ -188,7 +188,7 @@ pub struct Collector {
     per_thread: bool,
     /// Start a .NET rundown for each .NET process (names at the end).
     rundown: bool,
-    kallsyms: Kallsyms,
+    kallsyms: std::sync::Arc<Kallsyms>,
     procs: HashMap<u32, ProcessState>,
     raw: HashMap<RawStack, (u64, u64)>,
     samples: u64,
@@ -216,7 +216,7 @@ impl Collector {
             unwind,
             per_thread,
             rundown,
-            kallsyms: Kallsyms::default(),
+            kallsyms: std::sync::Arc::default(),
             procs: HashMap::new(),
             raw: HashMap::new(),
             samples: 0,
@@ -225,7 +225,7 @@ impl Collector {
     }
 
     /// Names kernel frames with this table (read while recording).
-    pub fn set_kallsyms(&mut self, kallsyms: Kallsyms) {
+    pub fn set_kallsyms(&mut self, kallsyms: std::sync::Arc<Kallsyms>) {
         self.kallsyms = kallsyms;
     }
 

@@ -19,6 +19,10 @@ pub struct RenderMeta {
     pub unwind: &'static str,
     /// Whether kernel frames were collected.
     pub kernel: bool,
+    /// Free text about the profile (`k8s.pod.name=web-0`): pprof's
+    /// comments (`go tool pprof -comments`), and a list in JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<String>,
 }
 
 /// Rendering failed.
@@ -52,7 +56,7 @@ pub fn render(
         }
         Format::Speedscope => Ok(serde_json::to_vec(&super::speedscope::speedscope(captured))
             .map_err(std::io::Error::other)?),
-        Format::Pprof => pprof_gz(captured),
+        Format::Pprof => pprof_gz(captured, meta),
     }
 }
 
@@ -344,10 +348,15 @@ impl Strings {
     }
 }
 
-fn pprof_gz(captured: &Captured) -> Result<Vec<u8>, RenderError> {
-    let profile = pprof_profile(captured, |pid, module| {
+fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
+    let mut profile = pprof_profile(captured, |pid, module| {
         captured.build_ids.get(&(pid, module.to_owned())).cloned()
     });
+    for comment in &meta.comments {
+        let id = profile.string_table.len() as i64;
+        profile.string_table.push(comment.clone());
+        profile.comment.push(id);
+    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&profile.encode_to_vec())?;
     Ok(gz.finish()?)
@@ -590,6 +599,7 @@ mod tests {
             seconds: 2,
             unwind: "fp",
             kernel: true,
+            comments: Vec::new(),
         }
     }
 
@@ -720,6 +730,7 @@ mod tests {
             seconds: 2,
             unwind: "fp",
             kernel: false,
+            comments: Vec::new(),
         };
         let c = deep_capture(500, 80);
         // Folded: exact. JSON: within 10%. Both are sized up front.

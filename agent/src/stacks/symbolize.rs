@@ -127,14 +127,19 @@ impl ProcessSymbols {
         }
         let mut file_backed = Vec::new();
         let pending: Vec<u64> = self.pending.drain().collect();
-        if let Some(map) = &mut self.perf_map {
+        // The perf map names anonymous memory only: read it when such an
+        // address is pending (a native process's never is).
+        let in_file = |this: &Self, addr: u64| {
+            this.map_of(addr)
+                .is_some_and(|m| m.is_file_backed() || m.path.as_deref() == Some("[vdso]"))
+        };
+        if pending.iter().any(|a| !in_file(self, *a))
+            && let Some(map) = &mut self.perf_map
+        {
             map.refresh();
         }
         for addr in pending {
-            let in_file = self.map_of(addr).is_some_and(MapEntry::is_file_backed)
-                || self
-                    .map_of(addr)
-                    .is_some_and(|m| m.path.as_deref() == Some("[vdso]"));
+            let in_file = in_file(self, addr);
             let jit = if in_file {
                 None
             } else {

@@ -607,6 +607,7 @@ fn flamegraph(
         seconds: spec.seconds,
         unwind: spec.stack.map_or(Unwind::Auto, |s| s.unwind).name(),
         kernel: false,
+        comments: Vec::new(),
     };
     crate::stacks::render::render(&captured, spec.format, &meta)
         .inspect_err(|e| tracing::warn!(error = %e, "cannot render the callers' flamegraph"))

@@ -18,6 +18,9 @@ pub(super) struct Choices {
     pub(super) runtime: Option<Runtime>,
     /// `None` means every app container.
     pub(super) containers: Option<BTreeSet<String>>,
+    /// Continuous profiling's modes (`tracecar.dev/continuous`); empty
+    /// for none.
+    pub(super) continuous: Vec<&'static str>,
 }
 
 impl Choices {
@@ -28,9 +31,11 @@ impl Choices {
         config: &InjectConfig,
         warnings: &mut Vec<String>,
     ) -> Self {
+        let features = features(facts, config, warnings);
         Self {
             profile: profile(facts, config, warnings),
-            features: features(facts, config, warnings),
+            continuous: continuous(facts, features, warnings),
+            features,
             mode: mode(facts, config, warnings),
             runtime: runtime(facts, warnings),
             containers: containers(facts, warnings),
@@ -103,6 +108,44 @@ fn features(facts: &PodFacts, config: &InjectConfig, warnings: &mut Vec<String>)
             config.default_features()
         }
     }
+}
+
+/// The modes `tracecar.dev/continuous` may name.
+pub(super) const CONTINUOUS_MODES: [&str; 2] = ["cpu", "offcpu"];
+
+/// `tracecar.dev/continuous`: the modes the agent profiles all the time.
+/// A name it does not know is dropped with a warning (the others run);
+/// without the `profile` feature, none runs.
+fn continuous(
+    facts: &PodFacts,
+    features: Features,
+    warnings: &mut Vec<String>,
+) -> Vec<&'static str> {
+    let Some(value) = facts.continuous.as_deref() else {
+        return Vec::new();
+    };
+    let mut modes = Vec::new();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match CONTINUOUS_MODES.iter().find(|m| **m == word) {
+            Some(mode) if !modes.contains(mode) => modes.push(*mode),
+            Some(_) => {}
+            None => warnings.push(format!(
+                "tracecar: {}: {} is not {}; left out",
+                ann::CONTINUOUS,
+                shown(word),
+                CONTINUOUS_MODES.join("|")
+            )),
+        }
+    }
+    if !modes.is_empty() && !features.contains(tracecar_api::security::Feature::Profile) {
+        warnings.push(format!(
+            "tracecar: {} needs the profile feature, which this pod's agent does not have ({}); no continuous profiling",
+            ann::CONTINUOUS,
+            features.list()
+        ));
+        return Vec::new();
+    }
+    modes
 }
 
 /// `tracecar.dev/sidecar-mode`; a Job's pod gets a native sidecar so that

@@ -33,6 +33,12 @@ pub struct PodFacts {
     /// The PodSecurity level its namespace enforces, when it rejects the
     /// sidecar.
     pub(super) pod_security: Option<super::model::PodSecurityLevel>,
+    /// `tracecar.dev/continuous`.
+    pub(super) continuous: Option<String>,
+    /// The service the pod belongs to, from its labels (or workload).
+    pub(super) service: Option<String>,
+    /// Its owning workload, `KIND/NAME`.
+    pub(super) workload: Option<String>,
 }
 
 /// What the injector needs to know about one app container.
@@ -84,6 +90,9 @@ impl PodFacts {
             sidecar_mode: annotation(ann::SIDECAR_MODE),
             runtime: annotation(ann::RUNTIME),
             containers_filter: annotation(ann::CONTAINERS),
+            continuous: annotation(ann::CONTINUOUS),
+            workload: workload(pod),
+            service: service(pod),
             owned_by_job: matches!(ctx.owner_kind, Some("Job" | "CronJob"))
                 || pod
                     .metadata
@@ -102,6 +111,47 @@ impl PodFacts {
                 .collect(),
         }
     }
+}
+
+/// The pod's owning workload as `KIND/NAME`, from its controller's owner
+/// reference: a ReplicaSet named after its pod template's hash is its
+/// Deployment's, as OpenTelemetry's `k8sattributes` takes it. A pod
+/// template (offline injection) has no owner to read.
+fn workload(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))?;
+    let hash = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("pod-template-hash"));
+    let deployment = (owner.kind == "ReplicaSet")
+        .then(|| {
+            hash.and_then(|h| owner.name.strip_suffix(h.as_str()))
+                .and_then(|n| n.strip_suffix('-'))
+        })
+        .flatten()
+        .filter(|n| !n.is_empty());
+    Some(match deployment {
+        Some(name) => format!("Deployment/{name}"),
+        None => format!("{}/{}", owner.kind, owner.name),
+    })
+}
+
+/// The service name: `app.kubernetes.io/name`, else `app`, else the
+/// owning workload's name.
+fn service(pod: &Pod) -> Option<String> {
+    let labels = pod.metadata.labels.as_ref();
+    ["app.kubernetes.io/name", "app"]
+        .iter()
+        .find_map(|key| labels.and_then(|l| l.get(*key)))
+        .cloned()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| workload(pod).and_then(|w| w.split_once('/').map(|(_, n)| n.to_owned())))
 }
 
 impl ContainerFacts {

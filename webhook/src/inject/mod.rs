@@ -37,10 +37,10 @@ use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMod
 
 pub use error::InjectError;
 pub use model::{
-    Decision, InjectStatus, LTTNG_PATH, Plan, PodContext, PodSecurityLevel, SkipReason, TMP_PATH,
-    WORK_PATH,
+    Decision, InjectStatus, LTTNG_PATH, PUSH_SECRET_PATH, Plan, PodContext, PodSecurityLevel,
+    SkipReason, TMP_PATH, WORK_PATH,
 };
-use model::{VOL_LTTNG, VOL_TMP};
+use model::{VOL_LTTNG, VOL_PUSH, VOL_TMP};
 pub use tracecar_api::security::MINIMAL_CAPABILITIES;
 
 /// Decides what to do with `pod` and builds the patch. Convenience for
@@ -117,13 +117,35 @@ impl Injector {
         let choices = Choices::read(facts, &self.config, &mut warnings);
         let mut b = PatchBuilder::default();
         share_process_namespace(&mut b, facts, &mut warnings);
-        b.append_all(
-            &["spec", "volumes"],
-            facts.has_volumes,
-            self.volumes.clone(),
-        );
+        // Pods that push their windows mount the push Secret.
+        let push_secret = self
+            .config
+            .push
+            .secret_name
+            .as_deref()
+            .filter(|_| !choices.continuous.is_empty() && self.config.push.is_on());
+        let mut volumes = self.volumes.clone();
+        if let Some(secret) = push_secret {
+            volumes.push(serde_json::json!({
+                "name": VOL_PUSH,
+                "secret": {"secretName": secret, "optional": true, "defaultMode": 0o400},
+            }));
+        }
+        b.append_all(&["spec", "volumes"], facts.has_volumes, volumes);
         let mounted = self.app_containers(&mut b, facts, &choices, &mut warnings)?;
-        let sidecar = self.sidecar(&choices)?;
+        let mut sidecar = self.sidecar(&choices)?;
+        if !choices.continuous.is_empty() {
+            continuous_env(&mut sidecar, &self.config, facts, &choices, &mounted);
+        }
+        if push_secret.is_some()
+            && let Some(mounts) = sidecar
+                .get_mut("volumeMounts")
+                .and_then(Value::as_array_mut)
+        {
+            mounts.push(serde_json::json!({
+                "name": VOL_PUSH, "mountPath": PUSH_SECRET_PATH, "readOnly": true,
+            }));
+        }
         match choices.mode {
             SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
             SidecarMode::Native => b.append_all(
@@ -139,8 +161,12 @@ impl Injector {
             profile: choices.profile.as_str(),
             features: choices.features.names(),
             containers: mounted,
-            volumes: volumes_names(),
+            volumes: volumes_names()
+                .into_iter()
+                .chain(push_secret.map(|_| VOL_PUSH))
+                .collect(),
             runtime: choices.runtime,
+            continuous: choices.continuous.clone(),
         };
         let status_json =
             serde_json::to_string(&status).map_err(|source| InjectError::Serialize {
@@ -234,6 +260,55 @@ impl Injector {
                 ),
             )
         }
+    }
+}
+
+/// Continuous profiling's settings and the pod's identity (its service,
+/// workload and app containers; its name, namespace and node come from
+/// the Downward API every sidecar has), added to the rendered sidecar's
+/// environment.
+fn continuous_env(
+    sidecar: &mut Value,
+    config: &InjectConfig,
+    facts: &PodFacts,
+    choices: &Choices,
+    mounted: &[String],
+) {
+    let mut vars = vec![
+        ("TRACECAR_CONTINUOUS", choices.continuous.join(",")),
+        ("TRACECAR_CONTINUOUS_HZ", config.continuous_hz.to_string()),
+        (
+            "TRACECAR_CONTINUOUS_WINDOW",
+            config.continuous_window_seconds.to_string(),
+        ),
+        ("TRACECAR_APP_CONTAINERS", mounted.join(",")),
+    ];
+    if let Some(service) = &facts.service {
+        vars.push(("TRACECAR_SERVICE_NAME", service.clone()));
+    }
+    if let Some(workload) = &facts.workload {
+        vars.push(("TRACECAR_WORKLOAD", workload.clone()));
+    }
+    let push = &config.push;
+    if push.is_on() {
+        for (name, url) in [
+            ("TRACECAR_PUSH_OTLP", &push.otlp),
+            ("TRACECAR_PUSH_PYROSCOPE", &push.pyroscope),
+        ] {
+            if let Some(url) = url {
+                vars.push((name, url.clone()));
+            }
+        }
+        vars.push(("TRACECAR_PUSH_QUEUE", push.queue.to_string()));
+        if push.secret_name.is_some() {
+            vars.push(("TRACECAR_PUSH_SECRET_DIR", PUSH_SECRET_PATH.to_owned()));
+        }
+    }
+    if let Some(env) = sidecar.get_mut("env").and_then(Value::as_array_mut) {
+        env.extend(
+            vars.into_iter()
+                .map(|(name, value)| serde_json::json!({"name": name, "value": value})),
+        );
     }
 }
 

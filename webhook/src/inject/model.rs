@@ -24,6 +24,10 @@ pub(super) const VOL_WORK: &str = "tracecar-work";
 /// Where [`VOL_WORK`] is mounted: the agent's default trace and dump
 /// directories are under it.
 pub const WORK_PATH: &str = "/var/lib/tracecar";
+/// The push Secret (`push.secretName`), in pods that push windows.
+pub(super) const VOL_PUSH: &str = "tracecar-push";
+/// Where [`VOL_PUSH`] is mounted in the sidecar.
+pub const PUSH_SECRET_PATH: &str = "/etc/tracecar/push";
 
 /// Why a pod was left alone. The label is used in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +153,9 @@ pub struct InjectStatus {
     /// Runtime preset, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
+    /// Continuous profiling's modes (`tracecar.dev/continuous`), if on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub continuous: Vec<&'static str>,
 }
 
 /// Extra facts about a pod that are not in its spec.
