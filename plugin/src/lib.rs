@@ -3,6 +3,7 @@
 //! `podman exec` with `--runtime podman`), in the injected sidecar or in
 //! an agent `attach` added to a running pod as an ephemeral container.
 
+pub mod answer;
 pub mod attach;
 pub mod attaching;
 pub mod cli;

@@ -3,6 +3,7 @@
 //! answers, [`crate::exec`] reaches the sidecar through kubectl or podman,
 //! and [`crate::output`] writes files and progress.
 
+use crate::answer;
 use crate::cli::{
     AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, GcdumpArgs,
     LttngArgs, ProfileArgs, StacksArgs, TraceArgs,
@@ -32,16 +33,13 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
     match &cli.command {
         Command::Attach(args) => attach(cli, &flags, args)?,
         Command::Ps { target } => {
-            print_rendered(
-                &call(target)?.body("/v1/processes")?,
-                request::process_table,
-            );
+            print_rendered(&call(target)?.body("/v1/processes")?, answer::process_table);
         }
         Command::Status { target } => {
             let caller = call(target)?;
             let body = caller.body("/v1/capabilities")?;
             println!("pod {}: agent reachable", caller.pod);
-            print_rendered(&body, request::status_lines);
+            print_rendered(&body, answer::status_lines);
         }
         Command::Profile(args) => profile(&call, args)?,
         Command::Trace(args) => trace(&call, args)?,
@@ -160,7 +158,7 @@ fn trace<'a>(call: &Call<'a>, args: &TraceArgs) -> Result<(), PluginError> {
     let caller = call(target)?;
     let pid = match pid {
         Some(pid) => pid.clone(),
-        None => request::only_app_pid(&caller.body("/v1/processes")?)
+        None => answer::only_app_pid(&caller.body("/v1/processes")?)
             .map_err(PluginError::Processes)?
             .to_string(),
     };
@@ -184,7 +182,7 @@ fn trace<'a>(call: &Call<'a>, args: &TraceArgs) -> Result<(), PluginError> {
         return Ok(());
     }
     let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
-    let pretty = |line: &str| request::trace_line(name, line);
+    let pretty = |line: &str| answer::trace_line(name, line);
     let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
     caller.get(&path, Sink::Lines(render), Bar::None)?;
     Ok(())
@@ -206,7 +204,7 @@ fn lttng<'a>(call: &Call<'a>, args: &LttngArgs) -> Result<(), PluginError> {
     let caller = call(target)?;
     if *list {
         let path = request::lttng_events_path(pid.as_deref());
-        print_rendered(&caller.body(&path)?, request::tracepoint_lines);
+        print_rendered(&caller.body(&path)?, answer::tracepoint_lines);
         return Ok(());
     }
     let session = request::Session {
@@ -295,7 +293,7 @@ fn exceptions<'a>(call: &Call<'a>, args: &ExceptionsArgs) -> Result<(), PluginEr
     } else {
         Bar::None
     };
-    caller.get(&path, Sink::Lines(&request::exception_lines), bar)?;
+    caller.get(&path, Sink::Lines(&answer::exception_lines), bar)?;
     Ok(())
 }
 
@@ -369,7 +367,7 @@ type Call<'a> = dyn Fn(&str) -> Result<Caller<'a>, PluginError> + 'a;
 fn pid_or_only_app(caller: &Caller<'_>, pid: Option<&str>) -> Result<String, PluginError> {
     match pid {
         Some(pid) => Ok(pid.to_owned()),
-        None => request::only_app_pid(&caller.body("/v1/processes")?)
+        None => answer::only_app_pid(&caller.body("/v1/processes")?)
             .map_err(PluginError::Processes)
             .map(|p| p.to_string()),
     }
