@@ -537,9 +537,8 @@ def check_continuous(name, out):
     with open(os.path.join(out, "window.pb.gz"), "wb") as f:
         f.write(body)
     # Only profiles on that port.
-    other = subprocess.run(["podman", "exec", f"{name}-tracecar", "curl", "-s", "-o", "/dev/null", "-w",
-                            "%{http_code}", f"http://127.0.0.1:{PROFILES_PORT}/v1/processes"],
-                           capture_output=True, text=True, check=True).stdout
+    other = in_sidecar(name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                       f"http://127.0.0.1:{PROFILES_PORT}/v1/processes")
     assert other == "404", other
     say(f"wrote window.pb.gz: {len(body)} bytes of gzipped pprof, labelled k8s.pod.name={name}, "
         "service.name=web, k8s.namespace.name=default")

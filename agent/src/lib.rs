@@ -5,10 +5,11 @@
 //! and no two files import each other: `scripts/layers.py` checks both in
 //! `make lint` (it reads the numbered lines below).
 //!
-//! 1. `sys`, `params`, `caps`, `identity`: the one place with `unsafe` and
-//!    raw kernel interfaces (with the `repr(C)` mirror of `bpf/events.h`);
-//!    the request-parameter parsers every spec shares; capability names;
-//!    the pod's Kubernetes identity.
+//! 1. `sys`, `params`, `caps`, `identity`, `sync`: the one place with
+//!    `unsafe` and raw kernel interfaces (with the `repr(C)` mirror of
+//!    `bpf/events.h`); the request-parameter parsers every spec shares;
+//!    capability names; the pod's Kubernetes identity; locks a panic
+//!    cannot break.
 //! 2. `procfs`, `child`: `/proc` parsers and readers; children run with a
 //!    deadline.
 //! 3. `rootfs`, `memory`: the one resolver of paths the app controls; the
@@ -51,5 +52,6 @@ pub mod push;
 pub mod rootfs;
 pub mod runtime;
 pub mod stacks;
+pub mod sync;
 pub mod sys;
 pub mod uprobe;

@@ -795,15 +795,8 @@ fn the_profiles_listener_serves_profiles_and_nothing_else() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let get = |path: &str| common::curl(&["--max-time", "20"], &format!("{base}{path}"));
-    // The agent is up once the listener answers.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get("/").0 == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no listener on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The agent is up once the listener is.
+    wait_listening(port);
     // A scrape: gzipped pprof of the pod's processes (the workload's
     // functions in it).
     let (code, gz) = get("/debug/pprof/profile?seconds=2");
@@ -873,11 +866,7 @@ fn continuous_windows_are_served_with_the_pods_identity() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let get = |path: &str| common::curl(&["--max-time", "20"], &format!("{base}{path}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get("/").0 == 0 {
-        assert!(Instant::now() < deadline, "no listener on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port);
     // Before the first window ends: 503, saying so.
     let (code, body) = get("/debug/pprof/window");
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));

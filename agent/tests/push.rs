@@ -11,18 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The stand-in backend on `port`, writing what it receives into `out`;
 /// the first `fail_first` requests get 503.
@@ -41,11 +33,7 @@ fn receiver(port: u16, out: &Path, fail_first: u32) -> Running {
             &fail_first.to_string(),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the receiver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port);
     running
 }
 
@@ -68,14 +56,6 @@ fn received(out: &Path) -> Vec<Value> {
         .iter()
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 const IDENTITY: &[&str] = &[
@@ -123,7 +103,7 @@ fn windows_reach_otlp_and_pyroscope_with_the_pods_identity() {
             .filter(|r| r["path"] == path && r["answered"] == 200)
             .collect::<Vec<_>>()
     };
-    wait_for("a window at each backend", Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), "a window at each backend", || {
         !done("/v1development/profiles").is_empty() && !done("/ingest").is_empty()
     });
     let all = received(&out);
@@ -237,7 +217,7 @@ fn a_backend_that_is_down_costs_a_bounded_queue_and_is_caught_up_with() {
         report["continuous"]["push"][0].clone()
     };
     // Nobody listens: windows queue up to 2, then the oldest are dropped.
-    wait_for("dropped windows", Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), "dropped windows", || {
         report()["dropped"].as_u64().unwrap() >= 3
     });
     let down = report();
@@ -255,9 +235,9 @@ fn a_backend_that_is_down_costs_a_bounded_queue_and_is_caught_up_with() {
     let out = dir.path().join("received");
     std::fs::create_dir(&out).unwrap();
     let _receiver = receiver(port, &out, 0);
-    wait_for(
-        "windows sent after the outage",
+    wait_until(
         Duration::from_secs(40),
+        "windows sent after the outage",
         || report()["sent"].as_u64().unwrap() >= 3,
     );
     assert_eq!(report()["last_error"], Value::Null);

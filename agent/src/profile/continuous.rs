@@ -38,6 +38,7 @@ use super::{Format, Mode, ProfileSpec};
 use crate::memory::Memory;
 use crate::params::{self, SpecError};
 use crate::procfs::Procfs;
+use crate::sync::lock;
 
 /// Samples per second when the config does not say: low enough to run all
 /// the time, and prime, so that it does not beat with a periodic workload.
@@ -177,8 +178,8 @@ pub enum WindowError {
 /// The last completed window of each mode, and the tallies.
 #[derive(Debug, Default)]
 pub struct Windows {
-    modes: Vec<(Mode, u32)>,
-    hz: u32,
+    /// What runs: each mode's window as `/v1/profile` takes it.
+    profiles: Vec<ProfileSpec>,
     last: Mutex<BTreeMap<&'static str, Window>>,
     tallies: Mutex<BTreeMap<&'static str, Tally>>,
 }
@@ -187,20 +188,15 @@ impl Windows {
     /// The store of a continuous profiling that runs `spec` (or none).
     pub fn new(spec: Option<&ContinuousSpec>) -> Self {
         Self {
-            modes: spec
-                .map(|s| s.profiles.iter().map(|p| (p.mode, p.seconds)).collect())
-                .unwrap_or_default(),
-            hz: spec
-                .and_then(|s| s.profiles.iter().find(|p| p.mode.samples_cpu()))
-                .map_or(0, |p| p.hz),
+            profiles: spec.map(|s| s.profiles.clone()).unwrap_or_default(),
             ..Self::default()
         }
     }
 
     /// The last completed window of `mode`.
     pub fn last(&self, mode: Mode) -> Result<Window, WindowError> {
-        let Some(&(_, window_seconds)) = self.modes.iter().find(|(m, _)| *m == mode) else {
-            let on: Vec<&str> = self.modes.iter().map(|(m, _)| m.name()).collect();
+        let Some(profile) = self.profiles.iter().find(|p| p.mode == mode) else {
+            let on: Vec<&str> = self.profiles.iter().map(|p| p.mode.name()).collect();
             return Err(WindowError::Off {
                 mode: mode.name(),
                 on: if on.is_empty() {
@@ -216,22 +212,22 @@ impl Windows {
         Err(WindowError::NotYet {
             mode: mode.name(),
             why: self.tally(mode).last_error,
-            window_seconds,
+            window_seconds: profile.seconds,
         })
     }
 
     /// Every mode's windows so far, for `/v1/capabilities` (`None` when
     /// continuous profiling is off).
     pub fn report(&self) -> Option<Vec<tracecar_api::capabilities::ContinuousMode>> {
-        (!self.modes.is_empty()).then(|| {
-            self.modes
+        (!self.profiles.is_empty()).then(|| {
+            self.profiles
                 .iter()
-                .map(|&(mode, window_seconds)| {
-                    let tally = self.tally(mode);
+                .map(|profile| {
+                    let tally = self.tally(profile.mode);
                     tracecar_api::capabilities::ContinuousMode {
-                        mode: mode.name().to_owned(),
-                        window_seconds,
-                        hz: self.hz,
+                        mode: profile.mode.name().to_owned(),
+                        window_seconds: profile.seconds,
+                        hz: sampled_hz(profile),
                         completed: tally.completed,
                         skipped: tally.skipped,
                         failed: tally.failed,
@@ -270,12 +266,14 @@ impl Windows {
     }
 }
 
-/// A mutex whose holder cannot leave it broken: its value is replaced
-/// whole, so a poisoned lock is taken as it is.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A window's sampling rate: 0 for an off-CPU window, which records every
+/// block and samples nothing.
+fn sampled_hz(profile: &ProfileSpec) -> u32 {
+    if profile.mode.samples_cpu() {
+        profile.hz
+    } else {
+        0
+    }
 }
 
 /// Continuous profiling, running: stops (and waits for its threads) when
@@ -406,11 +404,7 @@ fn window(
         .map_err(|e| failed(e.to_string()))?;
     Ok(Window {
         mode: profile.mode,
-        hz: if profile.mode.samples_cpu() {
-            profile.hz
-        } else {
-            0
-        },
+        hz: sampled_hz(profile),
         started,
         duration: profiled.capture,
         samples: profiled.samples,

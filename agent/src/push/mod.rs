@@ -173,22 +173,26 @@ pub struct Credentials {
 /// Reads the Secret mounted at `dir` (every file optional).
 pub fn credentials(dir: &Path) -> Result<Credentials, PushError> {
     let read = |name: &str| -> Result<Option<Vec<u8>>, PushError> {
+        use std::io::Read as _;
         let path = dir.join(name);
         let failed = |why: String| PushError::Secret {
             path: path.clone(),
             why,
         };
-        match std::fs::metadata(&path) {
+        let file = match std::fs::File::open(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(e.to_string())),
-            Ok(m) if m.len() > SECRET_FILE_BYTES => {
-                return Err(failed(format!("{} bytes, more than 1 MiB", m.len())));
-            }
-            Ok(_) => {}
+            Ok(file) => file,
+        };
+        // One read, bounded: a byte past the bound says it is too large.
+        let mut bytes = Vec::new();
+        file.take(SECRET_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| failed(e.to_string()))?;
+        if bytes.len() as u64 > SECRET_FILE_BYTES {
+            return Err(failed("more than 1 MiB".to_owned()));
         }
-        std::fs::read(&path)
-            .map(Some)
-            .map_err(|e| failed(e.to_string()))
+        Ok(Some(bytes))
     };
     let mut credentials = Credentials::default();
     if let Some(text) = read("headers")? {
@@ -365,38 +369,35 @@ enum Outcome {
 
 /// Sends `pusher`'s windows, oldest first, for ever.
 async fn send(pusher: Arc<Pusher>, client: reqwest::Client, resource: Arc<Vec<(String, String)>>) {
-    let queue = &pusher.queue;
     loop {
-        let window = queue.next().await;
-        let body = match body(&pusher.destination, &window, &resource, profile_id()) {
-            Ok(body) => body,
-            Err(e) => {
-                queue.rejected(e.to_string());
-                continue;
+        let window = pusher.queue.next().await;
+        match body(&pusher.destination, &window, &resource, profile_id()) {
+            Ok(body) => deliver(&pusher, &client, &body).await,
+            Err(e) => pusher.queue.rejected(e.to_string()),
+        }
+    }
+}
+
+/// Sends one window until the backend takes or refuses it, or newer
+/// windows fill the queue meanwhile (it then gives way, counted).
+async fn deliver(pusher: &Pusher, client: &reqwest::Client, body: &Body) {
+    let (queue, kind) = (&pusher.queue, pusher.destination.kind);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match attempt(client, kind, body).await {
+            Outcome::Sent => return queue.sent(),
+            Outcome::Refused(why) => {
+                tracing::warn!(destination = kind.name(), %why, "window refused");
+                return queue.rejected(why);
             }
-        };
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            match attempt(&client, pusher.destination.kind, &body).await {
-                Outcome::Sent => {
-                    queue.sent();
-                    break;
+            Outcome::Retry(why) => {
+                tracing::debug!(destination = kind.name(), %why, "push failed; retrying");
+                queue.retry(why);
+                if queue.full() {
+                    return queue.gave_up();
                 }
-                Outcome::Refused(why) => {
-                    tracing::warn!(destination = pusher.destination.kind.name(), %why, "window refused");
-                    queue.rejected(why);
-                    break;
-                }
-                Outcome::Retry(why) => {
-                    tracing::debug!(destination = pusher.destination.kind.name(), %why, "push failed; retrying");
-                    queue.retry(why);
-                    if queue.full() {
-                        queue.gave_up();
-                        break;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

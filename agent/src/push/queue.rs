@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::profile::continuous::Window;
+use crate::sync::lock;
 
 /// What happened to the windows of one destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,12 +34,6 @@ pub struct Queue {
     items: Mutex<VecDeque<Window>>,
     tally: Mutex<Tally>,
     ready: tokio::sync::Notify,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Queue {

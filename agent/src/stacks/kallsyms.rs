@@ -90,9 +90,7 @@ impl Kallsyms {
         use std::sync::{Arc, Mutex, Weak};
         static SHARED: Mutex<(Weak<Kallsyms>, String)> = Mutex::new((Weak::new(), String::new()));
         let modules = modules_fingerprint();
-        let mut shared = SHARED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shared = crate::sync::lock(&SHARED);
         if shared.1 == modules
             && let Some(table) = shared.0.upgrade()
         {

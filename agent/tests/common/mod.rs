@@ -965,3 +965,21 @@ pub fn decode_pprof(dir: &Path, gz: &[u8]) -> String {
     assert!(out.status.success(), "protoc could not decode the profile");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A TCP port nobody listens on now (the kernel's pick, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits, 10 s at most, until something listens on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("a listener on {port}"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}

@@ -74,6 +74,7 @@ impl PodFacts {
                 ..Self::default()
             };
         };
+        let workload = workload(pod);
         Self {
             opted_in,
             has_spec: true,
@@ -91,8 +92,8 @@ impl PodFacts {
             runtime: annotation(ann::RUNTIME),
             containers_filter: annotation(ann::CONTAINERS),
             continuous: annotation(ann::CONTINUOUS),
-            workload: workload(pod),
-            service: service(pod),
+            service: service(pod, workload.as_deref()),
+            workload,
             owned_by_job: matches!(ctx.owner_kind, Some("Job" | "CronJob"))
                 || pod
                     .metadata
@@ -142,16 +143,20 @@ fn workload(pod: &Pod) -> Option<String> {
     })
 }
 
-/// The service name: `app.kubernetes.io/name`, else `app`, else the
-/// owning workload's name.
-fn service(pod: &Pod) -> Option<String> {
+/// The service name: `app.kubernetes.io/name`, else `app`, else the name
+/// of the owning `workload` (`KIND/NAME`).
+fn service(pod: &Pod, workload: Option<&str>) -> Option<String> {
     let labels = pod.metadata.labels.as_ref();
     ["app.kubernetes.io/name", "app"]
         .iter()
         .find_map(|key| labels.and_then(|l| l.get(*key)))
         .cloned()
         .filter(|s| !s.trim().is_empty())
-        .or_else(|| workload(pod).and_then(|w| w.split_once('/').map(|(_, n)| n.to_owned())))
+        .or_else(|| {
+            workload
+                .and_then(|w| w.split_once('/'))
+                .map(|(_, n)| n.to_owned())
+        })
 }
 
 impl ContainerFacts {
