@@ -43,6 +43,7 @@ cat <<'TXT'
       kubectl apply -k manifests/overlays/self-signed      # or overlays/cert-manager
       kubectl patch deploy web -p '{"spec":{"template":{"metadata":{"annotations":{"tracecar.dev/inject":"true"}}}}}'
       kubectl tracecar profile deploy/web --seconds 30 -o flame.svg
+      kubectl tracecar profile deploy/web --all -o fleet.pb.gz   # every replica, pod and node labels
       kubectl tracecar trace deploy/web --symbol calc --args long --ret long
       kubectl tracecar lttng deploy/web --events 'sample_app:*' --seconds 10 -o trace.tar.gz
       kubectl tracecar dotnet-trace deploy/orders --providers gc,Tracecar-Sample -o trace.nettrace

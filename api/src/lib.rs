@@ -10,7 +10,11 @@
 pub mod capabilities;
 pub mod dotnet;
 pub mod error;
+#[cfg(feature = "profiles")]
+pub mod flame;
 pub mod lttng;
+#[cfg(feature = "profiles")]
+pub mod pprof;
 pub mod presets;
 pub mod process;
 pub mod request;

@@ -260,6 +260,7 @@ fn wait_healthy(
         flags: flags.clone(),
         pod: pod.to_owned(),
         container: container.to_owned(),
+        line: None,
     };
     let deadline = Instant::now() + timeout.max(Duration::from_secs(5));
     loop {

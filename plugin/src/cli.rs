@@ -47,7 +47,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands. TARGET is POD, pod/POD or deploy/NAME.
+/// Subcommands. TARGET is POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add the agent to a running pod that has no sidecar, as an
@@ -56,7 +56,7 @@ pub enum Command {
     Attach(AttachArgs),
     /// The pod's processes.
     Ps {
-        /// POD, pod/POD or deploy/NAME.
+        /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
         target: String,
     },
     /// A CPU, off-CPU or wall-clock profile, written to a file whose name
@@ -86,15 +86,29 @@ pub enum Command {
     Dump(DumpArgs),
     /// What works in the sidecar, with hints for what does not.
     Status {
-        /// POD, pod/POD or deploy/NAME.
+        /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
         target: String,
     },
+}
+
+/// Which pods a command covers with `--all`.
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Every ready pod of TARGET's workload (deploy/, sts/, ds/), or of
+    /// -l: reached concurrently (16 at a time), answers merged into one;
+    /// a pod that fails is listed with why, and the others go on.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all, instead of a TARGET: the pods this label selector
+    /// matches (kubectl's -l).
+    #[arg(short = 'l', long, requires = "all", conflicts_with = "target")]
+    pub selector: Option<String>,
 }
 
 /// The arguments of `attach`.
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The app container whose processes the agent joins (default: the
     /// only, or first, container).
@@ -124,8 +138,12 @@ pub struct AttachArgs {
 /// The arguments of `profile`.
 #[derive(Debug, clap::Args)]
 pub struct ProfileArgs {
-    /// POD, pod/POD or deploy/NAME.
-    pub target: String,
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+    #[arg(required_unless_present = "selector")]
+    pub target: Option<String>,
+    /// Which pods, with --all.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Capture length.
     #[arg(long, default_value_t = 10)]
     pub seconds: u32,
@@ -156,6 +174,10 @@ pub struct ProfileArgs {
     /// One root per thread, named.
     #[arg(long)]
     pub threads: bool,
+    /// With --all: the pod as the first level of the stacks (.svg and
+    /// .folded; pprof always has `pod` and `node` labels).
+    #[arg(long, requires = "all")]
+    pub pod_level: bool,
     /// Output: .svg, .pprof/.pb.gz, .folded, .speedscope.json, .json.
     #[arg(short = 'o', long, default_value = "flame.svg")]
     pub output: String,
@@ -164,8 +186,12 @@ pub struct ProfileArgs {
 /// The arguments of `trace`.
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// POD, pod/POD or deploy/NAME.
-    pub target: String,
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+    #[arg(required_unless_present = "selector")]
+    pub target: Option<String>,
+    /// Which pods, with --all.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Function name: an ELF symbol, or a JIT method named by the
     /// process's perf map or .NET runtime (by its full name, or a
     /// unique part of it).
@@ -209,6 +235,10 @@ pub struct TraceArgs {
     /// With -o, what each call weighs: count, argN, ret or latency.
     #[arg(long, default_value = "count", requires = "output")]
     pub of: String,
+    /// With --all and -o: the pod as the first level of the stacks (.svg
+    /// and .folded).
+    #[arg(long, requires = "all")]
+    pub pod_level: bool,
     /// Print the agent's NDJSON as is.
     #[arg(long)]
     pub json: bool,
@@ -217,7 +247,7 @@ pub struct TraceArgs {
 /// The arguments of `lttng`.
 #[derive(Debug, clap::Args)]
 pub struct LttngArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// Event patterns, e.g. 'myapp:*'.
     #[arg(long)]
@@ -249,7 +279,7 @@ pub struct LttngArgs {
 /// The arguments of `dotnettrace`.
 #[derive(Debug, clap::Args)]
 pub struct DotnetTraceArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The .NET process (default: the pod's only app process).
     #[arg(long)]
@@ -270,8 +300,12 @@ pub struct DotnetTraceArgs {
 /// The arguments of `counters`.
 #[derive(Debug, clap::Args)]
 pub struct CountersArgs {
-    /// POD, pod/POD or deploy/NAME.
-    pub target: String,
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+    #[arg(required_unless_present = "selector")]
+    pub target: Option<String>,
+    /// Which pods, with --all.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// The .NET process (default: the pod's only app process).
     #[arg(long)]
     pub pid: Option<String>,
@@ -293,7 +327,7 @@ pub struct CountersArgs {
 /// The arguments of `exceptions`.
 #[derive(Debug, clap::Args)]
 pub struct ExceptionsArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The .NET process (default: the pod's only app process).
     #[arg(long)]
@@ -312,7 +346,7 @@ pub struct ExceptionsArgs {
 /// The arguments of `stacks`.
 #[derive(Debug, clap::Args)]
 pub struct StacksArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The process (default: the pod's only app process).
     #[arg(long)]
@@ -325,7 +359,7 @@ pub struct StacksArgs {
 /// The arguments of `gcdump`.
 #[derive(Debug, clap::Args)]
 pub struct GcdumpArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The .NET process (default: the pod's only app process).
     #[arg(long)]
@@ -342,7 +376,7 @@ pub struct GcdumpArgs {
 /// The arguments of `dump`.
 #[derive(Debug, clap::Args)]
 pub struct DumpArgs {
-    /// POD, pod/POD or deploy/NAME.
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
     pub target: String,
     /// The process (default: the pod's only app process).
     #[arg(long)]
@@ -367,5 +401,26 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn all_takes_a_workload_or_a_selector() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["kubectl-tracecar"], args].concat());
+        let Ok(Cli {
+            command: Command::Profile(p),
+            ..
+        }) = parse(&["profile", "-l", "app=web", "--all", "--pod-level"])
+        else {
+            panic!("-l with --all")
+        };
+        assert_eq!(p.fleet.selector.as_deref(), Some("app=web"));
+        assert!(p.fleet.all && p.pod_level && p.target.is_none());
+        assert!(parse(&["profile", "deploy/web", "--all"]).is_ok());
+        assert!(parse(&["counters", "sts/db", "--all", "--prometheus"]).is_ok());
+        // -l and --pod-level only with --all; a selector or a target, not both.
+        assert!(parse(&["profile", "-l", "app=web"]).is_err());
+        assert!(parse(&["profile", "web-1", "--pod-level"]).is_err());
+        assert!(parse(&["trace", "deploy/web", "-l", "a=b", "--all", "--symbol", "f"]).is_err());
+        assert!(parse(&["profile"]).is_err());
     }
 }

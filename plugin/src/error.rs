@@ -27,13 +27,36 @@ pub enum PluginError {
         /// What to do, when the cause is known.
         hint: Option<String>,
     },
-    /// A Deployment has no running pod.
-    #[error("deploy/{name} has no running pod\n  hint: kubectl get pods -l {selector}")]
+    /// A workload has no running pod.
+    #[error("{workload} has no running pod\n  hint: kubectl get pods -l {selector}")]
     NoRunningPod {
-        /// The Deployment.
-        name: String,
+        /// The workload, as `deploy/NAME`.
+        workload: String,
         /// Its pod selector.
         selector: String,
+    },
+    /// `--all` found no ready pod.
+    #[error("no ready pod matches {selector}\n  hint: {hint}")]
+    NoReadyPod {
+        /// The selector, or the workload.
+        selector: String,
+        /// Where to look.
+        hint: String,
+    },
+    /// The pod list could not be read.
+    #[error("cannot read the pod list: {0}")]
+    PodList(String),
+    /// `--all`: the answers of the pods could not be merged.
+    #[error("cannot merge the pods' answers: {0}")]
+    Merge(String),
+    /// `--all`: some pods failed (each is listed above); the others'
+    /// answers were merged.
+    #[error("{failed} of {of} pods failed (listed above){}", if failed < of { "; the output has the others" } else { "" })]
+    Fleet {
+        /// How many failed.
+        failed: usize,
+        /// Out of.
+        of: usize,
     },
     /// The agent answered with an error.
     #[error("{0}")]
@@ -63,6 +86,12 @@ pub enum PluginError {
         /// The extensions that work.
         hint: &'static str,
     },
+    /// A selector term podman cannot filter by.
+    #[error("{0:?}: with --runtime podman, -l takes key=value terms only")]
+    Selector(String),
+    /// The command line asks for what cannot be done together.
+    #[error("{0}")]
+    Usage(&'static str),
     /// Writing the output failed.
     #[error("cannot write {file}: {source}")]
     Write {
@@ -79,7 +108,7 @@ impl PluginError {
     /// the command line, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Target(_) | Self::Output { .. } => 64,
+            Self::Target(_) | Self::Output { .. } | Self::Usage(_) | Self::Selector(_) => 64,
             _ => 1,
         }
     }

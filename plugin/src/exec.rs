@@ -45,15 +45,15 @@ pub(crate) fn resolve(
 ) -> Result<String, PluginError> {
     match (target, runtime) {
         (Target::Pod(pod), _) => Ok(pod.clone()),
-        (Target::Deployment(name), Runtime::Podman) => Ok(target::podman_deployment_pod(name)),
-        (Target::Deployment(name), Runtime::Kubectl) => {
-            let selector = output_of(&target::deployment_selector(flags, name))?;
+        (Target::Workload(_, name), Runtime::Podman) => Ok(target::podman_workload_pod(name)),
+        (Target::Workload(kind, name), Runtime::Kubectl) => {
+            let selector = output_of(&target::workload_selector(flags, *kind, name))?;
             let pods = output_of(&target::running_pods(flags, &selector))?;
             pods.lines()
                 .next()
                 .map(str::to_owned)
                 .ok_or_else(|| PluginError::NoRunningPod {
-                    name: name.clone(),
+                    workload: format!("{}/{name}", kind.resource()),
                     selector: selector.trim_end_matches(',').to_owned(),
                 })
         }
@@ -66,6 +66,8 @@ pub(crate) struct Caller<'a> {
     pub(crate) pod: String,
     /// The container the agent runs in: the sidecar, or an attached one.
     pub(crate) container: String,
+    /// The pod's progress line when it is one of several (`--all`).
+    pub(crate) line: Option<crate::output::Line>,
 }
 
 /// The container the agent of `pod` answers in: `wanted` (the sidecar's
@@ -139,7 +141,7 @@ impl Caller<'_> {
                 program: program.to_owned(),
                 source,
             })?;
-        let progress = Progress::start(bar);
+        let progress = Progress::start(bar, self.line.as_ref());
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         // stderr is read on its own thread so that a chatty exec cannot

@@ -109,6 +109,14 @@ pub(crate) fn save(
     std::fs::rename(&partial, file).map_err(|e| write_error(file, e))
 }
 
+/// Writes `bytes` to `file` through `FILE.partial`, renamed when
+/// complete: a file that exists is whole.
+pub(crate) fn write_whole(file: &str, bytes: &[u8]) -> Result<(), PluginError> {
+    let partial = PathBuf::from(format!("{file}.partial"));
+    std::fs::write(&partial, bytes).map_err(|e| write_error(file, e))?;
+    std::fs::rename(&partial, file).map_err(|e| write_error(file, e))
+}
+
 /// Which progress bar a request shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Bar {
@@ -132,15 +140,45 @@ pub(crate) struct Progress {
     bytes: bool,
 }
 
+/// One pod's line among the lines of a fleet capture (`--all`).
+#[derive(Clone)]
+pub(crate) struct Line {
+    /// The lines, drawn together.
+    pub(crate) lines: indicatif::MultiProgress,
+    /// What starts this one: the pod's name.
+    pub(crate) prefix: String,
+}
+
+impl Line {
+    /// Prints `text` above the lines (on stderr as it is when they are not
+    /// drawn, as when stderr is not a terminal).
+    pub(crate) fn say(&self, text: &str) {
+        let text = terminal_safe(text);
+        if self.lines.is_hidden() || self.lines.println(&text).is_err() {
+            eprintln!("{text}");
+        }
+    }
+}
+
 impl Progress {
-    pub(crate) fn start(bar: Bar) -> Option<Self> {
+    /// The progress `bar` asks for, drawn alone or as one pod's `line`.
+    pub(crate) fn start(bar: Bar, line: Option<&Line>) -> Option<Self> {
+        let progress = Self::of(bar)?;
+        if let Some(line) = line {
+            let bar = line.lines.add(progress.bar.clone());
+            bar.set_prefix(format!("{} ", line.prefix));
+        }
+        Some(progress)
+    }
+
+    fn of(bar: Bar) -> Option<Self> {
         match bar {
             Bar::None => None,
             Bar::Seconds(seconds) => Some(Self::capture(seconds)),
             Bar::Waiting(what) => {
                 let bar = indicatif::ProgressBar::new_spinner();
                 if let Ok(style) =
-                    indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    indicatif::ProgressStyle::with_template("{prefix}{spinner} {msg} {elapsed}")
                 {
                     bar.set_style(style);
                 }
@@ -156,7 +194,7 @@ impl Progress {
             Bar::Bytes => {
                 let bar = indicatif::ProgressBar::new_spinner();
                 if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{spinner} received {bytes} ({binary_bytes_per_sec}) {msg}",
+                    "{prefix}{spinner} received {bytes} ({binary_bytes_per_sec}) {msg}",
                 ) {
                     bar.set_style(style);
                 }
@@ -175,7 +213,7 @@ impl Progress {
         let total = u64::from(seconds) * 10;
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{spinner} capturing {bar:30} {msg}")
+            indicatif::ProgressStyle::with_template("{prefix}{spinner} capturing {bar:30} {msg}")
         {
             bar.set_style(style);
         }

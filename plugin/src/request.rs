@@ -218,6 +218,20 @@ pub fn dump_path(pid: &str, kind: Option<&str>) -> String {
     .path()
 }
 
+/// What a flamegraph's widths count, as the agent names it for one pod
+/// (its `Measure::weight_name`): by a profile's `mode`, or by what each
+/// call of a trace weighs (`of`).
+pub fn weight_name(mode: Option<&str>, of: Option<&str>) -> String {
+    match (mode, of) {
+        (_, Some("count")) => "calls".to_owned(),
+        (_, Some("latency")) => "nanoseconds".to_owned(),
+        (_, Some(value)) => value.to_owned(),
+        (Some("offcpu" | "wall" | "contention"), None) => "nanoseconds".to_owned(),
+        (Some("alloc"), None) => "bytes".to_owned(),
+        (_, None) => "samples".to_owned(),
+    }
+}
+
 /// A format the output file's name asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputFormat {

@@ -3,6 +3,7 @@
 //! answers, [`crate::exec`] reaches the sidecar through kubectl or podman,
 //! and [`crate::output`] writes files and progress.
 
+use crate::across;
 use crate::answer;
 use crate::cli::{
     AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, GcdumpArgs,
@@ -10,6 +11,7 @@ use crate::cli::{
 };
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
+use crate::fleet;
 use crate::output::{Bar, Sink, as_is, print_rendered};
 use crate::request::{self, OutputFormat};
 use crate::target::{self, KubeFlags};
@@ -28,6 +30,7 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             flags: flags.clone(),
             pod,
             container,
+            line: None,
         })
     };
     match &cli.command {
@@ -41,11 +44,11 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
             println!("pod {}: agent reachable", caller.pod);
             print_rendered(&body, answer::status_lines);
         }
-        Command::Profile(args) => profile(&call, args)?,
-        Command::Trace(args) => trace(&call, args)?,
+        Command::Profile(args) => profile(cli, &flags, &call, args)?,
+        Command::Trace(args) => trace(cli, &flags, &call, args)?,
         Command::Lttng(args) => lttng(&call, args)?,
         Command::DotnetTrace(args) => dotnet_trace(&call, args)?,
-        Command::Counters(args) => counters(&call, args)?,
+        Command::Counters(args) => counters(cli, &flags, &call, args)?,
         Command::Exceptions(args) => exceptions(&call, args)?,
         Command::Gcdump(args) => gcdump(&call, args)?,
         Command::Stacks(args) => stacks(&call, args)?,
@@ -80,9 +83,15 @@ fn attach(cli: &Cli, flags: &KubeFlags, args: &AttachArgs) -> Result<(), PluginE
 }
 
 /// `profile`.
-fn profile<'a>(call: &Call<'a>, args: &ProfileArgs) -> Result<(), PluginError> {
+fn profile<'a>(
+    cli: &Cli,
+    flags: &KubeFlags,
+    call: &Call<'a>,
+    args: &ProfileArgs,
+) -> Result<(), PluginError> {
     let ProfileArgs {
         target,
+        fleet,
         seconds,
         hz,
         pid,
@@ -92,43 +101,68 @@ fn profile<'a>(call: &Call<'a>, args: &ProfileArgs) -> Result<(), PluginError> {
         state,
         rate,
         threads,
+        pod_level,
         output,
     } = args;
+    // The runtime's own profiles are of one process: the pod's only app
+    // process unless --pid names one.
+    let path = |caller: &Caller<'_>, format| -> Result<String, PluginError> {
+        let pid = match (mode.as_deref(), pid) {
+            (Some("alloc" | "contention"), None) => Some(pid_or_only_app(caller, None)?),
+            (_, pid) => pid.clone(),
+        };
+        Ok(request::profile_path(
+            &request::Profile {
+                seconds: *seconds,
+                hz: *hz,
+                pid: pid.as_deref(),
+                unwind: unwind.as_deref(),
+                mode: mode.as_deref(),
+                min_block_us: *min_block_us,
+                state: state.as_deref(),
+                rate: *rate,
+                threads: *threads,
+            },
+            format,
+        ))
+    };
+    if fleet.all {
+        let pods = across::pods(cli, flags, target.as_deref(), fleet.selector.as_deref())?;
+        let mode = mode.as_deref().unwrap_or("cpu");
+        let flame = across::Flame {
+            what: format!("{mode} profile"),
+            count_name: request::weight_name(Some(mode), None),
+            output,
+            pod_level: *pod_level,
+            bar: Bar::Seconds(*seconds),
+        };
+        return across::flame(cli, flags, &pods, &flame, path);
+    }
     let format = format_of(
         output,
         request::profile_format(output),
         ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
     )?;
-    let caller = call(target)?;
-    // The runtime's own profiles are of one process: the pod's only app
-    // process unless --pid names one.
-    let pid = match (mode.as_deref(), pid) {
-        (Some("alloc" | "contention"), None) => Some(pid_or_only_app(&caller, None)?),
-        (_, pid) => pid.clone(),
-    };
-    let path = request::profile_path(
-        &request::Profile {
-            seconds: *seconds,
-            hz: *hz,
-            pid: pid.as_deref(),
-            unwind: unwind.as_deref(),
-            mode: mode.as_deref(),
-            min_block_us: *min_block_us,
-            state: state.as_deref(),
-            rate: *rate,
-            threads: *threads,
-        },
-        format,
-    );
-    caller.get(&path, Sink::File(output), Bar::Seconds(*seconds))?;
+    let caller = call(single(target)?)?;
+    caller.get(
+        &path(&caller, format)?,
+        Sink::File(output),
+        Bar::Seconds(*seconds),
+    )?;
     eprintln!("wrote {output}");
     Ok(())
 }
 
 /// `trace`.
-fn trace<'a>(call: &Call<'a>, args: &TraceArgs) -> Result<(), PluginError> {
+fn trace<'a>(
+    cli: &Cli,
+    flags: &KubeFlags,
+    call: &Call<'a>,
+    args: &TraceArgs,
+) -> Result<(), PluginError> {
     let TraceArgs {
         target,
+        fleet,
         symbol,
         address,
         module,
@@ -142,47 +176,66 @@ fn trace<'a>(call: &Call<'a>, args: &TraceArgs) -> Result<(), PluginError> {
         abi,
         output,
         of,
+        pod_level,
         json,
     } = args;
+    let path = |caller: &Caller<'_>, flame: Option<OutputFormat>| -> Result<String, PluginError> {
+        let pid = pid_or_only_app(caller, pid.as_deref())?;
+        Ok(request::trace_path(&request::Trace {
+            symbol: symbol.as_deref(),
+            address: address.as_deref(),
+            module: module.as_deref(),
+            args: args.as_deref(),
+            ret: ret.as_deref(),
+            pid: &pid,
+            seconds: *seconds,
+            limit: *limit,
+            stack: *stack,
+            unwind: unwind.as_deref(),
+            abi: abi.as_deref(),
+            flame: flame.map(|format| (format, of.as_str())),
+        }))
+    };
+    let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
+    let pretty = |line: &str| answer::trace_line(name, line);
+    if fleet.all {
+        let pods = across::pods(cli, flags, target.as_deref(), fleet.selector.as_deref())?;
+        if let Some(output) = output {
+            let flame = across::Flame {
+                what: format!("callers of {name}"),
+                count_name: request::weight_name(None, Some(of)),
+                output,
+                pod_level: *pod_level,
+                bar: Bar::Seconds(*seconds),
+            };
+            return across::flame(cli, flags, &pods, &flame, |caller, format| {
+                path(caller, Some(format))
+            });
+        }
+        let render = |pod: &str, line: &str| {
+            if *json {
+                fleet::with_pod(line, pod)
+            } else {
+                format!("[{pod}] {}", pretty(line))
+            }
+        };
+        return across::lines(cli, flags, &pods, |caller| path(caller, None), render);
+    }
     let flame = match output {
         None => None,
-        Some(file) => Some((
-            format_of(
-                file,
-                request::profile_format(file),
-                ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
-            )?,
-            of.as_str(),
-        )),
+        Some(file) => Some(format_of(
+            file,
+            request::profile_format(file),
+            ".svg, .pprof, .pb.gz, .folded, .speedscope.json or .json",
+        )?),
     };
-    let caller = call(target)?;
-    let pid = match pid {
-        Some(pid) => pid.clone(),
-        None => answer::only_app_pid(&caller.body("/v1/processes")?)
-            .map_err(PluginError::Processes)?
-            .to_string(),
-    };
-    let path = request::trace_path(&request::Trace {
-        symbol: symbol.as_deref(),
-        address: address.as_deref(),
-        module: module.as_deref(),
-        args: args.as_deref(),
-        ret: ret.as_deref(),
-        pid: &pid,
-        seconds: *seconds,
-        limit: *limit,
-        stack: *stack,
-        unwind: unwind.as_deref(),
-        abi: abi.as_deref(),
-        flame,
-    });
+    let caller = call(single(target)?)?;
+    let path = path(&caller, flame)?;
     if let Some(file) = output {
         caller.get(&path, Sink::File(file), Bar::Seconds(*seconds))?;
         eprintln!("wrote {file}");
         return Ok(());
     }
-    let name = symbol.as_deref().or(address.as_deref()).unwrap_or_default();
-    let pretty = |line: &str| answer::trace_line(name, line);
     let render: &dyn Fn(&str) -> String = if *json { &as_is } else { &pretty };
     caller.get(&path, Sink::Lines(render), Bar::None)?;
     Ok(())
@@ -260,19 +313,42 @@ fn dotnet_trace<'a>(call: &Call<'a>, args: &DotnetTraceArgs) -> Result<(), Plugi
 }
 
 /// `counters`.
-fn counters<'a>(call: &Call<'a>, args: &CountersArgs) -> Result<(), PluginError> {
+fn counters<'a>(
+    cli: &Cli,
+    flags: &KubeFlags,
+    call: &Call<'a>,
+    args: &CountersArgs,
+) -> Result<(), PluginError> {
     let CountersArgs {
         target,
+        fleet,
         pid,
         providers,
         seconds,
         interval,
         prometheus,
     } = args;
-    let caller = call(target)?;
-    let pid = pid_or_only_app(&caller, pid.as_deref())?;
-    let path = request::counters_path(&pid, providers.as_deref(), *seconds, *interval, *prometheus);
-    caller.get(&path, Sink::Lines(&as_is), Bar::None)?;
+    let path = |caller: &Caller<'_>| -> Result<String, PluginError> {
+        let pid = pid_or_only_app(caller, pid.as_deref())?;
+        Ok(request::counters_path(
+            &pid,
+            providers.as_deref(),
+            *seconds,
+            *interval,
+            *prometheus,
+        ))
+    };
+    if fleet.all {
+        let pods = across::pods(cli, flags, target.as_deref(), fleet.selector.as_deref())?;
+        if *prometheus {
+            return across::prometheus(cli, flags, &pods, path);
+        }
+        return across::lines(cli, flags, &pods, path, |pod, line| {
+            fleet::with_pod(line, pod)
+        });
+    }
+    let caller = call(single(target)?)?;
+    caller.get(&path(&caller)?, Sink::Lines(&as_is), Bar::None)?;
     Ok(())
 }
 
@@ -358,6 +434,13 @@ fn dump<'a>(call: &Call<'a>, args: &DumpArgs) -> Result<(), PluginError> {
     caller.get(&path, Sink::File(output), Bar::Bytes)?;
     eprintln!("wrote {output}");
     Ok(())
+}
+
+/// The one target of a command without `--all` (clap requires it then).
+fn single(target: &Option<String>) -> Result<&str, PluginError> {
+    target
+        .as_deref()
+        .ok_or(PluginError::Usage("name a TARGET (or use --all with -l)"))
 }
 
 /// Reaches the agent of a target's pod.

@@ -16,17 +16,40 @@ pub enum Runtime {
 pub enum Target {
     /// A pod by name (`web-6d…` or `pod/web-6d…`).
     Pod(String),
-    /// A Deployment (`deploy/web`): one of its running pods.
-    Deployment(String),
+    /// A workload (`deploy/web`, `sts/db`, `ds/agent`): one of its running
+    /// pods, or with `--all` every ready one.
+    Workload(Workload, String),
+}
+
+/// The workloads whose pods a target can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `deploy/NAME`.
+    Deployment,
+    /// `sts/NAME`.
+    StatefulSet,
+    /// `ds/NAME`.
+    DaemonSet,
+}
+
+impl Workload {
+    /// The resource kubectl gets.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployment",
+            Self::StatefulSet => "statefulset",
+            Self::DaemonSet => "daemonset",
+        }
+    }
 }
 
 /// A target that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a pod: use POD, pod/POD or deploy/NAME")]
+#[error("{0:?} is not a pod: use POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME")]
 pub struct TargetError(pub String);
 
-/// Parses `POD`, `pod/POD`, `deploy/NAME` (also `deployment/`,
-/// `deployments/`).
+/// Parses `POD`, `pod/POD`, `deploy/NAME`, `sts/NAME`, `ds/NAME` (and the
+/// long and plural names kubectl takes for them).
 pub fn parse(raw: &str) -> Result<Target, TargetError> {
     let (kind, name) = raw.split_once('/').unwrap_or(("pod", raw));
     let valid = !name.is_empty()
@@ -36,7 +59,15 @@ pub fn parse(raw: &str) -> Result<Target, TargetError> {
     match kind {
         _ if !valid => Err(TargetError(raw.to_owned())),
         "pod" | "pods" | "po" => Ok(Target::Pod(name.to_owned())),
-        "deploy" | "deployment" | "deployments" => Ok(Target::Deployment(name.to_owned())),
+        "deploy" | "deployment" | "deployments" => {
+            Ok(Target::Workload(Workload::Deployment, name.to_owned()))
+        }
+        "sts" | "statefulset" | "statefulsets" => {
+            Ok(Target::Workload(Workload::StatefulSet, name.to_owned()))
+        }
+        "ds" | "daemonset" | "daemonsets" => {
+            Ok(Target::Workload(Workload::DaemonSet, name.to_owned()))
+        }
         _ => Err(TargetError(raw.to_owned())),
     }
 }
@@ -64,14 +95,16 @@ impl KubeFlags {
     }
 }
 
-/// `kubectl get deploy NAME -o jsonpath=…`: the selector as `k=v,…`.
-pub fn deployment_selector(flags: &KubeFlags, name: &str) -> Vec<String> {
+/// `kubectl get KIND NAME -o go-template=…`: the workload's pod selector
+/// as `k=v,…` (its `matchLabels`; a workload that selects by
+/// `matchExpressions` is named with `-l` instead).
+pub fn workload_selector(flags: &KubeFlags, kind: Workload, name: &str) -> Vec<String> {
     let mut argv = vec!["kubectl".to_owned()];
     argv.extend(flags.args());
     argv.extend(
         [
             "get",
-            "deployment",
+            kind.resource(),
             name,
             "-o",
             r#"go-template={{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}"#,
@@ -81,27 +114,62 @@ pub fn deployment_selector(flags: &KubeFlags, name: &str) -> Vec<String> {
     argv
 }
 
-/// `kubectl get pods -l SELECTOR`: running pods' names, one per line.
-pub fn running_pods(flags: &KubeFlags, selector: &str) -> Vec<String> {
+/// `kubectl get pods --selector SELECTOR` then `rest`.
+fn get_pods(flags: &KubeFlags, selector: &str, rest: &[&str]) -> Vec<String> {
     let mut argv = vec!["kubectl".to_owned()];
     argv.extend(flags.args());
     argv.extend(
-        [
-            "get",
-            "pods",
-            "--selector",
-            selector.trim_end_matches(','),
-            "--field-selector=status.phase=Running",
-            "-o",
-            r#"go-template={{range .items}}{{.metadata.name}}{{"\n"}}{{end}}"#,
-        ]
-        .map(str::to_owned),
+        ["get", "pods", "--selector", selector.trim_end_matches(',')]
+            .into_iter()
+            .chain(rest.iter().copied())
+            .map(str::to_owned),
     );
     argv
 }
 
-/// The pod `podman kube play` made for a Deployment: `NAME-pod`.
-pub fn podman_deployment_pod(name: &str) -> String {
+/// `kubectl get pods -l SELECTOR`: running pods' names, one per line.
+pub fn running_pods(flags: &KubeFlags, selector: &str) -> Vec<String> {
+    get_pods(
+        flags,
+        selector,
+        &[
+            "--field-selector=status.phase=Running",
+            "-o",
+            r#"go-template={{range .items}}{{.metadata.name}}{{"\n"}}{{end}}"#,
+        ],
+    )
+}
+
+/// `kubectl get pods --selector SELECTOR -o json`: every pod the
+/// selector matches, for [`crate::fleet::ready_pods`] to keep the ready
+/// ones.
+pub fn pods_json(flags: &KubeFlags, selector: &str) -> Vec<String> {
+    get_pods(flags, selector, &["-o", "json"])
+}
+
+/// `podman pod ps --filter label=K=V … --format json`: the pods whose
+/// labels match every `K=V` of an equality selector (podman's label
+/// filters all have to match). A set-based term (`in`, `!=`, `!k`) is
+/// handed back as the error: podman cannot filter by it.
+pub fn podman_pods_json(selector: &str) -> Result<Vec<String>, String> {
+    let mut argv: Vec<String> = ["podman", "pod", "ps"].map(str::to_owned).to_vec();
+    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let term = term.replacen("==", "=", 1);
+        match term.split_once('=') {
+            Some((key, value))
+                if !key.is_empty() && !key.ends_with('!') && !value.contains('=') =>
+            {
+                argv.extend(["--filter".to_owned(), format!("label={key}={value}")]);
+            }
+            _ => return Err(term),
+        }
+    }
+    argv.extend(["--format", "json"].map(str::to_owned));
+    Ok(argv)
+}
+
+/// The pod `podman kube play` made for a workload: `NAME-pod`.
+pub fn podman_workload_pod(name: &str) -> String {
     format!("{name}-pod")
 }
 
@@ -170,10 +238,16 @@ mod tests {
     fn targets_parse() {
         assert_eq!(parse("web-1"), Ok(Target::Pod("web-1".into())));
         assert_eq!(parse("pod/web-1"), Ok(Target::Pod("web-1".into())));
-        assert_eq!(parse("deploy/web"), Ok(Target::Deployment("web".into())));
+        let deploy = Ok(Target::Workload(Workload::Deployment, "web".into()));
+        assert_eq!(parse("deploy/web"), deploy);
+        assert_eq!(parse("deployment/web"), deploy);
         assert_eq!(
-            parse("deployment/web"),
-            Ok(Target::Deployment("web".into()))
+            parse("sts/db"),
+            Ok(Target::Workload(Workload::StatefulSet, "db".into()))
+        );
+        assert_eq!(
+            parse("daemonsets/node-agent"),
+            Ok(Target::Workload(Workload::DaemonSet, "node-agent".into()))
         );
         for bad in ["", "svc/web", "deploy/", "Web", "pod/a b", "a;rm"] {
             assert!(parse(bad).is_err(), "{bad}");
@@ -224,16 +298,51 @@ mod tests {
             &["true".to_owned()],
         );
         assert_eq!(argv, ["podman", "exec", "web-pod-tracecar", "true"]);
-        assert_eq!(podman_deployment_pod("web"), "web-pod");
+        assert_eq!(podman_workload_pod("web"), "web-pod");
     }
 
     #[test]
     fn deployments_resolve_through_their_selector() {
         let flags = KubeFlags::default();
-        let argv = deployment_selector(&flags, "web");
+        let argv = workload_selector(&flags, Workload::Deployment, "web");
         assert_eq!(argv[..4], ["kubectl", "get", "deployment", "web"]);
+        let argv = workload_selector(&flags, Workload::DaemonSet, "agent");
+        assert_eq!(argv[..4], ["kubectl", "get", "daemonset", "agent"]);
         let argv = running_pods(&flags, "app=web,tier=front,");
         assert!(argv.contains(&"app=web,tier=front".to_owned()));
         assert!(argv.contains(&"--field-selector=status.phase=Running".to_owned()));
+        assert_eq!(
+            pods_json(&flags, "app=web,"),
+            [
+                "kubectl",
+                "get",
+                "pods",
+                "--selector",
+                "app=web",
+                "-o",
+                "json"
+            ]
+        );
+    }
+
+    #[test]
+    fn podman_lists_pods_by_their_labels() {
+        assert_eq!(
+            podman_pods_json("app=web, tier==front").unwrap(),
+            [
+                "podman",
+                "pod",
+                "ps",
+                "--filter",
+                "label=app=web",
+                "--filter",
+                "label=tier=front",
+                "--format",
+                "json"
+            ]
+        );
+        for bad in ["app!=web", "tier in (a,b)", "!canary", "=x"] {
+            assert!(podman_pods_json(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -21,6 +21,13 @@ case "$*" in
   *"exec plain -c tracecar-attach -- curl"*"/healthz"*) printf ok ;;
   *"exec plain -c tracecar-attach -- curl"*"/v1/processes"*) cat "$ANSWERS/processes.json" ;;
   *"get deployment web"*) printf 'app=web,tier=front,' ;;
+  *"get statefulset db"*) printf 'app=db,' ;;
+  *"get pods --selector app=db -o json"*) cat "$ANSWERS/db-pods.json" ;;
+  *"exec db-"*"/v1/processes"*) cat "$ANSWERS/processes.json" ;;
+  *"exec db-1 -c tracecar -- curl"*) cat "$ANSWERS/not-visible.json"; exit 22 ;;
+  *"exec db-"*"/v1/profile"*"format=pprof"*) cat "$ANSWERS/$(echo "$*" | sed 's/.*exec \(db-[0-9]\).*/\1/').pb.gz" ;;
+  *"exec db-"*"/v1/profile"*"format=folded"*) printf 'app (7);main;work 3\napp (7);main 1\n' ;;
+  *"exec db-"*"/v1/dotnet/counters"*) printf '{"name":"cpu-usage","value":1.5}\n' ;;
   *"get deployment"*) echo 'Error from server (NotFound): deployments.apps "x" not found' >&2; exit 1 ;;
   *"get pods"*) printf 'web-7d9f-abcde\nweb-7d9f-fghij\n' ;;
   *"exec web-7d9f-abcde -c tracecar -- curl"*"/v1/processes"*)
@@ -108,6 +115,160 @@ fn setup() -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// The pods of `sts/db`: db-0 on n1 and db-3 on n2 answer, db-1 fails
+/// (its agent errs), db-2 is not ready; each answering pod's pprof has
+/// one sample of `main;work` with its own weight.
+fn fleet(dir: &Path) {
+    use prost::Message as _;
+    use std::io::Write as _;
+    use tracecar_api::pprof;
+    let ready = |name: &str, node: &str, ready: &str| {
+        serde_json::json!({"metadata": {"name": name}, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]}})
+    };
+    let pods = serde_json::json!({"items": [ready("db-3", "n2", "True"), ready("db-0", "n1", "True"),
+        ready("db-1", "n1", "True"), ready("db-2", "n2", "False")]});
+    std::fs::write(dir.join("db-pods.json"), pods.to_string()).unwrap();
+    for (pod, weight) in [("db-0", 5), ("db-3", 2)] {
+        let profile = pprof::Profile {
+            sample_type: vec![pprof::ValueType { r#type: 1, unit: 2 }],
+            sample: vec![pprof::Sample {
+                location_id: vec![2, 1],
+                value: vec![weight],
+                label: Vec::new(),
+            }],
+            location: (1..=2)
+                .map(|id| pprof::Location {
+                    id,
+                    line: vec![pprof::Line {
+                        function_id: id,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            function: (1..=2)
+                .map(|id| pprof::Function {
+                    id,
+                    name: id as i64 + 2,
+                    ..Default::default()
+                })
+                .collect(),
+            string_table: ["", "samples", "count", "main", "work"]
+                .map(str::to_owned)
+                .to_vec(),
+            ..Default::default()
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&profile.encode_to_vec()).unwrap();
+        std::fs::write(dir.join(format!("{pod}.pb.gz")), gz.finish().unwrap()).unwrap();
+    }
+}
+
+/// `--all`: every ready pod of a StatefulSet, concurrently; the answers
+/// merged (pprof with pod and node labels, folded with a pod level,
+/// NDJSON with a pod field); the pod that fails is listed with why, the
+/// others are kept, and the command exits 1.
+#[test]
+fn all_merges_every_ready_pod_and_lists_the_failures() {
+    use prost::Message as _;
+    use std::io::Read as _;
+    let dir = setup();
+    fleet(dir.path());
+    let out = plugin(
+        dir.path(),
+        &[
+            "profile",
+            "sts/db",
+            "--all",
+            "--seconds",
+            "1",
+            "-o",
+            "all.pb.gz",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pod db-1: failed: pid 99 is not visible")
+            && stderr.contains("pod db-0: done")
+            && stderr.contains("pod db-3: done")
+            && stderr.contains("1 of 3 pods failed"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(log.contains("get pods --selector app=db -o json"), "{log}");
+    assert!(!log.contains("exec db-2"), "a pod that is not ready: {log}");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&std::fs::read(dir.path().join("all.pb.gz")).unwrap()[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let merged = tracecar_api::pprof::Profile::decode(&raw[..]).unwrap();
+    let s = |i: i64| merged.string_table[i as usize].as_str();
+    let samples: Vec<String> = merged
+        .sample
+        .iter()
+        .map(|x| {
+            let labels: Vec<String> = x
+                .label
+                .iter()
+                .map(|l| format!("{}={}", s(l.key), s(l.str)))
+                .collect();
+            format!("{} {}", x.value[0], labels.join(","))
+        })
+        .collect();
+    assert_eq!(samples, ["5 pod=db-0,node=n1", "2 pod=db-3,node=n2"]);
+
+    let out = plugin(
+        dir.path(),
+        &[
+            "profile",
+            "-l",
+            "app=db",
+            "--all",
+            "--pod-level",
+            "-o",
+            "all.folded",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("all.folded")).unwrap(),
+        "pod:db-0;app (7);main;work 3\npod:db-3;app (7);main;work 3\n\
+         pod:db-0;app (7);main 1\npod:db-3;app (7);main 1\n"
+    );
+    let out = plugin(dir.path(), &["profile", "sts/db", "--all", "-o", "all.svg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let svg = std::fs::read_to_string(dir.path().join("all.svg")).unwrap();
+    assert!(
+        svg.contains("cpu profile of 2 pods") && svg.contains("work"),
+        "{svg}"
+    );
+    let out = plugin(
+        dir.path(),
+        &["profile", "sts/db", "--all", "-o", "a.speedscope.json"],
+    );
+    assert_eq!(out.status.code(), Some(64));
+
+    let out = plugin(
+        dir.path(),
+        &["counters", "sts/db", "--all", "--seconds", "1"],
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"{"pod":"db-0","name":"cpu-usage","value":1.5}"#,
+            r#"{"pod":"db-3","name":"cpu-usage","value":1.5}"#
+        ]
+    );
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

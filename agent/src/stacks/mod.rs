@@ -13,7 +13,7 @@
 pub mod aggregate;
 pub mod collect;
 pub mod kallsyms;
-pub mod pprof;
+pub use tracecar_api::pprof;
 pub mod render;
 mod speedscope;
 pub mod symbolize;

@@ -148,24 +148,19 @@ pub fn folded(captured: &Captured, annotate: bool) -> String {
 }
 
 fn svg(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
-    use inferno::flamegraph::{self, Options, Palette, color::MultiPalette};
-    let mut options = Options::default();
-    let (title_text, subtitle, empty) = captured.flamegraph_titles(meta.unwind);
-    options.title = title_text;
-    options.subtitle = Some(subtitle);
-    options.colors = Palette::Multi(MultiPalette::Java);
-    options.count_name = captured.measure.weight_name();
-    let lines = folded(captured, true);
-    let mut out = Vec::new();
-    if captured.samples == 0 || captured.total_weight() == 0 {
-        // inferno refuses empty input; say so in a valid SVG instead.
-        options.subtitle = Some(empty.to_owned());
-        flamegraph::from_lines(&mut options, std::iter::once("no-samples 1"), &mut out)
+    let (title, subtitle, empty) = captured.flamegraph_titles(meta.unwind);
+    let titles = tracecar_api::flame::Titles {
+        title,
+        subtitle,
+        empty: empty.to_owned(),
+        count_name: captured.measure.weight_name(),
+    };
+    let lines = if captured.samples == 0 || captured.total_weight() == 0 {
+        String::new()
     } else {
-        flamegraph::from_lines(&mut options, lines.lines(), &mut out)
-    }
-    .map_err(RenderError::Flamegraph)?;
-    Ok(out)
+        folded(captured, true)
+    };
+    tracecar_api::flame::svg(&titles, &lines).map_err(RenderError::Flamegraph)
 }
 
 #[derive(Serialize)]
