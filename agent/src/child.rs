@@ -1,5 +1,7 @@
 //! Running a helper program with a deadline: the one way the agent runs a
-//! command to completion (`lttng`, the session daemon probe).
+//! command to completion (`lttng`, the session daemon probe), and the one
+//! way it reads a program's output while it runs ([`stream_within`]:
+//! babeltrace2 converting a recording).
 //!
 //! Such a program may talk to something the app controls: `lttng` connects
 //! to `client-lttng-sessiond` in the run directory the app shares, where a
@@ -9,8 +11,10 @@
 //! to a bound (the rest is read and dropped, so a chatty program does not
 //! block on a full pipe either).
 
-use std::io::Read as _;
+use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes kept of each of a program's stdout and stderr.
@@ -37,6 +41,14 @@ pub enum ChildError {
         timeout: Duration,
         /// ": waiting on …", what it talks to, or empty.
         waiting_on: String,
+    },
+    /// It printed nothing for too long, and was killed.
+    #[error("{program} printed nothing for {stall:?} and was killed")]
+    Stalled {
+        /// The program.
+        program: String,
+        /// How long it may be quiet.
+        stall: Duration,
     },
     /// Waiting for it failed.
     #[error("waiting for {program}: {source}")]
@@ -72,6 +84,25 @@ fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::Join
     })
 }
 
+/// Starts `command` in a process group of its own, stdin from /dev/null,
+/// stdout piped, stderr as `stderr` says; with the program's name.
+fn spawn_in_group(
+    command: &mut Command,
+    stderr: Stdio,
+) -> Result<(String, std::process::Child), ChildError> {
+    use std::os::unix::process::CommandExt as _;
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .process_group(0);
+    match command.spawn() {
+        Ok(child) => Ok((program, child)),
+        Err(source) => Err(ChildError::Spawn { program, source }),
+    }
+}
+
 /// Runs `command` (stdin from /dev/null, in a process group of its own)
 /// to its end, or kills it after `timeout`. `waiting_on` says what it
 /// talks to, for the error (a socket path).
@@ -80,17 +111,7 @@ pub fn run_within(
     timeout: Duration,
     waiting_on: &str,
 ) -> Result<Finished, ChildError> {
-    use std::os::unix::process::CommandExt as _;
-    let program = command.get_program().to_string_lossy().into_owned();
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|source| ChildError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let (program, mut child) = spawn_in_group(command, Stdio::piped())?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -143,9 +164,173 @@ pub fn run_within(
     })
 }
 
+/// A program whose stdout is read while it runs, in a process group of its
+/// own: killed with its group when it prints nothing for `stall` (its
+/// input is a trace the app's events filled: a conversion that hangs on it
+/// ends), and when it is dropped before [`Streaming::finish`].
+#[derive(Debug)]
+pub struct Streaming {
+    child: std::process::Child,
+    program: String,
+    stall: Duration,
+    done: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A [`Streaming`] program's stdout: a read that returns bytes is progress.
+#[derive(Debug)]
+pub struct StreamingStdout {
+    inner: std::process::ChildStdout,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+}
+
+impl Read for StreamingStdout {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.progress.store(now, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// Starts `command` (stdin and stderr from and to /dev/null) with its
+/// stdout piped, watched: quiet for `stall`, its group is killed, its
+/// stdout ends and [`Streaming::finish`] says [`ChildError::Stalled`].
+pub fn stream_within(
+    command: &mut Command,
+    stall: Duration,
+) -> Result<(Streaming, StreamingStdout), ChildError> {
+    let (program, mut child) = spawn_in_group(command, Stdio::null())?;
+    let Some(inner) = child.stdout.take() else {
+        crate::sys::kill_process_group(child.id());
+        let _ = child.wait();
+        return Err(ChildError::Wait {
+            program,
+            source: std::io::Error::other("no stdout"),
+        });
+    };
+    let started = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let stalled = Arc::new(AtomicBool::new(false));
+    // The group is killed only while the child is not reaped (`finish`
+    // and `drop` stop this thread first), so its pid is still its own.
+    let watchdog = {
+        let (progress, done, stalled) = (progress.clone(), done.clone(), stalled.clone());
+        let pgid = child.id();
+        let tick = (stall / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                let last = Duration::from_millis(progress.load(Ordering::Relaxed));
+                if started.elapsed().saturating_sub(last) > stall {
+                    stalled.store(true, Ordering::Relaxed);
+                    crate::sys::kill_process_group(pgid);
+                    return;
+                }
+            }
+        })
+    };
+    let stdout = StreamingStdout {
+        inner,
+        started,
+        progress,
+    };
+    let streaming = Streaming {
+        child,
+        program,
+        stall,
+        done,
+        stalled,
+        watchdog: Some(watchdog),
+    };
+    Ok((streaming, stdout))
+}
+
+impl Streaming {
+    /// Waits for the program's end (its stdout read to the end first): its
+    /// status, or [`ChildError::Stalled`] if it was killed for silence.
+    pub fn finish(mut self) -> Result<ExitStatus, ChildError> {
+        self.stop_watching();
+        let status = self.child.wait().map_err(|source| ChildError::Wait {
+            program: self.program.clone(),
+            source,
+        })?;
+        if self.stalled.load(Ordering::Relaxed) {
+            return Err(ChildError::Stalled {
+                program: self.program.clone(),
+                stall: self.stall,
+            });
+        }
+        Ok(status)
+    }
+
+    fn stop_watching(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
+        }
+    }
+}
+
+impl Drop for Streaming {
+    /// Not finished (the reader has gone, or failed): killed and reaped.
+    fn drop(&mut self) {
+        if self.watchdog.is_some() {
+            self.stop_watching();
+            crate::sys::kill_process_group(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streamed_program_that_goes_quiet_is_killed() {
+        // Output, then silence past the stall: killed, and said so.
+        let started = Instant::now();
+        let (streaming, mut stdout) = stream_within(
+            Command::new("sh").args(["-c", "echo one; sleep 60 & sleep 60"]),
+            Duration::from_millis(400),
+        )
+        .unwrap();
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "one\n");
+        let error = streaming.finish().unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            error.to_string(),
+            "sh printed nothing for 400ms and was killed"
+        );
+        // Steady output is never cut, however long it takes in all.
+        let (streaming, mut stdout) = stream_within(
+            Command::new("sh").args(["-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done"]),
+            Duration::from_millis(600),
+        )
+        .unwrap();
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        assert_eq!(text.lines().count(), 6);
+        assert!(streaming.finish().unwrap().success());
+        // Dropped unfinished: the group goes.
+        let (streaming, _stdout) =
+            stream_within(Command::new("sleep").arg("60"), Duration::from_secs(60)).unwrap();
+        let pid = streaming.child.id();
+        drop(streaming);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
 
     #[test]
     fn output_is_kept_and_a_hung_program_is_killed() {

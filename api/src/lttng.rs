@@ -84,6 +84,10 @@ pub struct Summary {
     pub disk_limit_reached: bool,
     /// Lines babeltrace2 printed that are not events.
     pub unparsed_lines: u64,
+    /// Why the events stop short of the recording, if they do: babeltrace2
+    /// printed nothing for 30 s and was killed (json and text formats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion_error: Option<String>,
     /// Session set-up (create … start).
     pub setup_ms: f64,
     /// Session tear-down (stop, read counters, destroy).

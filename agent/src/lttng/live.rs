@@ -25,7 +25,7 @@ use super::output::{Sink, babeltrace};
 use super::pretty;
 use super::record::Lttng;
 use super::session::RecordError;
-use super::session::{TraceDir, kill_quietly};
+use super::session::TraceDir;
 use super::spec::RecordSpec;
 
 /// How often a live session's chunk is closed and read.
@@ -151,7 +151,7 @@ fn forward_next_chunk(
     if !super::session::has_metadata(chunk.path()) {
         return Ok(());
     }
-    let (mut child, stdout) = babeltrace(command::babeltrace_json_source(chunk.path()))
+    let (child, stdout) = babeltrace(command::babeltrace_json_source(chunk.path()))
         .map_err(RecordError::Babeltrace)?;
     let mut batch = Vec::with_capacity(64 * 1024);
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -165,14 +165,16 @@ fn forward_next_chunk(
             Err(_) => forwarded.unparsed += 1,
         }
         if batch.len() >= 60 * 1024 && !send(std::mem::take(&mut batch)) {
+            // Dropping `child` kills it.
             forwarded.client_gone = true;
-            kill_quietly(&mut child);
             return Ok(());
         }
     }
-    let _ = child.wait();
+    let finished = child.finish();
     if !batch.is_empty() && !send(batch) {
         forwarded.client_gone = true;
     }
-    Ok(())
+    finished
+        .map(drop)
+        .map_err(|e| RecordError::Babeltrace(std::io::Error::other(e)))
 }

@@ -1,36 +1,41 @@
 //! A finished recording as NDJSON, babeltrace2 text or a CTF tarball.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use tracecar_api::SummaryLine;
 
 use super::command;
 use super::pretty;
-use super::session::{Recording, kill_quietly};
+use super::session::Recording;
+use crate::child;
 
 /// Where the output of a recording goes: `send` returns false once the
 /// client has gone, which stops the conversion.
 pub trait Sink: FnMut(Vec<u8>) -> bool {}
 impl<F: FnMut(Vec<u8>) -> bool> Sink for F {}
 
-/// Starts babeltrace2 with `args`, its stdout piped.
+/// How long babeltrace2 may print nothing before it is killed: it reads a
+/// trace the app's events filled, and a conversion that hangs on it must
+/// end. A healthy one prints an event at a time.
+pub const BABELTRACE_STALL: Duration = Duration::from_secs(30);
+
+/// Starts babeltrace2 with `args`, its stdout piped and watched
+/// ([`BABELTRACE_STALL`]).
 pub(super) fn babeltrace(
     args: Vec<String>,
-) -> std::io::Result<(std::process::Child, std::process::ChildStdout)> {
-    let mut child = Command::new("babeltrace2")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    match child.stdout.take() {
-        Some(stdout) => Ok((child, stdout)),
-        None => {
-            kill_quietly(&mut child);
-            Err(std::io::Error::other("babeltrace2 has no stdout"))
-        }
-    }
+) -> std::io::Result<(child::Streaming, child::StreamingStdout)> {
+    child::stream_within(Command::new("babeltrace2").args(args), BABELTRACE_STALL)
+        .map_err(std::io::Error::other)
+}
+
+/// Why a conversion stopped short, for the summary: babeltrace2 killed for
+/// silence, or failing to be waited for.
+fn conversion_error(
+    finished: Result<std::process::ExitStatus, child::ChildError>,
+) -> Option<String> {
+    finished.err().map(|e| e.to_string())
 }
 
 /// Writes `recording` as `format`: the one choice of writer for
@@ -52,8 +57,7 @@ pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Re
     let mut events = 0u64;
     let mut unparsed = 0u64;
     if recording.has_trace() {
-        let (mut child, stdout) =
-            babeltrace(command::babeltrace_json_source(recording.trace.path()))?;
+        let (child, stdout) = babeltrace(command::babeltrace_json_source(recording.trace.path()))?;
         let mut batch = Vec::with_capacity(64 * 1024);
         for line in BufReader::new(stdout).lines() {
             let line = line?;
@@ -69,11 +73,11 @@ pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Re
                 }
             }
             if batch.len() >= 60 * 1024 && !send(std::mem::take(&mut batch)) {
-                kill_quietly(&mut child);
+                // Dropping `child` kills it.
                 return Ok(());
             }
         }
-        let _ = child.wait();
+        recording.summary.conversion_error = conversion_error(child.finish());
         if !batch.is_empty() && !send(batch) {
             return Ok(());
         }
@@ -89,9 +93,9 @@ pub fn write_json(recording: &mut Recording, mut send: impl Sink) -> std::io::Re
 }
 
 /// Writes babeltrace2's text, then a `# tracecar: {…}` summary line.
-pub fn write_text(recording: &Recording, mut send: impl Sink) -> std::io::Result<()> {
+pub fn write_text(recording: &mut Recording, mut send: impl Sink) -> std::io::Result<()> {
     if recording.has_trace() {
-        let (mut child, mut stdout) = babeltrace(command::babeltrace_text(recording.trace.path()))?;
+        let (child, mut stdout) = babeltrace(command::babeltrace_text(recording.trace.path()))?;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             let n = stdout.read(&mut buffer)?;
@@ -99,11 +103,10 @@ pub fn write_text(recording: &Recording, mut send: impl Sink) -> std::io::Result
                 break;
             }
             if !send(buffer[..n].to_vec()) {
-                kill_quietly(&mut child);
                 return Ok(());
             }
         }
-        let _ = child.wait();
+        recording.summary.conversion_error = conversion_error(child.finish());
     }
     let mut line = b"# tracecar: ".to_vec();
     serde_json::to_writer(&mut line, &recording.summary)?;

@@ -172,6 +172,7 @@ impl Lttng {
                 disk_limit_bytes: plan.disk_bytes(self.cpus),
                 disk_limit_reached,
                 unparsed_lines: 0,
+                conversion_error: None,
                 setup_ms: setup.as_secs_f64() * 1000.0,
                 teardown_ms: teardown.as_secs_f64() * 1000.0,
             },

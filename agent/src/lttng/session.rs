@@ -152,12 +152,6 @@ pub(super) fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Stops `babeltrace2` early, when the client is gone.
-pub(super) fn kill_quietly(child: &mut std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Creates (with `create`), configures and starts a session: the channel,
 /// the events (LTTng's refusal is the client's error), the contexts, the
 /// PID tracker. The session is destroyed if a later step fails.

@@ -20,7 +20,7 @@
 //! - The few milliseconds in which a finished window is named and
 //!   rendered are not sampled: windows follow each other, they do not
 //!   overlap.
-//! - The kernel's symbol table is kept between windows (about 5 MiB), not
+//! - The kernel's symbol table is kept between windows (about 2.5 MiB), not
 //!   read again for each (about 80 ms of CPU a read).
 //! - A window that fails (its perf events cannot be opened, say) is tried
 //!   again one window later, never in a tight loop; the last error is kept
@@ -347,7 +347,7 @@ fn run(profile: &ProfileSpec, context: &Context, windows: &Windows, stop: &Arc<A
     // The kernel's symbol table, held from one window to the next: reading
     // /proc/kallsyms again each window would be most of what continuous
     // profiling costs (about 80 ms of CPU a read, 0.5 % of a CPU at 15 s
-    // windows), and holding it takes about 5 MiB (121,000 symbols on
+    // windows), and holding it takes about 2.5 MiB (121,000 symbols on
     // 6.18). Taken again each window, so that a module loaded meanwhile
     // is seen.
     let mut _kernel_symbols;
