@@ -1,6 +1,62 @@
 //! `perftools.profiles.Profile` (pprof's profile.proto) as prost messages,
-//! declared by hand so no protoc is needed at build time.
+//! declared by hand so no protoc is needed at build time; the string table
+//! as it is built, and the gzip that every pprof file is wrapped in.
 #![allow(missing_docs)]
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+
+use prost::Message as _;
+
+/// pprof's string table as it is built: `""` first, each string once.
+#[derive(Debug)]
+pub struct StringTable {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Default for StringTable {
+    fn default() -> Self {
+        Self {
+            table: vec![String::new()],
+            index: HashMap::from([(String::new(), 0)]),
+        }
+    }
+}
+
+impl StringTable {
+    /// The index of `s`, added if new.
+    pub fn id(&mut self, s: &str) -> i64 {
+        if let Some(id) = self.index.get(s) {
+            return *id;
+        }
+        let id = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), id);
+        id
+    }
+
+    /// The table, for [`Profile::string_table`].
+    pub fn into_table(self) -> Vec<String> {
+        self.table
+    }
+}
+
+/// `profile` encoded and gzipped, as pprof files are.
+pub fn gzip(profile: &Profile) -> std::io::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    gz.finish()
+}
+
+/// A gzipped pprof file read, at most `limit` bytes of it unpacked.
+pub fn gunzip(bytes: &[u8], limit: u64) -> std::io::Result<Profile> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit)
+        .read_to_end(&mut raw)?;
+    Profile::decode(raw.as_slice()).map_err(std::io::Error::other)
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {

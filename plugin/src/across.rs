@@ -3,11 +3,9 @@
 //! answers is handed to [`crate::fleet`] to merge; a pod that fails is
 //! said at once, with why, and the others go on.
 
-use std::io::{Read as _, Write as _};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prost::Message as _;
 use tracecar_api::{flame, pprof};
 
 use crate::cli::Cli;
@@ -189,6 +187,9 @@ pub(crate) struct Flame<'a> {
     pub(crate) bar: Bar,
 }
 
+/// A pod's pprof is read up to this much unpacked (a merge holds them all).
+const PPROF_BYTES: u64 = 1 << 30;
+
 /// The formats `--all` merges.
 const MERGED: &str = ".svg, .folded, .pprof or .pb.gz (--all merges these)";
 
@@ -230,13 +231,15 @@ pub(crate) fn flame(
         Some("pprof") => {
             let answers = each(cli, flags, pods, |caller| {
                 let body = fetch(caller, "pprof")?;
-                gunzip_profile(&body).map_err(|e| PluginError::Merge(format!("pprof: {e}")))
+                pprof::gunzip(&body, PPROF_BYTES)
+                    .map_err(|e| PluginError::Merge(format!("pprof: {e}")))
             });
             if answers.ok.is_empty() {
                 return answers.outcome();
             }
             let merged = fleet::merge_pprof(&answers.ok).map_err(PluginError::Merge)?;
-            (gzip(&merged.encode_to_vec())?, answers.failed)
+            let bytes = pprof::gzip(&merged).map_err(|e| PluginError::Merge(e.to_string()))?;
+            (bytes, answers.failed)
         }
         _ => {
             return Err(PluginError::Output {
@@ -267,22 +270,6 @@ fn titles<T>(flame: &Flame<'_>, answers: &Answers<T>) -> flame::Titles {
         empty: format!("nothing recorded in {}{failed}", names.join(", ")),
         count_name: flame.count_name.clone(),
     }
-}
-
-/// A pod's gzipped pprof, read.
-fn gunzip_profile(body: &[u8]) -> Result<pprof::Profile, String> {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .read_to_end(&mut raw)
-        .map_err(|e| e.to_string())?;
-    pprof::Profile::decode(&raw[..]).map_err(|e| e.to_string())
-}
-
-fn gzip(raw: &[u8]) -> Result<Vec<u8>, PluginError> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(raw)
-        .and_then(|()| gz.finish())
-        .map_err(|e| PluginError::Merge(e.to_string()))
 }
 
 /// Streams every pod's NDJSON lines as they come, each through `render`

@@ -142,29 +142,6 @@ pub fn merge_folded(parts: &[(FleetPod, String)], pod_level: bool) -> String {
         .collect()
 }
 
-/// pprof's string table as it is built: `""` first, each string once.
-#[derive(Default)]
-struct Strings {
-    table: Vec<String>,
-    ids: HashMap<String, i64>,
-}
-
-impl Strings {
-    fn id(&mut self, s: &str) -> i64 {
-        if self.table.is_empty() {
-            self.table.push(String::new());
-            self.ids.insert(String::new(), 0);
-        }
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let id = self.table.len() as i64;
-        self.table.push(s.to_owned());
-        self.ids.insert(s.to_owned(), id);
-        id
-    }
-}
-
 /// One profile's strings read by index; an index out of the table reads
 /// as `""`, as pprof's own tools treat a malformed one.
 fn string_of(profile: &pprof::Profile, index: i64) -> &str {
@@ -200,7 +177,7 @@ pub fn merge_pprof(parts: &[(FleetPod, pprof::Profile)]) -> Result<pprof::Profil
         return Err("no profile to merge".to_owned());
     };
     let types = sample_types(first);
-    let mut strings = Strings::default();
+    let mut strings = pprof::StringTable::default();
     let mut out = pprof::Profile {
         sample_type: types
             .iter()
@@ -336,7 +313,7 @@ pub fn merge_pprof(parts: &[(FleetPod, pprof::Profile)]) -> Result<pprof::Profil
         }
         out.duration_nanos = out.duration_nanos.max(profile.duration_nanos);
     }
-    out.string_table = strings.table;
+    out.string_table = strings.into_table();
     Ok(out)
 }
 

@@ -285,13 +285,7 @@ pub fn body(
             bytes: window.pprof.to_vec(),
         }),
         Kind::Otlp => {
-            use std::io::Read as _;
-            let mut raw = Vec::new();
-            flate2::read::GzDecoder::new(window.pprof.as_slice())
-                .take(PPROF_BYTES)
-                .read_to_end(&mut raw)
-                .map_err(|e| PushError::Encode(e.to_string()))?;
-            let profile = crate::stacks::pprof::Profile::decode(raw.as_slice())
+            let profile = crate::stacks::pprof::gunzip(window.pprof.as_slice(), PPROF_BYTES)
                 .map_err(|e| PushError::Encode(e.to_string()))?;
             Ok(Body {
                 url: destination.url.clone(),

@@ -1,10 +1,8 @@
 //! Output formats of a finished capture. Pure: [`Captured`] in, bytes out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::time::UNIX_EPOCH;
 
-use prost::Message as _;
 use serde::Serialize;
 
 use super::pprof;
@@ -312,37 +310,6 @@ fn json<'a>(captured: &'a Captured, meta: &'a RenderMeta) -> JsonProfile<'a> {
     }
 }
 
-/// Interns strings for pprof's string table (index 0 is "").
-struct Strings {
-    table: Vec<String>,
-    index: HashMap<String, i64>,
-}
-
-impl Default for Strings {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Strings {
-    fn new() -> Self {
-        Self {
-            table: vec![String::new()],
-            index: HashMap::from([(String::new(), 0)]),
-        }
-    }
-
-    fn id(&mut self, s: &str) -> i64 {
-        if let Some(id) = self.index.get(s) {
-            return *id;
-        }
-        let id = self.table.len() as i64;
-        self.table.push(s.to_owned());
-        self.index.insert(s.to_owned(), id);
-        id
-    }
-}
-
 fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderError> {
     let mut profile = pprof_profile(captured, |pid, module| {
         captured.build_ids.get(&(pid, module.to_owned())).cloned()
@@ -352,9 +319,7 @@ fn pprof_gz(captured: &Captured, meta: &RenderMeta) -> Result<Vec<u8>, RenderErr
         profile.string_table.push(comment.clone());
         profile.comment.push(id);
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&profile.encode_to_vec())?;
-    Ok(gz.finish()?)
+    Ok(pprof::gzip(&profile)?)
 }
 
 /// Builds the pprof profile; `build_id(pid, module)` looks up build IDs.
@@ -428,7 +393,7 @@ pub fn pprof_profile(
         duration_nanos: captured.duration.as_nanos() as i64,
         period_type: Some(period_type),
         period,
-        string_table: t.strings.table,
+        string_table: t.strings.into_table(),
         ..pprof::Profile::default()
     }
 }
@@ -438,7 +403,7 @@ pub fn pprof_profile(
 /// name and module).
 #[derive(Default)]
 struct Tables {
-    strings: Strings,
+    strings: pprof::StringTable,
     mapping_ids: HashMap<String, u64>,
     mappings: Vec<pprof::Mapping>,
     function_ids: HashMap<String, u64>,
