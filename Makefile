@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps images e2e target-dir outside demo test lint unit manifests demo-check fuzz fuzz-smoke bench-memory bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet bench-continuous clean
+.PHONY: help deps images e2e target-dir outside demo test lint unit manifests demo-check fuzz fuzz-smoke bench-memory bench-webhook bench-profile bench-uprobe bench-lttng bench-dotnet bench-continuous bench-rules clean
 
 help:
 	@echo "make demo            run the main job end to end (results in demo-out/)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-uprobe    probe cost per call (uprobe, breakpoint, stacks) and exact delivery, against bpftrace"
 	@echo "make bench-lttng     LTTng recording: loss by event rate, session set-up/tear-down"
 	@echo "make bench-dotnet    .NET: EventPipe throughput, overhead vs perf, first event, rundown of 50k methods"
+	@echo "make bench-rules     collection rules: condition to action (cpu, memory) against a watchdog script, and the CPU five rules cost"
 	@echo "make bench-continuous continuous profiling (19 Hz, 15 s windows) for 10 min: the app's overhead, the agent's CPU and RSS, against perf record -F 19 -g"
 
 deps:
@@ -127,6 +128,11 @@ bench-continuous:
 	@bash scripts/deps.sh bench
 	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
 	python3 bench/continuous.py
+
+bench-rules:
+	@bash scripts/deps.sh bench
+	cargo build --release --locked -p tracecar-agent --bin tracecar-agent
+	python3 bench/rules.py
 
 clean:
 	cargo clean

@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, Agent, cpu_seconds, go, mean_ci, proc_cpu, start_waiting, status_kib  # noqa: E402
+from common import (ROOT, Agent, cpu_seconds, go, in_own_pid_namespace, mean_ci, proc_cpu,  # noqa: E402
+                    start_waiting, status_kib)
 
 
 def run_once(config, argv, tmp, args):
@@ -81,11 +82,7 @@ def main():
     parser.add_argument("--window", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="2 minutes, 10 s runs, 5 s windows")
     args = parser.parse_args()
-    if os.environ.get("TRACECAR_BENCH_PIDNS") != "1":
-        # A PID namespace of its own, as a pod has.
-        os.environ["TRACECAR_BENCH_PIDNS"] = "1"
-        os.execvp("unshare", ["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-                              os.path.abspath(__file__), *sys.argv[1:]])
+    in_own_pid_namespace(__file__)
     if args.quick:
         args.minutes, args.run_seconds, args.window = 2, 10, 5
     for tool in ["perf", "gcc", "curl"]:

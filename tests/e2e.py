@@ -104,6 +104,7 @@ WEBHOOK = release("tracecar-webhook")
 PLUGIN = release("kubectl-tracecar")
 EXAMPLE = os.path.join(ROOT, "manifests", "examples", "deployment.yaml")
 DOTNET_EXAMPLE = os.path.join(ROOT, "manifests", "examples", "dotnet-deployment.yaml")
+RULES_CONFIGMAP = os.path.join(ROOT, "manifests", "examples", "rules-configmap.yaml")
 SERVICE = "tracecar-webhook.tracecar-system.svc"
 PROFILES_PORT = 6060
 os.environ["CONTAINERS_CONF"] = os.environ.get("CONTAINERS_CONF",
@@ -127,11 +128,16 @@ def cluster(text):
 
 
 def run(argv, **kwargs):
-    return subprocess.run(argv, check=True, text=True, capture_output=True, **kwargs).stdout
+    out = subprocess.run(argv, text=True, capture_output=True, **kwargs)
+    if out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited with {out.returncode}:\n{out.stderr}")
+    return out.stdout
 
 
-def plugin(pod, *args, check=True):
-    out = subprocess.run([PLUGIN, "--runtime", "podman", *args[:1], pod, *args[1:]],
+def plugin(pod, *args, check=True, words=1):
+    """kubectl-tracecar ARGS with the pod after the command's first
+    `words` words (2 for `rules add`)."""
+    out = subprocess.run([PLUGIN, "--runtime", "podman", *args[:words], pod, *args[words:]],
                          text=True, capture_output=True)
     if check and out.returncode != 0:
         raise AssertionError(f"kubectl-tracecar {' '.join(args)} failed:\n{out.stderr}")
@@ -290,7 +296,8 @@ def admission_review(scenario):
     if scenario.profile == "privileged":
         metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/profile": "privileged"})
     if scenario.full:
-        metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/continuous": "cpu"})
+        metadata["annotations"] = dict(metadata.get("annotations", {}), **{"tracecar.dev/continuous": "cpu",
+                                                                            "tracecar.dev/rules": "web-rules"})
     spec = json.loads(json.dumps(template["spec"]))
     if scenario.pod_security:
         spec["securityContext"] = dict(spec.get("securityContext", {}), **scenario.pod_security)
@@ -323,6 +330,23 @@ def mutate(webhook, scenario, pod_name):
     return pod
 
 
+def config_map_dir(root, name):
+    """A ConfigMap volume as kubelet writes it: each key a link to
+    `..data/KEY`, `..data` a link to a timestamped directory with the
+    files. The ConfigMaps are those of manifests/examples/ (the cluster's,
+    here)."""
+    maps = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open(RULES_CONFIGMAP)) if d}
+    path = os.path.join(root, f"configmap-{name}")
+    data = os.path.join(path, "..2026_01_01_00_00_00.000000001")
+    os.makedirs(data)
+    for key, text in maps[name]["data"].items():
+        with open(os.path.join(data, key), "w") as f:
+            f.write(text)
+        os.symlink(f"..data/{key}", os.path.join(path, key))
+    os.symlink(os.path.basename(data), os.path.join(path, "..data"))
+    return path
+
+
 def for_podman(pod, empty_dirs, order=None):
     """The emulation described in the module doc, on a copy."""
     pod = json.loads(json.dumps(pod))
@@ -330,6 +354,9 @@ def for_podman(pod, empty_dirs, order=None):
         if "emptyDir" in volume:
             del volume["emptyDir"]
             volume["hostPath"] = {"path": empty_dirs.paths[volume["name"]], "type": "Directory"}
+        if "configMap" in volume:
+            config_map = volume.pop("configMap")
+            volume["hostPath"] = {"path": config_map_dir(empty_dirs.root, config_map["name"]), "type": "Directory"}
     # A subPath of an emptyDir: kubelet creates the directory in the
     # volume and bind-mounts it; here it becomes a hostPath volume of its
     # own, created the same way beforehand.
@@ -556,6 +583,52 @@ def check_continuous(name, out):
         "service.name=web, k8s.namespace.name=default")
     cluster(f"go tool pprof -comments http://POD_IP:{PROFILES_PORT}/debug/pprof/window, "
             "or Grafana Alloy and Parca (docs/install.md, Scraping profiles)")
+
+
+def check_rules(name, out):
+    step("Collection rules: the pod's ConfigMap, one added with the plugin, its artifact pulled")
+    listed = json.loads(plugin(name, "rules", "list", "--json", words=2).stdout)
+    sources = {r["name"]: r["source"] for r in listed}
+    assert sources == {"near-oom": "configmap:rules.yaml", "oom": "configmap:rules.yaml"}, sources
+    say("rules list: near-oom and oom, from the web-rules ConfigMap (tracecar.dev/rules)")
+    rule = os.path.join(out, "hot.yaml")
+    with open(rule, "w") as f:
+        f.write("name: hot\ntrigger: {cpu: {above_percent: 20, for_seconds: 1}}\nfilter: {name: sample-app}\n"
+                "actions: [{profile: {seconds: 2, format: pprof}}]\nlimits: {max_actions: 1}\n")
+    # A rule with a mistake is refused, naming the field.
+    bad = os.path.join(out, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("{name: bad, trigger: {cpu: {above_percent: 20}}, actions: [{profile: {hz: 0}}]}\n")
+    refused = plugin(name, "rules", "add", "-f", bad, check=False, words=2)
+    assert refused.returncode == 1 and "actions[0].profile: hz=0" in refused.stderr, refused.stderr
+    added = plugin(name, "rules", "add", "-f", rule, words=2).stdout
+    assert "hot (api)" in added and "cpu > 20 % for 1 s" in added, added
+    deadline = time.time() + 30
+    while True:
+        artifacts = json.loads(plugin(name, "artifacts", "--json", "--rule", "hot").stdout)
+        if artifacts:
+            break
+        assert time.time() < deadline, plugin(name, "rules", "list", words=2).stdout
+        time.sleep(0.5)
+    artifact = artifacts[0]
+    assert artifact["pod"] == name and artifact["file_name"] == "profile.pb.gz", artifact
+    delay = artifact["started_unix_ms"] - artifact["fired_unix_ms"]
+    assert 0 <= delay < 1000, artifact
+    pulled = os.path.join(out, "artifacts")
+    plugin(name, "artifacts", "--rule", "hot", "--pull", pulled)
+    file = os.path.join(pulled, f"{artifact['id']}-profile.pb.gz")
+    assert os.path.getsize(file) == artifact["bytes"], (file, artifact)
+    assert json.load(open(os.path.join(pulled, f"{artifact['id']}.json")))["rule"] == "hot"
+    raw = gzip.decompress(open(file, "rb").read())
+    assert b"fib" in raw, "the pulled profile has no fib()"
+    again = plugin(name, "artifacts", "--rule", "hot", "--pull", pulled, check=False)
+    assert "0 artifact(s) pulled" in again.stderr and "1 already there" in again.stderr, again.stderr
+    plugin(name, "rules", "rm", "hot", words=2)
+    kept = json.loads(plugin(name, "rules", "list", "--json", words=2).stdout)
+    assert [r["name"] for r in kept] == ["near-oom", "oom"], kept
+    say(f"rules add hot: fired ({artifact['trigger']}), a {artifact['bytes']}-byte pprof kept in the sidecar "
+        f"and pulled into artifacts/ with its record; rules rm hot")
+    cluster(f"kubectl tracecar rules add {name} -f hot.yaml; kubectl tracecar artifacts {name} --pull artifacts/")
 
 
 def check_wall(name, out):
@@ -841,6 +914,7 @@ def check_pod(scenario, name, out, empty_dirs):
     if scenario.full:
         check_profile(name, out, pid)
         check_continuous(name, out)
+        check_rules(name, out)
         check_uprobes(name, out, pid)
     check_lttng(name, out, pid)
     if scenario.full:

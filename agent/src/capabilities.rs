@@ -91,6 +91,7 @@ pub fn report(
             .collect(),
         memory: Some(memory.report()),
         continuous: None,
+        rules: None,
     }
 }
 

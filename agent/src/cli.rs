@@ -29,6 +29,37 @@ pub enum Command {
     /// Exit 0 if the agent on the socket answers `/healthz`, 1 otherwise:
     /// the sidecar's startup and readiness probes (exec, no TCP port).
     Health(HealthArgs),
+    /// The agent runs this itself for a `signal` rule: seize PID, and
+    /// stop it at a fatal signal until the agent answers (see
+    /// `rules::fatal`). Not for people.
+    #[command(hide = true)]
+    WatchSignals(WatchSignalsArgs),
+}
+
+/// `watch-signals` flags.
+#[derive(Debug, clap::Args)]
+pub struct WatchSignalsArgs {
+    /// The process.
+    #[arg(long)]
+    pub pid: i32,
+    /// The fatal signals watched, as a signal mask.
+    #[arg(long)]
+    pub mask: u64,
+    /// The agent's PID: the watch ends when it is gone.
+    #[arg(long)]
+    pub parent: i32,
+}
+
+/// Runs the signal watch on stdin and stdout: 0 when the process is gone
+/// or let go, 1 (with why on stderr) when it could not be seized.
+pub fn watch_signals(args: &WatchSignalsArgs) -> Result<(), crate::rules::fatal::WatchError> {
+    crate::rules::fatal::watch(
+        args.pid,
+        args.mask,
+        args.parent,
+        &mut std::io::stdout(),
+        std::io::stdin(),
+    )
 }
 
 /// `health` flags.
@@ -116,6 +147,23 @@ pub struct ServeArgs {
         default_value = crate::dump::native::DEFAULT_DUMP_DIR
     )]
     pub dump_dir: PathBuf,
+    /// Where collection rules keep their artifacts (the sidecar's work
+    /// volume; never the app's filesystem). One agent at a time: a second
+    /// one finds it locked and runs without rules.
+    #[arg(
+        long,
+        env = "TRACECAR_ARTIFACT_DIR",
+        default_value = "/var/lib/tracecar/artifacts"
+    )]
+    pub artifact_dir: PathBuf,
+    /// The artifact store's budget, in MiB: the oldest artifacts are
+    /// deleted beyond it, and a dump action takes at most this much.
+    #[arg(long, env = "TRACECAR_ARTIFACT_BUDGET_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub artifact_budget_mb: u64,
+    /// A directory of rule files (the ConfigMap the webhook mounts for
+    /// `tracecar.dev/rules`), read at start and again when it changes.
+    #[arg(long, env = "TRACECAR_RULES_DIR", value_name = "DIR")]
+    pub rules_dir: Option<PathBuf>,
     /// Neither run nor use an LTTng session daemon; /v1/lttng/* answer 503.
     #[arg(long, env = "TRACECAR_NO_LTTNG")]
     pub no_lttng: bool,
@@ -300,6 +348,26 @@ pub async fn serve(
         }
         None => None,
     };
+    let rules = match crate::rules::store::Store::open(
+        &args.artifact_dir,
+        args.artifact_budget_mb << 20,
+    ) {
+        Ok(store) => {
+            let (with, running) = state
+                .with_rules(
+                    store,
+                    args.rules_dir.clone(),
+                    args.identity.pod_name.clone(),
+                )
+                .map_err(CliError::Serve)?;
+            state = with;
+            Some(running)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "collection rules are off: the artifact store cannot be used");
+            None
+        }
+    };
     let profiles = api::profiles_router(state.clone());
     let router = api::router(state);
     tracing::info!(socket = %args.socket.display(), "agent listening");
@@ -323,8 +391,9 @@ pub async fn serve(
     for server in tcp {
         let _ = server.await;
     }
-    // Stops the windows and waits for their threads.
+    // Stops the windows and the rules, and waits for their threads.
     drop(continuous);
+    drop(rules);
     let _ = std::fs::remove_file(&args.socket);
     match result {
         Ok(Ok(())) => Ok(()),

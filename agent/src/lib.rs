@@ -25,13 +25,15 @@
 //!    spec → plan → execute, none importing another.
 //! 10. `push`: continuous windows sent to the backends users run (OTLP,
 //!     Pyroscope).
-//! 11. `capabilities`: what works in this sidecar.
-//! 12. `api`: the HTTP layer: routes, handlers, errors.
-//! 13. `cli`: the agent's command line and start-up.
+//! 11. `rules`: collection rules: triggers, limits, and the artifact
+//!     store their actions write to.
+//! 12. `capabilities`: what works in this sidecar.
+//! 13. `api`: the HTTP layer: routes, handlers, errors.
+//! 14. `cli`: the agent's command line and start-up.
 //!
 //! Seams, checked the same way:
 //!
-//! - `dotnet` is imported only by `runtime`, `dump`, `api`.
+//! - `dotnet` is imported only by `runtime`, `dump`, `rules`, `api`.
 
 pub mod api;
 pub mod capabilities;
@@ -50,6 +52,7 @@ pub mod procfs;
 pub mod profile;
 pub mod push;
 pub mod rootfs;
+pub mod rules;
 pub mod runtime;
 pub mod stacks;
 pub mod sync;

@@ -36,6 +36,13 @@ fn main() {
             }
             return;
         }
+        Command::WatchSignals(args) => {
+            if let Err(error) = cli::watch_signals(&args) {
+                eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+            return;
+        }
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -179,9 +179,8 @@ pub fn required_pid(pid: Param<'_>) -> Result<u32, SpecError> {
     })
 }
 
-/// A request from `(name, value)` pairs, for tests: encoded and decoded as
-/// the plugin and the agent do.
-#[cfg(test)]
+/// A request from `(name, value)` pairs, encoded and decoded as the
+/// plugin and the agent do: a rule's action parameters, and tests.
 pub(crate) fn from_pairs<R: Request>(pairs: &[(&str, &str)]) -> Result<R, SpecError> {
     let raw: Vec<String> = pairs
         .iter()

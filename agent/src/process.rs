@@ -1,6 +1,6 @@
 //! The processes of the pod, as `/v1/processes` reports them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use tracecar_api::process::ProcessInfo;
 
@@ -186,6 +186,60 @@ pub fn own_container(own: Option<u64>, init: Option<u64>) -> Option<u64> {
 /// them cannot hold the listing longer than this.
 pub const ASK_RUNTIMES_FOR: Duration = Duration::from_secs(5);
 
+/// Clock ticks of CPU time over `seconds` as a percentage of one CPU
+/// (above 100 for threaded code).
+pub fn cpu_percent(ticks: u64, ticks_per_second: u64, seconds: f64) -> f64 {
+    ticks as f64 / ticks_per_second.max(1) as f64 / seconds.max(0.001) * 100.0
+}
+
+/// A process's CPU use between readings, and since when it has been
+/// above a threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuWatch {
+    ticks: u64,
+    at: Instant,
+    above_since: Option<Instant>,
+}
+
+impl CpuWatch {
+    /// The first reading.
+    pub fn new(ticks: u64, at: Instant) -> Self {
+        Self {
+            ticks,
+            at,
+            above_since: None,
+        }
+    }
+
+    /// A new reading of `ticks` (clock ticks of user and system time) at
+    /// `at`: the CPU use since the last one in percent of one CPU, and
+    /// whether it has been at or above `above` for `hold` (counted from
+    /// the start of the first interval above).
+    pub fn read(
+        &mut self,
+        ticks: u64,
+        at: Instant,
+        ticks_per_second: u64,
+        above: f64,
+        hold: Duration,
+    ) -> (f64, bool) {
+        let seconds = at.duration_since(self.at).as_secs_f64().max(0.001);
+        let percent =
+            ticks.saturating_sub(self.ticks) as f64 / ticks_per_second as f64 / seconds * 100.0;
+        if percent >= above {
+            self.above_since.get_or_insert(self.at);
+        } else {
+            self.above_since = None;
+        }
+        self.ticks = ticks;
+        self.at = at;
+        let held = self
+            .above_since
+            .is_some_and(|since| at.duration_since(since) >= hold);
+        (percent, held)
+    }
+}
+
 /// Lists the pod's processes, measuring CPU use over `interval`.
 pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessInfo>> {
     let own = Own::of(procfs);
@@ -197,7 +251,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
     let cpu_ticks = |pid: u32| procfs.stat(pid).ok().map(|s| s.utime + s.stime);
     let before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     std::thread::sleep(interval);
-    let seconds = interval.as_secs_f64().max(0.001);
+    let seconds = interval.as_secs_f64();
     let ask_until = std::time::Instant::now() + ASK_RUNTIMES_FOR;
     let mut out = Vec::new();
     for (pid, before) in pids.into_iter().zip(before) {
@@ -211,7 +265,7 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
         });
         let after = stat.utime + stat.stime;
         let cpu_percent = before.map_or(0.0, |b| {
-            after.saturating_sub(b) as f64 / CLOCK_TICKS as f64 / seconds * 100.0
+            cpu_percent(after.saturating_sub(b), CLOCK_TICKS, seconds)
         });
         out.push(ProcessInfo {
             pid,
@@ -235,6 +289,29 @@ pub fn list(procfs: &Procfs, interval: Duration) -> std::io::Result<Vec<ProcessI
 mod tests {
     use super::*;
     use crate::procfs::parse_maps;
+
+    #[test]
+    fn cpu_must_stay_above_for_the_hold() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let hold = Duration::from_secs(1);
+        let mut w = CpuWatch::new(0, at(0));
+        // 100 ticks a second: 50 ticks in 500 ms is 100 %.
+        let (p, held) = w.read(50, at(500), 100, 80.0, hold);
+        assert!((p - 100.0).abs() < 1e-9 && !held);
+        let (_, held) = w.read(100, at(1000), 100, 80.0, hold);
+        assert!(held, "above from 0 to 1000 ms");
+        // A dip resets it.
+        let (p, held) = w.read(110, at(1500), 100, 80.0, hold);
+        assert!((p - 20.0).abs() < 1e-9 && !held);
+        let (_, held) = w.read(160, at(2000), 100, 80.0, hold);
+        assert!(!held);
+        let (_, held) = w.read(210, at(2500), 100, 80.0, hold);
+        assert!(held);
+        // No hold: the first reading above is enough.
+        let mut now = CpuWatch::new(0, at(0));
+        assert!(now.read(25, at(250), 100, 80.0, Duration::ZERO).1);
+    }
 
     #[test]
     fn lttng_ust_abi_is_the_librarys_major() {

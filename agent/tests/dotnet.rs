@@ -1139,3 +1139,79 @@ fn an_agent_with_the_minimal_profile_reaches_an_app_of_another_user() {
     assert_eq!(code, 502, "{text}");
     assert!(text.contains("CAP_SETUID"), "{text}");
 }
+
+#[test]
+fn an_exception_rule_fires_on_its_type_only() {
+    common::privileged_test!();
+    let agent = Agent::start();
+    // 20 a second, each a System.InvalidOperationException.
+    let app = spawn_dotnet(&["throw", "20"], &[]);
+    let pid = app.pid();
+    for (name, kind) in [
+        ("thrown", "InvalidOperationException"),
+        ("other", "System.ArgumentException"),
+    ] {
+        let rule = format!(
+            "{{name: {name}, trigger: {{exception: {{type: {kind}}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: pprof}}}}], limits: {{max_actions: 1}}}}"
+        );
+        let (code, body) = agent.send("POST", "/v1/rules", rule.as_bytes());
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    let artifacts = |rule: &str| -> Vec<serde_json::Value> {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&agent.get_ok("/v1/artifacts"))
+            .unwrap()
+            .into_iter()
+            .filter(|a| a["rule"] == rule)
+            .collect()
+    };
+    let rule = |name: &str| -> serde_json::Value {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&agent.get_ok("/v1/rules"))
+            .unwrap()
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while artifacts("thrown").is_empty() {
+        assert!(Instant::now() < deadline, "no firing: {}", rule("thrown"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fired = artifacts("thrown").remove(0);
+    let text = fired["trigger"].as_str().unwrap();
+    assert!(
+        text.contains("InvalidOperationException thrown, the last: tracecar exception "),
+        "{fired}"
+    );
+    assert_eq!(fired["pid"], pid);
+    assert!(fired["value"].as_f64().unwrap() >= 1.0, "{fired}");
+    // An (idle) app's profile: gzipped pprof, whole.
+    let pprof = agent.get_ok(&format!("/v1/artifacts/{}", fired["id"].as_str().unwrap()));
+    assert_eq!(
+        pprof.len() as u64,
+        fired["bytes"].as_u64().unwrap(),
+        "{fired}"
+    );
+    assert!(pprof.starts_with(&[0x1f, 0x8b]), "{fired}");
+    // The other type is never thrown: its rule watches, and never fires.
+    let other = rule("other");
+    assert_eq!(other["tally"]["fired"], 0, "{other}");
+    assert!(other["tally"]["last_error"].is_null(), "{other}");
+    // One action at most: the rest are counted.
+    std::thread::sleep(Duration::from_secs(2));
+    let tally = rule("thrown")["tally"].clone();
+    assert_eq!(tally["ran"], 1, "{tally}");
+    assert!(
+        tally["held_back"]["rate"].as_u64().unwrap_or(0)
+            + tally["held_back"]["busy"].as_u64().unwrap_or(0)
+            > 0,
+        "{tally}"
+    );
+    // Removing the rule ends its session: the runtime accepts a new one.
+    assert_eq!(agent.send("DELETE", "/v1/rules/thrown", b"").0, 204);
+    assert_eq!(agent.send("DELETE", "/v1/rules/other", b"").0, 204);
+    let summary: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
+        "/v1/dotnet/exceptions?pid={pid}&seconds=1&format=summary"
+    )))
+    .unwrap();
+    assert!(summary["exceptions"].as_u64().unwrap() > 0, "{summary}");
+}

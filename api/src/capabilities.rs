@@ -209,6 +209,9 @@ pub struct Report {
     /// Continuous profiling and its pushes, when on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuous: Option<ContinuousReport>,
+    /// The collection rules in force, and the artifact store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::rules::RulesReport>,
 }
 
 /// Continuous profiling (`tracecar.dev/continuous`): its windows so far,

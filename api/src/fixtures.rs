@@ -73,6 +73,7 @@ pub fn healthy_report() -> Report {
             stop_percent: 85,
         }),
         continuous: None,
+        rules: None,
     }
 }
 
@@ -101,5 +102,52 @@ pub fn heap_report(pid: u32) -> crate::dotnet::HeapReport {
         missing_events: 0,
         dropped: 0,
         seconds: 0.2,
+    }
+}
+
+/// An artifact of `rule`, `bytes` long, kept at `started_unix_ms`.
+pub fn artifact(id: &str, rule: &str, file_name: &str, bytes: u64) -> crate::rules::Artifact {
+    crate::rules::Artifact {
+        id: id.to_owned(),
+        rule: rule.to_owned(),
+        action: "profile mode=cpu seconds=5 format=pprof".to_owned(),
+        trigger: "cpu 97.5 % ≥ 80 % for 3 s".to_owned(),
+        value: 97.5,
+        fired_unix_ms: 1_765_080_000_000,
+        started_unix_ms: 1_765_080_000_001,
+        ended_unix_ms: 1_765_080_005_000,
+        pod: Some("web-1".to_owned()),
+        pid: Some(7),
+        comm: Some("app".to_owned()),
+        cgroup: None,
+        file_name: file_name.to_owned(),
+        content_type: "application/octet-stream".to_owned(),
+        bytes,
+    }
+}
+
+/// A rule in force with a tally.
+pub fn rule_status(name: &str) -> crate::rules::RuleStatus {
+    let mut held_back = std::collections::BTreeMap::new();
+    held_back.insert("cooldown".to_owned(), 3);
+    held_back.insert("busy".to_owned(), 9);
+    crate::rules::RuleStatus {
+        name: name.to_owned(),
+        source: "api".to_owned(),
+        trigger: "cpu > 80 % for 3 s".to_owned(),
+        actions: vec![
+            "profile mode=cpu seconds=5 format=pprof".to_owned(),
+            "dump type=mini limit_mb=4096".to_owned(),
+        ],
+        rule: serde_json::json!({"name": name}),
+        tally: crate::rules::RuleTally {
+            fired: 14,
+            ran: 2,
+            held_back,
+            failed: 1,
+            artifacts: 3,
+            last_error: Some("dump type=mini limit_mb=4096: pid 7 is gone".to_owned()),
+            last_fired_unix_ms: Some(1_765_080_000_000),
+        },
     }
 }

@@ -18,6 +18,7 @@ pub mod pprof;
 pub mod presets;
 pub mod process;
 pub mod request;
+pub mod rules;
 pub mod security;
 pub mod stacks;
 pub mod uprobe;

@@ -113,6 +113,65 @@ pub fn process_table(body: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// `/v1/rules` as a table: each rule, its trigger and actions, and what
+/// it has done (held back: by limit).
+pub fn rules_table(body: &[u8]) -> Option<String> {
+    let rules: Vec<tracecar_api::rules::RuleStatus> = serde_json::from_slice(body).ok()?;
+    if rules.is_empty() {
+        return Some(
+            "no rules in force\n  hint: kubectl tracecar rules add TARGET -f rules.yaml\n"
+                .to_owned(),
+        );
+    }
+    let mut out = String::new();
+    for rule in &rules {
+        let t = &rule.tally;
+        let held: Vec<String> = t
+            .held_back
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        out.push_str(&format!(
+            "{} ({})\n  when    {}\n  do      {}\n  fired {}, ran {}, held back {}, failed {}, artifacts {}\n",
+            rule.name,
+            rule.source,
+            rule.trigger,
+            if rule.actions.is_empty() { "(record only)".to_owned() } else { rule.actions.join(", then ") },
+            t.fired,
+            t.ran,
+            if held.is_empty() { "0".to_owned() } else { held.join(", ") },
+            t.failed,
+            t.artifacts,
+        ));
+        if let Some(error) = &t.last_error {
+            out.push_str(&format!("  last error: {error}\n"));
+        }
+    }
+    Some(out)
+}
+
+/// `/v1/artifacts` as a table, oldest first.
+pub fn artifacts_table(artifacts: &[tracecar_api::rules::Artifact]) -> String {
+    if artifacts.is_empty() {
+        return "no artifacts\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<40} {:<24} {:>10} {:<8} {}\n",
+        "ID", "FILE", "BYTES", "PID", "TRIGGER"
+    );
+    for a in artifacts {
+        out.push_str(&format!(
+            "{:<40} {:<24} {:>10} {:<8} {}\n",
+            a.id,
+            a.file_name,
+            a.bytes,
+            a.pid.map_or("-".to_owned(), |p| p.to_string()),
+            a.trigger
+        ));
+    }
+    out
+}
+
 /// `/v1/lttng/events` as `PID PROCNAME EVENT (LOGLEVEL) fields`, or the
 /// agent's hint when no app is registered.
 pub fn tracepoint_lines(body: &[u8]) -> Option<String> {
@@ -241,6 +300,43 @@ pub fn status_lines(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_and_artifacts_read_as_tables() {
+        let rules = serde_json::to_vec(&[tracecar_api::fixtures::rule_status("hot")]).unwrap();
+        let table = rules_table(&rules).unwrap();
+        assert!(
+            table.starts_with("hot (api)\n  when    cpu > 80 % for 3 s\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("profile mode=cpu seconds=5 format=pprof, then dump"),
+            "{table}"
+        );
+        assert!(
+            table.contains("fired 14, ran 2, held back busy 9, cooldown 3, failed 1, artifacts 3"),
+            "{table}"
+        );
+        assert!(table.contains("last error: dump"), "{table}");
+        assert!(rules_table(b"[]").unwrap().contains("rules add"));
+        assert_eq!(rules_table(b"{}"), None);
+        let listed = [tracecar_api::fixtures::artifact(
+            "1765080000001-1-hot",
+            "hot",
+            "profile.pb.gz",
+            4096,
+        )];
+        let table = artifacts_table(&listed);
+        let row = table.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("1765080000001-1-hot")
+                && row.contains("profile.pb.gz")
+                && row.contains("4096")
+                && row.ends_with("cpu 97.5 % ≥ 80 % for 3 s"),
+            "{table}"
+        );
+        assert_eq!(artifacts_table(&[]), "no artifacts\n");
+    }
 
     #[test]
     fn trace_lines_show_calls() {

@@ -84,11 +84,65 @@ pub enum Command {
     /// A core file: written by the runtime for .NET, taken with ptrace for
     /// any other process (gdb opens it).
     Dump(DumpArgs),
+    /// Collection rules: captures the agent takes by itself when a
+    /// trigger fires (docs/api/rules.md).
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// The artifacts the pod's rules kept: listed, or downloaded with
+    /// --pull.
+    Artifacts(ArtifactsArgs),
     /// What works in the sidecar, with hints for what does not.
     Status {
         /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
         target: String,
     },
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Add the rules of a YAML or JSON file (one rule or a list): all or
+    /// none; an error names the field.
+    Add {
+        /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+        target: String,
+        /// The file, or `-` for stdin.
+        #[arg(short = 'f', long)]
+        file: String,
+    },
+    /// The rules in force, with what each has done.
+    List {
+        /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+        target: String,
+        /// The agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a rule added with `rules add` (the ConfigMap's are edited
+    /// there).
+    Rm {
+        /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+        target: String,
+        /// The rule.
+        name: String,
+    },
+}
+
+/// The arguments of `artifacts`.
+#[derive(Debug, clap::Args)]
+pub struct ArtifactsArgs {
+    /// POD, pod/POD, deploy/NAME, sts/NAME or ds/NAME.
+    pub target: String,
+    /// Only this rule's.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Download them into DIR (created), each as ID-FILE with its
+    /// record as ID.json; those already there are skipped.
+    #[arg(long, value_name = "DIR")]
+    pub pull: Option<String>,
+    /// The agent's JSON instead of a table.
+    #[arg(long, conflicts_with = "pull")]
+    pub json: bool,
 }
 
 /// Which pods a command covers with `--all`.

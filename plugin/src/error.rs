@@ -92,6 +92,15 @@ pub enum PluginError {
     /// The command line asks for what cannot be done together.
     #[error("{0}")]
     Usage(&'static str),
+    /// An input file cannot be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the output failed.
     #[error("cannot write {file}: {source}")]
     Write {
@@ -108,7 +117,11 @@ impl PluginError {
     /// the command line, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Target(_) | Self::Output { .. } | Self::Usage(_) | Self::Selector(_) => 64,
+            Self::Target(_)
+            | Self::Output { .. }
+            | Self::Usage(_)
+            | Self::Selector(_)
+            | Self::Read { .. } => 64,
             _ => 1,
         }
     }

@@ -123,12 +123,34 @@ impl Caller<'_> {
     /// GETs `path` from the agent into `sink`, with the progress `bar`
     /// asks for (time left of a capture, or bytes received).
     pub(crate) fn get(&self, path: &str, sink: Sink<'_>, bar: Bar) -> Result<(), PluginError> {
+        self.call(&target::curl(&self.cli.socket, path), sink, bar)
+    }
+
+    /// Sends `method` to `path` with `body` (`POST /v1/rules`, `DELETE
+    /// /v1/rules/NAME`); the whole answer.
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Vec<u8>, PluginError> {
+        let mut answer = Vec::new();
+        self.call(
+            &target::curl_send(&self.cli.socket, method, path, body),
+            Sink::Memory(&mut answer),
+            Bar::None,
+        )?;
+        Ok(answer)
+    }
+
+    /// Runs `curl` in the agent's container, its answer into `sink`.
+    fn call(&self, curl: &[String], sink: Sink<'_>, bar: Bar) -> Result<(), PluginError> {
         let argv = target::exec(
             self.cli.runtime,
             &self.flags,
             &self.pod,
             &self.container,
-            &target::curl(&self.cli.socket, path),
+            curl,
         );
         let (program, args) = split(&argv);
         let mut child = Process::new(program)

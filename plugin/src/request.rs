@@ -307,9 +307,57 @@ pub fn lttng_format(file: &str) -> Option<OutputFormat> {
     Some(OutputFormat { agent })
 }
 
+/// A path segment (a rule's name, an artifact's ID), percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    tracecar_api::request::encode(text)
+}
+
+/// Where `--pull DIR` writes an artifact and its record: `DIR/ID-FILE`
+/// and `DIR/ID.json`. The agent's names are kept to what a file name may
+/// hold (no `/`, no leading `.`), whatever they say.
+pub fn artifact_files(dir: &str, artifact: &tracecar_api::rules::Artifact) -> (String, String) {
+    let safe = |name: &str| -> String {
+        let cleaned: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        cleaned.trim_start_matches('.').to_owned()
+    };
+    let id = safe(&artifact.id);
+    (
+        format!("{dir}/{id}-{}", safe(&artifact.file_name)),
+        format!("{dir}/{id}.json"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pulled_artifacts_get_safe_names() {
+        let artifact = tracecar_api::fixtures::artifact("1-2-hot", "hot", "profile.pb.gz", 1);
+        assert_eq!(
+            artifact_files("out", &artifact),
+            (
+                "out/1-2-hot-profile.pb.gz".to_owned(),
+                "out/1-2-hot.json".to_owned()
+            )
+        );
+        let hostile = tracecar_api::fixtures::artifact("../../etc/x", "hot", "../passwd", 1);
+        let (file, record) = artifact_files("out", &hostile);
+        assert_eq!(
+            (file.as_str(), record.as_str()),
+            ("out/_.._etc_x-_passwd", "out/_.._etc_x.json")
+        );
+        assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
+    }
 
     #[test]
     fn stacks_paths() {

@@ -6,8 +6,8 @@
 use crate::across;
 use crate::answer;
 use crate::cli::{
-    AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs, ExceptionsArgs, GcdumpArgs,
-    LttngArgs, ProfileArgs, StacksArgs, TraceArgs,
+    ArtifactsArgs, AttachArgs, Cli, Command, CountersArgs, DotnetTraceArgs, DumpArgs,
+    ExceptionsArgs, GcdumpArgs, LttngArgs, ProfileArgs, RulesCommand, StacksArgs, TraceArgs,
 };
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
@@ -53,6 +53,8 @@ pub fn run(cli: &Cli) -> Result<(), PluginError> {
         Command::Gcdump(args) => gcdump(&call, args)?,
         Command::Stacks(args) => stacks(&call, args)?,
         Command::Dump(args) => dump(&call, args)?,
+        Command::Rules(command) => rules(&call, command)?,
+        Command::Artifacts(args) => artifacts(&call, args)?,
     }
     Ok(())
 }
@@ -433,6 +435,86 @@ fn dump<'a>(call: &Call<'a>, args: &DumpArgs) -> Result<(), PluginError> {
     let path = request::dump_path(&pid, kind.as_deref());
     caller.get(&path, Sink::File(output), Bar::Bytes)?;
     eprintln!("wrote {output}");
+    Ok(())
+}
+
+/// `rules add|list|rm`.
+fn rules<'a>(call: &Call<'a>, command: &RulesCommand) -> Result<(), PluginError> {
+    match command {
+        RulesCommand::Add { target, file } => {
+            let read = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let text = read.map_err(|source| PluginError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            let caller = call(target)?;
+            let body = caller.send("POST", "/v1/rules", Some(&text))?;
+            print_rendered(&body, answer::rules_table);
+        }
+        RulesCommand::List { target, json } => {
+            let body = call(target)?.body("/v1/rules")?;
+            if *json {
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                print_rendered(&body, answer::rules_table);
+            }
+        }
+        RulesCommand::Rm { target, name } => {
+            let path = format!("/v1/rules/{}", request::path_segment(name));
+            call(target)?.send("DELETE", &path, None)?;
+            eprintln!("removed rule {name}");
+        }
+    }
+    Ok(())
+}
+
+/// `artifacts [--pull DIR]`.
+fn artifacts<'a>(call: &Call<'a>, args: &ArtifactsArgs) -> Result<(), PluginError> {
+    let ArtifactsArgs {
+        target,
+        rule,
+        pull,
+        json,
+    } = args;
+    let caller = call(target)?;
+    let body = caller.body("/v1/artifacts")?;
+    let mut listed: Vec<tracecar_api::rules::Artifact> =
+        serde_json::from_slice(&body).map_err(|e| {
+            PluginError::AgentText(format!("the artifact list is not the agent's JSON: {e}"))
+        })?;
+    listed.retain(|a| rule.as_ref().is_none_or(|r| *r == a.rule));
+    let Some(dir) = pull else {
+        if *json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&listed).unwrap_or_default()
+            );
+        } else {
+            print!("{}", answer::artifacts_table(&listed));
+        }
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| crate::output::write_error(dir, e))?;
+    let (mut pulled, mut kept) = (0, 0);
+    for artifact in &listed {
+        let (file, record) = request::artifact_files(dir, artifact);
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() == artifact.bytes) {
+            kept += 1;
+            continue;
+        }
+        let path = format!("/v1/artifacts/{}", request::path_segment(&artifact.id));
+        caller.get(&path, Sink::File(&file), Bar::Bytes)?;
+        let json = serde_json::to_vec_pretty(artifact).unwrap_or_default();
+        crate::output::write_whole(&record, &json)?;
+        eprintln!("wrote {file}");
+        pulled += 1;
+    }
+    eprintln!("{pulled} artifact(s) pulled into {dir}, {kept} already there");
     Ok(())
 }
 

@@ -227,12 +227,47 @@ pub fn curl(socket: &str, path_and_query: &str) -> Vec<String> {
     .collect()
 }
 
+/// `curl` in the sidecar with another method (`POST`, `DELETE`) and, for
+/// a POST, `body` as the request's (`--data-raw`: an `@` at its start is
+/// text, not a file; a rule document is at most 64 KiB, within one
+/// argument's limit of 128 KiB).
+pub fn curl_send(socket: &str, method: &str, path: &str, body: Option<&str>) -> Vec<String> {
+    let mut argv = curl(socket, path);
+    let url = argv.pop().unwrap_or_default();
+    argv.extend(["-X".to_owned(), method.to_owned()]);
+    if let Some(body) = body {
+        argv.extend([
+            "-H".to_owned(),
+            "content-type: application/yaml".to_owned(),
+            "--data-raw".to_owned(),
+            body.to_owned(),
+        ]);
+    }
+    argv.push(url);
+    argv
+}
+
 /// curl's exit code for an HTTP error (`--fail-with-body`).
 pub const CURL_HTTP_ERROR: i32 = 22;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_carry_their_method_and_body() {
+        let post = curl_send("/s", "POST", "/v1/rules", Some("@name: x"));
+        let n = post.len();
+        assert_eq!(post[n - 1], "http://localhost/v1/rules");
+        assert_eq!(
+            post[n - 3..n - 1],
+            ["--data-raw".to_owned(), "@name: x".to_owned()]
+        );
+        assert!(post.windows(2).any(|w| w == ["-X", "POST"]), "{post:?}");
+        let delete = curl_send("/s", "DELETE", "/v1/rules/x", None);
+        assert!(!delete.iter().any(|a| a == "--data-raw"));
+        assert!(delete.windows(2).any(|w| w == ["-X", "DELETE"]));
+    }
 
     #[test]
     fn targets_parse() {

@@ -20,6 +20,11 @@ pub const SIDECAR_MODE: &str = "tracecar.dev/sidecar-mode";
 /// `continuousWindowSeconds`), and serves the last one at
 /// `/debug/pprof/window`. Needs the `profile` feature.
 pub const CONTINUOUS: &str = "tracecar.dev/continuous";
+/// The name of a ConfigMap in the pod's namespace whose keys are files of
+/// collection rules (docs/api/rules.md): mounted (optional) in the
+/// sidecar at `/etc/tracecar/rules`, which the agent reads at start and
+/// again when it changes.
+pub const RULES: &str = "tracecar.dev/rules";
 /// Written by the injector: JSON record of what was injected.
 pub const STATUS: &str = "tracecar.dev/status";
 

@@ -227,10 +227,8 @@ pub enum ConfigError {
     Invalid(&'static str),
 }
 
-/// Whether `text` is a Kubernetes quantity: digits with an optional
-/// fraction, then an optional suffix (binary, decimal or exponent).
-/// A DNS-1123 subdomain: what a Secret's name must be.
-fn is_dns_subdomain(name: &str) -> bool {
+/// A DNS-1123 subdomain: what a Secret's or a ConfigMap's name must be.
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name
@@ -240,6 +238,8 @@ fn is_dns_subdomain(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// Whether `text` is a Kubernetes quantity: digits with an optional
+/// fraction, then an optional suffix (binary, decimal or exponent).
 fn is_quantity(text: &str) -> bool {
     let number_end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -863,6 +863,66 @@ fn pods_that_push_get_the_backends_and_the_secret() {
 }
 
 #[test]
+fn a_rules_configmap_is_mounted_in_the_sidecar_for_the_agent_to_read() {
+    let mut doc = fixture("minimal.yaml");
+    doc["metadata"]["annotations"]["tracecar.dev/rules"] = json!("web-rules");
+    let (pod, plan) = inject_checked(&doc);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tracecar-rules")
+        .expect("the rules ConfigMap's volume");
+    // Optional: a pod whose ConfigMap is missing still starts.
+    assert_eq!(
+        volume["configMap"],
+        json!({"name": "web-rules", "optional": true})
+    );
+    let sidecar = container(&pod, "containers", "tracecar");
+    assert!(
+        sidecar["volumeMounts"].as_array().unwrap().contains(&json!(
+            {"name": "tracecar-rules", "mountPath": "/etc/tracecar/rules", "readOnly": true}
+        )),
+        "{sidecar}"
+    );
+    assert_eq!(
+        env_value(sidecar, "TRACECAR_RULES_DIR"),
+        Some("/etc/tracecar/rules")
+    );
+    assert!(
+        status(&pod)["volumes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tracecar-rules"))
+    );
+    // The app containers do not see it.
+    let app = container(&pod, "containers", "app");
+    assert!(
+        !app["volumeMounts"].to_string().contains("tracecar-rules"),
+        "{app}"
+    );
+    // Not a ConfigMap's name: a warning, and nothing mounted.
+    doc["metadata"]["annotations"]["tracecar.dev/rules"] = json!("Web Rules");
+    let (pod, plan) = inject_checked(&doc);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("tracecar.dev/rules")),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(!pod.to_string().contains("tracecar-rules"));
+    assert_eq!(
+        env_value(
+            container(&pod, "containers", "tracecar"),
+            "TRACECAR_RULES_DIR"
+        ),
+        None
+    );
+}
+
+#[test]
 fn features_choose_the_sidecars_capabilities() {
     let mut doc = fixture("minimal.yaml");
     doc["metadata"]["annotations"]["tracecar.dev/features"] = json!("profile");

@@ -14,6 +14,7 @@ use super::ApiError;
 /// An answer, before it is HTTP.
 #[derive(Debug)]
 pub struct Answer {
+    status: axum::http::StatusCode,
     content_type: &'static str,
     file_name: Option<String>,
     length: Option<u64>,
@@ -27,9 +28,16 @@ impl Answer {
         Self::stream(content_type, Body::from(body))
     }
 
+    /// Answers with `status` instead of 200.
+    pub fn status(mut self, status: axum::http::StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
     /// A body that streams as the capture sends it.
     pub fn stream(content_type: &'static str, body: Body) -> Self {
         Self {
+            status: axum::http::StatusCode::OK,
             content_type,
             file_name: None,
             length: None,
@@ -81,6 +89,7 @@ fn visible(value: &str) -> HeaderValue {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let mut response = self.body.into_response();
+        *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

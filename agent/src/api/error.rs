@@ -492,3 +492,50 @@ impl From<crate::dump::DumpError> for ApiError {
         Self::new(status, e.to_string(), hint)
     }
 }
+
+impl From<crate::rules::RulesError> for ApiError {
+    fn from(e: crate::rules::RulesError) -> Self {
+        use crate::rules::RulesError as R;
+        match e {
+            R::Spec(spec) => spec.into(),
+            R::Exists(_) => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "remove it first (DELETE /v1/rules/NAME), or give the new rule another name",
+            ),
+            R::TooMany(_) => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "remove rules you no longer need (DELETE /v1/rules/NAME)",
+            ),
+            R::Feature { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                e.to_string(),
+                "the pod's tracecar.dev/features annotation lists what the agent may do",
+            ),
+            R::NotFound(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                "GET /v1/rules lists the rules in force",
+            ),
+            R::FromConfigMap { .. } => Self::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+                "edit or remove it in the ConfigMap the pod's tracecar.dev/rules annotation names; the agent reads it again when it changes",
+            ),
+        }
+    }
+}
+
+impl From<crate::rules::store::StoreError> for ApiError {
+    fn from(e: crate::rules::store::StoreError) -> Self {
+        match e {
+            crate::rules::store::StoreError::NotFound(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                e.to_string(),
+                "GET /v1/artifacts lists the artifacts kept; the oldest are deleted when the store is full",
+            ),
+            _ => Self::internal(e.to_string(), "see the agent's log"),
+        }
+    }
+}

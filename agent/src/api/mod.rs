@@ -20,6 +20,7 @@ pub mod error;
 mod extract;
 mod lttng;
 mod profile;
+mod rules;
 mod stream;
 mod system;
 mod uprobe;
@@ -32,7 +33,7 @@ use tracecar_api::security::{Feature, Features};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::ApiError;
@@ -62,6 +63,7 @@ pub struct AgentState {
     memory: Arc<crate::memory::Memory>,
     windows: Arc<crate::profile::continuous::Windows>,
     pushers: Vec<Arc<crate::push::Pusher>>,
+    rules: Option<Arc<crate::rules::Rules>>,
 }
 
 impl Default for AgentState {
@@ -85,6 +87,7 @@ impl AgentState {
             memory: Arc::new(crate::memory::Memory::new(procfs, None)),
             windows: Arc::default(),
             pushers: Vec::new(),
+            rules: None,
         }
     }
 
@@ -163,6 +166,34 @@ impl AgentState {
             })
             .collect();
         Some(tracecar_api::capabilities::ContinuousReport { modes, push })
+    }
+
+    /// Runs collection rules (the ConfigMap's in `config_dir`, and those
+    /// `POST /v1/rules` adds) with their artifacts in `store`. Call this
+    /// after [`Self::with_memory_limit`], [`Self::with_dump_dir`] and
+    /// [`Self::with_features`]: the rules' actions use them. The watch
+    /// runs until the returned guard is dropped.
+    pub fn with_rules(
+        mut self,
+        store: crate::rules::store::Store,
+        config_dir: Option<std::path::PathBuf>,
+        pod: Option<String>,
+    ) -> std::io::Result<(Self, crate::rules::Running)> {
+        let context = crate::rules::Context {
+            procfs: self.procfs.clone(),
+            proc_root: std::path::PathBuf::from("/proc"),
+            cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+            memory: self.memory.clone(),
+            captures: self.captures.clone(),
+            dump_dir: self.dump_dir.clone(),
+            features: self.features,
+            pod,
+            config_dir,
+        };
+        let rules = crate::rules::Rules::new(context, Arc::new(store));
+        let running = rules.start()?;
+        self.rules = Some(rules);
+        Ok((self, running))
     }
 
     /// Serves `/v1/lttng/*` with this LTTng side.
@@ -292,6 +323,10 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new("/v1/dotnet/gcdump", Some(Dotnet), get(dotnet::gcdump)),
         Route::new("/v1/dump", Some(Dump), get(dump::dump)),
+        Route::new("/v1/rules", None, get(rules::list).post(rules::add)),
+        Route::new("/v1/rules/{name}", None, delete(rules::remove)),
+        Route::new("/v1/artifacts", None, get(rules::artifacts)),
+        Route::new("/v1/artifacts/{id}", None, get(rules::artifact)),
     ]
 }
 

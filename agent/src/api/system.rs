@@ -19,6 +19,7 @@ pub(super) async fn capabilities(State(state): State<AgentState>) -> Result<Answ
             &state.memory,
         );
         report.continuous = state.continuous_report();
+        report.rules = state.rules.as_ref().map(|r| r.report());
         report
     })
     .await?;

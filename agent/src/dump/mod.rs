@@ -83,24 +83,31 @@ const CHUNK: usize = 1 << 20;
 
 impl Dump {
     /// Sends the file in chunks of [`CHUNK`] until it ends or `send`
-    /// answers `false` (the client is gone). A read error ends it early:
-    /// the body is then short of its `Content-Length`, so the client sees
-    /// a broken transfer, not a short file.
-    pub fn send(mut self, pid: u32, mut send: impl FnMut(Vec<u8>) -> bool) {
-        use std::io::Read as _;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match self.file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if !send(buf[..n].to_vec()) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(pid, error = %e, "reading the dump failed");
+    /// answers `false` (the client is gone); see [`send_file`].
+    pub fn send(mut self, pid: u32, send: impl FnMut(Vec<u8>) -> bool) {
+        send_file(&mut self.file, &format!("the dump of pid {pid}"), send);
+    }
+}
+
+/// Sends a file in chunks of [`CHUNK`] until it ends or `send` answers
+/// `false` (the client is gone): dumps, and the artifacts rules keep. A
+/// read error ends it early: the body is then short of its
+/// `Content-Length`, so the client sees a broken transfer, not a short
+/// file.
+pub fn send_file(file: &mut std::fs::File, what: &str, mut send: impl FnMut(Vec<u8>) -> bool) {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if !send(buf[..n].to_vec()) {
                     break;
                 }
+            }
+            Err(e) => {
+                tracing::warn!(what, error = %e, "reading the file to send failed");
+                break;
             }
         }
     }

@@ -13,6 +13,7 @@ use tracecar_api::request::TriggerRequest;
 
 use super::spec::{Format, ProfileSpec, SamplingParams, sampling};
 use crate::params::{self, SpecError};
+use crate::process::CpuWatch;
 use crate::procfs::{CLOCK_TICKS, Procfs};
 
 /// A validated trigger request.
@@ -112,6 +113,7 @@ pub fn run(
     let start = Instant::now();
     let timeout = Duration::from_secs(u64::from(spec.timeout));
     let ticks = |pid| procfs.stat(pid).ok().map(|s| s.utime + s.stime);
+    let above = Duration::ZERO;
     let mut report = TriggerReport {
         pid: spec.pid,
         cpu_above: spec.cpu_above,
@@ -120,11 +122,11 @@ pub fn run(
         peak_cpu_percent: 0.0,
         captures: Vec::new(),
     };
-    let Some(mut last) = ticks(spec.pid) else {
+    let Some(first) = ticks(spec.pid) else {
         report.stopped = "exited";
         return Ok(report);
     };
-    let mut last_at = Instant::now();
+    let mut watch = CpuWatch::new(first, Instant::now());
     while start.elapsed() < timeout {
         if cancel.load(Ordering::Relaxed) {
             report.stopped = "cancelled";
@@ -135,10 +137,9 @@ pub fn run(
             report.stopped = "exited";
             break;
         };
-        let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
-        let cpu = now.saturating_sub(last) as f64 / CLOCK_TICKS as f64 / elapsed * 100.0;
+        let (cpu, crossed) = watch.read(now, Instant::now(), CLOCK_TICKS, spec.cpu_above, above);
         report.peak_cpu_percent = report.peak_cpu_percent.max((cpu * 10.0).round() / 10.0);
-        if cpu >= spec.cpu_above {
+        if crossed {
             let started = SystemTime::now();
             let captured = capture::run(plan, procfs, cancel, memory)?;
             report.captures.push(TriggeredCapture {
@@ -155,8 +156,10 @@ pub fn run(
                 break;
             }
         }
-        last = ticks(spec.pid).unwrap_or(now);
-        last_at = Instant::now();
+        // A capture's own time is not read as the process's.
+        if let Some(after) = ticks(spec.pid) {
+            watch = CpuWatch::new(after, Instant::now());
+        }
     }
     report.watched_seconds = start.elapsed().as_secs_f64();
     Ok(report)

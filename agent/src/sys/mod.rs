@@ -6,6 +6,10 @@ pub mod events;
 /// ptrace for `/v1/stacks`: its requests and `waitpid` are `unsafe` calls.
 #[allow(unsafe_code)]
 pub mod ptrace;
+/// ptrace for the fatal-signal watch: its requests, `waitpid` and
+/// `tgkill` are `unsafe` calls.
+#[allow(unsafe_code)]
+pub mod seize;
 
 use perf_event_open::config::{
     CallChain, Cpu, Opts, Priv, Proc, RegsMask, SampleFormat, SampleOn, Size,

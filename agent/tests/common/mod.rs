@@ -399,6 +399,8 @@ impl Agent {
             .arg(&traces)
             .arg("--dump-dir")
             .arg(&dumps)
+            .arg("--artifact-dir")
+            .arg(dir.path().join("artifacts"))
             .stdout(Stdio::null())
             .spawn()
             .expect("agent starts");
@@ -420,6 +422,14 @@ impl Agent {
     /// GET over the Unix socket with curl; returns status and body.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
         self.curl(path, &[])
+    }
+
+    /// `method` (`POST`, `DELETE`) with `body`; returns status and body.
+    pub fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(file.path(), body).expect("the body is written");
+        let data = format!("@{}", file.path().display());
+        self.curl(path, &["-X", method, "--data-binary", &data])
     }
 
     /// GET, giving up after `timeout` (status 0 then): for requests that

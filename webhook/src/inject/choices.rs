@@ -21,6 +21,8 @@ pub(super) struct Choices {
     /// Continuous profiling's modes (`tracecar.dev/continuous`); empty
     /// for none.
     pub(super) continuous: Vec<&'static str>,
+    /// The rules ConfigMap (`tracecar.dev/rules`), when its name is one.
+    pub(super) rules: Option<String>,
 }
 
 impl Choices {
@@ -35,6 +37,7 @@ impl Choices {
         Self {
             profile: profile(facts, config, warnings),
             continuous: continuous(facts, features, warnings),
+            rules: rules(facts, warnings),
             features,
             mode: mode(facts, config, warnings),
             runtime: runtime(facts, warnings),
@@ -116,6 +119,21 @@ pub(super) const CONTINUOUS_MODES: [&str; 2] = ["cpu", "offcpu"];
 /// `tracecar.dev/continuous`: the modes the agent profiles all the time.
 /// A name it does not know is dropped with a warning (the others run);
 /// without the `profile` feature, none runs.
+/// `tracecar.dev/rules`: a ConfigMap's name, else a warning and none.
+fn rules(facts: &PodFacts, warnings: &mut Vec<String>) -> Option<String> {
+    let value = facts.rules.as_deref()?.trim();
+    if crate::config::is_dns_subdomain(value) {
+        Some(value.to_owned())
+    } else {
+        warnings.push(format!(
+            "tracecar: {}={} is not a ConfigMap's name (lowercase letters, digits, '-' and '.'); no rules are mounted",
+            ann::RULES,
+            shown(value)
+        ));
+        None
+    }
+}
+
 fn continuous(
     facts: &PodFacts,
     features: Features,

@@ -35,6 +35,8 @@ pub struct PodFacts {
     pub(super) pod_security: Option<super::model::PodSecurityLevel>,
     /// `tracecar.dev/continuous`.
     pub(super) continuous: Option<String>,
+    /// `tracecar.dev/rules`.
+    pub(super) rules: Option<String>,
     /// The service the pod belongs to, from its labels (or workload).
     pub(super) service: Option<String>,
     /// Its owning workload, `KIND/NAME`.
@@ -92,6 +94,7 @@ impl PodFacts {
             runtime: annotation(ann::RUNTIME),
             containers_filter: annotation(ann::CONTAINERS),
             continuous: annotation(ann::CONTINUOUS),
+            rules: annotation(ann::RULES),
             service: service(pod, workload.as_deref()),
             workload,
             owned_by_job: matches!(ctx.owner_kind, Some("Job" | "CronJob"))

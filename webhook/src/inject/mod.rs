@@ -38,9 +38,9 @@ use crate::config::{InjectConfig, NamespaceDecision, SecurityProfile, SidecarMod
 pub use error::InjectError;
 pub use model::{
     Decision, InjectStatus, LTTNG_PATH, PUSH_SECRET_PATH, Plan, PodContext, PodSecurityLevel,
-    SkipReason, TMP_PATH, WORK_PATH,
+    RULES_PATH, SkipReason, TMP_PATH, WORK_PATH,
 };
-use model::{VOL_LTTNG, VOL_PUSH, VOL_TMP};
+use model::{VOL_LTTNG, VOL_PUSH, VOL_RULES, VOL_TMP};
 pub use tracecar_api::security::MINIMAL_CAPABILITIES;
 
 /// Decides what to do with `pod` and builds the patch. Convenience for
@@ -131,6 +131,12 @@ impl Injector {
                 "secret": {"secretName": secret, "optional": true, "defaultMode": 0o400},
             }));
         }
+        if let Some(config_map) = &choices.rules {
+            volumes.push(serde_json::json!({
+                "name": VOL_RULES,
+                "configMap": {"name": config_map, "optional": true},
+            }));
+        }
         b.append_all(&["spec", "volumes"], facts.has_volumes, volumes);
         let mounted = self.app_containers(&mut b, facts, &choices, &mut warnings)?;
         let mut sidecar = self.sidecar(&choices)?;
@@ -145,6 +151,19 @@ impl Injector {
             mounts.push(serde_json::json!({
                 "name": VOL_PUSH, "mountPath": PUSH_SECRET_PATH, "readOnly": true,
             }));
+        }
+        if choices.rules.is_some() {
+            if let Some(mounts) = sidecar
+                .get_mut("volumeMounts")
+                .and_then(Value::as_array_mut)
+            {
+                mounts.push(serde_json::json!({
+                    "name": VOL_RULES, "mountPath": RULES_PATH, "readOnly": true,
+                }));
+            }
+            if let Some(env) = sidecar.get_mut("env").and_then(Value::as_array_mut) {
+                env.push(serde_json::json!({"name": "TRACECAR_RULES_DIR", "value": RULES_PATH}));
+            }
         }
         match choices.mode {
             SidecarMode::Container => b.append_all(&["spec", "containers"], true, vec![sidecar]),
@@ -164,6 +183,7 @@ impl Injector {
             volumes: volumes_names()
                 .into_iter()
                 .chain(push_secret.map(|_| VOL_PUSH))
+                .chain(choices.rules.as_ref().map(|_| VOL_RULES))
                 .collect(),
             runtime: choices.runtime,
             continuous: choices.continuous.clone(),

@@ -24,6 +24,10 @@ pub(super) const VOL_WORK: &str = "tracecar-work";
 /// Where [`VOL_WORK`] is mounted: the agent's default trace and dump
 /// directories are under it.
 pub const WORK_PATH: &str = "/var/lib/tracecar";
+/// The rules ConfigMap (`tracecar.dev/rules`), in pods that name one.
+pub(super) const VOL_RULES: &str = "tracecar-rules";
+/// Where [`VOL_RULES`] is mounted in the sidecar.
+pub const RULES_PATH: &str = "/etc/tracecar/rules";
 /// The push Secret (`push.secretName`), in pods that push windows.
 pub(super) const VOL_PUSH: &str = "tracecar-push";
 /// Where [`VOL_PUSH`] is mounted in the sidecar.

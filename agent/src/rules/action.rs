@@ -1,0 +1,599 @@
+//! The watch's readings (which processes match, what their triggers
+//! read) and the executors of a firing's actions.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracecar_api::process::Runtime;
+use tracecar_api::rules::Artifact;
+
+use super::cgroup::{self, Cgroup};
+use super::spec::{Action, Filter, Rule, Trigger};
+use super::store::Store;
+use super::{Context, Entry, Firing, OOM_LOOKBACK, Outcome, unix_ms};
+use crate::process::CpuWatch;
+use crate::procfs::{CLOCK_TICKS, Procfs};
+
+/// What the watch knows of one process, kept while it lives (by PID and
+/// start time, so a reused PID is a new process).
+#[derive(Debug)]
+struct Known {
+    comm: String,
+    exe_name: Option<String>,
+    own: bool,
+    runtime: Option<Runtime>,
+    cgroup: Option<Result<Cgroup, String>>,
+    ticks: u64,
+}
+
+/// The pod's processes at the last reading.
+#[derive(Debug, Default)]
+pub(super) struct Processes {
+    known: HashMap<(u32, u64), Known>,
+    /// PID → start time, at the last reading.
+    live: Vec<(u32, u64)>,
+    own: Option<crate::process::Own>,
+}
+
+impl Processes {
+    /// Reads every process's `stat` (its CPU time) and forgets those
+    /// that are gone.
+    pub(super) fn refresh(&mut self, procfs: &Procfs) {
+        let own = self
+            .own
+            .get_or_insert_with(|| crate::process::Own::of(procfs));
+        let mut live = Vec::new();
+        for pid in procfs.pids().unwrap_or_default() {
+            let Ok(stat) = procfs.stat(pid) else { continue };
+            let key = (pid, stat.start_time);
+            let known = self.known.entry(key).or_insert_with(|| Known {
+                own: own.has(procfs, pid),
+                exe_name: procfs
+                    .exe(pid)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                comm: stat.comm.clone(),
+                runtime: None,
+                cgroup: None,
+                ticks: 0,
+            });
+            known.ticks = stat.utime + stat.stime;
+            live.push(key);
+        }
+        self.known.retain(|key, _| live.contains(key));
+        self.live = live;
+    }
+
+    fn matches(&mut self, key: (u32, u64), filter: &Filter, procfs: &Procfs) -> bool {
+        let Some(known) = self.known.get_mut(&key) else {
+            return false;
+        };
+        if known.own
+            || filter.pid.is_some_and(|pid| pid != key.0)
+            || filter
+                .name
+                .as_ref()
+                .is_some_and(|n| *n != known.comm && Some(n) != known.exe_name.as_ref())
+        {
+            return false;
+        }
+        let Some(wanted) = filter.runtime else {
+            return true;
+        };
+        let runtime = *known.runtime.get_or_insert_with(|| {
+            let maps = procfs.maps(key.0).unwrap_or_default();
+            let exe = procfs.exe(key.0).ok().map(|p| p.display().to_string());
+            crate::runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || {
+                crate::runtime::inspect_exe(procfs, key.0)
+            })
+        });
+        runtime == wanted
+    }
+
+    fn cgroup(&mut self, key: (u32, u64), context: &Context) -> Result<Cgroup, String> {
+        let known = self
+            .known
+            .get_mut(&key)
+            .ok_or_else(|| format!("pid {} is gone", key.0))?;
+        known
+            .cgroup
+            .get_or_insert_with(|| {
+                let text = context
+                    .procfs
+                    .cgroup(key.0)
+                    .map_err(|e| format!("/proc/{}/cgroup: {e}", key.0))?;
+                cgroup::find(key.0, &text, &context.cgroup_root).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// What `entry`'s trigger finds true at this reading.
+    pub(super) fn firings(
+        &mut self,
+        entry: &mut Entry,
+        context: &Context,
+        now: Instant,
+    ) -> Result<Vec<Firing>, String> {
+        let matched: Vec<(u32, u64)> = self
+            .live
+            .clone()
+            .into_iter()
+            .filter(|key| self.matches(*key, &entry.rule.filter, &context.procfs))
+            .collect();
+        let mut firings = Vec::new();
+        let firing = |pid: Option<u32>, comm: Option<String>, value: f64, text: String| Firing {
+            at: SystemTime::now(),
+            pid,
+            comm,
+            value,
+            text,
+            cgroup: None,
+            oom_kills: None,
+            resume: None,
+        };
+        if let Trigger::Signal { signals } = entry.rule.trigger {
+            return self.signal_firings(entry, &matched, signals);
+        }
+        if let Trigger::Exception { kind } = &entry.rule.trigger {
+            let kind = kind.clone();
+            return self.exception_firings(entry, &matched, &kind, context);
+        }
+        if let Trigger::Cpu {
+            above_percent,
+            for_seconds,
+        } = entry.rule.trigger
+        {
+            entry.cpu.retain(|key, _| matched.contains(key));
+            for key in matched {
+                let Some(known) = self.known.get(&key) else {
+                    continue;
+                };
+                let Some(watch) = entry.cpu.get_mut(&key) else {
+                    entry.cpu.insert(key, CpuWatch::new(known.ticks, now));
+                    continue;
+                };
+                let hold = Duration::from_secs(u64::from(for_seconds));
+                let (percent, held) =
+                    watch.read(known.ticks, now, CLOCK_TICKS, above_percent, hold);
+                if held {
+                    let value = (percent * 10.0).round() / 10.0;
+                    firings.push(firing(
+                        Some(key.0),
+                        Some(known.comm.clone()),
+                        value,
+                        format!("cpu {value} % ≥ {above_percent} % for {for_seconds} s"),
+                    ));
+                }
+            }
+            return Ok(firings);
+        }
+        // Per container: the lowest matched PID of each cgroup.
+        let mut containers: Vec<(Cgroup, u32)> = Vec::new();
+        let mut unreadable = None;
+        for key in matched {
+            match self.cgroup(key, context) {
+                Ok(cg) if !containers.iter().any(|(c, _)| c.dir == cg.dir) => {
+                    containers.push((cg, key.0))
+                }
+                Ok(_) => {}
+                Err(e) => unreadable = Some(e),
+            }
+        }
+        if containers.is_empty()
+            && let Some(e) = unreadable
+        {
+            return Err(e);
+        }
+        let comm = |pid: u32| {
+            self.known
+                .iter()
+                .find(|((p, _), _)| *p == pid)
+                .map(|(_, k)| k.comm.clone())
+        };
+        for (cg, pid) in containers {
+            let dir = cg.dir.clone();
+            let mut found = match entry.rule.trigger {
+                Trigger::Memory { above_percent } => {
+                    let used = cg.memory(&context.cgroup_root).map_err(|e| e.to_string())?;
+                    let Some(percent) = used.percent() else {
+                        return Err(format!("{} has no memory limit", dir.display()));
+                    };
+                    let value = (percent * 10.0).round() / 10.0;
+                    (percent >= above_percent).then(|| {
+                        firing(
+                            Some(pid),
+                            comm(pid),
+                            value,
+                            format!(
+                                "memory {value} % ≥ {above_percent} % of the limit ({} of {} MiB)",
+                                used.working_set >> 20,
+                                used.limit.unwrap_or_default() >> 20
+                            ),
+                        )
+                    })
+                }
+                Trigger::Pressure {
+                    resource,
+                    above_percent,
+                } => {
+                    let (value, node) = cg
+                        .pressure(resource, &context.proc_root)
+                        .map_err(|e| e.to_string())?;
+                    (value >= above_percent).then(|| {
+                        firing(
+                            Some(pid),
+                            comm(pid),
+                            value,
+                            format!(
+                                "{} pressure {value} % ≥ {above_percent} %{}",
+                                resource.name(),
+                                if node {
+                                    " (the node's: no pressure per cgroup here)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        )
+                    })
+                }
+                Trigger::OomKill => oom_firing(entry, &cg, Some(pid), comm(pid))?,
+                Trigger::Cpu { .. } | Trigger::Signal { .. } | Trigger::Exception { .. } => None,
+            };
+            if let Some(f) = found.as_mut() {
+                f.cgroup = Some(dir);
+                firings.push(f.clone());
+            }
+        }
+        if entry.rule.trigger == Trigger::OomKill {
+            // Containers whose processes the kill ended: read on while
+            // their cgroup is there.
+            let seen: Vec<PathBuf> = firings.iter().filter_map(|f| f.cgroup.clone()).collect();
+            let orphans: Vec<cgroup::Cgroup> = entry
+                .oom
+                .values()
+                .map(|(cg, _)| cg.clone())
+                .filter(|cg| !self.live_in(&cg.dir) && !seen.contains(&cg.dir))
+                .collect();
+            for cg in orphans {
+                if !cg.dir.is_dir() {
+                    entry.oom.remove(&cg.dir);
+                    continue;
+                }
+                if let Some(mut f) = oom_firing(entry, &cg, None, None)? {
+                    f.cgroup = Some(cg.dir.clone());
+                    firings.push(f);
+                }
+            }
+        }
+        Ok(firings)
+    }
+
+    /// The `signal` trigger: a watch for each matched process (once: a
+    /// process whose watch ended or could not start is not watched
+    /// again), and the fatal signals they reported.
+    fn signal_firings(
+        &self,
+        entry: &mut Entry,
+        matched: &[(u32, u64)],
+        signals: u64,
+    ) -> Result<Vec<Firing>, String> {
+        let mut error = None;
+        entry.watchers.retain(|key, watcher| {
+            let keep = matched.contains(key) && !watcher.ended();
+            if !keep {
+                entry.watched.insert(*key);
+            }
+            keep
+        });
+        entry.watched.retain(|key| self.known.contains_key(key));
+        for key in matched {
+            if entry.watchers.contains_key(key) || entry.watched.contains(key) {
+                continue;
+            }
+            match super::fatal::Watcher::start(key.0, signals) {
+                Ok(watcher) => {
+                    entry.watchers.insert(*key, watcher);
+                }
+                Err(e) => {
+                    entry.watched.insert(*key);
+                    error = Some(e);
+                }
+            }
+        }
+        let mut firings = Vec::new();
+        for (key, watcher) in &entry.watchers {
+            for (tid, sig, resume) in watcher.fatal() {
+                firings.push(Firing {
+                    at: SystemTime::now(),
+                    pid: Some(key.0),
+                    comm: self.known.get(key).map(|k| k.comm.clone()),
+                    value: f64::from(sig),
+                    text: format!(
+                        "{} in thread {tid}: stopped there until the actions end",
+                        super::fatal::name(sig)
+                    ),
+                    cgroup: None,
+                    oom_kills: None,
+                    resume: Some(resume),
+                });
+            }
+        }
+        match error {
+            Some(e) if firings.is_empty() => Err(e),
+            _ => Ok(firings),
+        }
+    }
+
+    /// The `exception` trigger: a watch for each matched .NET process,
+    /// and the exceptions of the type they saw: one firing per process
+    /// and reading, its value the number thrown since the last.
+    fn exception_firings(
+        &self,
+        entry: &mut Entry,
+        matched: &[(u32, u64)],
+        kind: &str,
+        context: &Context,
+    ) -> Result<Vec<Firing>, String> {
+        entry
+            .exception_watches
+            .retain(|key, _| matched.contains(key));
+        entry.watched.retain(|key| self.known.contains_key(key));
+        let mut error = None;
+        for key in matched {
+            if entry.exception_watches.contains_key(key) || entry.watched.contains(key) {
+                continue;
+            }
+            match super::exceptions::ExceptionWatch::start(&context.procfs, key.0, kind) {
+                Ok(Some(watch)) => {
+                    entry.exception_watches.insert(*key, watch);
+                }
+                // Not .NET: nothing to watch.
+                Ok(None) => {
+                    entry.watched.insert(*key);
+                }
+                Err(e) => {
+                    entry.watched.insert(*key);
+                    error = Some(e);
+                }
+            }
+        }
+        let mut firings = Vec::new();
+        for (key, watch) in &entry.exception_watches {
+            let thrown = watch.thrown();
+            if let Some(last) = thrown.last() {
+                firings.push(Firing {
+                    at: SystemTime::now(),
+                    pid: Some(key.0),
+                    comm: self.known.get(key).map(|k| k.comm.clone()),
+                    value: thrown.len() as f64,
+                    text: format!("{} {kind} thrown, the last: {}", thrown.len(), clip(last)),
+                    cgroup: None,
+                    oom_kills: None,
+                    resume: None,
+                });
+            } else if let Some(e) = watch.error() {
+                error = Some(e);
+            }
+        }
+        match error {
+            Some(e) if firings.is_empty() => Err(e),
+            _ => Ok(firings),
+        }
+    }
+
+    /// Whether a process the watch knows is in the cgroup `dir`.
+    fn live_in(&self, dir: &std::path::Path) -> bool {
+        self.known
+            .values()
+            .any(|k| matches!(&k.cgroup, Some(Ok(cg)) if cg.dir == dir))
+    }
+}
+
+/// An `oom_kill` firing when the container's count went up since the
+/// last reading.
+fn oom_firing(
+    entry: &mut Entry,
+    cg: &Cgroup,
+    pid: Option<u32>,
+    comm: Option<String>,
+) -> Result<Option<Firing>, String> {
+    let kills = cg.oom_kills().map_err(|e| e.to_string())?;
+    let before = entry.oom.insert(cg.dir.clone(), (cg.clone(), kills));
+    Ok(before.filter(|(_, b)| kills > *b).map(|(_, b)| Firing {
+        at: SystemTime::now(),
+        pid,
+        comm,
+        value: (kills - b) as f64,
+        text: format!("{} OOM kill(s) in the container", kills - b),
+        cgroup: None,
+        oom_kills: Some(kills - b),
+        resume: None,
+    }))
+}
+
+/// At most 200 characters of an app's message, for a trigger's text.
+fn clip(message: &str) -> String {
+    let mut chars = message.chars();
+    let head: String = chars.by_ref().take(200).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// Runs a firing's actions in order; one that fails does not stop the
+/// next.
+pub(super) fn run_all(
+    rule: &Rule,
+    firing: &Firing,
+    context: &Context,
+    store: &Store,
+    cancel: &Arc<AtomicBool>,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut keep = |result: Result<Artifact, String>, what: &str| match result {
+        Ok(artifact) => {
+            tracing::info!(rule = %rule.name, artifact = %artifact.id, bytes = artifact.bytes, "rule action done");
+            outcome.artifacts += 1;
+        }
+        Err(e) => {
+            tracing::warn!(rule = %rule.name, action = what, error = %e, "rule action failed");
+            outcome.errors.push(format!("{what}: {e}"));
+        }
+    };
+    if let Some(kills) = firing.oom_kills {
+        keep(
+            oom_record(rule, firing, kills, context, store),
+            "oom-kill record",
+        );
+    }
+    for action in &rule.actions {
+        let what = action.describe();
+        keep(run(action, rule, firing, context, store, cancel), &what);
+    }
+    outcome
+}
+
+fn record(
+    rule: &Rule,
+    firing: &Firing,
+    context: &Context,
+    action: String,
+    started: SystemTime,
+) -> Artifact {
+    Artifact {
+        id: String::new(),
+        rule: rule.name.clone(),
+        action,
+        trigger: firing.text.clone(),
+        value: firing.value,
+        fired_unix_ms: unix_ms(firing.at),
+        started_unix_ms: unix_ms(started),
+        ended_unix_ms: 0,
+        pod: context.pod.clone(),
+        pid: firing.pid,
+        comm: firing.comm.clone(),
+        cgroup: firing.cgroup.as_ref().map(|c| c.display().to_string()),
+        file_name: String::new(),
+        content_type: "application/octet-stream".to_owned(),
+        bytes: 0,
+    }
+}
+
+/// What an OOM kill leaves: when, in which container, and the artifacts
+/// taken of it in the [`OOM_LOOKBACK`] before.
+fn oom_record(
+    rule: &Rule,
+    firing: &Firing,
+    kills: u64,
+    context: &Context,
+    store: &Store,
+) -> Result<Artifact, String> {
+    let started = SystemTime::now();
+    let cgroup = firing.cgroup.as_ref().map(|c| c.display().to_string());
+    let since =
+        unix_ms(started).saturating_sub(u64::try_from(OOM_LOOKBACK.as_millis()).unwrap_or(0));
+    let before: Vec<String> = store
+        .list()
+        .into_iter()
+        .filter(|a| a.cgroup == cgroup && a.started_unix_ms >= since)
+        .map(|a| a.id)
+        .collect();
+    let body = serde_json::json!({
+        "oom_kills": kills,
+        "cgroup": cgroup,
+        "pod": context.pod,
+        "fired_unix_ms": unix_ms(firing.at),
+        "captured_before": before,
+    });
+    let mut artifact = record(rule, firing, context, "oom-kill record".to_owned(), started);
+    artifact.file_name = "oom-kill.json".to_owned();
+    artifact.content_type = "application/json".to_owned();
+    artifact.ended_unix_ms = unix_ms(SystemTime::now());
+    store
+        .put(artifact, |f| {
+            serde_json::to_writer_pretty(&mut *f, &body).map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())
+}
+
+fn run(
+    action: &Action,
+    rule: &Rule,
+    firing: &Firing,
+    context: &Context,
+    store: &Store,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Artifact, String> {
+    let pid = firing
+        .pid
+        .ok_or_else(|| "no process of the container is left to capture".to_owned())?;
+    let procfs = context.procfs.pinned();
+    let started = SystemTime::now();
+    let mut artifact = record(rule, firing, context, action.describe(), started);
+    match action {
+        Action::Profile(spec) => {
+            let mut spec = (**spec).clone();
+            spec.pids = Some(vec![pid]);
+            let profiled = if spec.mode.from_runtime() {
+                crate::profile::reported::reported(&spec, &procfs, cancel)
+                    .map_err(|e| e.to_string())?
+            } else {
+                let (plan, meta) =
+                    crate::profile::plan_here(&spec, &procfs).map_err(|e| e.to_string())?;
+                crate::profile::profile(&plan, spec.format, &meta, &procfs, cancel, &context.memory)
+                    .map_err(|e| e.to_string())?
+            };
+            artifact.file_name = format!("profile.{}", extension(spec.format));
+            artifact.content_type = spec.format.content_type().to_owned();
+            artifact.ended_unix_ms = unix_ms(SystemTime::now());
+            store
+                .put(artifact, |f| {
+                    f.write_all(&profiled.body).map_err(|e| e.to_string())
+                })
+                .map_err(|e| e.to_string())
+        }
+        Action::Dump(spec) => {
+            let mut spec = spec.clone();
+            spec.pid = pid;
+            // A dump larger than the store could not be kept.
+            let budget_mb = u32::try_from(store.budget() >> 20)
+                .unwrap_or(u32::MAX)
+                .max(1);
+            spec.limit_mb = spec.limit_mb.min(budget_mb);
+            let mut dump =
+                crate::dump::take(&procfs, &spec, &dump_dir(context)).map_err(|e| e.to_string())?;
+            artifact.file_name = format!("core.{pid}");
+            artifact.action = format!("{} via={}", artifact.action, dump.via);
+            artifact.ended_unix_ms = unix_ms(SystemTime::now());
+            store
+                .put(artifact, |f| {
+                    std::io::copy(&mut dump.file, f)
+                        .map(|_| ())
+                        .map_err(|e| format!("copying the core file: {e}"))
+                })
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn dump_dir(context: &Context) -> PathBuf {
+    context.dump_dir.clone()
+}
+
+/// The file extension of a profile format.
+fn extension(format: crate::profile::Format) -> &'static str {
+    use crate::profile::Format;
+    match format {
+        Format::Pprof => "pb.gz",
+        Format::Svg => "svg",
+        Format::Folded => "folded",
+        Format::Speedscope => "speedscope.json",
+        Format::Json => "json",
+    }
+}

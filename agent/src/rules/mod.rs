@@ -1,0 +1,707 @@
+//! Collection rules: captures taken when something happens, without a
+//! person watching, kept in the artifact store.
+//!
+//! A rule ([`spec::Rule`]) has a trigger, a filter (which processes), its
+//! actions and its limits. Rules come from the pod's ConfigMap (the
+//! `tracecar.dev/rules` annotation; the webhook mounts it and the agent
+//! reads every file in it at start and again when it changes) and from
+//! the API (`POST /v1/rules`).
+//!
+//! **The watch.** One thread reads, every [`TICK`], the pod's processes
+//! (`/proc/PID/stat`) and, for the triggers that need them, their
+//! containers' cgroups ([`cgroup`]). Each reading that finds a rule's
+//! condition true is a *firing*. A firing runs the rule's actions, in
+//! order, on a thread of its own, unless something holds it back
+//! ([`gate::HeldBack`]): the rule's previous firing still running, its
+//! cooldown, its `max_actions` per `window_seconds`, every capture slot
+//! taken (the API's, shared), or the agent near its memory limit. A
+//! firing held back is counted in the rule's tally, never queued: a
+//! condition that stays true fires every tick and runs again only when
+//! its limits allow.
+//!
+//! **Per process or per container.** The `cpu` trigger watches each
+//! process the filter matches. The `memory`, `pressure` and `oom_kill`
+//! triggers watch each container (cgroup) of those processes, and their
+//! actions capture its lowest-PID matched process.
+//!
+//! **OOM kills.** When a container's `oom_kill` count goes up, the rule
+//! writes a record (`oom-kill.json`) naming the artifacts taken of that
+//! container in the [`OOM_LOOKBACK`] before, then runs its actions on
+//! what is left of it. The evidence itself comes from a `memory` rule,
+//! which fires while the process still lives.
+//!
+//! Layers: [`spec`] (pure: documents to rules), [`gate`] (pure: limits;
+//! the CPU hold is [`crate::process::CpuWatch`], shared with
+//! `/v1/profile/trigger`), [`cgroup`] (the kernel's files), [`store`] (the
+//! artifacts), [`action`] (the executors, which call the capture kinds),
+//! and the engine here.
+
+mod action;
+pub mod cgroup;
+pub mod exceptions;
+pub mod fatal;
+pub mod gate;
+pub mod spec;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracecar_api::rules::{RuleStatus, RuleTally, RulesReport};
+use tracecar_api::security::{Feature, Features};
+
+use crate::memory::Memory;
+use crate::params::SpecError;
+use crate::process::CpuWatch;
+use crate::procfs::Procfs;
+use gate::{HeldBack, History};
+use spec::Rule;
+use store::Store;
+
+/// How often the watch reads.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often the ConfigMap's directory is read again, in ticks.
+const CONFIG_EVERY: u64 = 8;
+/// How far back an OOM kill's record looks for artifacts of its
+/// container.
+pub const OOM_LOOKBACK: Duration = Duration::from_secs(900);
+/// The most ConfigMap files read.
+const CONFIG_FILES: usize = 64;
+
+/// What the rules' actions use.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The pod's `/proc`.
+    pub procfs: Procfs,
+    /// Where `/proc` is (for `/proc/pressure`).
+    pub proc_root: PathBuf,
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// The agent's memory bound.
+    pub memory: Arc<Memory>,
+    /// The capture slots the API shares.
+    pub captures: Arc<tokio::sync::Semaphore>,
+    /// Where ptrace core files are written while taken.
+    pub dump_dir: PathBuf,
+    /// The features the agent serves.
+    pub features: Features,
+    /// The pod's name, for artifacts.
+    pub pod: Option<String>,
+    /// The ConfigMap's directory, when the pod has one.
+    pub config_dir: Option<PathBuf>,
+}
+
+/// Why a rule was not added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The document is not a valid rule.
+    #[error("{}", .0.message)]
+    Spec(SpecError),
+    /// A rule has this name already.
+    #[error("a rule named {} is in force already", tracecar_api::quoted(.0))]
+    Exists(String),
+    /// More than [`spec::MAX_RULES`] rules.
+    #[error("{0} rules would be in force; at most {max}", max = spec::MAX_RULES)]
+    TooMany(usize),
+    /// An action needs a feature this agent does not serve.
+    #[error("rule {rule}: {action} needs the {} feature, which this agent does not serve", .feature.as_str())]
+    Feature {
+        /// The rule.
+        rule: String,
+        /// The action.
+        action: String,
+        /// The feature.
+        feature: Feature,
+    },
+    /// No rule has this name.
+    #[error("no rule named {}", tracecar_api::quoted(.0))]
+    NotFound(String),
+    /// The rule is the ConfigMap's.
+    #[error("rule {name} comes from the pod's ConfigMap ({file})")]
+    FromConfigMap {
+        /// The rule.
+        name: String,
+        /// Its source (`configmap:FILE`).
+        file: String,
+    },
+}
+
+/// A rule in force.
+#[derive(Debug)]
+struct Entry {
+    /// Unique for the agent's life: an action's thread finds its rule by
+    /// it, not by a name a replaced rule may share.
+    id: u64,
+    rule: Rule,
+    source: String,
+    tally: RuleTally,
+    history: History,
+    cpu: HashMap<(u32, u64), CpuWatch>,
+    /// The containers an `oom_kill` rule has read, with their count:
+    /// read on after their processes are gone (the kill is what ends
+    /// them).
+    oom: HashMap<PathBuf, (cgroup::Cgroup, u64)>,
+    /// The `signal` trigger's watches, by process.
+    watchers: HashMap<(u32, u64), fatal::Watcher>,
+    /// The `exception` trigger's watches, by process.
+    exception_watches: HashMap<(u32, u64), exceptions::ExceptionWatch>,
+    /// Processes whose watch ended or could not start: not watched
+    /// again.
+    watched: std::collections::HashSet<(u32, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: Vec<Entry>,
+    config_errors: Vec<String>,
+    config_seen: Option<Vec<(String, String)>>,
+}
+
+/// The rules in force, the store, and the watch.
+#[derive(Debug)]
+pub struct Rules {
+    context: Context,
+    store: Arc<Store>,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    stop: Arc<AtomicBool>,
+}
+
+/// The watch's thread: dropping this stops it (and cancels running
+/// profiles).
+#[derive(Debug)]
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Rules {
+    /// Rules over `store`, none in force yet (the ConfigMap's are read by
+    /// the watch when it starts).
+    pub fn new(context: Context, store: Arc<Store>) -> Arc<Self> {
+        Arc::new(Self {
+            context,
+            store,
+            state: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Starts the watch.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<Running> {
+        let rules = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("rules".to_owned())
+            .spawn(move || rules.watch())?;
+        Ok(Running {
+            stop: self.stop.clone(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Adds the rules of a document (`POST /v1/rules`): all or none.
+    pub fn add(&self, text: &str) -> Result<Vec<RuleStatus>, RulesError> {
+        let rules = spec::parse(text).map_err(RulesError::Spec)?;
+        let mut state = crate::sync::lock(&self.state);
+        self.check(&state, &rules, None)?;
+        let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+        for rule in rules {
+            let entry = self.entry(rule, "api".to_owned());
+            state.entries.push(entry);
+        }
+        Ok(state
+            .entries
+            .iter()
+            .filter(|e| names.contains(&e.rule.name))
+            .map(status)
+            .collect())
+    }
+
+    /// Whether `rules` may be put in force beside the others (those of
+    /// `replacing`'s source excepted).
+    fn check(
+        &self,
+        state: &State,
+        rules: &[Rule],
+        replacing: Option<&str>,
+    ) -> Result<(), RulesError> {
+        let kept = state
+            .entries
+            .iter()
+            .filter(|e| replacing.is_none_or(|source| !e.source.starts_with(source)));
+        let kept: Vec<&Entry> = kept.collect();
+        for rule in rules {
+            if kept.iter().any(|e| e.rule.name == rule.name) {
+                return Err(RulesError::Exists(rule.name.clone()));
+            }
+            if let Some(feature) = rule
+                .trigger
+                .feature()
+                .filter(|f| !self.context.features.contains(*f))
+            {
+                return Err(RulesError::Feature {
+                    rule: rule.name.clone(),
+                    action: format!("its trigger ({})", rule.trigger.describe()),
+                    feature,
+                });
+            }
+            if let Some(action) = rule
+                .actions
+                .iter()
+                .find(|a| !self.context.features.contains(a.feature()))
+            {
+                return Err(RulesError::Feature {
+                    rule: rule.name.clone(),
+                    action: action.describe(),
+                    feature: action.feature(),
+                });
+            }
+        }
+        if kept.len() + rules.len() > spec::MAX_RULES {
+            return Err(RulesError::TooMany(kept.len() + rules.len()));
+        }
+        Ok(())
+    }
+
+    fn entry(&self, rule: Rule, source: String) -> Entry {
+        Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            rule,
+            source,
+            tally: RuleTally::default(),
+            history: History::default(),
+            cpu: HashMap::new(),
+            oom: HashMap::new(),
+            watchers: HashMap::new(),
+            exception_watches: HashMap::new(),
+            watched: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Removes an API rule (`DELETE /v1/rules/NAME`); a firing under way
+    /// finishes.
+    pub fn remove(&self, name: &str) -> Result<(), RulesError> {
+        let mut state = crate::sync::lock(&self.state);
+        let index = state
+            .entries
+            .iter()
+            .position(|e| e.rule.name == name)
+            .ok_or_else(|| RulesError::NotFound(name.to_owned()))?;
+        if state.entries[index].source != "api" {
+            return Err(RulesError::FromConfigMap {
+                name: name.to_owned(),
+                file: state.entries[index].source.clone(),
+            });
+        }
+        state.entries.remove(index);
+        Ok(())
+    }
+
+    /// The rules in force.
+    pub fn list(&self) -> Vec<RuleStatus> {
+        crate::sync::lock(&self.state)
+            .entries
+            .iter()
+            .map(status)
+            .collect()
+    }
+
+    /// For `/v1/capabilities`.
+    pub fn report(&self) -> RulesReport {
+        let state = crate::sync::lock(&self.state);
+        RulesReport {
+            rules: state.entries.iter().map(status).collect(),
+            errors: state.config_errors.clone(),
+            store: self.store.report(),
+        }
+    }
+
+    /// Reads the ConfigMap's files when they changed, and puts their
+    /// rules in force in place of its previous ones. A file that cannot
+    /// be read is reported, and the others' rules are in force; a rule
+    /// left as it was keeps its tally and limits.
+    pub fn reload_config(&self) {
+        let Some(dir) = &self.context.config_dir else {
+            return;
+        };
+        let files = read_config(dir);
+        let mut state = crate::sync::lock(&self.state);
+        if state.config_seen.as_ref() == Some(&files) {
+            return;
+        }
+        let mut errors = Vec::new();
+        let mut rules = Vec::new();
+        for (name, text) in &files {
+            match spec::parse(text) {
+                Ok(parsed) => {
+                    rules.extend(parsed.into_iter().map(|r| (r, format!("configmap:{name}"))))
+                }
+                Err(e) => errors.push(format!("{name}: {} ({})", e.message, e.hint)),
+            }
+        }
+        let mut old: Vec<Entry> = Vec::new();
+        let mut kept = Vec::new();
+        for entry in std::mem::take(&mut state.entries) {
+            if entry.source.starts_with("configmap:") {
+                old.push(entry);
+            } else {
+                kept.push(entry);
+            }
+        }
+        state.entries = kept;
+        for (rule, source) in rules {
+            if let Err(e) = self.check(&state, std::slice::from_ref(&rule), None) {
+                errors.push(format!("{source}: {e}"));
+                continue;
+            }
+            let entry = match old.iter().position(|e| e.rule == rule) {
+                Some(i) => {
+                    let mut same = old.swap_remove(i);
+                    same.source = source;
+                    same
+                }
+                None => self.entry(rule, source),
+            };
+            state.entries.push(entry);
+        }
+        for error in &errors {
+            tracing::warn!(dir = %dir.display(), error, "a rule of the ConfigMap is not in force");
+        }
+        state.config_errors = errors;
+        state.config_seen = Some(files);
+    }
+
+    fn watch(self: Arc<Self>) {
+        let mut processes = action::Processes::default();
+        let mut tick = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            if tick.is_multiple_of(CONFIG_EVERY) {
+                self.reload_config();
+            }
+            tick += 1;
+            if !crate::sync::lock(&self.state).entries.is_empty() {
+                processes.refresh(&self.context.procfs);
+                self.evaluate(&mut processes);
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// One reading of every rule.
+    fn evaluate(self: &Arc<Self>, processes: &mut action::Processes) {
+        let now = Instant::now();
+        let mut state = crate::sync::lock(&self.state);
+        let mut starts = Vec::new();
+        for entry in &mut state.entries {
+            let firings = match processes.firings(entry, &self.context, now) {
+                Ok(firings) => firings,
+                Err(e) => {
+                    entry.tally.last_error = Some(e);
+                    continue;
+                }
+            };
+            for firing in firings {
+                entry.tally.fired += 1;
+                entry.tally.last_fired_unix_ms = Some(unix_ms(firing.at));
+                match self.admit(entry, now) {
+                    Ok(permit) => {
+                        entry.history.started(now);
+                        entry.tally.ran += 1;
+                        starts.push((entry.id, entry.rule.clone(), firing, permit));
+                    }
+                    Err(held) => {
+                        *entry
+                            .tally
+                            .held_back
+                            .entry(held.name().to_owned())
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+        drop(state);
+        for (id, rule, firing, permit) in starts {
+            let rules = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("rule-{}", rule.name))
+                .spawn(move || {
+                    let outcome =
+                        action::run_all(&rule, &firing, &rules.context, &rules.store, &rules.stop);
+                    drop(permit);
+                    rules.finished(id, &rule, outcome);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a rule's actions");
+            }
+        }
+    }
+
+    /// A slot for a firing that its own limits let through.
+    fn admit(
+        &self,
+        entry: &mut Entry,
+        now: Instant,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, HeldBack> {
+        entry.history.admit(&entry.rule.limits, now)?;
+        if entry.rule.actions.is_empty() {
+            return Ok(None);
+        }
+        self.context.memory.admit().map_err(|_| HeldBack::Memory)?;
+        self.context
+            .captures
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| HeldBack::Slots)
+    }
+
+    fn finished(&self, id: u64, rule: &Rule, outcome: Outcome) {
+        let mut state = crate::sync::lock(&self.state);
+        let Some(entry) = state.entries.iter_mut().find(|e| e.id == id) else {
+            return;
+        };
+        entry.history.ended(&rule.limits, Instant::now());
+        entry.tally.artifacts += outcome.artifacts;
+        entry.tally.failed += outcome.errors.len() as u64;
+        match outcome.errors.last() {
+            Some(e) => entry.tally.last_error = Some(e.clone()),
+            None => entry.tally.last_error = None,
+        }
+    }
+}
+
+fn status(entry: &Entry) -> RuleStatus {
+    RuleStatus {
+        name: entry.rule.name.clone(),
+        source: entry.source.clone(),
+        trigger: entry.rule.trigger.describe(),
+        actions: entry
+            .rule
+            .actions
+            .iter()
+            .map(spec::Action::describe)
+            .collect(),
+        rule: entry.rule.document.clone(),
+        tally: entry.tally.clone(),
+    }
+}
+
+/// The ConfigMap's files, by name, sorted: every regular file (a key's
+/// link into `..data` included) not starting with `.`, at most
+/// [`CONFIG_FILES`], each at most [`spec::MAX_DOCUMENT_BYTES`] + 1 bytes
+/// (so that a larger one is refused by the parser, not cut).
+fn read_config(dir: &std::path::Path) -> Vec<(String, String)> {
+    use std::io::Read as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            if name.starts_with('.') || !e.path().is_file() {
+                return None;
+            }
+            let mut text = String::new();
+            let limit = (spec::MAX_DOCUMENT_BYTES + 1) as u64;
+            match std::fs::File::open(e.path())
+                .and_then(|f| f.take(limit).read_to_string(&mut text))
+            {
+                Ok(_) => Some((name, text)),
+                Err(err) => Some((name, format!("# unreadable: {err}\n{{"))),
+            }
+        })
+        .take(CONFIG_FILES)
+        .collect();
+    files.sort();
+    files
+}
+
+/// One condition found true: what fired, for which process or container.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    /// When.
+    pub at: SystemTime,
+    /// The process to capture, if any is left.
+    pub pid: Option<u32>,
+    /// Its name.
+    pub comm: Option<String>,
+    /// The value read.
+    pub value: f64,
+    /// What fired, in words, with the value.
+    pub text: String,
+    /// The container's cgroup, for the triggers that read one.
+    pub cgroup: Option<PathBuf>,
+    /// New OOM kills (the `oom_kill` trigger).
+    pub oom_kills: Option<u64>,
+    /// For the `signal` trigger: lets the stopped process die of its
+    /// signal once every copy of the firing is dropped (after its
+    /// actions, or at once when its limits hold it back).
+    pub resume: Option<Arc<fatal::Resume>>,
+}
+
+/// What a firing's actions left.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Artifacts written.
+    pub artifacts: u64,
+    /// The actions that failed, with why.
+    pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(config_dir: Option<PathBuf>, features: Features) -> (Arc<Rules>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let procfs = Procfs::default();
+        let context = Context {
+            memory: Arc::new(Memory::new(procfs.clone(), None)),
+            procfs,
+            proc_root: PathBuf::from("/proc"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            captures: Arc::new(tokio::sync::Semaphore::new(4)),
+            dump_dir: dir.path().join("dumps"),
+            features,
+            pod: None,
+            config_dir,
+        };
+        let store = Store::open(&dir.path().join("artifacts"), 1 << 20).unwrap();
+        (Rules::new(context, Arc::new(store)), dir)
+    }
+
+    const CPU: &str = "{name: hot, trigger: {cpu: {above_percent: 90}}, filter: {pid: 1}, actions: [{profile: {}}]}";
+
+    #[test]
+    fn api_rules_are_added_all_or_none_and_removed() {
+        let (rules, _dir) = rules(None, Features::all());
+        assert_eq!(rules.add(CPU).unwrap()[0].name, "hot");
+        assert!(matches!(rules.add(CPU), Err(RulesError::Exists(_))));
+        // One bad rule of two: neither is added.
+        let two = "[{name: a, trigger: {oom_kill: {}}, actions: []}, {name: hot, trigger: {oom_kill: {}}, actions: []}]";
+        assert!(matches!(rules.add(two), Err(RulesError::Exists(_))));
+        assert_eq!(rules.list().len(), 1);
+        assert!(matches!(rules.remove("nope"), Err(RulesError::NotFound(_))));
+        rules.remove("hot").unwrap();
+        assert!(rules.list().is_empty());
+        let many: Vec<String> = (0..=spec::MAX_RULES)
+            .map(|i| format!("{{name: r{i}, trigger: {{oom_kill: {{}}}}, actions: []}}"))
+            .collect();
+        assert!(matches!(
+            rules.add(&format!("[{}]", many.join(","))),
+            Err(RulesError::TooMany(33))
+        ));
+        // An action the agent does not serve.
+        let (profile_only, _dir) =
+            super::tests::rules(None, Features::none().with(Feature::Profile));
+        let dump = "{name: d, trigger: {oom_kill: {}}, actions: [{dump: {}}]}";
+        assert!(matches!(
+            profile_only.add(dump),
+            Err(RulesError::Feature {
+                feature: Feature::Dump,
+                ..
+            })
+        ));
+        let thrown = "{name: e, trigger: {exception: {type: X}}, actions: [{profile: {}}]}";
+        assert!(matches!(
+            profile_only.add(thrown),
+            Err(RulesError::Feature {
+                feature: Feature::Dotnet,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_configmaps_rules_follow_its_files() {
+        let config = tempfile::tempdir().unwrap();
+        // As the kubelet writes a ConfigMap: keys are links into ..data.
+        let data = config.path().join("..2026_12_07_01_00_00.1");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&data, config.path().join("..data")).unwrap();
+        std::fs::write(data.join("cpu.yaml"), CPU).unwrap();
+        std::fs::write(
+            data.join("bad.yaml"),
+            "{name: b, trigger: {cpu: {}}, actions: []}",
+        )
+        .unwrap();
+        for key in ["cpu.yaml", "bad.yaml"] {
+            std::os::unix::fs::symlink(format!("..data/{key}"), config.path().join(key)).unwrap();
+        }
+        let (rules, _dir) = rules(Some(config.path().to_owned()), Features::all());
+        rules
+            .add("{name: mine, trigger: {oom_kill: {}}, actions: []}")
+            .unwrap();
+        rules.reload_config();
+        let report = rules.report();
+        let names: Vec<(&str, &str)> = report
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.source.as_str()))
+            .collect();
+        assert_eq!(names, [("mine", "api"), ("hot", "configmap:cpu.yaml")]);
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(
+            report.errors[0].starts_with("bad.yaml: trigger.cpu"),
+            "{:?}",
+            report.errors
+        );
+        assert!(matches!(
+            rules.remove("hot"),
+            Err(RulesError::FromConfigMap { .. })
+        ));
+        // Unchanged files: nothing is replaced, the tally stays.
+        crate::sync::lock(&rules.state).entries[1].tally.fired = 7;
+        rules.reload_config();
+        assert_eq!(rules.report().rules[1].tally.fired, 7);
+        // A rule named like an API rule is reported, not put in force.
+        std::fs::write(
+            data.join("bad.yaml"),
+            "{name: mine, trigger: {oom_kill: {}}, actions: []}",
+        )
+        .unwrap();
+        rules.reload_config();
+        let report = rules.report();
+        assert_eq!(report.rules.len(), 2);
+        assert!(
+            report.errors[0].contains("a rule named \"mine\" is in force already"),
+            "{:?}",
+            report.errors
+        );
+        // The key removed: its rule goes; the other's tally stays.
+        std::fs::remove_file(config.path().join("bad.yaml")).unwrap();
+        std::fs::write(data.join("cpu.yaml"), CPU.replace("90", "95")).unwrap();
+        rules.reload_config();
+        let report = rules.report();
+        assert!(report.errors.is_empty());
+        assert_eq!(report.rules[1].trigger, "cpu > 95 % for 0 s");
+        assert_eq!(
+            report.rules[1].tally.fired, 0,
+            "a changed rule starts afresh"
+        );
+    }
+}

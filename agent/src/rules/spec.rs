@@ -1,0 +1,847 @@
+//! Rules as users write them (YAML or JSON; one rule or a list), read
+//! into validated [`Rule`]s. Every error names the field, as a path
+//! (`actions[1].profile.hz`), with what to write instead.
+//!
+//! ```yaml
+//! name: hot-cpu
+//! trigger: {cpu: {above_percent: 80, for_seconds: 3}}
+//! filter: {name: dotnet}                # or pid, runtime
+//! actions:
+//!   - profile: {mode: cpu, seconds: 5, format: pprof}
+//!   - dump: {type: mini}
+//! limits: {max_actions: 5, window_seconds: 3600, cooldown_seconds: 60}
+//! ```
+//!
+//! An action's parameters are its endpoint's query parameters (`profile`
+//! is `/v1/profile`'s, `dump` is `/v1/dump`'s), checked by that endpoint's
+//! own parser, without `pid`: the process is the one the trigger fired
+//! for.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tracecar_api::process::Runtime;
+use tracecar_api::request::{DumpRequest, ProfileRequest};
+use tracecar_api::security::Feature;
+
+use crate::dump::spec::DumpSpec;
+use crate::params::{self, SpecError};
+use crate::profile::ProfileSpec;
+
+/// The largest rule document read (a request body or a ConfigMap file).
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
+/// The most rules in force at once.
+pub const MAX_RULES: usize = 32;
+/// The most actions one rule runs.
+pub const MAX_ACTIONS: usize = 8;
+
+/// A rule, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Its name: letters, digits, `-`, `_`, `.`, at most 63.
+    pub name: String,
+    /// What makes it fire.
+    pub trigger: Trigger,
+    /// Which processes it watches.
+    pub filter: Filter,
+    /// What it does when it fires, in order.
+    pub actions: Vec<Action>,
+    /// What holds it back.
+    pub limits: Limits,
+    /// The rule as given, for `GET /v1/rules`.
+    pub document: serde_json::Value,
+}
+
+/// What makes a rule fire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A watched process uses more than `above_percent` of one CPU for
+    /// `for_seconds` (0: at one reading, over the last 250 ms).
+    Cpu {
+        /// Percent of one CPU (above 100 for threaded code).
+        above_percent: f64,
+        /// How long it must last.
+        for_seconds: u32,
+    },
+    /// A watched process's container uses more than `above_percent` of
+    /// its memory limit (cgroup v2 `memory.current` against the nearest
+    /// `memory.max`).
+    Memory {
+        /// Percent of the limit.
+        above_percent: f64,
+    },
+    /// The container's pressure stall (PSI `some avg10`) of a resource
+    /// is above `above_percent`.
+    Pressure {
+        /// `memory`, `cpu` or `io`.
+        resource: Resource,
+        /// Percent of time stalled over the last 10 s.
+        above_percent: f64,
+    },
+    /// The kernel OOM-killed a process of the container (its
+    /// `memory.events` `oom_kill` count went up).
+    OomKill,
+    /// A watched process got a fatal signal it does not handle: it is
+    /// stopped there and dumped before it dies ([`super::fatal`]).
+    Signal {
+        /// The signals, as a mask ([`super::fatal::bit`]).
+        signals: u64,
+    },
+    /// A watched .NET process threw a first-chance exception of this type
+    /// ([`super::exceptions`]).
+    Exception {
+        /// The type: its full name, or its name without the namespace.
+        kind: String,
+    },
+}
+
+/// A resource PSI reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `memory.pressure`.
+    Memory,
+    /// `cpu.pressure`.
+    Cpu,
+    /// `io.pressure`.
+    Io,
+}
+
+impl Resource {
+    /// Its name, as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Cpu => "cpu",
+            Self::Io => "io",
+        }
+    }
+}
+
+impl Trigger {
+    /// The trigger in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Cpu {
+                above_percent,
+                for_seconds,
+            } => format!("cpu > {above_percent} % for {for_seconds} s"),
+            Self::Memory { above_percent } => {
+                format!("container memory > {above_percent} % of its limit")
+            }
+            Self::Pressure {
+                resource,
+                above_percent,
+            } => format!(
+                "{} pressure (some avg10) > {above_percent} %",
+                resource.name()
+            ),
+            Self::OomKill => "an OOM kill in the container".to_owned(),
+            Self::Signal { signals } => {
+                let names: Vec<&str> = super::fatal::SIGNALS
+                    .iter()
+                    .filter(|(_, s)| signals & super::fatal::bit(*s) != 0)
+                    .map(|(n, _)| *n)
+                    .collect();
+                format!(
+                    "a fatal {} (stopped there, and let die after the actions)",
+                    names.join(" or ")
+                )
+            }
+            Self::Exception { kind } => format!("a .NET first-chance {kind}"),
+        }
+    }
+
+    /// The feature the agent must serve for it: the diagnostic port for
+    /// `exception`, ptrace (with the dumps) for `signal`.
+    pub fn feature(&self) -> Option<Feature> {
+        match self {
+            Self::Exception { .. } => Some(Feature::Dotnet),
+            Self::Signal { .. } => Some(Feature::Dump),
+            _ => None,
+        }
+    }
+
+    /// Whether it watches containers (cgroups) rather than processes.
+    pub fn per_cgroup(&self) -> bool {
+        matches!(
+            self,
+            Self::Memory { .. } | Self::Pressure { .. } | Self::OomKill
+        )
+    }
+}
+
+/// Which processes a rule watches; all of the pod's when empty. Every
+/// field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// This PID only.
+    pub pid: Option<u32>,
+    /// The process's name (`comm`) or its executable's file name.
+    pub name: Option<String>,
+    /// The runtime detected (`dotnet`, `node`, `java`, `python`, `go`,
+    /// `native`).
+    pub runtime: Option<Runtime>,
+}
+
+/// One action: a capture the agent can do, with its endpoint's
+/// parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A profile (`/v1/profile`'s parameters; the spec's `pids` are set
+    /// when it runs).
+    Profile(Box<ProfileSpec>),
+    /// A core dump (`/v1/dump`'s parameters).
+    Dump(DumpSpec),
+}
+
+impl Action {
+    /// The action in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Profile(spec) => format!(
+                "profile mode={} seconds={} format={}",
+                spec.mode.name(),
+                spec.seconds,
+                spec.format.name()
+            ),
+            Self::Dump(spec) => format!(
+                "dump type={} limit_mb={}",
+                crate::dump::spec::kind_name(spec.kind),
+                spec.limit_mb
+            ),
+        }
+    }
+
+    /// The feature the agent must serve for it.
+    pub fn feature(&self) -> Feature {
+        match self {
+            Self::Profile(_) => Feature::Profile,
+            Self::Dump(_) => Feature::Dump,
+        }
+    }
+}
+
+/// What holds a rule back. A firing they hold back is counted, not
+/// queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Firings whose actions run, at most, per `window_seconds`.
+    pub max_actions: u32,
+    /// The sliding window of `max_actions`.
+    pub window_seconds: u32,
+    /// Quiet time after a firing's actions end.
+    pub cooldown_seconds: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_actions: 5,
+            window_seconds: 3600,
+            cooldown_seconds: 60,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    name: String,
+    trigger: TriggerDoc,
+    #[serde(default)]
+    filter: FilterDoc,
+    actions: Vec<BTreeMap<String, BTreeMap<String, Scalar>>>,
+    #[serde(default)]
+    limits: LimitsDoc,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum TriggerDoc {
+    Cpu {
+        above_percent: f64,
+        #[serde(default)]
+        for_seconds: u32,
+    },
+    Memory {
+        above_percent: f64,
+    },
+    Pressure {
+        resource: String,
+        above_percent: f64,
+    },
+    OomKill {},
+    Signal {
+        #[serde(default)]
+        signals: Vec<String>,
+    },
+    Exception {
+        r#type: String,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FilterDoc {
+    pid: Option<u32>,
+    name: Option<String>,
+    runtime: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsDoc {
+    max_actions: Option<u32>,
+    window_seconds: Option<u32>,
+    cooldown_seconds: Option<u32>,
+}
+
+/// An action parameter: a query value, written as text, a number or a
+/// boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Number(n) => n.to_string(),
+            Self::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+/// Reads a document of one rule or a list of rules.
+pub fn parse(text: &str) -> Result<Vec<Rule>, SpecError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(SpecError::new(
+            format!("the rules are {} bytes", text.len()),
+            format!("send at most {MAX_DOCUMENT_BYTES} bytes"),
+        ));
+    }
+    // Kept as given, for GET /v1/rules.
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| {
+        SpecError::new(
+            format!("the rules are not YAML or JSON: {e}"),
+            "send one rule (a mapping with name, trigger and actions) or a list of them",
+        )
+    })?;
+    let docs: Vec<(RuleDoc, serde_json::Value)> = match &value {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| Ok((rule_doc(item, &format!("[{i}]."))?, item.clone())))
+            .collect::<Result<_, SpecError>>()?,
+        _ => vec![(rule_doc(&value, "")?, value.clone())],
+    };
+    if docs.is_empty() {
+        return Err(SpecError::new(
+            "the list of rules is empty",
+            "send at least one rule",
+        ));
+    }
+    let rules = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (doc, document))| {
+            let at = if value.is_array() {
+                format!("[{i}].")
+            } else {
+                String::new()
+            };
+            validate(doc, document)
+                .map_err(|e| SpecError::new(format!("{at}{}", e.message), e.hint))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(SpecError::new(
+            format!("two rules are named {}", tracecar_api::quoted(twice[0])),
+            "give each rule its own name",
+        ));
+    }
+    Ok(rules)
+}
+
+/// One rule's document, typed; a serde error names the field's path.
+fn rule_doc(value: &serde_json::Value, at: &str) -> Result<RuleDoc, SpecError> {
+    serde_path_to_error::deserialize::<_, RuleDoc>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { format!("{path}: ") };
+        SpecError::new(
+            format!("{at}{field}{}", e.inner()),
+            "a rule is {name, trigger: {cpu|memory|pressure|oom_kill|signal|exception: {…}}, filter: {pid, name, runtime}, actions: [{profile|dump: {…}}], limits: {max_actions, window_seconds, cooldown_seconds}}",
+        )
+    })
+}
+
+fn field(path: &str, value: impl std::fmt::Display, why: &str, hint: &str) -> SpecError {
+    SpecError::new(format!("{path}={value} {why}"), hint.to_owned())
+}
+
+/// The mask of a `signal` trigger's names (`SIGSEGV` or `SEGV`); all five
+/// when none is given.
+fn signal_mask(names: &[String]) -> Result<u64, SpecError> {
+    use super::fatal::{SIGNALS, bit};
+    if names.is_empty() {
+        return Ok(SIGNALS.iter().fold(0, |m, (_, s)| m | bit(*s)));
+    }
+    names.iter().try_fold(0, |mask, name| {
+        let upper = name.to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        SIGNALS
+            .iter()
+            .find(|(n, _)| *n == full)
+            .map(|(_, s)| mask | bit(*s))
+            .ok_or_else(|| {
+                field(
+                    "trigger.signal.signals",
+                    tracecar_api::quoted(name),
+                    "is not a fatal signal",
+                    "SIGSEGV, SIGABRT, SIGBUS, SIGFPE or SIGILL",
+                )
+            })
+    })
+}
+
+/// `value` when `ok`, else "PATH=VALUE is out of range" with `hint`.
+fn in_range<T: std::fmt::Display>(
+    path: &str,
+    value: T,
+    ok: bool,
+    hint: String,
+) -> Result<T, SpecError> {
+    if ok {
+        Ok(value)
+    } else {
+        Err(field(path, value, "is out of range", &hint))
+    }
+}
+
+fn percent(path: &str, value: f64, max: f64) -> Result<f64, SpecError> {
+    let ok = value.is_finite() && value > 0.0 && value <= max;
+    in_range(
+        path,
+        value,
+        ok,
+        format!("a percentage above 0 and at most {max}"),
+    )
+}
+
+fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError> {
+    let name_ok = !doc.name.is_empty()
+        && doc.name.len() <= 63
+        && doc
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(SpecError::new(
+            format!(
+                "name={} is not a rule name",
+                tracecar_api::quoted(&doc.name)
+            ),
+            "letters, digits, '-', '_' and '.', at most 63",
+        ));
+    }
+    let trigger = match doc.trigger {
+        TriggerDoc::Cpu {
+            above_percent,
+            for_seconds,
+        } => Trigger::Cpu {
+            above_percent: percent("trigger.cpu.above_percent", above_percent, 10_000.0)?,
+            for_seconds: in_range(
+                "trigger.cpu.for_seconds",
+                for_seconds,
+                for_seconds <= 3600,
+                "0 to 3600 seconds".to_owned(),
+            )?,
+        },
+        TriggerDoc::Memory { above_percent } => Trigger::Memory {
+            above_percent: percent("trigger.memory.above_percent", above_percent, 100.0)?,
+        },
+        TriggerDoc::Pressure {
+            resource,
+            above_percent,
+        } => Trigger::Pressure {
+            resource: match resource.as_str() {
+                "memory" => Resource::Memory,
+                "cpu" => Resource::Cpu,
+                "io" => Resource::Io,
+                other => {
+                    return Err(field(
+                        "trigger.pressure.resource",
+                        tracecar_api::quoted(other),
+                        "is not a resource",
+                        "memory, cpu or io",
+                    ));
+                }
+            },
+            above_percent: percent("trigger.pressure.above_percent", above_percent, 100.0)?,
+        },
+        TriggerDoc::OomKill {} => Trigger::OomKill,
+        TriggerDoc::Signal { signals } => Trigger::Signal {
+            signals: signal_mask(&signals)?,
+        },
+        TriggerDoc::Exception { r#type } => {
+            let ok = !r#type.is_empty()
+                && r#type.len() <= 512
+                && !r#type.chars().any(|c| c.is_whitespace() || c.is_control());
+            Trigger::Exception {
+                kind: in_range(
+                    "trigger.exception.type",
+                    r#type,
+                    ok,
+                    "a .NET type name, System.InvalidOperationException or InvalidOperationException".to_owned(),
+                )?,
+            }
+        }
+    };
+    let filter = Filter {
+        pid: match doc.filter.pid {
+            Some(0) => {
+                return Err(field(
+                    "filter.pid",
+                    0,
+                    "is not a process",
+                    "a PID from /v1/processes",
+                ));
+            }
+            other => other,
+        },
+        name: match doc.filter.name {
+            Some(n) if n.is_empty() || n.len() > 255 => {
+                return Err(field(
+                    "filter.name",
+                    tracecar_api::quoted(&n),
+                    "is not a process name",
+                    "a process's name (comm) or its executable's file name",
+                ));
+            }
+            other => other,
+        },
+        runtime: doc
+            .filter
+            .runtime
+            .map(|r| {
+                serde_json::from_value::<Runtime>(serde_json::Value::String(r.clone())).map_err(
+                    |_| {
+                        field(
+                            "filter.runtime",
+                            tracecar_api::quoted(&r),
+                            "is not a runtime",
+                            "dotnet, node, java, python, go or native",
+                        )
+                    },
+                )
+            })
+            .transpose()?,
+    };
+    if doc.actions.is_empty() && trigger != Trigger::OomKill {
+        return Err(SpecError::new(
+            "actions is empty",
+            "give at least one action: profile or dump (only oom_kill may have none: its record is kept anyway)",
+        ));
+    }
+    if doc.actions.len() > MAX_ACTIONS {
+        return Err(field(
+            "actions",
+            format!("[{} actions]", doc.actions.len()),
+            "is too many",
+            &format!("at most {MAX_ACTIONS}"),
+        ));
+    }
+    let actions = doc
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| self::action(i, action))
+        .collect::<Result<Vec<_>, _>>()?;
+    if matches!(trigger, Trigger::Signal { .. })
+        && let Some(i) = actions.iter().position(|a| !matches!(a, Action::Dump(_)))
+    {
+        return Err(SpecError::new(
+            format!("actions[{i}] cannot run at a fatal signal"),
+            "a process stopped at its fatal signal can only be dumped: use {dump: {…}}",
+        ));
+    }
+    let defaults = Limits::default();
+    let limit =
+        |path: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>| {
+            let value = value.unwrap_or(default);
+            let hint = format!("{} to {}", range.start(), range.end());
+            in_range(path, value, range.contains(&value), hint)
+        };
+    let limits = Limits {
+        max_actions: limit(
+            "limits.max_actions",
+            doc.limits.max_actions,
+            defaults.max_actions,
+            1..=100,
+        )?,
+        window_seconds: limit(
+            "limits.window_seconds",
+            doc.limits.window_seconds,
+            defaults.window_seconds,
+            1..=604_800,
+        )?,
+        cooldown_seconds: limit(
+            "limits.cooldown_seconds",
+            doc.limits.cooldown_seconds,
+            defaults.cooldown_seconds,
+            0..=86_400,
+        )?,
+    };
+    Ok(Rule {
+        name: doc.name,
+        trigger,
+        filter,
+        actions,
+        limits,
+        document,
+    })
+}
+
+/// One action: `{kind: {param: value, …}}`, read by its endpoint's own
+/// parser; its errors are prefixed with the action's path.
+fn action(
+    index: usize,
+    doc: &BTreeMap<String, BTreeMap<String, Scalar>>,
+) -> Result<Action, SpecError> {
+    let at = format!("actions[{index}]");
+    let mut entries = doc.iter();
+    let (Some((kind, params)), None) = (entries.next(), entries.next()) else {
+        return Err(SpecError::new(
+            format!("{at} must name exactly one action"),
+            "write each action as {profile: {…}} or {dump: {…}}",
+        ));
+    };
+    if params.contains_key("pid") {
+        return Err(SpecError::new(
+            format!("{at}.{kind}.pid is set"),
+            "leave pid out: an action captures the process the trigger fired for (use filter.pid to pick one)",
+        ));
+    }
+    let texts: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), v.text())).collect();
+    let mut pairs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // The endpoints' parsers need a process; the engine sets the real one.
+    pairs.push(("pid", "1"));
+    let prefixed = |e: SpecError| SpecError::new(format!("{at}.{kind}: {}", e.message), e.hint);
+    match kind.as_str() {
+        "profile" => {
+            let request: ProfileRequest = params::from_pairs(&pairs).map_err(prefixed)?;
+            let spec = crate::profile::spec::parse(&request).map_err(prefixed)?;
+            Ok(Action::Profile(Box::new(spec)))
+        }
+        "dump" => {
+            let request: DumpRequest = params::from_pairs(&pairs).map_err(prefixed)?;
+            let spec = crate::dump::spec::parse(&request).map_err(prefixed)?;
+            Ok(Action::Dump(spec))
+        }
+        other => Err(SpecError::new(
+            format!("{at}: {} is not an action", tracecar_api::quoted(other)),
+            "profile or dump",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Rule {
+        let mut rules = parse(text).unwrap();
+        assert_eq!(rules.len(), 1);
+        rules.remove(0)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().message
+    }
+
+    #[test]
+    fn reads_yaml_and_json_with_defaults() {
+        let rule = one(
+            "name: hot\ntrigger: {cpu: {above_percent: 80, for_seconds: 3}}\nfilter: {name: dotnet, runtime: dotnet}\nactions:\n  - profile: {mode: cpu, seconds: 5, format: pprof, hz: 49}\n  - dump: {type: mini}\n",
+        );
+        assert_eq!(rule.name, "hot");
+        assert_eq!(
+            rule.trigger,
+            Trigger::Cpu {
+                above_percent: 80.0,
+                for_seconds: 3
+            }
+        );
+        assert_eq!(rule.filter.name.as_deref(), Some("dotnet"));
+        assert_eq!(rule.filter.runtime, Some(Runtime::Dotnet));
+        assert_eq!(rule.limits, Limits::default());
+        let Action::Profile(profile) = &rule.actions[0] else {
+            panic!("{:?}", rule.actions)
+        };
+        assert_eq!((profile.seconds, profile.hz), (5, 49));
+        assert_eq!(
+            rule.actions[0].describe(),
+            "profile mode=cpu seconds=5 format=pprof"
+        );
+        assert_eq!(rule.actions[1].describe(), "dump type=mini limit_mb=4096");
+        let json = one(
+            r#"{"name": "m", "trigger": {"memory": {"above_percent": 90}}, "actions": [{"dump": {}}], "limits": {"max_actions": 1, "cooldown_seconds": 0}}"#,
+        );
+        assert_eq!(
+            json.trigger,
+            Trigger::Memory {
+                above_percent: 90.0
+            }
+        );
+        assert_eq!(
+            (
+                json.limits.max_actions,
+                json.limits.cooldown_seconds,
+                json.limits.window_seconds
+            ),
+            (1, 0, 3600)
+        );
+        assert_eq!(json.document["trigger"]["memory"]["above_percent"], 90);
+        let many = parse(
+            "- {name: a, trigger: {oom_kill: {}}, actions: []}\n- {name: b, trigger: {pressure: {resource: memory, above_percent: 10}}, actions: [{profile: {}}]}\n",
+        )
+        .unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[0].trigger, Trigger::OomKill);
+        assert!(many[1].trigger.per_cgroup() && !rule.trigger.per_cgroup());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = |trigger: &str, actions: &str| {
+            format!("{{name: r, trigger: {trigger}, actions: {actions}}}")
+        };
+        let cases = [
+            (
+                base("{cpu: {above_percent: 0}}", "[{profile: {}}]"),
+                "trigger.cpu.above_percent=0",
+            ),
+            (
+                base("{cpu: {above_percent: lots}}", "[{profile: {}}]"),
+                "trigger.cpu.above_percent",
+            ),
+            (base("{cpu: {above: 3}}", "[{profile: {}}]"), "trigger.cpu"),
+            (base("{disk: {}}", "[{profile: {}}]"), "trigger"),
+            (
+                base("{memory: {above_percent: 101}}", "[{profile: {}}]"),
+                "trigger.memory.above_percent=101",
+            ),
+            (
+                base(
+                    "{pressure: {resource: net, above_percent: 5}}",
+                    "[{profile: {}}]",
+                ),
+                "trigger.pressure.resource",
+            ),
+            (base("{cpu: {above_percent: 5}}", "[]"), "actions is empty"),
+            (
+                base("{cpu: {above_percent: 5}}", "[{profile: {hz: 0}}]"),
+                "actions[0].profile: hz=0",
+            ),
+            (
+                base(
+                    "{cpu: {above_percent: 5}}",
+                    "[{profile: {}}, {dump: {type: huge}}]",
+                ),
+                "actions[1].dump: type=\"huge\"",
+            ),
+            (
+                base("{cpu: {above_percent: 5}}", "[{profile: {bogus: 1}}]"),
+                "actions[0].profile: unknown parameter \"bogus\"",
+            ),
+            (
+                base("{cpu: {above_percent: 5}}", "[{profile: {pid: 3}}]"),
+                "actions[0].profile.pid is set",
+            ),
+            (
+                base("{cpu: {above_percent: 5}}", "[{lttng: {}}]"),
+                "actions[0]: \"lttng\" is not an action",
+            ),
+            (
+                base("{cpu: {above_percent: 5}}", "[{profile: {}, dump: {}}]"),
+                "actions[0] must name exactly one action",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let message = error(&text);
+            assert!(message.contains(wanted), "{text}: {message}");
+        }
+        assert!(error("{name: 'a b', trigger: {oom_kill: {}}, actions: []}").contains("name="));
+        assert!(
+            error("{name: r, trigger: {oom_kill: {}}, actions: [], filter: {uid: 0}}")
+                .contains("filter")
+        );
+        assert!(
+            error("{name: r, trigger: {oom_kill: {}}, actions: [], limits: {max_actions: 0}}")
+                .contains("limits.max_actions=0")
+        );
+        assert!(
+            error("{name: r, trigger: {oom_kill: {}}, actions: [], filter: {runtime: cobol}}")
+                .contains("filter.runtime")
+        );
+        assert!(error("[{name: r, trigger: {oom_kill: {}}, actions: []}, {name: r, trigger: {oom_kill: {}}, actions: []}]").contains("two rules are named \"r\""));
+        assert!(error("[{name: r, trigger: {oom_kill: {}}, actions: []}, {name: s, trigger: {oom_kill: {}}}]").starts_with("[1]."));
+        assert!(error("[]").contains("empty"));
+        let crash = |signals: &str, actions: &str| {
+            format!("{{name: c, trigger: {{signal: {{{signals}}}}}, actions: {actions}}}")
+        };
+        assert!(
+            error(&crash("signals: [SIGKILL]", "[{dump: {}}]"))
+                .contains("trigger.signal.signals=\"SIGKILL\" is not a fatal signal")
+        );
+        assert!(
+            error(&crash("", "[{profile: {}}]"))
+                .contains("actions[0] cannot run at a fatal signal")
+        );
+        assert!(error(&crash("", "[]")).contains("actions is empty"));
+        let rule = one(&crash("signals: [segv, SIGABRT]", "[{dump: {type: mini}}]"));
+        let Trigger::Signal { signals } = rule.trigger else {
+            panic!("{:?}", rule.trigger)
+        };
+        assert_eq!(signals, (1 << 10) | (1 << 5));
+        assert_eq!(
+            rule.trigger.describe(),
+            "a fatal SIGSEGV or SIGABRT (stopped there, and let die after the actions)"
+        );
+        assert!(!rule.trigger.per_cgroup());
+        let Trigger::Signal { signals: all } = one(&crash("", "[{dump: {}}]")).trigger else {
+            panic!()
+        };
+        let thrown = one(
+            "{name: e, trigger: {exception: {type: InvalidOperationException}}, actions: [{profile: {}}]}",
+        );
+        assert_eq!(
+            thrown.trigger.describe(),
+            "a .NET first-chance InvalidOperationException"
+        );
+        assert!(
+            error("{name: e, trigger: {exception: {type: ''}}, actions: [{profile: {}}]}")
+                .contains("trigger.exception.type")
+        );
+        assert!(
+            error("{name: e, trigger: {exception: {}}, actions: [{profile: {}}]}")
+                .contains("trigger.exception")
+        );
+        assert_eq!(all.count_ones(), 5);
+        assert!(error("name: [").contains("not YAML or JSON"));
+        assert!(error(&"#".repeat(MAX_DOCUMENT_BYTES + 1)).contains("bytes"));
+    }
+}
