@@ -79,7 +79,7 @@ class Agent:
         cmd = self.url(path) + (["-D", headers] if headers is not None else [])
         r = subprocess.run(cmd, capture_output=True)
         if r.returncode != 0:
-            raise SystemExit(f"curl {path} failed")
+            raise SystemExit(f"curl {path} failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()}")
         return r.stdout
 
     def stream(self, path, stdout=subprocess.PIPE):

@@ -53,10 +53,12 @@ class Dotnet:
         self.dll = os.path.join(out, "App.dll")
 
 
-def start_app(net, *args):
+def start_app(net, *args, stdin=None):
+    """`App.dll ARGS` on `net`, once its diagnostic socket exists;
+    `stdin=subprocess.PIPE` to write lines to it."""
     env = dict(os.environ, DOTNET_ROOT=net.root, DOTNET_SYSTEM_GLOBALIZATION_INVARIANT="1")
     app = subprocess.Popen([os.path.join(net.root, "dotnet"), net.dll, *map(str, args)],
-                           stdout=subprocess.PIPE, text=True, env=env)
+                           stdin=stdin, stdout=subprocess.PIPE, text=True, env=env)
     app.stdout.readline()  # "tracecar sample (.NET): MODE"
     # The diagnostic socket exists once the runtime is up.
     wait(lambda: any(f.startswith(f"dotnet-diagnostic-{app.pid}-") for f in os.listdir("/tmp")), 10,

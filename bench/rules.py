@@ -21,6 +21,15 @@ Latency, from the condition becoming true to the action starting, over
   its start is when it runs curl. The workload starts at a random point
   of the watchdog's first second, as it would in production.
 
+Counter (with --counter): the .NET sample (tests/dotnet-app, `App.dll
+meter`, on --dotnet, 8.0.4 by default) adds 10 to its meter's counter
+`sample.requests{route=/a}` for each line on its stdin, written at a
+random point of a second; the rule is `counter: {name:
+'sample.requests{route=/a}', provider: Tracecar.Sample, above: 10}` (the
+runtime measures every second) with a 1 s profile. It has no watchdog
+counterpart: a script scraping the per-interval value misses an increment
+that falls between its scrapes.
+
 Fatal signal: each run also crashes rules_app (`crash`: SIGSEGV in
 crash_here()) under a `signal` rule with a mini dump, and counts the
 crashes whose dump was kept whole before the process died of its signal
@@ -32,7 +41,7 @@ five rules (two `cpu`, `memory`, `pressure`, `oom_kill`) watching five idle
 processes in a memory cgroup, against the same agent with no rule,
 in interleaved rounds.
 
-Usage: make bench-rules   (or: python3 bench/rules.py [--repeats N] [--seconds S] [--quick])
+Usage: make bench-rules   (or: python3 bench/rules.py [--repeats N] [--seconds S] [--quick] [--counter])
 """
 import argparse
 import json
@@ -48,6 +57,7 @@ import threading
 import time
 
 from common import ROOT, Agent, in_own_pid_namespace, mean_ci, proc_cpu, wait  # noqa: E402
+from dotnet import Dotnet, start_app, stop_app  # noqa: E402
 
 LIMIT_MB = 64
 
@@ -224,6 +234,30 @@ def tracecar_crash(agent, binary, n):
     return dump["started_unix_ms"] - crashed, whole
 
 
+COUNTER = "sample.requests{route=/a}"
+
+
+def tracecar_counter(agent, net, n):
+    """A .NET meter's counter (`App.dll meter`: +10 for each line on
+    stdin) under a `counter` rule at 10, its runtime measuring every
+    second: ms from the line to the action's start."""
+    app = start_app(net, "meter", stdin=subprocess.PIPE)
+    name = f"counter{n}"
+    post(agent, f"{{name: {name}, trigger: {{counter: {{name: '{COUNTER}', provider: Tracecar.Sample, above: 10}}}}, "
+                f"filter: {{pid: {app.pid}}}, actions: [{{profile: {{seconds: 1, format: pprof}}}}]}}")
+    # The session is up, and a first interval has gone by.
+    time.sleep(3)
+    time.sleep(random.uniform(0, 1))
+    written = unix_ms()
+    app.stdin.write("request\n")
+    app.stdin.flush()
+    wait(lambda: artifacts(agent, name), 20, "the counter rule's profile")
+    started = artifacts(agent, name)[0]["started_unix_ms"]
+    delete(agent, name)
+    stop_app(app)
+    return started - written
+
+
 def tracer(pid):
     with open(f"/proc/{pid}/status") as f:
         return next((line.split()[1] for line in f if line.startswith("TracerPid:")), "0")
@@ -279,6 +313,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=60, help="each cost round's measurement")
     parser.add_argument("--rounds", type=int, default=3, help="cost rounds of each configuration")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 2 rounds of 15 s")
+    parser.add_argument("--counter", action="store_true", help="also time a .NET counter rule")
+    parser.add_argument("--dotnet", default="8.0.4", help="the .NET runtime of the counter runs")
     args = parser.parse_args()
     in_own_pid_namespace(__file__)
     if args.quick:
@@ -292,7 +328,10 @@ def main():
                     os.path.join(ROOT, "agent", "tests", "workloads", "rules_app.c")], check=True)
     try:
         agent = Agent(tmp, "latency", ["--no-lttng", "--artifact-dir", os.path.join(tmp, "artifacts")])
+        net = Dotnet(tmp, args.dotnet) if args.counter else None
         latency = {k: [] for k in ["tracecar cpu", "watchdog cpu", "tracecar memory", "watchdog memory"]}
+        if net:
+            latency["tracecar counter"] = []
         crashes = []
         try:
             for n in range(args.repeats):
@@ -300,6 +339,8 @@ def main():
                 latency["watchdog cpu"].append(watchdog_cpu(agent, binary, n))
                 latency["tracecar memory"].append(tracecar_memory(agent, binary, n))
                 latency["watchdog memory"].append(watchdog_memory(agent, binary, n))
+                if net:
+                    latency["tracecar counter"].append(tracecar_counter(agent, net, n))
                 crashes.append(tracecar_crash(agent, binary, n))
                 print(f"round {n + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]} ms" for k, v in latency.items())
                       + f", crash dumped in {crashes[-1][0]} ms (whole before death: {crashes[-1][1]})", flush=True)

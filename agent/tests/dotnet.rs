@@ -1141,18 +1141,21 @@ fn an_agent_with_the_minimal_profile_reaches_an_app_of_another_user() {
 }
 
 #[test]
-fn an_exception_rule_fires_on_its_type_only() {
+fn exception_and_counter_rules_fire_on_what_they_watch_only() {
     common::privileged_test!();
     let agent = Agent::start();
     // 20 a second, each a System.InvalidOperationException.
     let app = spawn_dotnet(&["throw", "20"], &[]);
     let pid = app.pid();
-    for (name, kind) in [
-        ("thrown", "InvalidOperationException"),
-        ("other", "System.ArgumentException"),
+    for (name, trigger) in [
+        ("thrown", "exception: {type: InvalidOperationException}"),
+        ("other", "exception: {type: System.ArgumentException}"),
+        // Every process's working set is above 1 MB, none above 1 PB.
+        ("heavy", "counter: {name: working-set, above: 1}"),
+        ("huge", "counter: {name: working-set, above: 1e9}"),
     ] {
         let rule = format!(
-            "{{name: {name}, trigger: {{exception: {{type: {kind}}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: pprof}}}}], limits: {{max_actions: 1}}}}"
+            "{{name: {name}, trigger: {{{trigger}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: pprof}}}}], limits: {{max_actions: 1}}}}"
         );
         let (code, body) = agent.send("POST", "/v1/rules", rule.as_bytes());
         assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
@@ -1192,10 +1195,26 @@ fn an_exception_rule_fires_on_its_type_only() {
         "{fired}"
     );
     assert!(pprof.starts_with(&[0x1f, 0x8b]), "{fired}");
-    // The other type is never thrown: its rule watches, and never fires.
-    let other = rule("other");
-    assert_eq!(other["tally"]["fired"], 0, "{other}");
-    assert!(other["tally"]["last_error"].is_null(), "{other}");
+    while artifacts("heavy").is_empty() {
+        assert!(Instant::now() < deadline, "no firing: {}", rule("heavy"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let heavy = artifacts("heavy").remove(0);
+    assert!(
+        heavy["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("System.Runtime working-set "),
+        "{heavy}"
+    );
+    assert!(heavy["value"].as_f64().unwrap() >= 1.0, "{heavy}");
+    // The other type is never thrown, the working set never that large:
+    // their rules watch, and never fire.
+    for name in ["other", "huge"] {
+        let quiet = rule(name);
+        assert_eq!(quiet["tally"]["fired"], 0, "{quiet}");
+        assert!(quiet["tally"]["last_error"].is_null(), "{quiet}");
+    }
     // One action at most: the rest are counted.
     std::thread::sleep(Duration::from_secs(2));
     let tally = rule("thrown")["tally"].clone();
@@ -1208,7 +1227,12 @@ fn an_exception_rule_fires_on_its_type_only() {
     );
     // Removing the rule ends its session: the runtime accepts a new one.
     assert_eq!(agent.send("DELETE", "/v1/rules/thrown", b"").0, 204);
-    assert_eq!(agent.send("DELETE", "/v1/rules/other", b"").0, 204);
+    for name in ["other", "heavy", "huge"] {
+        assert_eq!(
+            agent.send("DELETE", &format!("/v1/rules/{name}"), b"").0,
+            204
+        );
+    }
     let summary: serde_json::Value = serde_json::from_slice(&agent.get_ok(&format!(
         "/v1/dotnet/exceptions?pid={pid}&seconds=1&format=summary"
     )))

@@ -478,3 +478,61 @@ fn a_fatal_signal_is_dumped_before_the_process_dies_of_it() {
         "{tally}"
     );
 }
+
+#[test]
+fn a_slow_call_fires_a_latency_rule() {
+    privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("rules_app.c", &[]);
+    let agent = Agent::start();
+    let mut app = App::start(&bin, &["slow"]);
+    let pid = app.pid();
+    add(
+        &agent,
+        &format!(
+            "- {{name: slow, trigger: {{latency: {{symbol: slow_call, above_ms: 20}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: folded}}}}], limits: {{max_actions: 1}}}}\n- {{name: nowhere, trigger: {{latency: {{symbol: no_such_function, above_ms: 1}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{}}}}]}}\n"
+        ),
+    );
+    // The probe is on, and the 1 ms calls do not fire it.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rule(&agent, "slow");
+    assert_eq!(before["tally"]["fired"], 0, "{before}");
+    assert!(before["tally"]["last_error"].is_null(), "{before}");
+    // A function that is not there: said in the rule's tally.
+    let nowhere = rule(&agent, "nowhere");
+    assert!(
+        nowhere["tally"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no_such_function"),
+        "{nowhere}"
+    );
+    signal(pid, "USR1");
+    let slowed: u64 = app.line().parse().expect("when the calls slowed, in ms");
+    wait_until(Duration::from_secs(10), "the slow call's profile", || {
+        !artifacts(&agent, "slow").is_empty()
+    });
+    let fired = artifacts(&agent, "slow").remove(0);
+    let delay = fired["started_unix_ms"]
+        .as_u64()
+        .unwrap()
+        .saturating_sub(slowed);
+    eprintln!("latency: the calls slowed at {slowed}, the action started {delay} ms later");
+    assert!(delay < 1000, "{fired}");
+    let value = fired["value"].as_f64().unwrap();
+    assert!((20.0..200.0).contains(&value), "{fired}");
+    assert!(
+        fired["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("slow_call took "),
+        "{fired}"
+    );
+    // Removing the rules detaches their probes.
+    for name in ["slow", "nowhere"] {
+        assert_eq!(
+            agent.send("DELETE", &format!("/v1/rules/{name}"), b"").0,
+            204
+        );
+    }
+    agent.assert_released();
+}

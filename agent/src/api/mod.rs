@@ -185,6 +185,7 @@ impl AgentState {
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
             memory: self.memory.clone(),
             captures: self.captures.clone(),
+            probes: self.probes.clone(),
             dump_dir: self.dump_dir.clone(),
             features: self.features,
             pod,

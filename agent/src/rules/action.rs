@@ -50,21 +50,33 @@ impl Processes {
         for pid in procfs.pids().unwrap_or_default() {
             let Ok(stat) = procfs.stat(pid) else { continue };
             let key = (pid, stat.start_time);
-            let known = self.known.entry(key).or_insert_with(|| Known {
-                own: own.has(procfs, pid),
-                exe_name: procfs
+            let exe_name = || {
+                procfs
                     .exe(pid)
                     .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            };
+            let known = self.known.entry(key).or_insert_with(|| Known {
+                own: own.has(procfs, pid),
+                exe_name: exe_name(),
                 comm: stat.comm.clone(),
                 runtime: None,
                 cgroup: None,
                 ticks: 0,
             });
+            // An exec keeps the PID and start time (`sh -c 'exec app'`):
+            // a new name is a new program, whose runtime is looked at
+            // again.
+            if known.comm != stat.comm {
+                known.comm = stat.comm.clone();
+                known.exe_name = exe_name();
+                known.runtime = None;
+            }
             known.ticks = stat.utime + stat.stime;
             live.push(key);
         }
-        self.known.retain(|key, _| live.contains(key));
+        let set: std::collections::HashSet<(u32, u64)> = live.iter().copied().collect();
+        self.known.retain(|key, _| set.contains(key));
         self.live = live;
     }
 
@@ -138,9 +150,11 @@ impl Processes {
         if let Trigger::Signal { signals } = entry.rule.trigger {
             return self.signal_firings(entry, &matched, signals);
         }
-        if let Trigger::Exception { kind } = &entry.rule.trigger {
-            let kind = kind.clone();
-            return self.exception_firings(entry, &matched, &kind, context);
+        if matches!(
+            entry.rule.trigger,
+            Trigger::Exception { .. } | Trigger::Counter { .. } | Trigger::Latency { .. }
+        ) {
+            return self.watch_firings(entry, &matched, context);
         }
         if let Trigger::Cpu {
             above_percent,
@@ -241,7 +255,11 @@ impl Processes {
                     })
                 }
                 Trigger::OomKill => oom_firing(entry, &cg, Some(pid), comm(pid))?,
-                Trigger::Cpu { .. } | Trigger::Signal { .. } | Trigger::Exception { .. } => None,
+                Trigger::Cpu { .. }
+                | Trigger::Signal { .. }
+                | Trigger::Exception { .. }
+                | Trigger::Counter { .. }
+                | Trigger::Latency { .. } => None,
             };
             if let Some(f) = found.as_mut() {
                 f.cgroup = Some(dir);
@@ -328,30 +346,30 @@ impl Processes {
         }
     }
 
-    /// The `exception` trigger: a watch for each matched .NET process,
-    /// and the exceptions of the type they saw: one firing per process
-    /// and reading, its value the number thrown since the last.
-    fn exception_firings(
+    /// The triggers that read a session of their own (`exception`,
+    /// `counter`, `latency`): a watch for each matched process, and what
+    /// they saw: at most one firing per process and reading (the
+    /// exceptions thrown since the last, their count as its value; or the
+    /// highest value, or latency, at or above the rule's).
+    fn watch_firings(
         &self,
         entry: &mut Entry,
         matched: &[(u32, u64)],
-        kind: &str,
         context: &Context,
     ) -> Result<Vec<Firing>, String> {
-        entry
-            .exception_watches
-            .retain(|key, _| matched.contains(key));
+        use super::watch::Seen;
+        entry.watches.retain(|key, _| matched.contains(key));
         entry.watched.retain(|key| self.known.contains_key(key));
         let mut error = None;
         for key in matched {
-            if entry.exception_watches.contains_key(key) || entry.watched.contains(key) {
+            if entry.watches.contains_key(key) || entry.watched.contains(key) {
                 continue;
             }
-            match super::exceptions::ExceptionWatch::start(&context.procfs, key.0, kind) {
+            match start_watch(&entry.rule.trigger, key.0, context) {
                 Ok(Some(watch)) => {
-                    entry.exception_watches.insert(*key, watch);
+                    entry.watches.insert(*key, watch);
                 }
-                // Not .NET: nothing to watch.
+                // Not .NET, for a .NET trigger: nothing to watch.
                 Ok(None) => {
                     entry.watched.insert(*key);
                 }
@@ -362,15 +380,66 @@ impl Processes {
             }
         }
         let mut firings = Vec::new();
-        for (key, watch) in &entry.exception_watches {
-            let thrown = watch.thrown();
-            if let Some(last) = thrown.last() {
+        for (key, watch) in &entry.watches {
+            let seen = watch.seen();
+            let highest = |pick: &dyn Fn(&Seen) -> Option<f64>, above: f64| {
+                seen.iter()
+                    .filter_map(pick)
+                    .filter(|v| *v >= above)
+                    .reduce(f64::max)
+            };
+            let found = match &entry.rule.trigger {
+                Trigger::Exception { kind } => {
+                    let thrown: Vec<&String> = seen
+                        .iter()
+                        .filter_map(|s| match s {
+                            Seen::Thrown(message) => Some(message),
+                            _ => None,
+                        })
+                        .collect();
+                    thrown.last().map(|last| {
+                        let text =
+                            format!("{} {kind} thrown, the last: {}", thrown.len(), clip(last));
+                        (thrown.len() as f64, text)
+                    })
+                }
+                Trigger::Counter {
+                    provider,
+                    name,
+                    above,
+                    ..
+                } => {
+                    let value = |s: &Seen| match s {
+                        Seen::Value(v) => Some(*v),
+                        _ => None,
+                    };
+                    highest(&value, *above).map(|v| (v, format!("{provider} {name} {v} ≥ {above}")))
+                }
+                Trigger::Latency {
+                    symbol, above_ms, ..
+                } => {
+                    let ms = |s: &Seen| match s {
+                        Seen::Latency(ns) => Some(*ns as f64 / 1e6),
+                        _ => None,
+                    };
+                    let calls = seen
+                        .iter()
+                        .filter(|s| ms(s).is_some_and(|v| v >= *above_ms))
+                        .count();
+                    highest(&ms, *above_ms).map(|v| {
+                        let v = (v * 1000.0).round() / 1000.0;
+                        (v, format!("{symbol} took {v} ms ≥ {above_ms} ms ({calls} call(s) since the last reading)"))
+                    })
+                }
+                _ => None,
+            };
+            if let Some((value, text)) = found {
                 firings.push(Firing {
                     at: SystemTime::now(),
                     pid: Some(key.0),
                     comm: self.known.get(key).map(|k| k.comm.clone()),
-                    value: thrown.len() as f64,
-                    text: format!("{} {kind} thrown, the last: {}", thrown.len(), clip(last)),
+                    value,
+                    text,
                     cgroup: None,
                     oom_kills: None,
                     resume: None,
@@ -413,6 +482,45 @@ fn oom_firing(
         oom_kills: Some(kills - b),
         resume: None,
     }))
+}
+
+/// The watch of `pid` a trigger reads, if it reads one of its own;
+/// `Ok(None)` for a .NET trigger and a process that is not .NET.
+fn start_watch(
+    trigger: &Trigger,
+    pid: u32,
+    context: &Context,
+) -> Result<Option<super::watch::Watch<super::watch::Seen>>, String> {
+    use super::dotnet::{self, Watched};
+    match trigger {
+        Trigger::Exception { kind } => {
+            dotnet::start(&context.procfs, pid, Watched::Exception(kind.clone()))
+        }
+        Trigger::Counter {
+            provider,
+            name,
+            quantile,
+            interval,
+            ..
+        } => dotnet::start(
+            &context.procfs,
+            pid,
+            Watched::Counter {
+                provider: provider.clone(),
+                name: name.clone(),
+                quantile: quantile.clone(),
+                interval: *interval,
+            },
+        ),
+        Trigger::Latency { symbol, module, .. } => {
+            let probed = super::latency::Probed {
+                symbol: symbol.clone(),
+                module: module.clone(),
+            };
+            super::latency::start(&context.procfs, pid, probed, context.probes.clone()).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// At most 200 characters of an app's message, for a trigger's text.

@@ -38,11 +38,13 @@
 
 mod action;
 pub mod cgroup;
-pub mod exceptions;
+pub mod dotnet;
 pub mod fatal;
 pub mod gate;
+pub mod latency;
 pub mod spec;
 pub mod store;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -84,6 +86,9 @@ pub struct Context {
     pub memory: Arc<Memory>,
     /// The capture slots the API shares.
     pub captures: Arc<tokio::sync::Semaphore>,
+    /// The probe slots the API shares (a `latency` rule's probe holds
+    /// one).
+    pub probes: Arc<tokio::sync::Semaphore>,
     /// Where ptrace core files are written while taken.
     pub dump_dir: PathBuf,
     /// The features the agent serves.
@@ -146,8 +151,9 @@ struct Entry {
     oom: HashMap<PathBuf, (cgroup::Cgroup, u64)>,
     /// The `signal` trigger's watches, by process.
     watchers: HashMap<(u32, u64), fatal::Watcher>,
-    /// The `exception` trigger's watches, by process.
-    exception_watches: HashMap<(u32, u64), exceptions::ExceptionWatch>,
+    /// The `exception`, `counter` and `latency` triggers' watches, by
+    /// process.
+    watches: HashMap<(u32, u64), watch::Watch<watch::Seen>>,
     /// Processes whose watch ended or could not start: not watched
     /// again.
     watched: std::collections::HashSet<(u32, u64)>,
@@ -157,7 +163,7 @@ struct Entry {
 struct State {
     entries: Vec<Entry>,
     config_errors: Vec<String>,
-    config_seen: Option<Vec<(String, String)>>,
+    config_seen: Option<Vec<(String, Result<String, String>)>>,
 }
 
 /// The rules in force, the store, and the watch.
@@ -226,7 +232,7 @@ impl Rules {
     pub fn add(&self, text: &str) -> Result<Vec<RuleStatus>, RulesError> {
         let rules = spec::parse(text).map_err(RulesError::Spec)?;
         let mut state = crate::sync::lock(&self.state);
-        self.check(&state, &rules, None)?;
+        self.check(&state, &rules)?;
         let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
         for rule in rules {
             let entry = self.entry(rule, "api".to_owned());
@@ -240,19 +246,9 @@ impl Rules {
             .collect())
     }
 
-    /// Whether `rules` may be put in force beside the others (those of
-    /// `replacing`'s source excepted).
-    fn check(
-        &self,
-        state: &State,
-        rules: &[Rule],
-        replacing: Option<&str>,
-    ) -> Result<(), RulesError> {
-        let kept = state
-            .entries
-            .iter()
-            .filter(|e| replacing.is_none_or(|source| !e.source.starts_with(source)));
-        let kept: Vec<&Entry> = kept.collect();
+    /// Whether `rules` may be put in force beside those in force.
+    fn check(&self, state: &State, rules: &[Rule]) -> Result<(), RulesError> {
+        let kept = &state.entries;
         for rule in rules {
             if kept.iter().any(|e| e.rule.name == rule.name) {
                 return Err(RulesError::Exists(rule.name.clone()));
@@ -296,7 +292,7 @@ impl Rules {
             cpu: HashMap::new(),
             oom: HashMap::new(),
             watchers: HashMap::new(),
-            exception_watches: HashMap::new(),
+            watches: HashMap::new(),
             watched: std::collections::HashSet::new(),
         }
     }
@@ -355,11 +351,14 @@ impl Rules {
         let mut errors = Vec::new();
         let mut rules = Vec::new();
         for (name, text) in &files {
-            match spec::parse(text) {
+            let parsed = text.as_ref().map_err(Clone::clone).and_then(|text| {
+                spec::parse(text).map_err(|e| format!("{} ({})", e.message, e.hint))
+            });
+            match parsed {
                 Ok(parsed) => {
                     rules.extend(parsed.into_iter().map(|r| (r, format!("configmap:{name}"))))
                 }
-                Err(e) => errors.push(format!("{name}: {} ({})", e.message, e.hint)),
+                Err(e) => errors.push(format!("{name}: {e}")),
             }
         }
         let mut old: Vec<Entry> = Vec::new();
@@ -373,7 +372,7 @@ impl Rules {
         }
         state.entries = kept;
         for (rule, source) in rules {
-            if let Err(e) = self.check(&state, std::slice::from_ref(&rule), None) {
+            if let Err(e) = self.check(&state, std::slice::from_ref(&rule)) {
                 errors.push(format!("{source}: {e}"));
                 continue;
             }
@@ -513,12 +512,12 @@ fn status(entry: &Entry) -> RuleStatus {
 /// link into `..data` included) not starting with `.`, at most
 /// [`CONFIG_FILES`], each at most [`spec::MAX_DOCUMENT_BYTES`] + 1 bytes
 /// (so that a larger one is refused by the parser, not cut).
-fn read_config(dir: &std::path::Path) -> Vec<(String, String)> {
+fn read_config(dir: &std::path::Path) -> Vec<(String, Result<String, String>)> {
     use std::io::Read as _;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<(String, String)> = entries
+    let mut files: Vec<(String, Result<String, String>)> = entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_owned();
@@ -530,8 +529,8 @@ fn read_config(dir: &std::path::Path) -> Vec<(String, String)> {
             match std::fs::File::open(e.path())
                 .and_then(|f| f.take(limit).read_to_string(&mut text))
             {
-                Ok(_) => Some((name, text)),
-                Err(err) => Some((name, format!("# unreadable: {err}\n{{"))),
+                Ok(_) => Some((name, Ok(text))),
+                Err(err) => Some((name, Err(format!("cannot be read: {err}")))),
             }
         })
         .take(CONFIG_FILES)
@@ -585,6 +584,7 @@ mod tests {
             proc_root: PathBuf::from("/proc"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             captures: Arc::new(tokio::sync::Semaphore::new(4)),
+            probes: Arc::new(tokio::sync::Semaphore::new(8)),
             dump_dir: dir.path().join("dumps"),
             features,
             pod: None,

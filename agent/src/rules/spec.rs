@@ -88,10 +88,36 @@ pub enum Trigger {
         signals: u64,
     },
     /// A watched .NET process threw a first-chance exception of this type
-    /// ([`super::exceptions`]).
+    /// ([`super::dotnet`]).
     Exception {
         /// The type: its full name, or its name without the namespace.
         kind: String,
+    },
+    /// A call of a probed function took at least `above_ms`
+    /// ([`super::latency`]).
+    Latency {
+        /// The function (a symbol, or a .NET method by name).
+        symbol: String,
+        /// The module it is in, when not the executable.
+        module: Option<String>,
+        /// Milliseconds.
+        above_ms: f64,
+    },
+    /// A .NET counter or metric of a watched process is at or above a
+    /// value for an interval ([`super::dotnet`]).
+    Counter {
+        /// The EventSource or Meter (`System.Runtime` by default).
+        provider: String,
+        /// The counter (`working-set`), or a metric with its tags
+        /// (`http.server.request.duration{http.route=/a}`).
+        name: String,
+        /// For a histogram: this quantile (`0.5`, `0.95`, `0.99`) instead
+        /// of its mean.
+        quantile: Option<String>,
+        /// The value, in the counter's unit.
+        above: f64,
+        /// The runtime's measuring interval, in seconds.
+        interval: u32,
     },
 }
 
@@ -148,6 +174,29 @@ impl Trigger {
                 )
             }
             Self::Exception { kind } => format!("a .NET first-chance {kind}"),
+            Self::Latency {
+                symbol,
+                module,
+                above_ms,
+            } => format!(
+                "a call of {symbol}{} of {above_ms} ms or more",
+                module
+                    .as_ref()
+                    .map_or(String::new(), |m| format!(" in {m}"))
+            ),
+            Self::Counter {
+                provider,
+                name,
+                quantile,
+                above,
+                interval,
+            } => format!(
+                "{provider} {name}{} ≥ {above} over {interval} s",
+                quantile.as_ref().map_or(String::new(), |q| format!(
+                    " p{}",
+                    q.trim_start_matches("0.")
+                ))
+            ),
         }
     }
 
@@ -155,7 +204,8 @@ impl Trigger {
     /// `exception`, ptrace (with the dumps) for `signal`.
     pub fn feature(&self) -> Option<Feature> {
         match self {
-            Self::Exception { .. } => Some(Feature::Dotnet),
+            Self::Exception { .. } | Self::Counter { .. } => Some(Feature::Dotnet),
+            Self::Latency { .. } => Some(Feature::Uprobe),
             Self::Signal { .. } => Some(Feature::Dump),
             _ => None,
         }
@@ -278,6 +328,18 @@ enum TriggerDoc {
     Exception {
         r#type: String,
     },
+    Counter {
+        name: String,
+        provider: Option<String>,
+        quantile: Option<f64>,
+        above: f64,
+        interval: Option<u32>,
+    },
+    Latency {
+        symbol: String,
+        module: Option<String>,
+        above_ms: f64,
+    },
 }
 
 #[derive(Deserialize, Default)]
@@ -376,7 +438,7 @@ fn rule_doc(value: &serde_json::Value, at: &str) -> Result<RuleDoc, SpecError> {
         let field = if path == "." { String::new() } else { format!("{path}: ") };
         SpecError::new(
             format!("{at}{field}{}", e.inner()),
-            "a rule is {name, trigger: {cpu|memory|pressure|oom_kill|signal|exception: {…}}, filter: {pid, name, runtime}, actions: [{profile|dump: {…}}], limits: {max_actions, window_seconds, cooldown_seconds}}",
+            "a rule is {name, trigger: {cpu|memory|pressure|oom_kill|signal|exception|counter|latency: {…}}, filter: {pid, name, runtime}, actions: [{profile|dump: {…}}], limits: {max_actions, window_seconds, cooldown_seconds}}",
         )
     })
 }
@@ -493,6 +555,85 @@ fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError
         TriggerDoc::Signal { signals } => Trigger::Signal {
             signals: signal_mask(&signals)?,
         },
+        TriggerDoc::Counter {
+            name,
+            provider,
+            quantile,
+            above,
+            interval,
+        } => {
+            let text_ok =
+                |t: &str| !t.is_empty() && t.len() <= 256 && !t.chars().any(char::is_control);
+            let name_ok = text_ok(&name);
+            let provider =
+                provider.unwrap_or_else(|| crate::dotnet::spec::RUNTIME_COUNTERS.to_owned());
+            let provider_ok = text_ok(&provider);
+            let quantile = match quantile {
+                None => None,
+                Some(q) => Some(
+                    ["0.5", "0.95", "0.99"]
+                        .into_iter()
+                        .find(|k| k.parse::<f64>() == Ok(q))
+                        .ok_or_else(|| {
+                            field(
+                                "trigger.counter.quantile",
+                                q,
+                                "is not a quantile the runtime reports",
+                                "0.5, 0.95 or 0.99",
+                            )
+                        })?
+                        .to_owned(),
+                ),
+            };
+            let interval = interval.unwrap_or(1);
+            Trigger::Counter {
+                name: in_range(
+                    "trigger.counter.name",
+                    name,
+                    name_ok,
+                    "a counter's name, working-set or http.server.request.duration".to_owned(),
+                )?,
+                provider: in_range(
+                    "trigger.counter.provider",
+                    provider,
+                    provider_ok,
+                    "an EventSource or Meter, System.Runtime by default".to_owned(),
+                )?,
+                quantile,
+                above: in_range(
+                    "trigger.counter.above",
+                    above,
+                    above.is_finite(),
+                    "a number in the counter's unit".to_owned(),
+                )?,
+                interval: in_range(
+                    "trigger.counter.interval",
+                    interval,
+                    (1..=60).contains(&interval),
+                    "1 to 60 seconds".to_owned(),
+                )?,
+            }
+        }
+        TriggerDoc::Latency {
+            symbol,
+            module,
+            above_ms,
+        } => {
+            let above_ms = in_range(
+                "trigger.latency.above_ms",
+                above_ms,
+                (0.0..=3_600_000.0).contains(&above_ms),
+                "milliseconds, e.g. 5 or 0.5".to_owned(),
+            )?;
+            let probed = super::latency::Probed { symbol, module };
+            super::latency::check(&probed)
+                .map_err(|e| SpecError::new(format!("trigger.latency: {}", e.message), e.hint))?;
+            Trigger::Latency {
+                symbol: probed.symbol,
+                module: probed.module,
+                above_ms,
+            }
+        }
         TriggerDoc::Exception { r#type } => {
             let ok = !r#type.is_empty()
                 && r#type.len() <= 512
@@ -840,7 +981,47 @@ mod tests {
             error("{name: e, trigger: {exception: {}}, actions: [{profile: {}}]}")
                 .contains("trigger.exception")
         );
+        let counter = one(
+            "{name: c, trigger: {counter: {name: 'http.server.request.duration{route=/a}', provider: Web, quantile: 0.99, above: 0.5}}, actions: [{profile: {}}]}",
+        );
+        assert_eq!(
+            counter.trigger.describe(),
+            "Web http.server.request.duration{route=/a} p99 ≥ 0.5 over 1 s"
+        );
+        let heap = one(
+            "{name: c, trigger: {counter: {name: gc-heap-size, above: 500, interval: 5}}, actions: [{profile: {}}]}",
+        );
+        assert_eq!(
+            heap.trigger.describe(),
+            "System.Runtime gc-heap-size ≥ 500 over 5 s"
+        );
+        assert!(error("{name: c, trigger: {counter: {name: x, above: 1, quantile: 0.9}}, actions: [{profile: {}}]}").contains("trigger.counter.quantile=0.9"));
+        assert!(error("{name: c, trigger: {counter: {name: x, above: 1, interval: 0}}, actions: [{profile: {}}]}").contains("trigger.counter.interval=0"));
+        assert!(
+            error("{name: c, trigger: {counter: {name: x}}, actions: [{profile: {}}]}")
+                .contains("trigger.counter")
+        );
         assert_eq!(all.count_ones(), 5);
+        let slow = one(
+            "{name: s, trigger: {latency: {symbol: malloc, module: libc.so.6, above_ms: 2.5}}, actions: [{profile: {}}]}",
+        );
+        assert_eq!(
+            slow.trigger.describe(),
+            "a call of malloc in libc.so.6 of 2.5 ms or more"
+        );
+        assert_eq!(slow.trigger.feature(), Some(Feature::Uprobe));
+        assert!(
+            error(
+                "{name: s, trigger: {latency: {symbol: f, above_ms: -1}}, actions: [{profile: {}}]}"
+            )
+            .contains("trigger.latency.above_ms=-1")
+        );
+        assert!(
+            error(
+                "{name: s, trigger: {latency: {symbol: '', above_ms: 1}}, actions: [{profile: {}}]}"
+            )
+            .starts_with("trigger.latency: ")
+        );
         assert!(error("name: [").contains("not YAML or JSON"));
         assert!(error(&"#".repeat(MAX_DOCUMENT_BYTES + 1)).contains("bytes"));
     }

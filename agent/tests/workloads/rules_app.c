@@ -11,7 +11,10 @@
  *   rules_app crash      prints "ready", handles SIGUSR2 (prints "usr2"),
  *                        and at SIGUSR1 prints the Unix time in ms and
  *                        writes through a null pointer in crash_here()
- *                        (SIGSEGV, which it does not handle). */
+ *                        (SIGSEGV, which it does not handle).
+ *   rules_app slow       prints "ready", calls slow_call(1) (which sleeps
+ *                        1 ms) every 20 ms; at SIGUSR1 prints the Unix
+ *                        time in ms and calls slow_call(30) from then on. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +58,36 @@ __attribute__((noinline)) void crash_here(volatile int *where) {
     *where = 42;
 }
 
+__attribute__((noinline)) int slow_call(int ms) {
+    struct timespec t = {0, ms * 1000L * 1000L};
+    nanosleep(&t, NULL);
+    return ms;
+}
+
+static volatile sig_atomic_t go_slow;
+
+static void on_usr1(int sig) {
+    (void)sig;
+    go_slow = 1;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "crash") == 0) signal(SIGUSR2, on_usr2);
+    if (argc > 1 && strcmp(argv[1], "slow") == 0) {
+        setvbuf(stdout, NULL, _IONBF, 0);
+        signal(SIGUSR1, on_usr1);
+        printf("ready\n");
+        struct timespec pause = {0, 20 * 1000L * 1000L};
+        int printed = 0;
+        for (;;) {
+            if (go_slow && !printed) {
+                printf("%lld\n", unix_ms());
+                printed = 1;
+            }
+            slow_call(go_slow ? 30 : 1);
+            nanosleep(&pause, NULL);
+        }
+    }
     setvbuf(stdout, NULL, _IONBF, 0);
     sigset_t set;
     sigemptyset(&set);

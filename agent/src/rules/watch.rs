@@ -1,0 +1,139 @@
+//! The one loop behind the triggers that read a session of their own
+//! (`exception`, `counter`, `latency`): a thread per watched process runs
+//! a session after another until cancelled, and what the sessions see
+//! waits in a channel for the next reading of the rules.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long after a failed session the next is tried.
+pub const RETRY: Duration = Duration::from_secs(10);
+
+/// What a watch saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// An exception of the type, with its message.
+    Thrown(String),
+    /// A counter's value for one interval.
+    Value(f64),
+    /// A probed call's latency, in nanoseconds.
+    Latency(u64),
+}
+
+/// How a session ended, when it did not end by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// It failed; the next is tried after [`RETRY`].
+    Retry(String),
+    /// It cannot go on (the process is gone): the watch ends.
+    Stop(String),
+}
+
+/// A watch of one process.
+#[derive(Debug)]
+pub struct Watch<T> {
+    cancel: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    seen: mpsc::Receiver<T>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// Where a session sends what it sees: `false` once the watch is being
+/// stopped.
+pub type Emit<'a, T> = &'a mut dyn FnMut(T) -> bool;
+
+impl<T: Send + 'static> Watch<T> {
+    /// Runs `session` on a thread named `name`, again whenever it ends,
+    /// until the watch is dropped. A session reads the cancel flag, sends
+    /// what it sees to its [`Emit`], and says how it ended.
+    pub fn start(
+        name: String,
+        mut session: impl FnMut(&Arc<AtomicBool>, Emit<'_, T>) -> Result<(), Ended> + Send + 'static,
+    ) -> Result<Self, String> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let (tx, seen) = mpsc::channel();
+        let thread = {
+            let (cancel, error) = (cancel.clone(), error.clone());
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let mut emit =
+                        |seen: T| tx.send(seen).is_ok() && !cancel.load(Ordering::Relaxed);
+                    while !cancel.load(Ordering::Relaxed) {
+                        match session(&cancel, &mut emit) {
+                            Ok(()) => {}
+                            Err(Ended::Stop(e)) => {
+                                *crate::sync::lock(&error) = Some(e);
+                                return;
+                            }
+                            Err(Ended::Retry(e)) => {
+                                *crate::sync::lock(&error) = Some(e);
+                                let until = Instant::now() + RETRY;
+                                while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(100));
+                                }
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start a watch: {e}"))?
+        };
+        Ok(Self {
+            cancel,
+            thread: Some(thread),
+            seen,
+            error,
+        })
+    }
+
+    /// What it saw since the last call.
+    pub fn seen(&self) -> Vec<T> {
+        self.seen.try_iter().collect()
+    }
+
+    /// Why the last session failed, if it did.
+    pub fn error(&self) -> Option<String> {
+        crate::sync::lock(&self.error).clone()
+    }
+}
+
+impl<T> Drop for Watch<T> {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_run_again_until_the_watch_is_dropped() {
+        let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = runs.clone();
+        let watch = Watch::start("test".into(), move |cancel, emit| {
+            let n = counted.fetch_add(1, Ordering::Relaxed);
+            emit(n);
+            if n == 2 {
+                return Err(Ended::Stop("done".into()));
+            }
+            assert!(!cancel.load(Ordering::Relaxed));
+            Ok(())
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watch.error().is_none() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(watch.seen(), [0, 1, 2]);
+        assert_eq!(watch.error().as_deref(), Some("done"));
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+        drop(watch);
+    }
+}
