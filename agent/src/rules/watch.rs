@@ -1,11 +1,18 @@
 //! The one loop behind the triggers that read a session of their own
 //! (`exception`, `counter`, `latency`): a thread per watched process runs
 //! a session after another until cancelled, and what the sessions see
-//! waits in a channel for the next reading of the rules.
+//! waits in a channel for the next reading of the rules. The channel holds
+//! at most [`HELD`] things: an app that throws, or calls a probed
+//! function, faster than that between two readings (250 ms) fills it,
+//! and the rest are dropped until the next reading empties it (a firing
+//! then counts at most [`HELD`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+/// What a watch holds between two readings, at most.
+pub const HELD: usize = 1024;
 
 /// How long after a failed session the next is tried.
 pub const RETRY: Duration = Duration::from_secs(10);
@@ -53,14 +60,18 @@ impl<T: Send + 'static> Watch<T> {
     ) -> Result<Self, String> {
         let cancel = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
-        let (tx, seen) = mpsc::channel();
+        let (tx, seen) = mpsc::sync_channel(HELD);
         let thread = {
             let (cancel, error) = (cancel.clone(), error.clone());
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    let mut emit =
-                        |seen: T| tx.send(seen).is_ok() && !cancel.load(Ordering::Relaxed);
+                    // Full: dropped, and the session goes on; gone or
+                    // cancelled: it stops.
+                    let mut emit = |seen: T| {
+                        !matches!(tx.try_send(seen), Err(mpsc::TrySendError::Disconnected(_)))
+                            && !cancel.load(Ordering::Relaxed)
+                    };
                     while !cancel.load(Ordering::Relaxed) {
                         match session(&cancel, &mut emit) {
                             Ok(()) => {}
@@ -135,5 +146,17 @@ mod tests {
         assert_eq!(watch.error().as_deref(), Some("done"));
         assert_eq!(runs.load(Ordering::Relaxed), 3);
         drop(watch);
+        // More than it holds between two readings: the rest are dropped,
+        // and the session is not stopped for it.
+        let flood = Watch::start("flood".into(), |_, emit| {
+            let all_taken = (0..HELD * 3).all(&mut *emit);
+            Err(Ended::Stop(format!("all taken: {all_taken}")))
+        })
+        .unwrap();
+        while flood.error().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(flood.error().as_deref(), Some("all taken: true"));
+        assert_eq!(flood.seen().len(), HELD);
     }
 }
