@@ -87,7 +87,10 @@ fn c_code_in_anonymous_memory_is_traced_by_breakpoints() {
 fn breakpoints_count_every_call_from_every_thread() {
     common::privileged_test!();
     let Workload { dir, bin } = Workload::c("jit_calls.c", &[]);
-    // 100,000 calls on two threads, started after the probe is attached.
+    // 100,000 calls on two threads, started after the probe is attached,
+    // as fast as they go: on a fast machine that is over the default cap
+    // of 100,000 calls a second (`rate`, tested in uprobe.rs), which this
+    // test lifts, since it counts every call.
     let child = Command::new(&bin)
         .args(["count", "100000", "2"])
         .stdout(Stdio::piped())
@@ -98,7 +101,7 @@ fn breakpoints_count_every_call_from_every_thread() {
     let agent = Agent::start();
     std::thread::sleep(Duration::from_millis(300));
     let (mut client, out) = agent.stream_attached(
-        &format!("/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=8"),
+        &format!("/v1/uprobe?pid={pid}&symbol=jitted_calc&args=int&ret=int&seconds=8&rate=1000000"),
         dir.path(),
         "out",
     );
