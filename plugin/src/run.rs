@@ -12,7 +12,7 @@ use crate::cli::{
 pub use crate::error::PluginError;
 use crate::exec::{self, Caller};
 use crate::fleet;
-use crate::output::{Bar, Sink, as_is, print_rendered};
+use crate::output::{Bar, Sink, as_is, print_rendered, terminal_safe};
 use crate::request::{self, OutputFormat};
 use crate::target::{self, KubeFlags};
 
@@ -459,7 +459,9 @@ fn rules<'a>(call: &Call<'a>, command: &RulesCommand) -> Result<(), PluginError>
         RulesCommand::List { target, json } => {
             let body = call(target)?.body("/v1/rules")?;
             if *json {
-                println!("{}", String::from_utf8_lossy(&body));
+                // The agent's JSON holds what apps wrote (exception
+                // messages): kept from the terminal's control codes too.
+                println!("{}", terminal_safe(&String::from_utf8_lossy(&body)));
             } else {
                 print_rendered(&body, answer::rules_table);
             }
@@ -489,14 +491,12 @@ fn artifacts<'a>(call: &Call<'a>, args: &ArtifactsArgs) -> Result<(), PluginErro
         })?;
     listed.retain(|a| rule.as_ref().is_none_or(|r| *r == a.rule));
     let Some(dir) = pull else {
-        if *json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&listed).unwrap_or_default()
-            );
+        let text = if *json {
+            serde_json::to_string_pretty(&listed).unwrap_or_default() + "\n"
         } else {
-            print!("{}", answer::artifacts_table(&listed));
-        }
+            answer::artifacts_table(&listed)
+        };
+        print!("{}", terminal_safe(&text));
         return Ok(());
     };
     std::fs::create_dir_all(dir).map_err(|e| crate::output::write_error(dir, e))?;

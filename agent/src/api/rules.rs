@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::answer::Answer;
-use super::{AgentState, ApiError};
+use super::{AgentState, ApiError, blocking};
 use crate::rules::Rules;
 
 /// The rules, or 503 when the agent runs without them.
@@ -45,7 +45,8 @@ pub(super) async fn remove(
     State(state): State<AgentState>,
     Path(name): Path<String>,
 ) -> Result<Answer, ApiError> {
-    rules(&state)?.remove(&name)?;
+    let rules = rules(&state)?;
+    blocking(move || rules.remove(&name)).await??;
     Ok(Answer::bytes("text/plain; charset=utf-8", Vec::new()).status(StatusCode::NO_CONTENT))
 }
 

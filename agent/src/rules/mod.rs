@@ -312,7 +312,11 @@ impl Rules {
                 file: state.entries[index].source.clone(),
             });
         }
-        state.entries.remove(index);
+        let entry = state.entries.remove(index);
+        // Its watches end outside the lock: a session may take a moment
+        // to see that it is cancelled.
+        drop(state);
+        drop(entry);
         Ok(())
     }
 
