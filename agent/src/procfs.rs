@@ -350,7 +350,7 @@ pub fn parse_maps_from(mut reader: impl std::io::BufRead) -> Result<Vec<MapEntry
 }
 
 /// At most `limit` bytes of a kernel-generated file.
-fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?

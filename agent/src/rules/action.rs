@@ -210,7 +210,7 @@ impl Processes {
         };
         for (cg, pid) in containers {
             let dir = cg.dir.clone();
-            let mut found = match entry.rule.trigger {
+            let found = match entry.rule.trigger {
                 Trigger::Memory { above_percent } => {
                     let used = cg.memory(&context.cgroup_root).map_err(|e| e.to_string())?;
                     let Some(percent) = used.percent() else {
@@ -261,9 +261,9 @@ impl Processes {
                 | Trigger::Counter { .. }
                 | Trigger::Latency { .. } => None,
             };
-            if let Some(f) = found.as_mut() {
+            if let Some(mut f) = found {
                 f.cgroup = Some(dir);
-                firings.push(f.clone());
+                firings.push(f);
             }
         }
         if entry.rule.trigger == Trigger::OomKill {
@@ -675,7 +675,7 @@ fn run(
                 .max(1);
             spec.limit_mb = spec.limit_mb.min(budget_mb);
             let mut dump =
-                crate::dump::take(&procfs, &spec, &dump_dir(context)).map_err(|e| e.to_string())?;
+                crate::dump::take(&procfs, &spec, &context.dump_dir).map_err(|e| e.to_string())?;
             artifact.file_name = format!("core.{pid}");
             artifact.action = format!("{} via={}", artifact.action, dump.via);
             artifact.ended_unix_ms = unix_ms(SystemTime::now());
@@ -688,10 +688,6 @@ fn run(
                 .map_err(|e| e.to_string())
         }
     }
-}
-
-fn dump_dir(context: &Context) -> PathBuf {
-    context.dump_dir.clone()
 }
 
 /// The file extension of a profile format.

@@ -117,22 +117,13 @@ pub fn some_avg10(text: &str) -> Option<f64> {
         .ok()
 }
 
-/// A limit file's value; `max` and v1's near-`i64::MAX` mean none.
-pub fn limit_value(text: &str) -> Option<u64> {
-    crate::memory::parse_cgroup_limit(text)
-}
-
 fn read(path: &Path) -> Result<String, CgroupError> {
-    use std::io::Read as _;
     let failed = |why: String| CgroupError::Read {
         path: path.display().to_string(),
         why,
     };
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(FILE_BYTES).read_to_string(&mut text))
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(text)
+    let bytes = crate::procfs::read_bounded(path, FILE_BYTES).map_err(|e| failed(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| failed(e.to_string()))
 }
 
 fn lists(dir: &Path, pid: u32) -> bool {
@@ -265,7 +256,11 @@ impl Cgroup {
             .dir
             .ancestors()
             .take_while(|d| d.starts_with(root))
-            .find_map(|d| read(&d.join(limit)).ok().and_then(|t| limit_value(&t)));
+            .find_map(|d| {
+                read(&d.join(limit))
+                    .ok()
+                    .and_then(|t| crate::memory::parse_cgroup_limit(&t))
+            });
         Ok(MemoryUse {
             working_set: used.saturating_sub(inactive),
             limit,
@@ -327,9 +322,15 @@ mod tests {
         let psi = "some avg10=12.50 avg60=3.00 avg300=1.00 total=99\nfull avg10=1.00 avg60=0 avg300=0 total=1\n";
         assert_eq!(some_avg10(psi), Some(12.5));
         assert_eq!(some_avg10("full avg10=1.00\n"), None);
-        assert_eq!(limit_value("max\n"), None);
-        assert_eq!(limit_value("9223372036854771712\n"), None);
-        assert_eq!(limit_value("67108864\n"), Some(64 << 20));
+        assert_eq!(crate::memory::parse_cgroup_limit("max\n"), None);
+        assert_eq!(
+            crate::memory::parse_cgroup_limit("9223372036854771712\n"),
+            None
+        );
+        assert_eq!(
+            crate::memory::parse_cgroup_limit("67108864\n"),
+            Some(64 << 20)
+        );
         let used = MemoryUse {
             working_set: 48 << 20,
             limit: Some(64 << 20),

@@ -130,8 +130,10 @@ fn caught(pid: i32) -> u64 {
 }
 
 fn tids(pid: i32) -> std::io::Result<Vec<i32>> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    let tids = crate::procfs::Procfs::default().tids(pid.unsigned_abs())?;
+    Ok(tids
+        .into_iter()
+        .filter_map(|t| i32::try_from(t).ok())
         .collect())
 }
 
