@@ -593,7 +593,9 @@ def check_rules(name, out):
     say("rules list: near-oom and oom, from the web-rules ConfigMap (tracecar.dev/rules)")
     rule = os.path.join(out, "hot.yaml")
     with open(rule, "w") as f:
-        f.write("name: hot\ntrigger: {cpu: {above_percent: 20, for_seconds: 1}}\nfilter: {name: sample-app}\n"
+        # The container as the pod's spec names it: the webhook wrote it in
+        # the app container's environment.
+        f.write("name: hot\ntrigger: {cpu: {above_percent: 20, for_seconds: 1}}\nfilter: {container: app}\n"
                 "actions: [{profile: {seconds: 2, format: pprof}}]\nlimits: {max_actions: 1}\n")
     # A rule with a mistake is refused, naming the field.
     bad = os.path.join(out, "bad.yaml")
@@ -612,6 +614,7 @@ def check_rules(name, out):
         time.sleep(0.5)
     artifact = artifacts[0]
     assert artifact["pod"] == name and artifact["file_name"] == "profile.pb.gz", artifact
+    assert artifact["comm"] == "sample-app", artifact
     delay = artifact["started_unix_ms"] - artifact["fired_unix_ms"]
     assert 0 <= delay < 1000, artifact
     pulled = os.path.join(out, "artifacts")

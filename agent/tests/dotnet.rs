@@ -1147,15 +1147,32 @@ fn exception_and_counter_rules_fire_on_what_they_watch_only() {
     // 20 a second, each a System.InvalidOperationException.
     let app = spawn_dotnet(&["throw", "20"], &[]);
     let pid = app.pid();
-    for (name, trigger) in [
-        ("thrown", "exception: {type: InvalidOperationException}"),
-        ("other", "exception: {type: System.ArgumentException}"),
+    let profile = "{profile: {seconds: 1, format: pprof}}";
+    for (name, trigger, actions) in [
+        (
+            "thrown",
+            "exception: {type: InvalidOperationException}",
+            format!("{profile}, {{dotnet_exceptions: {{seconds: 1, format: summary}}}}"),
+        ),
+        (
+            "other",
+            "exception: {type: System.ArgumentException}",
+            profile.to_owned(),
+        ),
         // Every process's working set is above 1 MB, none above 1 PB.
-        ("heavy", "counter: {name: working-set, above: 1}"),
-        ("huge", "counter: {name: working-set, above: 1e9}"),
+        (
+            "heavy",
+            "counter: {name: working-set, above: 1}",
+            "{dotnet_gcdump: {format: json}}, {dotnet_trace: {providers: gc, seconds: 1, format: nettrace}}, {dotnet_counters: {seconds: 1}}".to_owned(),
+        ),
+        (
+            "huge",
+            "counter: {name: working-set, above: 1e9}",
+            profile.to_owned(),
+        ),
     ] {
         let rule = format!(
-            "{{name: {name}, trigger: {{{trigger}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: pprof}}}}], limits: {{max_actions: 1}}}}"
+            "{{name: {name}, trigger: {{{trigger}}}, filter: {{pid: {pid}}}, actions: [{actions}], limits: {{max_actions: 1}}}}"
         );
         let (code, body) = agent.send("POST", "/v1/rules", rule.as_bytes());
         assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
@@ -1195,11 +1212,48 @@ fn exception_and_counter_rules_fire_on_what_they_watch_only() {
         "{fired}"
     );
     assert!(pprof.starts_with(&[0x1f, 0x8b]), "{fired}");
-    while artifacts("heavy").is_empty() {
+    let download = |artifact: &serde_json::Value| {
+        agent.get_ok(&format!(
+            "/v1/artifacts/{}",
+            artifact["id"].as_str().unwrap()
+        ))
+    };
+    // Its second action: the exceptions of the next second, summed up.
+    while artifacts("thrown").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "one artifact: {}",
+            rule("thrown")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summed = artifacts("thrown")
+        .into_iter()
+        .find(|a| a["file_name"] == "exceptions.json")
+        .expect("the exceptions' summary");
+    let summary: serde_json::Value = serde_json::from_slice(&download(&summed)).unwrap();
+    assert!(summary["exceptions"].as_u64().unwrap() > 0, "{summary}");
+    // The counter rule's three actions: the heap, a trace, counters.
+    while artifacts("heavy").len() < 3 {
         assert!(Instant::now() < deadline, "no firing: {}", rule("heavy"));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let heavy = artifacts("heavy").remove(0);
+    let heavy = artifacts("heavy");
+    let named = |file: &str| {
+        heavy
+            .iter()
+            .find(|a| a["file_name"] == file)
+            .unwrap_or_else(|| panic!("no {file}: {heavy:?}"))
+    };
+    let heap: serde_json::Value = serde_json::from_slice(&download(named("gcdump.json"))).unwrap();
+    assert!(heap["objects"].as_u64().unwrap() > 0, "{heap}");
+    assert!(!heap["types"].as_array().unwrap().is_empty(), "{heap}");
+    assert!(download(named("trace.nettrace")).starts_with(b"Nettrace"));
+    let snapshots = download(named("counters.ndjson"));
+    let first: serde_json::Value =
+        serde_json::from_slice(snapshots.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["pid"], pid, "{first}");
+    let heavy = heavy[0].clone();
     assert!(
         heavy["trigger"]
             .as_str()

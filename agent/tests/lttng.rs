@@ -795,3 +795,101 @@ time.sleep(600)\n";
     );
     drop(fake);
 }
+
+#[test]
+fn a_rules_lttng_action_records_the_process_it_fired_for() {
+    let Some(lab) = Lab::start(common::test_name!()) else {
+        return;
+    };
+    let agent = &lab.agent;
+    // 4000 events at 1000 a second each, paced by usleep(200), which the
+    // rule's trigger watches in one of them.
+    let watched = lab.emitter(&["4000", "1000"]);
+    let other = lab.emitter(&["4000", "1000"]);
+    let pid = watched.pid();
+    let rule = format!(
+        "{{name: paced, trigger: {{latency: {{symbol: usleep, module: libc.so.6, above_ms: 0.1}}}}, filter: {{pid: {pid}}}, actions: [{{lttng_record: {{events: 'tracecar_test:*', seconds: 2}}}}], limits: {{max_actions: 1}}}}"
+    );
+    let (code, body) = agent.send("POST", "/v1/rules", rule.as_bytes());
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let tally = || -> Value {
+        let rules: Vec<Value> = serde_json::from_slice(&agent.get_ok("/v1/rules")).unwrap();
+        rules[0]["tally"].clone()
+    };
+    // Waiting in sigwait: no call to usleep yet, nothing fired.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(tally()["fired"], 0, "{}", tally());
+    signal(pid, "USR1");
+    signal(other.pid(), "USR1");
+    let mut artifact = Value::Null;
+    wait_until(Duration::from_secs(30), "the rule's recording", || {
+        let listed: Vec<Value> = serde_json::from_slice(&agent.get_ok("/v1/artifacts")).unwrap();
+        artifact = listed.into_iter().next().unwrap_or(Value::Null);
+        !artifact.is_null()
+    });
+    assert_eq!(artifact["file_name"], "lttng.ndjson", "{artifact}");
+    assert_eq!(artifact["pid"], pid, "{artifact}");
+    let body = agent.get_ok(&format!(
+        "/v1/artifacts/{}",
+        artifact["id"].as_str().unwrap()
+    ));
+    let (events, summary) = ndjson(&body);
+    assert!(!events.is_empty(), "{summary}");
+    // The watched process's events only, consecutive.
+    let first = events[0]["fields"]["seq"].as_u64().unwrap();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["pid"], pid, "{event}");
+        assert_eq!(event["fields"]["seq"], first + i as u64, "{event}");
+    }
+    assert_eq!(
+        agent.send("DELETE", "/v1/rules/paced", b"").0,
+        204,
+        "{}",
+        tally()
+    );
+    assert!(dir_is_empty(&agent.traces));
+    assert_eq!(tracecar_sessions(), 0);
+}
+
+#[test]
+fn a_rules_lttng_snapshot_holds_the_events_from_before_it_fired() {
+    let Some(lab) = Lab::start(common::test_name!()) else {
+        return;
+    };
+    let agent = &lab.agent;
+    // Events 0 to 63 go out at once, then the app paces the rest with
+    // usleep(200), whose first call fires the rule.
+    let emitter = lab.emitter(&["4000", "1000"]);
+    let pid = emitter.pid();
+    let rule = format!(
+        "{{name: before, trigger: {{latency: {{symbol: usleep, module: libc.so.6, above_ms: 0.1}}}}, filter: {{pid: {pid}}}, actions: [{{lttng_snapshot: {{events: 'tracecar_test:*'}}}}], limits: {{max_actions: 1}}}}"
+    );
+    let (code, body) = agent.send("POST", "/v1/rules", rule.as_bytes());
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    // The flight recorder records before anything fires.
+    wait_recording();
+    signal(pid, "USR1");
+    let mut artifact = Value::Null;
+    wait_until(Duration::from_secs(30), "the rule's snapshot", || {
+        let listed: Vec<Value> = serde_json::from_slice(&agent.get_ok("/v1/artifacts")).unwrap();
+        artifact = listed.into_iter().next().unwrap_or(Value::Null);
+        !artifact.is_null()
+    });
+    assert_eq!(artifact["file_name"], "lttng-snapshot.ndjson", "{artifact}");
+    let body = agent.get_ok(&format!(
+        "/v1/artifacts/{}",
+        artifact["id"].as_str().unwrap()
+    ));
+    let (events, summary) = ndjson(&body);
+    // From the first event on: what the app emitted before the firing.
+    assert!(!events.is_empty(), "{summary}");
+    assert!(events.len() < 4000, "{summary}");
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["pid"], pid, "{event}");
+        assert_eq!(event["fields"]["seq"], i, "{event}");
+    }
+    // The rule's session and its directory go with it.
+    assert_eq!(agent.send("DELETE", "/v1/rules/before", b"").0, 204);
+    assert_eq!(tracecar_sessions(), 0);
+    assert!(dir_is_empty(&agent.traces));
+}

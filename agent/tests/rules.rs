@@ -23,7 +23,18 @@ struct App {
 
 impl App {
     fn start(bin: &std::path::Path, args: &[&str]) -> Self {
-        let mut child = Command::new(bin)
+        Self::start_in(bin, args, None)
+    }
+
+    /// Started as the webhook's container `container` would be (its name
+    /// in the environment), or with an empty environment.
+    fn start_in(bin: &std::path::Path, args: &[&str], container: Option<&str>) -> Self {
+        let mut command = Command::new(bin);
+        match container {
+            Some(name) => command.env(tracecar_api::rules::CONTAINER_ENV, name),
+            None => command.env_clear(),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -148,7 +159,10 @@ fn rules_are_checked_listed_and_removed() {
     let listed = rule(&agent, "b");
     assert_eq!(listed["source"], "api");
     assert_eq!(listed["trigger"], "cpu > 99 % for 0 s");
-    assert_eq!(listed["actions"][0], "dump type=mini limit_mb=4096");
+    assert_eq!(
+        listed["actions"][0],
+        "dump type=mini limit_mb=4096 → core.PID"
+    );
     assert_eq!(listed["rule"]["filter"]["pid"], 1);
     let capabilities: Value = serde_json::from_slice(&agent.get_ok("/v1/capabilities")).unwrap();
     assert_eq!(capabilities["rules"]["rules"].as_array().unwrap().len(), 2);
@@ -228,8 +242,8 @@ struct Cgroup {
 }
 
 impl Cgroup {
-    fn new(mb: u64) -> Self {
-        let name = format!("tracecar-rules-{}", std::process::id());
+    fn new(tag: &str, mb: u64) -> Self {
+        let name = format!("tracecar-rules-{tag}-{}", std::process::id());
         let v1 = std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists();
         let dir = if v1 {
             PathBuf::from("/sys/fs/cgroup/memory").join(name)
@@ -271,7 +285,7 @@ fn memory_near_its_limit_is_captured_before_the_oom_kill_which_is_recorded() {
     let Workload { dir: _dir, bin } = Workload::c("rules_app.c", &[]);
     let agent = Agent::start();
     let limit_mb = 64;
-    let cgroup = Cgroup::new(limit_mb);
+    let cgroup = Cgroup::new("ramp", limit_mb);
     let mut app = App::start(&bin, &["ramp", &limit_mb.to_string()]);
     cgroup.enter(app.pid());
     add(
@@ -489,7 +503,7 @@ fn a_slow_call_fires_a_latency_rule() {
     add(
         &agent,
         &format!(
-            "- {{name: slow, trigger: {{latency: {{symbol: slow_call, above_ms: 20}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: folded}}}}], limits: {{max_actions: 1}}}}\n- {{name: nowhere, trigger: {{latency: {{symbol: no_such_function, above_ms: 1}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{}}}}]}}\n"
+            "- {{name: slow, trigger: {{latency: {{symbol: slow_call, above_ms: 20}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{seconds: 1, format: folded}}}}, {{uprobe: {{symbol: slow_call, args: i32, ret: u64, seconds: 1}}}}], limits: {{max_actions: 1}}}}\n- {{name: nowhere, trigger: {{latency: {{symbol: no_such_function, above_ms: 1}}}}, filter: {{pid: {pid}}}, actions: [{{profile: {{}}}}]}}\n"
         ),
     );
     // The probe is on, and the 1 ms calls do not fire it.
@@ -527,6 +541,22 @@ fn a_slow_call_fires_a_latency_rule() {
             .starts_with("slow_call took "),
         "{fired}"
     );
+    // The second action: a second of the calls, probed.
+    wait_until(Duration::from_secs(10), "the probe's artifact", || {
+        artifacts(&agent, "slow").len() == 2
+    });
+    let probed = artifacts(&agent, "slow")
+        .into_iter()
+        .find(|a| a["file_name"] == "uprobe.ndjson")
+        .expect("the probe's artifact");
+    assert_eq!(probed["pid"], pid, "{probed}");
+    let body = agent.get_ok(&format!("/v1/artifacts/{}", probed["id"].as_str().unwrap()));
+    let (calls, summary) = common::probe_lines(&body);
+    assert!(!calls.is_empty(), "{summary}");
+    for call in &calls {
+        assert_eq!(call["args"][0], 30, "{call}");
+        assert!(call["latency_ns"].as_u64().unwrap() >= 30_000_000, "{call}");
+    }
     // Removing the rules detaches their probes.
     for name in ["slow", "nowhere"] {
         assert_eq!(
@@ -535,4 +565,54 @@ fn a_slow_call_fires_a_latency_rule() {
         );
     }
     agent.assert_released();
+}
+
+#[test]
+fn a_container_filter_picks_processes_by_their_containers_name() {
+    privileged_test!();
+    let Workload { dir: _dir, bin } = Workload::c("rules_app.c", &[]);
+    let agent = Agent::start();
+    // "web" in a cgroup of its own, with a process of that cgroup whose
+    // environment is empty; "worker" elsewhere.
+    let cgroup = Cgroup::new("web", 1024);
+    let mut web = App::start_in(&bin, &["spin"], Some("web"));
+    let mut stray = App::start_in(&bin, &["spin"], None);
+    let mut worker = App::start_in(&bin, &["spin"], Some("worker"));
+    cgroup.enter(web.pid());
+    cgroup.enter(stray.pid());
+    let doc = |name: &str, filter: &str| {
+        format!(
+            "- {{name: {name}, trigger: {{cpu: {{above_percent: 30}}}}, filter: {{{filter}}}, actions: [{{profile: {{seconds: 1, format: folded}}}}], limits: {{max_actions: 1}}}}\n"
+        )
+    };
+    add(
+        &agent,
+        &[
+            doc("web", "container: web"),
+            doc("stray", &format!("container: web, pid: {}", stray.pid())),
+            doc("worker", "container: worker"),
+            doc("nobody", "container: nobody"),
+        ]
+        .concat(),
+    );
+    for app in [&mut web, &mut stray, &mut worker] {
+        signal(app.pid(), "USR1");
+        app.line();
+    }
+    wait_until(Duration::from_secs(20), "the three rules' profiles", || {
+        ["web", "stray", "worker"]
+            .iter()
+            .all(|r| !artifacts(&agent, r).is_empty())
+    });
+    let pid = |rule: &str| artifacts(&agent, rule)[0]["pid"].as_u64().unwrap() as u32;
+    assert!(
+        [web.pid(), stray.pid()].contains(&pid("web")),
+        "{:?}",
+        artifacts(&agent, "web")
+    );
+    assert_eq!(pid("stray"), stray.pid());
+    assert_eq!(pid("worker"), worker.pid());
+    let nobody = rule(&agent, "nobody");
+    assert_eq!(nobody["tally"]["fired"], 0, "{nobody}");
+    drop((web, stray, worker));
 }

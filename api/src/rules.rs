@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 /// The header an artifact's download names its rule in.
 pub const RULE_HEADER: &str = "x-tracecar-rule";
 
+/// The variable the webhook sets in each app container it selects, to its
+/// name: a rule's `filter.container` reads it from a process's
+/// environment (or from another process of the same cgroup that has it).
+pub const CONTAINER_ENV: &str = "TRACECAR_CONTAINER";
+
 /// A rule in force and what it has done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStatus {

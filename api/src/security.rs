@@ -160,6 +160,11 @@ impl Features {
         Self(self.0 | 1 << feature as u8)
     }
 
+    /// The set without `feature`.
+    pub fn without(self, feature: Feature) -> Self {
+        Self(self.0 & !(1 << feature as u8))
+    }
+
     /// The features in both sets.
     pub fn intersection(self, other: Self) -> Self {
         Self(self.0 & other.0)

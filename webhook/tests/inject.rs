@@ -330,6 +330,9 @@ fn runtime_preset_appends_and_honours_the_container_list() {
         )
     );
     assert_eq!(mount_paths(jvm), ["/tmp", "/var/run/lttng"]);
+    // Each selected container is told its name (the rules' container
+    // filter reads it), with or without a preset.
+    assert_eq!(env_value(jvm, "TRACECAR_CONTAINER"), Some("jvm"));
     let untouched = container(&pod, "containers", "untouched");
     assert!(untouched.get("env").is_none());
     assert!(mount_paths(untouched).is_empty());
@@ -348,6 +351,7 @@ fn runtime_preset_never_overwrites_a_user_variable() {
     assert_eq!(env_value(api, "DOTNET_PerfMapEnabled"), Some("0"));
     assert_eq!(env_value(api, "DOTNET_LTTng"), Some("1"));
     assert_eq!(env_value(api, "COMPlus_PerfMapEnabled"), Some("1"));
+    assert_eq!(env_value(api, "TRACECAR_CONTAINER"), Some("api"));
 }
 
 #[test]

@@ -170,8 +170,10 @@ impl AgentState {
 
     /// Runs collection rules (the ConfigMap's in `config_dir`, and those
     /// `POST /v1/rules` adds) with their artifacts in `store`. Call this
-    /// after [`Self::with_memory_limit`], [`Self::with_dump_dir`] and
-    /// [`Self::with_features`]: the rules' actions use them. The watch
+    /// after [`Self::with_memory_limit`], [`Self::with_dump_dir`],
+    /// [`Self::with_features`] and [`Self::with_lttng`]: the rules' actions
+    /// use them (without an LTTng side, `lttng_record` actions are
+    /// refused as a feature the agent does not serve). The watch
     /// runs until the returned guard is dropped.
     pub fn with_rules(
         mut self,
@@ -187,7 +189,14 @@ impl AgentState {
             captures: self.captures.clone(),
             probes: self.probes.clone(),
             dump_dir: self.dump_dir.clone(),
-            features: self.features,
+            wake: Arc::default(),
+            lttng: self.lttng.clone(),
+            features: if self.lttng.is_some() {
+                self.features
+            } else {
+                self.features
+                    .without(tracecar_api::security::Feature::Lttng)
+            },
             pod,
             config_dir,
         };

@@ -233,6 +233,44 @@ pub fn stream(
     spec: &CountersSpec,
     cancel: &AtomicBool,
     ready: impl FnOnce(Result<(), CountersError>),
+    send: impl FnMut(CounterSnapshot) -> bool,
+) {
+    run(procfs, port, spec, cancel, ready, |_| true, send);
+}
+
+/// Hands each value to `each` as it comes (a short extra poll left out),
+/// until `each` answers false or the session ends: for a watch that must
+/// not wait for the snapshot to close, which happens only when the next
+/// interval's first value comes. `ready` as for [`stream`].
+pub fn watch(
+    procfs: &Procfs,
+    port: &Port,
+    spec: &CountersSpec,
+    cancel: &AtomicBool,
+    ready: impl FnOnce(Result<(), CountersError>),
+    mut each: impl FnMut(&Reading) -> bool,
+) {
+    let short = f64::from(spec.interval) / 2.0;
+    run(
+        procfs,
+        port,
+        spec,
+        cancel,
+        ready,
+        |reading| reading.interval.is_some_and(|i| i < short) || each(reading),
+        |_| true,
+    );
+}
+
+/// [`stream`] and [`watch`]: each value to `each` first, then into its
+/// snapshot.
+fn run(
+    procfs: &Procfs,
+    port: &Port,
+    spec: &CountersSpec,
+    cancel: &AtomicBool,
+    ready: impl FnOnce(Result<(), CountersError>),
+    mut each: impl FnMut(&Reading) -> bool,
     mut send: impl FnMut(CounterSnapshot) -> bool,
 ) {
     let mut decoder = Decoder::new();
@@ -297,6 +335,9 @@ pub fn stream(
                     }
                     Published::Nothing => continue,
                 };
+                if !each(&reading) {
+                    return Flow::Gone;
+                }
                 let done = snapshots.add(json.ts_ns, reading);
                 if !answered && snapshots.has_values() {
                     answered = true;

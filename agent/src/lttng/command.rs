@@ -99,6 +99,21 @@ pub fn create(session: &str, output: &Path) -> Vec<String> {
     lttng(strings(["create", session]).chain([format!("--output={}", output.display())]))
 }
 
+/// `lttng create NAME --snapshot --output=DIR`: a session that records
+/// into its ring buffers only, each `lttng snapshot record` writing what
+/// they hold into a directory of its own under DIR.
+pub fn create_snapshot(session: &str, output: &Path) -> Vec<String> {
+    lttng(
+        strings(["create", session, "--snapshot"])
+            .chain([format!("--output={}", output.display())]),
+    )
+}
+
+/// `lttng snapshot record --session NAME`.
+pub fn snapshot_record(session: &str) -> Vec<String> {
+    lttng(strings(["snapshot", "record", "--session", session]))
+}
+
 /// `lttng rotate NAME`: closes the session's current trace chunk (its
 /// data flushed, readable on its own) and starts the next one. Live
 /// sessions read each closed chunk.
@@ -109,22 +124,41 @@ pub fn rotate(session: &str) -> Vec<String> {
 /// `lttng enable-channel -u` with the plan's sizes, in discard mode (so lost
 /// events are counted rather than overwritten).
 pub fn enable_channel(session: &str, plan: &ChannelPlan) -> Vec<String> {
-    lttng(
-        strings([
-            "enable-channel",
-            "--userspace",
-            "--session",
-            session,
-            "--discard",
-        ])
-        .chain([
-            format!("--subbuf-size={}", plan.subbuf_size),
-            format!("--num-subbuf={}", plan.subbuf_count),
+    channel(
+        session,
+        "--discard",
+        plan,
+        [
             format!("--tracefile-size={}", plan.tracefile_size),
             format!("--tracefile-count={}", plan.tracefile_count),
-            CHANNEL.to_owned(),
-        ]),
+        ],
     )
+}
+
+/// `lttng enable-channel -u` in `mode` with the plan's ring buffers, then
+/// `files`.
+fn channel(
+    session: &str,
+    mode: &str,
+    plan: &ChannelPlan,
+    files: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    lttng(
+        strings(["enable-channel", "--userspace", "--session", session, mode])
+            .chain([
+                format!("--subbuf-size={}", plan.subbuf_size),
+                format!("--num-subbuf={}", plan.subbuf_count),
+            ])
+            .chain(files)
+            .chain([CHANNEL.to_owned()]),
+    )
+}
+
+/// `lttng enable-channel -u` for a snapshot session: the plan's ring
+/// buffers in overwrite mode (the newest events kept, the oldest dropped),
+/// with no trace files (nothing is written until a snapshot).
+pub fn enable_flight_channel(session: &str, plan: &ChannelPlan) -> Vec<String> {
+    channel(session, "--overwrite", plan, [])
 }
 
 /// `SUBCOMMAND -u -s SESSION -c tracecar`: the start of the commands that
@@ -269,12 +303,36 @@ mod tests {
             list_sessions(),
             list_session("s"),
             list_tracepoints(),
+            create_snapshot("s", Path::new("/d")),
+            enable_flight_channel("s", &ChannelPlan::for_budget(1 << 30, 2)),
+            snapshot_record("s"),
         ] {
             assert_eq!(argv[..3], ["--no-sessiond", "--mi", "xml"], "{argv:?}");
             assert!(!subcommand(&argv).is_empty(), "{argv:?}");
         }
         assert_eq!(subcommand(&start("s")), "start");
         assert_eq!(subcommand(&list_tracepoints()), "list");
+        // A flight recorder: snapshot mode, ring buffers in overwrite mode
+        // and no trace files.
+        assert_eq!(
+            create_snapshot("s", Path::new("/d"))[3..],
+            ["create", "s", "--snapshot", "--output=/d"]
+        );
+        let plan = ChannelPlan::for_budget(1 << 30, 2);
+        let flight = enable_flight_channel("s", &plan);
+        assert!(flight.contains(&"--overwrite".to_owned()), "{flight:?}");
+        assert!(
+            !flight.iter().any(|a| a.starts_with("--tracefile")),
+            "{flight:?}"
+        );
+        assert_eq!(flight.last().map(String::as_str), Some(CHANNEL));
+        let recorded = enable_channel("s", &plan);
+        assert!(recorded.contains(&"--discard".to_owned()), "{recorded:?}");
+        assert_eq!(recorded.last().map(String::as_str), Some(CHANNEL));
+        assert_eq!(
+            snapshot_record("s")[3..],
+            ["snapshot", "record", "--session", "s"]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod command;
+pub mod flight;
 pub mod live;
 pub mod mi;
 pub mod output;
@@ -15,6 +16,7 @@ pub mod sessiond;
 pub mod spec;
 pub mod stderr;
 
+pub use flight::Flight;
 pub use record::Lttng;
 pub use session::{RecordError, Recording, TraceDir};
 pub use spec::{RecordFormat, RecordSpec};

@@ -136,7 +136,12 @@ impl Lttng {
             source,
         })?;
         let plan = ChannelPlan::for_budget(self.disk_budget, self.cpus);
-        let session = open_session(&name, command::create(&name, trace.path()), &plan, spec)?;
+        let session = open_session(
+            &name,
+            command::create(&name, trace.path()),
+            command::enable_channel(&name, &plan),
+            spec,
+        )?;
         Ok((session, trace, plan))
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tracecar_api::lttng::Summary;
 
 use super::cli::{LttngError, run};
-use super::command::{self, ChannelPlan};
+use super::command;
 use super::spec::RecordSpec;
 
 /// Why a recording did not happen.
@@ -152,13 +152,14 @@ pub(super) fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Creates (with `create`), configures and starts a session: the channel,
-/// the events (LTTng's refusal is the client's error), the contexts, the
-/// PID tracker. The session is destroyed if a later step fails.
+/// Creates (with `create`), configures and starts a session: the channel
+/// (with `channel`), the events (LTTng's refusal is the client's error),
+/// the contexts, the PID tracker. The session is destroyed if a later
+/// step fails.
 pub(super) fn open_session(
     name: &str,
     create: Vec<String>,
-    plan: &ChannelPlan,
+    channel: Vec<String>,
     spec: &RecordSpec,
 ) -> Result<Session, RecordError> {
     run(&create)?;
@@ -166,7 +167,7 @@ pub(super) fn open_session(
         name: name.to_owned(),
         destroyed: false,
     };
-    run(&command::enable_channel(name, plan))?;
+    run(&channel)?;
     run(&command::enable_events(name, spec)).map_err(|e| match e {
         LttngError::Failed { message, .. } => RecordError::Rejected(message),
         other => RecordError::Lttng(other),

@@ -1,703 +1,405 @@
-//! The watch's readings (which processes match, what their triggers
-//! read) and the executors of a firing's actions.
+//! A rule's actions: the captures it runs, each written with its
+//! endpoint's parameters and read by that endpoint's own parser (pure).
+//!
+//! | action              | parameters of          | artifact                        |
+//! |---------------------|------------------------|---------------------------------|
+//! | `profile`           | `/v1/profile`          | `profile.pb.gz` (or its format) |
+//! | `dump`              | `/v1/dump`             | `core.PID`                      |
+//! | `uprobe`            | `/v1/uprobe`           | `uprobe.ndjson` (or the flame)  |
+//! | `dotnet_trace`      | `/v1/dotnet/trace`     | `trace.nettrace` or `.ndjson`   |
+//! | `dotnet_counters`   | `/v1/dotnet/counters`  | `counters.ndjson` or `.prom`    |
+//! | `dotnet_exceptions` | `/v1/dotnet/exceptions`| `exceptions.ndjson` or `.json`  |
+//! | `dotnet_gcdump`     | `/v1/dotnet/gcdump`    | `gcdump.pb.gz`, `.json`, `.txt` |
+//! | `lttng_record`      | `/v1/lttng/record`     | `lttng.ndjson`, `.txt`, `.tar.gz`|
+//! | `lttng_snapshot`    | `/v1/lttng/record`'s, without `seconds` | `lttng-snapshot.*` |
+//!
+//! `pid` is never written: an action captures the process its trigger
+//! fired for (`lttng_record` records that process's events). An
+//! `lttng_snapshot` is what the rule's flight recorder (an LTTng session
+//! in snapshot mode, kept while the rule is in force, of the events of the
+//! rule's `filter.pid` or of every process) held at the firing: the events
+//! from before it.
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
 
-use tracecar_api::process::Runtime;
-use tracecar_api::rules::Artifact;
+use serde::Deserialize;
+use tracecar_api::request::{
+    CountersRequest, DotnetTraceRequest, DumpRequest, ExceptionsRequest, GcdumpRequest,
+    LttngRecordRequest, ProfileRequest, UprobeRequest,
+};
+use tracecar_api::security::Feature;
 
-use super::cgroup::{self, Cgroup};
-use super::spec::{Action, Filter, Rule, Trigger};
-use super::store::Store;
-use super::{Context, Entry, Firing, OOM_LOOKBACK, Outcome, unix_ms};
-use crate::process::CpuWatch;
-use crate::procfs::{CLOCK_TICKS, Procfs};
+use crate::dotnet::spec::{CountersSpec, ExceptionsSpec, GcdumpSpec, TraceSpec};
+use crate::dump::spec::DumpSpec;
+use crate::lttng::RecordSpec;
+use crate::params::{self, SpecError};
+use crate::profile::ProfileSpec;
+use crate::uprobe::spec::UprobeSpec;
 
-/// What the watch knows of one process, kept while it lives (by PID and
-/// start time, so a reused PID is a new process).
-#[derive(Debug)]
-struct Known {
-    comm: String,
-    exe_name: Option<String>,
-    own: bool,
-    runtime: Option<Runtime>,
-    cgroup: Option<Result<Cgroup, String>>,
-    ticks: u64,
+/// The actions' names, for hints.
+pub const KINDS: &str = "profile, dump, uprobe, dotnet_trace, dotnet_counters, dotnet_exceptions, dotnet_gcdump, lttng_record or lttng_snapshot";
+
+/// An action parameter: a query value, written as text, a number or a
+/// boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+    Flag(bool),
 }
 
-/// The pod's processes at the last reading.
-#[derive(Debug, Default)]
-pub(super) struct Processes {
-    known: HashMap<(u32, u64), Known>,
-    /// PID → start time, at the last reading.
-    live: Vec<(u32, u64)>,
-    own: Option<crate::process::Own>,
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Number(n) => n.to_string(),
+            Self::Flag(b) => b.to_string(),
+        }
+    }
 }
 
-impl Processes {
-    /// Reads every process's `stat` (its CPU time) and forgets those
-    /// that are gone.
-    pub(super) fn refresh(&mut self, procfs: &Procfs) {
-        let own = self
-            .own
-            .get_or_insert_with(|| crate::process::Own::of(procfs));
-        let mut live = Vec::new();
-        for pid in procfs.pids().unwrap_or_default() {
-            let Ok(stat) = procfs.stat(pid) else { continue };
-            let key = (pid, stat.start_time);
-            let exe_name = || {
-                procfs
-                    .exe(pid)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            };
-            let known = self.known.entry(key).or_insert_with(|| Known {
-                own: own.has(procfs, pid),
-                exe_name: exe_name(),
-                comm: stat.comm.clone(),
-                runtime: None,
-                cgroup: None,
-                ticks: 0,
-            });
-            // An exec keeps the PID and start time (`sh -c 'exec app'`):
-            // a new name is a new program, whose runtime is looked at
-            // again.
-            if known.comm != stat.comm {
-                known.comm = stat.comm.clone();
-                known.exe_name = exe_name();
-                known.runtime = None;
+/// One action: a capture the agent can do, with its endpoint's
+/// parameters. The process (`pid`, `pids`) is set when it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A profile (`/v1/profile`'s parameters).
+    Profile(Box<ProfileSpec>),
+    /// A core dump (`/v1/dump`'s parameters).
+    Dump(DumpSpec),
+    /// A probe session (`/v1/uprobe`'s parameters).
+    Uprobe(Box<UprobeSpec>),
+    /// An EventPipe trace (`/v1/dotnet/trace`'s parameters).
+    DotnetTrace(TraceSpec),
+    /// .NET counters (`/v1/dotnet/counters`'s parameters).
+    DotnetCounters(CountersSpec),
+    /// .NET first-chance exceptions (`/v1/dotnet/exceptions`'s).
+    DotnetExceptions(ExceptionsSpec),
+    /// The .NET heap's composition (`/v1/dotnet/gcdump`'s).
+    DotnetGcdump(GcdumpSpec),
+    /// An LTTng recording of the process's events
+    /// (`/v1/lttng/record`'s parameters).
+    LttngRecord(RecordSpec),
+    /// What the rule's flight recorder holds at the firing
+    /// (`/v1/lttng/record`'s parameters but `seconds`).
+    LttngSnapshot(RecordSpec),
+}
+
+impl Action {
+    /// The action in words, with the file it makes.
+    pub fn describe(&self) -> String {
+        let what = match self {
+            Self::Profile(spec) => {
+                format!("profile mode={} seconds={}", spec.mode.name(), spec.seconds)
             }
-            known.ticks = stat.utime + stat.stime;
-            live.push(key);
-        }
-        let set: std::collections::HashSet<(u32, u64)> = live.iter().copied().collect();
-        self.known.retain(|key, _| set.contains(key));
-        self.live = live;
-    }
-
-    fn matches(&mut self, key: (u32, u64), filter: &Filter, procfs: &Procfs) -> bool {
-        let Some(known) = self.known.get_mut(&key) else {
-            return false;
-        };
-        if known.own
-            || filter.pid.is_some_and(|pid| pid != key.0)
-            || filter
-                .name
-                .as_ref()
-                .is_some_and(|n| *n != known.comm && Some(n) != known.exe_name.as_ref())
-        {
-            return false;
-        }
-        let Some(wanted) = filter.runtime else {
-            return true;
-        };
-        let runtime = *known.runtime.get_or_insert_with(|| {
-            let maps = procfs.maps(key.0).unwrap_or_default();
-            let exe = procfs.exe(key.0).ok().map(|p| p.display().to_string());
-            crate::runtime::detect(exe.as_deref().unwrap_or_default(), &maps, || {
-                crate::runtime::inspect_exe(procfs, key.0)
-            })
-        });
-        runtime == wanted
-    }
-
-    fn cgroup(&mut self, key: (u32, u64), context: &Context) -> Result<Cgroup, String> {
-        let known = self
-            .known
-            .get_mut(&key)
-            .ok_or_else(|| format!("pid {} is gone", key.0))?;
-        known
-            .cgroup
-            .get_or_insert_with(|| {
-                let text = context
-                    .procfs
-                    .cgroup(key.0)
-                    .map_err(|e| format!("/proc/{}/cgroup: {e}", key.0))?;
-                cgroup::find(key.0, &text, &context.cgroup_root).map_err(|e| e.to_string())
-            })
-            .clone()
-    }
-
-    /// What `entry`'s trigger finds true at this reading.
-    pub(super) fn firings(
-        &mut self,
-        entry: &mut Entry,
-        context: &Context,
-        now: Instant,
-    ) -> Result<Vec<Firing>, String> {
-        let matched: Vec<(u32, u64)> = self
-            .live
-            .clone()
-            .into_iter()
-            .filter(|key| self.matches(*key, &entry.rule.filter, &context.procfs))
-            .collect();
-        let mut firings = Vec::new();
-        let firing = |pid: Option<u32>, comm: Option<String>, value: f64, text: String| Firing {
-            at: SystemTime::now(),
-            pid,
-            comm,
-            value,
-            text,
-            cgroup: None,
-            oom_kills: None,
-            resume: None,
-        };
-        if let Trigger::Signal { signals } = entry.rule.trigger {
-            return self.signal_firings(entry, &matched, signals);
-        }
-        if matches!(
-            entry.rule.trigger,
-            Trigger::Exception { .. } | Trigger::Counter { .. } | Trigger::Latency { .. }
-        ) {
-            return self.watch_firings(entry, &matched, context);
-        }
-        if let Trigger::Cpu {
-            above_percent,
-            for_seconds,
-        } = entry.rule.trigger
-        {
-            entry.cpu.retain(|key, _| matched.contains(key));
-            for key in matched {
-                let Some(known) = self.known.get(&key) else {
-                    continue;
+            Self::Dump(spec) => format!(
+                "dump type={} limit_mb={}",
+                crate::dump::spec::kind_name(spec.kind),
+                spec.limit_mb
+            ),
+            Self::Uprobe(spec) => {
+                use crate::uprobe::spec::TargetSpec;
+                let target = match &spec.target {
+                    TargetSpec::Symbol { name, .. } => name.clone(),
+                    TargetSpec::Offset { offset, binary } => format!("{binary}+{offset:#x}"),
+                    TargetSpec::Address(address) => format!("{address:#x}"),
                 };
-                let Some(watch) = entry.cpu.get_mut(&key) else {
-                    entry.cpu.insert(key, CpuWatch::new(known.ticks, now));
-                    continue;
-                };
-                let hold = Duration::from_secs(u64::from(for_seconds));
-                let (percent, held) =
-                    watch.read(known.ticks, now, CLOCK_TICKS, above_percent, hold);
-                if held {
-                    let value = (percent * 10.0).round() / 10.0;
-                    firings.push(firing(
-                        Some(key.0),
-                        Some(known.comm.clone()),
-                        value,
-                        format!("cpu {value} % ≥ {above_percent} % for {for_seconds} s"),
-                    ));
-                }
+                format!("uprobe {target} seconds={}", spec.seconds)
             }
-            return Ok(firings);
-        }
-        // Per container: the lowest matched PID of each cgroup.
-        let mut containers: Vec<(Cgroup, u32)> = Vec::new();
-        let mut unreadable = None;
-        for key in matched {
-            match self.cgroup(key, context) {
-                Ok(cg) if !containers.iter().any(|(c, _)| c.dir == cg.dir) => {
-                    containers.push((cg, key.0))
-                }
-                Ok(_) => {}
-                Err(e) => unreadable = Some(e),
+            Self::DotnetTrace(spec) => format!(
+                "dotnet_trace providers={} seconds={}",
+                spec.providers
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                spec.seconds
+            ),
+            Self::DotnetCounters(spec) => format!(
+                "dotnet_counters providers={} seconds={} interval={}",
+                spec.providers.join(","),
+                spec.seconds,
+                spec.interval
+            ),
+            Self::DotnetExceptions(spec) => format!("dotnet_exceptions seconds={}", spec.seconds),
+            Self::DotnetGcdump(spec) => format!("dotnet_gcdump seconds={}", spec.seconds),
+            Self::LttngRecord(spec) => format!(
+                "lttng_record events={} seconds={}",
+                spec.events.join(","),
+                spec.seconds
+            ),
+            Self::LttngSnapshot(spec) => {
+                format!("lttng_snapshot events={}", spec.events.join(","))
             }
-        }
-        if containers.is_empty()
-            && let Some(e) = unreadable
-        {
-            return Err(e);
-        }
-        let comm = |pid: u32| {
-            self.known
-                .iter()
-                .find(|((p, _), _)| *p == pid)
-                .map(|(_, k)| k.comm.clone())
         };
-        for (cg, pid) in containers {
-            let dir = cg.dir.clone();
-            let found = match entry.rule.trigger {
-                Trigger::Memory { above_percent } => {
-                    let used = cg.memory(&context.cgroup_root).map_err(|e| e.to_string())?;
-                    let Some(percent) = used.percent() else {
-                        return Err(format!("{} has no memory limit", dir.display()));
-                    };
-                    let value = (percent * 10.0).round() / 10.0;
-                    (percent >= above_percent).then(|| {
-                        firing(
-                            Some(pid),
-                            comm(pid),
-                            value,
-                            format!(
-                                "memory {value} % ≥ {above_percent} % of the limit ({} of {} MiB)",
-                                used.working_set >> 20,
-                                used.limit.unwrap_or_default() >> 20
-                            ),
-                        )
-                    })
-                }
-                Trigger::Pressure {
-                    resource,
-                    above_percent,
-                } => {
-                    let (value, node) = cg
-                        .pressure(resource, &context.proc_root)
-                        .map_err(|e| e.to_string())?;
-                    (value >= above_percent).then(|| {
-                        firing(
-                            Some(pid),
-                            comm(pid),
-                            value,
-                            format!(
-                                "{} pressure {value} % ≥ {above_percent} %{}",
-                                resource.name(),
-                                if node {
-                                    " (the node's: no pressure per cgroup here)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        )
-                    })
-                }
-                Trigger::OomKill => oom_firing(entry, &cg, Some(pid), comm(pid))?,
-                Trigger::Cpu { .. }
-                | Trigger::Signal { .. }
-                | Trigger::Exception { .. }
-                | Trigger::Counter { .. }
-                | Trigger::Latency { .. } => None,
-            };
-            if let Some(mut f) = found {
-                f.cgroup = Some(dir);
-                firings.push(f);
-            }
-        }
-        if entry.rule.trigger == Trigger::OomKill {
-            // Containers whose processes the kill ended: read on while
-            // their cgroup is there.
-            let seen: Vec<PathBuf> = firings.iter().filter_map(|f| f.cgroup.clone()).collect();
-            let orphans: Vec<cgroup::Cgroup> = entry
-                .oom
-                .values()
-                .map(|(cg, _)| cg.clone())
-                .filter(|cg| !self.live_in(&cg.dir) && !seen.contains(&cg.dir))
-                .collect();
-            for cg in orphans {
-                if !cg.dir.is_dir() {
-                    entry.oom.remove(&cg.dir);
-                    continue;
-                }
-                if let Some(mut f) = oom_firing(entry, &cg, None, None)? {
-                    f.cgroup = Some(cg.dir.clone());
-                    firings.push(f);
-                }
-            }
-        }
-        Ok(firings)
+        format!("{what} → {}", self.artifact().0)
     }
 
-    /// The `signal` trigger: a watch for each matched process (once: a
-    /// process whose watch ended or could not start is not watched
-    /// again), and the fatal signals they reported.
-    fn signal_firings(
-        &self,
-        entry: &mut Entry,
-        matched: &[(u32, u64)],
-        signals: u64,
-    ) -> Result<Vec<Firing>, String> {
-        let mut error = None;
-        entry.watchers.retain(|key, watcher| {
-            let keep = matched.contains(key) && !watcher.ended();
-            if !keep {
-                entry.watched.insert(*key);
-            }
-            keep
-        });
-        entry.watched.retain(|key| self.known.contains_key(key));
-        for key in matched {
-            if entry.watchers.contains_key(key) || entry.watched.contains(key) {
-                continue;
-            }
-            match super::fatal::Watcher::start(key.0, signals) {
-                Ok(watcher) => {
-                    entry.watchers.insert(*key, watcher);
+    /// The artifact's file name (`PID` for the process's) and content
+    /// type.
+    pub fn artifact(&self) -> (&'static str, &'static str) {
+        use crate::dotnet::spec::{CountersFormat, ExceptionsFormat, GcdumpFormat, TraceFormat};
+        use crate::lttng::RecordFormat;
+        use crate::stacks::Format;
+        let flame = |format: Format| match format {
+            Format::Pprof => "profile.pb.gz",
+            Format::Svg => "profile.svg",
+            Format::Folded => "profile.folded",
+            Format::Speedscope => "profile.speedscope.json",
+            Format::Json => "profile.json",
+        };
+        match self {
+            Self::Profile(spec) => (flame(spec.format), spec.format.content_type()),
+            Self::Dump(_) => ("core.PID", "application/octet-stream"),
+            Self::Uprobe(spec) => match spec.aggregate {
+                Some((crate::uprobe::spec::Aggregation::Flame, _)) => {
+                    (flame(spec.format), spec.format.content_type())
                 }
-                Err(e) => {
-                    entry.watched.insert(*key);
-                    error = Some(e);
-                }
-            }
-        }
-        let mut firings = Vec::new();
-        for (key, watcher) in &entry.watchers {
-            for (tid, sig, resume) in watcher.fatal() {
-                firings.push(Firing {
-                    at: SystemTime::now(),
-                    pid: Some(key.0),
-                    comm: self.known.get(key).map(|k| k.comm.clone()),
-                    value: f64::from(sig),
-                    text: format!(
-                        "{} in thread {tid}: stopped there until the actions end",
-                        super::fatal::name(sig)
-                    ),
-                    cgroup: None,
-                    oom_kills: None,
-                    resume: Some(resume),
-                });
-            }
-        }
-        match error {
-            Some(e) if firings.is_empty() => Err(e),
-            _ => Ok(firings),
-        }
-    }
-
-    /// The triggers that read a session of their own (`exception`,
-    /// `counter`, `latency`): a watch for each matched process, and what
-    /// they saw: at most one firing per process and reading (the
-    /// exceptions thrown since the last, their count as its value; or the
-    /// highest value, or latency, at or above the rule's).
-    fn watch_firings(
-        &self,
-        entry: &mut Entry,
-        matched: &[(u32, u64)],
-        context: &Context,
-    ) -> Result<Vec<Firing>, String> {
-        use super::watch::Seen;
-        entry.watches.retain(|key, _| matched.contains(key));
-        entry.watched.retain(|key| self.known.contains_key(key));
-        let mut error = None;
-        for key in matched {
-            if entry.watches.contains_key(key) || entry.watched.contains(key) {
-                continue;
-            }
-            match start_watch(&entry.rule.trigger, key.0, context) {
-                Ok(Some(watch)) => {
-                    entry.watches.insert(*key, watch);
-                }
-                // Not .NET, for a .NET trigger: nothing to watch.
-                Ok(None) => {
-                    entry.watched.insert(*key);
-                }
-                Err(e) => {
-                    entry.watched.insert(*key);
-                    error = Some(e);
-                }
-            }
-        }
-        let mut firings = Vec::new();
-        for (key, watch) in &entry.watches {
-            let seen = watch.seen();
-            let highest = |pick: &dyn Fn(&Seen) -> Option<f64>, above: f64| {
-                seen.iter()
-                    .filter_map(pick)
-                    .filter(|v| *v >= above)
-                    .reduce(f64::max)
-            };
-            let found = match &entry.rule.trigger {
-                Trigger::Exception { kind } => {
-                    let thrown: Vec<&String> = seen
-                        .iter()
-                        .filter_map(|s| match s {
-                            Seen::Thrown(message) => Some(message),
-                            _ => None,
-                        })
-                        .collect();
-                    thrown.last().map(|last| {
-                        let text =
-                            format!("{} {kind} thrown, the last: {}", thrown.len(), clip(last));
-                        (thrown.len() as f64, text)
-                    })
-                }
-                Trigger::Counter {
-                    provider,
-                    name,
-                    above,
-                    ..
-                } => {
-                    let value = |s: &Seen| match s {
-                        Seen::Value(v) => Some(*v),
-                        _ => None,
-                    };
-                    highest(&value, *above).map(|v| (v, format!("{provider} {name} {v} ≥ {above}")))
-                }
-                Trigger::Latency {
-                    symbol, above_ms, ..
-                } => {
-                    let ms = |s: &Seen| match s {
-                        Seen::Latency(ns) => Some(*ns as f64 / 1e6),
-                        _ => None,
-                    };
-                    let calls = seen
-                        .iter()
-                        .filter(|s| ms(s).is_some_and(|v| v >= *above_ms))
-                        .count();
-                    highest(&ms, *above_ms).map(|v| {
-                        let v = (v * 1000.0).round() / 1000.0;
-                        (v, format!("{symbol} took {v} ms ≥ {above_ms} ms ({calls} call(s) since the last reading)"))
-                    })
-                }
-                _ => None,
-            };
-            if let Some((value, text)) = found {
-                firings.push(Firing {
-                    at: SystemTime::now(),
-                    pid: Some(key.0),
-                    comm: self.known.get(key).map(|k| k.comm.clone()),
-                    value,
-                    text,
-                    cgroup: None,
-                    oom_kills: None,
-                    resume: None,
-                });
-            } else if let Some(e) = watch.error() {
-                error = Some(e);
-            }
-        }
-        match error {
-            Some(e) if firings.is_empty() => Err(e),
-            _ => Ok(firings),
-        }
-    }
-
-    /// Whether a process the watch knows is in the cgroup `dir`.
-    fn live_in(&self, dir: &std::path::Path) -> bool {
-        self.known
-            .values()
-            .any(|k| matches!(&k.cgroup, Some(Ok(cg)) if cg.dir == dir))
-    }
-}
-
-/// An `oom_kill` firing when the container's count went up since the
-/// last reading.
-fn oom_firing(
-    entry: &mut Entry,
-    cg: &Cgroup,
-    pid: Option<u32>,
-    comm: Option<String>,
-) -> Result<Option<Firing>, String> {
-    let kills = cg.oom_kills().map_err(|e| e.to_string())?;
-    let before = entry.oom.insert(cg.dir.clone(), (cg.clone(), kills));
-    Ok(before.filter(|(_, b)| kills > *b).map(|(_, b)| Firing {
-        at: SystemTime::now(),
-        pid,
-        comm,
-        value: (kills - b) as f64,
-        text: format!("{} OOM kill(s) in the container", kills - b),
-        cgroup: None,
-        oom_kills: Some(kills - b),
-        resume: None,
-    }))
-}
-
-/// The watch of `pid` a trigger reads, if it reads one of its own;
-/// `Ok(None)` for a .NET trigger and a process that is not .NET.
-fn start_watch(
-    trigger: &Trigger,
-    pid: u32,
-    context: &Context,
-) -> Result<Option<super::watch::Watch<super::watch::Seen>>, String> {
-    use super::dotnet::{self, Watched};
-    match trigger {
-        Trigger::Exception { kind } => {
-            dotnet::start(&context.procfs, pid, Watched::Exception(kind.clone()))
-        }
-        Trigger::Counter {
-            provider,
-            name,
-            quantile,
-            interval,
-            ..
-        } => dotnet::start(
-            &context.procfs,
-            pid,
-            Watched::Counter {
-                provider: provider.clone(),
-                name: name.clone(),
-                quantile: quantile.clone(),
-                interval: *interval,
+                _ => ("uprobe.ndjson", "application/x-ndjson"),
             },
-        ),
-        Trigger::Latency { symbol, module, .. } => {
-            let probed = super::latency::Probed {
-                symbol: symbol.clone(),
-                module: module.clone(),
-            };
-            super::latency::start(&context.procfs, pid, probed, context.probes.clone()).map(Some)
+            Self::DotnetTrace(spec) => match spec.format {
+                TraceFormat::Nettrace => ("trace.nettrace", spec.format.content_type()),
+                TraceFormat::Json => ("trace.ndjson", spec.format.content_type()),
+            },
+            Self::DotnetCounters(spec) => match spec.format {
+                CountersFormat::Json => ("counters.ndjson", spec.format.content_type()),
+                CountersFormat::Prometheus => ("counters.prom", spec.format.content_type()),
+            },
+            Self::DotnetExceptions(spec) => match spec.format {
+                ExceptionsFormat::Json => ("exceptions.ndjson", spec.format.content_type()),
+                ExceptionsFormat::Summary => ("exceptions.json", spec.format.content_type()),
+            },
+            Self::DotnetGcdump(spec) => match spec.format {
+                GcdumpFormat::Pprof => ("gcdump.pb.gz", Format::Pprof.content_type()),
+                GcdumpFormat::Json => ("gcdump.json", "application/json"),
+                GcdumpFormat::Table => ("gcdump.txt", "text/plain; charset=utf-8"),
+            },
+            Self::LttngRecord(spec) => match spec.format {
+                RecordFormat::Json => ("lttng.ndjson", spec.format.content_type()),
+                RecordFormat::Text => ("lttng.txt", spec.format.content_type()),
+                RecordFormat::Ctf => ("lttng.tar.gz", spec.format.content_type()),
+            },
+            Self::LttngSnapshot(spec) => match spec.format {
+                RecordFormat::Json => ("lttng-snapshot.ndjson", spec.format.content_type()),
+                RecordFormat::Text => ("lttng-snapshot.txt", spec.format.content_type()),
+                RecordFormat::Ctf => ("lttng-snapshot.tar.gz", spec.format.content_type()),
+            },
         }
-        _ => Ok(None),
+    }
+
+    /// The feature the agent must serve for it.
+    pub fn feature(&self) -> Feature {
+        match self {
+            Self::Profile(_) => Feature::Profile,
+            Self::Dump(_) => Feature::Dump,
+            Self::Uprobe(_) => Feature::Uprobe,
+            Self::DotnetTrace(_)
+            | Self::DotnetCounters(_)
+            | Self::DotnetExceptions(_)
+            | Self::DotnetGcdump(_) => Feature::Dotnet,
+            Self::LttngRecord(_) | Self::LttngSnapshot(_) => Feature::Lttng,
+        }
     }
 }
 
-/// At most 200 characters of an app's message, for a trigger's text.
-fn clip(message: &str) -> String {
-    let mut chars = message.chars();
-    let head: String = chars.by_ref().take(200).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
+/// One action: `{kind: {param: value, …}}`, read by its endpoint's own
+/// parser; its errors are prefixed with the action's path.
+pub(super) fn parse(
+    index: usize,
+    doc: &BTreeMap<String, BTreeMap<String, Scalar>>,
+) -> Result<Action, SpecError> {
+    let at = format!("actions[{index}]");
+    let mut entries = doc.iter();
+    let (Some((kind, params)), None) = (entries.next(), entries.next()) else {
+        return Err(SpecError::new(
+            format!("{at} must name exactly one action"),
+            format!("write each action as {{KIND: {{…}}}}, KIND one of {KINDS}"),
+        ));
+    };
+    if params.contains_key("pid") {
+        return Err(SpecError::new(
+            format!("{at}.{kind}.pid is set"),
+            "leave pid out: an action captures the process the trigger fired for (use filter.pid to pick one)",
+        ));
     }
-}
-
-/// Runs a firing's actions in order; one that fails does not stop the
-/// next.
-pub(super) fn run_all(
-    rule: &Rule,
-    firing: &Firing,
-    context: &Context,
-    store: &Store,
-    cancel: &Arc<AtomicBool>,
-) -> Outcome {
-    let mut outcome = Outcome::default();
-    let mut keep = |result: Result<Artifact, String>, what: &str| match result {
-        Ok(artifact) => {
-            tracing::info!(rule = %rule.name, artifact = %artifact.id, bytes = artifact.bytes, "rule action done");
-            outcome.artifacts += 1;
+    let texts: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), v.text())).collect();
+    let mut pairs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // The endpoints' parsers need a process; the engine sets the real one.
+    pairs.push(("pid", "1"));
+    let prefixed = |e: SpecError| SpecError::new(format!("{at}.{kind}: {}", e.message), e.hint);
+    let pairs = pairs.as_slice();
+    let action = match kind.as_str() {
+        "profile" => {
+            let request: ProfileRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::Profile(Box::new(
+                crate::profile::spec::parse(&request).map_err(prefixed)?,
+            ))
         }
-        Err(e) => {
-            tracing::warn!(rule = %rule.name, action = what, error = %e, "rule action failed");
-            outcome.errors.push(format!("{what}: {e}"));
+        "dump" => {
+            let request: DumpRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::Dump(crate::dump::spec::parse(&request).map_err(prefixed)?)
+        }
+        "uprobe" => {
+            let request: UprobeRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::Uprobe(Box::new(
+                crate::uprobe::spec::parse(&request).map_err(prefixed)?,
+            ))
+        }
+        "dotnet_trace" => {
+            let request: DotnetTraceRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::DotnetTrace(crate::dotnet::spec::parse_trace(&request).map_err(prefixed)?)
+        }
+        "dotnet_counters" => {
+            let request: CountersRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::DotnetCounters(crate::dotnet::spec::parse_counters(&request).map_err(prefixed)?)
+        }
+        "dotnet_exceptions" => {
+            let request: ExceptionsRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::DotnetExceptions(
+                crate::dotnet::spec::parse_exceptions(&request).map_err(prefixed)?,
+            )
+        }
+        "dotnet_gcdump" => {
+            let request: GcdumpRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::DotnetGcdump(crate::dotnet::spec::parse_gcdump(&request).map_err(prefixed)?)
+        }
+        "lttng_record" => {
+            let request: LttngRecordRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            Action::LttngRecord(crate::lttng::spec::parse_record(&request).map_err(prefixed)?)
+        }
+        "lttng_snapshot" => {
+            if params.contains_key("seconds") {
+                return Err(SpecError::new(
+                    format!("{at}.{kind}.seconds is set"),
+                    "leave seconds out: a snapshot holds what the ring buffers held at the firing (use lttng_record for the seconds after it)",
+                ));
+            }
+            let request: LttngRecordRequest = params::from_pairs(pairs).map_err(prefixed)?;
+            let mut spec = crate::lttng::spec::parse_record(&request).map_err(prefixed)?;
+            // The flight recorder's processes come from the rule's filter.
+            spec.pids = None;
+            Action::LttngSnapshot(spec)
+        }
+        other => {
+            return Err(SpecError::new(
+                format!("{at}: {} is not an action", tracecar_api::quoted(other)),
+                KINDS,
+            ));
         }
     };
-    if let Some(kills) = firing.oom_kills {
-        keep(
-            oom_record(rule, firing, kills, context, store),
-            "oom-kill record",
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(yaml: &str) -> Result<Action, SpecError> {
+        let doc: BTreeMap<String, BTreeMap<String, Scalar>> = serde_norway::from_str(yaml).unwrap();
+        parse(0, &doc)
+    }
+
+    #[test]
+    fn each_kind_is_read_by_its_endpoints_parser() {
+        let cases = [
+            (
+                "{uprobe: {symbol: slow_call, ret: u64, seconds: 5, stack: user}}",
+                "uprobe slow_call seconds=5 → uprobe.ndjson",
+                Feature::Uprobe,
+            ),
+            (
+                "{uprobe: {symbol: f, aggregate: flame, of: count, format: svg}}",
+                "uprobe f seconds=10 → profile.svg",
+                Feature::Uprobe,
+            ),
+            (
+                "{dotnet_trace: {providers: gc, seconds: 3, format: nettrace}}",
+                "dotnet_trace providers=Microsoft-Windows-DotNETRuntime seconds=3 → trace.nettrace",
+                Feature::Dotnet,
+            ),
+            (
+                "{dotnet_counters: {seconds: 4, interval: 2}}",
+                "dotnet_counters providers=System.Runtime seconds=4 interval=2 → counters.ndjson",
+                Feature::Dotnet,
+            ),
+            (
+                "{dotnet_exceptions: {seconds: 2, format: summary}}",
+                "dotnet_exceptions seconds=2 → exceptions.json",
+                Feature::Dotnet,
+            ),
+            (
+                "{dotnet_gcdump: {format: pprof}}",
+                "dotnet_gcdump seconds=30 → gcdump.pb.gz",
+                Feature::Dotnet,
+            ),
+            (
+                "{lttng_record: {events: 'app:*', seconds: 2, format: ctf}}",
+                "lttng_record events=app:* seconds=2 → lttng.tar.gz",
+                Feature::Lttng,
+            ),
+            (
+                "{lttng_snapshot: {events: 'app:*'}}",
+                "lttng_snapshot events=app:* → lttng-snapshot.ndjson",
+                Feature::Lttng,
+            ),
+        ];
+        for (yaml, described, feature) in cases {
+            let parsed = action(yaml).unwrap_or_else(|e| panic!("{yaml}: {}", e.message));
+            assert_eq!(parsed.describe(), described, "{yaml}");
+            assert_eq!(parsed.feature(), feature, "{yaml}");
+        }
+        let Action::DotnetTrace(trace) = action("{dotnet_trace: {providers: gc}}").unwrap() else {
+            panic!()
+        };
+        assert_eq!((trace.seconds, trace.rundown), (10, false));
+    }
+
+    #[test]
+    fn errors_name_the_action_and_parameter() {
+        for (yaml, wanted) in [
+            ("{uprobe: {}}", "actions[0].uprobe: "),
+            (
+                "{uprobe: {symbol: f, seconds: 0}}",
+                "actions[0].uprobe: seconds=0",
+            ),
+            (
+                "{dotnet_trace: {providers: gc, format: etl}}",
+                "actions[0].dotnet_trace: format=\"etl\"",
+            ),
+            (
+                "{dotnet_counters: {interval: 0}}",
+                "actions[0].dotnet_counters: interval=0",
+            ),
+            (
+                "{dotnet_gcdump: {seconds: 9999}}",
+                "actions[0].dotnet_gcdump: seconds=9999",
+            ),
+            (
+                "{lttng_record: {events: 'a b'}}",
+                "actions[0].lttng_record: \"a b\"",
+            ),
+            (
+                "{lttng_record: {pid: 3}}",
+                "actions[0].lttng_record.pid is set",
+            ),
+            (
+                "{lttng_snapshot: {seconds: 3}}",
+                "actions[0].lttng_snapshot.seconds is set",
+            ),
+            ("{perf: {}}", "actions[0]: \"perf\" is not an action"),
+        ] {
+            let e = action(yaml).expect_err(yaml);
+            assert!(e.message.starts_with(wanted), "{yaml}: {}", e.message);
+        }
+        assert!(
+            action("{perf: {}}")
+                .unwrap_err()
+                .hint
+                .contains("lttng_record"),
+            "the hint lists the kinds"
         );
-    }
-    for action in &rule.actions {
-        let what = action.describe();
-        keep(run(action, rule, firing, context, store, cancel), &what);
-    }
-    outcome
-}
-
-fn record(
-    rule: &Rule,
-    firing: &Firing,
-    context: &Context,
-    action: String,
-    started: SystemTime,
-) -> Artifact {
-    Artifact {
-        id: String::new(),
-        rule: rule.name.clone(),
-        action,
-        trigger: firing.text.clone(),
-        value: firing.value,
-        fired_unix_ms: unix_ms(firing.at),
-        started_unix_ms: unix_ms(started),
-        ended_unix_ms: 0,
-        pod: context.pod.clone(),
-        pid: firing.pid,
-        comm: firing.comm.clone(),
-        cgroup: firing.cgroup.as_ref().map(|c| c.display().to_string()),
-        file_name: String::new(),
-        content_type: "application/octet-stream".to_owned(),
-        bytes: 0,
-    }
-}
-
-/// What an OOM kill leaves: when, in which container, and the artifacts
-/// taken of it in the [`OOM_LOOKBACK`] before.
-fn oom_record(
-    rule: &Rule,
-    firing: &Firing,
-    kills: u64,
-    context: &Context,
-    store: &Store,
-) -> Result<Artifact, String> {
-    let started = SystemTime::now();
-    let cgroup = firing.cgroup.as_ref().map(|c| c.display().to_string());
-    let since =
-        unix_ms(started).saturating_sub(u64::try_from(OOM_LOOKBACK.as_millis()).unwrap_or(0));
-    let before: Vec<String> = store
-        .list()
-        .into_iter()
-        .filter(|a| a.cgroup == cgroup && a.started_unix_ms >= since)
-        .map(|a| a.id)
-        .collect();
-    let body = serde_json::json!({
-        "oom_kills": kills,
-        "cgroup": cgroup,
-        "pod": context.pod,
-        "fired_unix_ms": unix_ms(firing.at),
-        "captured_before": before,
-    });
-    let mut artifact = record(rule, firing, context, "oom-kill record".to_owned(), started);
-    artifact.file_name = "oom-kill.json".to_owned();
-    artifact.content_type = "application/json".to_owned();
-    artifact.ended_unix_ms = unix_ms(SystemTime::now());
-    store
-        .put(artifact, |f| {
-            serde_json::to_writer_pretty(&mut *f, &body).map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())
-}
-
-fn run(
-    action: &Action,
-    rule: &Rule,
-    firing: &Firing,
-    context: &Context,
-    store: &Store,
-    cancel: &Arc<AtomicBool>,
-) -> Result<Artifact, String> {
-    let pid = firing
-        .pid
-        .ok_or_else(|| "no process of the container is left to capture".to_owned())?;
-    let procfs = context.procfs.pinned();
-    let started = SystemTime::now();
-    let mut artifact = record(rule, firing, context, action.describe(), started);
-    match action {
-        Action::Profile(spec) => {
-            let mut spec = (**spec).clone();
-            spec.pids = Some(vec![pid]);
-            let profiled = if spec.mode.from_runtime() {
-                crate::profile::reported::reported(&spec, &procfs, cancel)
-                    .map_err(|e| e.to_string())?
-            } else {
-                let (plan, meta) =
-                    crate::profile::plan_here(&spec, &procfs).map_err(|e| e.to_string())?;
-                crate::profile::profile(&plan, spec.format, &meta, &procfs, cancel, &context.memory)
-                    .map_err(|e| e.to_string())?
-            };
-            artifact.file_name = format!("profile.{}", extension(spec.format));
-            artifact.content_type = spec.format.content_type().to_owned();
-            artifact.ended_unix_ms = unix_ms(SystemTime::now());
-            store
-                .put(artifact, |f| {
-                    f.write_all(&profiled.body).map_err(|e| e.to_string())
-                })
-                .map_err(|e| e.to_string())
-        }
-        Action::Dump(spec) => {
-            let mut spec = spec.clone();
-            spec.pid = pid;
-            // A dump larger than the store could not be kept.
-            let budget_mb = u32::try_from(store.budget() >> 20)
-                .unwrap_or(u32::MAX)
-                .max(1);
-            spec.limit_mb = spec.limit_mb.min(budget_mb);
-            let mut dump =
-                crate::dump::take(&procfs, &spec, &context.dump_dir).map_err(|e| e.to_string())?;
-            artifact.file_name = format!("core.{pid}");
-            artifact.action = format!("{} via={}", artifact.action, dump.via);
-            artifact.ended_unix_ms = unix_ms(SystemTime::now());
-            store
-                .put(artifact, |f| {
-                    std::io::copy(&mut dump.file, f)
-                        .map(|_| ())
-                        .map_err(|e| format!("copying the core file: {e}"))
-                })
-                .map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// The file extension of a profile format.
-fn extension(format: crate::profile::Format) -> &'static str {
-    use crate::profile::Format;
-    match format {
-        Format::Pprof => "pb.gz",
-        Format::Svg => "svg",
-        Format::Folded => "folded",
-        Format::Speedscope => "speedscope.json",
-        Format::Json => "json",
     }
 }

@@ -6,12 +6,14 @@
 //! session open, an hour at a time, with the executor of the endpoint
 //! that reads the same thing: [`crate::dotnet::exceptions::stream`]
 //! (`/v1/dotnet/exceptions`: the runtime's Exception keyword, with its JIT
-//! and Loader keywords to name stacks) or [`crate::dotnet::counters::stream`]
-//! (`/v1/dotnet/counters`: EventCounters and meters, at the rule's
-//! interval), in a [`Watch`]. A process that is not .NET is not watched;
+//! and Loader keywords to name stacks) or [`crate::dotnet::counters::watch`]
+//! (`/v1/dotnet/counters`' session: EventCounters and meters, at the
+//! rule's interval, each value seen as it comes rather than when its
+//! snapshot closes at the next interval), in a [`Watch`]. A process that is not .NET is not watched;
 //! a session that fails is tried again after [`super::watch::RETRY`]. What it costs the app is what
 //! that endpoint costs it, all the time.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::dotnet::port::{Port, PortError};
@@ -20,7 +22,7 @@ use crate::dotnet::spec::{
 };
 use crate::procfs::Procfs;
 
-use super::watch::{Emit, Ended, Seen, Watch};
+use super::watch::{Emit, Ended, Seen, Wake, Watch};
 
 /// A session's length before the next one starts.
 const SESSION_SECONDS: u32 = 3600;
@@ -51,30 +53,38 @@ pub fn is_type(thrown: &str, wanted: &str) -> bool {
     thrown == wanted || (!wanted.contains('.') && thrown.rsplit('.').next() == Some(wanted))
 }
 
-/// The counter's value in a snapshot, if it has it.
+/// The counter's value in a reading, if it is of that counter (and has
+/// the quantile asked for).
 pub fn value_of(
-    snapshot: &tracecar_api::dotnet::CounterSnapshot,
+    reading: &crate::dotnet::counters::Reading,
     provider: &str,
     name: &str,
     quantile: Option<&str>,
 ) -> Option<f64> {
-    let value = snapshot.counters.get(provider)?.get(name)?;
+    if reading.provider != provider || reading.key != name {
+        return None;
+    }
     match quantile {
-        None => Some(value.value),
-        Some(q) => value.quantiles.get(q).copied(),
+        None => Some(reading.value.value),
+        Some(q) => reading.value.quantiles.get(q).copied(),
     }
 }
 
 /// Watches `pid` for `what`; `Ok(None)` when it is not a .NET
 /// process.
-pub fn start(procfs: &Procfs, pid: u32, what: Watched) -> Result<Option<Watch<Seen>>, String> {
+pub fn start(
+    procfs: &Procfs,
+    pid: u32,
+    what: Watched,
+    wake: Arc<Wake>,
+) -> Result<Option<Watch<Seen>>, String> {
     match Port::find(procfs, pid) {
         Err(PortError::NotDotnet { .. }) => return Ok(None),
         Err(e) => return Err(e.to_string()),
         Ok(_) => {}
     }
     let procfs = procfs.clone();
-    Watch::start(format!("dotnet-rule-{pid}"), move |cancel, emit| {
+    Watch::start(format!("dotnet-rule-{pid}"), wake, move |cancel, emit| {
         // Gone, or no longer reachable: the watch ends.
         let port = Port::find(&procfs, pid).map_err(|e| Ended::Stop(e.to_string()))?;
         match session(&procfs, &port, pid, &what, cancel, emit) {
@@ -141,8 +151,8 @@ fn session(
                     *failed.borrow_mut() = Some(e.to_string());
                 }
             };
-            crate::dotnet::counters::stream(procfs, port, &spec, cancel, ready, |snapshot| {
-                match value_of(&snapshot, provider, name, quantile.as_deref()) {
+            crate::dotnet::counters::watch(procfs, port, &spec, cancel, ready, |reading| {
+                match value_of(reading, provider, name, quantile.as_deref()) {
                     Some(value) => emit(Seen::Value(value)),
                     None => !cancel.load(Ordering::Relaxed),
                 }
@@ -168,27 +178,36 @@ mod tests {
 
     #[test]
     fn counters_are_read_by_provider_name_and_quantile() {
-        let snapshot: tracecar_api::dotnet::CounterSnapshot = serde_json::from_value(serde_json::json!({
-            "ts_ns": 1, "pid": 7, "interval_s": 1.0,
-            "counters": {
-                "System.Runtime": {"working-set": {"value": 42.5, "kind": "mean", "unit": "MB", "display": "Working Set"}},
-                "Web": {"http.server.request.duration{route=/a}": {"value": 0.02, "kind": "histogram", "unit": "s",
-                        "display": "d", "quantiles": {"0.5": 0.01, "0.99": 0.4}}}
-            }
-        }))
-        .unwrap();
+        use crate::dotnet::counters::Reading;
+        let reading = |provider: &str, key: &str, value: serde_json::Value| Reading {
+            provider: provider.to_owned(),
+            key: key.to_owned(),
+            value: serde_json::from_value(value).unwrap(),
+            interval: Some(1.0),
+        };
+        let working_set = reading(
+            "System.Runtime",
+            "working-set",
+            serde_json::json!({"value": 42.5, "kind": "mean", "unit": "MB", "display": "Working Set"}),
+        );
         assert_eq!(
-            value_of(&snapshot, "System.Runtime", "working-set", None),
+            value_of(&working_set, "System.Runtime", "working-set", None),
             Some(42.5)
         );
-        let name = "http.server.request.duration{route=/a}";
-        assert_eq!(value_of(&snapshot, "Web", name, None), Some(0.02));
-        assert_eq!(value_of(&snapshot, "Web", name, Some("0.99")), Some(0.4));
-        assert_eq!(value_of(&snapshot, "Web", name, Some("0.95")), None);
         assert_eq!(
-            value_of(&snapshot, "System.Runtime", "cpu-usage", None),
+            value_of(&working_set, "System.Runtime", "cpu-usage", None),
             None
         );
-        assert_eq!(value_of(&snapshot, "Other", "working-set", None), None);
+        assert_eq!(value_of(&working_set, "Other", "working-set", None), None);
+        let name = "http.server.request.duration{route=/a}";
+        let duration = reading(
+            "Web",
+            name,
+            serde_json::json!({"value": 0.02, "kind": "histogram", "unit": "s", "display": "d",
+                "quantiles": {"0.5": 0.01, "0.99": 0.4}}),
+        );
+        assert_eq!(value_of(&duration, "Web", name, None), Some(0.02));
+        assert_eq!(value_of(&duration, "Web", name, Some("0.99")), Some(0.4));
+        assert_eq!(value_of(&duration, "Web", name, Some("0.95")), None);
     }
 }

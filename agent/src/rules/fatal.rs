@@ -292,8 +292,9 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts a watch of `pid` for the signals of `watched`, and waits
-    /// (up to 5 s) until it has seized the process.
-    pub fn start(pid: u32, watched: u64) -> Result<Self, String> {
+    /// (up to 5 s) until it has seized the process. A fatal signal wakes
+    /// `wake`.
+    pub fn start(pid: u32, watched: u64, wake: Arc<super::watch::Wake>) -> Result<Self, String> {
         use std::process::{Command, Stdio};
         let exe = std::env::current_exe().map_err(|e| format!("the agent's own binary: {e}"))?;
         let mut child = Command::new(exe)
@@ -329,6 +330,7 @@ impl Watcher {
                         ["fatal", tid, sig] => {
                             if let (Ok(tid), Ok(sig)) = (tid.parse(), sig.parse()) {
                                 let _ = tx.send((tid, sig));
+                                wake.notify();
                             }
                         }
                         _ => {}

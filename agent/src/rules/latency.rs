@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tracecar_api::request::UprobeRequest;
 
-use super::watch::{Ended, Seen, Watch};
+use super::watch::{Ended, Seen, Wake, Watch};
 use crate::params::SpecError;
 use crate::procfs::Procfs;
 
@@ -53,10 +53,11 @@ pub fn start(
     pid: u32,
     probed: Probed,
     probes: Arc<tokio::sync::Semaphore>,
+    wake: Arc<Wake>,
 ) -> Result<Watch<Seen>, String> {
     let spec = crate::uprobe::spec::parse(&request(&probed, pid)).map_err(|e| e.message)?;
     let procfs = procfs.clone();
-    Watch::start(format!("latency-rule-{pid}"), move |cancel, emit| {
+    Watch::start(format!("latency-rule-{pid}"), wake, move |cancel, emit| {
         if procfs.check_visible(&[pid]).is_err() {
             return Err(Ended::Stop(format!("pid {pid} is gone")));
         }

@@ -9,7 +9,10 @@
 //!
 //! **The watch.** One thread reads, every [`TICK`], the pod's processes
 //! (`/proc/PID/stat`) and, for the triggers that need them, their
-//! containers' cgroups ([`cgroup`]). Each reading that finds a rule's
+//! containers' cgroups ([`cgroup`]). The triggers a watch of their own
+//! reads (an EventPipe session, a probe, the signal watch) wake it when
+//! they see something ([`watch::Wake`]), and their rules are read then,
+//! at most every [`WOKEN_GAP`], with the processes of the last tick. Each reading that finds a rule's
 //! condition true is a *firing*. A firing runs the rule's actions, in
 //! order, on a thread of its own, unless something holds it back
 //! ([`gate::HeldBack`]): the rule's previous firing still running, its
@@ -30,18 +33,22 @@
 //! what is left of it. The evidence itself comes from a `memory` rule,
 //! which fires while the process still lives.
 //!
-//! Layers: [`spec`] (pure: documents to rules), [`gate`] (pure: limits;
-//! the CPU hold is [`crate::process::CpuWatch`], shared with
-//! `/v1/profile/trigger`), [`cgroup`] (the kernel's files), [`store`] (the
-//! artifacts), [`action`] (the executors, which call the capture kinds),
-//! and the engine here.
+//! Layers: [`spec`] and [`action`] (pure: documents to rules and their
+//! actions), [`gate`] (pure: limits; the CPU hold is
+//! [`crate::process::CpuWatch`], shared with `/v1/profile/trigger`),
+//! [`cgroup`] (the kernel's files), [`store`] (the artifacts), `readings`
+//! (which processes match, what their triggers read), `execute` (the
+//! actions' executors, which call each capture's own), and the engine
+//! here.
 
-mod action;
+pub mod action;
 pub mod cgroup;
 pub mod dotnet;
+mod execute;
 pub mod fatal;
 pub mod gate;
 pub mod latency;
+mod readings;
 pub mod spec;
 pub mod store;
 pub mod watch;
@@ -50,7 +57,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracecar_api::rules::{RuleStatus, RuleTally, RulesReport};
 use tracecar_api::security::{Feature, Features};
@@ -61,12 +68,15 @@ use crate::process::CpuWatch;
 use crate::procfs::Procfs;
 use gate::{HeldBack, History};
 use spec::Rule;
-use store::Store;
+use store::{Store, unix_ms};
 
 /// How often the watch reads.
 pub const TICK: Duration = Duration::from_millis(250);
-/// How often the ConfigMap's directory is read again, in ticks.
-const CONFIG_EVERY: u64 = 8;
+/// How often the ConfigMap's directory is read again.
+const CONFIG_EVERY: Duration = Duration::from_secs(2);
+/// The shortest time between two readings (one woken by a watch, then
+/// the next).
+const WOKEN_GAP: Duration = Duration::from_millis(20);
 /// How far back an OOM kill's record looks for artifacts of its
 /// container.
 pub const OOM_LOOKBACK: Duration = Duration::from_secs(900);
@@ -91,6 +101,10 @@ pub struct Context {
     pub probes: Arc<tokio::sync::Semaphore>,
     /// Where ptrace core files are written while taken.
     pub dump_dir: PathBuf,
+    /// Wakes the rules' thread when a watch sees something.
+    pub wake: Arc<watch::Wake>,
+    /// The LTTng side (`lttng_record` actions), when the agent runs one.
+    pub lttng: Option<Arc<crate::lttng::Lttng>>,
     /// The features the agent serves.
     pub features: Features,
     /// The pod's name, for artifacts.
@@ -157,6 +171,10 @@ struct Entry {
     /// Processes whose watch ended or could not start: not watched
     /// again.
     watched: std::collections::HashSet<(u32, u64)>,
+    /// The flight recorder of its `lttng_snapshot` action, once open.
+    flight: Option<Arc<crate::lttng::Flight>>,
+    /// When to try opening it again, after it failed.
+    flight_retry: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -191,11 +209,6 @@ impl Drop for Running {
             let _ = thread.join();
         }
     }
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Rules {
@@ -294,6 +307,8 @@ impl Rules {
             watchers: HashMap::new(),
             watches: HashMap::new(),
             watched: std::collections::HashSet::new(),
+            flight: None,
+            flight_retry: None,
         }
     }
 
@@ -397,28 +412,93 @@ impl Rules {
         state.config_seen = Some(files);
     }
 
+    /// Reads every rule each [`TICK`], and the watches' rules when one
+    /// wakes it (at most one such reading each [`WOKEN_GAP`]), and the
+    /// ConfigMap every [`CONFIG_EVERY`].
     fn watch(self: Arc<Self>) {
-        let mut processes = action::Processes::default();
-        let mut tick = 0u64;
+        let mut processes = readings::Processes::default();
+        let mut config_read: Option<Instant> = None;
+        let mut next_full = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            if tick.is_multiple_of(CONFIG_EVERY) {
+            let now = Instant::now();
+            if config_read.is_none_or(|at| at.elapsed() >= CONFIG_EVERY) {
                 self.reload_config();
+                config_read = Some(now);
             }
-            tick += 1;
+            let full = now >= next_full;
             if !crate::sync::lock(&self.state).entries.is_empty() {
-                processes.refresh(&self.context.procfs);
-                self.evaluate(&mut processes);
+                if full {
+                    self.open_flights();
+                    processes.refresh(&self.context.procfs);
+                }
+                self.evaluate(&mut processes, !full);
             }
-            std::thread::sleep(TICK);
+            if full {
+                next_full = now + TICK;
+            }
+            // Until the next tick, unless a watch wakes it first: then its
+            // rules are read, with the processes of the last tick.
+            std::thread::sleep(WOKEN_GAP);
+            self.context
+                .wake
+                .wait(next_full.saturating_duration_since(Instant::now()));
         }
     }
 
-    /// One reading of every rule.
-    fn evaluate(self: &Arc<Self>, processes: &mut action::Processes) {
+    /// Opens the flight recorders of the rules with an `lttng_snapshot`
+    /// action that have none (or whose snapshot failed: the session
+    /// daemon restarted, say), outside the
+    /// rules' lock: LTTng's commands take a while. One that fails is tried
+    /// again after [`watch::RETRY`], its error in the rule's tally.
+    fn open_flights(&self) {
+        let Some(lttng) = &self.context.lttng else {
+            return;
+        };
+        let now = Instant::now();
+        let wanted: Vec<(u64, crate::lttng::RecordSpec)> = crate::sync::lock(&self.state)
+            .entries
+            .iter()
+            .filter(|e| e.flight.as_ref().is_none_or(|f| f.failed()))
+            .filter(|e| e.flight_retry.is_none_or(|at| now >= at))
+            .filter_map(|e| e.rule.flight().map(|spec| (e.id, spec)))
+            .collect();
+        for (id, spec) in wanted {
+            let opened = lttng.flight(&spec);
+            let mut state = crate::sync::lock(&self.state);
+            // Removed meanwhile: the flight is dropped (destroyed) below,
+            // outside the lock.
+            let Some(entry) = state.entries.iter_mut().find(|e| e.id == id) else {
+                drop(state);
+                drop(opened);
+                continue;
+            };
+            let old = match opened {
+                Ok(flight) => {
+                    entry.flight_retry = None;
+                    entry.flight.replace(Arc::new(flight))
+                }
+                Err(e) => {
+                    entry.tally.last_error = Some(format!("lttng_snapshot's flight recorder: {e}"));
+                    entry.flight_retry = Some(now + watch::RETRY);
+                    None
+                }
+            };
+            // A failed one is destroyed outside the lock.
+            drop(state);
+            drop(old);
+        }
+    }
+
+    /// One reading of every rule, or only of those whose trigger is a
+    /// watch's (`watches_only`: what woke the thread).
+    fn evaluate(self: &Arc<Self>, processes: &mut readings::Processes, watches_only: bool) {
         let now = Instant::now();
         let mut state = crate::sync::lock(&self.state);
         let mut starts = Vec::new();
         for entry in &mut state.entries {
+            if watches_only && !entry.rule.trigger.is_watched() {
+                continue;
+            }
             let firings = match processes.firings(entry, &self.context, now) {
                 Ok(firings) => firings,
                 Err(e) => {
@@ -433,7 +513,13 @@ impl Rules {
                     Ok(permit) => {
                         entry.history.started(now);
                         entry.tally.ran += 1;
-                        starts.push((entry.id, entry.rule.clone(), firing, permit));
+                        starts.push((
+                            entry.id,
+                            entry.rule.clone(),
+                            firing,
+                            permit,
+                            entry.flight.clone(),
+                        ));
                     }
                     Err(held) => {
                         *entry
@@ -446,13 +532,19 @@ impl Rules {
             }
         }
         drop(state);
-        for (id, rule, firing, permit) in starts {
+        for (id, rule, firing, permit, flight) in starts {
             let rules = self.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("rule-{}", rule.name))
                 .spawn(move || {
-                    let outcome =
-                        action::run_all(&rule, &firing, &rules.context, &rules.store, &rules.stop);
+                    let outcome = execute::run_all(
+                        &rule,
+                        &firing,
+                        flight.as_deref(),
+                        &rules.context,
+                        &rules.store,
+                        &rules.stop,
+                    );
                     drop(permit);
                     rules.finished(id, &rule, outcome);
                 });
@@ -590,6 +682,8 @@ mod tests {
             captures: Arc::new(tokio::sync::Semaphore::new(4)),
             probes: Arc::new(tokio::sync::Semaphore::new(8)),
             dump_dir: dir.path().join("dumps"),
+            wake: Arc::default(),
+            lttng: None,
             features,
             pod: None,
             config_dir,

@@ -5,7 +5,7 @@
 //! ```yaml
 //! name: hot-cpu
 //! trigger: {cpu: {above_percent: 80, for_seconds: 3}}
-//! filter: {name: dotnet}                # or pid, runtime
+//! filter: {name: dotnet}                # or pid, runtime, container
 //! actions:
 //!   - profile: {mode: cpu, seconds: 5, format: pprof}
 //!   - dump: {type: mini}
@@ -13,20 +13,19 @@
 //! ```
 //!
 //! An action's parameters are its endpoint's query parameters (`profile`
-//! is `/v1/profile`'s, `dump` is `/v1/dump`'s), checked by that endpoint's
-//! own parser, without `pid`: the process is the one the trigger fired
-//! for.
+//! is `/v1/profile`'s, `dump` is `/v1/dump`'s, and so on:
+//! [`super::action`]), checked by that endpoint's own parser, without
+//! `pid`: the process is the one the trigger fired for.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tracecar_api::process::Runtime;
-use tracecar_api::request::{DumpRequest, ProfileRequest};
 use tracecar_api::security::Feature;
 
-use crate::dump::spec::DumpSpec;
-use crate::params::{self, SpecError};
-use crate::profile::ProfileSpec;
+pub use super::action::Action;
+use super::action::Scalar;
+use crate::params::SpecError;
 
 /// The largest rule document read (a request body or a ConfigMap file).
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
@@ -50,6 +49,20 @@ pub struct Rule {
     pub limits: Limits,
     /// The rule as given, for `GET /v1/rules`.
     pub document: serde_json::Value,
+}
+
+impl Rule {
+    /// What its flight recorder records, if it has an `lttng_snapshot`
+    /// action: those events, of its `filter.pid` or of every process.
+    pub fn flight(&self) -> Option<crate::lttng::RecordSpec> {
+        self.actions.iter().find_map(|a| match a {
+            Action::LttngSnapshot(spec) => Some(crate::lttng::RecordSpec {
+                pids: self.filter.pid.map(|pid| vec![pid]),
+                ..spec.clone()
+            }),
+            _ => None,
+        })
+    }
 }
 
 /// What makes a rule fire.
@@ -200,6 +213,18 @@ impl Trigger {
         }
     }
 
+    /// Whether a watch of its own reads it (a session, a probe, the
+    /// signal watch), rather than the readings of `/proc` and cgroups.
+    pub fn is_watched(&self) -> bool {
+        matches!(
+            self,
+            Self::Exception { .. }
+                | Self::Counter { .. }
+                | Self::Latency { .. }
+                | Self::Signal { .. }
+        )
+    }
+
     /// The feature the agent must serve for it: the diagnostic port for
     /// `exception`, ptrace (with the dumps) for `signal`.
     pub fn feature(&self) -> Option<Feature> {
@@ -231,44 +256,9 @@ pub struct Filter {
     /// The runtime detected (`dotnet`, `node`, `java`, `python`, `go`,
     /// `native`).
     pub runtime: Option<Runtime>,
-}
-
-/// One action: a capture the agent can do, with its endpoint's
-/// parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// A profile (`/v1/profile`'s parameters; the spec's `pids` are set
-    /// when it runs).
-    Profile(Box<ProfileSpec>),
-    /// A core dump (`/v1/dump`'s parameters).
-    Dump(DumpSpec),
-}
-
-impl Action {
-    /// The action in words.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Profile(spec) => format!(
-                "profile mode={} seconds={} format={}",
-                spec.mode.name(),
-                spec.seconds,
-                spec.format.name()
-            ),
-            Self::Dump(spec) => format!(
-                "dump type={} limit_mb={}",
-                crate::dump::spec::kind_name(spec.kind),
-                spec.limit_mb
-            ),
-        }
-    }
-
-    /// The feature the agent must serve for it.
-    pub fn feature(&self) -> Feature {
-        match self {
-            Self::Profile(_) => Feature::Profile,
-            Self::Dump(_) => Feature::Dump,
-        }
-    }
+    /// The container's name, as the webhook wrote it in the container's
+    /// environment ([`tracecar_api::rules::CONTAINER_ENV`]).
+    pub container: Option<String>,
 }
 
 /// What holds a rule back. A firing they hold back is counted, not
@@ -348,6 +338,7 @@ struct FilterDoc {
     pid: Option<u32>,
     name: Option<String>,
     runtime: Option<String>,
+    container: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -356,26 +347,6 @@ struct LimitsDoc {
     max_actions: Option<u32>,
     window_seconds: Option<u32>,
     cooldown_seconds: Option<u32>,
-}
-
-/// An action parameter: a query value, written as text, a number or a
-/// boolean.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Text(String),
-    Number(serde_json::Number),
-    Flag(bool),
-}
-
-impl Scalar {
-    fn text(&self) -> String {
-        match self {
-            Self::Text(t) => t.clone(),
-            Self::Number(n) => n.to_string(),
-            Self::Flag(b) => b.to_string(),
-        }
-    }
 }
 
 /// Reads a document of one rule or a list of rules.
@@ -438,7 +409,7 @@ fn rule_doc(value: &serde_json::Value, at: &str) -> Result<RuleDoc, SpecError> {
         let field = if path == "." { String::new() } else { format!("{path}: ") };
         SpecError::new(
             format!("{at}{field}{}", e.inner()),
-            "a rule is {name, trigger: {cpu|memory|pressure|oom_kill|signal|exception|counter|latency: {…}}, filter: {pid, name, runtime}, actions: [{profile|dump: {…}}], limits: {max_actions, window_seconds, cooldown_seconds}}",
+            "a rule is {name, trigger: {cpu|memory|pressure|oom_kill|signal|exception|counter|latency: {…}}, filter: {pid, name, runtime, container}, actions: [{KIND: {…}}], limits: {max_actions, window_seconds, cooldown_seconds}}",
         )
     })
 }
@@ -687,11 +658,34 @@ fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError
                 )
             })
             .transpose()?,
+        container: match doc.filter.container {
+            // A Kubernetes container name is a DNS label.
+            Some(c)
+                if c.is_empty()
+                    || c.len() > 63
+                    || c.starts_with('-')
+                    || c.ends_with('-')
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') =>
+            {
+                return Err(field(
+                    "filter.container",
+                    tracecar_api::quoted(&c),
+                    "is not a container name",
+                    "a container of the pod, as its spec names it (a DNS label: a-z, 0-9 and -)",
+                ));
+            }
+            other => other,
+        },
     };
     if doc.actions.is_empty() && trigger != Trigger::OomKill {
         return Err(SpecError::new(
             "actions is empty",
-            "give at least one action: profile or dump (only oom_kill may have none: its record is kept anyway)",
+            format!(
+                "give at least one action: {} (only oom_kill may have none: its record is kept anyway)",
+                super::action::KINDS
+            ),
         ));
     }
     if doc.actions.len() > MAX_ACTIONS {
@@ -706,7 +700,7 @@ fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError
         .actions
         .iter()
         .enumerate()
-        .map(|(i, action)| self::action(i, action))
+        .map(|(i, action)| super::action::parse(i, action))
         .collect::<Result<Vec<_>, _>>()?;
     if matches!(trigger, Trigger::Signal { .. })
         && let Some(i) = actions.iter().position(|a| !matches!(a, Action::Dump(_)))
@@ -714,6 +708,18 @@ fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError
         return Err(SpecError::new(
             format!("actions[{i}] cannot run at a fatal signal"),
             "a process stopped at its fatal signal can only be dumped: use {dump: {…}}",
+        ));
+    }
+    if let Some(i) = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::LttngSnapshot(_)))
+        .nth(1)
+        .map(|(i, _)| i)
+    {
+        return Err(SpecError::new(
+            format!("actions[{i}] is a second lttng_snapshot"),
+            "a rule has one flight recorder: one lttng_snapshot, whose events= list them all",
         ));
     }
     let defaults = Limits::default();
@@ -753,52 +759,6 @@ fn validate(doc: RuleDoc, document: serde_json::Value) -> Result<Rule, SpecError
     })
 }
 
-/// One action: `{kind: {param: value, …}}`, read by its endpoint's own
-/// parser; its errors are prefixed with the action's path.
-fn action(
-    index: usize,
-    doc: &BTreeMap<String, BTreeMap<String, Scalar>>,
-) -> Result<Action, SpecError> {
-    let at = format!("actions[{index}]");
-    let mut entries = doc.iter();
-    let (Some((kind, params)), None) = (entries.next(), entries.next()) else {
-        return Err(SpecError::new(
-            format!("{at} must name exactly one action"),
-            "write each action as {profile: {…}} or {dump: {…}}",
-        ));
-    };
-    if params.contains_key("pid") {
-        return Err(SpecError::new(
-            format!("{at}.{kind}.pid is set"),
-            "leave pid out: an action captures the process the trigger fired for (use filter.pid to pick one)",
-        ));
-    }
-    let texts: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), v.text())).collect();
-    let mut pairs: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    // The endpoints' parsers need a process; the engine sets the real one.
-    pairs.push(("pid", "1"));
-    let prefixed = |e: SpecError| SpecError::new(format!("{at}.{kind}: {}", e.message), e.hint);
-    match kind.as_str() {
-        "profile" => {
-            let request: ProfileRequest = params::from_pairs(&pairs).map_err(prefixed)?;
-            let spec = crate::profile::spec::parse(&request).map_err(prefixed)?;
-            Ok(Action::Profile(Box::new(spec)))
-        }
-        "dump" => {
-            let request: DumpRequest = params::from_pairs(&pairs).map_err(prefixed)?;
-            let spec = crate::dump::spec::parse(&request).map_err(prefixed)?;
-            Ok(Action::Dump(spec))
-        }
-        other => Err(SpecError::new(
-            format!("{at}: {} is not an action", tracecar_api::quoted(other)),
-            "profile or dump",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,6 +788,10 @@ mod tests {
         );
         assert_eq!(rule.filter.name.as_deref(), Some("dotnet"));
         assert_eq!(rule.filter.runtime, Some(Runtime::Dotnet));
+        assert_eq!(rule.filter.container, None);
+        let web =
+            one("{name: w, trigger: {oom_kill: {}}, actions: [], filter: {container: web-1}}");
+        assert_eq!(web.filter.container.as_deref(), Some("web-1"));
         assert_eq!(rule.limits, Limits::default());
         let Action::Profile(profile) = &rule.actions[0] else {
             panic!("{:?}", rule.actions)
@@ -835,9 +799,12 @@ mod tests {
         assert_eq!((profile.seconds, profile.hz), (5, 49));
         assert_eq!(
             rule.actions[0].describe(),
-            "profile mode=cpu seconds=5 format=pprof"
+            "profile mode=cpu seconds=5 → profile.pb.gz"
         );
-        assert_eq!(rule.actions[1].describe(), "dump type=mini limit_mb=4096");
+        assert_eq!(
+            rule.actions[1].describe(),
+            "dump type=mini limit_mb=4096 → core.PID"
+        );
         let json = one(
             r#"{"name": "m", "trigger": {"memory": {"above_percent": 90}}, "actions": [{"dump": {}}], "limits": {"max_actions": 1, "cooldown_seconds": 0}}"#,
         );
@@ -938,6 +905,10 @@ mod tests {
             error("{name: r, trigger: {oom_kill: {}}, actions: [], filter: {runtime: cobol}}")
                 .contains("filter.runtime")
         );
+        assert!(
+            error("{name: r, trigger: {oom_kill: {}}, actions: [], filter: {container: Web}}")
+                .contains("filter.container=\"Web\" is not a container name")
+        );
         assert!(error("[{name: r, trigger: {oom_kill: {}}, actions: []}, {name: r, trigger: {oom_kill: {}}, actions: []}]").contains("two rules are named \"r\""));
         assert!(error("[{name: r, trigger: {oom_kill: {}}, actions: []}, {name: s, trigger: {oom_kill: {}}}]").starts_with("[1]."));
         assert!(error("[]").contains("empty"));
@@ -1024,5 +995,22 @@ mod tests {
         );
         assert!(error("name: [").contains("not YAML or JSON"));
         assert!(error(&"#".repeat(MAX_DOCUMENT_BYTES + 1)).contains("bytes"));
+    }
+
+    /// Every rule docs/api/rules.md shows is one the agent takes.
+    #[test]
+    fn the_documented_rules_parse() {
+        let doc = include_str!("../../../docs/api/rules.md");
+        let blocks: Vec<&str> = doc
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .collect();
+        assert!(blocks.len() >= 5, "{}", blocks.len());
+        for block in blocks {
+            if let Err(e) = parse(block) {
+                panic!("{block}\n→ {}: {}", e.message, e.hint);
+            }
+        }
     }
 }

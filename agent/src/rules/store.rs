@@ -174,6 +174,7 @@ impl Store {
                 .open(&partial)
                 .map_err(failed(&partial))?;
             write(&mut file).map_err(StoreError::Content)?;
+            record.ended_unix_ms = unix_ms(std::time::SystemTime::now());
             file.flush().map_err(failed(&partial))?;
             record.bytes = file.metadata().map_err(failed(&partial))?.len();
             if record.bytes > self.budget {
@@ -255,6 +256,12 @@ impl Store {
 
 fn data_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.data"))
+}
+
+/// `at` in milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

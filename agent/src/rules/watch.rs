@@ -5,10 +5,12 @@
 //! at most [`HELD`] things: an app that throws, or calls a probed
 //! function, faster than that between two readings (250 ms) fills it,
 //! and the rest are dropped until the next reading empties it (a firing
-//! then counts at most [`HELD`]).
+//! then counts at most [`HELD`]). What a watch sees also [`Wake`]s the
+//! rules' thread, which reads the watches then rather than at its next
+//! 250 ms reading.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// What a watch holds between two readings, at most.
@@ -26,6 +28,32 @@ pub enum Seen {
     Value(f64),
     /// A probed call's latency, in nanoseconds.
     Latency(u64),
+}
+
+/// What wakes the rules' thread before its next reading: a watch that
+/// saw something.
+#[derive(Debug, Default)]
+pub struct Wake {
+    woken: Mutex<bool>,
+    ready: Condvar,
+}
+
+impl Wake {
+    /// Wakes the waiter (or the next one to wait).
+    pub fn notify(&self) {
+        *crate::sync::lock(&self.woken) = true;
+        self.ready.notify_all();
+    }
+
+    /// Waits up to `timeout` for [`Self::notify`]; whether it came.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let woken = crate::sync::lock(&self.woken);
+        let (mut woken, _) = self
+            .ready
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *woken)
+    }
 }
 
 /// How a session ended, when it did not end by itself.
@@ -53,9 +81,11 @@ pub type Emit<'a, T> = &'a mut dyn FnMut(T) -> bool;
 impl<T: Send + 'static> Watch<T> {
     /// Runs `session` on a thread named `name`, again whenever it ends,
     /// until the watch is dropped. A session reads the cancel flag, sends
-    /// what it sees to its [`Emit`], and says how it ended.
+    /// what it sees to its [`Emit`] (which wakes `wake`), and says how it
+    /// ended.
     pub fn start(
         name: String,
+        wake: Arc<Wake>,
         mut session: impl FnMut(&Arc<AtomicBool>, Emit<'_, T>) -> Result<(), Ended> + Send + 'static,
     ) -> Result<Self, String> {
         let cancel = Arc::new(AtomicBool::new(false));
@@ -69,7 +99,11 @@ impl<T: Send + 'static> Watch<T> {
                     // Full: dropped, and the session goes on; gone or
                     // cancelled: it stops.
                     let mut emit = |seen: T| {
-                        !matches!(tx.try_send(seen), Err(mpsc::TrySendError::Disconnected(_)))
+                        let sent = tx.try_send(seen);
+                        if sent.is_ok() {
+                            wake.notify();
+                        }
+                        !matches!(sent, Err(mpsc::TrySendError::Disconnected(_)))
                             && !cancel.load(Ordering::Relaxed)
                     };
                     while !cancel.load(Ordering::Relaxed) {
@@ -127,7 +161,8 @@ mod tests {
     fn sessions_run_again_until_the_watch_is_dropped() {
         let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = runs.clone();
-        let watch = Watch::start("test".into(), move |cancel, emit| {
+        let wake = Arc::new(Wake::default());
+        let watch = Watch::start("test".into(), wake.clone(), move |cancel, emit| {
             let n = counted.fetch_add(1, Ordering::Relaxed);
             emit(n);
             if n == 2 {
@@ -143,12 +178,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(watch.seen(), [0, 1, 2]);
+        // What it saw woke the reader, once for all.
+        assert!(wake.wait(Duration::ZERO));
+        assert!(!wake.wait(Duration::from_millis(10)));
         assert_eq!(watch.error().as_deref(), Some("done"));
         assert_eq!(runs.load(Ordering::Relaxed), 3);
         drop(watch);
         // More than it holds between two readings: the rest are dropped,
         // and the session is not stopped for it.
-        let flood = Watch::start("flood".into(), |_, emit| {
+        let flood = Watch::start("flood".into(), wake, |_, emit| {
             let all_taken = (0..HELD * 3).all(&mut *emit);
             Err(Ended::Stop(format!("all taken: {all_taken}")))
         })

@@ -1,6 +1,9 @@
-//! A runtime preset's environment, merged into a container's: variables
-//! it lacks are added, options appended to ones it sets, its own values
-//! kept otherwise.
+//! What the webhook adds to an app container's environment: its name
+//! ([`tracecar_api::rules::CONTAINER_ENV`], for the rules' container
+//! filter; the webhook's value, appended, so it wins over one the
+//! container sets), and a runtime preset's variables, merged into the
+//! container's: variables it lacks are added, options appended to ones it
+//! sets, its own values kept otherwise.
 
 use std::collections::BTreeSet;
 
@@ -16,11 +19,15 @@ pub(super) fn plan_env(
     b: &mut PatchBuilder,
     container_path: &[&str],
     container: &ContainerFacts,
-    runtime: Runtime,
+    runtime: Option<Runtime>,
     warnings: &mut Vec<String>,
 ) -> Result<(), InjectError> {
-    let mut new_vars = Vec::new();
-    for &(name, value, merge) in preset_env(runtime) {
+    let mut new_vars = vec![EnvVar {
+        name: tracecar_api::rules::CONTAINER_ENV.to_owned(),
+        value: Some(container.name.clone()),
+        ..EnvVar::default()
+    }];
+    for &(name, value, merge) in runtime.map(preset_env).unwrap_or_default() {
         let Some(existing) = container.preset_env.iter().find(|e| e.name == name) else {
             new_vars.push(EnvVar {
                 name: name.to_owned(),

@@ -221,8 +221,8 @@ impl Injector {
     }
 
     /// The selected app containers get the shared mounts (unless they
-    /// mount those paths already) and the runtime preset's environment;
-    /// answers their names.
+    /// mount those paths already), their name in their environment and
+    /// the runtime preset's; answers their names.
     fn app_containers(
         &self,
         b: &mut PatchBuilder,
@@ -256,9 +256,7 @@ impl Injector {
                 container.has_mounts,
                 mounts,
             );
-            if let Some(runtime) = choices.runtime {
-                plan_env(b, &base, container, runtime, warnings)?;
-            }
+            plan_env(b, &base, container, choices.runtime, warnings)?;
             mounted.push(container.name.clone());
         }
         Ok(mounted)
