@@ -126,6 +126,8 @@ pub struct Status {
     /// Resident anonymous memory (`RssAnon`), in KiB; absent for kernel
     /// threads.
     pub rss_anon_kib: Option<u64>,
+    /// The signals it handles (`SigCgt`), a bit per signal (`1 << (n - 1)`).
+    pub sig_cgt: u64,
 }
 
 impl Status {
@@ -163,6 +165,7 @@ pub fn parse_status(text: &str) -> Status {
                     .collect();
             }
             "CapEff" => status.cap_eff = u64::from_str_radix(value, 16).ok(),
+            "SigCgt" => status.sig_cgt = u64::from_str_radix(value, 16).unwrap_or(0),
             "RssAnon" => {
                 status.rss_anon_kib = value.strip_suffix("kB").and_then(|v| v.trim().parse().ok());
             }

@@ -141,6 +141,7 @@ fn run(
                 let mut sink = Sink {
                     file,
                     left: store.budget(),
+                    budget: store.budget(),
                     failed: None,
                 };
                 write(&mut sink)?;
@@ -310,6 +311,7 @@ fn run(
 struct Sink<'f> {
     file: &'f mut std::fs::File,
     left: u64,
+    budget: u64,
     failed: Option<String>,
 }
 
@@ -323,7 +325,7 @@ impl Sink<'_> {
         if len > self.left {
             return self.fail(format!(
                 "the artifact passed the store's budget ({} MiB); the capture was stopped there",
-                self.left >> 20
+                self.budget >> 20
             ));
         }
         self.left -= len;
@@ -363,5 +365,52 @@ impl Sink<'_> {
     fn fail(&mut self, why: String) -> bool {
         self.failed.get_or_insert(why);
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sink_stops_a_capture_at_the_budget_and_keeps_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = std::fs::File::create(dir.path().join("a")).unwrap();
+        let mut sink = Sink {
+            file: &mut file,
+            left: 10 << 20,
+            budget: 10 << 20,
+            failed: None,
+        };
+        let mut sent = 0;
+        sink.stream(|started: &mut dyn FnMut(Result<(), String>), send| {
+            started(Ok(()));
+            // 4 MiB chunks: the third would pass 10 MiB, and nothing is
+            // written after it.
+            while send(vec![7; 4 << 20]) {
+                sent += 1;
+            }
+            assert!(!send(vec![7]));
+        });
+        assert_eq!(sent, 2);
+        let failed = sink.failed.clone().unwrap();
+        assert!(failed.contains("budget (10 MiB)"), "{failed}");
+        assert_eq!(file.metadata().unwrap().len(), 8 << 20);
+        // A capture that did not start says why.
+        let mut other = std::fs::File::create(dir.path().join("b")).unwrap();
+        let mut sink = Sink {
+            file: &mut other,
+            left: 1,
+            budget: 1,
+            failed: None,
+        };
+        sink.stream(|started: &mut dyn FnMut(Result<(), String>), _| {
+            started(Err("no port".to_owned()));
+        });
+        assert_eq!(sink.failed.as_deref(), Some("it did not start: no port"));
+        assert_eq!(
+            sink.all(Vec::new()),
+            Err("it did not start: no port".to_owned())
+        );
     }
 }

@@ -114,19 +114,11 @@ pub fn step(stop: Stop, watched: u64, caught: u64) -> Step {
     }
 }
 
-/// `SigCgt` of `/proc/PID/status`: the signals the process handles.
-pub fn parse_caught(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
-}
-
+/// The signals `pid` handles (`SigCgt`; none when it cannot be read).
 fn caught(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| parse_caught(&s))
-        .unwrap_or(0)
+    crate::procfs::Procfs::default()
+        .status(pid.unsigned_abs())
+        .map_or(0, |s| s.sig_cgt)
 }
 
 fn tids(pid: i32) -> std::io::Result<Vec<i32>> {
@@ -484,9 +476,9 @@ mod tests {
     #[test]
     fn reads_the_handled_signals() {
         let status = "Name:\tapp\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180000400\n";
-        let caught = parse_caught(status);
+        let caught = crate::procfs::parse_status(status).sig_cgt;
         assert_ne!(caught & bit(libc::SIGSEGV), 0, "bit 11 (0x400)");
         assert_eq!(caught & bit(libc::SIGABRT), 0);
-        assert_eq!(parse_caught("Name:\tapp\n"), 0);
+        assert_eq!(crate::procfs::parse_status("Name:\tapp\n").sig_cgt, 0);
     }
 }

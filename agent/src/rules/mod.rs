@@ -12,8 +12,8 @@
 //! containers' cgroups ([`cgroup`]). The triggers a watch of their own
 //! reads (an EventPipe session, a probe, the signal watch) wake it when
 //! they see something ([`watch::Wake`]), and their rules are read then,
-//! at most every [`WOKEN_GAP`], with the processes of the last tick. Each reading that finds a rule's
-//! condition true is a *firing*. A firing runs the rule's actions, in
+//! at most every [`WOKEN_GAP`], with the processes of the last tick.
+//! Each reading that finds a rule's condition true is a *firing*. A firing runs the rule's actions, in
 //! order, on a thread of its own, unless something holds it back
 //! ([`gate::HeldBack`]): the rule's previous firing still running, its
 //! cooldown, its `max_actions` per `window_seconds`, every capture slot
@@ -447,9 +447,9 @@ impl Rules {
 
     /// Opens the flight recorders of the rules with an `lttng_snapshot`
     /// action that have none (or whose snapshot failed: the session
-    /// daemon restarted, say), outside the
-    /// rules' lock: LTTng's commands take a while. One that fails is tried
-    /// again after [`watch::RETRY`], its error in the rule's tally.
+    /// daemon restarted, say), outside the rules' lock: LTTng's commands
+    /// take a while. One that fails is tried again after
+    /// [`watch::RETRY`], its error in the rule's tally.
     fn open_flights(&self) {
         let Some(lttng) = &self.context.lttng else {
             return;
