@@ -172,8 +172,9 @@ impl AgentState {
     /// `POST /v1/rules` adds) with their artifacts in `store`. Call this
     /// after [`Self::with_memory_limit`], [`Self::with_dump_dir`],
     /// [`Self::with_features`] and [`Self::with_lttng`]: the rules' actions
-    /// use them (without an LTTng side, `lttng_record` actions are
-    /// refused as a feature the agent does not serve). The watch
+    /// use them (without an LTTng side, `lttng_record` and
+    /// `lttng_snapshot` actions are refused as a feature the agent does
+    /// not serve). The watch
     /// runs until the returned guard is dropped.
     pub fn with_rules(
         mut self,

@@ -138,12 +138,7 @@ fn run(
     let put = |artifact: Artifact, write: &mut dyn FnMut(&mut Sink) -> Result<(), String>| {
         store
             .put(artifact, |file| {
-                let mut sink = Sink {
-                    file,
-                    left: store.budget(),
-                    budget: store.budget(),
-                    failed: None,
-                };
+                let mut sink = Sink::new(file, store.budget());
                 write(&mut sink)?;
                 sink.failed.map_or(Ok(()), Err)
             })
@@ -315,7 +310,17 @@ struct Sink<'f> {
     failed: Option<String>,
 }
 
-impl Sink<'_> {
+impl<'f> Sink<'f> {
+    /// A sink into `file` of at most `budget` bytes.
+    fn new(file: &'f mut std::fs::File, budget: u64) -> Self {
+        Self {
+            file,
+            left: budget,
+            budget,
+            failed: None,
+        }
+    }
+
     /// Writes `chunk`; false once the capture must stop.
     fn send(&mut self, chunk: &[u8]) -> bool {
         if self.failed.is_some() {
@@ -376,12 +381,7 @@ mod tests {
     fn the_sink_stops_a_capture_at_the_budget_and_keeps_the_first_failure() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = std::fs::File::create(dir.path().join("a")).unwrap();
-        let mut sink = Sink {
-            file: &mut file,
-            left: 10 << 20,
-            budget: 10 << 20,
-            failed: None,
-        };
+        let mut sink = Sink::new(&mut file, 10 << 20);
         let mut sent = 0;
         sink.stream(|started: &mut dyn FnMut(Result<(), String>), send| {
             started(Ok(()));
@@ -398,12 +398,7 @@ mod tests {
         assert_eq!(file.metadata().unwrap().len(), 8 << 20);
         // A capture that did not start says why.
         let mut other = std::fs::File::create(dir.path().join("b")).unwrap();
-        let mut sink = Sink {
-            file: &mut other,
-            left: 1,
-            budget: 1,
-            failed: None,
-        };
+        let mut sink = Sink::new(&mut other, 1);
         sink.stream(|started: &mut dyn FnMut(Result<(), String>), _| {
             started(Err("no port".to_owned()));
         });
